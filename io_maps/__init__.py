@@ -1,0 +1,1 @@
+"""I/O maps: YAML register maps shipped with the runtime (data; schema in runtime.io)."""

@@ -1,0 +1,50 @@
+"""Small programs for the engine's own tests and for trying the runtime out: not site logic."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from runtime.api import Cycle, Params, Program, register_interlock, register_program
+from runtime.tags import Direction, TagSpec
+
+
+class CopyParams(Params):
+    source: str
+    target: str
+    gain: float = 1.0
+    declare_target: bool = Field(True, description="declare target as an output tag of this program")
+    unit: str = ""
+
+
+@register_program("example_copy")
+class Copy(Program):
+    """target = gain * source while the source is good, else the target's fail-safe 0."""
+
+    Params = CopyParams
+    params: CopyParams
+
+    def declare(self) -> list[TagSpec]:
+        p = self.params
+        return [TagSpec(p.target, unit=p.unit, direction=Direction.OUTPUT, default=0.0)] if p.declare_target else []
+
+    def scan(self, cx: Cycle) -> None:
+        v = cx.inputs.value(self.params.source)
+        cx.out[self.params.target] = 0.0 if v is None else self.params.gain * v
+
+
+class ClampParams(Params):
+    tag: str
+    limit: float = Field(ge=0)
+
+
+@register_interlock("example_clamp")
+class Clamp(Program):
+    """Clamp a signed output to +-limit: the simplest interlock, for engine tests."""
+
+    Params = ClampParams
+    params: ClampParams
+
+    def scan(self, cx: Cycle) -> None:
+        v = cx.out[self.params.tag]
+        lim = self.params.limit
+        cx.out[self.params.tag] = max(-lim, min(lim, v))

@@ -1,0 +1,186 @@
+"""The site file: pydantic models of every section, validated with file, line and key in each error.
+
+Components (devices, programs, interlocks, tasks) are ``{type, name, params}``; their ``params`` are
+validated against the ``Params`` model their type registers, with the same line-exact errors. Nothing
+that a user could get wrong is silently defaulted: the cycle period, nominal voltage and frequency and the
+list of interlocks must be written down.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from runtime.api import Params
+from runtime.tags import TAG_NAME, Direction, TagSpec, TagType
+from runtime.yamlload import ConfigError, ConfigIssue, YamlDoc, load_yaml, validate
+
+
+class SiteSection(Params):
+    name: str = Field(min_length=1)
+    nominal_voltage: float = Field(gt=0, le=100_000, description="V; the basis of grid.voltage")
+    nominal_frequency: Literal[50, 60] = Field(description="Hz")
+    phases: Literal[1, 3] = 1
+    timezone: str = Field("UTC", description="IANA zone of the site's local clock (prices, plug-in times)")
+    start: dt.datetime | None = Field(
+        None, description="simulated sites: local calendar time of cycle-clock zero; omit for the wall clock")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA timezone {v!r}") from exc
+        return v
+
+
+class ScanSection(Params):
+    period_ms: float = Field(ge=1, le=1000, description="cycle period; 20 ms default in the bundled site")
+    overrun_fault_after: int = Field(5, ge=1, le=1000,
+                                     description="consecutive overruns that raise runtime.overrun_fault")
+    realtime_priority: int | None = Field(
+        None, ge=1, le=99, description="SCHED_FIFO priority the scan thread asks for; omit for none")
+    spin_us: int = Field(500, ge=0, le=5000, description="wait out the last part of each period spinning")
+
+    @property
+    def period_us(self) -> int:
+        return round(self.period_ms * 1000)
+
+    @model_validator(mode="after")
+    def _whole_us(self) -> ScanSection:
+        if abs(self.period_ms * 1000 - round(self.period_ms * 1000)) > 1e-6:
+            raise ValueError("period_ms must be a whole number of microseconds")
+        return self
+
+
+class Component(Params):
+    type: str = Field(min_length=1)
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+
+class TagDecl(Params):
+    """A site-level tag (memory or shared) that no component declares."""
+
+    name: str
+    type: TagType = TagType.FLOAT
+    unit: str = ""
+    direction: Direction = Direction.MEMORY
+    default: Any = None
+    stale_after_s: float | None = Field(None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not TAG_NAME.match(v):
+            raise ValueError("tag names are device.quantity, lower case")
+        return v
+
+    def spec(self) -> TagSpec:
+        return TagSpec(self.name, self.type, self.unit, self.direction, self.default, self.stale_after_s)
+
+
+class HardwareWatchdog(Params):
+    device: str = "/dev/watchdog"
+    timeout_s: int = Field(10, ge=1, le=600)
+
+
+class WatchdogSection(Params):
+    systemd: bool = True
+    hardware: HardwareWatchdog | None = None
+
+
+class TaskProcessSection(Params):
+    heartbeat_s: float = Field(2.0, gt=0, le=60, description="task process counts as hung after this silence")
+    restart_backoff_s: float = Field(1.0, gt=0, le=60)
+    restart_backoff_max_s: float = Field(30.0, gt=0, le=600)
+
+
+class SiteConfig(Params):
+    site: SiteSection
+    scan: ScanSection
+    devices: list[Component] = Field(default_factory=list)
+    programs: list[Component] = Field(default_factory=list)
+    safety: list[Component] = Field(description="interlocks in evaluation order; the last word on outputs")
+    tasks: list[Component] = Field(default_factory=list)
+    tags: list[TagDecl] = Field(default_factory=list)
+    plant: Component | None = Field(None, description="virtual plant started beside the runtime")
+    watchdog: WatchdogSection = Field(default_factory=WatchdogSection)
+    task_process: TaskProcessSection = Field(default_factory=TaskProcessSection)
+    state_dir: str = Field("var", description="latched trips and other persisted state (relative: to the site file)")
+    control_socket: str | None = Field(None, description="Unix socket for reset-trip/force; default state_dir/control.sock")
+
+
+class LoadedSite:
+    """A validated site file and the validated params of each component, with the source kept for errors."""
+
+    def __init__(self, path: Path, doc: YamlDoc, config: SiteConfig):
+        self.path = path
+        self.doc = doc
+        self.config = config
+        self.base_dir = path.parent
+
+    def resolve(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def load_site(path: str | Path) -> LoadedSite:
+    """Load and validate a site file and every component's params. Raises ConfigError."""
+    path = Path(path)
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.issue((), "a site file is a mapping with site:, scan:, devices:, ...")])
+    config = validate(SiteConfig, doc.data, doc)
+    site = LoadedSite(path, doc, config)
+    check_components(site)
+    return site
+
+
+def _unique(doc: YamlDoc, section: str, comps: list[Component], issues: list[ConfigIssue]) -> None:
+    seen: dict[str, int] = {}
+    for i, c in enumerate(comps):
+        if c.label in seen:
+            issues.append(doc.issue((section, i, "name"),
+                                    f"duplicate name {c.label!r} (also {section}[{seen[c.label]}])"))
+        seen[c.label] = i
+
+
+def component_params(doc: YamlDoc, section: str, i: int, comp: Component, registry: dict[str, Any]) -> Params:
+    cls = registry.get(comp.type)
+    if cls is None:
+        known = ", ".join(sorted(registry)) or "none"
+        raise ConfigError([doc.issue((section, i, "type"), f"unknown {section} type {comp.type!r} (known: {known})")])
+    return validate(cls.Params, comp.params, doc, (section, i, "params"))
+
+
+def check_components(site: LoadedSite) -> dict[tuple[str, int], Params]:
+    """Validate every component's params against its registered type; collect all errors at once."""
+    from runtime import registry  # imports programs/safety/drivers/tasks so they register
+
+    doc, cfg = site.doc, site.config
+    issues: list[ConfigIssue] = []
+    out: dict[tuple[str, int], Params] = {}
+    sections = (("devices", cfg.devices, registry.drivers()), ("programs", cfg.programs, registry.programs()),
+                ("safety", cfg.safety, registry.interlocks()), ("tasks", cfg.tasks, registry.tasks()))
+    for section, comps, reg in sections:
+        _unique(doc, section, comps, issues)
+        for i, comp in enumerate(comps):
+            try:
+                out[(section, i)] = component_params(doc, section, i, comp, reg)
+            except ConfigError as exc:
+                issues.extend(exc.issues)
+    if not cfg.safety:
+        issues.append(doc.issue(("safety",), "a site needs at least one interlock: safety has the last word"))
+    if issues:
+        raise ConfigError(issues)
+    return out

@@ -1,0 +1,224 @@
+"""The scan engine: one pure step function shared by the real-time runner, replay, backtest and tests.
+
+``Engine.step(now_us, updates, commands)`` runs the phases of DESIGN.md "The scan cycle":
+
+1. INPUT    apply the staged updates all at once, age tags to ``stale``, apply forced inputs, freeze.
+2. PROGRAM  programs in configured order write requested outputs.
+3. (forced outputs replace what programs asked for, *before* safety, so a force never bypasses it)
+4. SAFETY   interlocks in configured order clamp, zero or latch outputs; their result is final.
+5. OUTPUT   commit; report what changed.
+
+Real time and simulated time differ only in who chooses ``now_us``. The engine never reads a clock.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.api import Command, Cycle, Event, Outputs, Program, SiteInfo
+from runtime.tags import US, Direction, Image, Quality, TagSpec, TagTable, TagType, TagUpdate, TagValue
+
+# Tags the runtime itself owns. The runner feeds the runtime.* inputs each cycle (OpenPLC exposes its
+# diagnostics as ordinary tags the same way), so safety can act on them and replay can reproduce them.
+RUNTIME_TAGS: tuple[TagSpec, ...] = (
+    TagSpec("runtime.cycle_time", TagType.FLOAT, "s", Direction.INPUT, 0.0,
+            description="compute time of the previous cycle"),
+    TagSpec("runtime.lateness", TagType.FLOAT, "s", Direction.INPUT, 0.0,
+            description="how late this cycle woke after its deadline"),
+    TagSpec("runtime.overruns", TagType.INT, "", Direction.INPUT, 0,
+            description="cycles that ended after the next deadline since start"),
+    TagSpec("runtime.overrun_fault", TagType.BOOL, "", Direction.INPUT, False,
+            description="the configured run of consecutive overruns was reached"),
+    TagSpec("runtime.task_process_alive", TagType.BOOL, "", Direction.INPUT, False,
+            description="the task process answered within its heartbeat limit"),
+    TagSpec("runtime.fault", TagType.STR, "", Direction.MEMORY, "",
+            description="last program/interlock exception (empty when none this cycle)"),
+)
+
+
+@dataclass
+class StepResult:
+    k: int
+    now_us: int
+    outputs: dict[str, Any]  # committed output image (output direction only)
+    changed_outputs: dict[str, Any]
+    input_changes: dict[str, TagValue]  # inputs whose value or quality changed this cycle (recording)
+    image: Image  # every tag after the cycle (published to tasks, dumped at exit)
+    events: list[Event] = field(default_factory=list)
+    persist: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # programs whose state changed
+
+
+class Engine:
+    def __init__(
+        self,
+        site: SiteInfo,
+        tags: TagTable,
+        programs: Sequence[Program] = (),
+        interlocks: Sequence[Program] = (),
+        *,
+        age_inputs: bool = True,
+    ):
+        """``age_inputs=False`` is replay: staleness then comes only from recorded quality."""
+        self.site = site
+        self.period_us = site.period_us
+        self.tags = tags
+        self.programs = list(programs)
+        self.interlocks = list(interlocks)
+        self.age_inputs = age_inputs
+        specs = tags.specs
+        self._specs = specs
+        self._input_names = [s.name for s in specs.values() if s.is_input]
+        self._aging = [(s.name, int(s.stale_after_s * US)) for s in specs.values()
+                       if s.is_input and s.stale_after_s is not None]
+        self._output_names = [s.name for s in specs.values() if s.direction is Direction.OUTPUT]
+        self._writable = frozenset(s.name for s in specs.values()
+                                   if s.direction in (Direction.OUTPUT, Direction.MEMORY))
+        # Inputs start bad: "never read" must not look like a value.
+        self._values: dict[str, TagValue] = {
+            s.name: TagValue(s.default, Quality.BAD if s.is_input else Quality.GOOD, 0)
+            for s in specs.values()
+        }
+        self._out: dict[str, Any] = {n: specs[n].default for n in self._writable}
+        self._safe_out: dict[str, Any] = {n: specs[n].default for n in self._output_names}
+        self.forces: dict[str, Any] = {}
+        self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
+        self._persisted: dict[str, Mapping[str, Any] | None] = {p.name: p.persist()
+                                                                 for p in (*self.programs, *self.interlocks)}
+        self.k = -1
+
+    # -- commissioning -------------------------------------------------------------------------
+    def force(self, name: str, value: Any) -> None:
+        """Force an input (what programs see) or an output (what programs asked for); never what
+        safety decides. Visible as ``forced`` in the tag's state and logged as an event."""
+        if name not in self._specs:
+            raise KeyError(f"unknown tag {name!r}")
+        value = self._specs[name].coerce(value)
+        self.forces[name] = value
+        self._pending_force_events.append(("force", f"{name} forced to {value!r}", {"tag": name, "value": value}))
+
+    def unforce(self, name: str) -> None:
+        if name not in self.forces:
+            return
+        del self.forces[name]
+        self._pending_force_events.append(("force", f"{name} force released", {"tag": name}))
+
+    def restore(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        for p in (*self.programs, *self.interlocks):
+            if p.name in states:
+                p.restore(states[p.name])
+                self._persisted[p.name] = p.persist()
+
+    @property
+    def safe_outputs(self) -> dict[str, Any]:
+        """Every output at its declared default: setpoint 0, permit withdrawn."""
+        return dict(self._safe_out)
+
+    # -- the cycle -----------------------------------------------------------------------------
+    def step(self, now_us: int, updates: Iterable[TagUpdate] = (), commands: Sequence[Command] = ()) -> StepResult:
+        k = now_us // self.period_us
+        self.k = k
+        events: list[Event] = [Event(k, now_us, kind, "runtime", msg, data)
+                               for kind, msg, data in self._pending_force_events]
+        self._pending_force_events.clear()
+        values = self._values
+        before = {n: values[n] for n in self._input_names} if self._input_names else {}
+
+        # 1. INPUT
+        for u in updates:
+            spec = self._specs.get(u.name)
+            if spec is None or not spec.is_input:
+                continue
+            t = now_us if u.t_us is None else u.t_us
+            q = Quality(u.quality)
+            try:
+                v = spec.coerce(u.value)
+            except ValueError:
+                v, q = values[u.name].value, Quality.BAD  # bad data never becomes a wrong value
+            values[u.name] = TagValue(v, q, t)
+        if self.age_inputs:
+            for name, limit in self._aging:
+                tv = values[name]
+                if tv.quality is Quality.GOOD and now_us - tv.t_us > limit:
+                    values[name] = TagValue(tv.value, Quality.STALE, tv.t_us)
+        else:
+            for name in self._input_names:
+                tv = values[name]
+                values[name] = TagValue(tv.value, tv.quality, now_us)
+        input_changes = {}
+        for name in self._input_names:
+            new, old = values[name], before[name]
+            if new.quality is not old.quality or new.value != old.value or k == 0:
+                input_changes[name] = new
+        frozen = dict(values)
+        for name, fv in self.forces.items():
+            if self._specs[name].is_input:
+                frozen[name] = TagValue(fv, Quality.GOOD, now_us, forced=True)
+        image = Image(frozen)
+
+        out = Outputs(self._specs, self._out, self._writable)
+        self._out["runtime.fault"] = ""
+
+        # 2. PROGRAM
+        for prog in self.programs:
+            cx = Cycle(k, now_us, self.period_us, image, out, self.site, tuple(commands), events, prog.name)
+            try:
+                prog.scan(cx)
+            except Exception as exc:  # the scan never stops because a program failed
+                self._fault(events, k, now_us, prog, exc)
+
+        # 3. forced outputs: what programs asked for, before safety has its word
+        for name, fv in self.forces.items():
+            if name in self._writable:
+                self._out[name] = fv
+
+        # 4. SAFETY
+        for lock in self.interlocks:
+            cx = Cycle(k, now_us, self.period_us, image, out, self.site, tuple(commands), events, lock.name)
+            try:
+                lock.scan(cx)
+            except Exception as exc:
+                # An interlock that cannot decide is doubt: every output to its safe value.
+                self._fault(events, k, now_us, lock, exc)
+                self._out.update(self._safe_out)
+
+        # 5. OUTPUT
+        committed = {n: self._out[n] for n in self._output_names}
+        changed = {n: v for n, v in committed.items() if values[n].value != v or k == 0}
+        for n in self._writable:
+            old = values[n]
+            v = self._out[n]
+            if old.value != v or old.t_us == 0:
+                values[n] = TagValue(v, Quality.GOOD, now_us, forced=n in self.forces)
+        full = dict(values)
+        for name, fv in self.forces.items():
+            if self._specs[name].is_input:
+                full[name] = TagValue(fv, Quality.GOOD, now_us, forced=True)
+        persist = {}
+        for p in (*self.programs, *self.interlocks):
+            st = p.persist()
+            if st != self._persisted[p.name]:
+                self._persisted[p.name] = st
+                persist[p.name] = st
+        return StepResult(k, now_us, committed, changed, input_changes, Image(full), events, persist)
+
+    def _fault(self, events: list[Event], k: int, now_us: int, prog: Program, exc: Exception) -> None:
+        msg = f"{prog.name}: {type(exc).__name__}: {exc}"
+        self._out["runtime.fault"] = msg
+        events.append(Event(k, now_us, "fault", prog.name, msg,
+                            {"traceback": traceback.format_exception_only(exc)[-1].strip()}))
+
+    @property
+    def image(self) -> Image:
+        return Image(self._values)
+
+
+def tag_table(*groups: tuple[str, Iterable[TagSpec]]) -> TagTable:
+    """Build a site's tag table from (owner, specs) groups; duplicates raise ValueError naming both."""
+    table = TagTable()
+    for owner, specs in groups:
+        for s in specs:
+            table.add(s, owner)
+    return table

@@ -1,0 +1,78 @@
+"""The I/O driver interface: polling runs on the I/O thread's asyncio loop, never on the scan thread.
+
+A driver delivers finished reads as ``TagUpdate``s through ``IOContext.deliver`` (thread-safe; the scan
+applies them all at once at the next cycle start) and receives, once per cycle, the committed outputs it
+owns. Writes are driven by the scan only: a driver must not refresh setpoints on a timer of its own, so
+that a stuck scan lets the device's reversion (communication-loss) timer expire.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from runtime.api import Params, SiteInfo
+from runtime.tags import TagSpec, TagUpdate
+
+
+class IOContext:
+    """What a driver may touch: a staging area for finished reads and the cycle clock."""
+
+    def __init__(self, t0_ns: int | None = None):
+        self._lock = threading.Lock()
+        self._staged: list[TagUpdate] = []
+        self.t0_ns = time.monotonic_ns() if t0_ns is None else t0_ns
+
+    def now_us(self) -> int:
+        """Microseconds since the run started, on the same clock as the cycles' ``now_us``."""
+        return (time.monotonic_ns() - self.t0_ns) // 1000
+
+    def deliver(self, updates: list[TagUpdate]) -> None:
+        with self._lock:
+            self._staged.extend(updates)
+
+    def drain(self) -> list[TagUpdate]:
+        """Called by the scan thread at cycle start; never blocks for longer than a list swap."""
+        with self._lock:
+            staged, self._staged = self._staged, []
+        return staged
+
+
+class Driver:
+    """Base class. ``Params`` is the pydantic model of the device's ``params:`` in the site file."""
+
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
+        self.name = name
+        self.params = params
+        self.site = site
+        self.base_dir = base_dir  # directory of the site file: relative paths resolve against it
+
+    def tag_specs(self) -> list[TagSpec]:
+        """Inputs this device delivers and outputs it accepts (full tag names)."""
+        return []
+
+    async def run(self, io: IOContext) -> None:
+        """Poll until cancelled. Must survive device failures: mark tags bad, back off, reconnect."""
+
+    def on_outputs(self, now_us: int, outputs: Mapping[str, Any], changed: Mapping[str, Any]) -> None:
+        """Called on the I/O loop once per committed cycle with this device's output tags."""
+
+    async def close(self, safe_outputs: Mapping[str, Any]) -> None:
+        """Write the safe outputs (setpoint 0, permit withdrawn), wait for them, and disconnect."""
+
+
+D = TypeVar("D", bound=type[Driver])
+DRIVERS: dict[str, type[Driver]] = {}
+
+
+def register_driver(type_name: str) -> Callable[[D], D]:
+    def deco(cls: D) -> D:
+        DRIVERS[type_name] = cls
+        return cls
+
+    return deco

@@ -1,0 +1,99 @@
+"""The task interface: non-real-time work (prices, planner, OCPP, MQTT, metrics) in the task process.
+
+Tasks run on the task process's asyncio loop, never in the scan process (DESIGN.md "Two processes").
+They write *shared* tags, which cross to the scan as messages and land at the next cycle start, all at
+once. They read the scan's committed image as it is published after each cycle. Time for a task is the
+scan's cycle clock (``TaskContext.now_us``) so a simulated site run faster than real time keeps tasks in
+step with it; ``calendar()`` turns it into the site's local date and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from runtime.api import Params, SiteInfo
+from runtime.tags import US, Image, Quality, TagSpec
+
+
+class TaskContext:
+    """The channel between one task and the scan, as the task sees it."""
+
+    def __init__(
+        self,
+        name: str,
+        send: Callable[[str, Any, Quality], None],
+        start: dt.datetime,
+        log: logging.Logger,
+    ):
+        self.name = name
+        self._send = send
+        self.start = start  # site-local calendar time of cycle-clock zero
+        self.log = log
+        self.image: Image = Image({})
+        self.now_us = 0
+        self._changed = asyncio.Condition()
+
+    def write(self, tag: str, value: Any, quality: Quality = Quality.GOOD) -> None:
+        """Send a shared-tag write to the scan; it applies at the next cycle start."""
+        self._send(tag, value, quality)
+
+    def calendar(self, now_us: int | None = None) -> dt.datetime:
+        """Site-local calendar time of a cycle-clock instant (default: the latest published cycle)."""
+        return self.start + dt.timedelta(microseconds=self.now_us if now_us is None else now_us)
+
+    async def next_image(self) -> Image:
+        """Wait for the scan's next publication."""
+        async with self._changed:
+            await self._changed.wait()
+        return self.image
+
+    async def sleep_until(self, t_us: int) -> None:
+        """Wait until the scan's cycle clock reaches ``t_us`` (works at any ``--speed``)."""
+        while self.now_us < t_us:
+            await self.next_image()
+
+    async def _publish(self, image: Image, now_us: int) -> None:
+        self.image = image
+        self.now_us = now_us
+        async with self._changed:
+            self._changed.notify_all()
+
+
+class Task:
+    """Base class. Subclasses declare their shared tags (direction SHARED, with a ``stale_after_s``
+    age limit) and implement ``run``. A task that raises is logged and restarted with backoff."""
+
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
+        self.name = name
+        self.params = params
+        self.site = site
+        self.base_dir = base_dir
+
+    def declare(self) -> list[TagSpec]:
+        return []
+
+    async def run(self, cx: TaskContext) -> None:
+        raise NotImplementedError
+
+
+T = TypeVar("T", bound=type[Task])
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(type_name: str) -> Callable[[T], T]:
+    def deco(cls: T) -> T:
+        TASKS[type_name] = cls
+        return cls
+
+    return deco
+
+
+def seconds(us: int) -> float:
+    return us / US
