@@ -27,6 +27,9 @@ class Copy(Program):
         p = self.params
         return [TagSpec(p.target, unit=p.unit, direction=Direction.OUTPUT, default=0.0)] if p.declare_target else []
 
+    def requires(self) -> list[str]:
+        return [self.params.source]
+
     def scan(self, cx: Cycle) -> None:
         v = cx.inputs.value(self.params.source)
         cx.out[self.params.target] = 0.0 if v is None else self.params.gain * v
@@ -43,6 +46,9 @@ class Clamp(Program):
 
     Params = ClampParams
     params: ClampParams
+
+    def requires(self) -> list[str]:
+        return [self.params.tag]
 
     def scan(self, cx: Cycle) -> None:
         v = cx.out[self.params.tag]

@@ -140,6 +140,10 @@ class Program:
     def declare(self) -> list[TagSpec]:
         return []
 
+    def requires(self) -> list[str]:
+        """Tags this program cannot work without; a site that provides none of them does not load."""
+        return []
+
     def scan(self, cx: Cycle) -> None:
         raise NotImplementedError
 

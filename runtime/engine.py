@@ -49,6 +49,7 @@ class StepResult:
     image: Image  # every tag after the cycle (published to tasks, dumped at exit)
     events: list[Event] = field(default_factory=list)
     persist: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # programs whose state changed
+    changed: dict[str, TagValue] = field(default_factory=dict)  # every tag whose value/quality changed
 
 
 class Engine:
@@ -87,6 +88,7 @@ class Engine:
         self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
         self._persisted: dict[str, Mapping[str, Any] | None] = {p.name: p.persist()
                                                                  for p in (*self.programs, *self.interlocks)}
+        self._prev_frozen: dict[str, TagValue] = {}
         self.k = -1
 
     # -- commissioning -------------------------------------------------------------------------
@@ -124,7 +126,6 @@ class Engine:
                                for kind, msg, data in self._pending_force_events]
         self._pending_force_events.clear()
         values = self._values
-        before = {n: values[n] for n in self._input_names} if self._input_names else {}
 
         # 1. INPUT
         for u in updates:
@@ -147,15 +148,18 @@ class Engine:
             for name in self._input_names:
                 tv = values[name]
                 values[name] = TagValue(tv.value, tv.quality, now_us)
-        input_changes = {}
-        for name in self._input_names:
-            new, old = values[name], before[name]
-            if new.quality is not old.quality or new.value != old.value or k == 0:
-                input_changes[name] = new
         frozen = dict(values)
         for name, fv in self.forces.items():
             if self._specs[name].is_input:
                 frozen[name] = TagValue(fv, Quality.GOOD, now_us, forced=True)
+        # What the programs see changed (forced values included): the recording replays exactly this.
+        prev = self._prev_frozen
+        input_changes = {}
+        for name in self._input_names:
+            new, old = frozen[name], prev.get(name)
+            if old is None or new.quality is not old.quality or new.value != old.value:
+                input_changes[name] = new
+        self._prev_frozen = frozen
         image = Image(frozen)
 
         out = Outputs(self._specs, self._out, self._writable)
@@ -187,11 +191,12 @@ class Engine:
         # 5. OUTPUT
         committed = {n: self._out[n] for n in self._output_names}
         changed = {n: v for n, v in committed.items() if values[n].value != v or k == 0}
+        changed_tags = dict(input_changes)
         for n in self._writable:
             old = values[n]
             v = self._out[n]
-            if old.value != v or old.t_us == 0:
-                values[n] = TagValue(v, Quality.GOOD, now_us, forced=n in self.forces)
+            if old.value != v or k == 0 or old.forced != (n in self.forces):
+                changed_tags[n] = values[n] = TagValue(v, Quality.GOOD, now_us, forced=n in self.forces)
         full = dict(values)
         for name, fv in self.forces.items():
             if self._specs[name].is_input:
@@ -202,7 +207,7 @@ class Engine:
             if st != self._persisted[p.name]:
                 self._persisted[p.name] = st
                 persist[p.name] = st
-        return StepResult(k, now_us, committed, changed, input_changes, Image(full), events, persist)
+        return StepResult(k, now_us, committed, changed, input_changes, Image(full), events, persist, changed_tags)
 
     def _fault(self, events: list[Event], k: int, now_us: int, prog: Program, exc: Exception) -> None:
         msg = f"{prog.name}: {type(exc).__name__}: {exc}"

@@ -21,14 +21,15 @@ from runtime.tags import TagSpec, TagUpdate
 class IOContext:
     """What a driver may touch: a staging area for finished reads and the cycle clock."""
 
-    def __init__(self, t0_ns: int | None = None):
+    def __init__(self, t0_ns: int | None = None, speed: int = 1):
         self._lock = threading.Lock()
         self._staged: list[TagUpdate] = []
         self.t0_ns = time.monotonic_ns() if t0_ns is None else t0_ns
+        self.speed = speed  # a simulated site run faster than real time: its clock runs x speed
 
     def now_us(self) -> int:
         """Microseconds since the run started, on the same clock as the cycles' ``now_us``."""
-        return (time.monotonic_ns() - self.t0_ns) // 1000
+        return (time.monotonic_ns() - self.t0_ns) // 1000 * self.speed
 
     def deliver(self, updates: list[TagUpdate]) -> None:
         with self._lock:

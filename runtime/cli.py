@@ -1,0 +1,179 @@
+"""``v2g-plc``: the command line (a stable interface: DESIGN.md "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from runtime.yamlload import ConfigError
+
+log = logging.getLogger("v2g_plc")
+
+EXIT_CONFIG = 2
+
+
+def _site_arg(p: argparse.ArgumentParser, optional: bool) -> None:
+    if optional:
+        p.add_argument("site", nargs="?", type=Path, help="site file (default: the bundled simulated site)")
+    else:
+        p.add_argument("site", type=Path, help="site file")
+
+
+def _build(path: Path | None, speed: int = 1):
+    from runtime.site import build_site, bundled_site
+
+    return build_site(path or bundled_site(), speed=speed)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from runtime.runner import RunOptions, Runner, setup_logging
+
+    setup_logging()
+    built = _build(a.site, a.speed)
+    opts = RunOptions(for_s=a.for_s, speed=a.speed, stats_json=a.stats_json, dump_tags=a.dump_tags,
+                      record=a.record, record_outputs=a.record_outputs, start_plant=not a.no_plant)
+    return Runner(built, opts).run()
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    built = _build(a.site)
+    print(f"{built.path}: ok ({len(built.tags.specs)} tags, {len(built.drivers)} devices, "
+          f"{len(built.programs)} programs, {len(built.interlocks)} interlocks, {len(built.tasks)} tasks)")
+    return 0
+
+
+def cmd_replay(a: argparse.Namespace) -> int:
+    from runtime.recording import FrameError
+    from runtime.replay import replay
+
+    built = _build(a.site)
+    try:
+        n = replay(built, a.inputs, a.outputs)
+    except FrameError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"replayed {n} cycles -> {a.outputs}", file=sys.stderr)
+    return 0
+
+
+def cmd_schema(a: argparse.Namespace) -> int:
+    from runtime.schema import site_schema
+
+    print(json.dumps(site_schema(), indent=2))
+    return 0
+
+
+def _control(site: Path | None, request: dict) -> dict:
+    from runtime.config import load_site
+    from runtime.site import bundled_site
+
+    loaded = load_site(site or bundled_site())
+    cfg = loaded.config
+    path = loaded.resolve(cfg.control_socket) if cfg.control_socket else loaded.resolve(cfg.state_dir) / "control.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        try:
+            s.connect(str(path))
+        except OSError as exc:
+            raise SystemExit(f"error: no runtime answers on {path} ({exc.strerror or exc})") from None
+        s.sendall((json.dumps(request) + "\n").encode())
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf or b'{"ok": false, "error": "no answer"}')
+
+
+def cmd_reset_trip(a: argparse.Namespace) -> int:
+    reply = _control(a.site, {"cmd": "reset_trip", "by": "v2g-plc reset-trip"})
+    print(json.dumps(reply))
+    return 0 if reply.get("ok") else 1
+
+
+def cmd_force(a: argparse.Namespace) -> int:
+    if a.release:
+        req = {"cmd": "unforce", "tag": a.tag}
+    else:
+        if a.value is None:
+            raise SystemExit("error: give a VALUE (JSON), or --release")
+        req = {"cmd": "force", "tag": a.tag, "value": json.loads(a.value)}
+    reply = _control(a.site, req)
+    print(json.dumps(reply))
+    return 0 if reply.get("ok") else 1
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    reply = _control(a.site, {"cmd": "status"})
+    print(json.dumps(reply))
+    return 0 if reply.get("ok") else 1
+
+
+def _delegate(module: str) -> int:
+    import importlib
+
+    mod = importlib.import_module(module)
+    return int(mod.cli(sys.argv[2:]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "backtest":
+        return _delegate("runtime.backtest")
+    if argv and argv[0] == "probe":
+        return _delegate("runtime.probe")
+    ap = argparse.ArgumentParser(prog="v2g-plc", description="PLC-style control runtime for V2G charging sites")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="run a site (default: the bundled simulated site)")
+    _site_arg(p, True)
+    p.add_argument("--for", dest="for_s", type=float, metavar="SECONDS", help="stop cleanly after this long")
+    p.add_argument("--speed", type=int, default=1, metavar="N",
+                   help="simulated sites: each real cycle advances simulated time by N periods")
+    p.add_argument("--stats-json", type=Path, metavar="FILE")
+    p.add_argument("--dump-tags", type=Path, metavar="FILE")
+    p.add_argument("--record", type=Path, metavar="FILE", help="write the input frames the cycles saw")
+    p.add_argument("--record-outputs", type=Path, metavar="FILE", help="write every cycle's outputs")
+    p.add_argument("--no-plant", action="store_true", help="do not start the site's virtual plant")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("check", help="validate a site and its maps")
+    _site_arg(p, False)
+    p.set_defaults(fn=cmd_check)
+    p = sub.add_parser("replay", help="run programs and safety over recorded input frames")
+    _site_arg(p, True)
+    p.add_argument("--inputs", type=Path, required=True)
+    p.add_argument("--outputs", type=Path, required=True)
+    p.set_defaults(fn=cmd_replay)
+    p = sub.add_parser("schema", help="print the JSON Schema of the site file")
+    p.set_defaults(fn=cmd_schema)
+    p = sub.add_parser("reset-trip", help="operator reset of a latched trip on a running runtime")
+    _site_arg(p, True)
+    p.set_defaults(fn=cmd_reset_trip)
+    p = sub.add_parser("force", help="force a tag on a running runtime (commissioning; never bypasses safety)")
+    p.add_argument("tag")
+    p.add_argument("value", nargs="?", help="JSON value")
+    p.add_argument("--release", action="store_true")
+    p.add_argument("--site", type=Path)
+    p.set_defaults(fn=cmd_force)
+    p = sub.add_parser("status", help="ask a running runtime for its state")
+    _site_arg(p, True)
+    p.set_defaults(fn=cmd_status)
+    sub.add_parser("backtest", help="arbitrage backtest over a price series (see --help)")
+    sub.add_parser("probe", help="read one Modbus device and print its tags (see --help)")
+    a = ap.parse_args(argv)
+    try:
+        return int(a.fn(a))
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

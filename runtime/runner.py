@@ -1,0 +1,387 @@
+"""The real-time runner: paces ``Engine.step`` at absolute deadlines and connects it to the world.
+
+Scan thread (the main thread): sleep to the deadline, drain staged reads, task writes and commands, step,
+hand outputs to the I/O thread, publish the committed image to the task process, record, kick the
+watchdogs if the cycle was healthy. Nothing on this thread blocks on a socket, a file lock or a process.
+"""
+
+from __future__ import annotations
+
+import array
+import datetime as dt
+import gc
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from runtime.api import Command
+from runtime.clock import Clock, MonotonicClock, Pacer
+from runtime.engine import Engine, StepResult
+from runtime.io.driver import Driver, IOContext
+from runtime.iothread import ControlServer, IOThread
+from runtime.recording import Writer, frame_line, output_line
+from runtime.site import BuiltSite
+from runtime.tags import US, Direction, TagUpdate
+from runtime.taskproc import TaskChannel, TaskSupervisor
+
+log = logging.getLogger("v2g_plc")
+
+
+@dataclass
+class RunOptions:
+    for_s: float | None = None
+    speed: int = 1
+    stats_json: Path | None = None
+    dump_tags: Path | None = None
+    record: Path | None = None
+    record_outputs: Path | None = None
+    start_plant: bool = True
+    status_line: bool | None = None  # None: when stderr is a terminal
+
+
+def percentiles(samples: array.array, scale: float) -> dict[str, float]:
+    if not samples:
+        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+    s = sorted(samples)
+    pick = lambda q: s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]  # noqa: E731
+    return {"p50": round(pick(0.50) * scale, 4), "p99": round(pick(0.99) * scale, 4), "max": round(s[-1] * scale, 4)}
+
+
+def dump_tags(res: StepResult, built: BuiltSite, path: Path) -> None:
+    out = {}
+    for name, tv in res.image.items():
+        spec = built.tags[name]
+        item: dict[str, Any] = {"value": tv.value, "quality": tv.quality.value, "unit": spec.unit,
+                                "age_s": round((res.now_us - tv.t_us) / US, 6),
+                                "direction": spec.direction.value}
+        if tv.forced:
+            item["forced"] = True
+        out[name] = item
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"k": res.k, "t": res.now_us / US, "tags": out}, indent=1, default=str) + "\n")
+
+
+def site_start(built: BuiltSite) -> dt.datetime:
+    s = built.loaded.config.site
+    tz = ZoneInfo(s.timezone)
+    if s.start is None:
+        return dt.datetime.now(tz)
+    return s.start if s.start.tzinfo else s.start.replace(tzinfo=tz)
+
+
+class PlantProcess:
+    """The virtual plant is a Modbus peer in a process of its own, never a thread of the runtime."""
+
+    def __init__(self, site_path: Path, speed: int):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.sim", "--site", str(site_path), "--speed", str(speed)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        got: list[bytes] = []
+        t = threading.Thread(target=lambda: got.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        t.start()
+        t.join(timeout)
+        if not got or got[0].strip() != b"READY":
+            self.stop()
+            raise RuntimeError(f"virtual plant did not start (said {got[0][:200] if got else b'nothing'!r})")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Runner:
+    def __init__(self, built: BuiltSite, opts: RunOptions, clock: Clock | None = None):
+        self.built = built
+        self.opts = opts
+        cfg = built.loaded.config
+        self.cfg = cfg
+        self.clock = clock or MonotonicClock(cfg.scan.spin_us * 1000)
+        self.engine: Engine = built.engine()
+        self.period_ns = cfg.scan.period_us * 1000  # real time per cycle
+        self.sim_period_us = built.info.period_us  # cycle-clock time per cycle (x speed)
+        self._stop = threading.Event()
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self.last: StepResult | None = None
+        self.lateness = array.array("d")
+        self.cycle_times = array.array("d")
+        self.state_dir = built.loaded.resolve(cfg.state_dir)
+        self.state_file = self.state_dir / "state.json"
+        self.events_file = self.state_dir / "events.jsonl"
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        try:
+            states = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            # Doubt about a latched trip is resolved towards safety by the interlocks' own defaults.
+            log.error("persisted state %s unreadable (%s); starting from defaults", self.state_file, exc)
+            return
+        self.engine.restore(states)
+        log.info("restored persisted state of %s", ", ".join(sorted(states)) or "nothing")
+
+    def _persist(self, changes: dict[str, Any]) -> None:
+        """On the I/O thread: merge and write atomically (tmp + fsync + rename)."""
+        try:
+            states = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        except (OSError, ValueError):
+            states = {}
+        states.update(changes)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            json.dump(states, fh, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_file)
+
+    def _log_events(self, events: list) -> None:
+        """On the I/O thread: the event log with cycle numbers, as journal lines and a JSONL file."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.events_file, "a") as fh:
+            for e in events:
+                j = e.as_json()
+                fh.write(json.dumps(j, default=str) + "\n")
+                log.warning("event k=%d kind=%s source=%s: %s", e.k, e.kind, e.source, e.message)
+
+    def status(self) -> dict[str, Any]:
+        res = self.last
+        if res is None:
+            return {"k": -1}
+        img = res.image
+        return {"k": res.k, "t": res.now_us / US, "mode": img.tag("mode.state").value,
+                "trip": img.tag("safety.trip").value, "overruns": self.pacer.overruns,
+                "forces": dict(self.engine.forces)}
+
+    def _check_force(self, tag: str, value: Any) -> None:
+        spec = self.built.tags[tag]  # KeyError: unknown tag
+        if value is not None:
+            spec.coerce(value)
+
+    def status_text(self) -> str:
+        res = self.last
+        if res is None:
+            return "starting"
+        img = res.image
+        lat = percentiles(self.lateness[-50:], 1e3)
+
+        def val(n: str, fmt: str = "{}") -> str:
+            tv = img.tag(n)
+            return "-" if tv.value is None else (fmt.format(tv.value) + ("" if tv.good else f"({tv.quality.value})"))
+
+        return (f"k={res.k} mode={val('mode.state')} trip={val('safety.trip') or '-'} "
+                f"V={val('grid.voltage', '{:.1f}')} f={val('grid.frequency', '{:.2f}')} "
+                f"P={val('inverter.power', '{:.0f}')}W sp={val('inverter.setpoint', '{:.0f}')}W "
+                f"soc={val('ev.soc', '{:.3f}')} late_p99={lat['p99']:.3f}ms overruns={self.pacer.overruns}")
+
+    async def _status_loop(self) -> None:
+        import asyncio
+
+        tty = self.opts.status_line if self.opts.status_line is not None else sys.stderr.isatty()
+        while True:
+            await asyncio.sleep(1.0 if tty else 10.0)
+            text = self.status_text()
+            if tty:
+                sys.stderr.write("\r\x1b[2K" + text)
+                sys.stderr.flush()
+            else:
+                log.info("status %s", text)
+            self.watchdog.status(text)
+
+    # -- main -------------------------------------------------------------------------------------
+    def run(self) -> int:
+        from runtime.watchdog import Supervisor
+
+        opts, cfg, built = self.opts, self.cfg, self.built
+        self.watchdog = Supervisor(cfg.watchdog, log)
+        plant = None
+        if cfg.plant is not None and opts.start_plant:
+            plant = PlantProcess(built.path, opts.speed)
+            plant.wait_ready()
+        self._restore()
+        self._install_signals()
+
+        t0 = self.clock.now_ns()
+        io = IOContext(t0, speed=opts.speed)
+        owners: dict[str, Driver] = {}
+        for d in built.drivers:
+            for s in d.tag_specs():
+                if s.direction is Direction.OUTPUT:
+                    owners[s.name] = d
+        iot = IOThread(built.drivers, owners, io)
+        iot.start()
+        channel = TaskChannel()
+        supervisor = None
+        if built.tasks:
+            tp = cfg.task_process
+            supervisor = TaskSupervisor(built.path, channel, speed=opts.speed, start=site_start(built),
+                                        heartbeat_s=tp.heartbeat_s, backoff_s=tp.restart_backoff_s,
+                                        backoff_max_s=tp.restart_backoff_max_s)
+            iot.spawn(supervisor.run)
+        sock_path = built.loaded.resolve(cfg.control_socket) if cfg.control_socket else self.state_dir / "control.sock"
+        control = ControlServer(sock_path, self._commands.put, self.status, self._check_force)
+        iot.spawn(control.serve)
+        iot.spawn(self._status_loop)
+
+        rec = Writer(opts.record) if opts.record else None
+        rec_out = Writer(opts.record_outputs) if opts.record_outputs else None
+        out_names = sorted(s.name for s in built.tags.by_direction(Direction.OUTPUT, Direction.MEMORY))
+        heartbeat_ns = int(cfg.task_process.heartbeat_s * 1e9)
+
+        self.pacer = pacer = Pacer(t0, self.period_ns, cfg.scan.overrun_fault_after)
+        end_ns = None if opts.for_s is None else t0 + int(opts.for_s * 1e9)
+        self._set_priority(cfg.scan.realtime_priority)
+        gc.collect()
+        gc.freeze()  # what setup allocated never costs a collection pause inside a cycle
+        prev_cycle_s = 0.0
+        ready_sent = False
+        log.info("scan running: period %.1f ms, speed x%d, %d tags, %d drivers, %d programs, %d interlocks, %d tasks",
+                 self.period_ns / 1e6, opts.speed, len(built.tags.specs), len(built.drivers),
+                 len(built.programs), len(built.interlocks), len(built.tasks))
+        try:
+            while not self._stop.is_set():
+                deadline = pacer.deadline()
+                if end_ns is not None and deadline >= end_ns:
+                    break
+                self.clock.sleep_until(deadline)
+                wake = self.clock.now_ns()
+                late = wake - deadline
+                k = pacer.k
+                now_us = k * self.sim_period_us
+                updates = io.drain()
+                updates += channel.drain()
+                alive = supervisor is not None and wake - channel.last_heard_ns < heartbeat_ns
+                updates += (TagUpdate("runtime.cycle_time", prev_cycle_s), TagUpdate("runtime.lateness", late / 1e9),
+                            TagUpdate("runtime.overruns", pacer.overruns),
+                            TagUpdate("runtime.overrun_fault", pacer.overrun_fault),
+                            TagUpdate("runtime.task_process_alive", alive))
+                commands = self._drain_commands()
+                res = self.engine.step(now_us, updates, commands)
+                iot.submit_outputs(now_us, res.outputs, res.changed_outputs)
+                if supervisor is not None:
+                    channel.publish(now_us, res.image, res.changed)
+                if res.events:
+                    iot.loop.call_soon_threadsafe(self._log_events, res.events)
+                if res.persist:
+                    iot.loop.call_soon_threadsafe(self._persist, res.persist)
+                if rec is not None:
+                    rec.write(frame_line(k, now_us, res.input_changes, commands))
+                if rec_out is not None:
+                    rec_out.write(output_line(res, out_names))
+                self.last = res
+                done = self.clock.now_ns()
+                prev_cycle_s = (done - wake) / 1e9
+                self.lateness.append(late / 1e6)
+                self.cycle_times.append((done - wake) / 1e6)
+                overran = pacer.finish(done)
+                if not overran:  # healthy = alive and on time; field faults are safety's business
+                    self.watchdog.healthy_cycle(done)
+                    if not ready_sent:
+                        self.watchdog.ready()
+                        ready_sent = True
+        finally:
+            self.watchdog.stopping()
+            safe = self.engine.safe_outputs
+            iot.stop(safe)
+            if supervisor is not None:
+                supervisor.stop()
+            if plant is not None:
+                plant.stop()
+            for w in (rec, rec_out):
+                if w is not None:
+                    w.close()
+            self.watchdog.close(clean=True)
+            if sys.stderr.isatty() and (self.opts.status_line is not False):
+                sys.stderr.write("\n")
+            self._write_exit_files()
+        return 0
+
+    def _drain_commands(self) -> tuple[Command, ...]:
+        out = []
+        while True:
+            try:
+                c = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if c.name == "force":
+                try:
+                    self.engine.force(c.args["tag"], c.args["value"])
+                except (KeyError, ValueError) as exc:
+                    log.error("force rejected: %s", exc)
+            elif c.name == "unforce":
+                self.engine.unforce(c.args["tag"])
+            else:
+                out.append(c)
+        return tuple(out)
+
+    def _write_exit_files(self) -> None:
+        if self.opts.stats_json:
+            stats = {"period_ms": self.period_ns / 1e6, "speed": self.opts.speed,
+                     "cycles": len(self.lateness), "overruns": self.pacer.overruns,
+                     "skipped": self.pacer.skipped,
+                     "lateness_ms": percentiles(self.lateness, 1.0),
+                     "cycle_time_ms": percentiles(self.cycle_times, 1.0)}
+            self.opts.stats_json.parent.mkdir(parents=True, exist_ok=True)
+            self.opts.stats_json.write_text(json.dumps(stats, indent=1) + "\n")
+        if self.opts.dump_tags and self.last is not None:
+            dump_tags(self.last, self.built, self.opts.dump_tags)
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            log.info("signal %d: stopping; outputs go to their safe values", signum)
+            self._stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @staticmethod
+    def _set_priority(prio: int | None) -> None:
+        if prio is None:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))  # 0 = this (the scan) thread
+            log.info("scan thread runs SCHED_FIFO priority %d", prio)
+        except (PermissionError, OSError) as exc:
+            log.warning("scan thread may not use SCHED_FIFO priority %d (%s); running at normal priority "
+                        "(grant LimitRTPRIO= in the unit)", prio, exc)
+
+
+def setup_logging(journal: bool | None = None) -> None:
+    """Logging through a queue: the scan thread only enqueues; a listener thread writes."""
+    journal = (not sys.stderr.isatty()) if journal is None else journal
+    fmt = ("%(levelname)s %(name)s: %(message)s" if journal and os.environ.get("JOURNAL_STREAM")
+           else "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(q)]
+    root.setLevel(logging.INFO)
+    listener = logging.handlers.QueueListener(q, handler)
+    listener.start()
+    import atexit
+
+    atexit.register(listener.stop)

@@ -1,0 +1,53 @@
+"""JSON Schema of the site file, with every registered component's params, for editors and the docs.
+
+Built from the same pydantic models that validate a site at load, so the schema cannot drift from what
+the runtime accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, create_model
+
+from runtime import registry
+from runtime.api import Params
+from runtime.config import SiteConfig
+
+
+def _union(section: str, reg: dict[str, Any]) -> Any:
+    variants = []
+    for type_name, cls in sorted(reg.items()):
+        model = create_model(
+            f"{section}_{type_name}",
+            __base__=Params,
+            __doc__=(cls.__doc__ or "").strip().split("\n\n")[0] or None,
+            type=(Literal[type_name], ...),
+            name=(str | None, None),
+            params=(cls.Params, Field(default_factory=dict) if not cls.Params.model_fields or all(
+                not f.is_required() for f in cls.Params.model_fields.values()) else ...),
+        )
+        variants.append(model)
+    if not variants:
+        return dict
+    if len(variants) == 1:
+        return variants[0]
+    return Annotated[Union[tuple(variants)], Field(discriminator="type")]  # noqa: UP007
+
+
+def site_model() -> type[Params]:
+    return create_model(
+        "SiteFile",
+        __base__=SiteConfig,
+        devices=(list[_union("device", registry.drivers())], Field(default_factory=list)),
+        programs=(list[_union("program", registry.programs())], Field(default_factory=list)),
+        safety=(list[_union("interlock", registry.interlocks())], ...),
+        tasks=(list[_union("task", registry.tasks())], Field(default_factory=list)),
+    )
+
+
+def site_schema() -> dict[str, Any]:
+    schema = site_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "v2g-plc site file"
+    return schema

@@ -1,0 +1,310 @@
+"""The task process and its channel to the scan (DESIGN.md "Two processes").
+
+Tasks (prices, planner, OCPP, MQTT, metrics) run in a child process on its own asyncio loop, because a
+busy Python thread inside the scan process ruins the scan's timing (measured: p99 lateness past 4 ms).
+The two processes talk over a ``SOCK_SEQPACKET`` socket pair: message boundaries are kept, and the scan
+side is non-blocking both ways, so the scan never waits for the task process. If the task process dies or
+hangs, the scan keeps running, its shared tags age to ``stale`` and the supervisor restarts it.
+
+Messages are pickled tuples (both ends are this program, over an inherited socket, never a network):
+  task -> scan: ("w", [(tag, value, quality), ...])   shared-tag writes
+                ("hb",)                                 heartbeat
+  scan -> task: ("img", now_us, full, {tag: (value, quality, t_us)})   committed image (changes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from runtime.tags import Image, Quality, TagUpdate, TagValue
+
+log = logging.getLogger("v2g_plc.tasks")
+
+HEARTBEAT_S = 0.5
+CHUNK = 400  # tags per image message: stays far below the socket's datagram limit
+
+
+class TaskChannel:
+    """Scan-side end: drained at cycle start, fed after commit; never blocks."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.last_heard_ns = 0
+        self._pending: dict[str, tuple[Any, str, int]] = {}
+        self._full = True
+
+    def attach(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._pending = {}
+        self._full = True  # a new task process gets the whole image first
+        self.last_heard_ns = time.monotonic_ns()
+        self.sock = sock
+
+    def detach(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+    def drain(self) -> list[TagUpdate]:
+        sock = self.sock
+        if sock is None:
+            return []
+        out: list[TagUpdate] = []
+        while True:
+            try:
+                data = sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            if not data:
+                break
+            self.last_heard_ns = time.monotonic_ns()
+            try:
+                msg = pickle.loads(data)
+            except Exception:  # a corrupt message is dropped, never applied
+                log.error("task process sent an unreadable message; dropped")
+                continue
+            if msg[0] == "w":
+                for name, value, quality in msg[1]:
+                    try:
+                        out.append(TagUpdate(name, value, Quality(quality)))
+                    except ValueError:
+                        log.error("task write to %s with unknown quality %r rejected", name, quality)
+        return out
+
+    def publish(self, now_us: int, image: Image, changed: Mapping[str, TagValue] | None) -> None:
+        """Send the committed image (only what changed unless the peer is new). If the socket is full
+        the changes are kept and merged into the next attempt: nothing is lost, nothing blocks."""
+        sock = self.sock
+        if sock is None:
+            return
+        src = image if self._full or changed is None else changed
+        for name, tv in src.items():
+            self._pending[name] = (tv.value, tv.quality.value, tv.t_us)
+        items = list(self._pending.items())
+        full = self._full
+        for i in range(0, max(len(items), 1), CHUNK):
+            chunk = dict(items[i:i + CHUNK])
+            try:
+                sock.send(pickle.dumps(("img", now_us, full and i == 0, chunk), pickle.HIGHEST_PROTOCOL))
+            except (BlockingIOError, InterruptedError):
+                self._pending = dict(items[i:])
+                return
+            except OSError:
+                return
+        self._pending = {}
+        self._full = False
+
+
+class TaskSupervisor:
+    """Starts the task process, restarts it with backoff when it dies or stops talking.
+
+    Runs on the I/O thread's loop; spawning a process never happens on the scan thread.
+    """
+
+    def __init__(self, site_path: Path, channel: TaskChannel, *, speed: int, start: dt.datetime,
+                 heartbeat_s: float, backoff_s: float, backoff_max_s: float):
+        self.site_path = site_path
+        self.channel = channel
+        self.speed = speed
+        self.start = start
+        self.heartbeat_ns = int(heartbeat_s * 1e9)
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stopping = False
+
+    def alive(self) -> bool:
+        return (self.proc is not None and self.proc.poll() is None
+                and time.monotonic_ns() - self.channel.last_heard_ns < self.heartbeat_ns)
+
+    def _spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        cmd = [sys.executable, "-m", "runtime.taskproc", "--site", str(self.site_path), "--fd",
+               str(theirs.fileno()), "--speed", str(self.speed), "--start", self.start.isoformat(),
+               "--parent", str(os.getpid())]
+        self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.channel.attach(ours)
+        log.info("task process started (pid %d)", self.proc.pid)
+
+    async def run(self) -> None:
+        backoff = self.backoff_s
+        while not self._stopping:
+            self._spawn()
+            started = time.monotonic()
+            while not self._stopping:
+                await asyncio.sleep(0.1)
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    log.error("task process exited with code %s; restarting in %.1f s", self.proc.returncode, backoff)
+                    break
+                if time.monotonic_ns() - self.channel.last_heard_ns > self.heartbeat_ns:
+                    log.error("task process silent for %.1f s (hung); killing it", self.heartbeat_ns / 1e9)
+                    self.proc.kill()
+                    await asyncio.to_thread(self.proc.wait)
+                    break
+            self.channel.detach()
+            if self._stopping:
+                break
+            if time.monotonic() - started > 60:
+                backoff = self.backoff_s  # it ran well for a while: start the backoff over
+            self.restarts += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max_s)
+
+    def stop(self) -> None:
+        self._stopping = True
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.channel.detach()
+
+
+# ------------------------------------------------------------------------------------------------
+# the child: python -m runtime.taskproc --site SITE --fd N
+
+
+async def _run_task(task: Any, cx: Any, backoff0: float, backoff_max: float) -> None:
+    """A task that raises is logged and restarted with backoff; the others keep running."""
+    backoff = backoff0
+    while True:
+        t0 = time.monotonic()
+        try:
+            await task.run(cx)
+            log.info("task %s finished", task.name)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("task %s failed; restarting in %.1f s", task.name, backoff)
+        if time.monotonic() - t0 > 60:
+            backoff = backoff0
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, backoff_max)
+
+
+async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, parent: int) -> None:
+    from runtime.site import build_site
+    from runtime.tasks.base import TaskContext
+
+    built = build_site(site_path, speed=speed)
+    cfg = built.loaded.config.task_process
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    outbox: list[tuple[str, Any, str]] = []
+    flush_scheduled = False
+
+    def flush() -> None:
+        nonlocal flush_scheduled
+        flush_scheduled = False
+        if not outbox:
+            return
+        batch = outbox[:]
+        outbox.clear()
+        try:
+            sock.send(pickle.dumps(("w", batch), pickle.HIGHEST_PROTOCOL))
+        except BlockingIOError:
+            outbox[:0] = batch
+            loop.call_later(0.005, _schedule)
+
+    def _schedule() -> None:
+        nonlocal flush_scheduled
+        if not flush_scheduled:
+            flush_scheduled = True
+            loop.call_soon(flush)
+
+    def send(tag: str, value: Any, quality: Quality = Quality.GOOD) -> None:
+        outbox.append((tag, value, Quality(quality).value))
+        _schedule()
+
+    contexts = [TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}")) for t in built.tasks]
+    values: dict[str, TagValue] = {}
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_readable() -> None:
+        latest = None
+        while True:
+            try:
+                data = sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            if not data:
+                stop.set()
+                return
+            kind, now_us, full, chunk = pickle.loads(data)
+            if full:
+                values.clear()
+            for name, (v, q, t) in chunk.items():
+                values[name] = TagValue(v, Quality(q), t)
+            latest = now_us
+        if latest is not None:
+            image = Image(values)
+            for cx in contexts:
+                loop.create_task(cx._publish(image, latest))
+
+    loop.add_reader(sock.fileno(), on_readable)
+
+    async def heartbeat() -> None:
+        while True:
+            try:
+                sock.send(pickle.dumps(("hb",)))
+            except BlockingIOError:
+                pass
+            if os.getppid() != parent:  # the runtime is gone: so are we
+                stop.set()
+            await asyncio.sleep(HEARTBEAT_S)
+
+    jobs = [loop.create_task(heartbeat())]
+    jobs += [loop.create_task(_run_task(t, cx, cfg.restart_backoff_s, cfg.restart_backoff_max_s))
+             for t, cx in zip(built.tasks, contexts)]
+    await stop.wait()
+    for j in jobs:
+        j.cancel()
+    for j in jobs:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await j
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="v2g-plc-tasks")
+    ap.add_argument("--site", required=True, type=Path)
+    ap.add_argument("--fd", required=True, type=int)
+    ap.add_argument("--speed", type=int, default=1)
+    ap.add_argument("--start", required=True)
+    ap.add_argument("--parent", type=int, default=os.getppid())
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s tasks %(levelname)s %(name)s: %(message)s")
+    asyncio.run(child_main(a.site, a.fd, a.speed, dt.datetime.fromisoformat(a.start), a.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
