@@ -112,7 +112,7 @@ def cmd_force(a: argparse.Namespace) -> int:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    reply = _control(a.site, {"cmd": "status"})
+    reply = _control(a.site, {"cmd": "read", "tags": a.tag} if a.tag else {"cmd": "status"})
     print(json.dumps(reply))
     return 0 if reply.get("ok") else 1
 
@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--release", action="store_true")
     p.add_argument("--site", type=Path)
     p.set_defaults(fn=cmd_force)
-    p = sub.add_parser("status", help="ask a running runtime for its state")
+    p = sub.add_parser("status", help="ask a running runtime for its state (or read tags with --tag)")
     _site_arg(p, True)
+    p.add_argument("--tag", action="append", help="read this tag (repeatable)")
     p.set_defaults(fn=cmd_status)
     sub.add_parser("backtest", help="arbitrage backtest over a price series (see --help)")
     sub.add_parser("probe", help="read one Modbus device and print its tags (see --help)")

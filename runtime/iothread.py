@@ -126,14 +126,15 @@ class ControlServer:
     command is answered with an error and logged, never applied.
     """
 
-    COMMANDS = ("reset_trip", "force", "unforce", "status")
+    COMMANDS = ("reset_trip", "force", "unforce", "status", "read")
 
     def __init__(self, path: Path, stage: Callable[[Command], None], status: Callable[[], dict[str, Any]],
-                 check_force: Callable[[str, Any], None]):
+                 check_force: Callable[[str, Any], None], read: Callable[[list[str]], dict[str, Any]]):
         self.path = path
         self._stage = stage
         self._status = status
         self._check_force = check_force  # raises ValueError/KeyError for an unknown tag or a wrong type
+        self._read = read
 
     async def serve(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +164,11 @@ class ControlServer:
             cmd = req["cmd"]
             if cmd == "status":
                 return {"ok": True, **self._status()}
+            if cmd == "read":
+                names = req.get("tags")
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    raise ValueError("read needs tags: a list of tag names")
+                return {"ok": True, "tags": self._read(names)}
             if cmd == "reset_trip":
                 self._stage(Command("reset_trip", {"by": str(req.get("by", "control socket"))}))
             elif cmd == "force":

@@ -173,6 +173,19 @@ class Runner:
                 "trip": img.tag("safety.trip").value, "overruns": self.pacer.overruns,
                 "forces": dict(self.engine.forces)}
 
+    def read_tags(self, names: list[str]) -> dict[str, Any]:
+        res = self.last
+        if res is None:
+            return {}
+        out: dict[str, Any] = {}
+        for n in names:
+            if n not in res.image:
+                raise KeyError(f"unknown tag {n!r}")
+            tv = res.image[n]
+            out[n] = {"value": tv.value, "quality": tv.quality.value, "age_s": (res.now_us - tv.t_us) / US,
+                      "forced": tv.forced, "k": res.k}
+        return out
+
     def _check_force(self, tag: str, value: Any) -> None:
         spec = self.built.tags[tag]  # KeyError: unknown tag
         if value is not None:
@@ -183,7 +196,7 @@ class Runner:
         if res is None:
             return "starting"
         img = res.image
-        lat = percentiles(self.lateness[-50:], 1e3)
+        lat = percentiles(self.lateness[-50:], 1.0)
 
         def val(n: str, fmt: str = "{}") -> str:
             tv = img.tag(n)
@@ -239,7 +252,7 @@ class Runner:
                                         backoff_max_s=tp.restart_backoff_max_s)
             iot.spawn(supervisor.run)
         sock_path = built.loaded.resolve(cfg.control_socket) if cfg.control_socket else self.state_dir / "control.sock"
-        control = ControlServer(sock_path, self._commands.put, self.status, self._check_force)
+        control = ControlServer(sock_path, self._commands.put, self.status, self._check_force, self.read_tags)
         iot.spawn(control.serve)
         iot.spawn(self._status_loop)
 
@@ -270,7 +283,7 @@ class Runner:
                 now_us = k * self.sim_period_us
                 updates = io.drain()
                 updates += channel.drain()
-                alive = supervisor is not None and wake - channel.last_heard_ns < heartbeat_ns
+                alive = channel.heard and wake - channel.last_heard_ns < heartbeat_ns
                 updates += (TagUpdate("runtime.cycle_time", prev_cycle_s), TagUpdate("runtime.lateness", late / 1e9),
                             TagUpdate("runtime.overruns", pacer.overruns),
                             TagUpdate("runtime.overrun_fault", pacer.overrun_fault),

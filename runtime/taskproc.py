@@ -35,6 +35,7 @@ from runtime.tags import Image, Quality, TagUpdate, TagValue
 log = logging.getLogger("v2g_plc.tasks")
 
 HEARTBEAT_S = 0.5
+STARTUP_GRACE_NS = 20_000_000_000  # imports and site build before the first heartbeat
 CHUNK = 400  # tags per image message: stays far below the socket's datagram limit
 
 
@@ -44,6 +45,8 @@ class TaskChannel:
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
         self.last_heard_ns = 0
+        self.attached_ns = 0
+        self.heard = False  # the current task process has said something since it was attached
         self._pending: dict[str, tuple[Any, str, int]] = {}
         self._full = True
 
@@ -51,10 +54,12 @@ class TaskChannel:
         sock.setblocking(False)
         self._pending = {}
         self._full = True  # a new task process gets the whole image first
-        self.last_heard_ns = time.monotonic_ns()
+        self.heard = False
+        self.attached_ns = time.monotonic_ns()
         self.sock = sock
 
     def detach(self) -> None:
+        self.heard = False
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()
@@ -74,6 +79,7 @@ class TaskChannel:
             if not data:
                 break
             self.last_heard_ns = time.monotonic_ns()
+            self.heard = True
             try:
                 msg = pickle.loads(data)
             except Exception:  # a corrupt message is dropped, never applied
@@ -130,10 +136,6 @@ class TaskSupervisor:
         self.restarts = 0
         self._stopping = False
 
-    def alive(self) -> bool:
-        return (self.proc is not None and self.proc.poll() is None
-                and time.monotonic_ns() - self.channel.last_heard_ns < self.heartbeat_ns)
-
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (ours, theirs):
@@ -157,8 +159,11 @@ class TaskSupervisor:
                 if self.proc.poll() is not None:
                     log.error("task process exited with code %s; restarting in %.1f s", self.proc.returncode, backoff)
                     break
-                if time.monotonic_ns() - self.channel.last_heard_ns > self.heartbeat_ns:
-                    log.error("task process silent for %.1f s (hung); killing it", self.heartbeat_ns / 1e9)
+                ch = self.channel
+                silent = (time.monotonic_ns() - ch.last_heard_ns > self.heartbeat_ns if ch.heard
+                          else time.monotonic_ns() - ch.attached_ns > STARTUP_GRACE_NS)
+                if silent:
+                    log.error("task process silent (hung); killing it")
                     self.proc.kill()
                     await asyncio.to_thread(self.proc.wait)
                     break

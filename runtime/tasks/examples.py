@@ -1,0 +1,47 @@
+"""A small task for the runtime's own tests and for trying the task process out: not site logic."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from pydantic import Field
+
+from runtime.api import Params
+from runtime.tags import Direction, TagSpec, TagType
+from runtime.tasks.base import Task, TaskContext, register_task
+
+
+class CounterParams(Params):
+    prefix: str = Field("counter", pattern=r"^[a-z][a-z0-9_]*$")
+    interval_s: float = Field(0.05, gt=0, le=60)
+    stale_after_s: float = Field(1.0, gt=0)
+    fail_every: int | None = Field(None, ge=1, description="raise after this many writes (restart tests)")
+
+
+@register_task("example_counter")
+class Counter(Task):
+    """Writes ``<prefix>.count`` (increasing), ``<prefix>.pid`` (the task process) and echoes the scan's
+    cycle number back as ``<prefix>.seen_k`` — enough to observe staging, staleness and restarts."""
+
+    Params = CounterParams
+    params: CounterParams
+
+    def declare(self) -> list[TagSpec]:
+        p = self.params
+        return [TagSpec(f"{p.prefix}.{q}", TagType.INT, "", Direction.SHARED, 0, p.stale_after_s)
+                for q in ("count", "pid", "seen_k")]
+
+    async def run(self, cx: TaskContext) -> None:
+        p = self.params
+        n = 0
+        while True:
+            n += 1
+            cx.write(f"{p.prefix}.count", n)
+            cx.write(f"{p.prefix}.pid", os.getpid())
+            seen = cx.image.tag("runtime.overruns")  # any published tag proves the image arrives
+            if seen.value is not None:
+                cx.write(f"{p.prefix}.seen_k", cx.now_us)
+            if p.fail_every and n % p.fail_every == 0:
+                raise RuntimeError(f"example failure after {n} writes")
+            await asyncio.sleep(p.interval_s)
