@@ -70,12 +70,13 @@ class Outputs:
     Only declared output/memory tags may be written; the engine coerces values to the tag's type.
     """
 
-    __slots__ = ("_values", "_specs", "_writable")
+    __slots__ = ("_values", "_specs", "_writable", "dirty")
 
     def __init__(self, specs: Mapping[str, TagSpec], values: dict[str, Any], writable: frozenset[str]):
         self._specs = specs
         self._values = values
         self._writable = writable
+        self.dirty: set[str] = set()  # written this cycle: only these can have changed
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
@@ -87,6 +88,7 @@ class Outputs:
         if name not in self._writable:
             raise KeyError(f"{name!r} is not an output or memory tag of this site")
         self._values[name] = self._specs[name].coerce(value)
+        self.dirty.add(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._values

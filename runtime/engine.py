@@ -14,6 +14,7 @@ Real time and simulated time differ only in who chooses ``now_us``. The engine n
 from __future__ import annotations
 
 import traceback
+from heapq import heappop, heappush
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,8 +73,9 @@ class Engine:
         specs = tags.specs
         self._specs = specs
         self._input_names = [s.name for s in specs.values() if s.is_input]
-        self._aging = [(s.name, int(s.stale_after_s * US)) for s in specs.values()
-                       if s.is_input and s.stale_after_s is not None]
+        self._aging = {s.name: int(s.stale_after_s * US) for s in specs.values()
+                       if s.is_input and s.stale_after_s is not None}
+        self._expiry: list[tuple[int, str, int]] = []
         self._output_names = [s.name for s in specs.values() if s.direction is Direction.OUTPUT]
         self._writable = frozenset(s.name for s in specs.values()
                                    if s.direction in (Direction.OUTPUT, Direction.MEMORY))
@@ -84,11 +86,18 @@ class Engine:
         }
         self._out: dict[str, Any] = {n: specs[n].default for n in self._writable}
         self._safe_out: dict[str, Any] = {n: specs[n].default for n in self._output_names}
+        self._committed: dict[str, Any] = dict(self._safe_out)
         self.forces: dict[str, Any] = {}
         self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
         self._persisted: dict[str, Mapping[str, Any] | None] = {p.name: p.persist()
                                                                  for p in (*self.programs, *self.interlocks)}
         self._prev_frozen: dict[str, TagValue] = {}
+        self._input_set = frozenset(self._input_names)
+        self._forced_last: set[str] = set()
+        self._forced_writable: set[str] = set()
+        # Only programs that override persist() are asked each cycle.
+        self._persisting = [p for p in (*self.programs, *self.interlocks)
+                            if type(p).persist is not Program.persist]
         self.k = -1
 
     # -- commissioning -------------------------------------------------------------------------
@@ -121,53 +130,75 @@ class Engine:
     # -- the cycle -----------------------------------------------------------------------------
     def step(self, now_us: int, updates: Iterable[TagUpdate] = (), commands: Sequence[Command] = ()) -> StepResult:
         k = now_us // self.period_us
+        first = self.k < 0
         self.k = k
         events: list[Event] = [Event(k, now_us, kind, "runtime", msg, data)
                                for kind, msg, data in self._pending_force_events]
         self._pending_force_events.clear()
         values = self._values
+        specs = self._specs
+        inputs = self._input_set
+        good = Quality.GOOD
+        aging = self._aging
+        expiry = self._expiry
 
-        # 1. INPUT
+        # 1. INPUT: staged reads applied all at once; the last read of a tag wins
+        touched: set[str] = set()
         for u in updates:
-            spec = self._specs.get(u.name)
-            if spec is None or not spec.is_input:
+            name = u.name
+            if name not in inputs:
                 continue
             t = now_us if u.t_us is None else u.t_us
-            q = Quality(u.quality)
+            q = u.quality
+            if q.__class__ is not Quality:
+                q = Quality(q)
             try:
-                v = spec.coerce(u.value)
+                v = specs[name].coerce(u.value)
             except ValueError:
-                v, q = values[u.name].value, Quality.BAD  # bad data never becomes a wrong value
-            values[u.name] = TagValue(v, q, t)
+                v, q = values[name].value, Quality.BAD  # bad data never becomes a wrong value
+            values[name] = TagValue(v, q, t)
+            touched.add(name)
+            limit = aging.get(name)
+            if limit is not None and q is good:
+                heappush(expiry, (t + limit, name, t))
         if self.age_inputs:
-            for name, limit in self._aging:
+            # Ageing costs O(reads), not O(tags): each good read queues its expiry; an entry whose tag
+            # was read again since is obsolete and dropped.
+            stale = Quality.STALE
+            while expiry and expiry[0][0] < now_us:
+                _, name, t = heappop(expiry)
                 tv = values[name]
-                if tv.quality is Quality.GOOD and now_us - tv.t_us > limit:
-                    values[name] = TagValue(tv.value, Quality.STALE, tv.t_us)
+                if tv.t_us == t and tv.quality is good:
+                    values[name] = TagValue(tv.value, stale, t)
+                    touched.add(name)
         else:
             for name in self._input_names:
                 tv = values[name]
                 values[name] = TagValue(tv.value, tv.quality, now_us)
         frozen = dict(values)
-        for name, fv in self.forces.items():
-            if self._specs[name].is_input:
-                frozen[name] = TagValue(fv, Quality.GOOD, now_us, forced=True)
+        forced_inputs = [n for n in self.forces if n in inputs]
+        for name in forced_inputs:
+            frozen[name] = TagValue(self.forces[name], good, now_us, True)
         # What the programs see changed (forced values included): the recording replays exactly this.
         prev = self._prev_frozen
-        input_changes = {}
-        for name in self._input_names:
+        input_changes: dict[str, TagValue] = {}
+        for name in (self._input_names if first else (touched | self._forced_last | set(forced_inputs))):
             new, old = frozen[name], prev.get(name)
-            if old is None or new.quality is not old.quality or new.value != old.value:
+            if old is None or new.quality is not old.quality or new.value != old.value or new.forced != old.forced:
                 input_changes[name] = new
-        self._prev_frozen = frozen
-        image = Image(frozen)
+        self._forced_last = set(forced_inputs)
+        self._prev_frozen = {n: frozen[n] for n in self._input_names} if first else {**prev, **{
+            n: frozen[n] for n in input_changes}}
+        image = Image.adopt(frozen)
 
         out = Outputs(self._specs, self._out, self._writable)
-        self._out["runtime.fault"] = ""
+        dirty = out.dirty
+        out["runtime.fault"] = ""
+        cmds = tuple(commands)
 
         # 2. PROGRAM
         for prog in self.programs:
-            cx = Cycle(k, now_us, self.period_us, image, out, self.site, tuple(commands), events, prog.name)
+            cx = Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events, prog.name)
             try:
                 prog.scan(cx)
             except Exception as exc:  # the scan never stops because a program failed
@@ -177,37 +208,46 @@ class Engine:
         for name, fv in self.forces.items():
             if name in self._writable:
                 self._out[name] = fv
+                dirty.add(name)
 
         # 4. SAFETY
         for lock in self.interlocks:
-            cx = Cycle(k, now_us, self.period_us, image, out, self.site, tuple(commands), events, lock.name)
+            cx = Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events, lock.name)
             try:
                 lock.scan(cx)
             except Exception as exc:
                 # An interlock that cannot decide is doubt: every output to its safe value.
                 self._fault(events, k, now_us, lock, exc)
                 self._out.update(self._safe_out)
+                dirty.update(self._safe_out)
 
         # 5. OUTPUT
-        committed = {n: self._out[n] for n in self._output_names}
-        changed = {n: v for n, v in committed.items() if values[n].value != v or k == 0}
-        changed_tags = dict(input_changes)
-        for n in self._writable:
+        committed = self._committed
+        changed_tags = input_changes.copy()
+        changed: dict[str, Any] = {}
+        forces = self.forces
+        check = self._writable if first else dirty | self._forced_writable | {n for n in forces if n in self._writable}
+        for n in check:
             old = values[n]
             v = self._out[n]
-            if old.value != v or k == 0 or old.forced != (n in self.forces):
-                changed_tags[n] = values[n] = TagValue(v, Quality.GOOD, now_us, forced=n in self.forces)
+            f = n in forces
+            if first or old.value != v or old.forced != f:
+                changed_tags[n] = values[n] = TagValue(v, good, now_us, f)
+                if n in committed:
+                    changed[n] = committed[n] = v
+        self._forced_writable = {n for n in forces if n in self._writable}
+        dirty.clear()
         full = dict(values)
-        for name, fv in self.forces.items():
-            if self._specs[name].is_input:
-                full[name] = TagValue(fv, Quality.GOOD, now_us, forced=True)
+        for name in forced_inputs:
+            full[name] = frozen[name]
         persist = {}
-        for p in (*self.programs, *self.interlocks):
+        for p in self._persisting:
             st = p.persist()
             if st != self._persisted[p.name]:
                 self._persisted[p.name] = st
                 persist[p.name] = st
-        return StepResult(k, now_us, committed, changed, input_changes, Image(full), events, persist, changed_tags)
+        return StepResult(k, now_us, committed.copy(), changed, input_changes, Image.adopt(full), events, persist,
+                          changed_tags)
 
     def _fault(self, events: list[Event], k: int, now_us: int, prog: Program, exc: Exception) -> None:
         msg = f"{prog.name}: {type(exc).__name__}: {exc}"

@@ -34,6 +34,7 @@ from runtime.recording import Writer, frame_line, output_line
 from runtime.site import BuiltSite
 from runtime.tags import US, Direction, TagUpdate
 from runtime.taskproc import TaskChannel, TaskSupervisor
+from runtime.watchdog import Supervisor, WatchdogError
 
 log = logging.getLogger("v2g_plc")
 
@@ -78,6 +79,28 @@ def site_start(built: BuiltSite) -> dt.datetime:
     if s.start is None:
         return dt.datetime.now(tz)
     return s.start if s.start.tzinfo else s.start.replace(tzinfo=tz)
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; 10 ms resolution): for "first cycle after start"."""
+    try:
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        start = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks after boot
+        return round(time.clock_gettime(time.CLOCK_BOOTTIME) - start, 3)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def memory_mb() -> dict[str, float]:
+    out = {}
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out["rss_mb" if line.startswith("VmRSS") else "peak_rss_mb"] = round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return out
 
 
 class PlantProcess:
@@ -126,6 +149,7 @@ class Runner:
         self.state_dir = built.loaded.resolve(cfg.state_dir)
         self.state_file = self.state_dir / "state.json"
         self.events_file = self.state_dir / "events.jsonl"
+        self.first_cycle_s: float | None = None
 
     # -- setup ----------------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -219,18 +243,21 @@ class Runner:
                 sys.stderr.flush()
             else:
                 log.info("status %s", text)
-            self.watchdog.status(text)
+            wd = getattr(self, "watchdog", None)
+            if wd is not None:
+                wd.status(text)
 
     # -- main -------------------------------------------------------------------------------------
     def run(self) -> int:
-        from runtime.watchdog import Supervisor
-
         opts, cfg, built = self.opts, self.cfg, self.built
-        self.watchdog = Supervisor(cfg.watchdog, log)
         plant = None
         if cfg.plant is not None and opts.start_plant:
             plant = PlantProcess(built.path, opts.speed)
-            plant.wait_ready()
+            try:
+                plant.wait_ready()
+            except RuntimeError as exc:
+                log.error("%s", exc)
+                return 1
         self._restore()
         self._install_signals()
 
@@ -261,6 +288,18 @@ class Runner:
         out_names = sorted(s.name for s in built.tags.by_direction(Direction.OUTPUT, Direction.MEMORY))
         heartbeat_ns = int(cfg.task_process.heartbeat_s * 1e9)
 
+        # Opening the hardware watchdog arms it: only now, when everything else has started, so a start-up
+        # failure ends the process (and systemd restarts it) instead of resetting the machine.
+        try:
+            self.watchdog = Supervisor(cfg.watchdog, log)
+        except WatchdogError as exc:
+            log.error("watchdog: %s", exc)
+            iot.stop(self.engine.safe_outputs)
+            if supervisor is not None:
+                supervisor.stop()
+            if plant is not None:
+                plant.stop()
+            return 2
         self.pacer = pacer = Pacer(t0, self.period_ns, cfg.scan.overrun_fault_after)
         end_ns = None if opts.for_s is None else t0 + int(opts.for_s * 1e9)
         self._set_priority(cfg.scan.realtime_priority)
@@ -271,6 +310,7 @@ class Runner:
         log.info("scan running: period %.1f ms, speed x%d, %d tags, %d drivers, %d programs, %d interlocks, %d tasks",
                  self.period_ns / 1e6, opts.speed, len(built.tags.specs), len(built.drivers),
                  len(built.programs), len(built.interlocks), len(built.tasks))
+        clean = False
         try:
             while not self._stop.is_set():
                 deadline = pacer.deadline()
@@ -312,6 +352,9 @@ class Runner:
                     if not ready_sent:
                         self.watchdog.ready()
                         ready_sent = True
+                        self.first_cycle_s = process_age_s()
+                        log.info("first good cycle %.3f s after process start", self.first_cycle_s or -1)
+            clean = True
         finally:
             self.watchdog.stopping()
             safe = self.engine.safe_outputs
@@ -323,7 +366,7 @@ class Runner:
             for w in (rec, rec_out):
                 if w is not None:
                     w.close()
-            self.watchdog.close(clean=True)
+            self.watchdog.close(clean=clean)  # a crashed scan leaves the hardware watchdog armed
             if sys.stderr.isatty() and (self.opts.status_line is not False):
                 sys.stderr.write("\n")
             self._write_exit_files()
@@ -353,7 +396,8 @@ class Runner:
                      "cycles": len(self.lateness), "overruns": self.pacer.overruns,
                      "skipped": self.pacer.skipped,
                      "lateness_ms": percentiles(self.lateness, 1.0),
-                     "cycle_time_ms": percentiles(self.cycle_times, 1.0)}
+                     "cycle_time_ms": percentiles(self.cycle_times, 1.0),
+                     "first_cycle_after_start_s": self.first_cycle_s, **memory_mb()}
             self.opts.stats_json.parent.mkdir(parents=True, exist_ok=True)
             self.opts.stats_json.write_text(json.dumps(stats, indent=1) + "\n")
         if self.opts.dump_tags and self.last is not None:
@@ -375,7 +419,9 @@ class Runner:
         if prio is None:
             return
         try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))  # 0 = this (the scan) thread
+            # 0 = this (the scan) thread. CPUSchedulingResetOnFork=yes in the unit sets RESET_ON_FORK, and
+            # the kernel refuses an unprivileged call that would clear it: ask with the flag.
+            os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(prio))
             log.info("scan thread runs SCHED_FIFO priority %d", prio)
         except (PermissionError, OSError) as exc:
             log.warning("scan thread may not use SCHED_FIFO priority %d (%s); running at normal priority "

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 TAG_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 
@@ -70,6 +70,8 @@ class TagSpec:
 
     def coerce(self, value: Any) -> Any:
         """Convert a value to the tag's type; NaN/inf floats and wrong types raise ValueError."""
+        if value.__class__ is float and self.type is TagType.FLOAT and value - value == 0.0:
+            return value  # the common case, first (v - v is NaN for inf and NaN)
         if value is None:
             return None
         if self.type is TagType.BOOL and not isinstance(value, bool):
@@ -91,9 +93,12 @@ class TagSpec:
         return self.direction in (Direction.INPUT, Direction.SHARED)
 
 
-@dataclass(frozen=True, slots=True)
-class TagValue:
-    """A tag's value as a cycle sees it. ``t_us`` is when it was read (cycle clock)."""
+class TagValue(NamedTuple):
+    """A tag's value as a cycle sees it. ``t_us`` is when it was read (cycle clock).
+
+    A NamedTuple, not a dataclass: the engine makes one per update per cycle, and tuple construction is
+    several times cheaper (it matters at 2,000 tags).
+    """
 
     value: Any
     quality: Quality = Quality.GOOD
@@ -109,8 +114,7 @@ class TagValue:
         return self.value if self.quality is Quality.GOOD else default
 
 
-@dataclass(frozen=True, slots=True)
-class TagUpdate:
+class TagUpdate(NamedTuple):
     """A finished read or a task write, staged until the next cycle start."""
 
     name: str
@@ -131,6 +135,13 @@ class Image(Mapping[str, TagValue]):
     def __init__(self, values: Mapping[str, TagValue]):
         self._d = MappingProxyType(dict(values))
 
+    @classmethod
+    def adopt(cls, values: dict[str, TagValue]) -> Image:
+        """Wrap a dict the caller hands over and never touches again (no copy: the engine's fast path)."""
+        img = cls.__new__(cls)
+        img._d = MappingProxyType(values)
+        return img
+
     def __getitem__(self, name: str) -> TagValue:
         return self._d[name]
 
@@ -145,7 +156,8 @@ class Image(Mapping[str, TagValue]):
 
     def value(self, name: str, default: Any = None) -> Any:
         """Value if good, else ``default``."""
-        return self._d.get(name, MISSING).good_value(default)
+        tv = self._d.get(name)
+        return tv[0] if tv is not None and tv[1] is Quality.GOOD else default
 
     def good(self, *names: str) -> bool:
         return all(self._d.get(n, MISSING).quality is Quality.GOOD for n in names)

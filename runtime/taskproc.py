@@ -143,7 +143,9 @@ class TaskSupervisor:
         cmd = [sys.executable, "-m", "runtime.taskproc", "--site", str(self.site_path), "--fd",
                str(theirs.fileno()), "--speed", str(self.speed), "--start", self.start.isoformat(),
                "--parent", str(os.getpid())]
-        self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        # systemd's notification variables belong to the scan process alone (NotifyAccess=main).
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         self.channel.attach(ours)
         log.info("task process started (pid %d)", self.proc.pid)

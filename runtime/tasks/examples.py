@@ -45,3 +45,37 @@ class Counter(Task):
             if p.fail_every and n % p.fail_every == 0:
                 raise RuntimeError(f"example failure after {n} writes")
             await asyncio.sleep(p.interval_s)
+
+
+class BusyParams(Params):
+    tags: int = Field(20, ge=1, le=2000, description="shared tags written every round")
+    interval_s: float = Field(0.01, gt=0, le=60)
+    work_ms: float = Field(4.0, ge=0, le=1000, description="CPU-bound JSON work per round")
+
+
+@register_task("example_busy")
+class Busy(Task):
+    """Load for the benchmarks: JSON encode/decode work on the task loop and shared-tag writes every round,
+    the kind of work OCPP validation and price parsing do."""
+
+    Params = BusyParams
+    params: BusyParams
+
+    def declare(self) -> list[TagSpec]:
+        return [TagSpec(f"busy.v{i}", TagType.FLOAT, "", Direction.SHARED, 0.0, 5.0) for i in range(self.params.tags)]
+
+    async def run(self, cx: TaskContext) -> None:
+        import json
+        import time
+
+        p = self.params
+        doc = {"intervals": [{"start": i * 900, "price": i * 1.5, "tags": list(range(20))} for i in range(200)]}
+        n = 0
+        while True:
+            t_end = time.perf_counter() + p.work_ms / 1000
+            while time.perf_counter() < t_end:
+                doc = json.loads(json.dumps(doc))
+            n += 1
+            for i in range(p.tags):
+                cx.write(f"busy.v{i}", float(n + i))
+            await asyncio.sleep(p.interval_s)

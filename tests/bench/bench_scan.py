@@ -1,0 +1,176 @@
+"""Scan runtime benchmarks (issue 2): lateness under task-process load beside a bare loop, compute time of
+one cycle with 2,000 tags, resident memory and time to the first cycle.
+
+    python -m tests.bench.bench_scan [--seconds 60] [--json FILE]
+
+Each lateness figure is measured beside a bare sleep-then-wait absolute-deadline loop run under the same
+load in the same run (these machines are shared and noisy: compare ratios, not absolute numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from runtime.clock import MonotonicClock
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SITE = """\
+site: {{name: bench, nominal_voltage: 240.0, nominal_frequency: 60}}
+scan: {{period_ms: {period}, overrun_fault_after: 5}}
+devices:
+  - name: dev
+    type: memory
+    params:
+      poll_s: 0.02
+      tags:
+        - {{name: grid.voltage, unit: V, value: 240.0, stale_after_s: 1.0}}
+        - {{name: ev.soc, value: 0.5, stale_after_s: 1.0}}
+        - {{name: inverter.setpoint, unit: W, direction: output, value: 0.0}}
+programs:
+  - {{type: example_copy, name: follow, params: {{source: ev.soc, target: inverter.setpoint, gain: 10000, declare_target: false}}}}
+safety:
+  - {{type: example_clamp, name: clamp, params: {{tag: inverter.setpoint, limit: 11000}}}}
+tasks:
+  - {{type: example_busy, name: busy, params: {{tags: 20, interval_s: {interval}, work_ms: 4.0}}}}
+"""
+
+LOAD = """\
+import asyncio, json, time
+async def main():
+    doc = {"intervals": [{"start": i * 900, "price": i * 1.5, "tags": list(range(20))} for i in range(200)]}
+    while True:
+        t_end = time.perf_counter() + 0.004
+        while time.perf_counter() < t_end:
+            doc = json.loads(json.dumps(doc))
+        await asyncio.sleep(%s)
+asyncio.run(main())
+"""
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]
+
+
+def bare_loop(period_ms: float, seconds: float) -> dict[str, float]:
+    """The baseline: the same sleep-then-spin absolute-deadline loop, nothing else, beside the same load."""
+    load = subprocess.Popen([sys.executable, "-c", LOAD % (period_ms / 1000)])
+    try:
+        time.sleep(1.0)  # let the load settle (a benchmark warm-up, not synchronisation)
+        clock = MonotonicClock(500_000)
+        p = int(period_ms * 1e6)
+        t0 = clock.now_ns() + p
+        late = []
+        for k in range(int(seconds * 1000 / period_ms)):
+            d = t0 + k * p
+            clock.sleep_until(d)
+            late.append((clock.now_ns() - d) / 1e6)
+    finally:
+        load.kill()
+        load.wait()
+    return {"p50": pct(late, 0.5), "p99": pct(late, 0.99), "max": max(late), "cycles": len(late)}
+
+
+def runtime_loop(period_ms: float, seconds: float, tmp: Path) -> dict:
+    site = tmp / f"bench{period_ms}.yaml"
+    site.write_text(SITE.format(period=period_ms, interval=period_ms / 1000))
+    stats = tmp / f"stats{period_ms}.json"
+    subprocess.run([sys.executable, "-m", "runtime.cli", "run", str(site), "--for", str(seconds),
+                    "--stats-json", str(stats)], cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
+    return json.loads(stats.read_text())
+
+
+def compute_2000(cycles: int = 3000, updated: int = 100, used: int = 100) -> dict[str, float]:
+    """One cycle's compute (image switch + programs + interlocks) with 2,000 tags (1,000 inputs, 1,000
+    outputs): ``updated`` inputs arrive per cycle; 10 programs each map ``used`` inputs to outputs and 10
+    interlocks each check ``used`` outputs."""
+    from runtime.api import Cycle, Program, SiteInfo
+    from runtime.engine import RUNTIME_TAGS, Engine, tag_table
+    from runtime.tags import Direction, TagSpec, TagUpdate
+
+    site = SiteInfo("b", 240, 60, 20_000)
+    inputs = [TagSpec(f"dev{i // 100}.in{i % 100}", stale_after_s=1.0) for i in range(1000)]
+    outputs = [TagSpec(f"out{i // 100}.v{i % 100}", direction=Direction.OUTPUT, default=0.0) for i in range(1000)]
+
+    class Scale(Program):
+        def __init__(self, g: int):
+            super().__init__(f"scale{g}", Program.Params(), site)
+            self.pairs = [(inputs[i].name, outputs[i].name) for i in range(g * 100, g * 100 + used)]
+
+        def scan(self, cx: Cycle) -> None:
+            value, out = cx.inputs.value, cx.out
+            for src, dst in self.pairs:
+                v = value(src)
+                out[dst] = 0.0 if v is None else 2.0 * v
+
+    class Limit(Program):
+        def __init__(self, g: int):
+            super().__init__(f"limit{g}", Program.Params(), site)
+            self.names = [outputs[i].name for i in range(g * 100, g * 100 + used)]
+
+        def scan(self, cx: Cycle) -> None:
+            out = cx.out
+            for n in self.names:
+                v = out[n]
+                if v > 1e6 or v < -1e6:
+                    out[n] = max(-1e6, min(1e6, v))
+
+    e = Engine(site, tag_table(("rt", RUNTIME_TAGS), ("in", inputs), ("out", outputs)),
+               [Scale(g) for g in range(10)], [Limit(g) for g in range(10)])
+    assert len(e.tags.specs) >= 2000
+    times = []
+    for k in range(cycles):
+        # ``updated`` inputs change per cycle (fast poll class); the rest were read within their limit
+        ups = [TagUpdate(s.name, float(k % 7 + j), t_us=k * 20_000)
+               for j, s in enumerate(inputs) if j % (1000 // updated) == k % (1000 // updated)]
+        t = time.perf_counter_ns()
+        e.step(k * 20_000, ups)
+        times.append((time.perf_counter_ns() - t) / 1e6)
+    return {"tags": len(e.tags.specs), "updated_per_cycle": updated, "used_by_programs": 10 * used, "median_ms": statistics.median(times),
+            "p99_ms": pct(times, 0.99)}
+
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    out: dict = {"seconds": a.seconds}
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        for period in (10, 20):
+            bare = bare_loop(period, a.seconds)
+            rt = runtime_loop(period, a.seconds, tmp)
+            lat = rt["lateness_ms"]
+            target = min(0.5, max(1.5 * bare["p99"], bare["p99"] + 0.1))
+            out[f"{period}ms"] = {"bare": bare, "runtime": rt, "p99_target_ms": target,
+                                  "p99_ok": lat["p99"] <= target,
+                                  "overruns": rt["overruns"]}
+            print(f"{period} ms: runtime p99 {lat['p99']:.3f} ms max {lat['max']:.3f} ms overruns {rt['overruns']} | "
+                  f"bare p99 {bare['p99']:.3f} ms max {bare['max']:.3f} ms | target p99 <= {target:.3f} ms", flush=True)
+        for updated, used in ((100, 20), (100, 100), (1000, 100)):
+            out[f"compute_2000_tags_{updated}_updated_{used * 10}_used"] = c = compute_2000(updated=updated, used=used)
+            print(f"compute with {c['tags']} tags, {updated} inputs updated per cycle, programs using {used * 10}: "
+                  f"median {c['median_ms']:.3f} ms, p99 {c['p99_ms']:.3f} ms")
+        rt20 = out["20ms"]["runtime"]
+        print(f"scan process RSS {rt20.get('rss_mb')} MB (peak {rt20.get('peak_rss_mb')} MB), "
+              f"first cycle {rt20.get('first_cycle_after_start_s')} s after start")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
