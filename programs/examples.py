@@ -54,3 +54,29 @@ class Clamp(Program):
         v = cx.out[self.params.tag]
         lim = self.params.limit
         cx.out[self.params.tag] = max(-lim, min(lim, v))
+
+
+class StallParams(Params):
+    tag: str
+    ms: float = Field(gt=0, le=10_000)
+
+
+@register_program("example_stall")
+class Stall(Program):
+    """Busy-waits ``ms`` each cycle while a bool input is true: a stand-in for a hung program, so tests can
+    show the watchdogs go hungry when the scan is late. Deliberately breaks the no-clock rule; never use
+    it in a real site."""
+
+    Params = StallParams
+    params: StallParams
+
+    def requires(self) -> list[str]:
+        return [self.params.tag]
+
+    def scan(self, cx: Cycle) -> None:
+        if cx.inputs.value(self.params.tag):
+            import time
+
+            end = time.perf_counter() + self.params.ms / 1000
+            while time.perf_counter() < end:
+                pass
