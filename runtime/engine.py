@@ -62,8 +62,11 @@ class Engine:
         interlocks: Sequence[Program] = (),
         *,
         age_inputs: bool = True,
+        age_scale: int = 1,
     ):
-        """``age_inputs=False`` is replay: staleness then comes only from recorded quality."""
+        """``age_inputs=False`` is replay: staleness then comes only from recorded quality.
+        ``age_scale`` > 1 is a simulated site run faster than real time: drivers and tasks still work in
+        real time, so age limits stretch with the speed (supervision stays a real-time matter)."""
         self.site = site
         self.period_us = site.period_us
         self.tags = tags
@@ -73,7 +76,7 @@ class Engine:
         specs = tags.specs
         self._specs = specs
         self._input_names = [s.name for s in specs.values() if s.is_input]
-        self._aging = {s.name: int(s.stale_after_s * US) for s in specs.values()
+        self._aging = {s.name: int(s.stale_after_s * US) * age_scale for s in specs.values()
                        if s.is_input and s.stale_after_s is not None}
         self._expiry: list[tuple[int, str, int]] = []
         self._output_names = [s.name for s in specs.values() if s.direction is Direction.OUTPUT]

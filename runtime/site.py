@@ -29,9 +29,11 @@ class BuiltSite:
     programs: list[Program] = field(default_factory=list)
     interlocks: list[Program] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
+    speed: int = 1
 
     def engine(self, *, age_inputs: bool = True) -> Engine:
-        return Engine(self.info, self.tags, self.programs, self.interlocks, age_inputs=age_inputs)
+        return Engine(self.info, self.tags, self.programs, self.interlocks, age_inputs=age_inputs,
+                      age_scale=self.speed)
 
     @property
     def path(self) -> Path:
@@ -50,7 +52,7 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
     params = check_components(loaded)
     cfg, doc = loaded.config, loaded.doc
     info = site_info(loaded, speed)
-    built = BuiltSite(loaded, info, TagTable())
+    built = BuiltSite(loaded, info, TagTable(), speed=speed)
     issues: list[ConfigIssue] = []
 
     def add(specs, owner: str, where: tuple) -> None:
