@@ -1,0 +1,144 @@
+"""Dispatch: turn the plan's current interval into the inverter setpoint, inside every limit.
+
+Why it is separate from the mode machine: the machine decides *whether* to charge or discharge (with a
+named reason), dispatch decides *how much*, cycle by cycle: the plan's power for this interval, a
+correction toward the SoC the plan expects, a ramp limit, then the directional limits of the safety
+layer and the back office. Safety still has the last word after this program.
+
+Sign convention (DESIGN.md "Tags"): positive into the EV battery. In ``charge`` the setpoint is never
+negative, in ``discharge`` never positive, in every other mode exactly 0.0 with the permit withdrawn.
+
+Tags read:
+- ``mode.state`` as the ``modes`` program wrote it *this* cycle (it runs before dispatch), else the
+  previous cycle's value;
+- ``plan.power`` (W signed), ``plan.soc_target`` (SoC the plan expects at the end of the current
+  interval) and ``plan.interval_end`` (that end, in seconds of the cycle clock), shared tags of the
+  planner task (runtime/tasks/planner_task.py). The plan's power still to come until the interval ends
+  is taken off the target, so the correction acts only on the deviation from the plan *now* and never
+  counts the planned energy twice. Without ``plan.interval_end`` the target is taken as the SoC expected
+  now;
+- ``inverter.setpoint`` as committed by the previous cycle: the ramp (on increases of magnitude) starts
+  from what was really sent after safety;
+- ``safety.limit_charge`` / ``safety.limit_discharge`` (W >= 0, previous cycle): not good means 0;
+- optional back-office limits (W; the magnitude is used, so OCPP 2.1's ``dischargeLimit <= 0`` works as
+  well): a limit received once stays in force while the link is down, as a charging profile does.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from runtime.api import Cycle, Params, Program, register_program
+from runtime.tags import Direction, Image, TagSpec, TagType
+
+
+class DispatchParams(Params):
+    max_charge_w: float = Field(11_000.0, ge=0, description="charger rating, grid side")
+    max_discharge_w: float = Field(11_000.0, ge=0, description="charger rating, grid side")
+    ramp_w_per_s: float = Field(2_000.0, gt=0, description="largest setpoint change per second")
+    capacity_wh: float = Field(60_000.0, gt=0, description="usable battery energy, for the SoC correction")
+    correction_time_s: float = Field(900.0, gt=0, description="remove a SoC error over this time")
+    max_correction_w: float = Field(2_000.0, ge=0, description="bound on the SoC correction")
+    # ISO 15118-2 reports the EV's SoC in whole percent (DC_EVStatus EVRESSSOC), so an error below one
+    # step is noise, not a deviation from the plan.
+    soc_deadband: float = Field(0.01, ge=0, le=0.2, description="SoC error ignored by the correction")
+    mode_tag: str = "mode.state"
+    plan_power_tag: str | None = "plan.power"
+    plan_soc_tag: str | None = "plan.soc_target"
+    plan_end_tag: str | None = "plan.interval_end"
+    efficiency_charge: float = Field(0.933, gt=0, le=1, description="grid -> battery (commuter scenario)")
+    efficiency_discharge: float = Field(0.933, gt=0, le=1, description="battery -> grid")
+    fixed_request_w: float | None = Field(None, description="request when the plan tag is absent or not good")
+    soc_tag: str = "ev.soc"
+    setpoint_tag: str = "inverter.setpoint"
+    enable_tag: str = "inverter.enable"
+    safety_charge_tag: str | None = "safety.limit_charge"
+    safety_discharge_tag: str | None = "safety.limit_discharge"
+    backoffice_charge_tag: str | None = Field(None, description="back-office charge limit tag (W)")
+    backoffice_discharge_tag: str | None = Field(None, description="back-office discharge limit tag (W)")
+
+
+def _safety_limit(img: Image, tag: str | None) -> float:
+    """A safety limit that is not good is no permission at all."""
+    if tag is None:
+        return float("inf")
+    v = img.value(tag)
+    return 0.0 if v is None else max(0.0, float(v))
+
+
+def _backoffice_limit(img: Image, tag: str | None) -> float:
+    if tag is None:
+        return float("inf")
+    v = img.tag(tag).value  # last value received, whatever its age
+    return float("inf") if v is None else abs(float(v))
+
+
+@register_program("dispatch")
+class Dispatch(Program):
+    Params = DispatchParams
+    params: DispatchParams
+
+    def declare(self) -> list[TagSpec]:
+        return [
+            TagSpec("dispatch.target", TagType.FLOAT, "W", Direction.MEMORY, 0.0,
+                    description="plan power plus SoC correction, before ramp and limits"),
+            TagSpec("dispatch.correction", TagType.FLOAT, "W", Direction.MEMORY, 0.0,
+                    description="SoC correction toward plan.soc_target"),
+            TagSpec("dispatch.limit", TagType.STR, "", Direction.MEMORY, "",
+                    description="the limit that bounds the setpoint this cycle (empty: none)"),
+        ]
+
+    def scan(self, cx: Cycle) -> None:
+        p = self.params
+        img = cx.inputs
+        mode = cx.out.get(p.mode_tag) if p.mode_tag in cx.out else img.value(p.mode_tag)
+        if mode not in ("charge", "discharge"):
+            self._write(cx, 0.0, False, 0.0, 0.0, "")
+            return
+        sign = 1.0 if mode == "charge" else -1.0
+
+        req = img.value(p.plan_power_tag) if p.plan_power_tag else None
+        req = float(p.fixed_request_w or 0.0) if req is None else float(req)
+        corr = 0.0
+        soc, soc_target = img.value(p.soc_tag), img.value(p.plan_soc_tag) if p.plan_soc_tag else None
+        if soc is not None and soc_target is not None:
+            end = img.value(p.plan_end_tag) if p.plan_end_tag else None
+            if end is not None:  # SoC the plan expects now = end target minus the planned energy still to come
+                rest_s = max(0.0, float(end) - cx.now)
+                batt_w = req * p.efficiency_charge if req >= 0 else req / p.efficiency_discharge
+                soc_target -= batt_w * rest_s / 3600.0 / p.capacity_wh
+            # Energy error (Wh) spread over correction_time_s gives W.
+            err = soc_target - soc
+            err = 0.0 if abs(err) <= p.soc_deadband else err - p.soc_deadband * (1.0 if err > 0 else -1.0)
+            corr = err * p.capacity_wh * 3600.0 / p.correction_time_s
+            corr = max(-p.max_correction_w, min(p.max_correction_w, corr))
+        target = req + corr
+        mag = max(0.0, sign * target)  # the magnitude in the mode's direction; never the other sign
+
+        prev = img.value(p.setpoint_tag)
+        prev_mag = 0.0 if prev is None else max(0.0, sign * float(prev))
+        # The ramp bounds increases only: less power is never the unsafe direction, and a lower plan or
+        # limit must act at once.
+        out = min(mag, prev_mag + p.ramp_w_per_s * cx.dt)
+        limit = "ramp" if out < mag else ""
+
+        if mode == "charge":
+            bounds = (("rating", p.max_charge_w), ("safety", _safety_limit(img, p.safety_charge_tag)),
+                      ("back office", _backoffice_limit(img, p.backoffice_charge_tag)))
+        else:
+            bounds = (("rating", p.max_discharge_w), ("safety", _safety_limit(img, p.safety_discharge_tag)),
+                      ("back office", _backoffice_limit(img, p.backoffice_discharge_tag)))
+        for name, lim in bounds:
+            if out > lim:
+                out, limit = lim, name
+        self._write(cx, sign * out + 0.0, True, target, corr, limit)  # + 0.0: never -0.0
+
+    def _write(self, cx: Cycle, sp: float, enable: bool, target: float, corr: float, limit: str) -> None:
+        p = self.params
+        if p.setpoint_tag in cx.out:
+            cx.out[p.setpoint_tag] = sp
+        if p.enable_tag in cx.out:
+            cx.out[p.enable_tag] = enable
+        cx.out["dispatch.target"] = target
+        cx.out["dispatch.correction"] = corr
+        cx.out["dispatch.limit"] = limit

@@ -1,0 +1,252 @@
+"""The operating-mode state machine: idle, charge, discharge and safe_state.
+
+Why a state machine and not a few ``if``s: every change of mode must have one named cause (the trigger),
+be logged with it, and be impossible from states where it makes no sense; the same definition draws the
+diagram in docs/modes.md (``python -m programs.modes_diagram``), so the picture cannot drift from the code.
+
+Rules (DESIGN.md "The scan cycle", REFERENCE.md "Libraries"):
+- synchronous ``transitions.Machine`` with ``auto_transitions=False``: no transition exists that is not
+  written in ``TRANSITIONS`` below;
+- conditions are pure functions of the frozen input image (and the parameters), nothing else;
+- at most one trigger per scan: triggers are tried in ``PRIORITY`` order and the first that passes wins;
+- entry/exit actions only write the output image;
+- enter service and its ramp belong to the safety layer: this machine only reads ``safety.trip`` (as the
+  previous cycle committed it) and leaves ``safe_state`` once it is empty.
+
+One handler per state (OpenEMS style) is the ordered list of triggers valid from that state; the
+``transitions`` machine checks their conditions and performs the move.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, model_validator
+from transitions import Machine
+
+from runtime.api import Cycle, Outputs, Params, Program, SiteInfo, register_program
+from runtime.tags import Direction, Image, TagSpec, TagType
+
+STATES: tuple[str, ...] = ("idle", "charge", "discharge", "safe_state")
+INITIAL = "idle"
+
+# transitions logs every callback at INFO: in the scan thread that is I/O on every transition. The
+# transition itself is logged once, as an event, by the runtime.
+logging.getLogger("transitions.core").setLevel(logging.WARNING)
+ACTIVE = ("idle", "charge", "discharge")  # every state but safe_state
+
+# trigger, source(s), dest, conditions (all must hold), unless (none may hold)
+TRANSITIONS: list[dict[str, Any]] = [
+    {"trigger": "trip", "source": list(ACTIVE), "dest": "safe_state", "conditions": ["trip_active"]},
+    {"trigger": "trip_cleared", "source": "safe_state", "dest": "idle", "unless": ["trip_active"]},
+    {"trigger": "ev_disconnected", "source": ["charge", "discharge"], "dest": "idle", "unless": ["ev_connected"]},
+    {"trigger": "link_lost", "source": ["charge", "discharge"], "dest": "idle", "unless": ["link_healthy"]},
+    {"trigger": "soc_unknown", "source": ["charge", "discharge"], "dest": "idle", "unless": ["soc_known"]},
+    {"trigger": "soc_full", "source": "charge", "dest": "idle", "conditions": ["soc_at_max"]},
+    {"trigger": "soc_empty", "source": "discharge", "dest": "idle", "conditions": ["soc_at_min"]},
+    {"trigger": "plan_stop", "source": "charge", "dest": "idle", "unless": ["plan_charge"]},
+    {"trigger": "plan_stop", "source": "discharge", "dest": "idle", "unless": ["plan_discharge"]},
+    {"trigger": "start_charge", "source": "idle", "dest": "charge",
+     "conditions": ["ev_connected", "link_healthy", "plan_charge", "soc_below_max"]},
+    {"trigger": "start_discharge", "source": "idle", "dest": "discharge",
+     "conditions": ["ev_connected", "link_healthy", "plan_discharge", "soc_above_min"]},
+]
+
+# Most protective first: a trip beats a lost EV, which beats the plan.
+PRIORITY: tuple[str, ...] = ("trip", "trip_cleared", "ev_disconnected", "link_lost", "soc_unknown",
+                             "soc_full", "soc_empty", "plan_stop", "start_charge", "start_discharge")
+
+REASONS: dict[str, str] = {
+    "trip": "safety trip active",
+    "trip_cleared": "safety trip cleared",
+    "ev_disconnected": "EV not connected",
+    "link_lost": "PLC link unhealthy",
+    "soc_unknown": "EV SoC not good",
+    "soc_full": "SoC at the upper limit",
+    "soc_empty": "SoC at the lower limit",
+    "plan_stop": "plan requests no power in this direction",
+    "start_charge": "plan requests charging",
+    "start_discharge": "plan requests discharging",
+}
+
+
+class ModeParams(Params):
+    soc_min: float = Field(0.20, ge=0, le=1, description="no discharge at or below (fraction)")
+    soc_max: float = Field(0.90, ge=0, le=1, description="no charge at or above (fraction)")
+    soc_hysteresis: float = Field(0.01, ge=0, le=0.2,
+                                  description="restart only this far inside the window (no chattering)")
+    deadband_w: float = Field(100.0, ge=0, description="plan requests within +-deadband count as zero")
+    plan_tag: str | None = Field("plan.power", description="shared tag of the plan's request (W signed)")
+    fixed_request_w: float | None = Field(
+        None, description="request used when the plan tag is absent or not good (no planner on the site)")
+    snr_tag: str | None = Field("plc.snr", description="PLC link SNR tag (dB); None: no PLC link to check")
+    snr_min_db: float = Field(10.0, description="link healthy at or above this SNR (site setting)")
+    connected_tag: str = "ev.connected"
+    soc_tag: str = "ev.soc"
+    trip_tag: str = "safety.trip"
+    setpoint_tag: str = "inverter.setpoint"
+    enable_tag: str = "inverter.enable"
+
+    @model_validator(mode="after")
+    def _window(self) -> ModeParams:
+        if not self.soc_min + 2 * self.soc_hysteresis < self.soc_max:
+            raise ValueError("need soc_min + 2*soc_hysteresis < soc_max")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What one trigger attempt sees: the frozen inputs (conditions) and the outputs (actions)."""
+
+    inputs: Image
+    out: Outputs
+
+
+def request_w(img: Image, p: ModeParams) -> float:
+    """The plan's request for this interval; the fixed request when no good plan; else zero."""
+    v = img.value(p.plan_tag) if p.plan_tag else None
+    if v is None:
+        v = p.fixed_request_w
+    return 0.0 if v is None else float(v)
+
+
+class ModeModel:
+    """The ``transitions`` model: condition methods are pure functions of ``view.inputs`` and the params."""
+
+    state: str
+
+    def __init__(self, p: ModeParams):
+        self.p = p
+
+    # -- conditions ---------------------------------------------------------------------------------
+    def trip_active(self, view: View) -> bool:
+        # A trip tag that is not good is doubt, and doubt is a trip.
+        tv = view.inputs.tag(self.p.trip_tag)
+        return not tv.good or bool(tv.value)
+
+    def ev_connected(self, view: View) -> bool:
+        return view.inputs.value(self.p.connected_tag) is True
+
+    def link_healthy(self, view: View) -> bool:
+        if self.p.snr_tag is None:
+            return True
+        snr = view.inputs.value(self.p.snr_tag)
+        return snr is not None and snr >= self.p.snr_min_db
+
+    def soc_known(self, view: View) -> bool:
+        return view.inputs.value(self.p.soc_tag) is not None
+
+    def soc_at_max(self, view: View) -> bool:
+        soc = view.inputs.value(self.p.soc_tag)
+        return soc is not None and soc >= self.p.soc_max
+
+    def soc_at_min(self, view: View) -> bool:
+        soc = view.inputs.value(self.p.soc_tag)
+        return soc is not None and soc <= self.p.soc_min
+
+    def soc_below_max(self, view: View) -> bool:
+        soc = view.inputs.value(self.p.soc_tag)
+        return soc is not None and soc < self.p.soc_max - self.p.soc_hysteresis
+
+    def soc_above_min(self, view: View) -> bool:
+        soc = view.inputs.value(self.p.soc_tag)
+        return soc is not None and soc > self.p.soc_min + self.p.soc_hysteresis
+
+    def plan_charge(self, view: View) -> bool:
+        return request_w(view.inputs, self.p) > self.p.deadband_w
+
+    def plan_discharge(self, view: View) -> bool:
+        return request_w(view.inputs, self.p) < -self.p.deadband_w
+
+    # -- entry/exit actions: output image only ---------------------------------------------------------
+    def _zero(self, view: View) -> None:
+        if self.p.setpoint_tag in view.out:
+            view.out[self.p.setpoint_tag] = 0.0
+        if self.p.enable_tag in view.out:
+            view.out[self.p.enable_tag] = False
+
+    def on_enter_idle(self, view: View) -> None:
+        self._zero(view)
+
+    def on_enter_safe_state(self, view: View) -> None:
+        self._zero(view)
+
+    def on_exit_charge(self, view: View) -> None:
+        self._zero(view)
+
+    def on_exit_discharge(self, view: View) -> None:
+        self._zero(view)
+
+
+def build_machine(model: object, machine_cls: type[Machine] = Machine, **kwargs: Any) -> Machine:
+    """The one definition of the machine; the diagram script passes a diagram-capable class."""
+    return machine_cls(model=model, states=list(STATES), transitions=TRANSITIONS, initial=INITIAL,
+                       auto_transitions=False, send_event=False, ignore_invalid_triggers=True, **kwargs)
+
+
+def handlers() -> dict[str, tuple[str, ...]]:
+    """One handler per state: the triggers it tries, most protective first."""
+    valid: dict[str, set[str]] = {s: set() for s in STATES}
+    for t in TRANSITIONS:
+        for src in t["source"] if isinstance(t["source"], list) else [t["source"]]:
+            valid[src].add(t["trigger"])
+    return {s: tuple(t for t in PRIORITY if t in valid[s]) for s in STATES}
+
+
+@register_program("modes")
+class Modes(Program):
+    """Writes ``mode.state`` and ``mode.reason``; at most one transition per scan, each one an event."""
+
+    Params = ModeParams
+    params: ModeParams
+
+    def __init__(self, name: str, params: ModeParams, site: SiteInfo):
+        super().__init__(name, params, site)
+        self.model = ModeModel(params)
+        self.machine = build_machine(self.model)
+        # The same conditions the machine checks, pre-evaluated so that a scan without a transition does
+        # not pay for the machine's event handling (about 15 us per failed trigger on this machine).
+        m = self.model
+        self._handlers: dict[str, list[tuple[str, list[Callable[[View], bool]], list[Callable[[View], bool]]]]] = {
+            s: [(t["trigger"], [getattr(m, c) for c in t.get("conditions", [])],
+                 [getattr(m, c) for c in t.get("unless", [])])
+                for trig in ts for t in TRANSITIONS
+                if t["trigger"] == trig and s in (t["source"] if isinstance(t["source"], list) else [t["source"]])]
+            for s, ts in handlers().items()}
+
+    def declare(self) -> list[TagSpec]:
+        return [
+            TagSpec("mode.state", TagType.STR, "", Direction.MEMORY, INITIAL,
+                    description="operating mode: idle, charge, discharge or safe_state"),
+            TagSpec("mode.reason", TagType.STR, "", Direction.MEMORY, "",
+                    description="cause of the last mode transition"),
+        ]
+
+    def scan(self, cx: Cycle) -> None:
+        view = View(cx.inputs, cx.out)
+        src = self.model.state
+        for trigger, conds, unless in self._handlers[src]:
+            if not (all(c(view) for c in conds) and not any(u(view) for u in unless)):
+                continue
+            if self.model.trigger(trigger, view):  # the machine re-checks the same conditions and moves
+                reason = self._reason(trigger, view)
+                cx.out["mode.reason"] = reason
+                cx.event("transition", f"{src} -> {self.model.state}: {reason}",
+                         trigger=trigger, source=src, dest=self.model.state)
+                break
+        cx.out["mode.state"] = self.model.state
+
+    def _reason(self, trigger: str, view: View) -> str:
+        p = self.params
+        text = REASONS[trigger]
+        if trigger == "trip":
+            code = view.inputs.tag(p.trip_tag)
+            return f"{text}: {code.value}" if code.good else f"{text}: {p.trip_tag} is {code.quality.value}"
+        if trigger in ("plan_stop", "start_charge", "start_discharge"):
+            return f"{text} ({request_w(view.inputs, p):.0f} W)"
+        if trigger in ("soc_full", "soc_empty"):
+            return f"{text} ({view.inputs.value(p.soc_tag):.3f})"
+        return text

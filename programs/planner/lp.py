@@ -1,0 +1,216 @@
+"""The arbitrage linear program, built as numpy arrays and handed to HiGHS in one ``passModel`` call.
+
+Variables per interval t (length ``dt`` hours): grid-side charge ``c_t`` >= 0 and discharge ``d_t`` >= 0
+(kW), and the stored energy ``e_t`` at the end of the interval (kWh). One equality row per interval:
+
+    e_t - e_{t-1} - eta_c*dt*c_t + dt/eta_d*d_t = -drive_t          (e_{-1} = the energy now)
+
+Cost = sum price_t*dt*(c_t - d_t)/1000 + deg*dt*d_t/(eta_d*1000) - value_end*e_{n-1}/1000, which is the
+scenario's accounting: price x grid energy plus degradation per MWh taken out of the *battery*.
+Plug-in windows enter as bounds (c_t, d_t fixed to 0 while away), the SoC window, departure and terminal
+SoC as bounds on e_t. No constraint matrix beyond the energy balance: the model stays banded and tiny.
+
+Lower bounds that cannot be reached (a car that arrives nearly empty an hour before departure) are
+lowered to the most that full-power charging reaches, so the program is always feasible and the
+driver gets as much as physically possible; the clamps are reported.
+
+No simultaneous charge and discharge: in the LP relaxation both can be non-zero in one interval, which
+burns energy in the conversion losses. That only pays when burning energy is worth money: prices below
+about -(deg/eta_d)/(1 - eta_c*eta_d) (about -150/MWh here) with a full battery, or a terminal value
+below zero. We solve the LP, look for such intervals, and only then make exactly those intervals
+exclusive with one binary each (``c_t <= Pc*u_t``, ``d_t <= Pd*(1-u_t)``) and re-solve as a small MIP;
+repeated until no interval has both (at most a few rounds; the last round makes every connected
+interval binary). So the published plan is exact, and the common case stays a pure LP.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+EPS_KW = 1e-6  # below this a power is zero (HiGHS primal feasibility tolerance is 1e-7)
+
+
+@dataclass(frozen=True)
+class LpInput:
+    price: np.ndarray  # currency/MWh per interval
+    connected: np.ndarray  # bool per interval
+    drive_kwh: np.ndarray  # energy used by driving in each interval (battery side)
+    e_lo: np.ndarray  # kWh floor at the end of each interval (SoC window, departures, terminal)
+    e_hi: np.ndarray  # kWh ceiling at the end of each interval
+    e0: float  # kWh now
+    dt_h: float
+    max_charge_kw: float
+    max_discharge_kw: float
+    eta_c: float
+    eta_d: float
+    deg_per_mwh: float = 0.0
+    value_end_per_mwh: float = 0.0
+    time_limit_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class LpResult:
+    ok: bool
+    message: str
+    charge_kw: np.ndarray
+    discharge_kw: np.ndarray
+    energy_kwh: np.ndarray  # at the end of each interval
+    objective: float
+    solve_time_s: float
+    lowered: tuple[int, ...] = ()  # intervals whose floor was lowered to what is reachable
+    mip_rounds: int = 0
+
+
+def reachable_bounds(inp: LpInput) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Clamp the energy bounds to what the charger can reach from ``e0`` (see module docstring)."""
+    import numpy as np
+
+    n = len(inp.price)
+    gain = inp.eta_c * inp.max_charge_kw * inp.dt_h * inp.connected
+    loss = inp.max_discharge_kw * inp.dt_h / inp.eta_d * inp.connected
+    hi = np.array(inp.e_hi, dtype=float)
+    lo = np.array(inp.e_lo, dtype=float)
+    lowered = []
+    top = bottom = inp.e0
+    for t in range(n):
+        bottom = bottom - loss[t] - inp.drive_kwh[t]
+        if hi[t] < bottom:  # already above the ceiling (e.g. after drift): allow the way down
+            hi[t] = bottom
+        top = min(hi[t], top + gain[t] - inp.drive_kwh[t])
+        bottom = max(bottom, min(lo[t], top))
+        if lo[t] > top + 1e-9:
+            lo[t] = top
+            lowered.append(t)
+    return lo, hi, tuple(lowered)
+
+
+def solve(inp: LpInput) -> LpResult:
+    import highspy
+    import numpy as np
+
+    t0 = time.perf_counter()
+    n = len(inp.price)
+    dt = inp.dt_h
+    lo, hi, lowered = reachable_bounds(inp)
+    conn = np.asarray(inp.connected, dtype=bool)
+    price = np.asarray(inp.price, dtype=float)
+
+    cost = np.empty(3 * n)
+    cost[:n] = price * dt / 1000.0
+    cost[n:2 * n] = (-price + inp.deg_per_mwh / inp.eta_d) * dt / 1000.0
+    cost[2 * n:] = 0.0
+    cost[3 * n - 1] = -inp.value_end_per_mwh / 1000.0
+    col_lo = np.zeros(3 * n)
+    col_hi = np.concatenate([inp.max_charge_kw * conn, inp.max_discharge_kw * conn, hi])
+    col_lo[2 * n:] = lo
+    rhs = -np.asarray(inp.drive_kwh, dtype=float)
+    rhs[0] += inp.e0
+    # column-wise matrix: c_t and d_t in row t; e_t in rows t (+1) and t+1 (-1)
+    nnz = 2 * n + 2 * n - 1
+    start = np.empty(3 * n + 1, dtype=np.int32)
+    start[: 2 * n + 1] = np.arange(2 * n + 1)
+    start[2 * n + 1:] = 2 * n + np.minimum(2 * np.arange(1, n + 1), 2 * n - 1)
+    index = np.empty(nnz, dtype=np.int32)
+    value = np.empty(nnz)
+    index[:n] = np.arange(n)
+    value[:n] = -inp.eta_c * dt
+    index[n:2 * n] = np.arange(n)
+    value[n:2 * n] = dt / inp.eta_d
+    e_rows = np.empty(2 * n, dtype=np.int32)
+    e_rows[0::2] = np.arange(n)
+    e_rows[1::2] = np.arange(1, n + 1)
+    e_vals = np.empty(2 * n)
+    e_vals[0::2] = 1.0
+    e_vals[1::2] = -1.0
+    index[2 * n:] = e_rows[:-1]
+    value[2 * n:] = e_vals[:-1]
+
+    h = new_highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(inp.time_limit_s))
+    h.passModel(3 * n, n, nnz, 1, 1, 0.0, cost, col_lo, col_hi, rhs, rhs, start, index, value,
+                np.zeros(3 * n, dtype=np.int32))
+    rounds = 0
+    binaries: set[int] = set()
+    while True:
+        h.run()
+        status = h.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            return LpResult(False, f"HiGHS: {h.modelStatusToString(status)}", np.zeros(n), np.zeros(n),
+                            np.zeros(n), float("nan"), time.perf_counter() - t0, lowered, rounds)
+        x = np.asarray(h.getSolution().col_value)
+        c, d = x[:n], x[n:2 * n]
+        both = np.flatnonzero((c > EPS_KW) & (d > EPS_KW))
+        if both.size == 0:
+            break
+        rounds += 1
+        new = [int(t) for t in both if int(t) not in binaries]
+        if rounds >= 3:  # stubborn: make every connected interval exclusive at once
+            new = [int(t) for t in np.flatnonzero(conn) if int(t) not in binaries]
+        if not new:
+            return LpResult(False, "simultaneous charge and discharge persists", c, d, x[2 * n:],
+                            float("nan"), time.perf_counter() - t0, lowered, rounds)
+        _add_exclusive(h, new, n, inp)
+        binaries.update(new)
+    c = np.where(c > EPS_KW, c, 0.0)
+    d = np.where(d > EPS_KW, d, 0.0)
+    return LpResult(True, "optimal", c, d, x[2 * n:2 * n + n].copy(), float(h.getInfo().objective_function_value),
+                    time.perf_counter() - t0, lowered, rounds)
+
+
+_BANNER_DONE = False
+
+
+def new_highs():
+    """A silent HiGHS instance. HiGHS prints its banner to the C stdout on the first construction in
+    a process, before any option can turn output off; that would corrupt a command's JSON on stdout,
+    so the first construction runs with file descriptor 1 pointed at /dev/null."""
+    global _BANNER_DONE
+    import highspy
+
+    if _BANNER_DONE:
+        return highspy.Highs()
+    import ctypes
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        h = highspy.Highs()
+        ctypes.CDLL(None).fflush(None)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+    _BANNER_DONE = True
+    return h
+
+
+def _add_exclusive(h, ts: list[int], n: int, inp: LpInput) -> None:
+    """One binary u per interval: c_t <= Pc*u and d_t <= Pd*(1-u)."""
+    import highspy
+    import numpy as np
+
+    k = len(ts)
+    first = h.getNumCol()
+    h.addCols(k, np.zeros(k), np.zeros(k), np.ones(k), 0, np.zeros(0, np.int32), np.zeros(0, np.int32),
+              np.zeros(0))
+    h.changeColsIntegrality(k, np.arange(first, first + k, dtype=np.int32),
+                            np.full(k, highspy.HighsVarType.kInteger.value, dtype=np.uint8))
+    idx = np.empty(4 * k, dtype=np.int32)
+    val = np.empty(4 * k)
+    for j, t in enumerate(ts):
+        idx[4 * j: 4 * j + 4] = (t, first + j, n + t, first + j)
+        val[4 * j: 4 * j + 4] = (1.0, -inp.max_charge_kw, 1.0, inp.max_discharge_kw)
+    starts = np.arange(0, 4 * k, 2, dtype=np.int32)
+    lower = np.full(2 * k, -highspy.kHighsInf)
+    upper = np.tile([0.0, inp.max_discharge_kw], k)
+    h.addRows(2 * k, lower, upper, 4 * k, starts, idx, val)

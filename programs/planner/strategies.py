@@ -1,0 +1,247 @@
+"""Decision rules the backtest compares: the planner, two reference rules users run today, the
+scenario's baseline and the perfect-foresight bound.
+
+A strategy sees a :class:`DecisionView` and returns a power schedule (kW, grid side, project sign) from
+the current row on; the backtest follows it until the next re-plan, through dispatch and safety limits.
+The view is built by the backtest from published data only, so a strategy *cannot* look at a price
+before its publication or a forecast before its visibility. The one exception is ``perfect``, which by
+definition is handed the whole series when it is constructed (an upper bound, not a controller).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from programs.planner.model import Plan, PlanRequest, PlugWindow
+from programs.planner.scenario import Calendar, Scenario
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    t: int  # row of the decision (the current interval)
+    soc: float  # at the start of row t
+    times: tuple[dt.datetime, ...]  # every row's start (the clock is public)
+    step_s: int
+    calendar: Calendar  # the driver's routine (public)
+    prices: np.ndarray  # published prices of rows t, t+1, ... (only those published by now)
+    forecasts: dict[str, np.ndarray]  # visible forecasts of the rows after the published ones
+    history: np.ndarray  # published prices of the rows before t (the most recent last)
+
+
+class Strategy:
+    name = "strategy"
+    uses_forecasts = False  # re-plan when new forecasts become visible
+
+    def decide(self, view: DecisionView) -> np.ndarray:
+        raise NotImplementedError
+
+    def replan_reason(self, when: dt.datetime, soc: float, connected: bool) -> str | None:
+        """Beyond the scenario's re-plan points: a reason to re-plan now (drift, plan running out)."""
+        return None
+
+
+def _window_end(cal: Calendar, t: int) -> int:
+    """First row after t's connected run (len if the run lasts to the end)."""
+    n = len(cal.connected)
+    e = t
+    while e < n and cal.connected[e]:
+        e += 1
+    return e
+
+
+class Baseline(Strategy):
+    """The scenario's baseline: full power from plug-in until the departure SoC, never discharge."""
+
+    name = "baseline"
+
+    def __init__(self, sc: Scenario):
+        self.sc = sc
+
+    def decide(self, view: DecisionView) -> np.ndarray:
+        import numpy as np
+
+        b, ch = self.sc.battery, self.sc.charger
+        end = _window_end(view.calendar, view.t)
+        out = np.zeros(max(0, end - view.t))
+        e = view.soc * b.capacity_kwh
+        goal = self.sc.availability.departure_soc_min * b.capacity_kwh
+        dt_h = view.step_s / 3600
+        for i in range(len(out)):
+            p = min(ch.max_charge_kw, max(0.0, (goal - e) / (ch.efficiency_charge * dt_h)))
+            out[i] = p
+            e += ch.efficiency_charge * p * dt_h
+        return out
+
+
+class Cheapest(Strategy):
+    """Charge-only in the cheapest *known* hours of the current plug-in window, just enough for the
+    departure SoC (the terminal SoC for the last window). When the departure is not yet published
+    (a weekend), the known hours still count: later publications re-plan the rest."""
+
+    name = "cheapest"
+
+    def __init__(self, sc: Scenario):
+        self.sc = sc
+
+    def decide(self, view: DecisionView) -> np.ndarray:
+        import numpy as np
+
+        b, ch = self.sc.battery, self.sc.charger
+        cal = view.calendar
+        end = _window_end(cal, view.t)
+        n_known = min(end - view.t, len(view.prices))
+        out = np.zeros(n_known)
+        goal_soc = cal.floor_soc[end - 1] if end > view.t else 0.0
+        need = (goal_soc - view.soc) * b.capacity_kwh
+        dt_h = view.step_s / 3600
+        if end > view.t + n_known:  # departure not yet published: only what cannot wait
+            later = end - view.t - n_known
+            need -= later * ch.max_charge_kw * ch.efficiency_charge * dt_h
+        for i in np.argsort(view.prices[:n_known], kind="stable"):
+            if need <= 1e-9:
+                break
+            p = min(ch.max_charge_kw, need / (ch.efficiency_charge * dt_h))
+            out[i] = p
+            need -= p * ch.efficiency_charge * dt_h
+        return out
+
+
+class Threshold(Strategy):
+    """Day-ahead threshold rule: full-power charge in the 4 cheapest and discharge in the 4 dearest
+    known hours of each plug-in window (dispatch keeps the departure SoC and the SoC window)."""
+
+    name = "threshold"
+
+    def __init__(self, sc: Scenario, hours: int = 4):
+        self.sc = sc
+        self.hours = hours
+
+    def decide(self, view: DecisionView) -> np.ndarray:
+        import numpy as np
+
+        ch = self.sc.charger
+        end = _window_end(view.calendar, view.t)
+        n_known = min(end - view.t, len(view.prices))
+        out = np.zeros(n_known)
+        order = np.argsort(view.prices[:n_known], kind="stable")
+        k = min(self.hours, n_known // 2)
+        if k:
+            out[order[:k]] = ch.max_charge_kw
+            out[order[-k:]] = -ch.max_discharge_kw
+        return out
+
+
+@dataclass
+class PlannerStrategy(Strategy):
+    """The planner (``programs.planner.plan``) over what is visible: published prices, then the chosen
+    forecast column, then optionally ``extend_days`` of a seasonal-naive guess (the same hours one week
+    earlier, from published history), with ``terminal_value`` per MWh stored at the horizon's end."""
+
+    sc: Scenario
+    forecast: str | None = "mean"  # a forecast column, "mean" of all, or None
+    extend_days: int = 0
+    terminal_value: str = "none"  # "none" | "quantile:<q>" of the last week's published prices
+    name: str = "planner"
+    solve_times: list[float] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    last_plan: Plan | None = None
+
+    @property
+    def uses_forecasts(self) -> bool:  # type: ignore[override]
+        return self.forecast is not None
+
+    def request(self, view: DecisionView) -> PlanRequest:
+        import numpy as np
+
+        sc = self.sc
+        parts = [np.asarray(view.prices, dtype=float)]
+        if self.forecast and view.forecasts:
+            cols = list(view.forecasts.values()) if self.forecast == "mean" else [view.forecasts[self.forecast]]
+            parts.append(np.mean(cols, axis=0))
+        steps_per_day = 86400 // view.step_s
+        if self.extend_days and len(view.history) >= 7 * steps_per_day:
+            # the same rows one week earlier, from published history or the known horizon itself
+            known = np.concatenate(parts)
+            full = np.concatenate([view.history, known])
+            stop = len(full)
+            idx = np.arange(stop, stop + min(self.extend_days, 7) * steps_per_day) - 7 * steps_per_day
+            parts.append(full[idx])
+        prices = np.concatenate(parts)
+        n = min(len(prices), len(view.times) - view.t)
+        prices = prices[:n]
+        value = 0.0
+        if self.terminal_value.startswith("quantile:") and len(view.history):
+            q = float(self.terminal_value.split(":", 1)[1])
+            value = float(np.quantile(view.history[-7 * steps_per_day:], q))
+        return PlanRequest(
+            start=view.times[view.t], step_s=view.step_s, prices=tuple(float(p) for p in prices),
+            n_published=min(len(view.prices), n), soc=min(1.0, max(0.0, view.soc)),
+            battery=sc.plan_battery(), charger=sc.plan_charger(),
+            degradation_cost_per_mwh=sc.degradation_cost_per_mwh,
+            windows=tuple(windows_from_calendar(view, view.t + n, sc)),
+            terminal_soc_min=sc.availability.terminal_soc_min if view.t + n >= len(view.times) else None,
+            terminal_value_per_mwh=value,
+        )
+
+    def decide(self, view: DecisionView) -> np.ndarray:
+        import numpy as np
+
+        from programs.planner.planner import plan
+
+        p = plan(self.request(view), reason="backtest")
+        self.last_plan = p
+        self.solve_times.append(p.solve_time_s)
+        self.statuses[p.status] = self.statuses.get(p.status, 0) + 1
+        return np.array([iv.power_w / 1000.0 for iv in p.intervals])
+
+    def replan_reason(self, when: dt.datetime, soc: float, connected: bool) -> str | None:
+        from programs.planner.replan import needs_replan
+
+        p = self.last_plan
+        if p is None:
+            return None
+        if when >= p.intervals[-1].end:  # the series' end: nothing left to plan for
+            return None
+        return needs_replan(p, when, prices_key=p.prices_key, connected=connected, soc=soc,
+                            min_remaining=dt.timedelta(0))
+
+
+def windows_from_calendar(view: DecisionView, stop: int, sc: Scenario) -> list[PlugWindow]:
+    """The connected runs of rows [t, stop) as plug-in windows, with departure SoC and trip energy."""
+    cal, times = view.calendar, view.times
+    step = dt.timedelta(seconds=view.step_s)
+    n = len(times)
+    out = []
+    arrivals = set(cal.arrival_rows)
+    departures = set(cal.departure_rows)
+    r = view.t
+    if not cal.connected[r]:  # away now: the previous window tells how much of the trip is behind us
+        p = r
+        while p > 0 and not cal.connected[p - 1]:
+            p -= 1
+        if p > 0:
+            s = p - 1
+            while s > 0 and cal.connected[s - 1]:
+                s -= 1
+            out.append(PlugWindow(start=times[s], end=times[p]))
+    while r < stop:
+        if not cal.connected[r]:
+            r += 1
+            continue
+        s = r
+        # a run that started before t: find its real start (for the trip energy already used)
+        while s > 0 and cal.connected[s - 1]:
+            s -= 1
+        e = _window_end(cal, r)
+        end_t = times[e] if e < n else times[-1] + step
+        out.append(PlugWindow(
+            start=times[s], end=end_t,
+            departure_soc_min=float(cal.floor_soc[e - 1]) if (e - 1) in departures else None,
+            trip_energy_kwh=sc.availability.trip_energy_kwh if s in arrivals else 0.0))
+        r = e
+    return out

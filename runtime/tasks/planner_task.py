@@ -1,0 +1,239 @@
+"""The planner task: re-plans in the task process (never in the scan) and publishes the plan as tags.
+
+Reads from the scan's published image:
+- ``prices.day_ahead`` (TagType.JSON, written by ``runtime/tasks/prices.py``): the known curve,
+  ``[{"start": ISO 8601 with offset, "end": ..., "price": currency/MWh}, ...]`` sorted by start.
+  Optionally ``forecast_tag`` in the same format, for intervals beyond the known curve.
+- ``prices.updated`` (the feed's revision counter) to tell new prices from the curve sliding forward.
+- ``ev.connected`` and ``ev.soc``.
+
+Writes (shared tags, each with an age limit so that a dead task turns them stale and dispatch stops
+following a plan nobody maintains):
+- ``plan.power`` (W, signed: positive into the EV battery) for the current interval,
+- ``plan.soc_target`` (fraction) the plan expects at the end of the current interval,
+- ``plan.interval_end`` (s on the cycle clock) when the current interval ends,
+- ``plan.json`` (TagType.JSON) the whole plan, as ``programs/planner/plan.schema.json`` describes.
+
+Re-plans when ``needs_replan`` says so (new prices, plug-in/unplug, drift, plan running out). Without a
+good price curve covering now (missing, stale, gaps) it publishes the rule-based fallback plan instead.
+Plans are computed in planner-visible time: intervals are absolute instants (UTC), while the driver's
+routine and the terminal value's price history use the site's local calendar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+from collections import deque
+from typing import Any
+
+from pydantic import Field
+
+from programs.planner.model import Battery, Charger, Plan, PlanRequest
+from programs.planner.replan import needs_replan
+from programs.planner.routine import Routine, routine_windows
+from runtime.api import Params
+from runtime.tags import US, Direction, Quality, TagSpec, TagType
+from runtime.tasks.base import Task, TaskContext, register_task
+
+UTC = dt.UTC
+
+
+class PlannerTaskParams(Params):
+    battery: Battery = Battery(capacity_kwh=60.0, soc_min=0.2, soc_max=0.9)
+    charger: Charger = Charger(max_charge_kw=11.0, max_discharge_kw=11.0, efficiency_charge=0.933,
+                               efficiency_discharge=0.933)
+    degradation_cost_per_mwh: float = Field(20.0, ge=0)
+    routine: Routine = Routine()
+    prices_tag: str = "prices.day_ahead"
+    updated_tag: str | None = Field(
+        "prices.updated", description="revision counter of the price feed: new prices = a new revision "
+                                      "(the curve sliding forward in time is not new); None: compare content")
+    forecast_tag: str | None = Field(None, description="optional forecast curve in the same format")
+    terminal_value_quantile: float | None = Field(
+        0.3, ge=0, le=1, description="value stored energy at this quantile of the last week's prices; None: 0")
+    max_horizon_h: float = Field(48.0, gt=0)
+    drift_soc: float = Field(0.05, gt=0, description="re-plan when the SoC differs from the plan by this much")
+    time_limit_s: float = Field(2.0, gt=0)
+    heartbeat_s: float = Field(60.0, gt=0, description="rewrite the plan tags at least this often")
+    stale_after_s: float = Field(300.0, gt=0, description="age limit of the plan tags")
+
+
+def parse_curve(value: Any) -> list[tuple[dt.datetime, dt.datetime, float]]:
+    """The price tag's list as (start, end, price) sorted by start; malformed entries raise ValueError."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of intervals, got {type(value).__name__}")
+    out = []
+    for i, item in enumerate(value):
+        try:
+            s = dt.datetime.fromisoformat(item["start"])
+            e = dt.datetime.fromisoformat(item["end"])
+            p = float(item["price"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"interval {i}: {exc}") from None
+        if s.tzinfo is None or e.tzinfo is None:
+            raise ValueError(f"interval {i}: start/end need a UTC offset")
+        out.append((s.astimezone(UTC), e.astimezone(UTC), p))
+    out.sort(key=lambda r: r[0])
+    return out
+
+
+def contiguous_from(curve: list[tuple[dt.datetime, dt.datetime, float]], now: dt.datetime,
+                    limit: dt.timedelta) -> tuple[dt.datetime, int, list[float]]:
+    """(start of the interval holding ``now``, step s, prices) of the gap-free, equal-step run from
+    there, at most ``limit`` long. Raises ValueError when no interval holds ``now``."""
+    first = next((i for i, (s, e, _) in enumerate(curve) if s <= now < e), None)
+    if first is None:
+        raise ValueError(f"no price interval covers {now.isoformat()}")
+    s0, e0, _ = curve[first]
+    step = e0 - s0
+    prices = []
+    expect = s0
+    for s, e, p in curve[first:]:
+        if s != expect or e - s != step or s - s0 >= limit:
+            break
+        prices.append(p)
+        expect = e
+    return s0, int(step.total_seconds()), prices
+
+
+def prices_key(*values: Any) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@register_task("planner")
+class PlannerTask(Task):
+    Params = PlannerTaskParams
+    params: PlannerTaskParams
+
+    def declare(self) -> list[TagSpec]:
+        st = self.params.stale_after_s
+        return [
+            TagSpec("plan.power", TagType.FLOAT, "W", Direction.SHARED, 0.0, st,
+                    "planned grid power for the current interval, positive into the EV battery"),
+            TagSpec("plan.soc_target", TagType.FLOAT, "", Direction.SHARED, None, st,
+                    "SoC the plan expects at the end of the current interval"),
+            TagSpec("plan.interval_end", TagType.FLOAT, "s", Direction.SHARED, None, st,
+                    "end of the current plan interval on the cycle clock"),
+            TagSpec("plan.json", TagType.JSON, "", Direction.SHARED, None, st,
+                    "the whole plan (programs/planner/plan.schema.json)"),
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.plan: Plan | None = None
+        self.history: deque[tuple[dt.datetime, float]] = deque(maxlen=7 * 24 * 4)  # a week of 15-min rows
+
+    # -- pure-ish steps (testable without a loop) ----------------------------------------------------
+    def build_request(self, now: dt.datetime, soc: float, connected: bool, curve: list, forecast: list,
+                      tz: dt.tzinfo | None, key: str = "") -> PlanRequest:
+        p = self.params
+        start, step_s, prices = contiguous_from(curve, now, dt.timedelta(hours=p.max_horizon_h))
+        n_pub = len(prices)
+        if forecast:
+            end = start + dt.timedelta(seconds=step_s * n_pub)
+            for s, e, v in forecast:
+                if s == end and (e - s).total_seconds() == step_s and s - start < dt.timedelta(hours=p.max_horizon_h):
+                    prices.append(v)
+                    end = e
+        value = 0.0
+        if p.terminal_value_quantile is not None:
+            past = sorted(v for _, v in self.history) or sorted(prices[:n_pub])
+            value = past[min(len(past) - 1, int(p.terminal_value_quantile * len(past)))]
+        horizon_end = start + dt.timedelta(seconds=step_s * len(prices))
+        return PlanRequest(
+            start=start, step_s=step_s, prices=tuple(prices), n_published=n_pub, soc=min(1.0, max(0.0, soc)),
+            battery=p.battery, charger=p.charger, degradation_cost_per_mwh=p.degradation_cost_per_mwh,
+            windows=routine_windows(p.routine, start, horizon_end, connected, tz),
+            terminal_value_per_mwh=value, time_limit_s=p.time_limit_s, prices_key=key)
+
+    def remember(self, curve: list, now: dt.datetime) -> None:
+        """Keep published prices of past intervals for the terminal value (a week, by start)."""
+        seen = {s for s, _ in self.history}
+        for s, _, v in curve:
+            if s < now and s not in seen:
+                self.history.append((s, v))
+
+    async def run(self, cx: TaskContext) -> None:
+        from programs.planner.planner import plan as make_plan
+
+        p = self.params
+        last_write_us = -1
+        last_sig: tuple | None = None
+        while True:
+            img = await cx.next_image()
+            local = cx.calendar()
+            tz = local.tzinfo
+            now = local.astimezone(UTC) if tz is not None else local
+            soc = img.value("ev.soc")
+            connected = img.value("ev.connected")
+            curve: list = []
+            forecast: list = []
+            problem = None
+            try:
+                raw = img.value(p.prices_tag)
+                if raw is None:
+                    problem = f"{p.prices_tag} is not good ({img.tag(p.prices_tag).quality.value})"
+                else:
+                    curve = parse_curve(raw)
+                    if tz is None:  # a naive site clock: read the feed's wall clock as the site's
+                        curve = [(s.replace(tzinfo=None), e.replace(tzinfo=None), v) for s, e, v in curve]
+                if p.forecast_tag and (fraw := img.value(p.forecast_tag)) is not None:
+                    forecast = parse_curve(fraw)
+                    if tz is None:
+                        forecast = [(s.replace(tzinfo=None), e.replace(tzinfo=None), v) for s, e, v in forecast]
+            except ValueError as exc:
+                problem, curve = f"{p.prices_tag}: {exc}", []
+            self.remember(curve, now)
+            rev = img.value(p.updated_tag) if p.updated_tag else None
+            if problem is not None:
+                key = f"unusable:{problem}"
+            elif rev is not None:
+                key = prices_key("revision", rev, forecast)
+            else:
+                key = prices_key(curve, forecast)
+            reason = needs_replan(self.plan, now, prices_key=key, connected=connected,
+                                  soc=soc, drift_soc=p.drift_soc)
+            if reason is not None and soc is not None:
+                try:
+                    if problem is not None:
+                        raise ValueError(problem)
+                    req = self.build_request(now, soc, bool(connected), curve, forecast, tz, key)
+                    self.plan = await asyncio.to_thread(make_plan, req, reason)
+                except ValueError as exc:  # no usable prices: the fallback needs none
+                    self.plan = self._fallback(now, soc, bool(connected), tz, f"{reason}; {exc}", key)
+                cx.log.info("plan %s (%s): %s", self.plan.status, reason, self.plan.reason)
+            if self.plan is None:
+                continue
+            iv = self.plan.at(now)
+            sig = (id(self.plan), None if iv is None else iv.start, connected)
+            if sig != last_sig or cx.now_us - last_write_us >= p.heartbeat_s * US:
+                self._publish(cx, iv, now, connected is not False)
+                last_sig, last_write_us = sig, cx.now_us
+
+    def _fallback(self, now: dt.datetime, soc: float, connected: bool, tz: dt.tzinfo | None, why: str,
+                  key: str) -> Plan:
+        from programs.planner.planner import plan as make_plan
+
+        p = self.params
+        start = now.replace(minute=0, second=0, microsecond=0)
+        n = 24
+        req = PlanRequest(
+            start=start, step_s=3600, prices=(0.0,) * n, n_published=0, soc=min(1.0, max(0.0, soc)),
+            battery=p.battery, charger=p.charger,
+            windows=routine_windows(p.routine, start, start + dt.timedelta(hours=n), connected, tz),
+            prices_key=key)
+        return make_plan(req, why, use_solver=False)
+
+    def _publish(self, cx: TaskContext, iv: Any, now: dt.datetime, connected: bool) -> None:
+        plan = self.plan
+        assert plan is not None
+        if iv is None:
+            cx.write("plan.power", 0.0, Quality.BAD)
+            return
+        cx.write("plan.power", float(iv.power_w) if (iv.connected and connected) else 0.0)
+        cx.write("plan.soc_target", float(iv.soc_end))
+        cx.write("plan.interval_end", cx.now_us / US + (iv.end - now).total_seconds())
+        cx.write("plan.json", plan.model_dump(mode="json"))

@@ -1,0 +1,107 @@
+"""IEEE 1547-2018 voltage/frequency trips, momentary cessation and passive islanding detection.
+
+Pure state machines over (now_us, measurement): no tags, no clock. The supervisor feeds them the frozen
+image's values; a test can drive them directly.
+"""
+
+from __future__ import annotations
+
+from safety import tables as T
+from safety.settings import Resolved, Trip
+
+
+class TripTimers:
+    """One timer per trip: the excursion starts at the first cycle that sees the value beyond the
+    threshold, and the trip is commanded at the first cycle at least ``trip_after_us`` later.
+
+    Why the first cycle that sees it, not an interpolated start: the runtime only knows sampled values;
+    the response allowance covers one cycle of sampling plus the write and the inverter's reaction.
+    A value back inside the threshold restarts the timer (a short excursion that returns in time does
+    not trip)."""
+
+    __slots__ = ("trips", "_start", "ceasing")
+
+    def __init__(self, trips: dict[str, Trip]):
+        self.trips = list(trips.values())
+        self._start: dict[str, int | None] = {t.code: None for t in self.trips}
+        self.ceasing: Trip | None = None  # a trip whose output must already be zero, latching later
+
+    def reset(self) -> None:
+        self.ceasing = None
+        for code in self._start:
+            self._start[code] = None
+
+    def update(self, now_us: int, v_high: float, v_low: float, f: float) -> Trip | None:
+        fired: Trip | None = None
+        self.ceasing = None
+        start = self._start
+        for t in self.trips:
+            x = f if t.quantity == "f" else (v_high if t.over else v_low)
+            if t.beyond(x):
+                s = start[t.code]
+                if s is None:
+                    s = start[t.code] = now_us
+                elapsed = now_us - s
+                if fired is None and elapsed >= t.trip_after_us:
+                    fired = t
+                elif self.ceasing is None and elapsed >= t.cease_after_us:
+                    self.ceasing = t
+            else:
+                start[t.code] = None
+        return fired
+
+    def any_beyond(self) -> bool:
+        """Some value is beyond some trip threshold right now."""
+        return any(s is not None for s in self._start.values())
+
+    def excursion_start(self, code: str) -> int | None:
+        return self._start[code]
+
+
+class Rocof:
+    """|df/dt| from successive frequency samples at least ``window_us`` apart; a trip once it stays
+    above the limit for ``confirm_us``. Samples are recognised by their read time, so a frequency that is
+    polled slower than the scan is not read as zero ROCOF between polls."""
+
+    __slots__ = ("limit", "window_us", "confirm_us", "_ref", "_last_t", "_above_since", "value")
+
+    def __init__(self, limit_hz_per_s: float, window_us: int, confirm_us: int):
+        self.limit = limit_hz_per_s
+        self.window_us = window_us
+        self.confirm_us = confirm_us
+        self._ref: tuple[int, float] | None = None
+        self._last_t: int | None = None
+        self._above_since: int | None = None
+        self.value = 0.0
+
+    def reset(self) -> None:
+        self._ref = None
+        self._last_t = None
+        self._above_since = None
+        self.value = 0.0
+
+    def update(self, now_us: int, f: float, t_read_us: int) -> bool:
+        if t_read_us != self._last_t:
+            self._last_t = t_read_us
+            if self._ref is None:
+                self._ref = (t_read_us, f)
+            elif t_read_us - self._ref[0] >= self.window_us:
+                t0, f0 = self._ref
+                self.value = (f - f0) * 1_000_000 / (t_read_us - t0)
+                self._ref = (t_read_us, f)
+        if abs(self.value) > self.limit:
+            if self._above_since is None:
+                self._above_since = now_us
+            return now_us - self._above_since >= self.confirm_us
+        self._above_since = None
+        return False
+
+
+def in_continuous(r: Resolved, v_high: float, v_low: float, f: float) -> bool:
+    """Inside the continuous operating region (IEEE 1547-2018: 0.88-1.10 pu; 58.8-61.2 Hz at 60 Hz)."""
+    return T.V_CONTINUOUS[0] <= v_low and v_high <= T.V_CONTINUOUS[1] and r.f_continuous[0] <= f <= r.f_continuous[1]
+
+
+def in_enter_service_window(r: Resolved, v_high: float, v_low: float, f: float) -> bool:
+    """IEEE 1547-2018 clause 4.10: 0.917-1.05 pu and 59.5-60.1 Hz by default."""
+    return r.es_v[0] <= v_low and v_high <= r.es_v[1] and r.es_f[0] <= f <= r.es_f[1]

@@ -1,0 +1,453 @@
+"""The safety supervisor: one interlock with the last word over the inverter setpoint and permit.
+
+Why one interlock composed of small pure parts (``grid``, ``enter_service``, ``thermal``, ``battery``,
+``divergence``) rather than one interlock each: the safety tags must be coherent - one trip code, one
+reason - and the order in which protections combine (trip over not-ready over cessation over limits) must
+not depend on how a site happens to list them.
+
+Three classes of action (DESIGN.md "Safety tags"):
+- trip: setpoint 0 both ways, permit withdrawn, latched; ``safety.trip`` holds the code.
+- cessation: setpoint 0 while the condition lasts, no trip.
+- limit: a directional clamp, shown in ``safety.limit_charge`` / ``safety.limit_discharge`` (W >= 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from runtime.api import Cycle, Program, SiteInfo, register_interlock
+from runtime.tags import Direction, Image, TagSpec, TagType
+from safety import tables as T
+from safety.battery import soc_fractions
+from safety.divergence import DivergenceMonitor
+from safety.enter_service import EnterService
+from safety.grid import Rocof, TripTimers, in_continuous, in_enter_service_window
+from safety.settings import SafetyParams, resolve
+from safety.thermal import ThermalGuard
+from safety.verify import verify_settings
+
+Kind = Literal["grid", "auto", "operator"]
+
+# How each trip returns to service; the README table states the same (tests/safety/test_docs.py checks).
+TRIP_KINDS: dict[str, Kind] = {
+    **{c: "grid" for c in ("ov2", "ov1", "uv1", "uv2", "of2", "of1", "uf1", "uf2", "islanding", "rocof")},
+    "over_temperature": "auto", "comms_lost": "auto", "overrun": "auto", "program_fault": "auto",
+    "power_divergence": "operator", "write_mismatch": "operator",
+}
+
+
+@dataclass(slots=True)
+class Latch:
+    kind: Kind
+    reason: str
+    t_us: int
+
+
+@dataclass(slots=True)
+class _Meas:
+    """What one cycle measured; ``grid`` is None unless voltage and frequency are all good."""
+
+    v_high: float | None
+    v_low: float | None
+    f: float | None
+    loss: bool
+    meas_p: float | None
+    prev_sp: float
+    continuous: bool = False
+    es_window: bool = False
+
+    @property
+    def grid(self) -> tuple[float, float, float] | None:
+        if self.v_high is None or self.v_low is None or self.f is None:
+            return None
+        return self.v_high, self.v_low, self.f
+
+
+OUT_TRIP, OUT_REASON, OUT_CESSATION = "safety.trip", "safety.reason", "safety.cessation"
+OUT_LIMIT_CHARGE, OUT_LIMIT_DISCHARGE, OUT_EXTERNAL_OK = "safety.limit_charge", "safety.limit_discharge", "safety.external_ok"
+
+
+@register_interlock("v2g_safety")
+class SafetySupervisor(Program):
+    """IEEE 1547 trips, islanding, enter service, thermal, battery, divergence, comms and limits."""
+
+    Params = SafetyParams
+    params: SafetyParams
+
+    def __init__(self, name: str, params: SafetyParams, site: SiteInfo):
+        super().__init__(name, params, site)
+        p = params
+        if int(site.nominal_frequency) != p.frequency_basis_hz:
+            raise ValueError(
+                f"the site is {site.nominal_frequency:g} Hz but the safety settings are for {p.frequency_basis_hz} Hz: "
+                "IEEE 1547 defaults are 60 Hz; a 50 Hz site states frequency_basis_hz: 50 and its own frequency "
+                "thresholds from its grid code (e.g. EN 50549-1)")
+        if site.phases == 3 and p.phase_nominal_voltage is None:
+            raise ValueError("a three-phase site states phase_nominal_voltage, the basis of grid.voltage_l1..l3")
+        self.r = resolve(p)
+        self.timers = TripTimers(self.r.trips)
+        isl = p.islanding
+        self.rocof = Rocof(self.r.rocof_hz_per_s, round(isl.rocof_window_s * 1e6), round(isl.confirm_s * 1e6))
+        es = p.enter_service
+        self.es = EnterService(es.delay_s, es.ramp_s, es.gate_charging)
+        th = p.thermal
+        self.thermal = ThermalGuard(th.derate_start_c, th.trip_c, th.reset_c, th.cooldown_s, th.tau_s,
+                                    th.ambient_c, th.slope_window_s)
+        self.div = DivergenceMonitor(p.divergence)
+        self.latches: dict[str, Latch] = {}
+        self.cessation = False
+        self._was_ceased = False
+        self.verified = False
+        self.seen_good: set[str] = set()
+        self.mismatch_since: int | None = None
+        self.snr_cap: float | None = None
+        self.limit_names: frozenset[str] = frozenset()
+        self.shortfall_warned = False
+
+    # -- declaration ---------------------------------------------------------------------------
+    def declare(self) -> list[TagSpec]:
+        O = Direction.OUTPUT
+        return [
+            TagSpec(OUT_TRIP, TagType.STR, "", O, "", description="active trip code, empty when none"),
+            TagSpec(OUT_REASON, TagType.STR, "", O, "", description="why the safety layer acts, one sentence"),
+            TagSpec(OUT_CESSATION, TagType.BOOL, "", O, False, description="IEEE 1547 momentary cessation active"),
+            TagSpec(OUT_LIMIT_CHARGE, TagType.FLOAT, "W", O, 0.0, description="charge allowed now, W >= 0"),
+            TagSpec(OUT_LIMIT_DISCHARGE, TagType.FLOAT, "W", O, 0.0, description="discharge allowed now, W >= 0"),
+            TagSpec(OUT_EXTERNAL_OK, TagType.BOOL, "", O, False,
+                    description="external commands (back office, grid services) may be followed"),
+        ]
+
+    def requires(self) -> list[str]:
+        p = self.params
+        names = [p.tags.voltage, p.tags.frequency, p.tags.setpoint, p.tags.enable, *p.comms.required_tags,
+                 p.battery.soc_tag, p.divergence.measured_tag, *p.comms.external_tags,
+                 *p.verify.ratings, *(t for d in p.verify.trips.values() for t in (d.threshold_tag, d.time_tag))]
+        for opt in (p.islanding.loss_tag, p.thermal.tag, p.battery.soh_tag, p.battery.temperature_tag,
+                    p.comms.snr_tag, p.comms.rtt_tag, p.comms.write_mismatch_tag, p.limits.rating_charge_tag,
+                    p.limits.rating_discharge_tag, p.verify.reversion_tag):
+            if opt:
+                names.append(opt)
+        for lim in p.limits.external:
+            names += [t for t in (lim.charge_tag, lim.discharge_tag) if t]
+        if p.comms.external_modes:
+            names.append(p.comms.mode_tag)
+        if self.site.phases == 3:
+            names += p.tags.voltage_phases
+        return list(dict.fromkeys(names))
+
+    # -- persistence ---------------------------------------------------------------------------
+    def persist(self) -> Mapping[str, Any] | None:
+        kept = [[c, l.reason] for c, l in self.latches.items() if l.kind == "operator"]
+        if self.thermal.latched:
+            kept.append(["over_temperature", self.latches.get("over_temperature", Latch("auto", "", 0)).reason])
+        return {"latched": kept} if kept else None
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        for code, reason in state.get("latched", []):
+            kind = TRIP_KINDS.get(code, "operator")
+            self.latches[code] = Latch(kind, f"{reason} (latched before restart)", 0)
+            if code == "over_temperature":
+                self.thermal.latched, self.thermal.tripped_at_us = True, 0
+
+    # -- the cycle -----------------------------------------------------------------------------
+    def _val(self, img: Image, name: str | None) -> Any:
+        """Good, unforced value or None: a forced protective input is not evidence (DESIGN.md: forcing
+        never bypasses safety), unless the site explicitly trusts forces for commissioning."""
+        if not name:
+            return None
+        tv = img.tag(name)
+        if not tv.good or (tv.forced and not self.params.trust_forced_inputs):
+            return None
+        return tv.value
+
+    def _latch(self, cx: Cycle, code: str, reason: str) -> None:
+        if code in self.latches:
+            return
+        kind = TRIP_KINDS[code]
+        self.latches[code] = Latch(kind, reason, cx.now_us)
+        if kind == "grid":
+            self.es.grid_trip()
+        cx.event("trip", f"trip {code}: {reason}", code=code, reset="enter service" if kind == "grid" else
+                 ("operator" if kind == "operator" else "automatic"))
+
+    def _unlatch(self, cx: Cycle, code: str, how: str) -> None:
+        latch = self.latches.pop(code, None)
+        if latch is None:
+            return
+        if latch.kind != "grid":
+            self.es.recover(cx.now_us)
+        cx.event("reset", f"trip {code} cleared: {how}", code=code)
+
+    def _auto(self, cx: Cycle, code: str, active: bool, reason: str, how: str) -> None:
+        if active:
+            self._latch(cx, code, reason)
+        elif code in self.latches:
+            self._unlatch(cx, code, how)
+
+    def scan(self, cx: Cycle) -> None:
+        """The order is the priority: measure, protect (trips latch), recover, then limits, then commit."""
+        m = self._measure(cx)
+        not_ready = self._comms(cx)
+        self._grid(cx, m)
+        derate, temp = self._thermal(cx, m)
+        self._health(cx)
+        self._device(cx, m)
+        self._operator_reset(cx)
+        self.es.update(cx.now_us, m.es_window)
+        if not self.verified:
+            why = verify_settings(self.params, self.r, cx.inputs, self.site, self._val)
+            if why:
+                not_ready.append(why)
+            else:
+                self.verified = True
+                cx.event("verify", "inverter settings verified against the site's safety settings")
+        external_ok, ext_why = self._external_health(cx)
+        lc, ld, reasons = self._limits(cx, m, derate, temp, external_ok, ext_why)
+        self._commit(cx, m, lc, ld, reasons, not_ready, external_ok)
+
+    # -- the steps of a cycle ------------------------------------------------------------------
+    def _measure(self, cx: Cycle) -> _Meas:
+        """Per-unit voltage on the basis of DESIGN.md: highest phase for over-, lowest for under-voltage."""
+        p, img, val = self.params, cx.inputs, self._val
+        v = val(img, p.tags.voltage)
+        v_high = v_low = None if v is None else v / self.site.nominal_voltage
+        if self.site.phases == 3:
+            ph = [val(img, n) for n in p.tags.voltage_phases]
+            if v_high is None or v_low is None or any(x is None for x in ph):
+                v_high = v_low = None
+            else:
+                pu = [x / p.phase_nominal_voltage for x in ph]  # type: ignore[operator]
+                v_high, v_low = max(v_high, *pu), min(v_low, *pu)
+        f = val(img, p.tags.frequency)
+        loss = val(img, p.islanding.loss_tag) is True
+        meas_p = val(img, p.divergence.measured_tag)
+        prev_sp = img.value(p.tags.setpoint, 0.0) or 0.0
+        m = _Meas(v_high, v_low, f, loss, meas_p, float(prev_sp))
+        if m.grid is not None:
+            vh, vl, ff = m.grid
+            m.continuous = not loss and in_continuous(self.r, vh, vl, ff)
+            m.es_window = not loss and in_enter_service_window(self.r, vh, vl, ff)
+        return m
+
+    def _comms(self, cx: Cycle) -> list[str]:
+        """Inverter/meter inputs bad or stale -> trip, after their first good read (before it: not ready)."""
+        img = cx.inputs
+        lost, waiting = [], []
+        for name in self.params.comms.required_tags:
+            if self._val(img, name) is None:
+                (lost if name in self.seen_good else waiting).append(name)
+            else:
+                self.seen_good.add(name)
+        if lost:
+            self._latch(cx, "comms_lost", "input not good: " + ", ".join(
+                f"{n} {img.tag(n).quality.value}{' (forced)' if img.tag(n).forced else ''}" for n in lost))
+        elif "comms_lost" in self.latches:
+            self._unlatch(cx, "comms_lost", "inputs good again")
+        return ["waiting for a first good read of " + ", ".join(waiting)] if waiting else []
+
+    def _grid(self, cx: Cycle, m: _Meas) -> None:
+        """IEEE 1547 trips, momentary cessation, islanding; grid trips clear into enter service."""
+        p, now = self.params, cx.now_us
+        if m.grid is None:
+            self.timers.reset()
+            self.rocof.reset()
+            self.cessation = False
+        else:
+            vh, vl, f = m.grid
+            fired = self.timers.update(now, vh, vl, f)
+            if fired is not None:
+                x = f if fired.quantity == "f" else (vh if fired.over else vl)
+                unit = "Hz" if fired.quantity == "f" else "pu"
+                start = self.timers.excursion_start(fired.code)
+                elapsed = (now - (now if start is None else start)) / 1e6
+                self._latch(cx, fired.code,
+                            f"{fired.code.upper()}: {x:.3f} {unit} {'>=' if fired.over else '<='} {fired.threshold:g} "
+                            f"{unit} for {elapsed:.3f} s (clearing time {fired.clearing_s:g} s)")
+            self.cessation = (T.cessation(p.category, vh) or T.cessation(p.category, vl)
+                              or self.timers.ceasing is not None)
+            if self.rocof.update(now, f, cx.inputs.tag(p.tags.frequency).t_us):
+                self._latch(cx, "rocof", f"islanding: ROCOF {self.rocof.value:+.2f} Hz/s beyond "
+                                         f"{self.r.rocof_hz_per_s:g} Hz/s")
+        if m.loss:
+            self._latch(cx, "islanding", f"islanding: loss of grid reported by {p.islanding.loss_tag}")
+        # Back in the continuous range, and beyond no trip threshold (they may touch it at its edge).
+        if m.continuous and not self.timers.any_beyond():
+            for code in [c for c, latch in self.latches.items() if latch.kind == "grid"]:
+                self._unlatch(cx, code, "voltage and frequency back in the continuous range; enter service follows")
+
+    def _thermal(self, cx: Cycle, m: _Meas) -> tuple[float, float | None]:
+        """(derating fraction, temperature); the over-temperature trip latches and resets here."""
+        p, now = self.params, cx.now_us
+        if not p.thermal.tag:
+            return 1.0, None
+        temp = self._val(cx.inputs, p.thermal.tag)
+        if temp is None:
+            derate = 0.0  # temperature unknown: no power
+        else:
+            abs_p = abs(m.meas_p) if m.meas_p is not None else abs(m.prev_sp)
+            if self.thermal.update(now, temp, cx.inputs.tag(p.thermal.tag).t_us, abs_p):
+                self._latch(cx, "over_temperature", f"inverter temperature {temp:.1f} degC >= {p.thermal.trip_c:g} degC")
+            if "over_temperature" in self.latches and self.thermal.may_reset(now, temp):
+                self.thermal.clear()
+                self._unlatch(cx, "over_temperature", f"{temp:.1f} degC below {p.thermal.reset_c:g} degC after cool-down")
+            derate = self.thermal.derate_fraction(temp)
+        if self.thermal.latched and "over_temperature" not in self.latches:
+            self._latch(cx, "over_temperature", "inverter over-temperature latched before restart")
+        return derate, temp
+
+    def _health(self, cx: Cycle) -> None:
+        """Scan overruns and program exceptions (this cycle's ``runtime.fault``) trip and recover by themselves."""
+        p = self.params
+        self._auto(cx, "overrun", self._val(cx.inputs, p.comms.overrun_tag) is True, "a run of scan overruns",
+                   "scan back on time")
+        fault = cx.out.get(p.comms.fault_tag, "") or ""
+        self._auto(cx, "program_fault", bool(fault), f"program fault: {fault}", "programs run clean again")
+
+    def _device(self, cx: Cycle, m: _Meas) -> None:
+        """The inverter does what it is told: setpoint read-back and measured power."""
+        p, img, now = self.params, cx.inputs, cx.now_us
+        if p.comms.write_mismatch_tag:
+            mismatch = self._val(img, p.comms.write_mismatch_tag)
+            if mismatch is True:
+                if self.mismatch_since is None:
+                    self.mismatch_since = now
+                if now - self.mismatch_since >= round(p.comms.write_mismatch_s * 1e6):
+                    self._latch(cx, "write_mismatch", "the inverter's setpoint read-back differs from what was written")
+            elif mismatch is False:
+                self.mismatch_since = None
+            # unknown (bad, stale or forced): no evidence either way, so a latched trip cannot be reset
+        commanded = m.prev_sp if img.value(p.tags.enable, False) else 0.0
+        verdict = self.div.update(now, cx.dt, commanded, m.meas_p)
+        if verdict == "fault":
+            self._latch(cx, "power_divergence", f"power_divergence: measured {m.meas_p:.0f} W, expected "
+                                                f"{self.div.expected:.0f} W")
+        elif verdict == "shortfall" and not self.div.warned:
+            self.div.warned = True
+            cx.event("warning", f"power shortfall: measured {m.meas_p:.0f} W, expected {self.div.expected:.0f} W",
+                     measured=m.meas_p, expected=self.div.expected)
+
+    def _operator_reset(self, cx: Cycle) -> None:
+        """``reset_trip`` clears operator-reset trips whose cause is gone."""
+        if not any(c.name == "reset_trip" for c in cx.commands):
+            return
+        for code in [c for c, latch in self.latches.items() if latch.kind == "operator"]:
+            if code == "write_mismatch" and (self.mismatch_since is not None or self._val(
+                    cx.inputs, self.params.comms.write_mismatch_tag) is not False):
+                continue  # the read-back must show agreement before a reset
+            if code == "power_divergence":
+                self.div.reset()
+            self._unlatch(cx, code, "operator reset")
+
+    def _external_health(self, cx: Cycle) -> tuple[bool, str]:
+        """Stale shared tags or a slow back office: nothing externally commanded is followed."""
+        p = self.params
+        ext_bad = [n for n in p.comms.external_tags if self._val(cx.inputs, n) is None]
+        if ext_bad:
+            return False, "stale " + ", ".join(ext_bad)
+        if p.comms.rtt_tag:
+            rtt = self._val(cx.inputs, p.comms.rtt_tag)
+            if rtt is None or rtt > p.comms.rtt_max_s:
+                return False, "back-office round trip too slow or unknown"
+        return True, ""
+
+    def _limits(self, cx: Cycle, m: _Meas, derate: float, temp: float | None, external_ok: bool,
+                ext_why: str) -> tuple[float, float, dict[str, str]]:
+        """(charge W, discharge W, reasons): the smallest of every limit, each with its reason."""
+        p, img, now, val = self.params, cx.inputs, cx.now_us, self._val
+        reasons: dict[str, str] = {}
+        rc = self._rating(img, p.rated_charge_w, p.limits.rating_charge_tag)
+        rd = self._rating(img, p.rated_discharge_w, p.limits.rating_discharge_tag)
+        lc, ld = rc, rd
+        es_c, es_d = self.es.fractions(now, m.continuous)
+        if es_c < 1.0 or es_d < 1.0:
+            lc, ld = min(lc, rc * es_c), min(ld, rd * es_d)
+            reasons["enter_service"] = (f"enter service: {self.es.remaining_s(now):.0f} s of the delay left"
+                                        if self.es.pending else "enter service ramp")
+        if derate < 1.0:
+            lc, ld = min(lc, rc * derate), min(ld, rd * derate)
+            reasons["thermal"] = ("inverter temperature unknown" if temp is None
+                                  else f"thermal derating at {temp:.1f} degC")
+        cap = self.thermal.cap_w
+        if cap is not None and p.thermal.tag and cap < max(lc, ld):
+            lc, ld = min(lc, cap), min(ld, cap)
+            reasons["thermal_prediction"] = f"thermal prediction caps power at {cap:.0f} W"
+        bc, bd, why = soc_fractions(p.battery, val(img, p.battery.soc_tag), val(img, p.battery.soh_tag),
+                                    val(img, p.battery.temperature_tag))
+        if bc < 1.0 or bd < 1.0:
+            lc, ld = min(lc, rc * bc), min(ld, rd * bd)
+            reasons["battery"] = why
+        if p.comms.snr_tag:
+            snr = val(img, p.comms.snr_tag)
+            if snr is None or snr < p.comms.snr_min_db:
+                # no new discharge; the present one ramps down
+                self.snr_cap = (max(0.0, -m.prev_sp) if self.snr_cap is None
+                                else max(0.0, self.snr_cap - p.comms.snr_ramp_w_per_s * cx.dt))
+                ld = min(ld, self.snr_cap)
+                reasons["plc"] = ("PLC link quality unknown" if snr is None else
+                                  f"weak PLC link ({snr:.1f} dB < {p.comms.snr_min_db:g} dB): no new discharge")
+            else:
+                self.snr_cap = None
+        for lim in p.limits.external:
+            for tag, which in ((lim.charge_tag, "charge"), (lim.discharge_tag, "discharge")):
+                if not tag:
+                    continue
+                x = val(img, tag)
+                fallback = x is None or x < 0
+                w = lim.fallback_w if fallback else float(x)
+                if w < (lc if which == "charge" else ld):
+                    if which == "charge":
+                        lc = w
+                    else:
+                        ld = w
+                    reasons[f"{lim.name}_{which}"] = (f"{lim.name} {which} limit {w:.0f} W"
+                                                      + (" (fallback)" if fallback else ""))
+        if p.comms.external_modes and not external_ok and img.value(p.comms.mode_tag) in p.comms.external_modes:
+            lc = ld = 0.0
+            reasons["external"] = "external commands not followed: " + ext_why
+        return lc, ld, reasons
+
+    def _commit(self, cx: Cycle, m: _Meas, lc: float, ld: float, reasons: dict[str, str], not_ready: list[str],
+                external_ok: bool) -> None:
+        """The last word: trip over not-ready over cessation over limits; one code, one reason."""
+        p, out = self.params, cx.out
+        code = next(iter(self.latches), "")
+        if code or not_ready or self.cessation:
+            lc = ld = 0.0
+        sp = out[p.tags.setpoint]
+        sp = min(sp, lc) if sp > 0 else max(sp, -ld)
+        out[p.tags.setpoint] = sp if sp != 0 else 0.0  # never -0.0: zero is zero in both directions
+        if code or not_ready:
+            out[p.tags.enable] = False
+
+        vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (float("nan"), float("nan"))
+        if self.cessation != self._was_ceased:
+            self._was_ceased = self.cessation
+            cx.event("cessation", f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu" if self.cessation
+                     else "momentary cessation ended: output restored", active=self.cessation)
+        names = frozenset(reasons)
+        if names != self.limit_names:
+            cx.event("limit", "limits: " + ("; ".join(reasons.values()) or "none"), limits=sorted(names))
+            self.limit_names = names
+        if code:
+            reason = self.latches[code].reason
+        elif not_ready:
+            reason = "not ready: " + "; ".join(not_ready)
+        elif self.cessation and self.timers.ceasing is not None:
+            reason = (f"ceasing to energize at the {self.timers.ceasing.code.upper()} clearing time; the trip "
+                      "latches when the ride-through owed ends")
+        elif self.cessation:
+            reason = f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu outside the cessation limits"
+        else:
+            reason = "; ".join(reasons.values())
+        out[OUT_TRIP] = code
+        out[OUT_REASON] = reason
+        out[OUT_CESSATION] = self.cessation
+        out[OUT_LIMIT_CHARGE] = lc
+        out[OUT_LIMIT_DISCHARGE] = ld
+        out[OUT_EXTERNAL_OK] = external_ok
+
+    def _rating(self, img: Image, param_w: float, tag: str | None) -> float:
+        x = self._val(img, tag)
+        return param_w if x is None or x < 0 else min(param_w, float(x))

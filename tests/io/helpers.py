@@ -1,0 +1,74 @@
+"""Shared helpers of the I/O and plant tests: free ports, a virtual plant, drivers on a real loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runtime.api import SiteInfo
+from runtime.io.driver import IOContext
+from runtime.io.modbus_tcp import ModbusTcpDriver
+from runtime.sim.server import VirtualPlant, VirtualPlantParams
+from runtime.tags import Quality, TagUpdate
+
+SITE = SiteInfo("test", 240.0, 60.0, 20_000)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+class Tags:
+    """Latest update per tag, drained from an IOContext (what the scan would see)."""
+
+    def __init__(self, io: IOContext):
+        self.io = io
+        self.latest: dict[str, TagUpdate] = {}
+        self.count: dict[str, int] = {}
+
+    def poll(self) -> Tags:
+        for u in self.io.drain():
+            self.latest[u.name] = u
+            self.count[u.name] = self.count.get(u.name, 0) + 1
+        return self
+
+    def good(self, *names: str) -> bool:
+        self.poll()
+        return all(n in self.latest and self.latest[n].quality is Quality.GOOD for n in names)
+
+    def bad(self, *names: str) -> bool:
+        self.poll()
+        return all(n in self.latest and self.latest[n].quality is Quality.BAD for n in names)
+
+    def value(self, name: str) -> Any:
+        self.poll()
+        return self.latest[name].value
+
+
+def plant(devices: list[dict[str, Any]], **kw: Any) -> VirtualPlant:
+    return VirtualPlant(VirtualPlantParams.model_validate({"devices": devices, **kw}), ROOT)
+
+
+def tcp_driver(port: int, map_: str, name: str = "dev", **kw: Any) -> ModbusTcpDriver:
+    params = {"host": "127.0.0.1", "port": port, "timeout_s": 0.3, "retries": 0,
+              "backoff_s": 0.05, "backoff_max_s": 0.4, **({"map": map_} if map_ else {}), **kw}
+    return ModbusTcpDriver(name, ModbusTcpDriver.Params.model_validate(params), SITE, ROOT)
+
+
+def inputs(drv: Any) -> list[str]:
+    return [s.name for s in drv.tag_specs() if s.is_input]

@@ -1,0 +1,115 @@
+"""Shared helpers of the program and price tests: a site rig on a simulated clock, a mosquitto broker.
+
+Rig: engine, tag table and a simulated clock, stepped cycle by cycle (OpenEMS style)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.api import Program, SiteInfo
+from runtime.engine import RUNTIME_TAGS, Engine, StepResult, tag_table
+from runtime.tags import Direction, Quality, TagSpec, TagType, TagUpdate
+
+SITE = SiteInfo("test", 240.0, 60.0, 20_000)  # 20 ms cycle
+
+# What the rest of the site (drivers, safety, planner, back office) declares, all as inputs here, so a
+# table row sets them directly.
+INPUTS: tuple[TagSpec, ...] = (
+    TagSpec("ev.connected", TagType.BOOL),
+    TagSpec("ev.soc", TagType.FLOAT),
+    TagSpec("plc.snr", TagType.FLOAT, "dB"),
+    TagSpec("plan.power", TagType.FLOAT, "W", Direction.SHARED, stale_after_s=900),
+    TagSpec("plan.soc_target", TagType.FLOAT, "", Direction.SHARED, stale_after_s=900),
+    TagSpec("plan.interval_end", TagType.FLOAT, "s", Direction.SHARED, stale_after_s=900),
+    TagSpec("safety.trip", TagType.STR),
+    TagSpec("safety.limit_charge", TagType.FLOAT, "W"),
+    TagSpec("safety.limit_discharge", TagType.FLOAT, "W"),
+    TagSpec("backoffice.limit_charge", TagType.FLOAT, "W", Direction.SHARED),
+    TagSpec("backoffice.limit_discharge", TagType.FLOAT, "W", Direction.SHARED),
+)
+OUTPUTS: tuple[TagSpec, ...] = (
+    TagSpec("inverter.setpoint", TagType.FLOAT, "W", Direction.OUTPUT, 0.0),
+    TagSpec("inverter.enable", TagType.BOOL, "", Direction.OUTPUT, False),
+)
+
+GOOD: dict[str, Any] = {
+    "ev.connected": True, "ev.soc": 0.5, "plc.snr": 20.0, "plan.power": 5000.0, "safety.trip": "",
+    "safety.limit_charge": 11000.0, "safety.limit_discharge": 11000.0,
+}
+
+
+class Rig:
+    def __init__(self, programs: Sequence[Program], interlocks: Sequence[Program] = (),
+                 inputs: Sequence[TagSpec] = INPUTS, extra: Sequence[TagSpec] = ()):
+        groups = [("runtime", RUNTIME_TAGS), ("test", (*inputs, *OUTPUTS, *extra))]
+        groups += [(p.name, p.declare()) for p in (*programs, *interlocks)]
+        self.engine = Engine(SITE, tag_table(*groups), programs, interlocks)
+        self.k = 0
+        self.last: StepResult | None = None
+
+    def step(self, values: Mapping[str, Any] = {}, bad: Sequence[str] = (), stale: Sequence[str] = ()) -> StepResult:
+        ups = [TagUpdate(n, v) for n, v in values.items()]
+        ups += [TagUpdate(n, None, Quality.BAD) for n in bad]
+        ups += [TagUpdate(n, values.get(n, 0), Quality.STALE) for n in stale]
+        self.last = self.engine.step(self.k * SITE.period_us, ups)
+        self.k += 1
+        return self.last
+
+    def value(self, name: str) -> Any:
+        assert self.last is not None
+        return self.last.image[name].value
+
+    def transitions(self) -> list[dict[str, Any]]:
+        assert self.last is not None
+        return [e.as_json() for e in self.last.events if e.kind == "transition"]
+
+
+# -- a real MQTT broker ----------------------------------------------------------------------------------
+
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[int]:
+    """A mosquitto broker on a free loopback port; yields the port once it accepts connections."""
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto not installed")
+    port = _free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:  # poll for readiness with a deadline, no fixed sleep
+        if proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("mosquitto did not accept connections within 10 s") from None
+            time.sleep(0.01)  # poll interval of the readiness loop
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

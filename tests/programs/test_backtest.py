@@ -1,0 +1,227 @@
+"""The backtest: a one-day slice worked out by hand, the trace re-priced independently, and the
+visibility rules (a strategy's decisions do not change when unpublished prices or not-yet-visible
+forecasts change)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from programs.planner.strategies import PlannerStrategy
+from runtime.backtest import (
+    PLANNER_SETTINGS,
+    VisibleMarket,
+    backtest,
+    cli,
+    load_prices,
+    load_scenario,
+    simulate,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = ROOT / "runtime/data/scenarios/commuter.yaml"
+DE = ROOT / "runtime/data/prices/DE_2016-2017.csv"
+
+ETA = 0.933  # commuter.yaml: efficiency_charge = efficiency_discharge
+PMAX = 11.0  # kW
+CAP = 60.0  # kWh
+DEG = 20.0  # per MWh out of the battery
+
+# Monday 2018-01-01: morning plug-in 00-06, away 07-17 (trip 12 kWh), evening 18-23, series ends.
+MORNING = [30.0, 21.0, 10.0, 11.0, 20.0, 31.0, 40.0]
+EVENING = [100.0, 100.0, 60.0, 50.0, 40.0, 30.0]
+DAY = MORNING + [50.0] * 11 + EVENING
+
+
+@pytest.fixture
+def day_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "day.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["time", "price", "forecast_dnn"])
+        for h, p in enumerate(DAY):
+            w.writerow([f"2018-01-01T{h:02d}:00:00", p, p + 1.0])
+    return path
+
+
+def test_scenario_copy_is_the_one_the_tests_use():
+    sc = load_scenario(SCENARIO)
+    assert (sc.battery.capacity_kwh, sc.charger.max_charge_kw, sc.charger.efficiency_charge) == (CAP, PMAX, ETA)
+    assert (sc.availability.depart, sc.availability.arrive, sc.market.publication_time) == ("07:00", "18:00", "12:00")
+
+
+def test_one_day_by_hand(day_csv: Path):
+    full = PMAX * ETA  # kWh into the battery in one full-power hour: 10.263
+    # Baseline: from 0.5 (30 kWh) to 0.8 (48 kWh) at full power from 00:00: 11 kW, then the rest;
+    # back at 18:00 with 36 kWh (trip 12 kWh), again to 48 kWh at 100.
+    base_morning = [PMAX, (18.0 - full) / ETA]
+    base_evening = [PMAX, (12.0 - full) / ETA]
+    c_base = (30 * base_morning[0] + 21 * base_morning[1] + 100 * sum(base_evening)) / 1000
+    # Perfect foresight (and the planner, which sees the whole day: it is published at 12:00 D-1):
+    # fill to soc_max 0.9 (54 kWh) in the cheapest hours 10, 11, then 20; arrive with 42 kWh; sell at
+    # full power in both hours at 100 (a battery MWh earns 100*0.933 - 20 = 73.3, more than the 30/0.933
+    # = 32.2 of buying it back at 30, not at 40 = 42.9 for a sale at 60, which earns 36.0); come back to
+    # the terminal 0.5 (30 kWh) with a full hour at 30 and the rest at 40.
+    pf_morning = {2: PMAX, 3: PMAX, 4: (24.0 - 2 * full) / ETA}
+    out_kwh = 2 * PMAX / ETA
+    after_sale = 42.0 - out_kwh
+    pf_evening = {18: -PMAX, 19: -PMAX, 22: (30.0 - after_sale - full) / ETA, 23: PMAX}
+    c_pf = (sum(DAY[h] * p for h, p in (pf_morning | pf_evening).items()) + DEG * out_kwh) / 1000
+    # Cheapest: 18 kWh in the cheapest known hours before 07:00 (10, then 11); nothing in the evening
+    # (36 kWh is above the terminal 30 kWh).
+    c_cheap = (10 * PMAX + 11 * (18.0 - full) / ETA) / 1000
+
+    res = {s: backtest(day_csv, SCENARIO, s)[0] for s in ("baseline", "perfect", "planner", "cheapest", "threshold")}
+    for out in res.values():
+        assert out["baseline_cost"] == pytest.approx(c_base, abs=1e-4)
+        assert out["perfect_foresight_cost"] == pytest.approx(c_pf, abs=1e-4)
+        assert out["departures"] == out["departures_met"] == 1
+        assert out["violations"] == 0
+    assert res["baseline"]["share_of_perfect_foresight"] == 0.0
+    assert res["perfect"]["share_of_perfect_foresight"] == 1.0
+    assert res["planner"]["strategy_cost"] == pytest.approx(c_pf, abs=1e-4)
+    assert res["cheapest"]["strategy_cost"] == pytest.approx(c_cheap, abs=1e-4)
+    assert res["cheapest"]["share_of_perfect_foresight"] == pytest.approx((c_base - c_cheap) / (c_base - c_pf), abs=1e-4)
+    assert res["planner"]["replans"] == 2  # 00:00 (start) and 18:00 (plug-in); nothing new is published
+
+
+def test_trace_reprices_to_the_reported_cost(day_csv: Path, tmp_path: Path, capsys):
+    trace = tmp_path / "trace.csv"
+    assert cli(["--prices", str(day_csv), "--scenario", str(SCENARIO), "--strategy", "threshold",
+                "--trace", str(trace)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    with trace.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["time", "grid_kw", "soc"] and len(rows) == 24
+    # Independent re-computation: the scenario's accounting and battery physics, from the trace alone.
+    cost, e = 0.0, 0.5 * CAP
+    for h, r in enumerate(rows):
+        p = float(r["grid_kw"])
+        cost += DAY[h] * p / 1000 + (DEG * -p / ETA / 1000 if p < 0 else 0.0)
+        drive = 12.0 / 11 if 7 <= h < 18 else 0.0
+        e += (p * ETA if p >= 0 else p / ETA) - drive
+        assert float(r["soc"]) == pytest.approx(e / CAP, abs=1e-7)
+        assert 0.2 - 1e-9 <= float(r["soc"]) <= 0.9 + 1e-9
+        if 7 <= h < 18:
+            assert p == 0.0
+    assert cost == pytest.approx(out["strategy_cost"], abs=1e-4)
+    assert float(rows[6]["soc"]) >= 0.8 - 1e-9  # departure at 07:00
+
+
+def test_plot_week(day_csv: Path, tmp_path: Path, capsys):
+    png = tmp_path / "week.png"
+    assert cli(["--prices", str(day_csv), "--scenario", str(SCENARIO), "--plot", str(png), "--week", "2018-01-01"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_price_file_names_the_line(tmp_path: Path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,price\n2018-01-01T00:00:00,10\n2018-01-01T01:00:00,abc\n")
+    assert cli(["--prices", str(bad), "--scenario", str(SCENARIO)]) == 2
+    assert f"{bad}:3: price: not a number" in capsys.readouterr().err
+
+
+# -- visibility ------------------------------------------------------------------------------------
+def _slice(days: int):
+    s = load_prices(DE)
+    n = days * 24
+    return dataclasses.replace(s, times=s.times[:n], price=s.price[:n].copy(),
+                               forecasts={k: v[:n].copy() for k, v in s.forecasts.items()})
+
+
+def _run(series):
+    sc = load_scenario(SCENARIO)
+    return simulate(series, sc, PlannerStrategy(sc, **PLANNER_SETTINGS), VisibleMarket(series, sc))
+
+
+def test_views_hold_only_published_prices_and_visible_forecasts():
+    series = _slice(4)
+    sc = load_scenario(SCENARIO)
+    m = VisibleMarket(series, sc)
+    v = m.view(11, 0.5)  # Monday 11:00: Monday is published, Tuesday's forecast is visible
+    assert len(v.prices) == 24 - 11 and len(v.forecasts["forecast_dnn"]) == 24
+    v = m.view(12, 0.5)  # Monday 12:00: Tuesday published, no forecast beyond it is visible yet
+    assert len(v.prices) == 48 - 12 and v.forecasts == {}
+    v = m.view(24, 0.5)  # Tuesday 00:00: Wednesday's forecast becomes visible
+    assert len(v.prices) == 24 and len(v.forecasts["forecast_lear"]) == 24
+
+
+@pytest.mark.parametrize("day", [3, 5])
+def test_unpublished_prices_do_not_change_decisions(day: int):
+    base = _slice(9)
+    pub_row = (day - 1) * 24 + 12  # day `day`'s prices are published at 12:00 the day before
+    rng = np.random.default_rng(day)
+    noisy = dataclasses.replace(base, price=base.price.copy())
+    noisy.price[day * 24:] += rng.normal(0, 80, len(base) - day * 24)
+    a, b = _run(base), _run(noisy)
+    assert np.array_equal(a.grid_kw[:pub_row], b.grid_kw[:pub_row])
+    assert not np.array_equal(a.grid_kw, b.grid_kw)  # the perturbation does matter once published
+
+
+def test_invisible_forecasts_do_not_change_decisions():
+    base = _slice(9)
+    day = 5
+    vis_row = (day - 1) * 24  # day 5's forecast is visible from 00:00 on day 4
+    noisy = dataclasses.replace(base, forecasts={k: v.copy() for k, v in base.forecasts.items()})
+    for v in noisy.forecasts.values():
+        v[day * 24:] = np.where(np.arange(len(v) - day * 24) % 24 < 12, -200.0, 300.0)
+    a, b = _run(base), _run(noisy)
+    assert np.array_equal(a.grid_kw[:vis_row], b.grid_kw[:vis_row])
+    assert not np.array_equal(a.grid_kw, b.grid_kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("series", ["PJM_2017-2018.csv", "DE_2016-2017.csv"])
+def test_two_years_reach_the_target_share(series: str):
+    out = backtest(ROOT / "runtime/data/prices" / series, SCENARIO, "planner")[0]
+    assert out["violations"] == 0 and out["departures_met"] == out["departures"] == 520
+    assert out["share_of_perfect_foresight"] >= 0.97
+    assert out["plan_status"] == {"optimal": out["replans"]}
+
+
+def test_planner_strategy_replans_on_drift_but_not_on_plan():
+    series = _slice(3)
+    sc = load_scenario(SCENARIO)
+    m = VisibleMarket(series, sc)
+    strat = PlannerStrategy(sc, **PLANNER_SETTINGS)
+    sched = strat.decide(m.view(0, 0.5))
+    assert strat.replan_reason(series.times[0], 0.5, True) is None
+    soc1 = strat.last_plan.intervals[0].soc_end
+    assert strat.replan_reason(series.times[1], soc1, True) is None
+    assert strat.replan_reason(series.times[1], soc1 + 0.1, True).startswith("drift")
+    assert strat.replan_reason(series.times[8], 0.7, True) == "plug-in"  # 08:00 Monday: the plan says away
+    assert len(sched) == len(strat.last_plan.intervals)
+
+
+def test_dispatch_limits_both_signs_and_zero(day_csv: Path):
+    from runtime.backtest import dispatch, reserve_kwh
+
+    series = load_prices(day_csv)
+    sc = load_scenario(SCENARIO)
+    cal = VisibleMarket(series, sc).calendar
+    res = reserve_kwh(cal, sc, 1.0)
+    assert res[6] == pytest.approx(48.0)  # the departure row
+    assert res[5] == pytest.approx(48.0 - PMAX * ETA)  # one full-power hour before it
+    # 06:00 with 40 kWh: a discharge request becomes the charge that still lands on 0.8
+    assert dispatch(-11.0, 40.0, 6, cal, res, sc, 1.0) == pytest.approx(8.0 / ETA)
+    # 00:00 with 30 kWh: discharge allowed (six hours left to refill), capped at the charger
+    assert dispatch(-20.0, 30.0, 0, cal, res, sc, 1.0) == pytest.approx(-11.0)
+    # near soc_max: a charge request is cut to what fits below 0.9
+    assert dispatch(11.0, 53.5, 20, cal, res, sc, 1.0) == pytest.approx(0.5 / ETA)
+    assert dispatch(0.0, 40.0, 20, cal, res, sc, 1.0) == 0.0
+    # away: nothing either way
+    assert dispatch(11.0, 40.0, 10, cal, res, sc, 1.0) == 0.0
+    assert dispatch(-11.0, 40.0, 10, cal, res, sc, 1.0) == 0.0
+
+
+def test_bad_scenario_names_file_line_and_key(tmp_path: Path, day_csv: Path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SCENARIO.read_text().replace("capacity_kwh: 60.0", "capacity_kwh: lots"))
+    assert cli(["--prices", str(day_csv), "--scenario", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:" in err and "battery.capacity_kwh" in err
