@@ -40,7 +40,8 @@ def _build(args: argparse.Namespace) -> Any:
     from runtime.io.modbus_tcp import ModbusTcpDriver
 
     site = SiteInfo("probe", 240.0, 60.0, 20_000)
-    common = {"map": args.map, "unit": args.unit, "prefix": args.prefix, "timeout_s": args.timeout, "retries": 1}
+    common = {"units": [{"map": args.map, "unit": args.unit, "prefix": args.prefix}], "timeout_s": args.timeout,
+              "retries": 1}
     if args.serial:
         params = ModbusRtuDriver.Params.model_validate(
             {**common, "port": args.serial, "baudrate": args.baud, "parity": args.parity, "stopbits": args.stopbits})

@@ -93,6 +93,13 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
                 if name not in built.tags:
                     issues.append(doc.issue((section, i, "params"),
                                             f"needs tag {name!r}, which no device, program or task provides"))
+    if cfg.plant is not None:
+        from runtime.sim.config import plant_params
+
+        try:
+            plant_params(loaded.path)  # the virtual plant validates its own section (and its scenario)
+        except ConfigError as exc:
+            issues.extend(exc.issues)
     if issues:
         raise ConfigError(issues)
     return built

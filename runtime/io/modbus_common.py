@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from runtime.api import Params, SiteInfo
 from runtime.io.driver import Driver, IOContext
@@ -84,16 +84,6 @@ class ModbusParams(Params):
     backoff_max_s: float = Field(10.0, gt=0, le=600, description="cap of the reconnect delay")
     close_timeout_s: float = Field(2.0, gt=0, le=30, description="time allowed for safe writes at close")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _single_unit(cls, data: Any) -> Any:
-        """``map:``/``unit:``/``prefix:``/``rename:`` at the top level are the one-unit shorthand."""
-        if isinstance(data, dict) and "units" not in data and "map" in data:
-            data = dict(data)
-            unit = {k: data.pop(k) for k in ("unit", "map", "prefix", "rename", "max_gap", "poll") if k in data}
-            data["units"] = [unit]
-        return data
-
 
 class LinkDown(Exception):
     """The connection is gone: the link task reconnects."""
@@ -127,6 +117,7 @@ class UnitState:
     by_key: dict[str, Point] = field(default_factory=dict)
     sf_keys: frozenset[str] = frozenset()
     names: dict[str, list[str]] = field(default_factory=dict)  # tags a point's read delivers
+    readback_due: set[PollClass] = field(default_factory=set)  # poll classes holding just-written set points
 
     def __post_init__(self) -> None:
         self.by_key = {p.key: p for p in self.map.points}
@@ -294,7 +285,8 @@ class ModbusDriver(Driver):
             u.wake.clear()
             await self._do_writes(u)
             now = io.now_us() / US  # the cycle clock (x speed on a fast simulated site), as staleness is
-            due = {PollClass.FAST}
+            due = {PollClass.FAST} | u.readback_due
+            u.readback_due = set()
             periods = u.cfg.poll or u.map.poll
             for cls, per in ((PollClass.NORMAL, periods.normal_s), (PollClass.SLOW, periods.slow_s)):
                 if now - u.last_poll.get(cls, -1e18) >= per:
@@ -491,6 +483,9 @@ class ModbusDriver(Driver):
 
         pending, u.pending = u.pending, {}
         m = u.map
+        # A written set point is read back in the same round, whatever its poll class: the safety layer
+        # wants the device's acknowledgement of a zero set point within the clearing time, not a second later.
+        u.readback_due |= {u.by_key[k].poll for k in pending if k in u.by_key and u.by_key[k].readback}
         items: list[tuple[str, int, list[int]]] = []
         owners: dict[tuple[str, int], str] = {}
         for key, value in pending.items():

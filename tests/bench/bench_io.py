@@ -107,8 +107,8 @@ safety:
 
 MODBUS_DEVICES = """\
 devices:
-  - {{name: inverter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {inv}, map: sunspec_der_inverter}}}}
-  - {{name: meter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {meter}, map: site_meter_tcp}}}}
+  - {{name: inverter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {inv}, units: [{{unit: 1, map: sunspec_der_inverter}}]}}}}
+  - {{name: meter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {meter}, units: [{{unit: 1, map: site_meter_tcp}}]}}}}
 plant:
   type: virtual
   params:

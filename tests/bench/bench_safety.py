@@ -134,9 +134,9 @@ PLANT_SITE = """\
 site: {{name: bench-plant, nominal_voltage: 240.0, nominal_frequency: 60}}
 scan: {{period_ms: 20, overrun_fault_after: 50}}
 devices:
-  - {{name: inverter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p1}, unit: 1, map: sunspec_der_inverter, timeout_s: 0.5, retries: 1}}}}
-  - {{name: meter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p2}, unit: 1, map: site_meter_tcp, timeout_s: 0.5, retries: 1}}}}
-  - {{name: modem, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p3}, unit: 1, map: plc_modem, timeout_s: 0.5, retries: 1}}}}
+  - {{name: inverter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p1}, units: [{{unit: 1, map: sunspec_der_inverter}}], timeout_s: 0.5, retries: 1}}}}
+  - {{name: meter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p2}, units: [{{unit: 1, map: site_meter_tcp}}], timeout_s: 0.5, retries: 1}}}}
+  - {{name: modem, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p3}, units: [{{unit: 1, map: plc_modem}}], timeout_s: 0.5, retries: 1}}}}
 programs:
   - {{type: example_copy, name: ask, params: {{source: ev.soc, target: inverter.setpoint, gain: -10000, declare_target: false}}}}
   - {{type: example_copy, name: permit, params: {{source: inverter.connected, target: inverter.enable, gain: 1.0, declare_target: false}}}}
@@ -182,7 +182,7 @@ def bench_plant(steps: int, fast_readback: bool = False) -> dict[str, Any]:
             fast = shipped.replace("readback: true, poll: normal", "readback: true, poll: fast")
             assert fast != shipped, "the WSet read-back point changed shape in the shipped map"
             (Path(tmp) / "inverter_fast_readback.yaml").write_text(fast)
-            text = text.replace("unit: 1, map: sunspec_der_inverter, timeout_s",
+            text = text.replace("units: [{{unit: 1, map: sunspec_der_inverter}}], timeout_s",
                                 "unit: 1, map: inverter_fast_readback.yaml, timeout_s")
         site.write_text(text)
         rec, rec_out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"

@@ -56,6 +56,8 @@ CASES = [
      ("timezone", 1), "site.timezone", "unknown IANA timezone"),
     ("no_interlocks", lambda t: t[: t.index("safety:")] + "safety: []\n", ("safety:", 1), "safety",
      "at least one interlock"),
+    ("plant_unknown_key", lambda t: t + "plant:\n  type: virtual\n  params:\n    sceanrio: s.yaml\n    devices: []\n",
+     ("sceanrio", 1), "plant.params.sceanrio", "unknown key"),
     ("bad_device_tag_name", lambda t: t.replace("name: ev.soc", "name: EV-SoC"), ("EV-SoC", 1),
      "devices[0].params.tags[1].name", "device.quantity"),
 ]

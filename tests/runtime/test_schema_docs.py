@@ -13,6 +13,15 @@ from runtime.site import bundled_site
 from tests.runtime.helpers import BASE_SITE, cli
 
 
+class EditorLoader(yaml.SafeLoader):
+    """YAML as an editor's schema checker sees it: dates stay strings (JSON has no date type)."""
+
+
+EditorLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 @pytest.fixture(scope="module")
 def schema() -> dict:
     res = cli("schema")
@@ -24,7 +33,7 @@ def schema() -> dict:
 
 @pytest.mark.parametrize("text", [bundled_site().read_text(), BASE_SITE.format(period_ms=20)])
 def test_shipped_and_test_sites_validate_against_the_schema(schema: dict, text: str) -> None:
-    jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(text))
+    jsonschema.Draft202012Validator(schema).validate(yaml.load(text, EditorLoader))
 
 
 @pytest.mark.parametrize("edit", [

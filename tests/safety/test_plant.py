@@ -20,9 +20,9 @@ SITE = """\
 site: {{name: plant-safety, nominal_voltage: 240.0, nominal_frequency: 60}}
 scan: {{period_ms: 20, overrun_fault_after: 50}}
 devices:
-  - {{name: inverter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p1}, unit: 1, map: sunspec_der_inverter, timeout_s: 0.5, retries: 1}}}}
-  - {{name: meter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p2}, unit: 1, map: site_meter_tcp, timeout_s: 0.5, retries: 1}}}}
-  - {{name: modem, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p3}, unit: 1, map: plc_modem, timeout_s: 0.5, retries: 1}}}}
+  - {{name: inverter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p1}, units: [{{unit: 1, map: sunspec_der_inverter}}], timeout_s: 0.5, retries: 1}}}}
+  - {{name: meter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p2}, units: [{{unit: 1, map: site_meter_tcp}}], timeout_s: 0.5, retries: 1}}}}
+  - {{name: modem, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p3}, units: [{{unit: 1, map: plc_modem}}], timeout_s: 0.5, retries: 1}}}}
 programs:
   # a constant export request (-10 kW x SoC) and the permit while the inverter reports itself connected
   - {{type: example_copy, name: ask, params: {{source: ev.soc, target: inverter.setpoint, gain: -10000, declare_target: false}}}}
