@@ -71,11 +71,12 @@ class IOThread:
         self.loop.call_soon_threadsafe(self._dispatch, now_us, outputs, changed)
 
     def _dispatch(self, now_us: int, outputs: Mapping[str, Any], changed: Mapping[str, Any]) -> None:
-        per: dict[Driver, tuple[dict[str, Any], dict[str, Any]]] = {}
+        # Every driver hears every cycle, outputs or not: the scan's cycles pace the polling too.
+        per: dict[Driver, tuple[dict[str, Any], dict[str, Any]]] = {d: ({}, {}) for d in self.drivers}
         for name, value in outputs.items():
             d = self.output_owner.get(name)
             if d is not None:
-                per.setdefault(d, ({}, {}))[0][name] = value
+                per[d][0][name] = value
                 if name in changed:
                     per[d][1][name] = value
         for d, (outs, ch) in per.items():
