@@ -159,6 +159,8 @@ class Plant:
                 self.soc = float(kw["soc"])
         elif name == "depart":
             self.connected = False
+            if "trip_wh" in kw:  # the drive, booked at departure: the EV comes back with less
+                self.soc = max(0.0, self.soc - float(kw["trip_wh"]) / self.usable_wh)
         else:
             raise ValueError(f"unknown plant event {name!r}")
 

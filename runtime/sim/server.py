@@ -41,6 +41,7 @@ class ScenarioEvent(Params):
     ramp_s: float = Field(0.0, ge=0)
     event: Literal["grid_loss", "grid_restore", "plug_in", "depart"] | None = None
     soc: float | None = Field(None, ge=0, le=1, description="plug_in: SoC of the arriving EV")
+    trip_wh: float | None = Field(None, ge=0, description="depart: energy the drive takes out of the battery")
 
     @model_validator(mode="after")
     def _one(self) -> ScenarioEvent:
@@ -137,7 +138,8 @@ class VirtualPlant:
                 log.info("t=%.2f: %s -> %s over %.1f s", self.plant.t, e.set, e.to, e.ramp_s)
             else:
                 assert e.event is not None
-                self.plant.event(e.event, **({"soc": e.soc} if e.soc is not None else {}))
+                kw = {k: v for k, v in (("soc", e.soc), ("trip_wh", e.trip_wh)) if v is not None}
+                self.plant.event(e.event, **kw)
                 log.info("t=%.2f: %s", self.plant.t, e.event)
 
     def _publish(self) -> None:

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from programs.planner.strategies import PlannerStrategy
+from programs.planner.strategies import PlannerStrategy, Threshold
 from runtime.backtest import (
     PLANNER_SETTINGS,
     VisibleMarket,
     backtest,
+    check,
     cli,
     load_prices,
     load_scenario,
@@ -198,25 +199,80 @@ def test_planner_strategy_replans_on_drift_but_not_on_plan():
     assert len(sched) == len(strat.last_plan.intervals)
 
 
-def test_dispatch_limits_both_signs_and_zero(day_csv: Path):
-    from runtime.backtest import dispatch, reserve_kwh
+def test_departure_reserve_on_the_request_both_signs_and_zero(day_csv: Path):
+    """The plan's request before it goes to the programs: forced charging below the floor, discharge
+    only down to the discharge floor (one turn-round scan held back), the plan itself otherwise."""
+    from runtime.backtest import PERIOD_S, RESERVE_MARGIN_CYCLES, Site, reserve_kwh
 
     series = load_prices(day_csv)
     sc = load_scenario(SCENARIO)
     cal = VisibleMarket(series, sc).calendar
-    res = reserve_kwh(cal, sc, 1.0)
-    assert res[6] == pytest.approx(48.0)  # the departure row
-    assert res[5] == pytest.approx(48.0 - PMAX * ETA)  # one full-power hour before it
+    floor = reserve_kwh(cal, sc, 1.0)
+    dfloor = reserve_kwh(cal, sc, 1.0, RESERVE_MARGIN_CYCLES * PERIOD_S / 3600)
+    assert floor[6] == dfloor[6] == pytest.approx(48.0)  # the departure row
+    assert floor[5] == pytest.approx(48.0 - PMAX * ETA)  # one full-power hour before it
+    assert dfloor[5] == pytest.approx(48.0 - PMAX * ETA * (1 - RESERVE_MARGIN_CYCLES * PERIOD_S / 3600))
+    site = Site(sc)
+
+    def req(p: float, t: int, e: float, rest_h: float = 1.0, connected: bool = True) -> float:
+        site.e = e
+        return site.request(p, connected, float(floor[t]), float(dfloor[t]), rest_h)
+
     # 06:00 with 40 kWh: a discharge request becomes the charge that still lands on 0.8
-    assert dispatch(-11.0, 40.0, 6, cal, res, sc, 1.0) == pytest.approx(8.0 / ETA)
-    # 00:00 with 30 kWh: discharge allowed (six hours left to refill), capped at the charger
-    assert dispatch(-20.0, 30.0, 0, cal, res, sc, 1.0) == pytest.approx(-11.0)
-    # near soc_max: a charge request is cut to what fits below 0.9
-    assert dispatch(11.0, 53.5, 20, cal, res, sc, 1.0) == pytest.approx(0.5 / ETA)
-    assert dispatch(0.0, 40.0, 20, cal, res, sc, 1.0) == 0.0
+    assert req(-11.0, 6, 40.0) == pytest.approx(8.0 / ETA)
+    # ... and with half the hour left, twice that power
+    assert req(-11.0, 6, 40.0, rest_h=0.5) == pytest.approx(16.0 / ETA)
+    # 00:00 with 30 kWh: discharge passes (the programs clamp it to the rating) down to soc_min
+    assert req(-11.0, 0, 30.0) == -11.0
+    assert req(-20.0, 0, 30.0) == pytest.approx((0.2 * CAP - 30.0) * ETA)
+    assert req(11.0, 0, 30.0) == 11.0 and req(0.0, 0, 30.0) == 0.0
+    # 05:00 between the two floors: no discharge, no forced charge
+    between = (floor[5] + dfloor[5]) / 2
+    assert req(-11.0, 5, between) == 0.0 and req(3.0, 5, between) == 3.0
+    # just below the floor: at least enough to clear the mode machine's deadband
+    assert req(0.0, 5, floor[5] - 1e-6) == pytest.approx(site.min_forced_kw)
     # away: nothing either way
-    assert dispatch(11.0, 40.0, 10, cal, res, sc, 1.0) == 0.0
-    assert dispatch(-11.0, 40.0, 10, cal, res, sc, 1.0) == 0.0
+    assert req(11.0, 10, 40.0, connected=False) == 0.0 and req(-11.0, 10, 40.0, connected=False) == 0.0
+
+
+def _threshold(day_csv: Path, safety: dict | None = None):
+    series = load_prices(day_csv)
+    sc = load_scenario(SCENARIO)
+    m = VisibleMarket(series, sc)
+    return simulate(series, sc, Threshold(sc), m, safety), series, sc, m.calendar
+
+
+def test_the_trace_is_what_the_site_programs_did(day_csv: Path):
+    """The threshold plan asks for discharge; v2g_safety with no discharge rating lets none through,
+    and the departure is still met (charging untouched)."""
+    plain, series, sc, cal = _threshold(day_csv)
+    assert (plain.grid_kw < -1.0).sum() >= 4 and (plain.grid_kw > 1.0).any()
+    assert plain.events["transition"] > 0 and plain.events.get("trip", 0) == 0
+    run, *_ = _threshold(day_csv, {"rated_discharge_w": 0.0})
+    assert (run.grid_kw >= 0.0).all()  # not one discharging row
+    assert (run.grid_kw > 1.0).any()  # charging still happens
+    assert (run.grid_kw[7:18] == 0.0).all()  # and nothing while away
+    bad, met, deps = check(series, sc, cal, run)
+    assert bad == [] and met == deps == 1
+
+
+def test_a_narrower_safety_soc_window_holds_within_one_scan(day_csv: Path):
+    plain, series, sc, cal = _threshold(day_csv)
+    assert plain.soc.min() < 0.6
+    run, *_ = _threshold(day_csv, {"battery": {"soc_reserve": 0.6, "soc_reserve_guarded": 0.6}})
+    one_scan = PMAX * (10 / 3600) / ETA / CAP  # SoC of one 10 s scan at full discharge
+    soc_before = np.concatenate([[0.5], run.soc[:-1]])
+    discharging = run.grid_kw < 0
+    assert discharging.any()
+    assert (run.soc[discharging] >= 0.6 - one_scan).all()
+    assert (soc_before[discharging] > 0.6).all()  # discharge starts only above the safety reserve
+
+
+def test_turn_round_from_discharge_to_charge_costs_one_scan(day_csv: Path):
+    """modes fires one trigger per scan: discharge -> idle -> charge takes one 10 s scan in idle."""
+    run, *_ = _threshold(day_csv)
+    assert run.grid_kw[20] < 0 and run.grid_kw[21] == pytest.approx(PMAX * (3600 - 10) / 3600)
+    assert run.grid_kw[22] == run.grid_kw[23] == PMAX  # charge -> charge: no scan lost
 
 
 def test_bad_scenario_names_file_line_and_key(tmp_path: Path, day_csv: Path, capsys):
