@@ -12,9 +12,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from runtime.tags import US, Image, TagSpec
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from runtime.tags import TAG_NAME, US, Image, TagSpec
+
+
+def _tag_name(v: str) -> str:
+    if not TAG_NAME.match(v):
+        raise ValueError("tag names are device.quantity, lower case")
+    return v
+
+
+def _time_zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA timezone {v!r}") from exc
+    return v
+
+
+TagName = Annotated[str, AfterValidator(_tag_name)]
+"""A tag name in a parameter model: ``device.quantity``, lower case."""
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
+"""An IANA time zone name (``Europe/Berlin``), checked against the zone database at load."""
 
 
 class Params(BaseModel):

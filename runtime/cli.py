@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import socket
 import sys
 from pathlib import Path
 
@@ -77,20 +76,12 @@ def _control(site: Path | None, request: dict) -> dict:
     loaded = load_site(site or bundled_site())
     cfg = loaded.config
     path = loaded.resolve(cfg.control_socket) if cfg.control_socket else loaded.resolve(cfg.state_dir) / "control.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        try:
-            s.connect(str(path))
-        except OSError as exc:
-            raise SystemExit(f"error: no runtime answers on {path} ({exc.strerror or exc})") from None
-        s.sendall((json.dumps(request) + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return json.loads(buf or b'{"ok": false, "error": "no answer"}')
+    from runtime.iothread import control_request
+
+    try:
+        return control_request(path, request, timeout=5)
+    except OSError as exc:
+        raise SystemExit(f"error: no runtime answers on {path} ({exc.strerror or exc})") from None
 
 
 def cmd_reset_trip(a: argparse.Namespace) -> int:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from runtime.api import Params
-from runtime.tags import TAG_NAME, Direction, TagSpec, TagType
+from runtime.api import Params, TagName, TimeZoneName
+from runtime.tags import Direction, TagSpec, TagType
 from runtime.yamlload import ConfigError, ConfigIssue, YamlDoc, load_yaml, validate
 
 
@@ -25,18 +24,9 @@ class SiteSection(Params):
     nominal_voltage: float = Field(gt=0, le=100_000, description="V; the basis of grid.voltage")
     nominal_frequency: Literal[50, 60] = Field(description="Hz")
     phases: Literal[1, 3] = 1
-    timezone: str = Field("UTC", description="IANA zone of the site's local clock (prices, plug-in times)")
+    timezone: TimeZoneName = Field("UTC", description="IANA zone of the site's local clock (prices, plug-in times)")
     start: dt.datetime | None = Field(
         None, description="simulated sites: local calendar time of cycle-clock zero; omit for the wall clock")
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA timezone {v!r}") from exc
-        return v
 
 
 class ScanSection(Params):
@@ -71,19 +61,12 @@ class Component(Params):
 class TagDecl(Params):
     """A site-level tag (memory or shared) that no component declares."""
 
-    name: str
+    name: TagName
     type: TagType = TagType.FLOAT
     unit: str = ""
     direction: Direction = Direction.MEMORY
     default: Any = None
     stale_after_s: float | None = Field(None, gt=0)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not TAG_NAME.match(v):
-            raise ValueError("tag names are device.quantity, lower case")
-        return v
 
     def spec(self) -> TagSpec:
         return TagSpec(self.name, self.type, self.unit, self.direction, self.default, self.stale_after_s)

@@ -183,3 +183,20 @@ class ControlServer:
         except (ValueError, KeyError, TypeError) as exc:
             log.error("control command rejected: %r: %s", line[:200], exc)
             return {"ok": False, "error": str(exc)}
+
+
+def control_request(path: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """One request to a running runtime's control socket (the client side of ControlServer)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall((json.dumps(request) + "\n").encode())
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf or b'{"ok": false, "error": "no answer"}')

@@ -16,25 +16,18 @@ from typing import IO, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from runtime.api import Params, SiteInfo
+from runtime.api import Params, SiteInfo, TagName
 from runtime.io.driver import Driver, IOContext, register_driver
-from runtime.tags import TAG_NAME, Direction, Quality, TagSpec, TagType, TagUpdate
+from runtime.tags import Direction, Quality, TagSpec, TagType, TagUpdate
 
 
 class MemoryTag(Params):
-    name: str
+    name: TagName
     type: TagType = TagType.FLOAT
     unit: str = ""
     direction: Direction = Direction.INPUT
     value: Any = None
     stale_after_s: float | None = Field(None, gt=0)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not TAG_NAME.match(v):
-            raise ValueError("tag names are device.quantity, lower case")
-        return v
 
     @field_validator("direction")
     @classmethod

@@ -36,11 +36,11 @@ import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from runtime.api import Params
+from runtime.api import Params, TimeZoneName
 from runtime.tags import US, Direction, Quality, TagSpec, TagType
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.price_parse import (
@@ -62,7 +62,7 @@ Market = Literal["day_ahead", "real_time"]
 
 
 class FeedParams(Params):
-    timezone: str = Field(description="IANA zone of the source's naive times and delivery days")
+    timezone: TimeZoneName = Field(description="IANA zone of the source's naive times and delivery days")
     day_ahead_tag: str | None = "prices.day_ahead"
     real_time_tag: str | None = "prices.real_time"
     updated_tag: str | None = Field("prices.updated", description="None when another feed publishes it")
@@ -77,15 +77,6 @@ class FeedParams(Params):
     # widen them for markets with other caps.
     min_price: float = -500.0
     max_price: float = 4000.0
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA timezone {v!r}") from exc
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> FeedParams:

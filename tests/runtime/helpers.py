@@ -90,19 +90,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def control(sock: Path, request: dict[str, Any]) -> dict[str, Any]:
     """One request on a running runtime's control socket."""
-    import socket
+    from runtime.iothread import control_request
 
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(str(sock))
-        s.sendall((json.dumps(request) + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return json.loads(buf)
+    return control_request(sock, request)
 
 
 def read_tag(sock: Path, name: str) -> dict[str, Any] | None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 from pathlib import Path
 
-import pytest
 
 from tests.runtime.helpers import control, read_tag, start_cli, wait_for, write_site
 
