@@ -193,3 +193,35 @@ def test_persisted_state_reported_when_it_changes_and_restored() -> None:
 def test_duplicate_tag_is_refused_naming_both_owners() -> None:
     with pytest.raises(ValueError, match="declared by a and by b"):
         tag_table(("a", [TagSpec("x.y")]), ("b", [TagSpec("x.y")]))
+
+
+def test_task_writes_land_at_the_next_cycle_start_never_mid_cycle() -> None:
+    """Through the real channel (a socket pair): a write sent while a cycle runs is not in that cycle's
+    image; the next cycle's drain applies it, all writes of one batch together."""
+    import pickle
+    import socket
+
+    from runtime.taskproc import TaskChannel
+
+    scan_end, task_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ch = TaskChannel()
+    ch.attach(scan_end)
+    seen: list = []
+
+    class Probe(Program):
+        def scan(self, cx: Cycle) -> None:
+            seen.append(cx.inputs.value("a.x"))
+            if cx.k == 1:  # the task writes while this cycle runs
+                task_end.send(pickle.dumps(("w", [("a.x", 2.0, "good"), ("a.y", 5.0, "good")])))
+
+    e = make([Probe("probe", Program.Params(), SITE)], stale_after_s=None,
+             extra=[TagSpec("a.y", direction=Direction.SHARED)])
+    task_end.send(pickle.dumps(("w", [("a.x", 1.0, "good")])))
+    r0 = e.step(0, ch.drain())
+    r1 = e.step(P, ch.drain())
+    assert seen == [1.0, 1.0] and r1.image["a.x"].value == 1.0  # not mid-cycle, not in its committed image
+    r2 = e.step(2 * P, ch.drain())
+    assert seen[-1] == 2.0 and r2.image["a.y"].value == 5.0 and r2.input_changes.keys() >= {"a.x", "a.y"}
+    assert r0.image["a.y"].quality is Quality.BAD  # shared tags start bad until the task writes them
+    task_end.close()
+    ch.detach()
