@@ -150,6 +150,7 @@ class Runner:
         self.state_file = self.state_dir / "state.json"
         self.events_file = self.state_dir / "events.jsonl"
         self.first_cycle_s: float | None = None
+        self.pacer = Pacer(0, self.period_ns, cfg.scan.overrun_fault_after)  # replaced when the scan starts
 
     # -- setup ----------------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -300,11 +301,14 @@ class Runner:
             if plant is not None:
                 plant.stop()
             return 2
-        self.pacer = pacer = Pacer(t0, self.period_ns, cfg.scan.overrun_fault_after)
-        end_ns = None if opts.for_s is None else t0 + int(opts.for_s * 1e9)
         self._set_priority(cfg.scan.realtime_priority)
         gc.collect()
         gc.freeze()  # what setup allocated never costs a collection pause inside a cycle
+        # Cycle 0 is paced from here, after setup: its deadline is not already in the past, so start-up
+        # never counts as lateness. The drivers' clock moves to the same origin.
+        t0 = io.t0_ns = self.clock.now_ns() + self.period_ns
+        self.pacer = pacer = Pacer(t0, self.period_ns, cfg.scan.overrun_fault_after)
+        end_ns = None if opts.for_s is None else t0 + int(opts.for_s * 1e9)
         prev_cycle_s = 0.0
         ready_sent = False
         log.info("scan running: period %.1f ms, speed x%d, %d tags, %d drivers, %d programs, %d interlocks, %d tasks",
