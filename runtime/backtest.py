@@ -207,14 +207,15 @@ STEADY_INPUTS: dict[str, tuple[TagType, str, Any]] = {
     "ev.soh": (TagType.FLOAT, "", 1.0),
     "plc.snr": (TagType.FLOAT, "dB", 30.0),
 }
-# Written every cycle: the battery model (SoC, plug, what it did last cycle) and the plan.
+# The inverter's own ratings (SunSpec 702), written once with the scenario's charger limits; then,
+# every scan, the battery model (plug, SoC, the power it took in the previous scan) and the plan.
 CYCLE_INPUTS: tuple[TagSpec, ...] = (
+    TagSpec("inverter.max_charge_w", TagType.FLOAT, "W"),
+    TagSpec("inverter.max_discharge_w", TagType.FLOAT, "W"),
     TagSpec("ev.connected", TagType.BOOL),
     TagSpec("ev.soc", TagType.FLOAT),
     TagSpec("inverter.power", TagType.FLOAT, "W"),
     TagSpec("meter.power", TagType.FLOAT, "W"),
-    TagSpec("inverter.max_charge_w", TagType.FLOAT, "W"),
-    TagSpec("inverter.max_discharge_w", TagType.FLOAT, "W"),
     # as runtime/tasks/planner_task.py declares them
     TagSpec("plan.power", TagType.FLOAT, "W", Direction.SHARED, 0.0, 300.0),
     TagSpec("plan.soc_target", TagType.FLOAT, "", Direction.SHARED, None, 300.0),
@@ -236,6 +237,8 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def safety_params(sc: Scenario, overrides: Mapping[str, Any] | None = None) -> SafetyParams:
     """v2g_safety for the scenario: Category III at 240 V / 60 Hz, the charger's ratings, the scenario's
     SoC window with no taper band (the battery model is the BMS that lands on the limits exactly)."""
+    from pydantic import ValidationError
+
     from safety.settings import SafetyParams
 
     b, ch = sc.battery, sc.charger
@@ -247,8 +250,9 @@ def safety_params(sc: Scenario, overrides: Mapping[str, Any] | None = None) -> S
     }
     try:
         return SafetyParams.model_validate(_merge(p, overrides or {}))
-    except ValueError as exc:
-        raise DataError(f"safety settings for the scenario: {exc}") from None
+    except ValidationError as exc:
+        why = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'safety'}: {e['msg']}" for e in exc.errors())
+        raise DataError(f"safety settings for the scenario: {why}") from None
 
 
 class Site:
@@ -268,8 +272,8 @@ class Site:
         self.safety_params = safety_params(sc, safety)
         try:
             modes = Modes("modes", ModeParams(soc_min=b.soc_min, soc_max=b.soc_max), site)
-        except ValueError as exc:
-            raise DataError(f"modes for the scenario's SoC window: {exc}") from None
+        except ValueError as exc:  # pydantic's ValidationError is one
+            raise DataError(f"modes for the scenario's SoC window: {exc}".replace("\n", " ")) from None
         dispatch = Dispatch("dispatch", DispatchParams(
             max_charge_w=ch.max_charge_kw * 1000.0, max_discharge_w=ch.max_discharge_kw * 1000.0,
             capacity_wh=b.capacity_kwh * 1000.0, efficiency_charge=ch.efficiency_charge,
@@ -290,7 +294,8 @@ class Site:
         self.cycles = 0
         self.events: dict[str, int] = {}
         self._steady = [TagUpdate(n, v) for n, (_, _, v) in STEADY_INPUTS.items()]
-        self._ratings = (ch.max_charge_kw * 1000.0, ch.max_discharge_kw * 1000.0)
+        self._steady += [TagUpdate("inverter.max_charge_w", ch.max_charge_kw * 1000.0),
+                         TagUpdate("inverter.max_discharge_w", ch.max_discharge_kw * 1000.0)]
         self._last: tuple = ()
         bp, mp = self.safety_params.battery, modes.params
         # SoC levels at which v2g_safety or modes change what they allow
@@ -313,8 +318,6 @@ class Site:
         w = self.p_kw * 1000.0
         ups = [TagUpdate("ev.connected", connected), TagUpdate("ev.soc", self.e / cap),
                TagUpdate("inverter.power", w), TagUpdate("meter.power", w),
-               TagUpdate("inverter.max_charge_w", self._ratings[0]),
-               TagUpdate("inverter.max_discharge_w", self._ratings[1]),
                TagUpdate("plan.power", plan_kw * 1000.0), TagUpdate("plan.soc_target", soc_target),
                TagUpdate("plan.interval_end", end_s)]
         if self.cycles == 0:

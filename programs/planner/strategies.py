@@ -2,7 +2,8 @@
 scenario's baseline and the perfect-foresight bound.
 
 A strategy sees a :class:`DecisionView` and returns a power schedule (kW, grid side, project sign) from
-the current row on; the backtest follows it until the next re-plan, through dispatch and safety limits.
+the current row on; the backtest follows it until the next re-plan, through the site's modes, dispatch
+and safety programs on the scan engine.
 The view is built by the backtest from published data only, so a strategy *cannot* look at a price
 before its publication or a forecast before its visibility. The one exception is ``perfect``, which by
 definition is handed the whole series when it is constructed (an upper bound, not a controller).
@@ -113,7 +114,8 @@ class Cheapest(Strategy):
 
 class Threshold(Strategy):
     """Day-ahead threshold rule: full-power charge in the 4 cheapest and discharge in the 4 dearest
-    known hours of each plug-in window (dispatch keeps the departure SoC and the SoC window)."""
+    known hours of each plug-in window (the departure reserve and the site's safety keep the departure SoC
+    and the SoC window)."""
 
     name = "threshold"
 

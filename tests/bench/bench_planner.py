@@ -4,7 +4,9 @@
 one fresh process per run so its peak RSS is its own) for every strategy on both bundled series, and
 prints one Markdown table row per run plus the targets: share of perfect foresight >= 0.97 with zero
 violations, <= 60 s and <= 300 MB per 2-year backtest. The baseline and the perfect-foresight bound are
-computed inside every run, so each share is against figures from the same process.
+computed inside every run (each a run of the site's programs and safety on the engine, as the strategy
+is), so each share is against figures from the same process. The scans, mode transitions and safety
+trips are those of the strategy's run (runtime/backtest.py: when the engine scans).
 ``--variants`` instead measures the planner variants of docs/planner.md (share on both series).
 """
 
@@ -67,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return variants()
     strategies = argv or STRATEGIES
     print("| series | strategy | cost | share of perfect foresight | departures met | violations | "
-          "re-plans | solve s median / max | wall s | peak RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "re-plans | solve s median / max | scans / mode transitions / trips | wall s | peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     ok = True
     for series in SERIES:
         for strategy in strategies:
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             solve = f"{st['median'] * 1000:.2f} ms / {st['max'] * 1000:.2f} ms" if st else "-"
             print(f"| {series} | {strategy} | {o['strategy_cost']:.2f} | {o['share_of_perfect_foresight']:.4f} | "
                   f"{o['departures_met']}/{o['departures']} | {o['violations']} | {o['replans']} | {solve} | "
+                  f"{o['scan_cycles']} / {o['mode_transitions']} / {o['safety_trips']} | "
                   f"{o['wall_s']:.1f} | {o['peak_rss_mb']:.0f} |", flush=True)
             if strategy == "planner":
                 ok &= o["share_of_perfect_foresight"] >= 0.97 and o["violations"] == 0

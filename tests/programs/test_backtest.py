@@ -1,6 +1,6 @@
-"""The backtest: a one-day slice worked out by hand, the trace re-priced independently, and the
-visibility rules (a strategy's decisions do not change when unpublished prices or not-yet-visible
-forecasts change)."""
+"""The backtest: a one-day slice worked out by hand, the trace re-priced independently, the site's
+programs and safety in the loop (a safety setting shows in the trace), and the visibility rules (a
+strategy's decisions do not change when unpublished prices or not-yet-visible forecasts change)."""
 
 from __future__ import annotations
 
@@ -181,6 +181,7 @@ def test_invisible_forecasts_do_not_change_decisions():
 def test_two_years_reach_the_target_share(series: str):
     out = backtest(ROOT / "runtime/data/prices" / series, SCENARIO, "planner")[0]
     assert out["violations"] == 0 and out["departures_met"] == out["departures"] == 520
+    assert out["safety_trips"] == 0 and out["mode_transitions"] > 1000  # the programs did follow the plan
     assert out["share_of_perfect_foresight"] >= 0.97
     assert out["plan_status"] == {"optimal": out["replans"]}
 
@@ -273,6 +274,13 @@ def test_turn_round_from_discharge_to_charge_costs_one_scan(day_csv: Path):
     run, *_ = _threshold(day_csv)
     assert run.grid_kw[20] < 0 and run.grid_kw[21] == pytest.approx(PMAX * (3600 - 10) / 3600)
     assert run.grid_kw[22] == run.grid_kw[23] == PMAX  # charge -> charge: no scan lost
+
+
+def test_bad_safety_setting_is_a_clear_error(day_csv: Path):
+    from runtime.backtest import DataError
+
+    with pytest.raises(DataError, match="safety settings for the scenario: .*rated_discharge_w"):
+        backtest(day_csv, SCENARIO, "baseline", safety={"rated_discharge_w": -1.0})
 
 
 def test_bad_scenario_names_file_line_and_key(tmp_path: Path, day_csv: Path, capsys):
