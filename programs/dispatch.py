@@ -78,6 +78,12 @@ class Dispatch(Program):
     Params = DispatchParams
     params: DispatchParams
 
+    def requires(self) -> list[str]:
+        p = self.params
+        return [t for t in (p.mode_tag, p.soc_tag, p.setpoint_tag, p.enable_tag, p.plan_power_tag,
+                            p.plan_soc_tag, p.plan_end_tag, p.safety_charge_tag, p.safety_discharge_tag,
+                            p.backoffice_charge_tag, p.backoffice_discharge_tag) if t is not None]
+
     def declare(self) -> list[TagSpec]:
         return [
             TagSpec("dispatch.target", TagType.FLOAT, "W", Direction.MEMORY, 0.0,

@@ -217,6 +217,11 @@ class Modes(Program):
                 if t["trigger"] == trig and s in (t["source"] if isinstance(t["source"], list) else [t["source"]])]
             for s, ts in handlers().items()}
 
+    def requires(self) -> list[str]:
+        p = self.params
+        return [t for t in (p.connected_tag, p.soc_tag, p.trip_tag, p.setpoint_tag, p.enable_tag,
+                            p.snr_tag, p.plan_tag) if t is not None]
+
     def declare(self) -> list[TagSpec]:
         return [
             TagSpec("mode.state", TagType.STR, "", Direction.MEMORY, INITIAL,
