@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from runtime.clock import MonotonicClock
@@ -66,13 +67,19 @@ def bare_loop(period_ms: float, seconds: float, rt: int | None = None) -> dict[s
     return {"p50": pct(late, 0.5), "p99": pct(late, 0.99), "max": max(late), "cycles": len(late)}
 
 
-def side_by_side(period_ms: float, seconds: float, tmp: Path, rt: int | None) -> tuple[dict, dict]:
-    """The runtime (with its busy task process) and the bare loop, started together, measured together."""
+def beside_bare(period_ms: float, seconds: float, run: Callable[[], dict], rt: int | None = None) -> tuple[dict, dict]:
+    """Run ``run()`` (a runtime process for ``seconds``) and, started together, the bare loop in a process
+    of its own: both measured in the same minute, under the same load and noise."""
     cmd = [sys.executable, "-m", "tests.bench.bench_scan", "--bare", str(period_ms), "--seconds", str(seconds)]
     bare = subprocess.Popen(cmd + (["--rt", str(rt)] if rt else []), cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    runtime = runtime_loop(period_ms, seconds, tmp, rt)
+    result = run()
     out, _ = bare.communicate(timeout=seconds + 60)
-    return json.loads(out), runtime
+    return json.loads(out), result
+
+
+def side_by_side(period_ms: float, seconds: float, tmp: Path, rt: int | None) -> tuple[dict, dict]:
+    """The runtime (with its busy task process) and the bare loop, started together, measured together."""
+    return beside_bare(period_ms, seconds, lambda: runtime_loop(period_ms, seconds, tmp, rt), rt)
 
 
 def runtime_loop(period_ms: float, seconds: float, tmp: Path, rt: int | None = None) -> dict:
