@@ -87,8 +87,9 @@ class Engine:
             s.name: TagValue(s.default, Quality.BAD if s.is_input else Quality.GOOD, 0)
             for s in specs.values()
         }
-        self._out: dict[str, Any] = {n: specs[n].default for n in self._writable}
-        self._safe_out: dict[str, Any] = {n: specs[n].default for n in self._output_names}
+        self._out: dict[str, Any] = {n: _safe(specs[n]) for n in self._writable}
+        # An output declared without a default still has a safe value: 0 for numbers, False for a permit.
+        self._safe_out: dict[str, Any] = {n: _safe(specs[n]) for n in self._output_names}
         self._committed: dict[str, Any] = dict(self._safe_out)
         self.forces: dict[str, Any] = {}
         self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
@@ -121,7 +122,7 @@ class Engine:
 
     def restore(self, states: Mapping[str, Mapping[str, Any]]) -> None:
         for p in (*self.programs, *self.interlocks):
-            if p.name in states:
+            if states.get(p.name) is not None:
                 p.restore(states[p.name])
                 self._persisted[p.name] = p.persist()
 
@@ -261,6 +262,12 @@ class Engine:
     @property
     def image(self) -> Image:
         return Image(self._values)
+
+
+def _safe(spec: TagSpec) -> Any:
+    if spec.default is not None:
+        return spec.default
+    return {TagType.FLOAT: 0.0, TagType.INT: 0, TagType.BOOL: False}.get(spec.type)
 
 
 def tag_table(*groups: tuple[str, Iterable[TagSpec]]) -> TagTable:

@@ -39,6 +39,10 @@ from runtime.watchdog import Supervisor, WatchdogError
 log = logging.getLogger("v2g_plc")
 
 
+class StateError(Exception):
+    """The persisted state cannot be trusted: the runtime does not start."""
+
+
 @dataclass
 class RunOptions:
     for_s: float | None = None
@@ -156,12 +160,14 @@ class Runner:
     def _restore(self) -> None:
         try:
             states = json.loads(self.state_file.read_text())
+            if not isinstance(states, dict):
+                raise ValueError("not a JSON object")
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
-            # Doubt about a latched trip is resolved towards safety by the interlocks' own defaults.
-            log.error("persisted state %s unreadable (%s); starting from defaults", self.state_file, exc)
-            return
+            # It may hold a latched operator trip: starting without it would forget the trip. Refuse, say why.
+            raise StateError(f"persisted state {self.state_file} is unreadable ({exc}); it may hold latched "
+                             "trips. Inspect it, then delete it to accept losing them.") from exc
         self.engine.restore(states)
         log.info("restored persisted state of %s", ", ".join(sorted(states)) or "nothing")
 
@@ -172,6 +178,7 @@ class Runner:
         except (OSError, ValueError):
             states = {}
         states.update(changes)
+        states = {k: v for k, v in states.items() if v is not None}  # nothing to keep: no entry
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         with open(tmp, "w") as fh:
@@ -259,7 +266,13 @@ class Runner:
             except RuntimeError as exc:
                 log.error("%s", exc)
                 return 1
-        self._restore()
+        try:
+            self._restore()
+        except StateError as exc:
+            log.error("%s", exc)
+            if plant is not None:
+                plant.stop()
+            return 2
         self._install_signals()
 
         t0 = self.clock.now_ns()
@@ -271,7 +284,8 @@ class Runner:
                     owners[s.name] = d
         iot = IOThread(built.drivers, owners, io)
         iot.start()
-        channel = TaskChannel()
+        channel = TaskChannel(frozenset(s.name for t in built.tasks for s in t.declare()
+                                        if s.direction is Direction.SHARED))
         supervisor = None
         if built.tasks:
             tp = cfg.task_process

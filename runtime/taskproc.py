@@ -6,10 +6,11 @@ The two processes talk over a ``SOCK_SEQPACKET`` socket pair: message boundaries
 side is non-blocking both ways, so the scan never waits for the task process. If the task process dies or
 hangs, the scan keeps running, its shared tags age to ``stale`` and the supervisor restarts it.
 
-Messages are pickled tuples (both ends are this program, over an inherited socket, never a network):
-  task -> scan: ("w", [(tag, value, quality), ...])   shared-tag writes
-                ("hb",)                                 heartbeat
-  scan -> task: ("img", now_us, full, {tag: (value, quality, t_us)})   committed image (changes)
+Messages, over an inherited socket (never a network):
+  task -> scan: JSON ["w", [[tag, value, quality], ...]] shared-tag writes; ["hb"] heartbeat. JSON because
+                the task process talks to networks: the scan takes data from it, never code, and only
+                writes to shared tags a task declared.
+  scan -> task: pickled ("img", now_us, full, {tag: (value, quality, t_us)}): the committed image.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import pickle
@@ -42,7 +44,8 @@ CHUNK = 400  # tags per image message: stays far below the socket's datagram lim
 class TaskChannel:
     """Scan-side end: drained at cycle start, fed after commit; never blocks."""
 
-    def __init__(self) -> None:
+    def __init__(self, allowed: frozenset[str] = frozenset()) -> None:
+        self.allowed = allowed  # the shared tags the site's tasks declared: nothing else may be written
         self.sock: socket.socket | None = None
         self.last_heard_ns = 0
         self.attached_ns = 0
@@ -80,17 +83,20 @@ class TaskChannel:
                 break
             self.last_heard_ns = time.monotonic_ns()
             self.heard = True
+            # JSON, not pickle: the task process talks to networks; what it sends is data, never code.
             try:
-                msg = pickle.loads(data)
-            except Exception:  # a corrupt message is dropped, never applied
-                log.error("task process sent an unreadable message; dropped")
+                msg = json.loads(data)
+                if msg[0] != "w":
+                    continue
+                writes = [(str(n), v, Quality(q)) for n, v, q in msg[1]]
+            except (ValueError, TypeError, IndexError, KeyError):  # dropped whole, never half applied
+                log.error("task process sent a malformed message; dropped")
                 continue
-            if msg[0] == "w":
-                for name, value, quality in msg[1]:
-                    try:
-                        out.append(TagUpdate(name, value, Quality(quality)))
-                    except ValueError:
-                        log.error("task write to %s with unknown quality %r rejected", name, quality)
+            for name, value, quality in writes:
+                if name in self.allowed:
+                    out.append(TagUpdate(name, value, quality))
+                else:
+                    log.error("task write to %s rejected: not a shared tag a task declared", name)
         return out
 
     def publish(self, now_us: int, image: Image, changed: Mapping[str, TagValue] | None) -> None:
@@ -234,7 +240,7 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
         batch = outbox[:]
         outbox.clear()
         try:
-            sock.send(pickle.dumps(("w", batch), pickle.HIGHEST_PROTOCOL))
+            sock.send(json.dumps(["w", batch], default=str).encode())
         except BlockingIOError:
             outbox[:0] = batch
             loop.call_later(0.005, _schedule)
@@ -281,7 +287,7 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
     async def heartbeat() -> None:
         while True:
             try:
-                sock.send(pickle.dumps(("hb",)))
+                sock.send(b'["hb"]')
             except BlockingIOError:
                 pass
             if os.getppid() != parent:  # the runtime is gone: so are we

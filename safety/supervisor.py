@@ -137,6 +137,14 @@ class SafetySupervisor(Program):
             names += p.tags.voltage_phases
         return list(dict.fromkeys(names))
 
+    @property
+    def _comms_tags(self) -> list[str]:
+        """The configured comms tags plus every measurement the grid trips stand on: losing a phase
+        voltage or the frequency after a first good read is a trip, never a silent end of protection."""
+        p = self.params
+        grid = [p.tags.voltage, p.tags.frequency, *(p.tags.voltage_phases if self.site.phases == 3 else [])]
+        return list(dict.fromkeys([*p.comms.required_tags, *(t for t in grid if t)]))
+
     # -- persistence ---------------------------------------------------------------------------
     def persist(self) -> Mapping[str, Any] | None:
         kept = [[c, l.reason] for c, l in self.latches.items() if l.kind == "operator"]
@@ -144,8 +152,8 @@ class SafetySupervisor(Program):
             kept.append(["over_temperature", self.latches.get("over_temperature", Latch("auto", "", 0)).reason])
         return {"latched": kept} if kept else None
 
-    def restore(self, state: Mapping[str, Any]) -> None:
-        for code, reason in state.get("latched", []):
+    def restore(self, state: Mapping[str, Any] | None) -> None:
+        for code, reason in (state or {}).get("latched", []):
             kind = TRIP_KINDS.get(code, "operator")
             self.latches[code] = Latch(kind, f"{reason} (latched before restart)", 0)
             if code == "over_temperature":
@@ -235,7 +243,7 @@ class SafetySupervisor(Program):
         """Inverter/meter inputs bad or stale -> trip, after their first good read (before it: not ready)."""
         img = cx.inputs
         lost, waiting = [], []
-        for name in self.params.comms.required_tags:
+        for name in self._comms_tags:
             if self._val(img, name) is None:
                 (lost if name in self.seen_good else waiting).append(name)
             else:

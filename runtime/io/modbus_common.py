@@ -359,6 +359,8 @@ class ModbusDriver(Driver):
         raw: dict[str, list[int]] = {}
         failed: dict[str, str] = {}
         for req in list(self._plan(u, classes)):
+            if u.pending:  # a set point the scan committed meanwhile (a trip's zero) goes ahead of reads
+                await self._do_writes(u)
             t_send = time.monotonic()
             try:
                 res = await self._read(u, req.table, req.address, req.count)

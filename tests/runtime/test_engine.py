@@ -198,13 +198,13 @@ def test_duplicate_tag_is_refused_naming_both_owners() -> None:
 def test_task_writes_land_at_the_next_cycle_start_never_mid_cycle() -> None:
     """Through the real channel (a socket pair): a write sent while a cycle runs is not in that cycle's
     image; the next cycle's drain applies it, all writes of one batch together."""
-    import pickle
+    import json
     import socket
 
     from runtime.taskproc import TaskChannel
 
     scan_end, task_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    ch = TaskChannel()
+    ch = TaskChannel(frozenset({"a.x", "a.y"}))
     ch.attach(scan_end)
     seen: list = []
 
@@ -212,16 +212,46 @@ def test_task_writes_land_at_the_next_cycle_start_never_mid_cycle() -> None:
         def scan(self, cx: Cycle) -> None:
             seen.append(cx.inputs.value("a.x"))
             if cx.k == 1:  # the task writes while this cycle runs
-                task_end.send(pickle.dumps(("w", [("a.x", 2.0, "good"), ("a.y", 5.0, "good")])))
+                task_end.send(json.dumps(["w", [["a.x", 2.0, "good"], ["a.y", 5.0, "good"]]]).encode())
 
     e = make([Probe("probe", Program.Params(), SITE)], stale_after_s=None,
              extra=[TagSpec("a.y", direction=Direction.SHARED)])
-    task_end.send(pickle.dumps(("w", [("a.x", 1.0, "good")])))
+    task_end.send(json.dumps(["w", [["a.x", 1.0, "good"]]]).encode())
     r0 = e.step(0, ch.drain())
     r1 = e.step(P, ch.drain())
     assert seen == [1.0, 1.0] and r1.image["a.x"].value == 1.0  # not mid-cycle, not in its committed image
     r2 = e.step(2 * P, ch.drain())
     assert seen[-1] == 2.0 and r2.image["a.y"].value == 5.0 and r2.input_changes.keys() >= {"a.x", "a.y"}
     assert r0.image["a.y"].quality is Quality.BAD  # shared tags start bad until the task writes them
+    task_end.close()
+    ch.detach()
+
+
+def test_outputs_without_a_declared_default_still_have_safe_values() -> None:
+    """A map that forgot ``default:`` must not turn the safe outputs into 'write nothing' (None)."""
+    specs = [TagSpec("inverter.setpoint", unit="W", direction=Direction.OUTPUT),
+             TagSpec("inverter.enable", TagType.BOOL, direction=Direction.OUTPUT)]
+    e = Engine(SITE, tag_table(("rt", RUNTIME_TAGS), ("dev", specs)), [], [Boom("lock", Program.Params(), SITE)])
+    assert e.safe_outputs == {"inverter.setpoint": 0.0, "inverter.enable": False}
+    assert e.step(0).outputs == {"inverter.setpoint": 0.0, "inverter.enable": False}
+
+
+def test_task_channel_takes_only_declared_shared_tags_and_only_data() -> None:
+    """A task process talks to networks: it may write the shared tags tasks declared, nothing else, and
+    what it sends is parsed as data (a pickle is refused)."""
+    import json
+    import pickle
+    import socket
+
+    from runtime.taskproc import TaskChannel
+
+    scan_end, task_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ch = TaskChannel(frozenset({"prices.now"}))
+    ch.attach(scan_end)
+    task_end.send(json.dumps(["w", [["grid.loss", False, "good"], ["prices.now", 42.0, "good"]]]).encode())
+    task_end.send(pickle.dumps(("w", [("prices.now", 1.0, "good")])))
+    task_end.send(b'["w", [["prices.now", 1.0, "excellent"]]]')
+    got = ch.drain()
+    assert [(u.name, u.value) for u in got] == [("prices.now", 42.0)]
     task_end.close()
     ch.detach()

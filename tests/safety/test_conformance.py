@@ -196,3 +196,23 @@ def test_value_exactly_at_threshold_trips_and_stays_tripped(code: str, value: fl
     assert rig.out["safety.trip"] == code
     rig.run(2.0)
     assert rig.out["safety.trip"] == code and rig.out["inverter.enable"] is False
+
+
+@pytest.mark.parametrize("request_w", [7000.0, -7000.0, 0.0])
+@pytest.mark.parametrize("lost", ["grid.voltage_l3", "grid.voltage", "grid.frequency"])
+def test_losing_one_grid_measurement_trips_instead_of_ending_protection(lost: str, request_w: float) -> None:
+    """A phase voltage or the frequency that goes bad after a first good read is a comms trip: the grid
+    trips stand on it, so protection must not quietly stop (review finding, 2026-11-25)."""
+    from runtime.tags import Direction, TagSpec
+
+    phases = [TagSpec(f"grid.voltage_l{i}", unit="V", direction=Direction.INPUT) for i in (1, 2, 3)]
+    rig = Rig(nominal_v=400.0, phases=3, phase_nominal_voltage=230.0, extra_inputs=phases)
+    rig.set(grid__voltage=400.0, grid__voltage_l1=230.0, grid__voltage_l2=230.0, grid__voltage_l3=230.0)
+    rig.req.setpoint = request_w
+    rig.settle()
+    assert rig.out["safety.trip"] == ""
+    rig.set(grid__voltage=400.0 * 1.25)  # the grid goes beyond OV2 ...
+    rig.set(**{lost.replace(".", "__"): "garbage"})  # ... while one measurement reads bad
+    res = rig.step()
+    assert res.outputs["safety.trip"] in ("comms_lost", "ov2")
+    assert res.outputs["inverter.setpoint"] == 0.0 and res.outputs["inverter.enable"] is False

@@ -83,3 +83,23 @@ def test_latched_trip_survives_restart_and_resets_over_the_socket(tmp_path: Path
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+    # A third start after the reset: the cleared latch left nothing behind that breaks a start.
+    p = start_cli("run", str(site), "--for", "60")
+    try:
+        wait_for(lambda: (read_tag(sock, "inverter.setpoint") or {}).get("value") == 5000.0, 30,
+                 "a clean start after the reset")
+        assert _trip(sock) == ""
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+
+
+def test_unreadable_persisted_state_refuses_to_start(tmp_path: Path) -> None:
+    """It may hold a latched operator trip: forgetting it silently would be unsafe."""
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE.format(mismatch="false"))
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "state.json").write_text('{"safety": {"latched": [["write_mis')
+    res = cli("run", str(site), "--for", "5")
+    assert res.returncode == 2 and "state.json is unreadable" in res.stderr
