@@ -13,6 +13,8 @@ Three classes of action (DESIGN.md "Safety tags"):
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -137,7 +139,13 @@ class SafetySupervisor(Program):
             names += p.tags.voltage_phases
         return list(dict.fromkeys(names))
 
-    @property
+    @functools.cached_property
+    def _protective_inputs(self) -> list[str]:
+        """Every input this interlock judges by (its own outputs and the outputs it clamps excluded)."""
+        p = self.params
+        return [n for n in (*self.requires(), p.comms.overrun_tag) if n and n not in (p.tags.setpoint, p.tags.enable)]
+
+    @functools.cached_property
     def _comms_tags(self) -> list[str]:
         """The configured comms tags plus every measurement the grid trips stand on: losing a phase
         voltage or the frequency after a first good read is a trip, never a silent end of protection."""
@@ -248,6 +256,10 @@ class SafetySupervisor(Program):
                 (lost if name in self.seen_good else waiting).append(name)
             else:
                 self.seen_good.add(name)
+        if not self.params.trust_forced_inputs:
+            # Any forced protective input, not only the required ones: forcing grid.loss to False or an
+            # overrun flag to False would otherwise hide the very condition it protects against.
+            lost += [n for n in self._protective_inputs if n not in lost and img.tag(n).forced]
         if lost:
             self._latch(cx, "comms_lost", "input not good: " + ", ".join(
                 f"{n} {img.tag(n).quality.value}{' (forced)' if img.tag(n).forced else ''}" for n in lost))

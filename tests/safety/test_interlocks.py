@@ -309,3 +309,17 @@ def test_thermal_prediction_settles_instead_of_tripping() -> None:
     assert temp < 80.0
     last_hour = powers[-3600:]
     assert min(last_hour) > 3000.0 and max(last_hour) - min(last_hour) < 1500.0
+
+
+@pytest.mark.parametrize("request_w", [-5000.0, 5000.0, 0.0])
+@pytest.mark.parametrize("tag,real,forced", [("grid.loss", True, False),
+                                             ("runtime.overrun_fault", True, False)])
+def test_forcing_any_protective_input_trips_instead_of_hiding_it(tag: str, real: bool, forced: bool,
+                                                                  request_w: float) -> None:
+    """Not only required tags: a forced fault flag would hide the fault it reports (review, 2026-11-25)."""
+    rig = _rig(request_w)
+    rig.engine.force(tag, forced)
+    rig.set(**{tag.replace(".", "__"): real})
+    res = rig.step()
+    assert res.outputs["safety.trip"] != "" and res.outputs["inverter.setpoint"] == 0.0
+    assert res.outputs["inverter.enable"] is False
