@@ -83,7 +83,8 @@ class WatchdogSection(Params):
 
 
 class TaskProcessSection(Params):
-    heartbeat_s: float = Field(2.0, gt=0, le=60, description="task process counts as hung after this silence")
+    heartbeat_s: float = Field(2.0, ge=1.0, le=60, description="task process counts as hung after this silence "
+                               "(it sends a heartbeat every 0.5 s, so at least 1 s)")
     restart_backoff_s: float = Field(1.0, gt=0, le=60)
     restart_backoff_max_s: float = Field(30.0, gt=0, le=600)
 

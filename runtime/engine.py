@@ -152,7 +152,8 @@ class Engine:
             name = u.name
             if name not in inputs:
                 continue
-            t = now_us if u.t_us is None else u.t_us
+            # A read stamped in the future (a driver's clock ahead of this cycle) counts as read now.
+            t = now_us if u.t_us is None or u.t_us > now_us else u.t_us
             q = u.quality
             if q.__class__ is not Quality:
                 q = Quality(q)
@@ -160,6 +161,8 @@ class Engine:
                 v = specs[name].coerce(u.value)
             except ValueError:
                 v, q = values[name].value, Quality.BAD  # bad data never becomes a wrong value
+            if v is None and q is not good:
+                v = values[name].value  # a failed read keeps the last value known, marked as not good
             values[name] = TagValue(v, q, t)
             touched.add(name)
             limit = aging.get(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runtime.recording import Writer, output_line, read_frames
+from runtime.runner import apply_force
 from runtime.site import BuiltSite
 from runtime.tags import Direction
 
@@ -36,7 +37,7 @@ def replay(built: BuiltSite, inputs: Path, outputs: Path) -> int:
                 ups.extend(frames[i].updates)
                 cmds.extend(frames[i].commands)
                 i += 1
-            res = engine.step(now, ups, tuple(cmds))
+            res = engine.step(now, ups, tuple(c for c in cmds if not apply_force(engine, c)))
             out.write(output_line(res, names))
             k += 1
             if now >= last_t:

@@ -39,6 +39,17 @@ from runtime.watchdog import Supervisor, WatchdogError
 log = logging.getLogger("v2g_plc")
 
 
+def apply_force(engine: Engine, c: Command) -> bool:
+    """Apply a force/unforce command to the engine; False for any other command."""
+    if c.name == "force":
+        engine.force(c.args["tag"], c.args["value"])
+    elif c.name == "unforce":
+        engine.unforce(c.args["tag"])
+    else:
+        return False
+    return True
+
+
 class StateError(Exception):
     """The persisted state cannot be trusted: the runtime does not start."""
 
@@ -346,7 +357,7 @@ class Runner:
                             TagUpdate("runtime.overruns", pacer.overruns),
                             TagUpdate("runtime.overrun_fault", pacer.overrun_fault),
                             TagUpdate("runtime.task_process_alive", alive))
-                commands = self._drain_commands()
+                commands, recorded = self._drain_commands()
                 res = self.engine.step(now_us, updates, commands)
                 iot.submit_outputs(now_us, res.outputs, res.changed_outputs)
                 if supervisor is not None:
@@ -356,7 +367,7 @@ class Runner:
                 if res.persist:
                     iot.loop.call_soon_threadsafe(self._persist, res.persist)
                 if rec is not None:
-                    rec.write(frame_line(k, now_us, res.input_changes, commands))
+                    rec.write(frame_line(k, now_us, res.input_changes, recorded))
                 if rec_out is not None:
                     rec_out.write(output_line(res, out_names))
                 self.last = res
@@ -390,23 +401,25 @@ class Runner:
             self._write_exit_files()
         return 0
 
-    def _drain_commands(self) -> tuple[Command, ...]:
-        out = []
+    def _drain_commands(self) -> tuple[tuple[Command, ...], tuple[Command, ...]]:
+        """Operator commands for this cycle: (for the programs, for the recording). Forces act on the
+        engine here, before the step, and are recorded so that replay forces the same tags."""
+        out, recorded = [], []
         while True:
             try:
                 c = self._commands.get_nowait()
             except queue.Empty:
                 break
-            if c.name == "force":
-                try:
-                    self.engine.force(c.args["tag"], c.args["value"])
-                except (KeyError, ValueError) as exc:
-                    log.error("force rejected: %s", exc)
-            elif c.name == "unforce":
-                self.engine.unforce(c.args["tag"])
-            else:
-                out.append(c)
-        return tuple(out)
+            try:
+                if apply_force(self.engine, c):
+                    recorded.append(c)
+                    continue
+            except (KeyError, ValueError) as exc:
+                log.error("force rejected: %s", exc)
+                continue
+            out.append(c)
+            recorded.append(c)
+        return tuple(out), tuple(recorded)
 
     def _write_exit_files(self) -> None:
         if self.opts.stats_json:

@@ -82,7 +82,7 @@ class TagSpec:
             raise ValueError(f"{self.name}: expected number, got bool")
         try:
             out = _COERCE[self.type](value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"{self.name}: expected {self.type.value}, got {value!r}") from exc
         if self.type is TagType.FLOAT and not math.isfinite(out):
             raise ValueError(f"{self.name}: non-finite value {value!r}")

@@ -255,3 +255,16 @@ def test_task_channel_takes_only_declared_shared_tags_and_only_data() -> None:
     assert [(u.name, u.value) for u in got] == [("prices.now", 42.0)]
     task_end.close()
     ch.detach()
+
+
+@pytest.mark.parametrize("tag_type,value", [(TagType.INT, float("inf")), (TagType.FLOAT, 10**400),
+                                            (TagType.INT, [1]), (TagType.BOOL, 2)])
+def test_unconvertible_values_turn_the_tag_bad_and_the_scan_goes_on(tag_type: TagType, value) -> None:
+    e = make(extra=[TagSpec("a.n", tag_type, stale_after_s=None)])
+    e.step(0, [TagUpdate("a.n", 1)])
+    res = e.step(P, [TagUpdate("a.n", value)])
+    assert res.image["a.n"].quality is Quality.BAD and res.image["a.n"].value == tag_type_value(tag_type)
+
+
+def tag_type_value(t: TagType):
+    return {TagType.INT: 1, TagType.FLOAT: 1.0, TagType.BOOL: True}[t]

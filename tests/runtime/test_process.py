@@ -91,3 +91,29 @@ def test_bundled_site_runs(tmp_path: Path) -> None:
     tags = json.loads((tmp_path / "t.json").read_text())["tags"]
     for core in ("grid.voltage", "inverter.setpoint"):
         assert core in tags
+
+
+def test_a_recording_with_forces_replays_to_the_same_outputs(tmp_path: Path) -> None:
+    """Forces are operator commands: recorded with their cycle, replayed on the same cycle."""
+    from tests.runtime.helpers import control, read_tag
+
+    site = write_site(tmp_path)
+    rec, rec_out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    proc = start_cli("run", str(site), "--for", "6", "--record", str(rec), "--record-outputs", str(rec_out))
+    sock = tmp_path / "var" / "control.sock"
+    wait_for(lambda: read_tag(sock, "ev.soc") is not None, what="the control socket")
+    assert control(sock, {"cmd": "force", "tag": "ev.soc", "value": 0.8})["ok"]
+    wait_for(lambda: read_tag(sock, "inverter.setpoint")["value"] == 8000.0, what="the force to act")
+    assert control(sock, {"cmd": "force", "tag": "inverter.setpoint", "value": 20000.0})["ok"]
+    wait_for(lambda: read_tag(sock, "inverter.setpoint")["forced"], what="the output force")
+    assert control(sock, {"cmd": "unforce", "tag": "inverter.setpoint"})["ok"]
+    assert control(sock, {"cmd": "unforce", "tag": "ev.soc"})["ok"]
+    assert proc.wait(timeout=60) == 0
+    assert '"name":"force"' in rec.read_text()
+    rep = tmp_path / "replayed.jsonl"
+    res = cli("replay", str(site), "--inputs", str(rec), "--outputs", str(rep))
+    assert res.returncode == 0, res.stderr
+    by_k = {json.loads(line)["k"]: line for line in rep.read_text().splitlines()}
+    live = rec_out.read_text().splitlines()
+    assert all(by_k[json.loads(line)["k"]] == line for line in live)
+    assert any(json.loads(line)["tags"]["inverter.setpoint"] == 11000.0 for line in live)  # forced, clamped
