@@ -15,9 +15,9 @@ from typing import Any, ClassVar, TypeVar
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from runtime.tags import TAG_NAME, US, Image, TagSpec
+from runtime.tags import TAG_NAME, US, Image, TagSpec, TagType
 
 
 def _tag_name(v: str) -> str:
@@ -44,6 +44,15 @@ class Params(BaseModel):
     """Base for program/interlock/task parameters: unknown keys are errors, never silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TagFields(Params):
+    """What a site file says about a tag it declares itself (site ``tags:``, the memory device)."""
+
+    name: TagName
+    type: TagType = TagType.FLOAT
+    unit: str = ""
+    stale_after_s: float | None = Field(None, gt=0)
 
 
 @dataclass(frozen=True)

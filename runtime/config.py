@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from runtime.api import Params, TagName, TimeZoneName
-from runtime.tags import Direction, TagSpec, TagType
+from runtime.api import Params, TagFields, TimeZoneName
+from runtime.tags import Direction, TagSpec
 from runtime.yamlload import ConfigError, ConfigIssue, YamlDoc, load_yaml, validate
 
 
@@ -58,15 +58,11 @@ class Component(Params):
         return self.name or self.type
 
 
-class TagDecl(Params):
+class TagDecl(TagFields):
     """A site-level tag (memory or shared) that no component declares."""
 
-    name: TagName
-    type: TagType = TagType.FLOAT
-    unit: str = ""
     direction: Direction = Direction.MEMORY
     default: Any = None
-    stale_after_s: float | None = Field(None, gt=0)
 
     def spec(self) -> TagSpec:
         return TagSpec(self.name, self.type, self.unit, self.direction, self.default, self.stale_after_s)

@@ -16,18 +16,14 @@ from typing import IO, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from runtime.api import Params, SiteInfo, TagName
+from runtime.api import Params, SiteInfo, TagFields
 from runtime.io.driver import Driver, IOContext, register_driver
-from runtime.tags import Direction, Quality, TagSpec, TagType, TagUpdate
+from runtime.tags import Direction, Quality, TagSpec, TagUpdate
 
 
-class MemoryTag(Params):
-    name: TagName
-    type: TagType = TagType.FLOAT
-    unit: str = ""
+class MemoryTag(TagFields):
     direction: Direction = Direction.INPUT
     value: Any = None
-    stale_after_s: float | None = Field(None, gt=0)
 
     @field_validator("direction")
     @classmethod

@@ -24,7 +24,7 @@ from typing import Any
 from runtime.api import SiteInfo
 from runtime.engine import RUNTIME_TAGS, Engine
 from runtime.tags import US, TagUpdate
-from tests.safety.rig import INPUTS, Requester, Rig
+from tests.safety.rig import INPUTS, MODBUS_DEVICES, PLANT_DEVICES, Requester, Rig
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -133,11 +133,7 @@ def bench_trip_time(n: int, seed: int) -> dict[str, Any]:
 PLANT_SITE = """\
 site: {{name: bench-plant, nominal_voltage: 240.0, nominal_frequency: 60}}
 scan: {{period_ms: 20, overrun_fault_after: 50}}
-devices:
-  - {{name: inverter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p1}, units: [{{unit: 1, map: sunspec_der_inverter}}], timeout_s: 0.5, retries: 1}}}}
-  - {{name: meter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p2}, units: [{{unit: 1, map: site_meter_tcp}}], timeout_s: 0.5, retries: 1}}}}
-  - {{name: modem, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p3}, units: [{{unit: 1, map: plc_modem}}], timeout_s: 0.5, retries: 1}}}}
-programs:
+""" + MODBUS_DEVICES + """programs:
   - {{type: example_copy, name: ask, params: {{source: ev.soc, target: inverter.setpoint, gain: -10000, declare_target: false}}}}
   - {{type: example_copy, name: permit, params: {{source: inverter.connected, target: inverter.enable, gain: 1.0, declare_target: false}}}}
 safety:
@@ -148,11 +144,7 @@ plant:
   type: virtual
   params:
     host: 127.0.0.1
-    devices:
-      - {{name: inverter, map: sunspec_der_inverter, port: {p1}, unit: 1}}
-      - {{name: meter, map: site_meter_tcp, port: {p2}, unit: 1}}
-      - {{name: modem, map: plc_modem, port: {p3}, unit: 1}}
-    ev: {{soc: 0.6}}
+""" + PLANT_DEVICES + """    ev: {{soc: 0.6}}
     events:
 {events}
 """

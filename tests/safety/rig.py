@@ -108,3 +108,19 @@ class Rig:
     def out(self) -> dict[str, Any]:
         assert self.last is not None
         return self.last.outputs
+
+
+# The three Modbus devices of the virtual-plant tests, as site-file text: ``devices:`` of the runtime and
+# the ``devices:`` the plant serves, on ports {p1}, {p2}, {p3} (format-string fragments, braces doubled).
+MODBUS_DEVICES = """\
+devices:
+  - {{name: inverter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p1}, units: [{{unit: 1, map: sunspec_der_inverter}}], timeout_s: 0.5, retries: 1}}}}
+  - {{name: meter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p2}, units: [{{unit: 1, map: site_meter_tcp}}], timeout_s: 0.5, retries: 1}}}}
+  - {{name: modem, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p3}, units: [{{unit: 1, map: plc_modem}}], timeout_s: 0.5, retries: 1}}}}
+"""
+PLANT_DEVICES = """\
+    devices:
+      - {{name: inverter, map: sunspec_der_inverter, port: {p1}, unit: 1}}
+      - {{name: meter, map: site_meter_tcp, port: {p2}, unit: 1}}
+      - {{name: modem, map: plc_modem, port: {p3}, unit: 1}}
+"""

@@ -15,15 +15,12 @@ from pathlib import Path
 
 from tests.io.helpers import free_port
 from tests.runtime.helpers import cli, read_jsonl
+from tests.safety.rig import MODBUS_DEVICES, PLANT_DEVICES
 
 SITE = """\
 site: {{name: plant-safety, nominal_voltage: 240.0, nominal_frequency: 60}}
 scan: {{period_ms: 20, overrun_fault_after: 50}}
-devices:
-  - {{name: inverter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p1}, units: [{{unit: 1, map: sunspec_der_inverter}}], timeout_s: 0.5, retries: 1}}}}
-  - {{name: meter, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p2}, units: [{{unit: 1, map: site_meter_tcp}}], timeout_s: 0.5, retries: 1}}}}
-  - {{name: modem, type: modbus_tcp, params: {{host: 127.0.0.1, port: {p3}, units: [{{unit: 1, map: plc_modem}}], timeout_s: 0.5, retries: 1}}}}
-programs:
+""" + MODBUS_DEVICES + """programs:
   # a constant export request (-10 kW x SoC) and the permit while the inverter reports itself connected
   - {{type: example_copy, name: ask, params: {{source: ev.soc, target: inverter.setpoint, gain: -10000, declare_target: false}}}}
   - {{type: example_copy, name: permit, params: {{source: inverter.connected, target: inverter.enable, gain: 1.0, declare_target: false}}}}
@@ -41,11 +38,7 @@ plant:
   type: virtual
   params:
     host: 127.0.0.1
-    devices:
-      - {{name: inverter, map: sunspec_der_inverter, port: {p1}, unit: 1}}
-      - {{name: meter, map: site_meter_tcp, port: {p2}, unit: 1}}
-      - {{name: modem, map: plc_modem, port: {p3}, unit: 1}}
-    thermal: {{tau_s: 0.5, ambient_c: 25.0}}
+""" + PLANT_DEVICES + """    thermal: {{tau_s: 0.5, ambient_c: 25.0}}
     ev: {{soc: 0.6}}
     events:
       - {{t: 7, set: grid.voltage, to: 300.0}}         # 1.25 pu: cessation, then OV2 (0.16 s)
