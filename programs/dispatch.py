@@ -80,18 +80,50 @@ class Dispatch(Program):
 
     def requires(self) -> list[str]:
         p = self.params
-        return [t for t in (p.mode_tag, p.soc_tag, p.setpoint_tag, p.enable_tag, p.plan_power_tag,
-                            p.plan_soc_tag, p.plan_end_tag, p.safety_charge_tag, p.safety_discharge_tag,
-                            p.backoffice_charge_tag, p.backoffice_discharge_tag) if t is not None]
+        return [
+            t
+            for t in (
+                p.mode_tag,
+                p.soc_tag,
+                p.setpoint_tag,
+                p.enable_tag,
+                p.plan_power_tag,
+                p.plan_soc_tag,
+                p.plan_end_tag,
+                p.safety_charge_tag,
+                p.safety_discharge_tag,
+                p.backoffice_charge_tag,
+                p.backoffice_discharge_tag,
+            )
+            if t is not None
+        ]
 
     def declare(self) -> list[TagSpec]:
         return [
-            TagSpec("dispatch.target", TagType.FLOAT, "W", Direction.MEMORY, 0.0,
-                    description="plan power plus SoC correction, before ramp and limits"),
-            TagSpec("dispatch.correction", TagType.FLOAT, "W", Direction.MEMORY, 0.0,
-                    description="SoC correction toward plan.soc_target"),
-            TagSpec("dispatch.limit", TagType.STR, "", Direction.MEMORY, "",
-                    description="the limit that bounds the setpoint this cycle (empty: none)"),
+            TagSpec(
+                "dispatch.target",
+                TagType.FLOAT,
+                "W",
+                Direction.MEMORY,
+                0.0,
+                description="plan power plus SoC correction, before ramp and limits",
+            ),
+            TagSpec(
+                "dispatch.correction",
+                TagType.FLOAT,
+                "W",
+                Direction.MEMORY,
+                0.0,
+                description="SoC correction toward plan.soc_target",
+            ),
+            TagSpec(
+                "dispatch.limit",
+                TagType.STR,
+                "",
+                Direction.MEMORY,
+                "",
+                description="the limit that bounds the setpoint this cycle (empty: none)",
+            ),
         ]
 
     def scan(self, cx: Cycle) -> None:
@@ -129,11 +161,17 @@ class Dispatch(Program):
         limit = "ramp" if out < mag else ""
 
         if mode == "charge":
-            bounds = (("rating", p.max_charge_w), ("safety", _safety_limit(img, p.safety_charge_tag)),
-                      ("back office", _backoffice_limit(img, p.backoffice_charge_tag)))
+            bounds = (
+                ("rating", p.max_charge_w),
+                ("safety", _safety_limit(img, p.safety_charge_tag)),
+                ("back office", _backoffice_limit(img, p.backoffice_charge_tag)),
+            )
         else:
-            bounds = (("rating", p.max_discharge_w), ("safety", _safety_limit(img, p.safety_discharge_tag)),
-                      ("back office", _backoffice_limit(img, p.backoffice_discharge_tag)))
+            bounds = (
+                ("rating", p.max_discharge_w),
+                ("safety", _safety_limit(img, p.safety_discharge_tag)),
+                ("back office", _backoffice_limit(img, p.backoffice_discharge_tag)),
+            )
         for name, lim in bounds:
             if out > lim:
                 out, limit = lim, name

@@ -49,15 +49,33 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "soc_empty", "source": "discharge", "dest": "idle", "conditions": ["soc_at_min"]},
     {"trigger": "plan_stop", "source": "charge", "dest": "idle", "unless": ["plan_charge"]},
     {"trigger": "plan_stop", "source": "discharge", "dest": "idle", "unless": ["plan_discharge"]},
-    {"trigger": "start_charge", "source": "idle", "dest": "charge",
-     "conditions": ["ev_connected", "link_healthy", "plan_charge", "soc_below_max"]},
-    {"trigger": "start_discharge", "source": "idle", "dest": "discharge",
-     "conditions": ["ev_connected", "link_healthy", "plan_discharge", "soc_above_min"]},
+    {
+        "trigger": "start_charge",
+        "source": "idle",
+        "dest": "charge",
+        "conditions": ["ev_connected", "link_healthy", "plan_charge", "soc_below_max"],
+    },
+    {
+        "trigger": "start_discharge",
+        "source": "idle",
+        "dest": "discharge",
+        "conditions": ["ev_connected", "link_healthy", "plan_discharge", "soc_above_min"],
+    },
 ]
 
 # Most protective first: a trip beats a lost EV, which beats the plan.
-PRIORITY: tuple[str, ...] = ("trip", "trip_cleared", "ev_disconnected", "link_lost", "soc_unknown",
-                             "soc_full", "soc_empty", "plan_stop", "start_charge", "start_discharge")
+PRIORITY: tuple[str, ...] = (
+    "trip",
+    "trip_cleared",
+    "ev_disconnected",
+    "link_lost",
+    "soc_unknown",
+    "soc_full",
+    "soc_empty",
+    "plan_stop",
+    "start_charge",
+    "start_discharge",
+)
 
 REASONS: dict[str, str] = {
     "trip": "safety trip active",
@@ -76,12 +94,14 @@ REASONS: dict[str, str] = {
 class ModeParams(Params):
     soc_min: float = Field(0.20, ge=0, le=1, description="no discharge at or below (fraction)")
     soc_max: float = Field(0.90, ge=0, le=1, description="no charge at or above (fraction)")
-    soc_hysteresis: float = Field(0.01, ge=0, le=0.2,
-                                  description="restart only this far inside the window (no chattering)")
+    soc_hysteresis: float = Field(
+        0.01, ge=0, le=0.2, description="restart only this far inside the window (no chattering)"
+    )
     deadband_w: float = Field(100.0, ge=0, description="plan requests within +-deadband count as zero")
     plan_tag: str | None = Field("plan.power", description="shared tag of the plan's request (W signed)")
     fixed_request_w: float | None = Field(
-        None, description="request used when the plan tag is absent or not good (no planner on the site)")
+        None, description="request used when the plan tag is absent or not good (no planner on the site)"
+    )
     snr_tag: str | None = Field("plc.snr", description="PLC link SNR tag (dB); None: no PLC link to check")
     snr_min_db: float = Field(10.0, description="link healthy at or above this SNR (site setting)")
     connected_tag: str = "ev.connected"
@@ -183,8 +203,16 @@ class ModeModel:
 
 def build_machine(model: object, machine_cls: type[Machine] = Machine, **kwargs: Any) -> Machine:
     """The one definition of the machine; the diagram script passes a diagram-capable class."""
-    return machine_cls(model=model, states=list(STATES), transitions=TRANSITIONS, initial=INITIAL,
-                       auto_transitions=False, send_event=False, ignore_invalid_triggers=True, **kwargs)
+    return machine_cls(
+        model=model,
+        states=list(STATES),
+        transitions=TRANSITIONS,
+        initial=INITIAL,
+        auto_transitions=False,
+        send_event=False,
+        ignore_invalid_triggers=True,
+        **kwargs,
+    )
 
 
 def handlers() -> dict[str, tuple[str, ...]]:
@@ -211,23 +239,40 @@ class Modes(Program):
         # not pay for the machine's event handling (about 15 us per failed trigger on this machine).
         m = self.model
         self._handlers: dict[str, list[tuple[str, list[Callable[[View], bool]], list[Callable[[View], bool]]]]] = {
-            s: [(t["trigger"], [getattr(m, c) for c in t.get("conditions", [])],
-                 [getattr(m, c) for c in t.get("unless", [])])
-                for trig in ts for t in TRANSITIONS
-                if t["trigger"] == trig and s in (t["source"] if isinstance(t["source"], list) else [t["source"]])]
-            for s, ts in handlers().items()}
+            s: [
+                (
+                    t["trigger"],
+                    [getattr(m, c) for c in t.get("conditions", [])],
+                    [getattr(m, c) for c in t.get("unless", [])],
+                )
+                for trig in ts
+                for t in TRANSITIONS
+                if t["trigger"] == trig and s in (t["source"] if isinstance(t["source"], list) else [t["source"]])
+            ]
+            for s, ts in handlers().items()
+        }
 
     def requires(self) -> list[str]:
         p = self.params
-        return [t for t in (p.connected_tag, p.soc_tag, p.trip_tag, p.setpoint_tag, p.enable_tag,
-                            p.snr_tag, p.plan_tag) if t is not None]
+        return [
+            t
+            for t in (p.connected_tag, p.soc_tag, p.trip_tag, p.setpoint_tag, p.enable_tag, p.snr_tag, p.plan_tag)
+            if t is not None
+        ]
 
     def declare(self) -> list[TagSpec]:
         return [
-            TagSpec("mode.state", TagType.STR, "", Direction.MEMORY, INITIAL,
-                    description="operating mode: idle, charge, discharge or safe_state"),
-            TagSpec("mode.reason", TagType.STR, "", Direction.MEMORY, "",
-                    description="cause of the last mode transition"),
+            TagSpec(
+                "mode.state",
+                TagType.STR,
+                "",
+                Direction.MEMORY,
+                INITIAL,
+                description="operating mode: idle, charge, discharge or safe_state",
+            ),
+            TagSpec(
+                "mode.reason", TagType.STR, "", Direction.MEMORY, "", description="cause of the last mode transition"
+            ),
         ]
 
     def scan(self, cx: Cycle) -> None:
@@ -239,8 +284,13 @@ class Modes(Program):
             if self.model.trigger(trigger, view):  # the machine re-checks the same conditions and moves
                 reason = self._reason(trigger, view)
                 cx.out["mode.reason"] = reason
-                cx.event("transition", f"{src} -> {self.model.state}: {reason}",
-                         trigger=trigger, source=src, dest=self.model.state)
+                cx.event(
+                    "transition",
+                    f"{src} -> {self.model.state}: {reason}",
+                    trigger=trigger,
+                    source=src,
+                    dest=self.model.state,
+                )
                 break
         cx.out["mode.state"] = self.model.state
 

@@ -19,8 +19,14 @@ def mermaid() -> str:
     from transitions.extensions.diagrams import GraphMachine
 
     model = modes.ModeModel(modes.ModeParams())
-    machine = modes.build_machine(model, GraphMachine, graph_engine="mermaid", show_conditions=True,
-                                  show_state_attributes=True, title="title: v2g-plc operating modes")  # Mermaid front matter
+    machine = modes.build_machine(
+        model,
+        GraphMachine,
+        graph_engine="mermaid",
+        show_conditions=True,
+        show_state_attributes=True,
+        title="title: v2g-plc operating modes",
+    )  # Mermaid front matter
     return str(machine.get_graph().draw(None)).rstrip() + "\n"
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
-
-from typing import Annotated
+from typing import Annotated, Any, ClassVar, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -102,7 +100,7 @@ class Outputs:
     Only declared output/memory tags may be written; the engine coerces values to the tag's type.
     """
 
-    __slots__ = ("_values", "_specs", "_writable", "dirty")
+    __slots__ = ("_specs", "_values", "_writable", "dirty")
 
     def __init__(self, specs: Mapping[str, TagSpec], values: dict[str, Any], writable: frozenset[str]):
         self._specs = specs

@@ -67,7 +67,6 @@ from programs.planner.strategies import (
     Strategy,
     Threshold,
 )
-
 from runtime.tags import US, Direction, TagSpec, TagType, TagUpdate
 
 if TYPE_CHECKING:
@@ -124,8 +123,9 @@ def load_prices(path: str | Path) -> PriceSeries:
     if len(times) < 2:
         raise DataError(f"{path}: fewer than two price rows")
     step_s = int((times[1] - times[0]).total_seconds())
-    return PriceSeries(tuple(times), np.asarray(cols[0]),
-                       {name: np.asarray(c) for name, c in zip(header[2:], cols[1:])}, step_s)
+    return PriceSeries(
+        tuple(times), np.asarray(cols[0]), {name: np.asarray(c) for name, c in zip(header[2:], cols[1:])}, step_s
+    )
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -157,9 +157,17 @@ class VisibleMarket:
         npub = self.published_count(t)
         nvis = max(npub, self.forecast_count(t))
         fc = {k: v[npub:nvis].copy() for k, v in s.forecasts.items()} if nvis > npub else {}
-        hist = s.price[max(0, t - HISTORY_DAYS * 86400 // s.step_s):t].copy()
-        return DecisionView(t=t, soc=soc, times=s.times, step_s=s.step_s, calendar=self.calendar,
-                            prices=s.price[t:npub].copy(), forecasts=fc, history=hist)
+        hist = s.price[max(0, t - HISTORY_DAYS * 86400 // s.step_s) : t].copy()
+        return DecisionView(
+            t=t,
+            soc=soc,
+            times=s.times,
+            step_s=s.step_s,
+            calendar=self.calendar,
+            prices=s.price[t:npub].copy(),
+            forecasts=fc,
+            history=hist,
+        )
 
 
 # -- the departure reserve and the battery model -----------------------------------------------------
@@ -243,10 +251,16 @@ def safety_params(sc: Scenario, overrides: Mapping[str, Any] | None = None) -> S
 
     b, ch = sc.battery, sc.charger
     p: dict[str, Any] = {
-        "category": "III", "frequency_basis_hz": int(NOMINAL_HZ),
-        "rated_charge_w": ch.max_charge_kw * 1000.0, "rated_discharge_w": ch.max_discharge_kw * 1000.0,
-        "battery": {"soc_reserve": b.soc_min, "soc_max": b.soc_max, "soc_band": 0.0,
-                    "soc_reserve_guarded": max(0.40, b.soc_min)},
+        "category": "III",
+        "frequency_basis_hz": int(NOMINAL_HZ),
+        "rated_charge_w": ch.max_charge_kw * 1000.0,
+        "rated_discharge_w": ch.max_discharge_kw * 1000.0,
+        "battery": {
+            "soc_reserve": b.soc_min,
+            "soc_max": b.soc_max,
+            "soc_band": 0.0,
+            "soc_reserve_guarded": max(0.40, b.soc_min),
+        },
     }
     try:
         return SafetyParams.model_validate(_merge(p, overrides or {}))
@@ -274,16 +288,26 @@ class Site:
             modes = Modes("modes", ModeParams(soc_min=b.soc_min, soc_max=b.soc_max), site)
         except ValueError as exc:  # pydantic's ValidationError is one
             raise DataError(f"modes for the scenario's SoC window: {exc}".replace("\n", " ")) from None
-        dispatch = Dispatch("dispatch", DispatchParams(
-            max_charge_w=ch.max_charge_kw * 1000.0, max_discharge_w=ch.max_discharge_kw * 1000.0,
-            capacity_wh=b.capacity_kwh * 1000.0, efficiency_charge=ch.efficiency_charge,
-            efficiency_discharge=ch.efficiency_discharge), site)
+        dispatch = Dispatch(
+            "dispatch",
+            DispatchParams(
+                max_charge_w=ch.max_charge_kw * 1000.0,
+                max_discharge_w=ch.max_discharge_kw * 1000.0,
+                capacity_wh=b.capacity_kwh * 1000.0,
+                efficiency_charge=ch.efficiency_charge,
+                efficiency_discharge=ch.efficiency_discharge,
+            ),
+            site,
+        )
         lock = SafetySupervisor("v2g_safety", self.safety_params, site)
         # a forced charge must clear the mode machine's deadband, or it would not start
         self.min_forced_kw = 2.0 * modes.params.deadband_w / 1000.0
         steady = [TagSpec(n, t, u) for n, (t, u, _) in STEADY_INPUTS.items()]
-        tags = tag_table(("runtime", RUNTIME_TAGS), ("plant", (*steady, *CYCLE_INPUTS, *OUTPUTS)),
-                         *((p.name, p.declare()) for p in (modes, dispatch, lock)))
+        tags = tag_table(
+            ("runtime", RUNTIME_TAGS),
+            ("plant", (*steady, *CYCLE_INPUTS, *OUTPUTS)),
+            *((p.name, p.declare()) for p in (modes, dispatch, lock)),
+        )
         missing = [n for p in (modes, dispatch, lock) for n in p.requires() if n not in tags.specs]
         if missing:
             raise RuntimeError(f"the backtest site does not simulate {missing}, which its programs require")
@@ -294,13 +318,23 @@ class Site:
         self.cycles = 0
         self.events: dict[str, int] = {}
         self._steady = [TagUpdate(n, v) for n, (_, _, v) in STEADY_INPUTS.items()]
-        self._steady += [TagUpdate("inverter.max_charge_w", ch.max_charge_kw * 1000.0),
-                         TagUpdate("inverter.max_discharge_w", ch.max_discharge_kw * 1000.0)]
+        self._steady += [
+            TagUpdate("inverter.max_charge_w", ch.max_charge_kw * 1000.0),
+            TagUpdate("inverter.max_discharge_w", ch.max_discharge_kw * 1000.0),
+        ]
         self._last: tuple = ()
         bp, mp = self.safety_params.battery, modes.params
         # SoC levels at which v2g_safety or modes change what they allow
-        self._levels = sorted({bp.soc_reserve, bp.soc_max, mp.soc_min, mp.soc_max,
-                               mp.soc_min + mp.soc_hysteresis, mp.soc_max - mp.soc_hysteresis})
+        self._levels = sorted(
+            {
+                bp.soc_reserve,
+                bp.soc_max,
+                mp.soc_min,
+                mp.soc_max,
+                mp.soc_min + mp.soc_hysteresis,
+                mp.soc_max - mp.soc_hysteresis,
+            }
+        )
         # Before the first row: the site is energized with the EV plugged in and no plan, through
         # enter service (IEEE 1547 clause 4.10 delay, then the ramp), as it would have been before the
         # series starts.
@@ -310,16 +344,29 @@ class Site:
             self._cycle(self.now_us + PERIOD_S * US, True, 0.0, self.e / b.capacity_kwh, warm_us / US, 0.0, False)
         self.origin_us = warm_us
 
-    def _cycle(self, until_us: int, connected: bool, plan_kw: float, soc_target: float, end_s: float,
-               drive_kw: float, settle: bool) -> float:
+    def _cycle(
+        self,
+        until_us: int,
+        connected: bool,
+        plan_kw: float,
+        soc_target: float,
+        end_s: float,
+        drive_kw: float,
+        settle: bool,
+    ) -> float:
         """One scan at ``now_us``; the battery follows its setpoint until the next scan. Returns the
         battery's grid power over that time (kW)."""
         cap = self.sc.battery.capacity_kwh
         w = self.p_kw * 1000.0
-        ups = [TagUpdate("ev.connected", connected), TagUpdate("ev.soc", self.e / cap),
-               TagUpdate("inverter.power", w), TagUpdate("meter.power", w),
-               TagUpdate("plan.power", plan_kw * 1000.0), TagUpdate("plan.soc_target", soc_target),
-               TagUpdate("plan.interval_end", end_s)]
+        ups = [
+            TagUpdate("ev.connected", connected),
+            TagUpdate("ev.soc", self.e / cap),
+            TagUpdate("inverter.power", w),
+            TagUpdate("meter.power", w),
+            TagUpdate("plan.power", plan_kw * 1000.0),
+            TagUpdate("plan.soc_target", soc_target),
+            TagUpdate("plan.interval_end", end_s),
+        ]
         if self.cycles == 0:
             ups += self._steady
         res = self.engine.step(self.now_us, ups)
@@ -328,8 +375,13 @@ class Site:
             self.events[ev.kind] = self.events.get(ev.kind, 0) + 1
         out = res.outputs
         sp = out["inverter.setpoint"] if out["inverter.enable"] else 0.0
-        sig = (res.image.value("mode.state"), sp, out["safety.limit_charge"], out["safety.limit_discharge"],
-               out["safety.trip"])
+        sig = (
+            res.image.value("mode.state"),
+            sp,
+            out["safety.limit_charge"],
+            out["safety.limit_discharge"],
+            out["safety.trip"],
+        )
         settled = sig == self._last
         self._last = sig
         # Unsettled (a transition, a new setpoint or limit): the next scan follows one period later, as
@@ -370,8 +422,16 @@ class Site:
             p = max(p, min(0.0, power_for(e, b.soc_min * b.capacity_kwh, drive, self.sc, dt_h)))
         return energy_after(e, p, drive, self.sc, dt_h), p + 0.0
 
-    def run_row(self, start_us: int, end_us: int, connected: bool, plan_kw: float, floor_kwh: float,
-                discharge_floor_kwh: float, drive_kwh: float) -> float:
+    def run_row(
+        self,
+        start_us: int,
+        end_us: int,
+        connected: bool,
+        plan_kw: float,
+        floor_kwh: float,
+        discharge_floor_kwh: float,
+        drive_kwh: float,
+    ) -> float:
         """Scan through one price row; returns its mean grid power (kW)."""
         sc, cap = self.sc, self.sc.battery.capacity_kwh
         row_h = (end_us - start_us) / (3600 * US)
@@ -395,8 +455,9 @@ class Site:
             raise RuntimeError("a row both charged and discharged: its trace row could not state that")
         return (kwh_in + kwh_out) / row_h
 
-    def request(self, plan_kw: float, connected: bool, floor_kwh: float, discharge_floor_kwh: float,
-                rest_h: float) -> float:
+    def request(
+        self, plan_kw: float, connected: bool, floor_kwh: float, discharge_floor_kwh: float, rest_h: float
+    ) -> float:
         """The plan's power with the departure reserve applied (docs/planner.md "Departure reserve"):
         charging is forced while the energy is below ``floor_kwh`` (from which full power still meets
         every later floor), by at least what reaches it by the row's end; discharge stops at
@@ -422,8 +483,13 @@ class Run:
     events: dict[str, int] = field(default_factory=dict)  # engine events by kind (transition, trip, ...)
 
 
-def simulate(series: PriceSeries, sc: Scenario, strategy: Strategy, market: VisibleMarket | None = None,
-             safety: Mapping[str, Any] | None = None) -> Run:
+def simulate(
+    series: PriceSeries,
+    sc: Scenario,
+    strategy: Strategy,
+    market: VisibleMarket | None = None,
+    safety: Mapping[str, Any] | None = None,
+) -> Run:
     import numpy as np
 
     market = market or VisibleMarket(series, sc)
@@ -448,19 +514,39 @@ def simulate(series: PriceSeries, sc: Scenario, strategy: Strategy, market: Visi
         e = site.e
         npub = market.published_count(t)
         nvis = market.forecast_count(t) if strategy.uses_forecasts else last_vis
-        if (t == 0 or t in arrivals or npub != last_pub or nvis != last_vis
-                or strategy.replan_reason(series.times[t], e / cap, bool(cal.connected[t])) is not None):
+        if (
+            t == 0
+            or t in arrivals
+            or npub != last_pub
+            or nvis != last_vis
+            or strategy.replan_reason(series.times[t], e / cap, bool(cal.connected[t])) is not None
+        ):
             sched, s0 = strategy.decide(market.view(t, e / cap)), t
             replans += 1
         last_pub, last_vis = npub, nvis
         i = t - s0
         p = float(sched[i]) if i < len(sched) else 0.0
         start = site.origin_us + t * step_us
-        grid[t] = site.run_row(start, start + step_us, bool(cal.connected[t]), p, float(floor[t]),
-                               float(discharge_floor[t]), float(cal.drive_kwh[t]))
+        grid[t] = site.run_row(
+            start,
+            start + step_us,
+            bool(cal.connected[t]),
+            p,
+            float(floor[t]),
+            float(discharge_floor[t]),
+            float(cal.drive_kwh[t]),
+        )
         soc[t] = site.e / cap
-    return Run(strategy.name, grid, soc, replans, list(getattr(strategy, "solve_times", [])),
-               dict(getattr(strategy, "statuses", {})), site.cycles, dict(site.events))
+    return Run(
+        strategy.name,
+        grid,
+        soc,
+        replans,
+        list(getattr(strategy, "solve_times", [])),
+        dict(getattr(strategy, "statuses", {})),
+        site.cycles,
+        dict(site.events),
+    )
 
 
 class Perfect(Strategy):
@@ -472,7 +558,7 @@ class Perfect(Strategy):
         self._schedule = perfect_schedule(series, sc, cal)
 
     def decide(self, view: DecisionView):
-        return self._schedule[view.t:]
+        return self._schedule[view.t :]
 
 
 def perfect_schedule(series: PriceSeries, sc: Scenario, cal: Calendar):
@@ -482,12 +568,23 @@ def perfect_schedule(series: PriceSeries, sc: Scenario, cal: Calendar):
 
     b, ch = sc.battery, sc.charger
     n = len(series)
-    res = solve(LpInput(
-        price=series.price, connected=cal.connected, drive_kwh=cal.drive_kwh,
-        e_lo=cal.floor_soc * b.capacity_kwh, e_hi=np.full(n, b.soc_max * b.capacity_kwh),
-        e0=b.soc_initial * b.capacity_kwh, dt_h=series.step_s / 3600, max_charge_kw=ch.max_charge_kw,
-        max_discharge_kw=ch.max_discharge_kw, eta_c=ch.efficiency_charge, eta_d=ch.efficiency_discharge,
-        deg_per_mwh=sc.degradation_cost_per_mwh, time_limit_s=120.0))
+    res = solve(
+        LpInput(
+            price=series.price,
+            connected=cal.connected,
+            drive_kwh=cal.drive_kwh,
+            e_lo=cal.floor_soc * b.capacity_kwh,
+            e_hi=np.full(n, b.soc_max * b.capacity_kwh),
+            e0=b.soc_initial * b.capacity_kwh,
+            dt_h=series.step_s / 3600,
+            max_charge_kw=ch.max_charge_kw,
+            max_discharge_kw=ch.max_discharge_kw,
+            eta_c=ch.efficiency_charge,
+            eta_d=ch.efficiency_discharge,
+            deg_per_mwh=sc.degradation_cost_per_mwh,
+            time_limit_s=120.0,
+        )
+    )
     if not res.ok:
         raise DataError(f"perfect foresight: {res.message}")
     return res.charge_kw - res.discharge_kw
@@ -500,8 +597,9 @@ def cost(series: PriceSeries, sc: Scenario, grid_kw) -> float:
 
     dt_h = series.step_s / 3600
     out_of_battery = np.maximum(-grid_kw, 0.0) * dt_h / sc.charger.efficiency_discharge
-    return float(np.sum(series.price * grid_kw * dt_h) / 1000.0
-                 + sc.degradation_cost_per_mwh * np.sum(out_of_battery) / 1000.0)
+    return float(
+        np.sum(series.price * grid_kw * dt_h) / 1000.0 + sc.degradation_cost_per_mwh * np.sum(out_of_battery) / 1000.0
+    )
 
 
 def check(series: PriceSeries, sc: Scenario, cal: Calendar, run: Run) -> tuple[list[str], int, int]:
@@ -522,8 +620,10 @@ def check(series: PriceSeries, sc: Scenario, cal: Calendar, run: Run) -> tuple[l
         if run.soc[t] >= sc.availability.departure_soc_min - TOL:
             met += 1
         else:
-            bad.append(f"{series.times[t].isoformat()}: departure SoC {run.soc[t]:.4f} below "
-                       f"{sc.availability.departure_soc_min}")
+            bad.append(
+                f"{series.times[t].isoformat()}: departure SoC {run.soc[t]:.4f} below "
+                f"{sc.availability.departure_soc_min}"
+            )
     if run.soc[-1] < sc.availability.terminal_soc_min - TOL:
         bad.append(f"end: SoC {run.soc[-1]:.4f} below the terminal {sc.availability.terminal_soc_min}")
     return bad, met, len(cal.departure_rows)
@@ -547,9 +647,13 @@ def make_strategy(name: str, series: PriceSeries, sc: Scenario, cal: Calendar) -
 PLANNER_SETTINGS: dict[str, Any] = {"forecast": "mean", "extend_days": 0, "terminal_value": "quantile:0.3"}
 
 
-def backtest(prices: str | Path, scenario: str | Path, strategy: str = "planner",
-             settings: dict[str, Any] | None = None, safety: Mapping[str, Any] | None = None
-             ) -> tuple[dict[str, Any], Run, PriceSeries]:
+def backtest(
+    prices: str | Path,
+    scenario: str | Path,
+    strategy: str = "planner",
+    settings: dict[str, Any] | None = None,
+    safety: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], Run, PriceSeries]:
     """``safety``: overrides of the site's v2g_safety settings (``safety_params``), for every run."""
     import numpy as np
 
@@ -568,8 +672,11 @@ def backtest(prices: str | Path, scenario: str | Path, strategy: str = "planner"
     elif strategy == "perfect":
         run = pf
     else:
-        strat = PlannerStrategy(sc, **settings) if strategy == "planner" and settings else \
-            make_strategy(strategy, series, sc, cal)
+        strat = (
+            PlannerStrategy(sc, **settings)
+            if strategy == "planner" and settings
+            else make_strategy(strategy, series, sc, cal)
+        )
         run = simulate(series, sc, strat, market, safety)
     bad, met, deps = check(series, sc, cal, run)
     c_base, c_pf, c_run = (cost(series, sc, r.grid_kw) for r in (base, pf, run))
@@ -596,8 +703,11 @@ def backtest(prices: str | Path, scenario: str | Path, strategy: str = "planner"
     }
     if run.solve_times:
         st = np.asarray(run.solve_times)
-        out["solve_time_s"] = {"median": round(float(np.median(st)), 5), "max": round(float(st.max()), 5),
-                               "count": len(st)}
+        out["solve_time_s"] = {
+            "median": round(float(np.median(st)), 5),
+            "max": round(float(st.max()), 5),
+            "count": len(st),
+        }
         out["plan_status"] = run.statuses
     out["runtime_s"] = round(time.perf_counter() - t0, 3)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -628,8 +738,13 @@ def plot_week(path: str | Path, week: dt.date, series: PriceSeries, run: Run, un
     fig, (ax1, ax2, ax3) = plt.subplots(3, 1, sharex=True, figsize=(11, 7))
     ax1.step(ts, series.price[rows], where="post", color="tab:gray")
     ax1.set_ylabel(f"price ({unit})")
-    ax2.bar(ts, run.grid_kw[rows], width=1 / 24, align="edge",
-            color=["tab:green" if p >= 0 else "tab:red" for p in run.grid_kw[rows]])
+    ax2.bar(
+        ts,
+        run.grid_kw[rows],
+        width=1 / 24,
+        align="edge",
+        color=["tab:green" if p >= 0 else "tab:red" for p in run.grid_kw[rows]],
+    )
     ax2.axhline(0, color="black", lw=0.5)
     ax2.set_ylabel("grid kW (+ charge)")
     ends = [t + dt.timedelta(seconds=series.step_s) for t in ts]
@@ -649,7 +764,9 @@ def cli(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="v2g-plc backtest", description=__doc__.split("\n\n")[0])
     ap.add_argument("--prices", required=True, type=Path, help="price CSV: time,price[,forecast columns]")
     ap.add_argument("--scenario", required=True, type=Path, help="scenario YAML (commuter.yaml)")
-    ap.add_argument("--strategy", default="planner", choices=["planner", "cheapest", "threshold", "baseline", "perfect"])
+    ap.add_argument(
+        "--strategy", default="planner", choices=["planner", "cheapest", "threshold", "baseline", "perfect"]
+    )
     ap.add_argument("--trace", type=Path, metavar="CSV", help="write time,grid_kw,soc per price row")
     ap.add_argument("--plot", type=Path, metavar="PNG", help="draw one week (needs --week)")
     ap.add_argument("--week", type=dt.date.fromisoformat, metavar="YYYY-MM-DD", help="first day of the plotted week")

@@ -29,19 +29,28 @@ def _build(path: Path | None, speed: int = 1):
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from runtime.runner import RunOptions, Runner, setup_logging
+    from runtime.runner import Runner, RunOptions, setup_logging
 
     setup_logging()
     built = _build(a.site, a.speed)
-    opts = RunOptions(for_s=a.for_s, speed=a.speed, stats_json=a.stats_json, dump_tags=a.dump_tags,
-                      record=a.record, record_outputs=a.record_outputs, start_plant=not a.no_plant)
+    opts = RunOptions(
+        for_s=a.for_s,
+        speed=a.speed,
+        stats_json=a.stats_json,
+        dump_tags=a.dump_tags,
+        record=a.record,
+        record_outputs=a.record_outputs,
+        start_plant=not a.no_plant,
+    )
     return Runner(built, opts).run()
 
 
 def cmd_check(a: argparse.Namespace) -> int:
     built = _build(a.site)
-    print(f"{built.path}: ok ({len(built.tags.specs)} tags, {len(built.drivers)} devices, "
-          f"{len(built.programs)} programs, {len(built.interlocks)} interlocks, {len(built.tasks)} tasks)")
+    print(
+        f"{built.path}: ok ({len(built.tags.specs)} tags, {len(built.drivers)} devices, "
+        f"{len(built.programs)} programs, {len(built.interlocks)} interlocks, {len(built.tasks)} tasks)"
+    )
     return 0
 
 
@@ -126,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run a site (default: the bundled simulated site)")
     _site_arg(p, True)
     p.add_argument("--for", dest="for_s", type=float, metavar="SECONDS", help="stop cleanly after this long")
-    p.add_argument("--speed", type=int, default=1, metavar="N",
-                   help="simulated sites: each real cycle advances simulated time by N periods")
+    p.add_argument(
+        "--speed",
+        type=int,
+        default=1,
+        metavar="N",
+        help="simulated sites: each real cycle advances simulated time by N periods",
+    )
     p.add_argument("--stats-json", type=Path, metavar="FILE")
     p.add_argument("--dump-tags", type=Path, metavar="FILE")
     p.add_argument("--record", type=Path, metavar="FILE", help="write the input frames the cycles saw")

@@ -26,15 +26,18 @@ class SiteSection(Params):
     phases: Literal[1, 3] = 1
     timezone: TimeZoneName = Field("UTC", description="IANA zone of the site's local clock (prices, plug-in times)")
     start: dt.datetime | None = Field(
-        None, description="simulated sites: local calendar time of cycle-clock zero; omit for the wall clock")
+        None, description="simulated sites: local calendar time of cycle-clock zero; omit for the wall clock"
+    )
 
 
 class ScanSection(Params):
     period_ms: float = Field(ge=1, le=1000, description="cycle period; 20 ms default in the bundled site")
-    overrun_fault_after: int = Field(5, ge=1, le=1000,
-                                     description="consecutive overruns that raise runtime.overrun_fault")
+    overrun_fault_after: int = Field(
+        5, ge=1, le=1000, description="consecutive overruns that raise runtime.overrun_fault"
+    )
     realtime_priority: int | None = Field(
-        None, ge=1, le=99, description="SCHED_FIFO priority the scan thread asks for; omit for none")
+        None, ge=1, le=99, description="SCHED_FIFO priority the scan thread asks for; omit for none"
+    )
     spin_us: int = Field(500, ge=0, le=5000, description="wait out the last part of each period spinning")
 
     @property
@@ -79,8 +82,13 @@ class WatchdogSection(Params):
 
 
 class TaskProcessSection(Params):
-    heartbeat_s: float = Field(2.0, ge=1.0, le=60, description="task process counts as hung after this silence "
-                               "(it sends a heartbeat every 0.5 s, so at least 1 s)")
+    heartbeat_s: float = Field(
+        2.0,
+        ge=1.0,
+        le=60,
+        description="task process counts as hung after this silence "
+        "(it sends a heartbeat every 0.5 s, so at least 1 s)",
+    )
     restart_backoff_s: float = Field(1.0, gt=0, le=60)
     restart_backoff_max_s: float = Field(30.0, gt=0, le=600)
 
@@ -97,7 +105,9 @@ class SiteConfig(Params):
     watchdog: WatchdogSection = Field(default_factory=WatchdogSection)
     task_process: TaskProcessSection = Field(default_factory=TaskProcessSection)
     state_dir: str = Field("var", description="latched trips and other persisted state (relative: to the site file)")
-    control_socket: str | None = Field(None, description="Unix socket for reset-trip/force; default state_dir/control.sock")
+    control_socket: str | None = Field(
+        None, description="Unix socket for reset-trip/force; default state_dir/control.sock"
+    )
 
 
 class LoadedSite:
@@ -130,8 +140,9 @@ def _unique(doc: YamlDoc, section: str, comps: list[Component], issues: list[Con
     seen: dict[str, int] = {}
     for i, c in enumerate(comps):
         if c.label in seen:
-            issues.append(doc.issue((section, i, "name"),
-                                    f"duplicate name {c.label!r} (also {section}[{seen[c.label]}])"))
+            issues.append(
+                doc.issue((section, i, "name"), f"duplicate name {c.label!r} (also {section}[{seen[c.label]}])")
+            )
         seen[c.label] = i
 
 
@@ -150,8 +161,12 @@ def check_components(site: LoadedSite) -> dict[tuple[str, int], Params]:
     doc, cfg = site.doc, site.config
     issues: list[ConfigIssue] = []
     out: dict[tuple[str, int], Params] = {}
-    sections = (("devices", cfg.devices, registry.drivers()), ("programs", cfg.programs, registry.programs()),
-                ("safety", cfg.safety, registry.interlocks()), ("tasks", cfg.tasks, registry.tasks()))
+    sections = (
+        ("devices", cfg.devices, registry.drivers()),
+        ("programs", cfg.programs, registry.programs()),
+        ("safety", cfg.safety, registry.interlocks()),
+        ("tasks", cfg.tasks, registry.tasks()),
+    )
     for section, comps, reg in sections:
         _unique(doc, section, comps, issues)
         for i, comp in enumerate(comps):

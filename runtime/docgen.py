@@ -17,8 +17,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from runtime import registry
-from runtime.config import (HardwareWatchdog, ScanSection, SiteSection, TagDecl, TaskProcessSection,
-                            WatchdogSection)
+from runtime.config import HardwareWatchdog, ScanSection, SiteSection, TagDecl, TaskProcessSection, WatchdogSection
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -46,8 +45,11 @@ def table(model: type[BaseModel]) -> str:
     for name, f in model.model_fields.items():
         desc = (f.description or "").replace("\n", " ").replace("|", "\\|")
         ops = {"Gt": ">", "Ge": ">=", "Lt": "<", "Le": "<=", "MinLen": "min length", "MaxLen": "max length"}
-        bounds = [f"{ops[type(m).__name__]} {getattr(m, m.__dataclass_fields__.__iter__().__next__())}"
-                  for m in f.metadata if type(m).__name__ in ops]
+        bounds = [
+            f"{ops[type(m).__name__]} {getattr(m, m.__dataclass_fields__.__iter__().__next__())}"
+            for m in f.metadata
+            if type(m).__name__ in ops
+        ]
         if bounds:
             desc = (desc + " " if desc else "") + "(" + ", ".join(bounds) + ")"
         rows.append(f"| `{name}` | {_type(f.annotation)} | {_default(f)} | {desc} |")
@@ -67,15 +69,27 @@ def render() -> str:
         "an error names file, line and key, and the runtime exits 2 without starting.",
         "",
     ]
-    for title, model in (("site", SiteSection), ("scan", ScanSection), ("tags[]", TagDecl),
-                         ("watchdog", WatchdogSection), ("watchdog.hardware", HardwareWatchdog),
-                         ("task_process", TaskProcessSection)):
+    for title, model in (
+        ("site", SiteSection),
+        ("scan", ScanSection),
+        ("tags[]", TagDecl),
+        ("watchdog", WatchdogSection),
+        ("watchdog.hardware", HardwareWatchdog),
+        ("task_process", TaskProcessSection),
+    ):
         parts += [f"## `{title}`", "", table(model), ""]
-    parts += ["Other top-level keys: `devices`, `programs`, `safety` (interlocks, in evaluation order; at least "
-              "one), `tasks`, `plant` (the virtual plant), `state_dir`, `control_socket`. Each component is "
-              "`{type, name, params}`; the `params` of each type follow.", ""]
-    for section, reg in (("devices", registry.drivers()), ("programs", registry.programs()),
-                         ("safety", registry.interlocks()), ("tasks", registry.tasks())):
+    parts += [
+        "Other top-level keys: `devices`, `programs`, `safety` (interlocks, in evaluation order; at least "
+        "one), `tasks`, `plant` (the virtual plant), `state_dir`, `control_socket`. Each component is "
+        "`{type, name, params}`; the `params` of each type follow.",
+        "",
+    ]
+    for section, reg in (
+        ("devices", registry.drivers()),
+        ("programs", registry.programs()),
+        ("safety", registry.interlocks()),
+        ("tasks", registry.tasks()),
+    ):
         parts += [f"## `{section}` types", ""]
         for type_name, cls in sorted(reg.items()):
             parts += [f"### `{type_name}`", "", _doc(cls), "", table(cls.Params), ""]

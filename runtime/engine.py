@@ -14,9 +14,9 @@ Real time and simulated time differ only in who chooses ``now_us``. The engine n
 from __future__ import annotations
 
 import traceback
-from heapq import heappop, heappush
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
 from typing import Any
 
 from runtime.api import Command, Cycle, Event, Outputs, Program, SiteInfo
@@ -25,18 +25,49 @@ from runtime.tags import US, Direction, Image, Quality, TagSpec, TagTable, TagTy
 # Tags the runtime itself owns. The runner feeds the runtime.* inputs each cycle (OpenPLC exposes its
 # diagnostics as ordinary tags the same way), so safety can act on them and replay can reproduce them.
 RUNTIME_TAGS: tuple[TagSpec, ...] = (
-    TagSpec("runtime.cycle_time", TagType.FLOAT, "s", Direction.INPUT, 0.0,
-            description="compute time of the previous cycle"),
-    TagSpec("runtime.lateness", TagType.FLOAT, "s", Direction.INPUT, 0.0,
-            description="how late this cycle woke after its deadline"),
-    TagSpec("runtime.overruns", TagType.INT, "", Direction.INPUT, 0,
-            description="cycles that ended after the next deadline since start"),
-    TagSpec("runtime.overrun_fault", TagType.BOOL, "", Direction.INPUT, False,
-            description="the configured run of consecutive overruns was reached"),
-    TagSpec("runtime.task_process_alive", TagType.BOOL, "", Direction.INPUT, False,
-            description="the task process answered within its heartbeat limit"),
-    TagSpec("runtime.fault", TagType.STR, "", Direction.MEMORY, "",
-            description="last program/interlock exception (empty when none this cycle)"),
+    TagSpec(
+        "runtime.cycle_time", TagType.FLOAT, "s", Direction.INPUT, 0.0, description="compute time of the previous cycle"
+    ),
+    TagSpec(
+        "runtime.lateness",
+        TagType.FLOAT,
+        "s",
+        Direction.INPUT,
+        0.0,
+        description="how late this cycle woke after its deadline",
+    ),
+    TagSpec(
+        "runtime.overruns",
+        TagType.INT,
+        "",
+        Direction.INPUT,
+        0,
+        description="cycles that ended after the next deadline since start",
+    ),
+    TagSpec(
+        "runtime.overrun_fault",
+        TagType.BOOL,
+        "",
+        Direction.INPUT,
+        False,
+        description="the configured run of consecutive overruns was reached",
+    ),
+    TagSpec(
+        "runtime.task_process_alive",
+        TagType.BOOL,
+        "",
+        Direction.INPUT,
+        False,
+        description="the task process answered within its heartbeat limit",
+    ),
+    TagSpec(
+        "runtime.fault",
+        TagType.STR,
+        "",
+        Direction.MEMORY,
+        "",
+        description="last program/interlock exception (empty when none this cycle)",
+    ),
 )
 
 
@@ -76,16 +107,19 @@ class Engine:
         specs = tags.specs
         self._specs = specs
         self._input_names = [s.name for s in specs.values() if s.is_input]
-        self._aging = {s.name: int(s.stale_after_s * US) * age_scale for s in specs.values()
-                       if s.is_input and s.stale_after_s is not None}
+        self._aging = {
+            s.name: int(s.stale_after_s * US) * age_scale
+            for s in specs.values()
+            if s.is_input and s.stale_after_s is not None
+        }
         self._expiry: list[tuple[int, str, int]] = []
         self._output_names = [s.name for s in specs.values() if s.direction is Direction.OUTPUT]
-        self._writable = frozenset(s.name for s in specs.values()
-                                   if s.direction in (Direction.OUTPUT, Direction.MEMORY))
+        self._writable = frozenset(
+            s.name for s in specs.values() if s.direction in (Direction.OUTPUT, Direction.MEMORY)
+        )
         # Inputs start bad: "never read" must not look like a value.
         self._values: dict[str, TagValue] = {
-            s.name: TagValue(s.default, Quality.BAD if s.is_input else Quality.GOOD, 0)
-            for s in specs.values()
+            s.name: TagValue(s.default, Quality.BAD if s.is_input else Quality.GOOD, 0) for s in specs.values()
         }
         self._out: dict[str, Any] = {n: _safe(specs[n]) for n in self._writable}
         # An output declared without a default still has a safe value: 0 for numbers, False for a permit.
@@ -93,15 +127,15 @@ class Engine:
         self._committed: dict[str, Any] = dict(self._safe_out)
         self.forces: dict[str, Any] = {}
         self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
-        self._persisted: dict[str, Mapping[str, Any] | None] = {p.name: p.persist()
-                                                                 for p in (*self.programs, *self.interlocks)}
+        self._persisted: dict[str, Mapping[str, Any] | None] = {
+            p.name: p.persist() for p in (*self.programs, *self.interlocks)
+        }
         self._prev_frozen: dict[str, TagValue] = {}
         self._input_set = frozenset(self._input_names)
         self._forced_last: set[str] = set()
         self._forced_writable: set[str] = set()
         # Only programs that override persist() are asked each cycle.
-        self._persisting = [p for p in (*self.programs, *self.interlocks)
-                            if type(p).persist is not Program.persist]
+        self._persisting = [p for p in (*self.programs, *self.interlocks) if type(p).persist is not Program.persist]
         self.k = -1
 
     # -- commissioning -------------------------------------------------------------------------
@@ -136,8 +170,9 @@ class Engine:
         k = now_us // self.period_us
         first = self.k < 0
         self.k = k
-        events: list[Event] = [Event(k, now_us, kind, "runtime", msg, data)
-                               for kind, msg, data in self._pending_force_events]
+        events: list[Event] = [
+            Event(k, now_us, kind, "runtime", msg, data) for kind, msg, data in self._pending_force_events
+        ]
         self._pending_force_events.clear()
         values = self._values
         specs = self._specs
@@ -189,13 +224,14 @@ class Engine:
         # What the programs see changed (forced values included): the recording replays exactly this.
         prev = self._prev_frozen
         input_changes: dict[str, TagValue] = {}
-        for name in (self._input_names if first else (touched | self._forced_last | set(forced_inputs))):
+        for name in self._input_names if first else (touched | self._forced_last | set(forced_inputs)):
             new, old = frozen[name], prev.get(name)
             if old is None or new.quality is not old.quality or new.value != old.value or new.forced != old.forced:
                 input_changes[name] = new
         self._forced_last = set(forced_inputs)
-        self._prev_frozen = {n: frozen[n] for n in self._input_names} if first else {**prev, **{
-            n: frozen[n] for n in input_changes}}
+        self._prev_frozen = (
+            {n: frozen[n] for n in self._input_names} if first else {**prev, **{n: frozen[n] for n in input_changes}}
+        )
         image = Image.adopt(frozen)
 
         out = Outputs(self._specs, self._out, self._writable)
@@ -253,14 +289,16 @@ class Engine:
             if st != self._persisted[p.name]:
                 self._persisted[p.name] = st
                 persist[p.name] = st
-        return StepResult(k, now_us, committed.copy(), changed, input_changes, Image.adopt(full), events, persist,
-                          changed_tags)
+        return StepResult(
+            k, now_us, committed.copy(), changed, input_changes, Image.adopt(full), events, persist, changed_tags
+        )
 
     def _fault(self, events: list[Event], k: int, now_us: int, prog: Program, exc: Exception) -> None:
         msg = f"{prog.name}: {type(exc).__name__}: {exc}"
         self._out["runtime.fault"] = msg
-        events.append(Event(k, now_us, "fault", prog.name, msg,
-                            {"traceback": traceback.format_exception_only(exc)[-1].strip()}))
+        events.append(
+            Event(k, now_us, "fault", prog.name, msg, {"traceback": traceback.format_exception_only(exc)[-1].strip()})
+        )
 
     @property
     def image(self) -> Image:

@@ -129,8 +129,14 @@ class ControlServer:
 
     COMMANDS = ("reset_trip", "force", "unforce", "status", "read")
 
-    def __init__(self, path: Path, stage: Callable[[Command], None], status: Callable[[], dict[str, Any]],
-                 check_force: Callable[[str, Any], None], read: Callable[[list[str]], dict[str, Any]]):
+    def __init__(
+        self,
+        path: Path,
+        stage: Callable[[Command], None],
+        status: Callable[[], dict[str, Any]],
+        check_force: Callable[[str, Any], None],
+        read: Callable[[list[str]], dict[str, Any]],
+    ):
         self.path = path
         self._stage = stage
         self._status = status

@@ -40,11 +40,15 @@ def _build(args: argparse.Namespace) -> Any:
     from runtime.io.modbus_tcp import ModbusTcpDriver
 
     site = SiteInfo("probe", 240.0, 60.0, 20_000)
-    common = {"units": [{"map": args.map, "unit": args.unit, "prefix": args.prefix}], "timeout_s": args.timeout,
-              "retries": 1}
+    common = {
+        "units": [{"map": args.map, "unit": args.unit, "prefix": args.prefix}],
+        "timeout_s": args.timeout,
+        "retries": 1,
+    }
     if args.serial:
         params = ModbusRtuDriver.Params.model_validate(
-            {**common, "port": args.serial, "baudrate": args.baud, "parity": args.parity, "stopbits": args.stopbits})
+            {**common, "port": args.serial, "baudrate": args.baud, "parity": args.parity, "stopbits": args.stopbits}
+        )
         return ModbusRtuDriver("probe", params, site, Path.cwd())
     host, _, port = args.target.rpartition(":") if ":" in args.target else (args.target, "", "502")
     params = ModbusTcpDriver.Params.model_validate({**common, "host": host, "port": int(port)})
@@ -56,8 +60,9 @@ def cli(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if bool(args.target) == bool(args.serial):
         ap.error("give HOST[:PORT] for Modbus TCP or --serial DEV for Modbus RTU (not both)")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr,
-                        format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr, format="%(levelname)s %(message)s"
+    )
     from runtime.io.driver import IOContext
 
     if args.verbose:
@@ -82,8 +87,14 @@ def cli(argv: list[str]) -> int:
         if not spec.is_input:
             continue
         u = latest.get(spec.name)
-        rows.append({"tag": spec.name, "value": None if u is None else u.value,
-                     "quality": "bad" if u is None else u.quality.value, "unit": spec.unit})
+        rows.append(
+            {
+                "tag": spec.name,
+                "value": None if u is None else u.value,
+                "quality": "bad" if u is None else u.quality.value,
+                "unit": spec.unit,
+            }
+        )
     if args.json:
         print(json.dumps({"device": drv.describe(), "unit": args.unit, "tags": rows}, indent=1))
     else:

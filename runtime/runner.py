@@ -78,9 +78,13 @@ def dump_tags(res: StepResult, built: BuiltSite, path: Path) -> None:
     out = {}
     for name, tv in res.image.items():
         spec = built.tags[name]
-        item: dict[str, Any] = {"value": tv.value, "quality": tv.quality.value, "unit": spec.unit,
-                                "age_s": round((res.now_us - tv.t_us) / US, 6),
-                                "direction": spec.direction.value}
+        item: dict[str, Any] = {
+            "value": tv.value,
+            "quality": tv.quality.value,
+            "unit": spec.unit,
+            "age_s": round((res.now_us - tv.t_us) / US, 6),
+            "direction": spec.direction.value,
+        }
         if tv.forced:
             item["forced"] = True
         out[name] = item
@@ -124,7 +128,9 @@ class PlantProcess:
     def __init__(self, site_path: Path, speed: int):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runtime.sim", "--site", str(site_path), "--speed", str(speed)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         got: list[bytes] = []
@@ -177,8 +183,10 @@ class Runner:
             return
         except (OSError, ValueError) as exc:
             # It may hold a latched operator trip: starting without it would forget the trip. Refuse, say why.
-            raise StateError(f"persisted state {self.state_file} is unreadable ({exc}); it may hold latched "
-                             "trips. Inspect it, then delete it to accept losing them.") from exc
+            raise StateError(
+                f"persisted state {self.state_file} is unreadable ({exc}); it may hold latched "
+                "trips. Inspect it, then delete it to accept losing them."
+            ) from exc
         self.engine.restore(states)
         log.info("restored persisted state of %s", ", ".join(sorted(states)) or "nothing")
 
@@ -212,9 +220,14 @@ class Runner:
         if res is None:
             return {"k": -1}
         img = res.image
-        return {"k": res.k, "t": res.now_us / US, "mode": img.tag("mode.state").value,
-                "trip": img.tag("safety.trip").value, "overruns": self.pacer.overruns,
-                "forces": dict(self.engine.forces)}
+        return {
+            "k": res.k,
+            "t": res.now_us / US,
+            "mode": img.tag("mode.state").value,
+            "trip": img.tag("safety.trip").value,
+            "overruns": self.pacer.overruns,
+            "forces": dict(self.engine.forces),
+        }
 
     def read_tags(self, names: list[str]) -> dict[str, Any]:
         res = self.last
@@ -225,8 +238,13 @@ class Runner:
             if n not in res.image:
                 raise KeyError(f"unknown tag {n!r}")
             tv = res.image[n]
-            out[n] = {"value": tv.value, "quality": tv.quality.value, "age_s": (res.now_us - tv.t_us) / US,
-                      "forced": tv.forced, "k": res.k}
+            out[n] = {
+                "value": tv.value,
+                "quality": tv.quality.value,
+                "age_s": (res.now_us - tv.t_us) / US,
+                "forced": tv.forced,
+                "k": res.k,
+            }
         return out
 
     def _check_force(self, tag: str, value: Any) -> None:
@@ -245,10 +263,12 @@ class Runner:
             tv = img.tag(n)
             return "-" if tv.value is None else (fmt.format(tv.value) + ("" if tv.good else f"({tv.quality.value})"))
 
-        return (f"k={res.k} mode={val('mode.state')} trip={val('safety.trip') or '-'} "
-                f"V={val('grid.voltage', '{:.1f}')} f={val('grid.frequency', '{:.2f}')} "
-                f"P={val('inverter.power', '{:.0f}')}W sp={val('inverter.setpoint', '{:.0f}')}W "
-                f"soc={val('ev.soc', '{:.3f}')} late_p99={lat['p99']:.3f}ms overruns={self.pacer.overruns}")
+        return (
+            f"k={res.k} mode={val('mode.state')} trip={val('safety.trip') or '-'} "
+            f"V={val('grid.voltage', '{:.1f}')} f={val('grid.frequency', '{:.2f}')} "
+            f"P={val('inverter.power', '{:.0f}')}W sp={val('inverter.setpoint', '{:.0f}')}W "
+            f"soc={val('ev.soc', '{:.3f}')} late_p99={lat['p99']:.3f}ms overruns={self.pacer.overruns}"
+        )
 
     async def _status_loop(self) -> None:
         import asyncio
@@ -295,14 +315,21 @@ class Runner:
                     owners[s.name] = d
         iot = IOThread(built.drivers, owners, io)
         iot.start()
-        channel = TaskChannel(frozenset(s.name for t in built.tasks for s in t.declare()
-                                        if s.direction is Direction.SHARED))
+        channel = TaskChannel(
+            frozenset(s.name for t in built.tasks for s in t.declare() if s.direction is Direction.SHARED)
+        )
         supervisor = None
         if built.tasks:
             tp = cfg.task_process
-            supervisor = TaskSupervisor(built.path, channel, speed=opts.speed, start=site_start(built),
-                                        heartbeat_s=tp.heartbeat_s, backoff_s=tp.restart_backoff_s,
-                                        backoff_max_s=tp.restart_backoff_max_s)
+            supervisor = TaskSupervisor(
+                built.path,
+                channel,
+                speed=opts.speed,
+                start=site_start(built),
+                heartbeat_s=tp.heartbeat_s,
+                backoff_s=tp.restart_backoff_s,
+                backoff_max_s=tp.restart_backoff_max_s,
+            )
             iot.spawn(supervisor.run)
         sock_path = built.loaded.resolve(cfg.control_socket) if cfg.control_socket else self.state_dir / "control.sock"
         control = ControlServer(sock_path, self._commands.put, self.status, self._check_force, self.read_tags)
@@ -336,9 +363,16 @@ class Runner:
         end_ns = None if opts.for_s is None else t0 + int(opts.for_s * 1e9)
         prev_cycle_s = 0.0
         ready_sent = False
-        log.info("scan running: period %.1f ms, speed x%d, %d tags, %d drivers, %d programs, %d interlocks, %d tasks",
-                 self.period_ns / 1e6, opts.speed, len(built.tags.specs), len(built.drivers),
-                 len(built.programs), len(built.interlocks), len(built.tasks))
+        log.info(
+            "scan running: period %.1f ms, speed x%d, %d tags, %d drivers, %d programs, %d interlocks, %d tasks",
+            self.period_ns / 1e6,
+            opts.speed,
+            len(built.tags.specs),
+            len(built.drivers),
+            len(built.programs),
+            len(built.interlocks),
+            len(built.tasks),
+        )
         clean = False
         try:
             while not self._stop.is_set():
@@ -353,10 +387,13 @@ class Runner:
                 updates = io.drain()
                 updates += channel.drain()
                 alive = channel.heard and wake - channel.last_heard_ns < heartbeat_ns
-                updates += (TagUpdate("runtime.cycle_time", prev_cycle_s), TagUpdate("runtime.lateness", late / 1e9),
-                            TagUpdate("runtime.overruns", pacer.overruns),
-                            TagUpdate("runtime.overrun_fault", pacer.overrun_fault),
-                            TagUpdate("runtime.task_process_alive", alive))
+                updates += (
+                    TagUpdate("runtime.cycle_time", prev_cycle_s),
+                    TagUpdate("runtime.lateness", late / 1e9),
+                    TagUpdate("runtime.overruns", pacer.overruns),
+                    TagUpdate("runtime.overrun_fault", pacer.overrun_fault),
+                    TagUpdate("runtime.task_process_alive", alive),
+                )
                 commands, recorded = self._drain_commands()
                 res = self.engine.step(now_us, updates, commands)
                 iot.submit_outputs(now_us, res.outputs, res.changed_outputs)
@@ -423,12 +460,17 @@ class Runner:
 
     def _write_exit_files(self) -> None:
         if self.opts.stats_json:
-            stats = {"period_ms": self.period_ns / 1e6, "speed": self.opts.speed,
-                     "cycles": len(self.lateness), "overruns": self.pacer.overruns,
-                     "skipped": self.pacer.skipped,
-                     "lateness_ms": percentiles(self.lateness, 1.0),
-                     "cycle_time_ms": percentiles(self.cycle_times, 1.0),
-                     "first_cycle_after_start_s": self.first_cycle_s, **memory_mb()}
+            stats = {
+                "period_ms": self.period_ns / 1e6,
+                "speed": self.opts.speed,
+                "cycles": len(self.lateness),
+                "overruns": self.pacer.overruns,
+                "skipped": self.pacer.skipped,
+                "lateness_ms": percentiles(self.lateness, 1.0),
+                "cycle_time_ms": percentiles(self.cycle_times, 1.0),
+                "first_cycle_after_start_s": self.first_cycle_s,
+                **memory_mb(),
+            }
             self.opts.stats_json.parent.mkdir(parents=True, exist_ok=True)
             self.opts.stats_json.write_text(json.dumps(stats, indent=1) + "\n")
         if self.opts.dump_tags and self.last is not None:
@@ -455,15 +497,22 @@ class Runner:
             os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(prio))
             log.info("scan thread runs SCHED_FIFO priority %d", prio)
         except (PermissionError, OSError) as exc:
-            log.warning("scan thread may not use SCHED_FIFO priority %d (%s); running at normal priority "
-                        "(grant LimitRTPRIO= in the unit)", prio, exc)
+            log.warning(
+                "scan thread may not use SCHED_FIFO priority %d (%s); running at normal priority "
+                "(grant LimitRTPRIO= in the unit)",
+                prio,
+                exc,
+            )
 
 
 def setup_logging(journal: bool | None = None) -> None:
     """Logging through a queue: the scan thread only enqueues; a listener thread writes."""
     journal = (not sys.stderr.isatty()) if journal is None else journal
-    fmt = ("%(levelname)s %(name)s: %(message)s" if journal and os.environ.get("JOURNAL_STREAM")
-           else "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if journal and os.environ.get("JOURNAL_STREAM")
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(fmt))
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()

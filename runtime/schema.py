@@ -24,8 +24,12 @@ def _union(section: str, reg: dict[str, Any]) -> Any:
             __doc__=(cls.__doc__ or "").strip().split("\n\n")[0] or None,
             type=(Literal[type_name], ...),
             name=(str | None, None),
-            params=(cls.Params, Field(default_factory=dict) if not cls.Params.model_fields or all(
-                not f.is_required() for f in cls.Params.model_fields.values()) else ...),
+            params=(
+                cls.Params,
+                Field(default_factory=dict)
+                if not cls.Params.model_fields or all(not f.is_required() for f in cls.Params.model_fields.values())
+                else ...,
+            ),
         )
         variants.append(model)
     if not variants:

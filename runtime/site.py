@@ -32,8 +32,7 @@ class BuiltSite:
     speed: int = 1
 
     def engine(self, *, age_inputs: bool = True) -> Engine:
-        return Engine(self.info, self.tags, self.programs, self.interlocks, age_inputs=age_inputs,
-                      age_scale=self.speed)
+        return Engine(self.info, self.tags, self.programs, self.interlocks, age_inputs=age_inputs, age_scale=self.speed)
 
     @property
     def path(self) -> Path:
@@ -43,8 +42,9 @@ class BuiltSite:
 def site_info(loaded: LoadedSite, speed: int = 1) -> SiteInfo:
     """``speed`` > 1 runs a simulated site faster than real time: each cycle covers ``speed`` periods."""
     c = loaded.config
-    return SiteInfo(c.site.name, c.site.nominal_voltage, c.site.nominal_frequency,
-                    c.scan.period_us * speed, c.site.phases)
+    return SiteInfo(
+        c.site.name, c.site.nominal_voltage, c.site.nominal_frequency, c.scan.period_us * speed, c.site.phases
+    )
 
 
 def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> BuiltSite:
@@ -63,10 +63,12 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
                 issues.append(doc.issue(where, str(exc)))
 
     add(RUNTIME_TAGS, "runtime", ())
-    sections = (("devices", cfg.devices, registry.drivers(), built.drivers),
-                ("programs", cfg.programs, registry.programs(), built.programs),
-                ("safety", cfg.safety, registry.interlocks(), built.interlocks),
-                ("tasks", cfg.tasks, registry.tasks(), built.tasks))
+    sections = (
+        ("devices", cfg.devices, registry.drivers(), built.drivers),
+        ("programs", cfg.programs, registry.programs(), built.programs),
+        ("safety", cfg.safety, registry.interlocks(), built.interlocks),
+        ("tasks", cfg.tasks, registry.tasks(), built.tasks),
+    )
     for section, comps, reg, out in sections:
         for i, comp in enumerate(comps):
             cls = reg[comp.type]
@@ -91,8 +93,11 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
         for i, obj in enumerate(objs):
             for name in obj.requires():
                 if name not in built.tags:
-                    issues.append(doc.issue((section, i, "params"),
-                                            f"needs tag {name!r}, which no device, program or task provides"))
+                    issues.append(
+                        doc.issue(
+                            (section, i, "params"), f"needs tag {name!r}, which no device, program or task provides"
+                        )
+                    )
     if cfg.plant is not None:
         from runtime.sim.config import plant_params
 

@@ -172,9 +172,7 @@ class TagTable:
 
     def add(self, spec: TagSpec, owner: str) -> None:
         if spec.name in self.specs:
-            raise ValueError(
-                f"duplicate tag {spec.name!r}: declared by {self.owners[spec.name]} and by {owner}"
-            )
+            raise ValueError(f"duplicate tag {spec.name!r}: declared by {self.owners[spec.name]} and by {owner}")
         self.specs[spec.name] = spec
         self.owners[spec.name] = owner
 

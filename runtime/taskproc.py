@@ -111,7 +111,7 @@ class TaskChannel:
         items = list(self._pending.items())
         full = self._full
         for i in range(0, max(len(items), 1), CHUNK):
-            chunk = dict(items[i:i + CHUNK])
+            chunk = dict(items[i : i + CHUNK])
             try:
                 sock.send(pickle.dumps(("img", now_us, full and i == 0, chunk), pickle.HIGHEST_PROTOCOL))
             except (BlockingIOError, InterruptedError):
@@ -129,8 +129,17 @@ class TaskSupervisor:
     Runs on the I/O thread's loop; spawning a process never happens on the scan thread.
     """
 
-    def __init__(self, site_path: Path, channel: TaskChannel, *, speed: int, start: dt.datetime,
-                 heartbeat_s: float, backoff_s: float, backoff_max_s: float):
+    def __init__(
+        self,
+        site_path: Path,
+        channel: TaskChannel,
+        *,
+        speed: int,
+        start: dt.datetime,
+        heartbeat_s: float,
+        backoff_s: float,
+        backoff_max_s: float,
+    ):
         self.site_path = site_path
         self.channel = channel
         self.speed = speed
@@ -146,9 +155,21 @@ class TaskSupervisor:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (ours, theirs):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        cmd = [sys.executable, "-m", "runtime.taskproc", "--site", str(self.site_path), "--fd",
-               str(theirs.fileno()), "--speed", str(self.speed), "--start", self.start.isoformat(),
-               "--parent", str(os.getpid())]
+        cmd = [
+            sys.executable,
+            "-m",
+            "runtime.taskproc",
+            "--site",
+            str(self.site_path),
+            "--fd",
+            str(theirs.fileno()),
+            "--speed",
+            str(self.speed),
+            "--start",
+            self.start.isoformat(),
+            "--parent",
+            str(os.getpid()),
+        ]
         # systemd's notification variables belong to the scan process alone (NotifyAccess=main).
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
@@ -168,8 +189,11 @@ class TaskSupervisor:
                     log.error("task process exited with code %s; restarting in %.1f s", self.proc.returncode, backoff)
                     break
                 ch = self.channel
-                silent = (time.monotonic_ns() - ch.last_heard_ns > self.heartbeat_ns if ch.heard
-                          else time.monotonic_ns() - ch.attached_ns > STARTUP_GRACE_NS)
+                silent = (
+                    time.monotonic_ns() - ch.last_heard_ns > self.heartbeat_ns
+                    if ch.heard
+                    else time.monotonic_ns() - ch.attached_ns > STARTUP_GRACE_NS
+                )
                 if silent:
                     log.error("task process silent (hung); killing it")
                     self.proc.kill()
@@ -295,8 +319,10 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
             await asyncio.sleep(HEARTBEAT_S)
 
     jobs = [loop.create_task(heartbeat())]
-    jobs += [loop.create_task(_run_task(t, cx, cfg.restart_backoff_s, cfg.restart_backoff_max_s))
-             for t, cx in zip(built.tasks, contexts)]
+    jobs += [
+        loop.create_task(_run_task(t, cx, cfg.restart_backoff_s, cfg.restart_backoff_max_s))
+        for t, cx in zip(built.tasks, contexts)
+    ]
     await stop.wait()
     for j in jobs:
         j.cancel()
@@ -313,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", required=True)
     ap.add_argument("--parent", type=int, default=os.getppid())
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s tasks %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s tasks %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(child_main(a.site, a.fd, a.speed, dt.datetime.fromisoformat(a.start), a.parent))
     return 0
 

@@ -41,7 +41,7 @@ import sdnotify
 
 from runtime.config import HardwareWatchdog, WatchdogSection
 
-__all__ = ["Supervisor", "WatchdogError", "WDIOC_SETTIMEOUT", "WDIOC_GETTIMEOUT"]
+__all__ = ["WDIOC_GETTIMEOUT", "WDIOC_SETTIMEOUT", "Supervisor", "WatchdogError"]
 
 # linux/watchdog.h: WDIOC_SETTIMEOUT = _IOWR('W', 6, int), WDIOC_GETTIMEOUT = _IOR('W', 7, int);
 # _IOC(dir, type, nr, size) = dir << 30 | size << 16 | type << 8 | nr, with _IOC_WRITE=1, _IOC_READ=2.
@@ -104,8 +104,7 @@ def watchdog_interval_ns(env: Mapping[str, str], pid: int, log: logging.Logger) 
         return None
     owner = env.get("WATCHDOG_PID")
     if owner is not None and owner.strip() != str(pid):
-        log.info("systemd watchdog: WATCHDOG_PID=%s is not this process (%d); sending no keepalives",
-                 owner, pid)
+        log.info("systemd watchdog: WATCHDOG_PID=%s is not this process (%d); sending no keepalives", owner, pid)
         return None
     return usec * 1000 // 2
 
@@ -124,8 +123,10 @@ class _Hardware:
         except OSError as exc:
             hint = ""
             if exc.errno == errno.EBUSY:
-                hint = (" (another process holds it: systemd's RuntimeWatchdogSec= or a watchdog daemon;"
-                        " let one owner feed it and remove watchdog.hardware from the site file)")
+                hint = (
+                    " (another process holds it: systemd's RuntimeWatchdogSec= or a watchdog daemon;"
+                    " let one owner feed it and remove watchdog.hardware from the site file)"
+                )
             elif exc.errno in (errno.EACCES, errno.EPERM):
                 hint = " (permission: see deploy/udev and DeviceAllow= in deploy/README.md)"
             raise WatchdogError(f"hardware watchdog {self.path}: cannot open: {exc.strerror}{hint}") from exc
@@ -134,15 +135,23 @@ class _Hardware:
             if stat.S_ISCHR(os.fstat(self.fd).st_mode):
                 timeout_s = self._set_timeout(cfg.timeout_s)
             else:
-                log.warning("hardware watchdog %s is not a character device (a test stand-in?): "
-                            "WDIOC_SETTIMEOUT skipped, keepalives every %.3g s", self.path, timeout_s / 4)
+                log.warning(
+                    "hardware watchdog %s is not a character device (a test stand-in?): "
+                    "WDIOC_SETTIMEOUT skipped, keepalives every %.3g s",
+                    self.path,
+                    timeout_s / 4,
+                )
         except BaseException:
             self._close_fd()
             raise
         self.timeout_s = timeout_s
         self.feed_interval_ns = timeout_s * 1_000_000_000 // 4
-        log.info("hardware watchdog %s armed: timeout %d s, fed every %.3g s from healthy cycles only",
-                 self.path, timeout_s, timeout_s / 4)
+        log.info(
+            "hardware watchdog %s armed: timeout %d s, fed every %.3g s from healthy cycles only",
+            self.path,
+            timeout_s,
+            timeout_s / 4,
+        )
 
     def _set_timeout(self, want_s: int) -> int:
         """WDIOC_SETTIMEOUT; the driver may round, and writes back the timeout it actually uses."""
@@ -152,15 +161,19 @@ class _Hardware:
             fcntl.ioctl(self.fd, WDIOC_SETTIMEOUT, buf, True)
         except OSError as exc:
             if exc.errno == errno.ENOTTY:
-                raise WatchdogError(f"hardware watchdog {self.path}: not a watchdog device "
-                                    f"(WDIOC_SETTIMEOUT: {exc.strerror})") from exc
+                raise WatchdogError(
+                    f"hardware watchdog {self.path}: not a watchdog device (WDIOC_SETTIMEOUT: {exc.strerror})"
+                ) from exc
             # EOPNOTSUPP/EINVAL: fixed-timeout hardware or a value out of its range; use what it has.
             got = self._get_timeout()
             if got is None:
-                raise WatchdogError(f"hardware watchdog {self.path}: cannot set the timeout to {want_s} s "
-                                    f"({exc.strerror}) nor read it back") from exc
-            self.log.warning("hardware watchdog %s: cannot set timeout %d s (%s); it uses %d s",
-                             self.path, want_s, exc.strerror, got)
+                raise WatchdogError(
+                    f"hardware watchdog {self.path}: cannot set the timeout to {want_s} s "
+                    f"({exc.strerror}) nor read it back"
+                ) from exc
+            self.log.warning(
+                "hardware watchdog %s: cannot set timeout %d s (%s); it uses %d s", self.path, want_s, exc.strerror, got
+            )
             return got
         got = struct.unpack("i", bytes(buf))[0]
         if got <= 0:
@@ -187,8 +200,11 @@ class _Hardware:
         except OSError as exc:
             if not self.write_failed:  # log once: the scan thread must not flood the journal
                 self.write_failed = True
-                self.log.error("hardware watchdog %s: keepalive failed (%s); the machine will reset when "
-                               "it expires", self.path, exc.strerror)
+                self.log.error(
+                    "hardware watchdog %s: keepalive failed (%s); the machine will reset when it expires",
+                    self.path,
+                    exc.strerror,
+                )
         else:
             if self.write_failed:
                 self.write_failed = False
@@ -201,14 +217,16 @@ class _Hardware:
             try:
                 os.write(self.fd, MAGIC_CLOSE)
             except OSError as exc:
-                self.log.error("hardware watchdog %s: magic close failed (%s): it stays armed",
-                               self.path, exc.strerror)
+                self.log.error("hardware watchdog %s: magic close failed (%s): it stays armed", self.path, exc.strerror)
             else:
-                self.log.info("hardware watchdog %s: disarmed (magic close; a nowayout kernel ignores it)",
-                              self.path)
+                self.log.info("hardware watchdog %s: disarmed (magic close; a nowayout kernel ignores it)", self.path)
         else:
-            self.log.warning("hardware watchdog %s closed without magic close: it stays armed and resets "
-                             "the machine in %d s unless a restarted runtime feeds it", self.path, self.timeout_s)
+            self.log.warning(
+                "hardware watchdog %s closed without magic close: it stays armed and resets "
+                "the machine in %d s unless a restarted runtime feeds it",
+                self.path,
+                self.timeout_s,
+            )
         self._close_fd()
 
     def _close_fd(self) -> None:
@@ -220,8 +238,14 @@ class _Hardware:
 class Supervisor:
     """systemd notification and hardware watchdog, fed only from healthy scan cycles."""
 
-    def __init__(self, cfg: WatchdogSection, log: logging.Logger, env: Mapping[str, str] = os.environ,
-                 *, clock: Callable[[], int] = time.monotonic_ns):
+    def __init__(
+        self,
+        cfg: WatchdogSection,
+        log: logging.Logger,
+        env: Mapping[str, str] = os.environ,
+        *,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ):
         """``clock`` (monotonic ns) rate-limits STATUS; tests pass a fake one. Raises WatchdogError when a
         configured hardware watchdog cannot be opened or is not a watchdog."""
         self._log = log
@@ -257,8 +281,10 @@ class Supervisor:
     def _open_notifier(self, env: Mapping[str, str]) -> None:
         address = env.get("NOTIFY_SOCKET")
         if not address:
-            self._log.info("systemd notification off: NOTIFY_SOCKET is not set (not started by systemd with "
-                           "Type=notify); no READY/STATUS/WATCHDOG messages")
+            self._log.info(
+                "systemd notification off: NOTIFY_SOCKET is not set (not started by systemd with "
+                "Type=notify); no READY/STATUS/WATCHDOG messages"
+            )
             return
         try:
             self._notifier = _Notifier(address)
@@ -267,8 +293,7 @@ class Supervisor:
             return
         self._sd_interval_ns = watchdog_interval_ns(env, os.getpid(), self._log)
         if self._sd_interval_ns is not None:
-            self._log.info("systemd watchdog: WATCHDOG=1 every %.3g s from healthy cycles",
-                           self._sd_interval_ns / 1e9)
+            self._log.info("systemd watchdog: WATCHDOG=1 every %.3g s from healthy cycles", self._sd_interval_ns / 1e9)
 
     def _send(self, state: str) -> None:
         notifier = self._notifier  # one read: close() may clear it from another thread
@@ -282,8 +307,12 @@ class Supervisor:
             now = self._clock()
             if self._notify_logged_ns is None or now - self._notify_logged_ns >= NOTIFY_ERROR_LOG_INTERVAL_NS:
                 self._notify_logged_ns = now
-                self._log.error("systemd notification %r failed: %s (%d failures so far; logged at most once "
-                                "a minute)", state.split("=", 1)[0], exc, self._notify_errors)
+                self._log.error(
+                    "systemd notification %r failed: %s (%d failures so far; logged at most once a minute)",
+                    state.split("=", 1)[0],
+                    exc,
+                    self._notify_errors,
+                )
 
     def ready(self) -> None:
         """READY=1 once, after the first good cycle: systemd then counts the unit as started."""

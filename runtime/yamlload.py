@@ -73,10 +73,20 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str, loa
         for knode, vnode in node.value:
             key = loader.construct_object(knode, deep=True)
             if not isinstance(key, (str, int, float, bool)) or key is None:
-                raise ConfigError([ConfigIssue(file, knode.start_mark.line + 1, dotted(path), "keys must be plain scalars")])
+                raise ConfigError(
+                    [ConfigIssue(file, knode.start_mark.line + 1, dotted(path), "keys must be plain scalars")]
+                )
             if key in out:
-                raise ConfigError([ConfigIssue(file, knode.start_mark.line + 1, dotted((*path, key)),
-                                               "duplicate key (each key may appear once)")])
+                raise ConfigError(
+                    [
+                        ConfigIssue(
+                            file,
+                            knode.start_mark.line + 1,
+                            dotted((*path, key)),
+                            "duplicate key (each key may appear once)",
+                        )
+                    ]
+                )
             lines[(*path, key)] = knode.start_mark.line + 1
             out[key] = _build(vnode, (*path, key), lines, file, loader)
         return out

@@ -9,8 +9,9 @@ from __future__ import annotations
 from safety.settings import Battery
 
 
-def soc_fractions(b: Battery, soc: float | None, soh: float | None, batt_temp: float | None
-                  ) -> tuple[float, float, str]:
+def soc_fractions(
+    b: Battery, soc: float | None, soh: float | None, batt_temp: float | None
+) -> tuple[float, float, str]:
     """(charge fraction, discharge fraction, reason) from the SoC window and the SoH guardrail.
 
     Unknown SoC: no discharge (we cannot know the reserve is kept); charging stays with the EV's own BMS.
@@ -34,6 +35,9 @@ def soc_fractions(b: Battery, soc: float | None, soh: float | None, batt_temp: f
         reasons.append(f"SoC {soc:.3f} near maximum {b.soc_max}")
     if dis < 1.0:
         why = "low SoH or hot battery" if guarded else "reserve"
-        reasons.append(f"SoC {soc:.3f} / {why} (reserve {reserve})" if dis < b.discharge_fraction_guarded or not guarded
-                       else f"SoH guardrail ({why})")
+        reasons.append(
+            f"SoC {soc:.3f} / {why} (reserve {reserve})"
+            if dis < b.discharge_fraction_guarded or not guarded
+            else f"SoH guardrail ({why})"
+        )
     return chg, dis, "; ".join(reasons)

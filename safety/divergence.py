@@ -16,7 +16,7 @@ Verdict = Literal["ok", "fault", "shortfall"]
 
 
 class DivergenceMonitor:
-    __slots__ = ("p", "expected", "_since", "_kind", "warned")
+    __slots__ = ("_kind", "_since", "expected", "p", "warned")
 
     def __init__(self, p: Divergence):
         self.p = p

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 
 class EnterService:
-    __slots__ = ("delay_us", "ramp_us", "gate_charging", "pending", "ok_since_us", "ramp_start_us",
-                 "ramp_charge")
+    __slots__ = ("delay_us", "gate_charging", "ok_since_us", "pending", "ramp_charge", "ramp_start_us", "ramp_us")
 
     def __init__(self, delay_s: float, ramp_s: float, gate_charging: bool):
         self.delay_us = round(delay_s * 1_000_000)

@@ -19,7 +19,7 @@ class TripTimers:
     A value back inside the threshold restarts the timer (a short excursion that returns in time does
     not trip)."""
 
-    __slots__ = ("trips", "_start", "ceasing")
+    __slots__ = ("_start", "ceasing", "trips")
 
     def __init__(self, trips: dict[str, Trip]):
         self.trips = list(trips.values())
@@ -63,7 +63,7 @@ class Rocof:
     above the limit for ``confirm_us``. Samples are recognised by their read time, so a frequency that is
     polled slower than the scan is not read as zero ROCOF between polls."""
 
-    __slots__ = ("limit", "window_us", "confirm_us", "_ref", "_last_t", "_above_since", "value")
+    __slots__ = ("_above_since", "_last_t", "_ref", "confirm_us", "limit", "value", "window_us")
 
     def __init__(self, limit_hz_per_s: float, window_us: int, confirm_us: int):
         self.limit = limit_hz_per_s

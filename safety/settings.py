@@ -59,12 +59,18 @@ class EnterService(Params):
 class Islanding(Params):
     loss_tag: str | None = Field("grid.loss", description="bool loss-of-grid status (meter or inverter)")
     rocof_hz_per_s: float | None = Field(
-        None, gt=0, le=10, description="trip above this |df/dt|; default and minimum: the category's "
-                                       "ROCOF ride-through (0.5/2.0/3.0 Hz/s)")
-    rocof_window_s: float = Field(0.1, ge=0.02, le=1.0,
-                                  description="df/dt from samples at least this far apart (engineering default)")
-    confirm_s: float = Field(0.1, ge=0.0, le=1.0,
-                             description="ROCOF must persist this long (engineering default; cease within 2 s)")
+        None,
+        gt=0,
+        le=10,
+        description="trip above this |df/dt|; default and minimum: the category's "
+        "ROCOF ride-through (0.5/2.0/3.0 Hz/s)",
+    )
+    rocof_window_s: float = Field(
+        0.1, ge=0.02, le=1.0, description="df/dt from samples at least this far apart (engineering default)"
+    )
+    confirm_s: float = Field(
+        0.1, ge=0.0, le=1.0, description="ROCOF must persist this long (engineering default; cease within 2 s)"
+    )
 
 
 class Thermal(Params):
@@ -118,7 +124,8 @@ class Divergence(Params):
 class Comms(Params):
     required_tags: list[str] = Field(
         default_factory=lambda: ["grid.voltage", "grid.frequency", "inverter.power", "meter.power"],
-        description="inverter/meter inputs: bad or stale -> trip comms_lost")
+        description="inverter/meter inputs: bad or stale -> trip comms_lost",
+    )
     snr_tag: str | None = "plc.snr"
     snr_min_db: float = Field(10.0, description="PLC link below this -> limit (engineering default)")
     snr_ramp_w_per_s: float = Field(1000.0, gt=0, description="graceful discharge ramp-down on a weak link")
@@ -126,8 +133,9 @@ class Comms(Params):
     rtt_max_s: float = Field(0.5, gt=0, le=0.5, description="above: leave grid services (issue 4: 500 ms)")
     external_tags: list[str] = Field(default_factory=list, description="shared tags of the task process")
     mode_tag: str = "mode.state"
-    external_modes: list[str] = Field(default_factory=list,
-                                      description="modes that follow external commands (zeroed when unhealthy)")
+    external_modes: list[str] = Field(
+        default_factory=list, description="modes that follow external commands (zeroed when unhealthy)"
+    )
     overrun_tag: str = "runtime.overrun_fault"
     fault_tag: str = "runtime.fault"
     write_mismatch_tag: str | None = "inverter.write_mismatch"
@@ -154,7 +162,8 @@ class DeviceTrip(Params):
 class Verify(Params):
     ratings: list[str] = Field(default_factory=list, description="SunSpec 702 tags that must read good")
     trips: dict[Literal["ov2", "ov1", "uv1", "uv2", "of2", "of1", "uf1", "uf2"], DeviceTrip] = Field(
-        default_factory=dict)
+        default_factory=dict
+    )
     reversion_tag: str | None = Field(None, description="SunSpec 704 reversion timeout, s")
     reversion_max_s: float = Field(10.0, gt=0, le=600, description="the inverter must revert within this")
 
@@ -167,8 +176,7 @@ class Limits(Params):
 
 class TagNames(Params):
     voltage: str = "grid.voltage"
-    voltage_phases: list[str] = Field(default_factory=lambda: ["grid.voltage_l1", "grid.voltage_l2",
-                                                               "grid.voltage_l3"])
+    voltage_phases: list[str] = Field(default_factory=lambda: ["grid.voltage_l1", "grid.voltage_l2", "grid.voltage_l3"])
     frequency: str = "grid.frequency"
     setpoint: str = "inverter.setpoint"
     enable: str = "inverter.enable"
@@ -177,12 +185,17 @@ class TagNames(Params):
 class SafetyParams(Params):
     category: Category = Field(description="IEEE 1547-2018 abnormal operating performance category")
     frequency_basis_hz: Literal[50, 60] = Field(
-        60, description="the system frequency these settings are for; must equal the site's")
+        60, description="the system frequency these settings are for; must equal the site's"
+    )
     rated_charge_w: float = Field(gt=0, description="charger rating, W")
     rated_discharge_w: float = Field(ge=0, description="discharge rating, W")
     response_allowance_s: float = Field(
-        0.06, ge=0, le=0.15, description="command a trip this much before the clearing time (Modbus write + "
-                                         "inverter reaction; engineering default)")
+        0.06,
+        ge=0,
+        le=0.15,
+        description="command a trip this much before the clearing time (Modbus write + "
+        "inverter reaction; engineering default)",
+    )
     phase_nominal_voltage: float | None = Field(None, gt=0, description="basis of grid.voltage_l1..l3 (3-phase)")
     voltage: VoltageTrips = VoltageTrips()
     frequency: FrequencyTrips = FrequencyTrips()
@@ -207,11 +220,15 @@ class SafetyParams(Params):
             s: TripSetting = getattr(v, code)
             (tlo, thi), (clo, chi) = T.VOLTAGE_RANGES[cat][code]
             if s.threshold is not None and not tlo <= s.threshold <= thi:
-                raise ValueError(f"{code}.threshold {s.threshold} pu is outside the IEEE 1547-2018 Category "
-                                 f"{cat} range {tlo}-{thi} pu")
+                raise ValueError(
+                    f"{code}.threshold {s.threshold} pu is outside the IEEE 1547-2018 Category "
+                    f"{cat} range {tlo}-{thi} pu"
+                )
             if s.clearing_s is not None and not clo <= s.clearing_s <= chi:
-                raise ValueError(f"{code}.clearing_s {s.clearing_s} s is outside the IEEE 1547-2018 Category "
-                                 f"{cat} range {clo}-{chi} s")
+                raise ValueError(
+                    f"{code}.clearing_s {s.clearing_s} s is outside the IEEE 1547-2018 Category "
+                    f"{cat} range {clo}-{chi} s"
+                )
         return v
 
     @model_validator(mode="after")
@@ -223,18 +240,23 @@ class SafetyParams(Params):
             raise ValueError(
                 f"the site is {site_f} Hz but these safety settings are for {self.frequency_basis_hz} Hz: "
                 "IEEE 1547 defaults are 60 Hz; a 50 Hz site states frequency_basis_hz: 50 and its own "
-                "frequency thresholds from its grid code (e.g. EN 50549-1)")
+                "frequency thresholds from its grid code (e.g. EN 50549-1)"
+            )
         f = self.frequency
         if self.frequency_basis_hz == 60:
             for code in ("of2", "of1", "uf1", "uf2"):
                 s: TripSetting = getattr(f, code)
                 (tlo, thi), (clo, chi) = T.FREQUENCY_RANGES[code]
                 if s.threshold is not None and not tlo <= s.threshold <= thi:
-                    raise ValueError(f"frequency.{code}.threshold {s.threshold} Hz is outside the IEEE 1547-2018 "
-                                     f"range {tlo}-{thi} Hz")
+                    raise ValueError(
+                        f"frequency.{code}.threshold {s.threshold} Hz is outside the IEEE 1547-2018 "
+                        f"range {tlo}-{thi} Hz"
+                    )
                 if s.clearing_s is not None and not clo <= s.clearing_s <= chi:
-                    raise ValueError(f"frequency.{code}.clearing_s {s.clearing_s} s is outside the IEEE 1547-2018 "
-                                     f"range {clo}-{chi} s")
+                    raise ValueError(
+                        f"frequency.{code}.clearing_s {s.clearing_s} s is outside the IEEE 1547-2018 "
+                        f"range {clo}-{chi} s"
+                    )
             es = self.enter_service
             lo, hi = T.ES_F_LOW_60[1], T.ES_F_HIGH_60[1]
             if es.f_low_hz is not None and not lo[0] <= es.f_low_hz <= lo[1]:
@@ -242,35 +264,56 @@ class SafetyParams(Params):
             if es.f_high_hz is not None and not hi[0] <= es.f_high_hz <= hi[1]:
                 raise ValueError(f"enter_service.f_high_hz {es.f_high_hz} is outside {hi[0]}-{hi[1]} Hz")
         else:
-            missing = [f"frequency.{c}.{k}" for c in ("of2", "of1", "uf1", "uf2") for k in ("threshold", "clearing_s")
-                       if getattr(getattr(f, c), k) is None]
-            missing += [f"frequency.{k}" for k in ("continuous_low_hz", "continuous_high_hz",
-                                                   "ride_through_low_hz", "ride_through_high_hz")
-                        if getattr(f, k) is None]
-            missing += [f"enter_service.{k}" for k in ("f_low_hz", "f_high_hz") if getattr(self.enter_service, k) is None]
+            missing = [
+                f"frequency.{c}.{k}"
+                for c in ("of2", "of1", "uf1", "uf2")
+                for k in ("threshold", "clearing_s")
+                if getattr(getattr(f, c), k) is None
+            ]
+            missing += [
+                f"frequency.{k}"
+                for k in ("continuous_low_hz", "continuous_high_hz", "ride_through_low_hz", "ride_through_high_hz")
+                if getattr(f, k) is None
+            ]
+            missing += [
+                f"enter_service.{k}" for k in ("f_low_hz", "f_high_hz") if getattr(self.enter_service, k) is None
+            ]
             if missing:
-                raise ValueError("a 50 Hz site must state its own frequency settings (IEEE 1547 defaults are for "
-                                 "60 Hz); missing: " + ", ".join(missing))
+                raise ValueError(
+                    "a 50 Hz site must state its own frequency settings (IEEE 1547 defaults are for "
+                    "60 Hz); missing: " + ", ".join(missing)
+                )
         r = resolve(self)
         for trip in r.trips.values():
             if trip.trip_after_us > trip.cease_after_us and not trip.permissive:
                 raise ValueError(
                     f"{trip.code}: clearing time {trip.clearing_s:g} s minus response_allowance_s "
                     f"{self.response_allowance_s:g} s falls inside the {trip.ride_through_s:g} s of mandatory "
-                    "ride-through owed; lengthen the clearing time or shorten the allowance")
+                    "ride-through owed; lengthen the clearing time or shorten the allowance"
+                )
         t, fn = r.trips, self.frequency_basis_hz
         if not (t["uv2"].threshold <= t["uv1"].threshold and t["ov1"].threshold <= t["ov2"].threshold):
             raise ValueError("voltage settings out of order: need uv2 <= uv1 and ov1 <= ov2")
-        if not (t["uf2"].threshold <= t["uf1"].threshold < fn < t["of1"].threshold <= t["of2"].threshold
-                and r.f_continuous[0] < fn < r.f_continuous[1]
-                and r.f_ride_through[0] <= r.f_continuous[0] and r.f_continuous[1] <= r.f_ride_through[1]):
-            raise ValueError("frequency settings out of order: need uf2 <= uf1 < nominal < of1 <= of2 and "
-                             "ride_through_low <= continuous_low < nominal < continuous_high <= ride_through_high")
+        if not (
+            t["uf2"].threshold <= t["uf1"].threshold < fn < t["of1"].threshold <= t["of2"].threshold
+            and r.f_continuous[0] < fn < r.f_continuous[1]
+            and r.f_ride_through[0] <= r.f_continuous[0]
+            and r.f_continuous[1] <= r.f_ride_through[1]
+        ):
+            raise ValueError(
+                "frequency settings out of order: need uf2 <= uf1 < nominal < of1 <= of2 and "
+                "ride_through_low <= continuous_low < nominal < continuous_high <= ride_through_high"
+            )
         if not r.es_f[0] < self.frequency_basis_hz < r.es_f[1]:
             raise ValueError("enter_service frequency window must contain the nominal frequency")
-        if self.islanding.rocof_hz_per_s is not None and self.islanding.rocof_hz_per_s < T.ROCOF_RIDE_THROUGH[self.category]:
-            raise ValueError(f"islanding.rocof_hz_per_s {self.islanding.rocof_hz_per_s} is inside the Category "
-                             f"{self.category} ROCOF ride-through ({T.ROCOF_RIDE_THROUGH[self.category]} Hz/s)")
+        if (
+            self.islanding.rocof_hz_per_s is not None
+            and self.islanding.rocof_hz_per_s < T.ROCOF_RIDE_THROUGH[self.category]
+        ):
+            raise ValueError(
+                f"islanding.rocof_hz_per_s {self.islanding.rocof_hz_per_s} is inside the Category "
+                f"{self.category} ROCOF ride-through ({T.ROCOF_RIDE_THROUGH[self.category]} Hz/s)"
+            )
         return self
 
 
@@ -330,8 +373,17 @@ def resolve(p: SafetyParams) -> Resolved:
         beyond = thr + eps if over else thr - eps
         owed = T.voltage_ride_through_s(cat, beyond)
         cease, after = _timing(clr, owed, p.response_allowance_s)
-        trips[code] = Trip(code, "v", over, thr, clr, owed, after, cease,
-                           T.voltage_ride_through_permissive(cat, beyond) or T.cessation(cat, beyond))
+        trips[code] = Trip(
+            code,
+            "v",
+            over,
+            thr,
+            clr,
+            owed,
+            after,
+            cease,
+            T.voltage_ride_through_permissive(cat, beyond) or T.cessation(cat, beyond),
+        )
     f = p.frequency
     fc = (f.continuous_low_hz or T.F_CONTINUOUS_60[0], f.continuous_high_hz or T.F_CONTINUOUS_60[1])
     frt = (f.ride_through_low_hz or T.F_RIDE_THROUGH_60[0], f.ride_through_high_hz or T.F_RIDE_THROUGH_60[1])
@@ -344,7 +396,9 @@ def resolve(p: SafetyParams) -> Resolved:
         cease, after = _timing(clr, owed, p.response_allowance_s)
         trips[code] = Trip(code, "f", over, thr, clr, owed, after, cease, False)  # frequency: mandatory
     es = p.enter_service
-    es_f = (es.f_low_hz if es.f_low_hz is not None else T.ES_F_LOW_60[0],
-            es.f_high_hz if es.f_high_hz is not None else T.ES_F_HIGH_60[0])
+    es_f = (
+        es.f_low_hz if es.f_low_hz is not None else T.ES_F_LOW_60[0],
+        es.f_high_hz if es.f_high_hz is not None else T.ES_F_HIGH_60[0],
+    )
     rocof = p.islanding.rocof_hz_per_s or T.ROCOF_RIDE_THROUGH[cat]
     return Resolved(trips, fc, frt, (es.v_low_pu, es.v_high_pu), es_f, rocof)

@@ -14,7 +14,6 @@ Three classes of action (DESIGN.md "Safety tags"):
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,8 +34,12 @@ Kind = Literal["grid", "auto", "operator"]
 # How each trip returns to service; the README table states the same (tests/safety/test_docs.py checks).
 TRIP_KINDS: dict[str, Kind] = {
     **{c: "grid" for c in ("ov2", "ov1", "uv1", "uv2", "of2", "of1", "uf1", "uf2", "islanding", "rocof")},
-    "over_temperature": "auto", "comms_lost": "auto", "overrun": "auto", "program_fault": "auto",
-    "power_divergence": "operator", "write_mismatch": "operator",
+    "over_temperature": "auto",
+    "comms_lost": "auto",
+    "overrun": "auto",
+    "program_fault": "auto",
+    "power_divergence": "operator",
+    "write_mismatch": "operator",
 }
 
 
@@ -68,7 +71,11 @@ class _Meas:
 
 
 OUT_TRIP, OUT_REASON, OUT_CESSATION = "safety.trip", "safety.reason", "safety.cessation"
-OUT_LIMIT_CHARGE, OUT_LIMIT_DISCHARGE, OUT_EXTERNAL_OK = "safety.limit_charge", "safety.limit_discharge", "safety.external_ok"
+OUT_LIMIT_CHARGE, OUT_LIMIT_DISCHARGE, OUT_EXTERNAL_OK = (
+    "safety.limit_charge",
+    "safety.limit_discharge",
+    "safety.external_ok",
+)
 
 
 @register_interlock("v2g_safety")
@@ -85,7 +92,8 @@ class SafetySupervisor(Program):
             raise ValueError(
                 f"the site is {site.nominal_frequency:g} Hz but the safety settings are for {p.frequency_basis_hz} Hz: "
                 "IEEE 1547 defaults are 60 Hz; a 50 Hz site states frequency_basis_hz: 50 and its own frequency "
-                "thresholds from its grid code (e.g. EN 50549-1)")
+                "thresholds from its grid code (e.g. EN 50549-1)"
+            )
         if site.phases == 3 and p.phase_nominal_voltage is None:
             raise ValueError("a three-phase site states phase_nominal_voltage, the basis of grid.voltage_l1..l3")
         self.r = resolve(p)
@@ -95,8 +103,9 @@ class SafetySupervisor(Program):
         es = p.enter_service
         self.es = EnterService(es.delay_s, es.ramp_s, es.gate_charging)
         th = p.thermal
-        self.thermal = ThermalGuard(th.derate_start_c, th.trip_c, th.reset_c, th.cooldown_s, th.tau_s,
-                                    th.ambient_c, th.slope_window_s)
+        self.thermal = ThermalGuard(
+            th.derate_start_c, th.trip_c, th.reset_c, th.cooldown_s, th.tau_s, th.ambient_c, th.slope_window_s
+        )
         self.div = DivergenceMonitor(p.divergence)
         self.latches: dict[str, Latch] = {}
         self.cessation = False
@@ -117,18 +126,42 @@ class SafetySupervisor(Program):
             TagSpec(OUT_CESSATION, TagType.BOOL, "", O, False, description="IEEE 1547 momentary cessation active"),
             TagSpec(OUT_LIMIT_CHARGE, TagType.FLOAT, "W", O, 0.0, description="charge allowed now, W >= 0"),
             TagSpec(OUT_LIMIT_DISCHARGE, TagType.FLOAT, "W", O, 0.0, description="discharge allowed now, W >= 0"),
-            TagSpec(OUT_EXTERNAL_OK, TagType.BOOL, "", O, False,
-                    description="external commands (back office, grid services) may be followed"),
+            TagSpec(
+                OUT_EXTERNAL_OK,
+                TagType.BOOL,
+                "",
+                O,
+                False,
+                description="external commands (back office, grid services) may be followed",
+            ),
         ]
 
     def requires(self) -> list[str]:
         p = self.params
-        names = [p.tags.voltage, p.tags.frequency, p.tags.setpoint, p.tags.enable, *p.comms.required_tags,
-                 p.battery.soc_tag, p.divergence.measured_tag, *p.comms.external_tags,
-                 *p.verify.ratings, *(t for d in p.verify.trips.values() for t in (d.threshold_tag, d.time_tag))]
-        for opt in (p.islanding.loss_tag, p.thermal.tag, p.battery.soh_tag, p.battery.temperature_tag,
-                    p.comms.snr_tag, p.comms.rtt_tag, p.comms.write_mismatch_tag, p.limits.rating_charge_tag,
-                    p.limits.rating_discharge_tag, p.verify.reversion_tag):
+        names = [
+            p.tags.voltage,
+            p.tags.frequency,
+            p.tags.setpoint,
+            p.tags.enable,
+            *p.comms.required_tags,
+            p.battery.soc_tag,
+            p.divergence.measured_tag,
+            *p.comms.external_tags,
+            *p.verify.ratings,
+            *(t for d in p.verify.trips.values() for t in (d.threshold_tag, d.time_tag)),
+        ]
+        for opt in (
+            p.islanding.loss_tag,
+            p.thermal.tag,
+            p.battery.soh_tag,
+            p.battery.temperature_tag,
+            p.comms.snr_tag,
+            p.comms.rtt_tag,
+            p.comms.write_mismatch_tag,
+            p.limits.rating_charge_tag,
+            p.limits.rating_discharge_tag,
+            p.verify.reversion_tag,
+        ):
             if opt:
                 names.append(opt)
         for lim in p.limits.external:
@@ -185,8 +218,12 @@ class SafetySupervisor(Program):
         self.latches[code] = Latch(kind, reason, cx.now_us)
         if kind == "grid":
             self.es.grid_trip()
-        cx.event("trip", f"trip {code}: {reason}", code=code, reset="enter service" if kind == "grid" else
-                 ("operator" if kind == "operator" else "automatic"))
+        cx.event(
+            "trip",
+            f"trip {code}: {reason}",
+            code=code,
+            reset="enter service" if kind == "grid" else ("operator" if kind == "operator" else "automatic"),
+        )
 
     def _unlatch(self, cx: Cycle, code: str, how: str) -> None:
         latch = self.latches.pop(code, None)
@@ -261,8 +298,12 @@ class SafetySupervisor(Program):
             # overrun flag to False would otherwise hide the very condition it protects against.
             lost += [n for n in self._protective_inputs if n not in lost and img.tag(n).forced]
         if lost:
-            self._latch(cx, "comms_lost", "input not good: " + ", ".join(
-                f"{n} {img.tag(n).quality.value}{' (forced)' if img.tag(n).forced else ''}" for n in lost))
+            self._latch(
+                cx,
+                "comms_lost",
+                "input not good: "
+                + ", ".join(f"{n} {img.tag(n).quality.value}{' (forced)' if img.tag(n).forced else ''}" for n in lost),
+            )
         elif "comms_lost" in self.latches:
             self._unlatch(cx, "comms_lost", "inputs good again")
         return ["waiting for a first good read of " + ", ".join(waiting)] if waiting else []
@@ -282,14 +323,19 @@ class SafetySupervisor(Program):
                 unit = "Hz" if fired.quantity == "f" else "pu"
                 start = self.timers.excursion_start(fired.code)
                 elapsed = (now - (now if start is None else start)) / 1e6
-                self._latch(cx, fired.code,
-                            f"{fired.code.upper()}: {x:.3f} {unit} {'>=' if fired.over else '<='} {fired.threshold:g} "
-                            f"{unit} for {elapsed:.3f} s (clearing time {fired.clearing_s:g} s)")
-            self.cessation = (T.cessation(p.category, vh) or T.cessation(p.category, vl)
-                              or self.timers.ceasing is not None)
+                self._latch(
+                    cx,
+                    fired.code,
+                    f"{fired.code.upper()}: {x:.3f} {unit} {'>=' if fired.over else '<='} {fired.threshold:g} "
+                    f"{unit} for {elapsed:.3f} s (clearing time {fired.clearing_s:g} s)",
+                )
+            self.cessation = (
+                T.cessation(p.category, vh) or T.cessation(p.category, vl) or self.timers.ceasing is not None
+            )
             if self.rocof.update(now, f, cx.inputs.tag(p.tags.frequency).t_us):
-                self._latch(cx, "rocof", f"islanding: ROCOF {self.rocof.value:+.2f} Hz/s beyond "
-                                         f"{self.r.rocof_hz_per_s:g} Hz/s")
+                self._latch(
+                    cx, "rocof", f"islanding: ROCOF {self.rocof.value:+.2f} Hz/s beyond {self.r.rocof_hz_per_s:g} Hz/s"
+                )
         if m.loss:
             self._latch(cx, "islanding", f"islanding: loss of grid reported by {p.islanding.loss_tag}")
         # Back in the continuous range, and beyond no trip threshold (they may touch it at its edge).
@@ -308,10 +354,14 @@ class SafetySupervisor(Program):
         else:
             abs_p = abs(m.meas_p) if m.meas_p is not None else abs(m.prev_sp)
             if self.thermal.update(now, temp, cx.inputs.tag(p.thermal.tag).t_us, abs_p):
-                self._latch(cx, "over_temperature", f"inverter temperature {temp:.1f} degC >= {p.thermal.trip_c:g} degC")
+                self._latch(
+                    cx, "over_temperature", f"inverter temperature {temp:.1f} degC >= {p.thermal.trip_c:g} degC"
+                )
             if "over_temperature" in self.latches and self.thermal.may_reset(now, temp):
                 self.thermal.clear()
-                self._unlatch(cx, "over_temperature", f"{temp:.1f} degC below {p.thermal.reset_c:g} degC after cool-down")
+                self._unlatch(
+                    cx, "over_temperature", f"{temp:.1f} degC below {p.thermal.reset_c:g} degC after cool-down"
+                )
             derate = self.thermal.derate_fraction(temp)
         if self.thermal.latched and "over_temperature" not in self.latches:
             self._latch(cx, "over_temperature", "inverter over-temperature latched before restart")
@@ -320,8 +370,13 @@ class SafetySupervisor(Program):
     def _health(self, cx: Cycle) -> None:
         """Scan overruns and program exceptions (this cycle's ``runtime.fault``) trip and recover by themselves."""
         p = self.params
-        self._auto(cx, "overrun", self._val(cx.inputs, p.comms.overrun_tag) is True, "a run of scan overruns",
-                   "scan back on time")
+        self._auto(
+            cx,
+            "overrun",
+            self._val(cx.inputs, p.comms.overrun_tag) is True,
+            "a run of scan overruns",
+            "scan back on time",
+        )
         fault = cx.out.get(p.comms.fault_tag, "") or ""
         self._auto(cx, "program_fault", bool(fault), f"program fault: {fault}", "programs run clean again")
 
@@ -341,20 +396,29 @@ class SafetySupervisor(Program):
         commanded = m.prev_sp if img.value(p.tags.enable, False) else 0.0
         verdict = self.div.update(now, cx.dt, commanded, m.meas_p)
         if verdict == "fault":
-            self._latch(cx, "power_divergence", f"power_divergence: measured {m.meas_p:.0f} W, expected "
-                                                f"{self.div.expected:.0f} W")
+            self._latch(
+                cx,
+                "power_divergence",
+                f"power_divergence: measured {m.meas_p:.0f} W, expected {self.div.expected:.0f} W",
+            )
         elif verdict == "shortfall" and not self.div.warned:
             self.div.warned = True
-            cx.event("warning", f"power shortfall: measured {m.meas_p:.0f} W, expected {self.div.expected:.0f} W",
-                     measured=m.meas_p, expected=self.div.expected)
+            cx.event(
+                "warning",
+                f"power shortfall: measured {m.meas_p:.0f} W, expected {self.div.expected:.0f} W",
+                measured=m.meas_p,
+                expected=self.div.expected,
+            )
 
     def _operator_reset(self, cx: Cycle) -> None:
         """``reset_trip`` clears operator-reset trips whose cause is gone."""
         if not any(c.name == "reset_trip" for c in cx.commands):
             return
         for code in [c for c, latch in self.latches.items() if latch.kind == "operator"]:
-            if code == "write_mismatch" and (self.mismatch_since is not None or self._val(
-                    cx.inputs, self.params.comms.write_mismatch_tag) is not False):
+            if code == "write_mismatch" and (
+                self.mismatch_since is not None
+                or self._val(cx.inputs, self.params.comms.write_mismatch_tag) is not False
+            ):
                 continue  # the read-back must show agreement before a reset
             if code == "power_divergence":
                 self.div.reset()
@@ -372,8 +436,9 @@ class SafetySupervisor(Program):
                 return False, "back-office round trip too slow or unknown"
         return True, ""
 
-    def _limits(self, cx: Cycle, m: _Meas, derate: float, temp: float | None, external_ok: bool,
-                ext_why: str) -> tuple[float, float, dict[str, str]]:
+    def _limits(
+        self, cx: Cycle, m: _Meas, derate: float, temp: float | None, external_ok: bool, ext_why: str
+    ) -> tuple[float, float, dict[str, str]]:
         """(charge W, discharge W, reasons): the smallest of every limit, each with its reason."""
         p, img, now, val = self.params, cx.inputs, cx.now_us, self._val
         reasons: dict[str, str] = {}
@@ -383,18 +448,23 @@ class SafetySupervisor(Program):
         es_c, es_d = self.es.fractions(now, m.continuous)
         if es_c < 1.0 or es_d < 1.0:
             lc, ld = min(lc, rc * es_c), min(ld, rd * es_d)
-            reasons["enter_service"] = (f"enter service: {self.es.remaining_s(now):.0f} s of the delay left"
-                                        if self.es.pending else "enter service ramp")
+            reasons["enter_service"] = (
+                f"enter service: {self.es.remaining_s(now):.0f} s of the delay left"
+                if self.es.pending
+                else "enter service ramp"
+            )
         if derate < 1.0:
             lc, ld = min(lc, rc * derate), min(ld, rd * derate)
-            reasons["thermal"] = ("inverter temperature unknown" if temp is None
-                                  else f"thermal derating at {temp:.1f} degC")
+            reasons["thermal"] = (
+                "inverter temperature unknown" if temp is None else f"thermal derating at {temp:.1f} degC"
+            )
         cap = self.thermal.cap_w
         if cap is not None and p.thermal.tag and cap < max(lc, ld):
             lc, ld = min(lc, cap), min(ld, cap)
             reasons["thermal_prediction"] = f"thermal prediction caps power at {cap:.0f} W"
-        bc, bd, why = soc_fractions(p.battery, val(img, p.battery.soc_tag), val(img, p.battery.soh_tag),
-                                    val(img, p.battery.temperature_tag))
+        bc, bd, why = soc_fractions(
+            p.battery, val(img, p.battery.soc_tag), val(img, p.battery.soh_tag), val(img, p.battery.temperature_tag)
+        )
         if bc < 1.0 or bd < 1.0:
             lc, ld = min(lc, rc * bc), min(ld, rd * bd)
             reasons["battery"] = why
@@ -402,11 +472,17 @@ class SafetySupervisor(Program):
             snr = val(img, p.comms.snr_tag)
             if snr is None or snr < p.comms.snr_min_db:
                 # no new discharge; the present one ramps down
-                self.snr_cap = (max(0.0, -m.prev_sp) if self.snr_cap is None
-                                else max(0.0, self.snr_cap - p.comms.snr_ramp_w_per_s * cx.dt))
+                self.snr_cap = (
+                    max(0.0, -m.prev_sp)
+                    if self.snr_cap is None
+                    else max(0.0, self.snr_cap - p.comms.snr_ramp_w_per_s * cx.dt)
+                )
                 ld = min(ld, self.snr_cap)
-                reasons["plc"] = ("PLC link quality unknown" if snr is None else
-                                  f"weak PLC link ({snr:.1f} dB < {p.comms.snr_min_db:g} dB): no new discharge")
+                reasons["plc"] = (
+                    "PLC link quality unknown"
+                    if snr is None
+                    else f"weak PLC link ({snr:.1f} dB < {p.comms.snr_min_db:g} dB): no new discharge"
+                )
             else:
                 self.snr_cap = None
         for lim in p.limits.external:
@@ -421,15 +497,24 @@ class SafetySupervisor(Program):
                         lc = w
                     else:
                         ld = w
-                    reasons[f"{lim.name}_{which}"] = (f"{lim.name} {which} limit {w:.0f} W"
-                                                      + (" (fallback)" if fallback else ""))
+                    reasons[f"{lim.name}_{which}"] = f"{lim.name} {which} limit {w:.0f} W" + (
+                        " (fallback)" if fallback else ""
+                    )
         if p.comms.external_modes and not external_ok and img.value(p.comms.mode_tag) in p.comms.external_modes:
             lc = ld = 0.0
             reasons["external"] = "external commands not followed: " + ext_why
         return lc, ld, reasons
 
-    def _commit(self, cx: Cycle, m: _Meas, lc: float, ld: float, reasons: dict[str, str], not_ready: list[str],
-                external_ok: bool) -> None:
+    def _commit(
+        self,
+        cx: Cycle,
+        m: _Meas,
+        lc: float,
+        ld: float,
+        reasons: dict[str, str],
+        not_ready: list[str],
+        external_ok: bool,
+    ) -> None:
         """The last word: trip over not-ready over cessation over limits; one code, one reason."""
         p, out = self.params, cx.out
         code = next(iter(self.latches), "")
@@ -444,8 +529,13 @@ class SafetySupervisor(Program):
         vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (float("nan"), float("nan"))
         if self.cessation != self._was_ceased:
             self._was_ceased = self.cessation
-            cx.event("cessation", f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu" if self.cessation
-                     else "momentary cessation ended: output restored", active=self.cessation)
+            cx.event(
+                "cessation",
+                f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu"
+                if self.cessation
+                else "momentary cessation ended: output restored",
+                active=self.cessation,
+            )
         names = frozenset(reasons)
         if names != self.limit_names:
             cx.event("limit", "limits: " + ("; ".join(reasons.values()) or "none"), limits=sorted(names))
@@ -455,8 +545,10 @@ class SafetySupervisor(Program):
         elif not_ready:
             reason = "not ready: " + "; ".join(not_ready)
         elif self.cessation and self.timers.ceasing is not None:
-            reason = (f"ceasing to energize at the {self.timers.ceasing.code.upper()} clearing time; the trip "
-                      "latches when the ride-through owed ends")
+            reason = (
+                f"ceasing to energize at the {self.timers.ceasing.code.upper()} clearing time; the trip "
+                "latches when the ride-through owed ends"
+            )
         elif self.cessation:
             reason = f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu outside the cessation limits"
         else:

@@ -23,21 +23,38 @@ VOLTAGE_DEFAULTS: dict[str, dict[str, tuple[float, float]]] = {
 }
 VOLTAGE_RANGES: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]]]] = {
     # OV2 is fixed at 1.20 pu / 0.16 s in every category (REFERENCE.md, voltage trip table).
-    "I": {"ov2": ((1.20, 1.20), (0.16, 0.16)), "ov1": ((1.10, 1.20), (1.0, 13.0)),
-          "uv1": ((0.0, 0.88), (2.0, 21.0)), "uv2": ((0.0, 0.50), (0.16, 2.0))},
-    "II": {"ov2": ((1.20, 1.20), (0.16, 0.16)), "ov1": ((1.10, 1.20), (1.0, 13.0)),
-           "uv1": ((0.0, 0.88), (2.0, 21.0)), "uv2": ((0.0, 0.50), (0.16, 2.0))},
-    "III": {"ov2": ((1.20, 1.20), (0.16, 0.16)), "ov1": ((1.10, 1.20), (1.0, 13.0)),
-            "uv1": ((0.0, 0.88), (21.0, 50.0)), "uv2": ((0.0, 0.50), (2.0, 21.0))},
+    "I": {
+        "ov2": ((1.20, 1.20), (0.16, 0.16)),
+        "ov1": ((1.10, 1.20), (1.0, 13.0)),
+        "uv1": ((0.0, 0.88), (2.0, 21.0)),
+        "uv2": ((0.0, 0.50), (0.16, 2.0)),
+    },
+    "II": {
+        "ov2": ((1.20, 1.20), (0.16, 0.16)),
+        "ov1": ((1.10, 1.20), (1.0, 13.0)),
+        "uv1": ((0.0, 0.88), (2.0, 21.0)),
+        "uv2": ((0.0, 0.50), (0.16, 2.0)),
+    },
+    "III": {
+        "ov2": ((1.20, 1.20), (0.16, 0.16)),
+        "ov1": ((1.10, 1.20), (1.0, 13.0)),
+        "uv1": ((0.0, 0.88), (21.0, 50.0)),
+        "uv2": ((0.0, 0.50), (2.0, 21.0)),
+    },
 }
 
 # IEEE 1547-2018 frequency trip settings, all categories, 60 Hz systems (REFERENCE.md frequency table).
 FREQUENCY_DEFAULTS: dict[str, tuple[float, float]] = {
-    "of2": (62.0, 0.16), "of1": (61.2, 300.0), "uf1": (58.5, 300.0), "uf2": (56.5, 0.16),
+    "of2": (62.0, 0.16),
+    "of1": (61.2, 300.0),
+    "uf1": (58.5, 300.0),
+    "uf2": (56.5, 0.16),
 }
 FREQUENCY_RANGES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
-    "of2": ((61.8, 66.0), (0.16, 1000.0)), "of1": ((61.0, 66.0), (180.0, 1000.0)),
-    "uf1": ((50.0, 59.0), (180.0, 1000.0)), "uf2": ((50.0, 57.0), (0.16, 1000.0)),
+    "of2": ((61.8, 66.0), (0.16, 1000.0)),
+    "of1": ((61.0, 66.0), (180.0, 1000.0)),
+    "uf1": ((50.0, 59.0), (180.0, 1000.0)),
+    "uf2": ((50.0, 57.0), (0.16, 1000.0)),
 }
 OVER = ("ov2", "ov1", "of2", "of1")  # trips on a value at or above the threshold
 
@@ -121,8 +138,7 @@ def voltage_ride_through_s(category: Category, v_pu: float) -> float:
     return 10.0 if v_pu >= 0.50 else 1.0  # below 0.50: momentary cessation 1 s
 
 
-def frequency_ride_through_s(f_hz: float, continuous: tuple[float, float],
-                             ride_through: tuple[float, float]) -> float:
+def frequency_ride_through_s(f_hz: float, continuous: tuple[float, float], ride_through: tuple[float, float]) -> float:
     """Seconds owed at a steady frequency: 299 s between the continuous and the ride-through limits,
     none beyond (IEEE 1547-2018 frequency ride-through, REFERENCE.md)."""
     if continuous[0] <= f_hz <= continuous[1]:

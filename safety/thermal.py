@@ -12,11 +12,31 @@ from __future__ import annotations
 
 
 class ThermalGuard:
-    __slots__ = ("start_c", "trip_c", "reset_c", "cooldown_us", "tau_s", "ambient_c", "window_us",
-                 "latched", "tripped_at_us", "_ref", "_last_t", "cap_w")
+    __slots__ = (
+        "_last_t",
+        "_ref",
+        "ambient_c",
+        "cap_w",
+        "cooldown_us",
+        "latched",
+        "reset_c",
+        "start_c",
+        "tau_s",
+        "trip_c",
+        "tripped_at_us",
+        "window_us",
+    )
 
-    def __init__(self, start_c: float, trip_c: float, reset_c: float, cooldown_s: float,
-                 tau_s: float | None, ambient_c: float, window_s: float):
+    def __init__(
+        self,
+        start_c: float,
+        trip_c: float,
+        reset_c: float,
+        cooldown_s: float,
+        tau_s: float | None,
+        ambient_c: float,
+        window_s: float,
+    ):
         self.start_c, self.trip_c, self.reset_c = start_c, trip_c, reset_c
         self.cooldown_us = round(cooldown_s * 1_000_000)
         self.tau_s, self.ambient_c = tau_s, ambient_c
@@ -44,8 +64,11 @@ class ThermalGuard:
         return fired
 
     def may_reset(self, now_us: int, temp_c: float) -> bool:
-        return (self.latched and temp_c < self.reset_c
-                and (self.tripped_at_us is None or now_us - self.tripped_at_us >= self.cooldown_us))
+        return (
+            self.latched
+            and temp_c < self.reset_c
+            and (self.tripped_at_us is None or now_us - self.tripped_at_us >= self.cooldown_us)
+        )
 
     def clear(self) -> None:
         self.latched = False

@@ -25,8 +25,9 @@ def _to_native(x: float, unit: str, quantity: str, site: SiteInfo) -> float:
     return x
 
 
-def verify_settings(p: SafetyParams, r: Resolved, img: Image, site: SiteInfo,
-                    val: Callable[[Image, str | None], Any]) -> str:
+def verify_settings(
+    p: SafetyParams, r: Resolved, img: Image, site: SiteInfo, val: Callable[[Image, str | None], Any]
+) -> str:
     """Empty string when verified, else why not (one sentence)."""
     v = p.verify
     missing = [n for n in v.ratings if val(img, n) is None]
@@ -42,13 +43,16 @@ def verify_settings(p: SafetyParams, r: Resolved, img: Image, site: SiteInfo,
         x = _to_native(float(thr), dev.unit, site_trip.quantity, site)
         looser = x > site_trip.threshold + EPS if site_trip.over else x < site_trip.threshold - EPS
         if looser or float(t) > site_trip.clearing_s + EPS:
-            return (f"inverter {code} trip setting ({x:g}, {float(t):g} s) is weaker than the site's "
-                    f"({site_trip.threshold:g}, {site_trip.clearing_s:g} s): not enabled")
+            return (
+                f"inverter {code} trip setting ({x:g}, {float(t):g} s) is weaker than the site's "
+                f"({site_trip.threshold:g}, {site_trip.clearing_s:g} s): not enabled"
+            )
     if v.reversion_tag:
         rt = val(img, v.reversion_tag)
         if rt is None:
             return "inverter reversion timeout not read yet"
         if not 0 < float(rt) <= v.reversion_max_s:
-            return (f"inverter reversion timeout {float(rt):g} s is off or longer than {v.reversion_max_s:g} s: "
-                    "not enabled")
+            return (
+                f"inverter reversion timeout {float(rt):g} s is off or longer than {v.reversion_max_s:g} s: not enabled"
+            )
     return ""

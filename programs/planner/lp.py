@@ -102,49 +102,59 @@ def solve(inp: LpInput) -> LpResult:
 
     cost = np.empty(3 * n)
     cost[:n] = price * dt / 1000.0
-    cost[n:2 * n] = (-price + inp.deg_per_mwh / inp.eta_d) * dt / 1000.0
-    cost[2 * n:] = 0.0
+    cost[n : 2 * n] = (-price + inp.deg_per_mwh / inp.eta_d) * dt / 1000.0
+    cost[2 * n :] = 0.0
     cost[3 * n - 1] = -inp.value_end_per_mwh / 1000.0
     col_lo = np.zeros(3 * n)
     col_hi = np.concatenate([inp.max_charge_kw * conn, inp.max_discharge_kw * conn, hi])
-    col_lo[2 * n:] = lo
+    col_lo[2 * n :] = lo
     rhs = -np.asarray(inp.drive_kwh, dtype=float)
     rhs[0] += inp.e0
     # column-wise matrix: c_t and d_t in row t; e_t in rows t (+1) and t+1 (-1)
     nnz = 2 * n + 2 * n - 1
     start = np.empty(3 * n + 1, dtype=np.int32)
     start[: 2 * n + 1] = np.arange(2 * n + 1)
-    start[2 * n + 1:] = 2 * n + np.minimum(2 * np.arange(1, n + 1), 2 * n - 1)
+    start[2 * n + 1 :] = 2 * n + np.minimum(2 * np.arange(1, n + 1), 2 * n - 1)
     index = np.empty(nnz, dtype=np.int32)
     value = np.empty(nnz)
     index[:n] = np.arange(n)
     value[:n] = -inp.eta_c * dt
-    index[n:2 * n] = np.arange(n)
-    value[n:2 * n] = dt / inp.eta_d
+    index[n : 2 * n] = np.arange(n)
+    value[n : 2 * n] = dt / inp.eta_d
     e_rows = np.empty(2 * n, dtype=np.int32)
     e_rows[0::2] = np.arange(n)
     e_rows[1::2] = np.arange(1, n + 1)
     e_vals = np.empty(2 * n)
     e_vals[0::2] = 1.0
     e_vals[1::2] = -1.0
-    index[2 * n:] = e_rows[:-1]
-    value[2 * n:] = e_vals[:-1]
+    index[2 * n :] = e_rows[:-1]
+    value[2 * n :] = e_vals[:-1]
 
     h = new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(inp.time_limit_s))
-    h.passModel(3 * n, n, nnz, 1, 1, 0.0, cost, col_lo, col_hi, rhs, rhs, start, index, value,
-                np.zeros(3 * n, dtype=np.int32))
+    h.passModel(
+        3 * n, n, nnz, 1, 1, 0.0, cost, col_lo, col_hi, rhs, rhs, start, index, value, np.zeros(3 * n, dtype=np.int32)
+    )
     rounds = 0
     binaries: set[int] = set()
     while True:
         h.run()
         status = h.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
-            return LpResult(False, f"HiGHS: {h.modelStatusToString(status)}", np.zeros(n), np.zeros(n),
-                            np.zeros(n), float("nan"), time.perf_counter() - t0, lowered, rounds)
+            return LpResult(
+                False,
+                f"HiGHS: {h.modelStatusToString(status)}",
+                np.zeros(n),
+                np.zeros(n),
+                np.zeros(n),
+                float("nan"),
+                time.perf_counter() - t0,
+                lowered,
+                rounds,
+            )
         x = np.asarray(h.getSolution().col_value)
-        c, d = x[:n], x[n:2 * n]
+        c, d = x[:n], x[n : 2 * n]
         both = np.flatnonzero((c > EPS_KW) & (d > EPS_KW))
         if both.size == 0:
             break
@@ -153,14 +163,32 @@ def solve(inp: LpInput) -> LpResult:
         if rounds >= 3:  # stubborn: make every connected interval exclusive at once
             new = [int(t) for t in np.flatnonzero(conn) if int(t) not in binaries]
         if not new:
-            return LpResult(False, "simultaneous charge and discharge persists", c, d, x[2 * n:],
-                            float("nan"), time.perf_counter() - t0, lowered, rounds)
+            return LpResult(
+                False,
+                "simultaneous charge and discharge persists",
+                c,
+                d,
+                x[2 * n :],
+                float("nan"),
+                time.perf_counter() - t0,
+                lowered,
+                rounds,
+            )
         _add_exclusive(h, new, n, inp)
         binaries.update(new)
     c = np.where(c > EPS_KW, c, 0.0)
     d = np.where(d > EPS_KW, d, 0.0)
-    return LpResult(True, "optimal", c, d, x[2 * n:2 * n + n].copy(), float(h.getInfo().objective_function_value),
-                    time.perf_counter() - t0, lowered, rounds)
+    return LpResult(
+        True,
+        "optimal",
+        c,
+        d,
+        x[2 * n : 2 * n + n].copy(),
+        float(h.getInfo().objective_function_value),
+        time.perf_counter() - t0,
+        lowered,
+        rounds,
+    )
 
 
 _BANNER_DONE = False
@@ -201,15 +229,15 @@ def _add_exclusive(h, ts: list[int], n: int, inp: LpInput) -> None:
 
     k = len(ts)
     first = h.getNumCol()
-    h.addCols(k, np.zeros(k), np.zeros(k), np.ones(k), 0, np.zeros(0, np.int32), np.zeros(0, np.int32),
-              np.zeros(0))
-    h.changeColsIntegrality(k, np.arange(first, first + k, dtype=np.int32),
-                            np.full(k, highspy.HighsVarType.kInteger.value, dtype=np.uint8))
+    h.addCols(k, np.zeros(k), np.zeros(k), np.ones(k), 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
+    h.changeColsIntegrality(
+        k, np.arange(first, first + k, dtype=np.int32), np.full(k, highspy.HighsVarType.kInteger.value, dtype=np.uint8)
+    )
     idx = np.empty(4 * k, dtype=np.int32)
     val = np.empty(4 * k)
     for j, t in enumerate(ts):
-        idx[4 * j: 4 * j + 4] = (t, first + j, n + t, first + j)
-        val[4 * j: 4 * j + 4] = (1.0, -inp.max_charge_kw, 1.0, inp.max_discharge_kw)
+        idx[4 * j : 4 * j + 4] = (t, first + j, n + t, first + j)
+        val[4 * j : 4 * j + 4] = (1.0, -inp.max_charge_kw, 1.0, inp.max_discharge_kw)
     starts = np.arange(0, 4 * k, 2, dtype=np.int32)
     lower = np.full(2 * k, -highspy.kHighsInf)
     upper = np.tile([0.0, inp.max_discharge_kw], k)

@@ -47,9 +47,11 @@ class PlugWindow(_Frozen):
     end: dt.datetime
     departure_soc_min: float | None = Field(None, ge=0, le=1, description="SoC required at `end`")
     trip_energy_kwh: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="energy the car used on the trip that ends at `start` (spread evenly over the "
-                    "disconnected intervals before it)")
+        "disconnected intervals before it)",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> PlugWindow:
@@ -73,7 +75,8 @@ class PlanRequest(_Frozen):
     windows: tuple[PlugWindow, ...] = Field(description="plug-in windows; outside them the power is 0")
     terminal_soc_min: float | None = Field(None, ge=0, le=1, description="SoC floor at the end of the horizon")
     terminal_value_per_mwh: FiniteFloat = Field(
-        0.0, description="value of energy still stored at the end of the horizon, per MWh in the battery")
+        0.0, description="value of energy still stored at the end of the horizon, per MWh in the battery"
+    )
     time_limit_s: float = Field(2.0, gt=0, description="solver time limit; past it the fallback plans")
     prices_key: str = Field("", description="identifies the price data this plan was made from")
 

@@ -35,13 +35,15 @@ def plan(request: PlanRequest, reason: str = "requested", *, use_solver: bool = 
         res, failure = None, f"{type(exc).__name__}: {exc}"
     if res is None or failure is not None:
         c, d, e = fallback_schedule(inp)
-        return _to_plan(request, inp, c, d, e, "fallback", f"{reason}; fallback because {failure}",
-                        time.perf_counter() - t0)
+        return _to_plan(
+            request, inp, c, d, e, "fallback", f"{reason}; fallback because {failure}", time.perf_counter() - t0
+        )
     why = reason
     if res.lowered:
         why += f"; {len(res.lowered)} SoC floor(s) unreachable, lowered to the most full power reaches"
-    return _to_plan(request, inp, res.charge_kw, res.discharge_kw, res.energy_kwh, "optimal", why,
-                    time.perf_counter() - t0)
+    return _to_plan(
+        request, inp, res.charge_kw, res.discharge_kw, res.energy_kwh, "optimal", why, time.perf_counter() - t0
+    )
 
 
 def interval_flags(request: PlanRequest) -> tuple[list[bool], list[float], dict[int, float]]:
@@ -143,11 +145,25 @@ def _to_plan(request: PlanRequest, inp: LpInput, c, d, e, status: str, reason: s
         s = request.start + i * step
         ci, di = float(c[i]), float(d[i])
         cost += price * dt_h * (ci - di) / 1000.0 + inp.deg_per_mwh * dt_h * di / inp.eta_d / 1000.0
-        intervals.append(PlanInterval(
-            start=s, end=s + step, price=price, forecast=i >= request.n_published,
-            connected=bool(inp.connected[i]), power_w=round((ci - di) * 1000.0, 3),
-            soc_end=min(1.0, max(0.0, float(e[i]) / cap))))
+        intervals.append(
+            PlanInterval(
+                start=s,
+                end=s + step,
+                price=price,
+                forecast=i >= request.n_published,
+                connected=bool(inp.connected[i]),
+                power_w=round((ci - di) * 1000.0, 3),
+                soc_end=min(1.0, max(0.0, float(e[i]) / cap)),
+            )
+        )
     cost -= inp.value_end_per_mwh * float(e[-1]) / 1000.0
-    return Plan(created=request.start, status=status, reason=reason, soc_start=request.soc,
-                objective=round(cost, 6), solve_time_s=secs, prices_key=request.prices_key,
-                intervals=tuple(intervals))
+    return Plan(
+        created=request.start,
+        status=status,
+        reason=reason,
+        soc_start=request.soc,
+        objective=round(cost, 6),
+        solve_time_s=secs,
+        prices_key=request.prices_key,
+        intervals=tuple(intervals),
+    )

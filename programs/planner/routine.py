@@ -44,8 +44,9 @@ def _trips(r: Routine, lo: dt.datetime, hi: dt.datetime, tz: dt.tzinfo | None) -
     return out
 
 
-def routine_windows(r: Routine, start: dt.datetime, end: dt.datetime, connected_now: bool,
-                    tz: dt.tzinfo | None = None) -> tuple[PlugWindow, ...]:
+def routine_windows(
+    r: Routine, start: dt.datetime, end: dt.datetime, connected_now: bool, tz: dt.tzinfo | None = None
+) -> tuple[PlugWindow, ...]:
     """Windows covering [start, end): the current one (if connected now) up to the next departure, then
     one per routine arrival. When away now, the window before ``start`` is included so the planner
     knows how much of the trip is already behind."""
@@ -54,8 +55,13 @@ def routine_windows(r: Routine, start: dt.datetime, end: dt.datetime, connected_
     if connected_now:
         nxt = next(((d, a) for d, a in trips if d > start), None)
         w_end = nxt[0] if nxt else end
-        windows.append(PlugWindow(start=start, end=max(w_end, start + dt.timedelta(seconds=1)),
-                                  departure_soc_min=r.departure_soc_min if nxt else None))
+        windows.append(
+            PlugWindow(
+                start=start,
+                end=max(w_end, start + dt.timedelta(seconds=1)),
+                departure_soc_min=r.departure_soc_min if nxt else None,
+            )
+        )
         later = [(d, a) for d, a in trips if d >= w_end]
     else:
         cur = next(((d, a) for d, a in trips if d <= start < a), None)
@@ -68,8 +74,12 @@ def routine_windows(r: Routine, start: dt.datetime, end: dt.datetime, connected_
         if a >= end:
             break
         nxt_dep = later[i + 1][0] if i + 1 < len(later) else None
-        windows.append(PlugWindow(
-            start=a, end=nxt_dep if nxt_dep and nxt_dep < end else end,
-            departure_soc_min=r.departure_soc_min if nxt_dep and nxt_dep <= end else None,
-            trip_energy_kwh=r.trip_energy_kwh if a - d > dt.timedelta(minutes=1) else 0.0))
+        windows.append(
+            PlugWindow(
+                start=a,
+                end=nxt_dep if nxt_dep and nxt_dep < end else end,
+                departure_soc_min=r.departure_soc_min if nxt_dep and nxt_dep <= end else None,
+                trip_energy_kwh=r.trip_energy_kwh if a - d > dt.timedelta(minutes=1) else 0.0,
+            )
+        )
     return tuple(w for w in windows if w.end > w.start)

@@ -179,11 +179,15 @@ class PlannerStrategy(Strategy):
         value = 0.0
         if self.terminal_value.startswith("quantile:") and len(view.history):
             q = float(self.terminal_value.split(":", 1)[1])
-            value = float(np.quantile(view.history[-7 * steps_per_day:], q))
+            value = float(np.quantile(view.history[-7 * steps_per_day :], q))
         return PlanRequest(
-            start=view.times[view.t], step_s=view.step_s, prices=tuple(float(p) for p in prices),
-            n_published=min(len(view.prices), n), soc=min(1.0, max(0.0, view.soc)),
-            battery=sc.plan_battery(), charger=sc.plan_charger(),
+            start=view.times[view.t],
+            step_s=view.step_s,
+            prices=tuple(float(p) for p in prices),
+            n_published=min(len(view.prices), n),
+            soc=min(1.0, max(0.0, view.soc)),
+            battery=sc.plan_battery(),
+            charger=sc.plan_charger(),
             degradation_cost_per_mwh=sc.degradation_cost_per_mwh,
             windows=tuple(windows_from_calendar(view, view.t + n, sc)),
             terminal_soc_min=sc.availability.terminal_soc_min if view.t + n >= len(view.times) else None,
@@ -209,8 +213,9 @@ class PlannerStrategy(Strategy):
             return None
         if when >= p.intervals[-1].end:  # the series' end: nothing left to plan for
             return None
-        return needs_replan(p, when, prices_key=p.prices_key, connected=connected, soc=soc,
-                            min_remaining=dt.timedelta(0))
+        return needs_replan(
+            p, when, prices_key=p.prices_key, connected=connected, soc=soc, min_remaining=dt.timedelta(0)
+        )
 
 
 def windows_from_calendar(view: DecisionView, stop: int, sc: Scenario) -> list[PlugWindow]:
@@ -241,9 +246,13 @@ def windows_from_calendar(view: DecisionView, stop: int, sc: Scenario) -> list[P
             s -= 1
         e = _window_end(cal, r)
         end_t = times[e] if e < n else times[-1] + step
-        out.append(PlugWindow(
-            start=times[s], end=end_t,
-            departure_soc_min=float(cal.floor_soc[e - 1]) if (e - 1) in departures else None,
-            trip_energy_kwh=sc.availability.trip_energy_kwh if s in arrivals else 0.0))
+        out.append(
+            PlugWindow(
+                start=times[s],
+                end=end_t,
+                departure_soc_min=float(cal.floor_soc[e - 1]) if (e - 1) in departures else None,
+                trip_energy_kwh=sc.availability.trip_energy_kwh if s in arrivals else 0.0,
+            )
+        )
         r = e
     return out

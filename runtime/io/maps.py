@@ -33,16 +33,31 @@ WordOrder = Literal["big", "little"]
 
 # Registers per value; 0 = given by ``size`` (string, bitfield, enum may choose 1 or 2 registers).
 TYPE_SIZE: dict[str, int] = {
-    "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "int64": 4, "uint64": 4,
-    "float32": 2, "float64": 4, "string": 0, "bitfield": 0, "enum": 0, "bool": 1,
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float32": 2,
+    "float64": 4,
+    "string": 0,
+    "bitfield": 0,
+    "enum": 0,
+    "bool": 1,
 }
 SIGNED = {"int16", "int32", "int64"}
 
 # SunSpec "not implemented" values (SunSpec Information Model Specification, "Unimplemented registers").
 SUNSPEC_NI: dict[str, tuple[int, ...]] = {
-    "int16": (0x8000,), "uint16": (0xFFFF,), "int32": (0x80000000,), "uint32": (0xFFFFFFFF,),
-    "int64": (0x8000000000000000,), "uint64": (0xFFFFFFFFFFFFFFFF,),
-    "enum": (0xFFFF, 0xFFFFFFFF), "bitfield": (0xFFFF, 0xFFFFFFFF),
+    "int16": (0x8000,),
+    "uint16": (0xFFFF,),
+    "int32": (0x80000000,),
+    "uint32": (0xFFFFFFFF,),
+    "int64": (0x8000000000000000,),
+    "uint64": (0xFFFFFFFFFFFFFFFF,),
+    "enum": (0xFFFF, 0xFFFFFFFF),
+    "bitfield": (0xFFFF, 0xFFFFFFFF),
 }
 
 MODBUS_MAX_READ_REGS = 125  # FC3/FC4 (Modbus Application Protocol V1.1b3, 6.3/6.4)
@@ -212,8 +227,9 @@ class IOMap(Params):
     poll: PollPeriods = Field(default_factory=PollPeriods)
     stale_after_s: StaleLimits = Field(default_factory=StaleLimits)
     max_gap: int = Field(16, ge=0, le=124, description="unused registers a read may bridge")
-    holes: list[tuple[int, int]] = Field(default_factory=list,
-                                         description="[first, last] holding/input addresses the device rejects")
+    holes: list[tuple[int, int]] = Field(
+        default_factory=list, description="[first, last] holding/input addresses the device rejects"
+    )
     refresh_s: float = Field(5.0, gt=0, description="periodic rewrite of volatile outputs")
     reversion: Reversion | None = None
     mismatch_tag: str | None = None
@@ -355,20 +371,41 @@ def tag_specs(m: IOMap, naming: Naming = Naming()) -> list[TagSpec]:
         if p.tag is not None:
             if p.direction == "output":
                 spec = TagSpec(naming(p.tag), p.value_tag_type, p.unit, Direction.OUTPUT, None, None, p.description)
-                out.append(TagSpec(spec.name, spec.type, spec.unit, Direction.OUTPUT, spec.coerce(p.default),
-                                   None, p.description))
+                out.append(
+                    TagSpec(
+                        spec.name, spec.type, spec.unit, Direction.OUTPUT, spec.coerce(p.default), None, p.description
+                    )
+                )
             else:
-                out.append(TagSpec(naming(p.tag), p.value_tag_type, p.unit, Direction.INPUT, None, stale,
-                                   p.description))
+                out.append(
+                    TagSpec(naming(p.tag), p.value_tag_type, p.unit, Direction.INPUT, None, stale, p.description)
+                )
         for b in p.bits or {}:
             out.append(TagSpec(naming(b), TagType.BOOL, "", Direction.INPUT, None, stale, f"bit of {p.key}"))
         if p.readback:
-            out.append(TagSpec(naming(readback_name(p)), p.value_tag_type, p.unit, Direction.INPUT, None, stale,
-                               f"{p.tag} as read back from the device"))
+            out.append(
+                TagSpec(
+                    naming(readback_name(p)),
+                    p.value_tag_type,
+                    p.unit,
+                    Direction.INPUT,
+                    None,
+                    stale,
+                    f"{p.tag} as read back from the device",
+                )
+            )
     if m.mismatch_tag:
-        out.append(TagSpec(naming(m.mismatch_tag), TagType.BOOL, "", Direction.INPUT, None,
-                           max(m.stale_limit(p) for p in m.points if p.readback),
-                           "a written setpoint did not read back as written"))
+        out.append(
+            TagSpec(
+                naming(m.mismatch_tag),
+                TagType.BOOL,
+                "",
+                Direction.INPUT,
+                None,
+                max(m.stale_limit(p) for p in m.points if p.readback),
+                "a written setpoint did not read back as written",
+            )
+        )
     return out
 
 
@@ -413,7 +450,7 @@ def encode_raw(p: Point, raw: int | float | str, word_order: WordOrder) -> list[
     t = _raw_type(p)
     if t == "string":
         data = str(raw).encode("utf-8")[: 2 * p.count].ljust(2 * p.count, b"\x00")
-        return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+        return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
     return _conv().convert_to_registers(raw, _dt(t), word_order=p.word_order or word_order)
 
 
@@ -456,8 +493,15 @@ def _compile(m: IOMap, p: Point) -> _Compiled:
     if e is not None and e[0] is m and e[1] is p:
         return e[2]
     mask = (1 << (16 * p.count)) - 1
-    c = _Compiled(p.count, mask, frozenset(v & mask for v in m.not_implemented(p)), _raw_type(p),
-                  p.word_order or m.word_order, p.factor, p.value_tag_type)
+    c = _Compiled(
+        p.count,
+        mask,
+        frozenset(v & mask for v in m.not_implemented(p)),
+        _raw_type(p),
+        p.word_order or m.word_order,
+        p.factor,
+        p.value_tag_type,
+    )
     _COMPILED[id(p)] = (m, p, c)  # holding m and p keeps id(p) from being reused
     return c
 
@@ -498,7 +542,7 @@ def decode(m: IOMap, p: Point, regs: Sequence[int], sf_values: Mapping[str, int 
     if isinstance(raw, int) and c.factor == 1 and exp == 0 and p.offset == 0:
         value: int | float = raw  # exact: 64-bit counters must not pass through a float
     else:
-        value = (raw * c.factor / 10.0 ** -exp if exp < 0 else raw * c.factor * 10.0 ** exp) + p.offset
+        value = (raw * c.factor / 10.0**-exp if exp < 0 else raw * c.factor * 10.0**exp) + p.offset
     if c.vt is TagType.BOOL:
         return value != 0
     if c.vt is TagType.INT:
@@ -537,8 +581,7 @@ def encode(m: IOMap, p: Point, value: Any, sf_values: Mapping[str, int | None]) 
     if isinstance(value, int) and p.factor == 1 and exp == 0 and p.offset == 0 and not t.startswith("float"):
         raw: int | float = value
     else:
-        raw = (float(value) - p.offset) / p.factor * (10.0 ** -exp if exp < 0 else 1.0) / (
-            10.0 ** exp if exp > 0 else 1.0)
+        raw = (float(value) - p.offset) / p.factor * (10.0**-exp if exp < 0 else 1.0) / (10.0**exp if exp > 0 else 1.0)
     if t.startswith("float"):
         return encode_raw(p, raw, m.word_order)
     iraw = int(round(raw))

@@ -72,9 +72,11 @@ class MemoryDriver(Driver):
         super().__init__(name, params, site, base_dir)
         self._specs = {t.name: t.spec() for t in params.tags}
         self._inputs: dict[str, Any] = {
-            t.name: self._specs[t.name].coerce(t.value) for t in params.tags if t.direction is Direction.INPUT}
+            t.name: self._specs[t.name].coerce(t.value) for t in params.tags if t.direction is Direction.INPUT
+        }
         self._outputs: dict[str, Any] = {
-            t.name: self._specs[t.name].default for t in params.tags if t.direction is Direction.OUTPUT}
+            t.name: self._specs[t.name].default for t in params.tags if t.direction is Direction.OUTPUT
+        }
         self._io: IOContext | None = None
         self._journal: IO[str] | None = None
         self._journal_path: Path | None = None

@@ -143,8 +143,10 @@ class ModbusDriver(Driver):
         for u in params.units:
             path = resolve_map_path(u.map, base_dir)
             if not path.exists():  # the site's line is the place to fix this (errors inside a map name its own)
-                raise ValueError(f"I/O map {u.map!r} not found (no {base_dir / u.map} and no shipped map of that "
-                                 f"name; shipped: {', '.join(p.stem for p in shipped_maps())})")
+                raise ValueError(
+                    f"I/O map {u.map!r} not found (no {base_dir / u.map} and no shipped map of that "
+                    f"name; shipped: {', '.join(p.stem for p in shipped_maps())})"
+                )
             m = load_map(path)
             self.units.append(UnitState(u, m, Naming(u.prefix, dict(u.rename) or None)))
         self._specs = [s for u in self.units for s in tag_specs(u.map, u.naming)]
@@ -152,8 +154,12 @@ class ModbusDriver(Driver):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"device {name}: tags {sorted(dup)} produced by more than one unit (use prefix/rename)")
-        self._outputs = {(u.naming(p.tag), i): p for i, u in enumerate(self.units) for p in u.map.points
-                         if p.direction == "output" and p.tag}
+        self._outputs = {
+            (u.naming(p.tag), i): p
+            for i, u in enumerate(self.units)
+            for p in u.map.points
+            if p.direction == "output" and p.tag
+        }
         # pymodbus logs every failed connect and every timeout; this driver logs each condition once when
         # it appears and once when it clears. Quiet pymodbus unless someone configured its logger.
         pm_log = logging.getLogger("pymodbus")
@@ -222,8 +228,12 @@ class ModbusDriver(Driver):
             u = self.units[i]
             value = outputs[tag]
             last = u.last_sent.get(p.key)
-            due = (last is None or tag in changed or last[0] != value
-                   or (not p.nonvolatile and now_us - last[1] >= u.map.refresh_s * US))
+            due = (
+                last is None
+                or tag in changed
+                or last[0] != value
+                or (not p.nonvolatile and now_us - last[1] >= u.map.refresh_s * US)
+            )
             if due:
                 u.pending[p.key] = value
                 u.last_sent[p.key] = (value, now_us)
@@ -240,13 +250,16 @@ class ModbusDriver(Driver):
                 self.units[i].pending[p.key] = safe_outputs[tag]
         if self.client is not None and self.connected:
             try:
-                await asyncio.wait_for(asyncio.gather(*(self._do_writes(u) for u in self.units)),
-                                       self.params.close_timeout_s)
-            except (TimeoutError, LinkDown, Exception) as exc:  # noqa: BLE001 - best effort at shutdown
+                await asyncio.wait_for(
+                    asyncio.gather(*(self._do_writes(u) for u in self.units)), self.params.close_timeout_s
+                )
+            except (TimeoutError, LinkDown, Exception) as exc:
                 log.warning("%s: safe outputs not confirmed at close: %r", self.name, exc)
         elif self._outputs:
-            log.warning("%s: not connected at close: safe outputs not written (the device's own reversion "
-                        "timer takes over)", self.name)
+            log.warning(
+                "%s: not connected at close: safe outputs not written (the device's own reversion timer takes over)",
+                self.name,
+            )
         if self.client is not None:
             self.client.close()
 
@@ -312,8 +325,11 @@ class ModbusDriver(Driver):
                         users[p.sf] = p.poll
         out = []
         for p in u.map.points:
-            cls = users.get(p.key) if p.key in users else (
-                p.poll if (p.tag or p.bits) and (p.direction == "input" or p.readback) else None)
+            cls = (
+                users.get(p.key)
+                if p.key in users
+                else (p.poll if (p.tag or p.bits) and (p.direction == "input" or p.readback) else None)
+            )
             if cls is not None and cls in classes and p.key in u.addr:
                 out.append(p)
         return out
@@ -332,8 +348,12 @@ class ModbusDriver(Driver):
         from pymodbus.exceptions import ConnectionException, ModbusIOException
 
         c = self.client
-        fn = {"holding": c.read_holding_registers, "input": c.read_input_registers,
-              "coil": c.read_coils, "discrete": c.read_discrete_inputs}[table]
+        fn = {
+            "holding": c.read_holding_registers,
+            "input": c.read_input_registers,
+            "coil": c.read_coils,
+            "discrete": c.read_discrete_inputs,
+        }[table]
         self.requests += 1
         try:
             rr = await fn(address, count=count, device_id=u.cfg.unit)
@@ -374,8 +394,7 @@ class ModbusDriver(Driver):
                 if res == 0x02 and len(req.spans) > 1 and self._learn_rejected(u, req):
                     # A bridged gap holds a register the device rejects: never bridge it again, and
                     # read this request's points again split.
-                    self._note(u, f"r{req.table}{req.address}", msg + "; not bridging that gap again",
-                               logging.INFO)
+                    self._note(u, f"r{req.table}{req.address}", msg + "; not bridging that gap again", logging.INFO)
                     for sub in plan_reads(req.spans, 0, u.rejected):
                         try:
                             r2: list[int] | int = await self._read(u, sub.table, sub.address, sub.count)
@@ -390,15 +409,22 @@ class ModbusDriver(Driver):
             self._collect(u, req, res, raw, failed, t_send)
         io.deliver(self._decode(u, raw, failed, io.now_us(), started))
 
-    def _collect(self, u: UnitState, req: Request, res: list[int] | int, raw: dict[str, list[int]],
-                 failed: dict[str, str], t_send: float) -> None:
+    def _collect(
+        self,
+        u: UnitState,
+        req: Request,
+        res: list[int] | int,
+        raw: dict[str, list[int]],
+        failed: dict[str, str],
+        t_send: float,
+    ) -> None:
         if isinstance(res, int):
             msg = f"read {req.table} {req.address}+{req.count}: exception {exception_text(res)}"
             self._note(u, f"r{req.table}{req.address}", msg)
             failed.update({s.key: msg for s in req.spans})
             return
         for s in req.spans:
-            raw[s.key] = res[s.address - req.address: s.end - req.address]
+            raw[s.key] = res[s.address - req.address : s.end - req.address]
 
     def _learn_rejected(self, u: UnitState, req: Request) -> bool:
         spans = sorted(req.spans, key=lambda s: s.address)
@@ -414,8 +440,9 @@ class ModbusDriver(Driver):
         u.plans.clear()
         return True
 
-    def _decode(self, u: UnitState, raw: dict[str, list[int]], failed: dict[str, str], now_us: int,
-                started: float) -> list[TagUpdate]:
+    def _decode(
+        self, u: UnitState, raw: dict[str, list[int]], failed: dict[str, str], now_us: int, started: float
+    ) -> list[TagUpdate]:
         m = u.map
         out: list[TagUpdate] = []
         for key in u.sf_keys:  # scale factors first: values need them
@@ -529,7 +556,9 @@ class ModbusDriver(Driver):
             done = time.monotonic()
             if rr.isError():
                 code = int(getattr(rr, "exception_code", 0x04))
-                self._note(u, f"w{w.address}", f"write {w.table} {w.address}+{w.count}: exception {exception_text(code)}")
+                self._note(
+                    u, f"w{w.address}", f"write {w.table} {w.address}+{w.count}: exception {exception_text(code)}"
+                )
                 for k in keys:
                     u.expect[k] = Expect(pending[k], done, failed=True)
                     if u.by_key[k].readback:
@@ -579,8 +608,9 @@ class ModbusDriver(Driver):
                 u.addr[p.key] = (p.table, bases[p.model] + (p.model_offset or 0))
         if missing and self._io is not None:
             now = self._io.now_us()
-            self._io.deliver([TagUpdate(n, None, Quality.BAD, now) for p in m.points if p.model in missing
-                              for n in u.names[p.key]])
+            self._io.deliver(
+                [TagUpdate(n, None, Quality.BAD, now) for p in m.points if p.model in missing for n in u.names[p.key]]
+            )
 
     # -- diagnostics --------------------------------------------------------------------------
     def _all_bad(self, why: str) -> None:

@@ -34,6 +34,14 @@ class ModbusRtuDriver(ModbusDriver):
         from pymodbus.client import AsyncModbusSerialClient
 
         p = self.params
-        return AsyncModbusSerialClient(p.port, baudrate=p.baudrate, bytesize=p.bytesize, parity=p.parity,
-                                       stopbits=p.stopbits, timeout=p.timeout_s, retries=p.retries,
-                                       reconnect_delay=0, name=self.name)
+        return AsyncModbusSerialClient(
+            p.port,
+            baudrate=p.baudrate,
+            bytesize=p.bytesize,
+            parity=p.parity,
+            stopbits=p.stopbits,
+            timeout=p.timeout_s,
+            retries=p.retries,
+            reconnect_delay=0,
+            name=self.name,
+        )

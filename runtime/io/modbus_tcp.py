@@ -29,5 +29,6 @@ class ModbusTcpDriver(ModbusDriver):
         p = self.params
         # reconnect_delay=0: reconnecting (with our own exponential backoff) is the driver's job, so
         # that tags turn bad at the moment the link fails rather than after pymodbus's silent retries.
-        return AsyncModbusTcpClient(p.host, port=p.port, timeout=p.timeout_s, retries=p.retries,
-                                    reconnect_delay=0, name=self.name)
+        return AsyncModbusTcpClient(
+            p.host, port=p.port, timeout=p.timeout_s, retries=p.retries, reconnect_delay=0, name=self.name
+        )

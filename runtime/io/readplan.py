@@ -50,8 +50,9 @@ def read_limit(table: str) -> int:
     return MODBUS_MAX_READ_BITS if table in ("coil", "discrete") else MODBUS_MAX_READ_REGS
 
 
-def plan_reads(spans: Iterable[Span], max_gap: int, rejected: Collection[tuple[str, int]] = (),
-               limit: int | None = None) -> list[Request]:
+def plan_reads(
+    spans: Iterable[Span], max_gap: int, rejected: Collection[tuple[str, int]] = (), limit: int | None = None
+) -> list[Request]:
     """Coalesce spans into requests of at most ``limit`` registers, bridging gaps of at most ``max_gap``
     unused registers that contain no rejected register. Overlapping spans share a request."""
     by_table: dict[str, list[Span]] = {}
@@ -67,8 +68,11 @@ def plan_reads(spans: Iterable[Span], max_gap: int, rejected: Collection[tuple[s
             if cur is not None:
                 gap = s.address - cur.end
                 new_end = max(cur.end, s.end)
-                if (new_end - cur.address <= lim and gap <= max_gap
-                        and not any((table, a) in rejected for a in range(cur.end, s.address))):
+                if (
+                    new_end - cur.address <= lim
+                    and gap <= max_gap
+                    and not any((table, a) in rejected for a in range(cur.end, s.address))
+                ):
                     cur.count = new_end - cur.address
                     cur.spans.append(s)
                     continue
@@ -79,8 +83,9 @@ def plan_reads(spans: Iterable[Span], max_gap: int, rejected: Collection[tuple[s
     return out
 
 
-def min_requests(spans: Sequence[Span], max_gap: int, rejected: Collection[tuple[str, int]] = (),
-                 limit: int | None = None) -> int:
+def min_requests(
+    spans: Sequence[Span], max_gap: int, rejected: Collection[tuple[str, int]] = (), limit: int | None = None
+) -> int:
     """The true minimum by dynamic programming over sorted spans (an independent check of the greedy
     planner, used by tests and the benchmark)."""
     total = 0
@@ -92,7 +97,7 @@ def min_requests(spans: Sequence[Span], max_gap: int, rejected: Collection[tuple
         for i in range(1, n + 1):
             for j in range(i):  # the last request covers ss[j:i]
                 reach, ok = ss[j].end, True
-                for s in ss[j + 1:i]:
+                for s in ss[j + 1 : i]:
                     if s.address - reach > max_gap or any((table, x) in rejected for x in range(reach, s.address)):
                         ok = False
                         break

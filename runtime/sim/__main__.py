@@ -13,12 +13,12 @@ import logging
 import os
 import signal
 import stat
-import threading
 import sys
+import threading
 from pathlib import Path
 
-from runtime.yamlload import ConfigError
 from runtime.sim.config import load_plant
+from runtime.yamlload import ConfigError
 
 
 def _watchable(fd: int) -> bool:
@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ignore-stdin", action="store_true", help="do not exit when stdin reaches EOF")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s sim %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s sim %(levelname)s %(message)s",
+    )
     if not args.verbose:  # a client hanging up mid-response is normal for a plant; pymodbus calls it an ERROR
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     if args.speed <= 0:

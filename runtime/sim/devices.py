@@ -27,8 +27,17 @@ log = logging.getLogger("v2g_plc.sim")
 
 SUNSPEC_BASE = 40000
 # Scale factors the simulated SunSpec device reports (by the map's SF point ids).
-SUNSPEC_SF = {"W_SF": 0, "V_SF": -1, "Hz_SF": -3, "TotWh_SF": 0, "Tmp_SF": -1, "Cap_W_SF": 0,
-              "WSet_SF": 0, "WH_SF": 1, "Pct_SF": -1}
+SUNSPEC_SF = {
+    "W_SF": 0,
+    "V_SF": -1,
+    "Hz_SF": -3,
+    "TotWh_SF": 0,
+    "Tmp_SF": -1,
+    "Cap_W_SF": 0,
+    "WSet_SF": 0,
+    "WH_SF": 1,
+    "Pct_SF": -1,
+}
 
 
 @dataclass
@@ -101,7 +110,7 @@ class SimModbusDevice:
         for mid in self.map.discovery.models:
             data = ssd.Model(model_id=mid).get_mb()
             bases[mid] = base + len(regs)
-            regs.extend(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+            regs.extend(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
         regs.extend([0xFFFF, 0])
         self.image = {base + i: r for i, r in enumerate(regs)}
         for p in self.map.points:
@@ -187,8 +196,14 @@ class SimModbusDevice:
         old = {a: self.image.get(a, 0) for a in range(address, address + len(values))}
         for i, v in enumerate(values):
             self.image[address + i] = v
-        touched = [p for p in self.map.points if p.key in self.addr and p.access == "rw"
-                   and self.addr[p.key] < address + len(values) and address < self.addr[p.key] + p.count]
+        touched = [
+            p
+            for p in self.map.points
+            if p.key in self.addr
+            and p.access == "rw"
+            and self.addr[p.key] < address + len(values)
+            and address < self.addr[p.key] + p.count
+        ]
         restart = False
         for p in touched:
             regs = self.read(self.addr[p.key], p.count)

@@ -87,8 +87,12 @@ class Ramp:
 
 # Quantities a scenario may set (step or ramp): name -> attribute of Plant.
 SETTABLE = {
-    "grid.voltage": "grid_v", "grid.frequency": "grid_f", "plc.attenuation_extra": "plc_extra_db",
-    "temperature.ambient": "ambient_c", "site.load": "load_w", "ev.soc": "soc",
+    "grid.voltage": "grid_v",
+    "grid.frequency": "grid_f",
+    "plc.attenuation_extra": "plc_extra_db",
+    "temperature.ambient": "ambient_c",
+    "site.load": "load_w",
+    "ev.soc": "soc",
 }
 
 
@@ -219,7 +223,8 @@ class Plant:
         kw = abs(self.power_w) / 1000.0
         self.t_igbt += (self.ambient_c + th.k_per_kw * kw - self.t_igbt) * (1 - math.exp(-dt / th.tau_s))
         self.t_coolant += (self.ambient_c + th.coolant_k_per_kw * kw - self.t_coolant) * (
-            1 - math.exp(-dt / th.coolant_tau_s))
+            1 - math.exp(-dt / th.coolant_tau_s)
+        )
         # PLC link: SNR degrades with extra attenuation, with measurement noise.
         self.snr_db = self.p.plc.snr_db - self.plc_extra_db + self.rng.gauss(0.0, self.p.plc.noise_db)
 
@@ -231,23 +236,37 @@ class Plant:
         f = 0.0 if self.grid_lost else self.grid_f
         site_w = self.power_w + self.load_w
         return {
-            "grid.voltage": v, "grid.frequency": f, "grid.loss": self.grid_lost,
-            "inverter.power": self.power_w, "inverter.connected": not self.grid_lost,
-            "inverter.alarm_over_temp": self.t_igbt > 90.0, "inverter.fault": False,
+            "grid.voltage": v,
+            "grid.frequency": f,
+            "grid.loss": self.grid_lost,
+            "inverter.power": self.power_w,
+            "inverter.connected": not self.grid_lost,
+            "inverter.alarm_over_temp": self.t_igbt > 90.0,
+            "inverter.fault": False,
             "inverter.temperature": self.t_igbt,
-            "inverter.energy_import": self.inv_import_wh, "inverter.energy_export": self.inv_export_wh,
-            "inverter.max_charge_w": inv.max_charge_w, "inverter.max_discharge_w": inv.max_discharge_w,
-            "inverter.manufacturer": inv.manufacturer, "inverter.model": inv.model, "inverter.serial": inv.serial,
-            "ev.connected": self.connected, "ev.soc": self.soc if self.connected else None,
+            "inverter.energy_import": self.inv_import_wh,
+            "inverter.energy_export": self.inv_export_wh,
+            "inverter.max_charge_w": inv.max_charge_w,
+            "inverter.max_discharge_w": inv.max_discharge_w,
+            "inverter.manufacturer": inv.manufacturer,
+            "inverter.model": inv.model,
+            "inverter.serial": inv.serial,
+            "ev.connected": self.connected,
+            "ev.soc": self.soc if self.connected else None,
             "ev.soh": ev.soh if self.connected else None,
             "ev.capacity_wh": ev.capacity_wh if self.connected else None,
             "ev.energy_available": self.soc * self.usable_wh if self.connected else None,
-            "meter.power": site_w, "meter.voltage": v, "meter.frequency": f,
+            "meter.power": site_w,
+            "meter.voltage": v,
+            "meter.frequency": f,
             "meter.current": site_w / v if v > 0 else 0.0,
-            "meter.energy_import": self.e_import_wh, "meter.energy_export": self.e_export_wh,
+            "meter.energy_import": self.e_import_wh,
+            "meter.energy_export": self.e_export_wh,
             "plc.snr": self.snr_db if self.connected else None,
             "plc.attenuation": self.p.plc.attenuation_db + self.plc_extra_db if self.connected else None,
-            "plc.slac_matched": self.connected, "plc.tone_maps": 2 if self.connected else 0,
-            "temperature.igbt": self.t_igbt, "temperature.coolant": self.t_coolant,
+            "plc.slac_matched": self.connected,
+            "plc.tone_maps": 2 if self.connected else 0,
+            "temperature.igbt": self.t_igbt,
+            "temperature.coolant": self.t_coolant,
             "temperature.ambient": self.ambient_c,
         }

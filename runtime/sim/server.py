@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from runtime.api import Params
 from runtime.io.maps import load_map, resolve_map_path
 from runtime.sim.devices import Fault, SimModbusDevice
-from runtime.sim.physics import SETTABLE, Plant, PhysicsParams
+from runtime.sim.physics import SETTABLE, PhysicsParams, Plant
 from runtime.yamlload import ConfigError, ConfigIssue, load_yaml, validate
 
 log = logging.getLogger("v2g_plc.sim")
@@ -95,8 +95,13 @@ class VirtualPlant:
         for d in params.devices:
             path = resolve_map_path(d.map, base_dir)
             if not path.exists():
-                raise ConfigError([ConfigIssue(str(base_dir), None, f"plant.params.devices[{d.name}].map",
-                                               f"I/O map {d.map!r} not found")])
+                raise ConfigError(
+                    [
+                        ConfigIssue(
+                            str(base_dir), None, f"plant.params.devices[{d.name}].map", f"I/O map {d.map!r} not found"
+                        )
+                    ]
+                )
             m = load_map(path)
             self.devices[d.name] = SimModbusDevice(d.name, m, d.unit, d.sunspec_base, clamp=clamp)
             self.ports[d.name] = d.port
@@ -154,8 +159,14 @@ class VirtualPlant:
     def _action(self, dev: SimModbusDevice) -> Callable[..., Any]:
         from pymodbus.constants import ExcCodes
 
-        async def action(function_code: int, start_address: int, address: int, count: int,
-                         current_registers: list[int], set_values: list[int] | None) -> Any:
+        async def action(
+            function_code: int,
+            start_address: int,
+            address: int,
+            count: int,
+            current_registers: list[int],
+            set_values: list[int] | None,
+        ) -> Any:
             f = dev.fault
             if f is not None:
                 hit = f.addresses is None or any(a in f.addresses for a in range(address, address + count))
@@ -176,9 +187,9 @@ class VirtualPlant:
                     self.plant.command(tag, v)
                 values = dev.read(address, count)
                 set_values[:] = values  # the device may hold a clamped value
-                current_registers[address - start_address: address - start_address + count] = values
+                current_registers[address - start_address : address - start_address + count] = values
                 return None
-            current_registers[address - start_address: address - start_address + count] = dev.read(address, count)
+            current_registers[address - start_address : address - start_address + count] = dev.read(address, count)
             return None
 
         return action
@@ -193,9 +204,14 @@ class VirtualPlant:
             if self.ports[name]:
                 by_port.setdefault(self.ports[name], []).append(dev)
         for port, devs in by_port.items():
-            sims = [SimDevice(dev.unit, simdata=[SimData(a, count=n, values=0, datatype=DataType.REGISTERS)
-                                                 for a, n in dev.blocks], action=self._action(dev))
-                    for dev in devs]
+            sims = [
+                SimDevice(
+                    dev.unit,
+                    simdata=[SimData(a, count=n, values=0, datatype=DataType.REGISTERS) for a, n in dev.blocks],
+                    action=self._action(dev),
+                )
+                for dev in devs
+            ]
 
             def trace(sending: bool, data: bytes, devs: list[SimModbusDevice] = devs) -> bytes:
                 if sending and any(d.fault is not None and d.fault.truncate for d in devs):
@@ -212,10 +228,17 @@ class VirtualPlant:
         from pymodbus.simulator import DataType, SimData, SimDevice
 
         devs = [self.devices[n] for n in devices]
-        sims = [SimDevice(dev.unit, simdata=[SimData(a, count=n, values=0, datatype=DataType.REGISTERS)
-                                             for a, n in dev.blocks], action=self._action(dev)) for dev in devs]
-        server = ModbusSerialServer(sims, port=port, baudrate=baudrate, parity=parity, stopbits=1, bytesize=8,
-                                    ignore_missing_devices=True)
+        sims = [
+            SimDevice(
+                dev.unit,
+                simdata=[SimData(a, count=n, values=0, datatype=DataType.REGISTERS) for a, n in dev.blocks],
+                action=self._action(dev),
+            )
+            for dev in devs
+        ]
+        server = ModbusSerialServer(
+            sims, port=port, baudrate=baudrate, parity=parity, stopbits=1, bytesize=8, ignore_missing_devices=True
+        )
         await server.serve_forever(background=True)
         self.servers.append(server)
 

@@ -29,8 +29,10 @@ class Counter(Task):
 
     def declare(self) -> list[TagSpec]:
         p = self.params
-        return [TagSpec(f"{p.prefix}.{q}", TagType.INT, "", Direction.SHARED, 0, p.stale_after_s)
-                for q in ("count", "pid", "seen_k")]
+        return [
+            TagSpec(f"{p.prefix}.{q}", TagType.INT, "", Direction.SHARED, 0, p.stale_after_s)
+            for q in ("count", "pid", "seen_k")
+        ]
 
     async def run(self, cx: TaskContext) -> None:
         p = self.params

@@ -43,17 +43,21 @@ UTC = dt.UTC
 
 class PlannerTaskParams(Params):
     battery: Battery = Battery(capacity_kwh=60.0, soc_min=0.2, soc_max=0.9)
-    charger: Charger = Charger(max_charge_kw=11.0, max_discharge_kw=11.0, efficiency_charge=0.933,
-                               efficiency_discharge=0.933)
+    charger: Charger = Charger(
+        max_charge_kw=11.0, max_discharge_kw=11.0, efficiency_charge=0.933, efficiency_discharge=0.933
+    )
     degradation_cost_per_mwh: float = Field(20.0, ge=0)
     routine: Routine = Routine()
     prices_tag: str = "prices.day_ahead"
     updated_tag: str | None = Field(
-        "prices.updated", description="revision counter of the price feed: new prices = a new revision "
-                                      "(the curve sliding forward in time is not new); None: compare content")
+        "prices.updated",
+        description="revision counter of the price feed: new prices = a new revision "
+        "(the curve sliding forward in time is not new); None: compare content",
+    )
     forecast_tag: str | None = Field(None, description="optional forecast curve in the same format")
     terminal_value_quantile: float | None = Field(
-        0.3, ge=0, le=1, description="value stored energy at this quantile of the last week's prices; None: 0")
+        0.3, ge=0, le=1, description="value stored energy at this quantile of the last week's prices; None: 0"
+    )
     max_horizon_h: float = Field(48.0, gt=0)
     drift_soc: float = Field(0.05, gt=0, description="re-plan when the SoC differs from the plan by this much")
     time_limit_s: float = Field(2.0, gt=0)
@@ -80,8 +84,9 @@ def parse_curve(value: Any) -> list[tuple[dt.datetime, dt.datetime, float]]:
     return out
 
 
-def contiguous_from(curve: list[tuple[dt.datetime, dt.datetime, float]], now: dt.datetime,
-                    limit: dt.timedelta) -> tuple[dt.datetime, int, list[float]]:
+def contiguous_from(
+    curve: list[tuple[dt.datetime, dt.datetime, float]], now: dt.datetime, limit: dt.timedelta
+) -> tuple[dt.datetime, int, list[float]]:
     """(start of the interval holding ``now``, step s, prices) of the gap-free, equal-step run from
     there, at most ``limit`` long. Raises ValueError when no interval holds ``now``."""
     first = next((i for i, (s, e, _) in enumerate(curve) if s <= now < e), None)
@@ -111,14 +116,42 @@ class PlannerTask(Task):
     def declare(self) -> list[TagSpec]:
         st = self.params.stale_after_s
         return [
-            TagSpec("plan.power", TagType.FLOAT, "W", Direction.SHARED, 0.0, st,
-                    "planned grid power for the current interval, positive into the EV battery"),
-            TagSpec("plan.soc_target", TagType.FLOAT, "", Direction.SHARED, None, st,
-                    "SoC the plan expects at the end of the current interval"),
-            TagSpec("plan.interval_end", TagType.FLOAT, "s", Direction.SHARED, None, st,
-                    "end of the current plan interval on the cycle clock"),
-            TagSpec("plan.json", TagType.JSON, "", Direction.SHARED, None, st,
-                    "the whole plan (programs/planner/plan.schema.json)"),
+            TagSpec(
+                "plan.power",
+                TagType.FLOAT,
+                "W",
+                Direction.SHARED,
+                0.0,
+                st,
+                "planned grid power for the current interval, positive into the EV battery",
+            ),
+            TagSpec(
+                "plan.soc_target",
+                TagType.FLOAT,
+                "",
+                Direction.SHARED,
+                None,
+                st,
+                "SoC the plan expects at the end of the current interval",
+            ),
+            TagSpec(
+                "plan.interval_end",
+                TagType.FLOAT,
+                "s",
+                Direction.SHARED,
+                None,
+                st,
+                "end of the current plan interval on the cycle clock",
+            ),
+            TagSpec(
+                "plan.json",
+                TagType.JSON,
+                "",
+                Direction.SHARED,
+                None,
+                st,
+                "the whole plan (programs/planner/plan.schema.json)",
+            ),
         ]
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -127,8 +160,16 @@ class PlannerTask(Task):
         self.history: deque[tuple[dt.datetime, float]] = deque(maxlen=7 * 24 * 4)  # a week of 15-min rows
 
     # -- pure-ish steps (testable without a loop) ----------------------------------------------------
-    def build_request(self, now: dt.datetime, soc: float, connected: bool, curve: list, forecast: list,
-                      tz: dt.tzinfo | None, key: str = "") -> PlanRequest:
+    def build_request(
+        self,
+        now: dt.datetime,
+        soc: float,
+        connected: bool,
+        curve: list,
+        forecast: list,
+        tz: dt.tzinfo | None,
+        key: str = "",
+    ) -> PlanRequest:
         p = self.params
         start, step_s, prices = contiguous_from(curve, now, dt.timedelta(hours=p.max_horizon_h))
         n_pub = len(prices)
@@ -144,10 +185,19 @@ class PlannerTask(Task):
             value = past[min(len(past) - 1, int(p.terminal_value_quantile * len(past)))]
         horizon_end = start + dt.timedelta(seconds=step_s * len(prices))
         return PlanRequest(
-            start=start, step_s=step_s, prices=tuple(prices), n_published=n_pub, soc=min(1.0, max(0.0, soc)),
-            battery=p.battery, charger=p.charger, degradation_cost_per_mwh=p.degradation_cost_per_mwh,
+            start=start,
+            step_s=step_s,
+            prices=tuple(prices),
+            n_published=n_pub,
+            soc=min(1.0, max(0.0, soc)),
+            battery=p.battery,
+            charger=p.charger,
+            degradation_cost_per_mwh=p.degradation_cost_per_mwh,
             windows=routine_windows(p.routine, start, horizon_end, connected, tz),
-            terminal_value_per_mwh=value, time_limit_s=p.time_limit_s, prices_key=key)
+            terminal_value_per_mwh=value,
+            time_limit_s=p.time_limit_s,
+            prices_key=key,
+        )
 
     def remember(self, curve: list, now: dt.datetime) -> None:
         """Keep published prices of past intervals for the terminal value (a week, by start)."""
@@ -194,8 +244,7 @@ class PlannerTask(Task):
                 key = prices_key("revision", rev, forecast)
             else:
                 key = prices_key(curve, forecast)
-            reason = needs_replan(self.plan, now, prices_key=key, connected=connected,
-                                  soc=soc, drift_soc=p.drift_soc)
+            reason = needs_replan(self.plan, now, prices_key=key, connected=connected, soc=soc, drift_soc=p.drift_soc)
             if reason is not None and soc is not None:
                 try:
                     if problem is not None:
@@ -213,18 +262,25 @@ class PlannerTask(Task):
                 self._publish(cx, iv, now, connected is not False)
                 last_sig, last_write_us = sig, cx.now_us
 
-    def _fallback(self, now: dt.datetime, soc: float, connected: bool, tz: dt.tzinfo | None, why: str,
-                  key: str) -> Plan:
+    def _fallback(
+        self, now: dt.datetime, soc: float, connected: bool, tz: dt.tzinfo | None, why: str, key: str
+    ) -> Plan:
         from programs.planner.planner import plan as make_plan
 
         p = self.params
         start = now.replace(minute=0, second=0, microsecond=0)
         n = 24
         req = PlanRequest(
-            start=start, step_s=3600, prices=(0.0,) * n, n_published=0, soc=min(1.0, max(0.0, soc)),
-            battery=p.battery, charger=p.charger,
+            start=start,
+            step_s=3600,
+            prices=(0.0,) * n,
+            n_published=0,
+            soc=min(1.0, max(0.0, soc)),
+            battery=p.battery,
+            charger=p.charger,
             windows=routine_windows(p.routine, start, start + dt.timedelta(hours=n), connected, tz),
-            prices_key=key)
+            prices_key=key,
+        )
         return make_plan(req, why, use_solver=False)
 
     def _publish(self, cx: TaskContext, iv: Any, now: dt.datetime, connected: bool) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 Market = Literal["day_ahead", "real_time"]
 MARKETS: tuple[str, ...] = ("day_ahead", "real_time")
 DstPolicy = Literal["strict", "evened"]
@@ -101,8 +101,9 @@ def parse_csv(text: str, *, source: str, time_column: str = "time", price_column
     out = Parsed()
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or time_column not in reader.fieldnames or price_column not in reader.fieldnames:
-        out.errors.append(f"{source}: header must name columns {time_column!r} and {price_column!r}, "
-                          f"got {reader.fieldnames}")
+        out.errors.append(
+            f"{source}: header must name columns {time_column!r} and {price_column!r}, got {reader.fieldnames}"
+        )
         return out
     for rec in reader:
         line = reader.line_num
@@ -125,8 +126,9 @@ def _ambiguous(wall: dt.datetime, tz: ZoneInfo) -> bool:
     return wall.replace(tzinfo=tz, fold=0).utcoffset() != wall.replace(tzinfo=tz, fold=1).utcoffset()
 
 
-def localize(rows: Iterable[Row], tz: ZoneInfo, resolution: dt.timedelta, *, source: str,
-             dst: DstPolicy = "strict") -> tuple[list[tuple[Row, Interval]], list[str]]:
+def localize(
+    rows: Iterable[Row], tz: ZoneInfo, resolution: dt.timedelta, *, source: str, dst: DstPolicy = "strict"
+) -> tuple[list[tuple[Row, Interval]], list[str]]:
     """Rows to UTC intervals of length ``resolution``; see the module docstring for DST."""
     out: list[tuple[Row, Interval]] = []
     errors: list[str] = []
@@ -140,8 +142,10 @@ def localize(rows: Iterable[Row], tz: ZoneInfo, resolution: dt.timedelta, *, sou
         if not _exists(t, tz):
             if dst == "evened":
                 continue  # the publisher's filler row for the skipped hour
-            errors.append(f"{source}:{row.line}: local time {t.isoformat()} does not exist in {tz.key} "
-                          f"(daylight-saving gap): row rejected")
+            errors.append(
+                f"{source}:{row.line}: local time {t.isoformat()} does not exist in {tz.key} "
+                f"(daylight-saving gap): row rejected"
+            )
             continue
         folds = [0]
         if _ambiguous(t, tz):
@@ -156,8 +160,14 @@ def localize(rows: Iterable[Row], tz: ZoneInfo, resolution: dt.timedelta, *, sou
     return out, errors
 
 
-def check_curve(intervals: Sequence[Interval], *, source: str, min_price: float, max_price: float,
-                resolution: dt.timedelta | None = None) -> list[Interval]:
+def check_curve(
+    intervals: Sequence[Interval],
+    *,
+    source: str,
+    min_price: float,
+    max_price: float,
+    resolution: dt.timedelta | None = None,
+) -> list[Interval]:
     """A valid, sorted, de-duplicated curve or PriceError with every reason found."""
     errors: list[str] = []
     by_start: dict[dt.datetime, Interval] = {}
@@ -198,8 +208,12 @@ def check_day(curve: Sequence[Interval], day: dt.date, tz: ZoneInfo, *, source: 
     if not curve or curve[0].start != lo or curve[-1].end != hi:
         first = curve[0].start.isoformat() if curve else "-"
         last = curve[-1].end.isoformat() if curve else "-"
-        raise PriceError([f"{source}: day {day} incomplete: covers {first} .. {last}, "
-                          f"needs {lo.isoformat()} .. {hi.isoformat()} ({(hi - lo) / dt.timedelta(hours=1):g} h)"])
+        raise PriceError(
+            [
+                f"{source}: day {day} incomplete: covers {first} .. {last}, "
+                f"needs {lo.isoformat()} .. {hi.isoformat()} ({(hi - lo) / dt.timedelta(hours=1):g} h)"
+            ]
+        )
 
 
 def parse_signal(obj: Any, *, tz: ZoneInfo, source: str, default_market: str | None = None) -> Signal:

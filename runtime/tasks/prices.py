@@ -67,7 +67,8 @@ class FeedParams(Params):
     real_time_tag: str | None = "prices.real_time"
     updated_tag: str | None = Field("prices.updated", description="None when another feed publishes it")
     day_ahead_stale_after_s: float = Field(
-        36 * 3600.0, gt=0, description="age limit of day-ahead data: one daily publication plus margin")
+        36 * 3600.0, gt=0, description="age limit of day-ahead data: one daily publication plus margin"
+    )
     real_time_stale_after_s: float = Field(900.0, gt=0, description="age limit of real-time data: 3 intervals")
     day_ahead_resolutions_s: list[int] = Field([900, 3600], min_length=1)
     real_time_resolutions_s: list[int] = Field([300], min_length=1)
@@ -101,25 +102,54 @@ class Feed:
         self.last_rt: float | None = None
         self.fresh: dict[str, bool | None] = {m: None for m in markets}
         self.tags = {"day_ahead": p.day_ahead_tag, "real_time": p.real_time_tag}
-        self.stale_us = {"day_ahead": int(p.day_ahead_stale_after_s * US),
-                         "real_time": int(p.real_time_stale_after_s * US)}
-        self.resolutions = {"day_ahead": {dt.timedelta(seconds=s) for s in p.day_ahead_resolutions_s},
-                            "real_time": {dt.timedelta(seconds=s) for s in p.real_time_resolutions_s}}
+        self.stale_us = {
+            "day_ahead": int(p.day_ahead_stale_after_s * US),
+            "real_time": int(p.real_time_stale_after_s * US),
+        }
+        self.resolutions = {
+            "day_ahead": {dt.timedelta(seconds=s) for s in p.day_ahead_resolutions_s},
+            "real_time": {dt.timedelta(seconds=s) for s in p.real_time_resolutions_s},
+        }
 
     def declare(self) -> list[TagSpec]:
         p = self.p
         specs = []
         if "day_ahead" in self.markets and p.day_ahead_tag:
-            specs.append(TagSpec(p.day_ahead_tag, TagType.JSON, "", Direction.SHARED, None,
-                                 p.day_ahead_stale_after_s,
-                                 "day-ahead curve: sorted [{start, end, price}], ISO 8601 UTC, currency/MWh"))
+            specs.append(
+                TagSpec(
+                    p.day_ahead_tag,
+                    TagType.JSON,
+                    "",
+                    Direction.SHARED,
+                    None,
+                    p.day_ahead_stale_after_s,
+                    "day-ahead curve: sorted [{start, end, price}], ISO 8601 UTC, currency/MWh",
+                )
+            )
         if "real_time" in self.markets and p.real_time_tag:
-            specs.append(TagSpec(p.real_time_tag, TagType.FLOAT, "currency/MWh", Direction.SHARED, None,
-                                 p.real_time_stale_after_s, "real-time price of the current interval"))
+            specs.append(
+                TagSpec(
+                    p.real_time_tag,
+                    TagType.FLOAT,
+                    "currency/MWh",
+                    Direction.SHARED,
+                    None,
+                    p.real_time_stale_after_s,
+                    "real-time price of the current interval",
+                )
+            )
         if p.updated_tag:
-            specs.append(TagSpec(p.updated_tag, TagType.INT, "", Direction.SHARED, 0,
-                                 max(p.day_ahead_stale_after_s, p.real_time_stale_after_s),
-                                 "price revision counter"))
+            specs.append(
+                TagSpec(
+                    p.updated_tag,
+                    TagType.INT,
+                    "",
+                    Direction.SHARED,
+                    0,
+                    max(p.day_ahead_stale_after_s, p.real_time_stale_after_s),
+                    "price revision counter",
+                )
+            )
         return specs
 
     @staticmethod
@@ -134,26 +164,39 @@ class Feed:
         """Validate and store one signal; log and keep the last valid curve when it is rejected.
         Returns True when the data were valid (changed or not): the feed is confirmed alive."""
         if market not in self.markets:
-            self.log.warning("%s: %s: %s signal ignored: this feed takes %s", self.name, source, market,
-                             ", ".join(self.markets))
+            self.log.warning(
+                "%s: %s: %s signal ignored: this feed takes %s", self.name, source, market, ", ".join(self.markets)
+            )
             return False
         try:
             curve = check_curve(intervals, source=source, min_price=self.p.min_price, max_price=self.p.max_price)
             lengths = {iv.end - iv.start for iv in curve}
             if not lengths <= self.resolutions[market]:
-                raise PriceError([f"{source}: interval lengths {sorted(str(x) for x in lengths)} not allowed "
-                                  f"for {market} (allowed: {sorted(str(x) for x in self.resolutions[market])})"])
+                raise PriceError(
+                    [
+                        f"{source}: interval lengths {sorted(str(x) for x in lengths)} not allowed "
+                        f"for {market} (allowed: {sorted(str(x) for x in self.resolutions[market])})"
+                    ]
+                )
         except PriceError as exc:
-            self.log.warning("%s: %s signal rejected, last valid curve kept: %s", self.name, market,
-                             "; ".join(exc.errors))
+            self.log.warning(
+                "%s: %s signal rejected, last valid curve kept: %s", self.name, market, "; ".join(exc.errors)
+            )
             return False
         self.confirmed_us[market] = cx.now_us
         cutoff = self.now_utc(cx, self.tz) - dt.timedelta(seconds=self.p.keep_past_s)
         live = [iv for iv in curve if iv.end > cutoff]
         added, revised = self.store.apply(market, live)
         if added or revised:
-            self.log.info("%s: %s: %s %d new, %d revised intervals (revision %d)", self.name, source, market,
-                          added, revised, self.store.revision)
+            self.log.info(
+                "%s: %s: %s %d new, %d revised intervals (revision %d)",
+                self.name,
+                source,
+                market,
+                added,
+                revised,
+                self.store.revision,
+            )
         return True
 
     def confirm(self, cx: TaskContext, markets: tuple[str, ...] | None = None) -> None:
@@ -208,10 +251,12 @@ class CsvParams(FeedParams):
     time_column: str = "time"
     price_column: str = "price"
     publication_time: dt.time | None = Field(
-        dt.time(12, 0), description="day-ahead: local time on D-1 when day D is published; None: no delay")
+        dt.time(12, 0), description="day-ahead: local time on D-1 when day D is published; None: no delay"
+    )
     publication_days_ahead: int = Field(1, ge=0, le=7)
     data_start: dt.date | None = Field(
-        None, description="simulated start: this data day is replayed as the task clock's first day")
+        None, description="simulated start: this data day is replayed as the task clock's first day"
+    )
     loop: bool = Field(False, description="with data_start: replay the data again when they run out")
     poll_s: float = Field(60.0, gt=0, description="re-check the file on the task clock")
 
@@ -269,8 +314,14 @@ class PricesCsv(Task):
             wall = row.time if row.time.tzinfo is None else row.time.astimezone(tz).replace(tzinfo=None)
             days.setdefault(wall.date(), []).append(Row(row.line, wall, row.price))
         self._days, self._cache, self._mtime = days, {}, mtime
-        log.info("%s: read %s: %d rows, %d days, %d rows rejected", self.name, self.file.name,
-                 len(parsed.rows), len(days), len(parsed.errors))
+        log.info(
+            "%s: read %s: %d rows, %d days, %d rows rejected",
+            self.name,
+            self.file.name,
+            len(parsed.rows),
+            len(days),
+            len(parsed.errors),
+        )
         return True
 
     def _data_day(self, day: dt.date, clock_day0: dt.date) -> dt.date | None:
@@ -300,8 +351,13 @@ class PricesCsv(Task):
             try:
                 if errors:
                     raise PriceError(errors)
-                curve = check_curve([iv for _, iv in pairs], source=label, min_price=p.min_price,
-                                    max_price=p.max_price, resolution=dt.timedelta(seconds=p.resolution_s))
+                curve = check_curve(
+                    [iv for _, iv in pairs],
+                    source=label,
+                    min_price=p.min_price,
+                    max_price=p.max_price,
+                    resolution=dt.timedelta(seconds=p.resolution_s),
+                )
                 if p.market == "day_ahead":
                     check_day(curve, day, tz, source=label)
             except PriceError as exc:
@@ -323,8 +379,9 @@ class PricesCsv(Task):
             for i in range(-1, ahead + 1):
                 day = today + dt.timedelta(days=i)
                 if p.market == "day_ahead" and p.publication_time is not None:
-                    pub = dt.datetime.combine(day - dt.timedelta(days=p.publication_days_ahead),
-                                              p.publication_time, tz).astimezone(UTC)
+                    pub = dt.datetime.combine(
+                        day - dt.timedelta(days=p.publication_days_ahead), p.publication_time, tz
+                    ).astimezone(UTC)
                     if pub > now:
                         continue
                 curve = self._curve(day, clock_day0, cx.log)
@@ -357,7 +414,9 @@ class HttpParams(LiveParams):
     timeout_s: float = Field(10.0, gt=0, le=120)
 
 
-def fetch(url: str, etag: str | None, last_modified: str | None, timeout: float) -> tuple[int, bytes, str | None, str | None]:
+def fetch(
+    url: str, etag: str | None, last_modified: str | None, timeout: float
+) -> tuple[int, bytes, str | None, str | None]:
     """One conditional GET (RFC 9110 13.1.2 If-None-Match, 13.1.3 If-Modified-Since); blocking.
     urllib is imported here: it pulls in ssl, which the scan process (importing every task module to
     find registrations) must not carry."""
@@ -507,8 +566,9 @@ class PricesMqtt(_LiveTask):
                             self.handle(cx, body, f"mqtt {msg.topic}")
                 except aiomqtt.MqttError as exc:
                     self.connected = False
-                    cx.log.warning("%s: MQTT %s:%d: %s; retrying in %g s", self.name, p.host, p.port, exc,
-                                   p.reconnect_s)
+                    cx.log.warning(
+                        "%s: MQTT %s:%d: %s; retrying in %g s", self.name, p.host, p.port, exc, p.reconnect_s
+                    )
                     await asyncio.sleep(p.reconnect_s)
         finally:
             publisher.cancel()

@@ -52,15 +52,23 @@ def plan_table() -> list[dict[str, Any]]:
         row: dict[str, Any] = {"map": path.stem}
         for label, classes in (("fast", {PollClass.FAST}), ("all", set(PollClass))):
             spans, gap, rej = map_spans(path, classes)
-            row[label] = {"planned": len(plan_reads(spans, gap, rej)) if spans else 0,
-                          "minimum": min_requests(spans, gap, rej) if spans else 0, "per_point": len(spans)}
+            row[label] = {
+                "planned": len(plan_reads(spans, gap, rej)) if spans else 0,
+                "minimum": min_requests(spans, gap, rej) if spans else 0,
+                "per_point": len(spans),
+            }
         rows.append(row)
     return rows
 
 
 def start_plant(site: Path) -> subprocess.Popen[bytes]:
-    p = subprocess.Popen([sys.executable, "-m", "runtime.sim", "--site", str(site)], cwd=ROOT,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "runtime.sim", "--site", str(site)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert p.stdout is not None
     if p.stdout.readline().strip() != b"READY":
         raise RuntimeError("virtual plant did not start")
@@ -129,8 +137,10 @@ def memory_devices() -> str:
         for s in tag_specs(load_map(ROOT / "io_maps" / f"{m}.yaml")):
             value = {"float": 1.0, "int": 1, "bool": False, "str": "x"}.get(s.type.value, 1.0)
             extra = f", stale_after_s: {s.stale_after_s}" if s.stale_after_s else ""
-            lines.append(f"        - {{name: {s.name}, type: {s.type.value}, direction: {s.direction.value}, "
-                         f"value: {json.dumps(value)}{extra}}}")
+            lines.append(
+                f"        - {{name: {s.name}, type: {s.type.value}, direction: {s.direction.value}, "
+                f"value: {json.dumps(value)}{extra}}}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -145,8 +155,22 @@ def _cpu_s(pid: int) -> float | None:
 
 def run_site(site: Path, seconds: float, stats: Path, extra: tuple[str, ...] = ("--no-plant",)) -> dict[str, Any]:
     """Run a site for ``seconds``; CPU share of the scan process alone (sampled from /proc until it exits)."""
-    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", str(site), "--for", str(seconds), *extra,
-                          "--stats-json", str(stats)], cwd=ROOT, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runtime.cli",
+            "run",
+            str(site),
+            "--for",
+            str(seconds),
+            *extra,
+            "--stats-json",
+            str(stats),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
     t0 = time.monotonic()
     first: tuple[float, float] | None = None
     last: tuple[float, float] | None = None
@@ -170,9 +194,11 @@ def run_site(site: Path, seconds: float, stats: Path, extra: tuple[str, ...] = (
 
 def line(label: str, r: dict[str, Any]) -> str:
     lat = r["lateness_ms"]
-    return (f"{label}: lateness p50 {lat['p50']:.3f} p99 {lat['p99']:.3f} max {lat['max']:.3f} ms, overruns "
-            f"{r['overruns']}, cycles {r['cycles']}, scan process CPU {100 * r['cpu_share_of_one_core']:.1f} % "
-            f"of one core, RSS {r.get('rss_mb')} MB")
+    return (
+        f"{label}: lateness p50 {lat['p50']:.3f} p99 {lat['p99']:.3f} max {lat['max']:.3f} ms, overruns "
+        f"{r['overruns']}, cycles {r['cycles']}, scan process CPU {100 * r['cpu_share_of_one_core']:.1f} % "
+        f"of one core, RSS {r.get('rss_mb')} MB"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,9 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"seconds": a.seconds}
     out["plans"] = plans = plan_table()
     for r in plans:
-        print(f"{r['map']:<24} fast: {r['fast']['planned']} requests (minimum {r['fast']['minimum']}, "
-              f"per point {r['fast']['per_point']}); full poll: {r['all']['planned']} (minimum "
-              f"{r['all']['minimum']}, per point {r['all']['per_point']})", flush=True)
+        print(
+            f"{r['map']:<24} fast: {r['fast']['planned']} requests (minimum {r['fast']['minimum']}, "
+            f"per point {r['fast']['per_point']}); full poll: {r['all']['planned']} (minimum "
+            f"{r['all']['minimum']}, per point {r['all']['per_point']})",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         ports = {"inv": free_port(), "meter": free_port()}
@@ -196,31 +225,42 @@ def main(argv: list[str] | None = None) -> int:
         plant = start_plant(modbus_site)
         try:
             out["round_trip"] = rt = round_trip(ports["inv"])
-            print(f"loopback round trip: 10 regs median {rt['10_regs']['median_ms']:.3f} ms p99 "
-                  f"{rt['10_regs']['p99_ms']:.3f} ms; 125 regs median {rt['125_regs']['median_ms']:.3f} ms p99 "
-                  f"{rt['125_regs']['p99_ms']:.3f} ms (ratio {rt['ratio_125_vs_10']:.2f})", flush=True)
+            print(
+                f"loopback round trip: 10 regs median {rt['10_regs']['median_ms']:.3f} ms p99 "
+                f"{rt['10_regs']['p99_ms']:.3f} ms; 125 regs median {rt['125_regs']['median_ms']:.3f} ms p99 "
+                f"{rt['125_regs']['p99_ms']:.3f} ms (ratio {rt['ratio_125_vs_10']:.2f})",
+                flush=True,
+            )
             # Each run beside a bare loop in the same minute: what the runtime adds over the machine's own
             # noise is p99 - bare p99, and the growth with I/O compares those excesses.
             bare_a, base = beside_bare(20, a.seconds, lambda: run_site(mem_site, a.seconds, tmp / "mem.json"))
             out["without_io"], out["without_io_bare"] = base, bare_a
-            print(line("I/O disabled (memory device)", base) + f"; bare loop beside it p99 {bare_a['p99']:.3f} ms",
-                  flush=True)
+            print(
+                line("I/O disabled (memory device)", base) + f"; bare loop beside it p99 {bare_a['p99']:.3f} ms",
+                flush=True,
+            )
             bare_b, io = beside_bare(20, a.seconds, lambda: run_site(modbus_site, a.seconds, tmp / "io.json"))
             out["with_io"], out["with_io_bare"] = io, bare_b
-            print(line("inverter + meter over Modbus TCP, fast poll every 20 ms cycle", io)
-                  + f"; bare loop beside it p99 {bare_b['p99']:.3f} ms", flush=True)
+            print(
+                line("inverter + meter over Modbus TCP, fast poll every 20 ms cycle", io)
+                + f"; bare loop beside it p99 {bare_b['p99']:.3f} ms",
+                flush=True,
+            )
         finally:
             stop(plant)
         d99 = io["lateness_ms"]["p99"] - base["lateness_ms"]["p99"]
         excess = (io["lateness_ms"]["p99"] - bare_b["p99"]) - (base["lateness_ms"]["p99"] - bare_a["p99"])
         out["p99_lateness_growth_ms"] = d99
         out["p99_excess_over_bare_growth_ms"] = excess
-        print(f"p99 lateness growth with I/O: {d99:+.3f} ms raw, {excess:+.3f} ms over the bare loops beside them "
-              f"(target <= 0.2 ms, no overruns)", flush=True)
+        print(
+            f"p99 lateness growth with I/O: {d99:+.3f} ms raw, {excess:+.3f} ms over the bare loops beside them "
+            f"(target <= 0.2 ms, no overruns)",
+            flush=True,
+        )
         try:  # the bundled site as `make run` runs it (fixed ports 15502..15505: fails if they are busy)
             out["bundled"] = b = run_site(ROOT / "runtime/sites/sim.yaml", a.seconds, tmp / "bundled.json", ())
             print(line("bundled site (4 Modbus devices, programs, safety, tasks; target CPU <= 15 %)", b))
-        except Exception as exc:  # noqa: BLE001 - report, don't hide the other figures
+        except Exception as exc:
             out["bundled"] = {"error": repr(exc)}
             print(f"bundled site: not measured ({exc!r})")
     if a.json:

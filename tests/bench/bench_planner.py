@@ -24,8 +24,17 @@ STRATEGIES = ("planner", "cheapest", "threshold", "baseline", "perfect")
 
 
 def run(series: str, strategy: str) -> dict:
-    cmd = [sys.executable, "-m", "runtime.backtest", "--prices", str(ROOT / "runtime/data/prices" / series),
-           "--scenario", str(ROOT / "runtime/data/scenarios/commuter.yaml"), "--strategy", strategy]
+    cmd = [
+        sys.executable,
+        "-m",
+        "runtime.backtest",
+        "--prices",
+        str(ROOT / "runtime/data/prices" / series),
+        "--scenario",
+        str(ROOT / "runtime/data/scenarios/commuter.yaml"),
+        "--strategy",
+        strategy,
+    ]
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     out = json.loads(proc.stdout)
@@ -56,8 +65,12 @@ def variants() -> int:
     for label, settings in VARIANTS:
         cells = []
         for series in SERIES:
-            o = backtest(ROOT / "runtime/data/prices" / series, ROOT / "runtime/data/scenarios/commuter.yaml",
-                         "planner", settings)[0]
+            o = backtest(
+                ROOT / "runtime/data/prices" / series,
+                ROOT / "runtime/data/scenarios/commuter.yaml",
+                "planner",
+                settings,
+            )[0]
             cells.append(f"{o['share_of_perfect_foresight']:.4f} ({o['violations']} violations)")
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
     return 0
@@ -68,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--variants"]:
         return variants()
     strategies = argv or STRATEGIES
-    print("| series | strategy | cost | share of perfect foresight | departures met | violations | "
-          "re-plans | solve s median / max | scans / mode transitions / trips | wall s | peak RSS MB |")
+    print(
+        "| series | strategy | cost | share of perfect foresight | departures met | violations | "
+        "re-plans | solve s median / max | scans / mode transitions / trips | wall s | peak RSS MB |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     ok = True
     for series in SERIES:
@@ -77,15 +92,21 @@ def main(argv: list[str] | None = None) -> int:
             o = run(series, strategy)
             st = o.get("solve_time_s")
             solve = f"{st['median'] * 1000:.2f} ms / {st['max'] * 1000:.2f} ms" if st else "-"
-            print(f"| {series} | {strategy} | {o['strategy_cost']:.2f} | {o['share_of_perfect_foresight']:.4f} | "
-                  f"{o['departures_met']}/{o['departures']} | {o['violations']} | {o['replans']} | {solve} | "
-                  f"{o['scan_cycles']} / {o['mode_transitions']} / {o['safety_trips']} | "
-                  f"{o['wall_s']:.1f} | {o['peak_rss_mb']:.0f} |", flush=True)
+            print(
+                f"| {series} | {strategy} | {o['strategy_cost']:.2f} | {o['share_of_perfect_foresight']:.4f} | "
+                f"{o['departures_met']}/{o['departures']} | {o['violations']} | {o['replans']} | {solve} | "
+                f"{o['scan_cycles']} / {o['mode_transitions']} / {o['safety_trips']} | "
+                f"{o['wall_s']:.1f} | {o['peak_rss_mb']:.0f} |",
+                flush=True,
+            )
             if strategy == "planner":
                 ok &= o["share_of_perfect_foresight"] >= 0.97 and o["violations"] == 0
             ok &= o["wall_s"] <= 60 and o["peak_rss_mb"] <= 300
-        print(f"(baseline {o['baseline_cost']:.2f}, perfect foresight {o['perfect_foresight_cost']:.2f}, "
-              f"{o['rows']} rows, {o['price_unit']})", flush=True)
+        print(
+            f"(baseline {o['baseline_cost']:.2f}, perfect foresight {o['perfect_foresight_cost']:.2f}, "
+            f"{o['rows']} rows, {o['price_unit']})",
+            flush=True,
+        )
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
 

@@ -101,7 +101,9 @@ def one_excursion(rng: random.Random) -> dict[str, Any]:
     fired, zero_us = None, None
     near = ((t_true + t.trip_after_us) // rig.period_us - 2) * rig.period_us  # stay on the cycle grid
     while rig.now_us <= t_true + round(t.clearing_s * US) + rig.period_us:
-        res = rig.step(advance_us=rig.period_us if rig.now_us >= near else min(500_000, max(rig.period_us, near - rig.now_us)))
+        res = rig.step(
+            advance_us=rig.period_us if rig.now_us >= near else min(500_000, max(rig.period_us, near - rig.now_us))
+        )
         if res.outputs["inverter.setpoint"] == 0.0 and zero_us is None:
             zero_us = res.now_us
         if res.outputs["safety.trip"]:
@@ -111,8 +113,14 @@ def one_excursion(rng: random.Random) -> dict[str, Any]:
     got = fired[1] - t_true
     owed = t.ride_through_s if t.ride_through_s <= t.clearing_s else 0.0
     zero = (zero_us if zero_us is not None else fired[1]) - t_true
-    return {"cat": cat, "code": code, "trip": fired[0], "error_cycles": (got - t.trip_after_us) / rig.period_us,
-            "margin_to_clearing_s": t.clearing_s - zero / US, "margin_after_ride_through_s": got / US - owed}
+    return {
+        "cat": cat,
+        "code": code,
+        "trip": fired[0],
+        "error_cycles": (got - t.trip_after_us) / rig.period_us,
+        "margin_to_clearing_s": t.clearing_s - zero / US,
+        "margin_after_ride_through_s": got / US - owed,
+    }
 
 
 def bench_trip_time(n: int, seed: int) -> dict[str, Any]:
@@ -122,18 +130,24 @@ def bench_trip_time(n: int, seed: int) -> dict[str, Any]:
     wrong = [r for r in rows if r["trip"] != r["code"]]
     return {
         "excursions": n,
-        "error_cycles": {"median": round(statistics.median(err), 4), "max": round(max(err), 4),
-                         "min": round(min(err), 4)},
+        "error_cycles": {
+            "median": round(statistics.median(err), 4),
+            "max": round(max(err), 4),
+            "min": round(min(err), 4),
+        },
         "min_margin_to_clearing_s": round(min(r["margin_to_clearing_s"] for r in rows), 4),
         "min_margin_after_ride_through_s": round(min(r["margin_after_ride_through_s"] for r in rows), 4),
         "wrong_trip_code": len(wrong),
     }
 
 
-PLANT_SITE = """\
+PLANT_SITE = (
+    """\
 site: {{name: bench-plant, nominal_voltage: 240.0, nominal_frequency: 60}}
 scan: {{period_ms: 20, overrun_fault_after: 50}}
-""" + MODBUS_DEVICES + """programs:
+"""
+    + MODBUS_DEVICES
+    + """programs:
   - {{type: example_copy, name: ask, params: {{source: ev.soc, target: inverter.setpoint, gain: -10000, declare_target: false}}}}
   - {{type: example_copy, name: permit, params: {{source: inverter.connected, target: inverter.enable, gain: 1.0, declare_target: false}}}}
 safety:
@@ -144,10 +158,13 @@ plant:
   type: virtual
   params:
     host: 127.0.0.1
-""" + PLANT_DEVICES + """    ev: {{soc: 0.6}}
+"""
+    + PLANT_DEVICES
+    + """    ev: {{soc: 0.6}}
     events:
 {events}
 """
+)
 
 
 def bench_plant(steps: int, fast_readback: bool = False) -> dict[str, Any]:
@@ -174,17 +191,37 @@ def bench_plant(steps: int, fast_readback: bool = False) -> dict[str, Any]:
             fast = shipped.replace("readback: true, poll: normal", "readback: true, poll: fast")
             assert fast != shipped, "the WSet read-back point changed shape in the shipped map"
             (Path(tmp) / "inverter_fast_readback.yaml").write_text(fast)
-            text = text.replace("units: [{{unit: 1, map: sunspec_der_inverter}}], timeout_s",
-                                "unit: 1, map: inverter_fast_readback.yaml, timeout_s")
+            text = text.replace(
+                "units: [{{unit: 1, map: sunspec_der_inverter}}], timeout_s",
+                "unit: 1, map: inverter_fast_readback.yaml, timeout_s",
+            )
         site.write_text(text)
         rec, rec_out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
-        run = subprocess.run([sys.executable, "-m", "runtime.cli", "run", str(site), "--for", str(8.0 + 4.0 * steps),
-                              "--record", str(rec), "--record-outputs", str(rec_out)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "runtime.cli",
+                "run",
+                str(site),
+                "--for",
+                str(8.0 + 4.0 * steps),
+                "--record",
+                str(rec),
+                "--record-outputs",
+                str(rec_out),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if run.returncode != 0:
             raise RuntimeError(run.stderr[-2000:])
         frames = [json.loads(line) for line in rec.read_text().splitlines() if line.strip()]
-        outs = {o["k"]: o["tags"] for o in (json.loads(line) for line in rec_out.read_text().splitlines() if line.strip())}
+        outs = {
+            o["k"]: o["tags"] for o in (json.loads(line) for line in rec_out.read_text().splitlines() if line.strip())
+        }
     reactions, seen_at, last_rb, skipped = [], None, 0.0, 0
     safety_cycles: list[int] = []
     period = 0.02
@@ -208,11 +245,14 @@ def bench_plant(steps: int, fast_readback: bool = False) -> dict[str, Any]:
                 seen_at = None
     if not reactions:
         return {"steps": steps, "reactions": 0}
-    return {"steps": steps, "reactions": len(reactions), "skipped_not_exporting": skipped,
-            "seen_to_readback_zero_s": {"median": round(statistics.median(reactions), 3),
-                                        "max": round(max(reactions), 3)},
-            "upper_bound_step_to_readback_zero_s": round(max(reactions) + period, 3),
-            "safety_cycles_seen_to_zero_output": {"median": statistics.median(safety_cycles), "max": max(safety_cycles)}}
+    return {
+        "steps": steps,
+        "reactions": len(reactions),
+        "skipped_not_exporting": skipped,
+        "seen_to_readback_zero_s": {"median": round(statistics.median(reactions), 3), "max": round(max(reactions), 3)},
+        "upper_bound_step_to_readback_zero_s": round(max(reactions) + period, 3),
+        "safety_cycles_seen_to_zero_output": {"median": statistics.median(safety_cycles), "max": max(safety_cycles)},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plant-steps", type=int, default=5, help="over-voltage steps on the virtual plant (0: skip)")
     ap.add_argument("--json", type=str)
     a = ap.parse_args(argv)
-    res = {"cycle": bench_cycle(a.cycles), "trip_time": bench_trip_time(a.excursions, a.seed),
-           "inputs": len(INPUTS) + len(RUNTIME_TAGS)}
+    res = {
+        "cycle": bench_cycle(a.cycles),
+        "trip_time": bench_trip_time(a.excursions, a.seed),
+        "inputs": len(INPUTS) + len(RUNTIME_TAGS),
+    }
     if a.plant_steps:
         res["plant"] = bench_plant(a.plant_steps)
         res["plant_fast_readback"] = bench_plant(a.plant_steps, fast_readback=True)

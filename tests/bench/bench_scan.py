@@ -45,6 +45,7 @@ tasks:
   - {{type: example_busy, name: busy, params: {{tags: 20, interval_s: {interval}, work_ms: 4.0}}}}
 """
 
+
 def pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]
@@ -84,11 +85,16 @@ def side_by_side(period_ms: float, seconds: float, tmp: Path, rt: int | None) ->
 
 def runtime_loop(period_ms: float, seconds: float, tmp: Path, rt: int | None = None) -> dict:
     site = tmp / f"bench{period_ms}.yaml"
-    site.write_text(SITE.format(period=period_ms, interval=period_ms / 1000,
-                                rt="" if rt is None else f", realtime_priority: {rt}"))
+    site.write_text(
+        SITE.format(period=period_ms, interval=period_ms / 1000, rt="" if rt is None else f", realtime_priority: {rt}")
+    )
     stats = tmp / f"stats{period_ms}.json"
-    subprocess.run([sys.executable, "-m", "runtime.cli", "run", str(site), "--for", str(seconds),
-                    "--stats-json", str(stats)], cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "run", str(site), "--for", str(seconds), "--stats-json", str(stats)],
+        cwd=ROOT,
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
     return json.loads(stats.read_text())
 
 
@@ -127,29 +133,44 @@ def compute_2000(cycles: int = 3000, updated: int = 100, used: int = 100) -> dic
                 if v > 1e6 or v < -1e6:
                     out[n] = max(-1e6, min(1e6, v))
 
-    e = Engine(site, tag_table(("rt", RUNTIME_TAGS), ("in", inputs), ("out", outputs)),
-               [Scale(g) for g in range(10)], [Limit(g) for g in range(10)])
+    e = Engine(
+        site,
+        tag_table(("rt", RUNTIME_TAGS), ("in", inputs), ("out", outputs)),
+        [Scale(g) for g in range(10)],
+        [Limit(g) for g in range(10)],
+    )
     assert len(e.tags.specs) >= 2000
     times = []
     for k in range(cycles):
         # ``updated`` inputs change per cycle (fast poll class); the rest were read within their limit
-        ups = [TagUpdate(s.name, float(k % 7 + j), t_us=k * 20_000)
-               for j, s in enumerate(inputs) if j % (1000 // updated) == k % (1000 // updated)]
+        ups = [
+            TagUpdate(s.name, float(k % 7 + j), t_us=k * 20_000)
+            for j, s in enumerate(inputs)
+            if j % (1000 // updated) == k % (1000 // updated)
+        ]
         t = time.perf_counter_ns()
         e.step(k * 20_000, ups)
         times.append((time.perf_counter_ns() - t) / 1e6)
-    return {"tags": len(e.tags.specs), "updated_per_cycle": updated, "used_by_programs": 10 * used, "median_ms": statistics.median(times),
-            "p99_ms": pct(times, 0.99)}
-
-
+    return {
+        "tags": len(e.tags.specs),
+        "updated_per_cycle": updated,
+        "used_by_programs": 10 * used,
+        "median_ms": statistics.median(times),
+        "p99_ms": pct(times, 0.99),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--rt", type=int, default=None, metavar="PRIO",
-                    help="also measure both loops with SCHED_FIFO at this priority (needs the privilege)")
+    ap.add_argument(
+        "--rt",
+        type=int,
+        default=None,
+        metavar="PRIO",
+        help="also measure both loops with SCHED_FIFO at this priority (needs the privilege)",
+    )
     ap.add_argument("--bare", type=float, metavar="PERIOD_MS", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.bare:  # the baseline's own process (see side_by_side)
@@ -164,18 +185,29 @@ def main(argv: list[str] | None = None) -> int:
             lat = rt["lateness_ms"]
             target = min(0.5, max(1.5 * bare["p99"], bare["p99"] + 0.1))
             label = f"{period}ms" + ("" if prio is None else f"_fifo{prio}")
-            out[label] = {"bare": bare, "runtime": rt, "p99_target_ms": target,
-                                  "p99_ok": lat["p99"] <= target,
-                                  "overruns": rt["overruns"]}
-            print(f"{label}: runtime p99 {lat['p99']:.3f} ms max {lat['max']:.3f} ms overruns {rt['overruns']} | "
-                  f"bare p99 {bare['p99']:.3f} ms max {bare['max']:.3f} ms | target p99 <= {target:.3f} ms", flush=True)
+            out[label] = {
+                "bare": bare,
+                "runtime": rt,
+                "p99_target_ms": target,
+                "p99_ok": lat["p99"] <= target,
+                "overruns": rt["overruns"],
+            }
+            print(
+                f"{label}: runtime p99 {lat['p99']:.3f} ms max {lat['max']:.3f} ms overruns {rt['overruns']} | "
+                f"bare p99 {bare['p99']:.3f} ms max {bare['max']:.3f} ms | target p99 <= {target:.3f} ms",
+                flush=True,
+            )
         for updated, used in ((100, 20), (100, 100), (1000, 100)):
             out[f"compute_2000_tags_{updated}_updated_{used * 10}_used"] = c = compute_2000(updated=updated, used=used)
-            print(f"compute with {c['tags']} tags, {updated} inputs updated per cycle, programs using {used * 10}: "
-                  f"median {c['median_ms']:.3f} ms, p99 {c['p99_ms']:.3f} ms")
+            print(
+                f"compute with {c['tags']} tags, {updated} inputs updated per cycle, programs using {used * 10}: "
+                f"median {c['median_ms']:.3f} ms, p99 {c['p99_ms']:.3f} ms"
+            )
         rt20 = out["20ms"]["runtime"]
-        print(f"scan process RSS {rt20.get('rss_mb')} MB (peak {rt20.get('peak_rss_mb')} MB), "
-              f"first cycle {rt20.get('first_cycle_after_start_s')} s after start")
+        print(
+            f"scan process RSS {rt20.get('rss_mb')} MB (peak {rt20.get('peak_rss_mb')} MB), "
+            f"first cycle {rt20.get('first_cycle_after_start_s')} s after start"
+        )
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0

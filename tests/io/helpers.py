@@ -65,8 +65,16 @@ def plant(devices: list[dict[str, Any]], **kw: Any) -> VirtualPlant:
 
 
 def tcp_driver(port: int, map_: str, name: str = "dev", **kw: Any) -> ModbusTcpDriver:
-    params = {"host": "127.0.0.1", "port": port, "timeout_s": 0.3, "retries": 0,
-              "backoff_s": 0.05, "backoff_max_s": 0.4, **({"units": [{"unit": 1, "map": map_}]} if map_ else {}), **kw}
+    params = {
+        "host": "127.0.0.1",
+        "port": port,
+        "timeout_s": 0.3,
+        "retries": 0,
+        "backoff_s": 0.05,
+        "backoff_max_s": 0.4,
+        **({"units": [{"unit": 1, "map": map_}]} if map_ else {}),
+        **kw,
+    }
     return ModbusTcpDriver(name, ModbusTcpDriver.Params.model_validate(params), SITE, ROOT)
 
 

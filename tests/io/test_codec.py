@@ -16,8 +16,7 @@ INT_TYPES = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64, 
 
 
 def one(point: dict[str, Any], **map_kw: Any) -> tuple[IOMap, Point]:
-    m = IOMap.model_validate({"name": "t", "points": [point, {"id": "SF", "address": 900, "type": "int16"}],
-                              **map_kw})
+    m = IOMap.model_validate({"name": "t", "points": [point, {"id": "SF", "address": 900, "type": "int16"}], **map_kw})
     return m, m.points[0]
 
 
@@ -94,11 +93,12 @@ def test_enum() -> None:
 @pytest.mark.parametrize("sf", [-2, 0, 1])
 def test_scale_factor_and_negation(w: float, sf: int) -> None:
     """SunSpec: value = raw x 10^SF; generation-positive registers are negated in the map."""
-    m, p = one({"tag": "inverter.power", "address": 0, "type": "int32", "sf": "SF", "negate": True},
-               sentinels="sunspec")
+    m, p = one(
+        {"tag": "inverter.power", "address": 0, "type": "int32", "sf": "SF", "negate": True}, sentinels="sunspec"
+    )
     regs = encode(m, p, w, {"SF": sf})
     raw = decode_raw(p, regs, "big")
-    assert raw == pytest.approx(-w / 10 ** sf)  # on the wire: generation positive
+    assert raw == pytest.approx(-w / 10**sf)  # on the wire: generation positive
     assert decode(m, p, regs, {"SF": sf}) == pytest.approx(w)
 
 
@@ -110,8 +110,16 @@ def test_scale_offset() -> None:
     assert decode(m, p, [950], {"SF": -1}) == 0.95  # percent -> fraction, exact
 
 
-@pytest.mark.parametrize("t,raw", [("int16", [0x8000]), ("uint16", [0xFFFF]), ("int32", [0x8000, 0]),
-                                   ("uint32", [0xFFFF, 0xFFFF]), ("uint64", [0xFFFF] * 4)])
+@pytest.mark.parametrize(
+    "t,raw",
+    [
+        ("int16", [0x8000]),
+        ("uint16", [0xFFFF]),
+        ("int32", [0x8000, 0]),
+        ("uint32", [0xFFFF, 0xFFFF]),
+        ("uint64", [0xFFFF] * 4),
+    ],
+)
 def test_sunspec_not_implemented_is_bad(t: str, raw: list[int]) -> None:
     m, p = one({"tag": "x.y", "address": 0, "type": t}, sentinels="sunspec")
     with pytest.raises(DecodeError, match="not implemented"):

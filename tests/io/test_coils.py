@@ -29,10 +29,15 @@ def test_coils_and_discrete_inputs(tmp_path: Path) -> None:
         port = free_port()
         bits = [False] * 16
         bits[5] = True  # door open
-        dev = SimDevice(1, simdata=([SimData(0, values=[False] * 16, datatype=DataType.BITS)],
-                                    [SimData(0, values=bits, datatype=DataType.BITS)],
-                                    [SimData(0, values=0, datatype=DataType.REGISTERS)],
-                                    [SimData(0, values=0, datatype=DataType.REGISTERS)]))
+        dev = SimDevice(
+            1,
+            simdata=(
+                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
+                [SimData(0, values=bits, datatype=DataType.BITS)],
+                [SimData(0, values=0, datatype=DataType.REGISTERS)],
+                [SimData(0, values=0, datatype=DataType.REGISTERS)],
+            ),
+        )
         server = ModbusTcpServer([dev], address=("127.0.0.1", port))
         await server.serve_forever(background=True)
         drv = tcp_driver(port, str(tmp_path / "relay_box.yaml"))

@@ -12,9 +12,16 @@ from runtime.tags import Direction
 from runtime.yamlload import ConfigError
 
 MAPS = shipped_maps()
-SUNSPEC_TYPES = {"int16": {"int16"}, "uint16": {"uint16", "acc16"}, "int32": {"int32"}, "uint32": {"uint32", "acc32"},
-                 "uint64": {"uint64", "acc64"}, "string": {"string"}, "enum": {"enum16", "enum32"},
-                 "bitfield": {"bitfield16", "bitfield32"}}
+SUNSPEC_TYPES = {
+    "int16": {"int16"},
+    "uint16": {"uint16", "acc16"},
+    "int32": {"int32"},
+    "uint32": {"uint32", "acc32"},
+    "uint64": {"uint64", "acc64"},
+    "string": {"string"},
+    "enum": {"enum16", "enum32"},
+    "bitfield": {"bitfield16", "bitfield32"},
+}
 
 
 def sunspec_points(model_id: int) -> dict[str, tuple[int, dict]]:
@@ -31,8 +38,14 @@ def sunspec_points(model_id: int) -> dict[str, tuple[int, dict]]:
 
 def test_maps_are_shipped() -> None:
     names = {p.stem for p in MAPS}
-    assert {"sunspec_der_inverter", "vendor_bidi_charger", "site_meter_tcp", "site_meter_rtu", "plc_modem",
-            "temperature_sensors"} <= names
+    assert {
+        "sunspec_der_inverter",
+        "vendor_bidi_charger",
+        "site_meter_tcp",
+        "site_meter_rtu",
+        "plc_modem",
+        "temperature_sensors",
+    } <= names
 
 
 @pytest.mark.parametrize("path", MAPS, ids=lambda p: p.stem)
@@ -53,8 +66,15 @@ def test_inverter_maps_state_reversion_and_core_tags(name: str) -> None:
     specs = {s.name: s for s in tag_specs(m)}
     assert specs["inverter.setpoint"].direction is Direction.OUTPUT and specs["inverter.setpoint"].default == 0.0
     assert specs["inverter.enable"].direction is Direction.OUTPUT and specs["inverter.enable"].default is False
-    for t in ("grid.voltage", "grid.frequency", "inverter.power", "inverter.temperature", "ev.soc",
-              "inverter.setpoint_readback", "inverter.write_mismatch"):
+    for t in (
+        "grid.voltage",
+        "grid.frequency",
+        "inverter.power",
+        "inverter.temperature",
+        "ev.soc",
+        "inverter.setpoint_readback",
+        "inverter.write_mismatch",
+    ):
         assert specs[t].direction is Direction.INPUT
     for p in m.points:
         if p.key in m.reversion.restarted_by:

@@ -35,10 +35,13 @@ def test_registered() -> None:
 
 
 def test_tag_specs(tmp_path: Path) -> None:
-    d = make(tmp_path, tags=[
-        {"name": "grid.voltage", "unit": "V", "value": 240, "stale_after_s": 1.0},
-        {"name": "inverter.setpoint", "unit": "W", "direction": "output", "value": 0},
-    ])
+    d = make(
+        tmp_path,
+        tags=[
+            {"name": "grid.voltage", "unit": "V", "value": 240, "stale_after_s": 1.0},
+            {"name": "inverter.setpoint", "unit": "W", "direction": "output", "value": 0},
+        ],
+    )
     specs = {s.name: s for s in d.tag_specs()}
     assert specs["grid.voltage"].direction is Direction.INPUT
     assert specs["grid.voltage"].stale_after_s == 1.0
@@ -72,9 +75,16 @@ def test_inputs_redelivered_and_fresh(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("setpoint", [-7000.0, 0.0, 7000.0])
 def test_echo_and_journal(tmp_path: Path, setpoint: float) -> None:
-    d = make(tmp_path, journal="out/journal.jsonl", poll_s=5.0, echo={"inverter.power": "inverter.setpoint"},
-             tags=[{"name": "inverter.power", "unit": "W", "value": 0.0},
-                   {"name": "inverter.setpoint", "unit": "W", "direction": "output", "value": 0.0}])
+    d = make(
+        tmp_path,
+        journal="out/journal.jsonl",
+        poll_s=5.0,
+        echo={"inverter.power": "inverter.setpoint"},
+        tags=[
+            {"name": "inverter.power", "unit": "W", "value": 0.0},
+            {"name": "inverter.setpoint", "unit": "W", "direction": "output", "value": 0.0},
+        ],
+    )
 
     async def main() -> list:
         io = IOContext()

@@ -60,8 +60,17 @@ class Relay:
 
 def rtu_driver(port: str, **kw) -> ModbusRtuDriver:  # type: ignore[no-untyped-def]
     # Parity N: Linux ptys refuse re-configuring PARENB (EINVAL); framing and CRCs are the real thing.
-    params = {"port": port, "baudrate": 19200, "parity": "N", "units": [{"map": "site_meter_rtu", "unit": 7}], "timeout_s": 0.3,
-              "retries": 0, "backoff_s": 0.05, "backoff_max_s": 0.4, **kw}
+    params = {
+        "port": port,
+        "baudrate": 19200,
+        "parity": "N",
+        "units": [{"map": "site_meter_rtu", "unit": 7}],
+        "timeout_s": 0.3,
+        "retries": 0,
+        "backoff_s": 0.05,
+        "backoff_max_s": 0.4,
+        **kw,
+    }
     return ModbusRtuDriver("meter", ModbusRtuDriver.Params.model_validate(params), SITE, ROOT)
 
 

@@ -48,8 +48,11 @@ def test_writes_on_change_and_refresh_driven_by_cycles() -> None:
             u = drv.units[0]
             wset = u.addr["WSet"][1]
             want = {u.addr[k][1] for k in ("WSetMod", "WSetRvrt", "WSetEnaRvrt")}
-            await wait_for(lambda: want <= {w[1] for w in vp.devices["dev"].writes}, 5,
-                           "non-volatile configuration written at connect")
+            await wait_for(
+                lambda: want <= {w[1] for w in vp.devices["dev"].writes},
+                5,
+                "non-volatile configuration written at connect",
+            )
             init = [w for w in vp.devices["dev"].writes if w[1] != wset]
             n_init = len(init)
             outs = {"inverter.setpoint": -7000.0, "inverter.enable": True}
@@ -64,7 +67,9 @@ def test_writes_on_change_and_refresh_driven_by_cycles() -> None:
             assert len(setpoint_writes(vp, wset)) == 4
             assert len([w for w in vp.devices["dev"].writes if w[1] != wset and w[1] != u.addr["WSetEna"][1]]) == n_init
             # a change is written at once
-            drv.on_outputs(3 * refresh_us + 20_000, {**outs, "inverter.setpoint": 3000.0}, {"inverter.setpoint": 3000.0})
+            drv.on_outputs(
+                3 * refresh_us + 20_000, {**outs, "inverter.setpoint": 3000.0}, {"inverter.setpoint": 3000.0}
+            )
             await wait_for(lambda: vp.plant.setpoint_w == 3000.0, 5)
         finally:
             await stopped(vp, drv, task)
@@ -74,6 +79,7 @@ def test_writes_on_change_and_refresh_driven_by_cycles() -> None:
 
 def test_reversion_expires_only_when_the_scan_stops() -> None:
     """Simulated time: refresh writes keep the 10 s timer alive; without on_outputs it expires."""
+
     async def main() -> None:
         vp, drv, tags, task = await started(INV)
         try:
@@ -144,10 +150,17 @@ def test_connection_refused_then_device_appears() -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("code,meaning", [(0x01, "Illegal Function"), (0x02, "Illegal Data Address"),
-                                          (0x03, "Illegal Data Value"), (0x04, "Server Device Failure"),
-                                          (0x0A, "Gateway Path Unavailable"),
-                                          (0x0B, "Gateway Target Device Failed to Respond")])
+@pytest.mark.parametrize(
+    "code,meaning",
+    [
+        (0x01, "Illegal Function"),
+        (0x02, "Illegal Data Address"),
+        (0x03, "Illegal Data Value"),
+        (0x04, "Server Device Failure"),
+        (0x0A, "Gateway Path Unavailable"),
+        (0x0B, "Gateway Target Device Failed to Respond"),
+    ],
+)
 def test_exception_codes_set_quality_and_are_logged(code: int, meaning: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="v2g_plc.io.modbus")
 
@@ -186,8 +199,12 @@ def test_write_exception_reports_mismatch() -> None:
 def test_dead_device_does_not_delay_another(fault: Fault) -> None:
     async def main() -> None:
         a_port, b_port = free_port(), free_port()
-        vp = plant([{"name": "meter", "map": "site_meter_tcp", "port": a_port},
-                    {"name": "inverter", "map": INV, "port": b_port}])
+        vp = plant(
+            [
+                {"name": "meter", "map": "site_meter_tcp", "port": a_port},
+                {"name": "inverter", "map": INV, "port": b_port},
+            ]
+        )
         await vp.start()
         meter, inverter = tcp_driver(a_port, "site_meter_tcp", "meter"), tcp_driver(b_port, INV, "inverter")
         io = IOContext()
@@ -217,6 +234,7 @@ def test_dead_device_does_not_delay_another(fault: Fault) -> None:
 
 def test_learns_registers_the_device_rejects() -> None:
     """A coalesced read across a register the device rejects (0x02) is split and never bridged again."""
+
     async def main() -> None:
         vp, drv, tags, task = await started("site_meter_tcp")
         try:
@@ -252,26 +270,51 @@ def test_not_implemented_value_is_bad_never_a_number() -> None:
 
 def test_several_units_on_one_link_one_map_two_devices() -> None:
     """Two chargers behind one gateway (unit ids 1 and 2), one map, the second renamed by prefix."""
+
     async def main() -> None:
         port = free_port()
-        vp = plant([{"name": "c1", "map": "vendor_bidi_charger", "port": port, "unit": 1},
-                    {"name": "c2", "map": "vendor_bidi_charger", "port": port, "unit": 2}])
+        vp = plant(
+            [
+                {"name": "c1", "map": "vendor_bidi_charger", "port": port, "unit": 1},
+                {"name": "c2", "map": "vendor_bidi_charger", "port": port, "unit": 2},
+            ]
+        )
         await vp.start()
-        drv = tcp_driver(port, "", units=[{"unit": 1, "map": "vendor_bidi_charger"},
-                                          {"unit": 2, "map": "vendor_bidi_charger", "prefix": "charger2."}])
+        drv = tcp_driver(
+            port,
+            "",
+            units=[
+                {"unit": 1, "map": "vendor_bidi_charger"},
+                {"unit": 2, "map": "vendor_bidi_charger", "prefix": "charger2."},
+            ],
+        )
         io = IOContext()
         tags = Tags(io)
         task = asyncio.create_task(drv.run(io))
         try:
             await wait_for(lambda: tags.good(*inputs(drv)), 10)
             assert "charger2.inverter.setpoint_readback" in inputs(drv)
-            outs = {"inverter.setpoint": -7000.0, "inverter.enable": True,
-                    "charger2.inverter.setpoint": 3000.0, "charger2.inverter.enable": True}
+            outs = {
+                "inverter.setpoint": -7000.0,
+                "inverter.enable": True,
+                "charger2.inverter.setpoint": 3000.0,
+                "charger2.inverter.enable": True,
+            }
             drv.on_outputs(0, outs, outs)
-            await wait_for(lambda: vp.devices["c1"].outputs["inverter.setpoint"] == -7000.0
-                           and vp.devices["c2"].outputs["inverter.setpoint"] == 3000.0, 5)
-            await wait_for(lambda: tags.value("charger2.inverter.setpoint_readback") == 3000.0
-                           and tags.value("inverter.setpoint_readback") == -7000.0, 5)
+            await wait_for(
+                lambda: (
+                    vp.devices["c1"].outputs["inverter.setpoint"] == -7000.0
+                    and vp.devices["c2"].outputs["inverter.setpoint"] == 3000.0
+                ),
+                5,
+            )
+            await wait_for(
+                lambda: (
+                    tags.value("charger2.inverter.setpoint_readback") == 3000.0
+                    and tags.value("inverter.setpoint_readback") == -7000.0
+                ),
+                5,
+            )
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

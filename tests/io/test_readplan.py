@@ -14,12 +14,13 @@ from runtime.sim.devices import SimModbusDevice
 
 spans_st = st.lists(
     st.tuples(st.integers(0, 600), st.sampled_from([1, 1, 2, 4, 8, 16])).map(lambda t: Span("holding", *t)),
-    min_size=1, max_size=25)
+    min_size=1,
+    max_size=25,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(spans=spans_st, max_gap=st.integers(0, 40),
-       rejected=st.sets(st.integers(0, 620), max_size=10))
+@given(spans=spans_st, max_gap=st.integers(0, 40), rejected=st.sets(st.integers(0, 620), max_size=10))
 def test_greedy_is_minimal_and_valid(spans: list[Span], max_gap: int, rejected: set[int]) -> None:
     rej = {("holding", a) for a in rejected}
     plan = plan_reads(spans, max_gap, rej)
@@ -46,16 +47,19 @@ def test_limits() -> None:
 
 def test_writes_merge_only_contiguous() -> None:
     ws = plan_writes([("holding", 10, [1, 2]), ("holding", 12, [3]), ("holding", 14, [4]), ("coil", 0, [1])])
-    assert [(w.table, w.address, w.values) for w in ws] == [("coil", 0, [1]), ("holding", 10, [1, 2, 3]),
-                                                             ("holding", 14, [4])]
+    assert [(w.table, w.address, w.values) for w in ws] == [
+        ("coil", 0, [1]),
+        ("holding", 10, [1, 2, 3]),
+        ("holding", 14, [4]),
+    ]
     big = plan_writes([("holding", a, [a]) for a in range(200)])
     assert [w.count for w in big] == [123, 77]
 
 
 def map_spans(path: Path, classes: set[PollClass]) -> tuple[list[Span], int, set[tuple[str, int]]]:
     """Spans the driver reads for these poll classes (SunSpec addresses from the simulated layout)."""
-    from runtime.io.modbus_common import ModbusDriver, UnitConfig, UnitState
     from runtime.io.maps import Naming
+    from runtime.io.modbus_common import ModbusDriver, UnitConfig, UnitState
 
     m = load_map(path)
     dev = SimModbusDevice("x", m)

@@ -40,14 +40,24 @@ OUTPUTS: tuple[TagSpec, ...] = (
 )
 
 GOOD: dict[str, Any] = {
-    "ev.connected": True, "ev.soc": 0.5, "plc.snr": 20.0, "plan.power": 5000.0, "safety.trip": "",
-    "safety.limit_charge": 11000.0, "safety.limit_discharge": 11000.0,
+    "ev.connected": True,
+    "ev.soc": 0.5,
+    "plc.snr": 20.0,
+    "plan.power": 5000.0,
+    "safety.trip": "",
+    "safety.limit_charge": 11000.0,
+    "safety.limit_discharge": 11000.0,
 }
 
 
 class Rig:
-    def __init__(self, programs: Sequence[Program], interlocks: Sequence[Program] = (),
-                 inputs: Sequence[TagSpec] = INPUTS, extra: Sequence[TagSpec] = ()):
+    def __init__(
+        self,
+        programs: Sequence[Program],
+        interlocks: Sequence[Program] = (),
+        inputs: Sequence[TagSpec] = INPUTS,
+        extra: Sequence[TagSpec] = (),
+    ):
         groups = [("runtime", RUNTIME_TAGS), ("test", (*inputs, *OUTPUTS, *extra))]
         groups += [(p.name, p.declare()) for p in (*programs, *interlocks)]
         self.engine = Engine(SITE, tag_table(*groups), programs, interlocks)

@@ -87,14 +87,18 @@ def test_one_day_by_hand(day_csv: Path):
     assert res["perfect"]["share_of_perfect_foresight"] == 1.0
     assert res["planner"]["strategy_cost"] == pytest.approx(c_pf, abs=1e-4)
     assert res["cheapest"]["strategy_cost"] == pytest.approx(c_cheap, abs=1e-4)
-    assert res["cheapest"]["share_of_perfect_foresight"] == pytest.approx((c_base - c_cheap) / (c_base - c_pf), abs=1e-4)
+    assert res["cheapest"]["share_of_perfect_foresight"] == pytest.approx(
+        (c_base - c_cheap) / (c_base - c_pf), abs=1e-4
+    )
     assert res["planner"]["replans"] == 2  # 00:00 (start) and 18:00 (plug-in); nothing new is published
 
 
 def test_trace_reprices_to_the_reported_cost(day_csv: Path, tmp_path: Path, capsys):
     trace = tmp_path / "trace.csv"
-    assert cli(["--prices", str(day_csv), "--scenario", str(SCENARIO), "--strategy", "threshold",
-                "--trace", str(trace)]) == 0
+    assert (
+        cli(["--prices", str(day_csv), "--scenario", str(SCENARIO), "--strategy", "threshold", "--trace", str(trace)])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     with trace.open() as fh:
         rows = list(csv.DictReader(fh))
@@ -131,8 +135,9 @@ def test_bad_price_file_names_the_line(tmp_path: Path, capsys):
 def _slice(days: int):
     s = load_prices(DE)
     n = days * 24
-    return dataclasses.replace(s, times=s.times[:n], price=s.price[:n].copy(),
-                               forecasts={k: v[:n].copy() for k, v in s.forecasts.items()})
+    return dataclasses.replace(
+        s, times=s.times[:n], price=s.price[:n].copy(), forecasts={k: v[:n].copy() for k, v in s.forecasts.items()}
+    )
 
 
 def _run(series):
@@ -158,7 +163,7 @@ def test_unpublished_prices_do_not_change_decisions(day: int):
     pub_row = (day - 1) * 24 + 12  # day `day`'s prices are published at 12:00 the day before
     rng = np.random.default_rng(day)
     noisy = dataclasses.replace(base, price=base.price.copy())
-    noisy.price[day * 24:] += rng.normal(0, 80, len(base) - day * 24)
+    noisy.price[day * 24 :] += rng.normal(0, 80, len(base) - day * 24)
     a, b = _run(base), _run(noisy)
     assert np.array_equal(a.grid_kw[:pub_row], b.grid_kw[:pub_row])
     assert not np.array_equal(a.grid_kw, b.grid_kw)  # the perturbation does matter once published
@@ -170,7 +175,7 @@ def test_invisible_forecasts_do_not_change_decisions():
     vis_row = (day - 1) * 24  # day 5's forecast is visible from 00:00 on day 4
     noisy = dataclasses.replace(base, forecasts={k: v.copy() for k, v in base.forecasts.items()})
     for v in noisy.forecasts.values():
-        v[day * 24:] = np.where(np.arange(len(v) - day * 24) % 24 < 12, -200.0, 300.0)
+        v[day * 24 :] = np.where(np.arange(len(v) - day * 24) % 24 < 12, -200.0, 300.0)
     a, b = _run(base), _run(noisy)
     assert np.array_equal(a.grid_kw[:vis_row], b.grid_kw[:vis_row])
     assert not np.array_equal(a.grid_kw, b.grid_kw)

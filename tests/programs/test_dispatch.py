@@ -16,8 +16,11 @@ from tests.programs.conftest import GOOD, SITE, Rig
 def rig(state: str = "idle", **params: Any) -> Rig:
     m = Modes("modes", ModeParams(), SITE)
     m.machine.set_state(state, m.model)
-    defaults: dict[str, Any] = {"plan_soc_tag": None, "backoffice_charge_tag": "backoffice.limit_charge",
-                                "backoffice_discharge_tag": "backoffice.limit_discharge"}
+    defaults: dict[str, Any] = {
+        "plan_soc_tag": None,
+        "backoffice_charge_tag": "backoffice.limit_charge",
+        "backoffice_discharge_tag": "backoffice.limit_discharge",
+    }
     return Rig([m, Dispatch("dispatch", DispatchParams(**(defaults | params)), SITE)])
 
 
@@ -52,8 +55,10 @@ def test_ramp_down_is_immediate() -> None:
     assert r.value("dispatch.limit") == ""
 
 
-@pytest.mark.parametrize("state, power", [("idle", 5000.0), ("idle", -5000.0), ("idle", 0.0),
-                                          ("safe_state", 5000.0), ("safe_state", -5000.0)])
+@pytest.mark.parametrize(
+    "state, power",
+    [("idle", 5000.0), ("idle", -5000.0), ("idle", 0.0), ("safe_state", 5000.0), ("safe_state", -5000.0)],
+)
 def test_zero_outside_charge_and_discharge(state: str, power: float) -> None:
     r = rig(state)
     trip = "OV2" if state == "safe_state" else ""
@@ -62,12 +67,15 @@ def test_zero_outside_charge_and_discharge(state: str, power: float) -> None:
     assert sp(r) == 0.0 and r.value("inverter.enable") is False
 
 
-@pytest.mark.parametrize("soc, target, expected", [
-    (0.50, 0.51, 5000.0 + 2000.0),   # behind plan: 0.01 * 60 kWh over 900 s = 2400 W, bounded to 2000
-    (0.50, 0.5025, 5000.0 + 600.0),  # 150 Wh over 900 s = 600 W
-    (0.50, 0.50, 5000.0),
-    (0.50, 0.4975, 5000.0 - 600.0),  # ahead of plan
-])
+@pytest.mark.parametrize(
+    "soc, target, expected",
+    [
+        (0.50, 0.51, 5000.0 + 2000.0),  # behind plan: 0.01 * 60 kWh over 900 s = 2400 W, bounded to 2000
+        (0.50, 0.5025, 5000.0 + 600.0),  # 150 Wh over 900 s = 600 W
+        (0.50, 0.50, 5000.0),
+        (0.50, 0.4975, 5000.0 - 600.0),  # ahead of plan
+    ],
+)
 def test_soc_correction_charge(soc: float, target: float, expected: float) -> None:
     r = rig("charge", ramp_w_per_s=1e6, plan_soc_tag="plan.soc_target", soc_deadband=0.0)
     r.step({**GOOD, "ev.soc": soc, "plan.power": 5000.0, "plan.soc_target": target})
@@ -75,14 +83,16 @@ def test_soc_correction_charge(soc: float, target: float, expected: float) -> No
     assert r.value("dispatch.correction") == pytest.approx(expected - 5000.0)
 
 
-@pytest.mark.parametrize("soc, target, expected", [
-    (0.50, 0.4975, -5000.0 - 600.0),  # discharge behind plan: discharge harder
-    (0.50, 0.5025, -5000.0 + 600.0),
-    (0.50, 0.60, 0.0),                # correction larger than the request: zero, never the other sign
-])
+@pytest.mark.parametrize(
+    "soc, target, expected",
+    [
+        (0.50, 0.4975, -5000.0 - 600.0),  # discharge behind plan: discharge harder
+        (0.50, 0.5025, -5000.0 + 600.0),
+        (0.50, 0.60, 0.0),  # correction larger than the request: zero, never the other sign
+    ],
+)
 def test_soc_correction_discharge(soc: float, target: float, expected: float) -> None:
-    r = rig("discharge", ramp_w_per_s=1e6, plan_soc_tag="plan.soc_target", max_correction_w=1e5,
-            soc_deadband=0.0)
+    r = rig("discharge", ramp_w_per_s=1e6, plan_soc_tag="plan.soc_target", max_correction_w=1e5, soc_deadband=0.0)
     power = -5000.0 if expected != 0.0 else -1000.0
     r.step({**GOOD, "ev.soc": soc, "plan.power": power, "plan.soc_target": target})
     assert r.value("mode.state") == "discharge"
@@ -97,12 +107,15 @@ def test_soc_correction_deadband(target: float, expected: float) -> None:
     assert sp(r) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("power, soc, expected_corr", [
-    (6000.0, 0.5, 0.0),      # on plan: the end target minus the planned energy to come is exactly now
-    (6000.0, 0.495, 1200.0),  # 0.005 behind: 300 Wh over 900 s
-    (-6000.0, 0.5, 0.0),
-    (-6000.0, 0.505, -1200.0),  # discharge, 0.005 behind (SoC too high): discharge harder
-])
+@pytest.mark.parametrize(
+    "power, soc, expected_corr",
+    [
+        (6000.0, 0.5, 0.0),  # on plan: the end target minus the planned energy to come is exactly now
+        (6000.0, 0.495, 1200.0),  # 0.005 behind: 300 Wh over 900 s
+        (-6000.0, 0.5, 0.0),
+        (-6000.0, 0.505, -1200.0),  # discharge, 0.005 behind (SoC too high): discharge harder
+    ],
+)
 def test_soc_correction_toward_interval_end(power: float, soc: float, expected_corr: float) -> None:
     """plan.soc_target is the SoC at plan.interval_end (the planner task's contract)."""
     state = "charge" if power > 0 else "discharge"

@@ -34,8 +34,14 @@ ROWS: list[tuple[str, str, dict[str, Any], tuple[str, ...], str, str | None]] = 
     ("safe-trip_cleared", "safe_state", {}, (), "idle", "trip_cleared"),
     ("charge-ev_disconnected", "charge", {"ev.connected": False}, (), "idle", "ev_disconnected"),
     ("charge-ev_connected-bad", "charge", {}, ("ev.connected",), "idle", "ev_disconnected"),
-    ("discharge-ev_disconnected", "discharge", {"plan.power": -5000.0, "ev.connected": False}, (), "idle",
-     "ev_disconnected"),
+    (
+        "discharge-ev_disconnected",
+        "discharge",
+        {"plan.power": -5000.0, "ev.connected": False},
+        (),
+        "idle",
+        "ev_disconnected",
+    ),
     ("charge-link_lost", "charge", {"plc.snr": 9.9}, (), "idle", "link_lost"),
     ("charge-link-bad", "charge", {}, ("plc.snr",), "idle", "link_lost"),
     ("discharge-link_lost", "discharge", {"plan.power": -5000.0, "plc.snr": 3.0}, (), "idle", "link_lost"),
@@ -49,10 +55,8 @@ ROWS: list[tuple[str, str, dict[str, Any], tuple[str, ...], str, str | None]] = 
     ("discharge-plan_stop-zero", "discharge", {"plan.power": 0.0}, (), "idle", "plan_stop"),
     ("discharge-plan_stop-reverse", "discharge", {"plan.power": 5000.0}, (), "idle", "plan_stop"),
     # priority: one trigger per scan, the most protective one
-    ("charge-trip-beats-disconnect", "charge", {"safety.trip": "OV1", "ev.connected": False}, (), "safe_state",
-     "trip"),
-    ("charge-disconnect-beats-soc", "charge", {"ev.connected": False, "ev.soc": 0.95}, (), "idle",
-     "ev_disconnected"),
+    ("charge-trip-beats-disconnect", "charge", {"safety.trip": "OV1", "ev.connected": False}, (), "safe_state", "trip"),
+    ("charge-disconnect-beats-soc", "charge", {"ev.connected": False, "ev.soc": 0.95}, (), "idle", "ev_disconnected"),
     ("safe-cleared-only-to-idle", "safe_state", {"plan.power": 5000.0}, (), "idle", "trip_cleared"),
     # -- blocked ---------------------------------------------------------------------------------
     ("idle-stay-plan-zero", "idle", {"plan.power": 0.0}, (), "idle", None),
@@ -66,8 +70,7 @@ ROWS: list[tuple[str, str, dict[str, Any], tuple[str, ...], str, str | None]] = 
     ("idle-charge-blocked-soc-hysteresis", "idle", {"ev.soc": 0.89}, (), "idle", None),
     ("idle-charge-blocked-soc-max", "idle", {"ev.soc": 0.95}, (), "idle", None),
     ("idle-charge-blocked-soc-bad", "idle", {}, ("ev.soc",), "idle", None),
-    ("idle-discharge-blocked-disconnected", "idle", {"plan.power": -5000.0, "ev.connected": False}, (), "idle",
-     None),
+    ("idle-discharge-blocked-disconnected", "idle", {"plan.power": -5000.0, "ev.connected": False}, (), "idle", None),
     ("idle-discharge-blocked-link", "idle", {"plan.power": -5000.0, "plc.snr": 0.0}, (), "idle", None),
     ("idle-discharge-blocked-soc-hysteresis", "idle", {"plan.power": -5000.0, "ev.soc": 0.21}, (), "idle", None),
     ("idle-discharge-blocked-soc-min", "idle", {"plan.power": -5000.0, "ev.soc": 0.1}, (), "idle", None),
@@ -149,9 +152,11 @@ class _TripStub(Program):
     """Stands in for the safety layer: copies test.trip into safety.trip (committed for the next cycle)."""
 
     def declare(self) -> list[TagSpec]:
-        return [TagSpec("safety.trip", TagType.STR, "", Direction.MEMORY, ""),
-                TagSpec("safety.limit_charge", TagType.FLOAT, "W", Direction.MEMORY, 11000.0),
-                TagSpec("safety.limit_discharge", TagType.FLOAT, "W", Direction.MEMORY, 11000.0)]
+        return [
+            TagSpec("safety.trip", TagType.STR, "", Direction.MEMORY, ""),
+            TagSpec("safety.limit_charge", TagType.FLOAT, "W", Direction.MEMORY, 11000.0),
+            TagSpec("safety.limit_discharge", TagType.FLOAT, "W", Direction.MEMORY, 11000.0),
+        ]
 
     def scan(self, cx: Cycle) -> None:
         cx.out["safety.trip"] = cx.inputs.value("test.trip", "")
@@ -165,8 +170,12 @@ def test_scenario_cycle_by_cycle_with_dispatch() -> None:
     mine = ("safety.trip", "safety.limit_charge", "safety.limit_discharge")
     inputs = [s for s in INPUTS if s.name not in mine]
     disp = Dispatch("dispatch", DispatchParams(ramp_w_per_s=50_000.0, plan_soc_tag=None), SITE)
-    rig = Rig([modes(), disp], [_TripStub("stub", None, SITE)], inputs=inputs,  # type: ignore[arg-type]
-              extra=[TagSpec("test.trip", TagType.STR)])
+    rig = Rig(
+        [modes(), disp],
+        [_TripStub("stub", None, SITE)],
+        inputs=inputs,  # type: ignore[arg-type]
+        extra=[TagSpec("test.trip", TagType.STR)],
+    )
     base = {n: v for n, v in GOOD.items() if n not in mine} | {"test.trip": ""}
     seen: list[tuple[str, float]] = []
 

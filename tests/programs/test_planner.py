@@ -20,16 +20,36 @@ T0 = dt.datetime(2018, 1, 1, 0, 0)  # a Monday
 H = dt.timedelta(hours=1)
 
 
-def req(prices, *, soc, cap=10.0, soc_min=0.0, soc_max=1.0, pc=10.0, pd=10.0, eta_c=1.0, eta_d=1.0,
-        deg=0.0, windows=None, value=0.0, terminal=None):
+def req(
+    prices,
+    *,
+    soc,
+    cap=10.0,
+    soc_min=0.0,
+    soc_max=1.0,
+    pc=10.0,
+    pd=10.0,
+    eta_c=1.0,
+    eta_d=1.0,
+    deg=0.0,
+    windows=None,
+    value=0.0,
+    terminal=None,
+):
     n = len(prices)
     return PlanRequest(
-        start=T0, step_s=3600, prices=tuple(prices), n_published=n, soc=soc,
+        start=T0,
+        step_s=3600,
+        prices=tuple(prices),
+        n_published=n,
+        soc=soc,
         battery=Battery(capacity_kwh=cap, soc_min=soc_min, soc_max=soc_max),
         charger=Charger(max_charge_kw=pc, max_discharge_kw=pd, efficiency_charge=eta_c, efficiency_discharge=eta_d),
         degradation_cost_per_mwh=deg,
         windows=tuple(windows) if windows is not None else (PlugWindow(start=T0, end=T0 + n * H),),
-        terminal_value_per_mwh=value, terminal_soc_min=terminal)
+        terminal_value_per_mwh=value,
+        terminal_soc_min=terminal,
+    )
 
 
 def powers(p: Plan) -> list[float]:
@@ -177,7 +197,10 @@ def test_needs_replan_without_a_plan_and_after_fallback():
     assert needs_replan(None, T0, prices_key="", connected=True, soc=0.5) == "no plan"
     fb = plan(req([10.0, 10.0, 10.0], soc=0.5).model_copy(update={"prices_key": "k"}), use_solver=False)
     assert needs_replan(fb, T0 + dt.timedelta(minutes=1), prices_key="k", connected=True, soc=0.5) is None
-    assert needs_replan(fb, T0 + dt.timedelta(minutes=6), prices_key="k", connected=True, soc=0.5) == "retry after fallback"
+    assert (
+        needs_replan(fb, T0 + dt.timedelta(minutes=6), prices_key="k", connected=True, soc=0.5)
+        == "retry after fallback"
+    )
 
 
 def test_routine_windows_weekday_and_weekend():
@@ -224,8 +247,7 @@ def test_plans_are_exclusive_physical_and_within_limits(prices, soc, eta, deg, a
     windows = [PlugWindow(start=T0 + i * H, end=T0 + (i + 1) * H) for i in range(n) if i not in away]
     if not windows:
         return
-    r = req(prices, soc=soc, soc_min=0.2, soc_max=0.9, pc=7.0, pd=5.0, eta_c=eta, eta_d=eta, deg=deg,
-            windows=windows)
+    r = req(prices, soc=soc, soc_min=0.2, soc_max=0.9, pc=7.0, pd=5.0, eta_c=eta, eta_d=eta, deg=deg, windows=windows)
     res = solve(lp_input(r))
     assert res.ok
     assert not ((res.charge_kw > 1e-6) & (res.discharge_kw > 1e-6)).any()

@@ -28,21 +28,29 @@ def curve(hours: int = 48, cheap: tuple[int, ...] = (2, 3)) -> list[dict]:
     out = []
     for h in range(hours):
         s = t0 + dt.timedelta(hours=h)
-        out.append({"start": s.isoformat(), "end": (s + dt.timedelta(hours=1)).isoformat(),
-                    "price": 5.0 if h % 24 in cheap else 60.0})
+        out.append(
+            {
+                "start": s.isoformat(),
+                "end": (s + dt.timedelta(hours=1)).isoformat(),
+                "price": 5.0 if h % 24 in cheap else 60.0,
+            }
+        )
     return out
 
 
 def image(now_us: int, prices, soc=0.5, connected=True, quality=Quality.GOOD) -> Image:
-    return Image({
-        "prices.day_ahead": TagValue(prices, quality, now_us),
-        "ev.soc": TagValue(soc, Quality.GOOD if soc is not None else Quality.BAD, now_us),
-        "ev.connected": TagValue(connected, Quality.GOOD, now_us),
-    })
+    return Image(
+        {
+            "prices.day_ahead": TagValue(prices, quality, now_us),
+            "ev.soc": TagValue(soc, Quality.GOOD if soc is not None else Quality.BAD, now_us),
+            "ev.connected": TagValue(connected, Quality.GOOD, now_us),
+        }
+    )
 
 
-async def _until(cx: TaskContext, job: asyncio.Task, img: Image, now_us: int, cond, what: str,
-                 timeout: float = 20.0) -> None:
+async def _until(
+    cx: TaskContext, job: asyncio.Task, img: Image, now_us: int, cond, what: str, timeout: float = 20.0
+) -> None:
     """Publish like the scan does (every cycle) until the task has done what we wait for."""
     deadline = time.monotonic() + timeout
     while True:
@@ -67,6 +75,7 @@ def test_task_publishes_the_plan_and_falls_back_without_prices():
         assert all(s.stale_after_s for s in specs.values())
         job = asyncio.create_task(task.run(cx))
         try:
+
             def last(name):
                 return next((v for n, v, _ in reversed(writes) if n == name), None)
 
@@ -83,21 +92,34 @@ def test_task_publishes_the_plan_and_falls_back_without_prices():
 
             # 02:00: the current interval's power and its end on the cycle clock
             n = len(writes)
-            await _until(cx, job, image(2 * 3600 * US, curve()), 2 * 3600 * US, lambda: len(writes) > n, "writes at 02:00")
+            await _until(
+                cx, job, image(2 * 3600 * US, curve()), 2 * 3600 * US, lambda: len(writes) > n, "writes at 02:00"
+            )
             assert last("plan.power") == pytest.approx(11000.0)
             assert last("plan.interval_end") == pytest.approx(3 * 3600.0)
 
             # unplugged: power 0 (no SoC to plan with)
             n = len(writes)
-            await _until(cx, job, image(2 * 3600 * US + US, curve(), soc=None, connected=False), 2 * 3600 * US + US,
-                         lambda: len(writes) > n, "writes after unplug")
+            await _until(
+                cx,
+                job,
+                image(2 * 3600 * US + US, curve(), soc=None, connected=False),
+                2 * 3600 * US + US,
+                lambda: len(writes) > n,
+                "writes after unplug",
+            )
             assert last("plan.power") == 0.0
 
             # stale prices: a fallback plan (charge now, toward the departure SoC)
             n = len(writes)
-            await _until(cx, job, image(3 * 3600 * US, curve(), soc=0.5, quality=Quality.STALE), 3 * 3600 * US,
-                         lambda: any(n_ == "plan.json" and v["status"] == "fallback" for n_, v, _ in writes[n:]),
-                         "a fallback plan")
+            await _until(
+                cx,
+                job,
+                image(3 * 3600 * US, curve(), soc=0.5, quality=Quality.STALE),
+                3 * 3600 * US,
+                lambda: any(n_ == "plan.json" and v["status"] == "fallback" for n_, v, _ in writes[n:]),
+                "a fallback plan",
+            )
             fb = last("plan.json")
             jsonschema.validate(fb, SCHEMA)
             assert "not good" in fb["reason"]
@@ -142,11 +164,23 @@ def test_a_sliding_curve_is_not_new_prices_but_a_new_revision_is():
             await _until(cx, job, img(0, curve(), 1), 0, lambda: last("plan.json") is not None, "a plan")
             first = last("plan.json")["created"]
             hour = 3600 * US
-            await _until(cx, job, img(hour, curve()[1:], 1), hour,
-                         lambda: last("plan.interval_end") == pytest.approx(7200.0), "the next interval")
+            await _until(
+                cx,
+                job,
+                img(hour, curve()[1:], 1),
+                hour,
+                lambda: last("plan.interval_end") == pytest.approx(7200.0),
+                "the next interval",
+            )
             assert last("plan.json")["created"] == first  # same revision: the plan stands
-            await _until(cx, job, img(hour + US, curve()[1:], 2), hour + US,
-                         lambda: last("plan.json")["created"] != first, "a re-plan on revision 2")
+            await _until(
+                cx,
+                job,
+                img(hour + US, curve()[1:], 2),
+                hour + US,
+                lambda: last("plan.json")["created"] != first,
+                "a re-plan on revision 2",
+            )
         finally:
             job.cancel()
 

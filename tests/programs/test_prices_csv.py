@@ -47,8 +47,7 @@ def write_days(path: Path, first: dt.date, n: int, base: float = 20.0, bad: dict
 
 
 def make(tmp_path: Path, start: dt.datetime, **params: Any) -> tuple[PricesCsv, TaskContext, Writes]:
-    task = PricesCsv("prices", CsvParams(**{"path": "p.csv", "timezone": "America/New_York", **params}), SITE,
-                     tmp_path)
+    task = PricesCsv("prices", CsvParams(**{"path": "p.csv", "timezone": "America/New_York", **params}), SITE, tmp_path)
     w = Writes()
     cx = TaskContext("prices", w, start, logging.getLogger("test.prices"))
     return task, cx, w
@@ -142,8 +141,11 @@ def test_simulated_start_date_and_loop(tmp_path: Path) -> None:
     task, cx, w = make(tmp_path, start, data_start="2018-06-04", loop=True)
     at(task, cx, 0)
     curve, q = w.last("prices.day_ahead")
-    assert q is Quality.GOOD and curve[0] == {"start": "2026-06-01T04:00:00+00:00",
-                                              "end": "2026-06-01T05:00:00+00:00", "price": 20.0}
+    assert q is Quality.GOOD and curve[0] == {
+        "start": "2026-06-01T04:00:00+00:00",
+        "end": "2026-06-01T05:00:00+00:00",
+        "price": 20.0,
+    }
     at(task, cx, 3 * 24 - 12)  # noon of the 3rd simulated day: the 4th replays data day 1 again
     curve, _ = w.last("prices.day_ahead")
     assert curve[-1] == {"start": "2026-06-05T03:00:00+00:00", "end": "2026-06-05T04:00:00+00:00", "price": 43.0}
@@ -160,8 +162,9 @@ def test_data_start_without_loop_runs_out(tmp_path: Path) -> None:
 def test_real_time_market(tmp_path: Path) -> None:
     lines = ["time,price"] + [f"2018-06-04T00:{m:02d}:00,{-10 + m}" for m in range(0, 60, 5)]
     (tmp_path / "p.csv").write_text("\n".join(lines) + "\n")
-    task, cx, w = make(tmp_path, dt.datetime(2018, 6, 4, tzinfo=NY), market="real_time", resolution_s=300,
-                       real_time_stale_after_s=600)
+    task, cx, w = make(
+        tmp_path, dt.datetime(2018, 6, 4, tzinfo=NY), market="real_time", resolution_s=300, real_time_stale_after_s=600
+    )
     assert {s.name for s in task.declare()} == {"prices.real_time", "prices.updated"}
     at(task, cx, 0)
     assert w.last("prices.real_time") == (-10.0, Quality.GOOD)  # negative prices are prices

@@ -27,8 +27,12 @@ SITE = SiteInfo("t", 240.0, 60.0, 20_000)
 
 
 def signal(price0: float) -> dict[str, Any]:
-    return {"market": "day_ahead", "start": "2018-06-04T00:00:00-04:00", "resolution_s": 3600,
-            "prices": [price0 + h for h in range(24)]}
+    return {
+        "market": "day_ahead",
+        "start": "2018-06-04T00:00:00-04:00",
+        "resolution_s": 3600,
+        "prices": [price0 + h for h in range(24)],
+    }
 
 
 class Server:
@@ -43,12 +47,13 @@ class Server:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 outer.requests.append(dict(self.headers))
                 inm, ims = self.headers.get("If-None-Match"), self.headers.get("If-Modified-Since")
                 # RFC 9110 13.1.3: If-Modified-Since is ignored when If-None-Match is present.
-                if outer.honour and ((inm is not None and inm == outer.etag)
-                                     or (inm is None and ims == outer.last_modified)):
+                if outer.honour and (
+                    (inm is not None and inm == outer.etag) or (inm is None and ims == outer.last_modified)
+                ):
                     self.send_response(304)
                     if outer.etag:
                         self.send_header("ETag", outer.etag)
@@ -165,8 +170,13 @@ def test_server_down(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_run_loop_publishes_on_task_clock(server: Server) -> None:
-    server.set([signal(30.0), {"market": "real_time", "start": "2018-06-04T04:00:00Z", "resolution_s": 300,
-                               "prices": [-7.5, 8.0]}], '"v1"')
+    server.set(
+        [
+            signal(30.0),
+            {"market": "real_time", "start": "2018-06-04T04:00:00Z", "resolution_s": 300, "prices": [-7.5, 8.0]},
+        ],
+        '"v1"',
+    )
     task, cx, w = make(server.url, markets=["day_ahead", "real_time"], poll_s=0.05)
 
     async def main() -> None:

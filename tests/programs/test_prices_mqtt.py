@@ -26,8 +26,14 @@ TOPIC = "site/prices/day_ahead"
 
 
 def signal(price0: float) -> bytes:
-    return json.dumps({"market": "day_ahead", "start": "2018-06-04T04:00:00Z", "resolution_s": 900,
-                       "prices": [price0 - i for i in range(96)]}).encode()
+    return json.dumps(
+        {
+            "market": "day_ahead",
+            "start": "2018-06-04T04:00:00Z",
+            "resolution_s": 900,
+            "prices": [price0 - i for i in range(96)],
+        }
+    ).encode()
 
 
 async def until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -40,8 +46,14 @@ async def until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> N
 
 def test_mqtt_feed(mosquitto: int, caplog: pytest.LogCaptureFixture) -> None:
     assert TASKS["prices_mqtt"] is PricesMqtt
-    params = MqttParams(host="127.0.0.1", port=mosquitto, topic=TOPIC, timezone="America/New_York",
-                        markets=["day_ahead"], reconnect_s=0.05)
+    params = MqttParams(
+        host="127.0.0.1",
+        port=mosquitto,
+        topic=TOPIC,
+        timezone="America/New_York",
+        markets=["day_ahead"],
+        reconnect_s=0.05,
+    )
     task = PricesMqtt("prices", params, SITE, Path("."))
     w = Writes()
     cx = TaskContext("prices", w, dt.datetime(2018, 6, 4, tzinfo=NY), logging.getLogger("t"))
@@ -68,8 +80,10 @@ def test_mqtt_feed(mosquitto: int, caplog: pytest.LogCaptureFixture) -> None:
             assert w.last("prices.updated")[0] == 1
 
             with caplog.at_level(logging.WARNING):
-                await publish(b'{"market": "day_ahead", "start": "2018-06-04T04:00:00Z", '
-                              b'"resolution_s": 900, "prices": [1, 2, "x"]}')
+                await publish(
+                    b'{"market": "day_ahead", "start": "2018-06-04T04:00:00Z", '
+                    b'"resolution_s": 900, "prices": [1, 2, "x"]}'
+                )
                 await until(lambda: "prices[2]" in caplog.text, "the rejection log line")
             assert "signal rejected, last valid curve kept" in caplog.text
             assert w.last("prices.day_ahead")[0] == curve

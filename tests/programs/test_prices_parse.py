@@ -46,8 +46,7 @@ def test_normal_day_24_intervals() -> None:
     check_day(c, dt.date(2018, 6, 4), NY, source="t")
     assert len(c) == 24
     assert c[0].start == dt.datetime(2018, 6, 4, 4, tzinfo=UTC)  # EDT = UTC-4
-    assert c[0].as_json() == {"start": "2018-06-04T04:00:00+00:00", "end": "2018-06-04T05:00:00+00:00",
-                              "price": 30.0}
+    assert c[0].as_json() == {"start": "2018-06-04T04:00:00+00:00", "end": "2018-06-04T05:00:00+00:00", "price": 30.0}
 
 
 def test_spring_forward_23_hours() -> None:
@@ -89,37 +88,49 @@ def test_fall_back_with_single_row_is_a_gap_in_strict_mode() -> None:
 
 def test_offsets_and_utc_live_feed_dst() -> None:
     """A live feed with explicit offsets: the 23- and 25-hour days of Europe/Berlin."""
-    spring = parse_signal({"market": "day_ahead", "start": "2024-03-30T23:00:00Z", "resolution_s": 3600,
-                           "prices": [50.0] * 23}, tz=BERLIN, source="s")
+    spring = parse_signal(
+        {"market": "day_ahead", "start": "2024-03-30T23:00:00Z", "resolution_s": 3600, "prices": [50.0] * 23},
+        tz=BERLIN,
+        source="s",
+    )
     c = check_curve(spring.intervals, source="s", min_price=-500, max_price=4000)
     check_day(c, dt.date(2024, 3, 31), BERLIN, source="s")
-    fall = parse_signal({"market": "day_ahead", "start": "2024-10-27T00:00:00+02:00", "resolution_s": 900,
-                         "prices": [50.0] * 100}, tz=BERLIN, source="s")
+    fall = parse_signal(
+        {"market": "day_ahead", "start": "2024-10-27T00:00:00+02:00", "resolution_s": 900, "prices": [50.0] * 100},
+        tz=BERLIN,
+        source="s",
+    )
     c = check_curve(fall.intervals, source="s", min_price=-500, max_price=4000)
     check_day(c, dt.date(2024, 10, 27), BERLIN, source="s")
     with pytest.raises(PriceError, match="incomplete"):
         check_day(c[:-1], dt.date(2024, 10, 27), BERLIN, source="s")
-    ivs = [{"start": "2024-10-27T02:00:00+02:00", "end": "2024-10-27T02:00:00+01:00", "price": 1.0},
-           {"start": "2024-10-27T02:00:00+01:00", "end": "2024-10-27T03:00:00+01:00", "price": 2.0}]
+    ivs = [
+        {"start": "2024-10-27T02:00:00+02:00", "end": "2024-10-27T02:00:00+01:00", "price": 1.0},
+        {"start": "2024-10-27T02:00:00+01:00", "end": "2024-10-27T03:00:00+01:00", "price": 2.0},
+    ]
     sig = parse_signal({"market": "day_ahead", "intervals": ivs}, tz=BERLIN, source="s")
     assert [iv.end - iv.start for iv in check_curve(sig.intervals, source="s", min_price=0, max_price=9)] == [H, H]
 
 
 def test_naive_ambiguous_time_in_live_signal_rejected() -> None:
     with pytest.raises(PriceError, match="ambiguous"):
-        parse_signal({"market": "day_ahead", "start": "2024-10-27T02:00:00", "resolution_s": 3600,
-                      "prices": [1.0]}, tz=BERLIN, source="s")
+        parse_signal(
+            {"market": "day_ahead", "start": "2024-10-27T02:00:00", "resolution_s": 3600, "prices": [1.0]},
+            tz=BERLIN,
+            source="s",
+        )
 
 
 def test_negative_prices_valid() -> None:
-    c = curve_of("time,price\n2017-12-24T00:00:00,-45.5\n2017-12-24T01:00:00,0\n2017-12-24T02:00:00,-0.01\n",
-                 tz=BERLIN)
+    c = curve_of("time,price\n2017-12-24T00:00:00,-45.5\n2017-12-24T01:00:00,0\n2017-12-24T02:00:00,-0.01\n", tz=BERLIN)
     assert [iv.price for iv in c] == [-45.5, 0.0, -0.01]
 
 
 def test_malformed_rows() -> None:
-    text = ("time,price\n2018-06-04T00:00:00,10\n2018-06-04T01:00:00,abc\n2018-06-04T02:00:00,nan\n"
-            "yesterday,5\n2018-06-04T04:00:00,\n2018-06-04T05:00:00,inf\n2018-06-04T06:00:00,12\n")
+    text = (
+        "time,price\n2018-06-04T00:00:00,10\n2018-06-04T01:00:00,abc\n2018-06-04T02:00:00,nan\n"
+        "yesterday,5\n2018-06-04T04:00:00,\n2018-06-04T05:00:00,inf\n2018-06-04T06:00:00,12\n"
+    )
     parsed = parse_csv(text, source="t.csv")
     assert [r.price for r in parsed.rows] == [10.0, 12.0]
     assert len(parsed.errors) == 5
@@ -154,25 +165,43 @@ def test_absurd_values(price: float, ok: bool) -> None:
 def test_gap_and_wrong_length() -> None:
     with pytest.raises(PriceError, match="gap"):
         curve_of("time,price\n2018-06-04T00:00:00,1\n2018-06-04T02:00:00,2\n")
-    sig = parse_signal({"market": "real_time", "intervals": [
-        {"start": "2018-06-04T00:00:00Z", "end": "2018-06-04T00:05:00Z", "price": 1},
-        {"start": "2018-06-04T00:05:00Z", "end": "2018-06-04T00:15:00Z", "price": 1}]}, tz=NY, source="s")
+    sig = parse_signal(
+        {
+            "market": "real_time",
+            "intervals": [
+                {"start": "2018-06-04T00:00:00Z", "end": "2018-06-04T00:05:00Z", "price": 1},
+                {"start": "2018-06-04T00:05:00Z", "end": "2018-06-04T00:15:00Z", "price": 1},
+            ],
+        },
+        tz=NY,
+        source="s",
+    )
     with pytest.raises(PriceError, match="expected 0:05:00"):
         check_curve(sig.intervals, source="s", min_price=-1, max_price=9, resolution=dt.timedelta(minutes=5))
 
 
-@pytest.mark.parametrize("obj, match", [
-    ([1, 2], "a signal is a JSON object"),
-    ({"market": "spot", "prices": []}, "market 'spot'"),
-    ({"market": "day_ahead"}, "needs 'intervals'"),
-    ({"market": "day_ahead", "intervals": []}, "non-empty"),
-    ({"market": "day_ahead", "start": "2018-06-04T00:00Z", "resolution_s": 0, "prices": [1]}, "resolution_s"),
-    ({"market": "day_ahead", "start": "2018-06-04T00:00Z", "resolution_s": 3600, "prices": [1, None]},
-     r"prices\[1\]"),
-    ({"market": "day_ahead", "intervals": [{"start": "x", "end": "y", "price": 1}]}, r"intervals\[0\]"),
-    ({"market": "day_ahead", "intervals": [{"start": "2018-06-04T00:00Z", "end": "2018-06-04T01:00Z",
-                                            "price": True}]}, "not a number"),
-])
+@pytest.mark.parametrize(
+    "obj, match",
+    [
+        ([1, 2], "a signal is a JSON object"),
+        ({"market": "spot", "prices": []}, "market 'spot'"),
+        ({"market": "day_ahead"}, "needs 'intervals'"),
+        ({"market": "day_ahead", "intervals": []}, "non-empty"),
+        ({"market": "day_ahead", "start": "2018-06-04T00:00Z", "resolution_s": 0, "prices": [1]}, "resolution_s"),
+        (
+            {"market": "day_ahead", "start": "2018-06-04T00:00Z", "resolution_s": 3600, "prices": [1, None]},
+            r"prices\[1\]",
+        ),
+        ({"market": "day_ahead", "intervals": [{"start": "x", "end": "y", "price": 1}]}, r"intervals\[0\]"),
+        (
+            {
+                "market": "day_ahead",
+                "intervals": [{"start": "2018-06-04T00:00Z", "end": "2018-06-04T01:00Z", "price": True}],
+            },
+            "not a number",
+        ),
+    ],
+)
 def test_malformed_signals(obj: object, match: str) -> None:
     with pytest.raises(PriceError, match=match):
         parse_signal(obj, tz=NY, source="s")

@@ -35,8 +35,14 @@ class _MultiDict(dict):  # type: ignore[type-arg]
 
 
 def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
-    cp = configparser.RawConfigParser(strict=False, dict_type=_MultiDict, interpolation=None,
-                                      delimiters=("=",), comment_prefixes=("#", ";"), empty_lines_in_values=False)
+    cp = configparser.RawConfigParser(
+        strict=False,
+        dict_type=_MultiDict,
+        interpolation=None,
+        delimiters=("=",),
+        comment_prefixes=("#", ";"),
+        empty_lines_in_values=False,
+    )
     cp.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
     cp.read_string(text)
     return {s: {k: v.split("\n") for k, v in cp.items(s)} for s in cp.sections()}
@@ -63,6 +69,7 @@ def one(unit: dict[str, dict[str, list[str]]], key: str, section: str = "Service
 
 
 # -- the unit's key options ------------------------------------------------------------------------------
+
 
 def test_notify_watchdog_and_restart(unit: dict[str, dict[str, list[str]]]) -> None:
     assert one(unit, "Type") == "notify"
@@ -115,6 +122,7 @@ def test_stop_leaves_room_for_safe_outputs(unit: dict[str, dict[str, list[str]]]
 
 # -- the README's site snippet against the unit and the config models ------------------------------------
 
+
 def readme_site_snippet() -> dict:  # type: ignore[type-arg]
     text = (DEPLOY / "README.md").read_text()
     m = re.search(r"<!-- deploy-site-snippet.*?-->\s*```yaml\n(.*?)```", text, re.S)
@@ -139,6 +147,7 @@ def test_readme_site_snippet_fits_the_unit(unit: dict[str, dict[str, list[str]]]
 
 # -- real checkers, where installed ----------------------------------------------------------------------
 
+
 def _unit_with_existing_exec(tmp_path: Path, text: str) -> Path:
     """systemd-analyze verify wants ExecStart= to exist: point it at a stand-in (the venv is not here)."""
     exe = tmp_path / "v2g-plc"
@@ -150,14 +159,14 @@ def _unit_with_existing_exec(tmp_path: Path, text: str) -> Path:
 
 
 def _verify(path: Path) -> tuple[int, str]:
-    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60)
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if path.name in ln or str(path) in ln]
     return r.returncode, "\n".join(lines)
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze not installed: only the configparser checks ran")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed: only the configparser checks ran"
+)
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     rc, complaints = _verify(_unit_with_existing_exec(tmp_path, UNIT.read_text()))
     assert rc == 0 and complaints == "", complaints
@@ -172,8 +181,12 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_security_exposure(tmp_path: Path) -> None:
     path = _unit_with_existing_exec(tmp_path, UNIT.read_text())
-    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=30", "--no-pager", str(path)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--threshold=30", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if "unrecognized option" in r.stderr or "Unknown option" in r.stderr:
         pytest.skip("this systemd-analyze has no offline security analysis (systemd < 250)")
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout + r.stderr)
@@ -207,8 +220,9 @@ def test_nftables_modbus_only_into_the_field_vlan() -> None:
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers not installed")
 def test_sysusers_creates_the_service_user(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
-    r = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", str(SYSUSERS)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", str(SYSUSERS)], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     passwd = (tmp_path / "etc" / "passwd").read_text()
     group = (tmp_path / "etc" / "group").read_text()

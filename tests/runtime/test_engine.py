@@ -21,8 +21,7 @@ class Recorder(Program):
         self.trace, self.target, self.write = trace, target, write
 
     def scan(self, cx: Cycle) -> None:
-        self.trace.append((self.name, cx.k, cx.inputs.value("a.x"),
-                           cx.out.get(self.target) if self.target else None))
+        self.trace.append((self.name, cx.k, cx.inputs.value("a.x"), cx.out.get(self.target) if self.target else None))
         if self.target is not None and self.write is not None:
             cx.out[self.target] = self.write
 
@@ -33,10 +32,12 @@ class Boom(Program):
 
 
 def make(programs=(), interlocks=(), stale_after_s: float | None = 0.1, extra=()) -> Engine:
-    specs = [TagSpec("a.x", stale_after_s=stale_after_s),
-             TagSpec("inverter.setpoint", unit="W", direction=Direction.OUTPUT, default=0.0),
-             TagSpec("inverter.enable", TagType.BOOL, direction=Direction.OUTPUT, default=False),
-             *extra]
+    specs = [
+        TagSpec("a.x", stale_after_s=stale_after_s),
+        TagSpec("inverter.setpoint", unit="W", direction=Direction.OUTPUT, default=0.0),
+        TagSpec("inverter.enable", TagType.BOOL, direction=Direction.OUTPUT, default=False),
+        *extra,
+    ]
     return Engine(SITE, tag_table(("rt", RUNTIME_TAGS), ("dev", specs)), programs, interlocks)
 
 
@@ -55,15 +56,17 @@ def test_phases_run_in_configured_order_and_safety_sees_program_requests() -> No
 @pytest.mark.parametrize(
     # table: (cycle, staged updates, value the program sees, quality of a.x after the cycle)
     "rows",
-    [[
-        (0, [("a.x", 1.0)], 1.0, "good"),
-        (1, [], 1.0, "good"),  # no new read: keeps value, still fresh (age 20 ms < 100 ms)
-        (2, [("a.x", 2.0), ("a.x", 3.0)], 3.0, "good"),  # applied all at once: the last read wins
-        (8, [], None, "stale"),  # 120 ms after the read at k=2 -> stale, and a stale value reads as None
-        (9, [("a.x", 4.0)], 4.0, "good"),  # a fresh read makes it good again
-        (10, [("a.x", "garbage")], None, "bad"),  # bad data never becomes a value
-        (11, [("a.x", 5.0)], 5.0, "good"),
-    ]],
+    [
+        [
+            (0, [("a.x", 1.0)], 1.0, "good"),
+            (1, [], 1.0, "good"),  # no new read: keeps value, still fresh (age 20 ms < 100 ms)
+            (2, [("a.x", 2.0), ("a.x", 3.0)], 3.0, "good"),  # applied all at once: the last read wins
+            (8, [], None, "stale"),  # 120 ms after the read at k=2 -> stale, and a stale value reads as None
+            (9, [("a.x", 4.0)], 4.0, "good"),  # a fresh read makes it good again
+            (10, [("a.x", "garbage")], None, "bad"),  # bad data never becomes a value
+            (11, [("a.x", 5.0)], 5.0, "good"),
+        ]
+    ],
 )
 def test_staging_and_staleness_table(rows) -> None:
     trace: list = []
@@ -214,8 +217,9 @@ def test_task_writes_land_at_the_next_cycle_start_never_mid_cycle() -> None:
             if cx.k == 1:  # the task writes while this cycle runs
                 task_end.send(json.dumps(["w", [["a.x", 2.0, "good"], ["a.y", 5.0, "good"]]]).encode())
 
-    e = make([Probe("probe", Program.Params(), SITE)], stale_after_s=None,
-             extra=[TagSpec("a.y", direction=Direction.SHARED)])
+    e = make(
+        [Probe("probe", Program.Params(), SITE)], stale_after_s=None, extra=[TagSpec("a.y", direction=Direction.SHARED)]
+    )
     task_end.send(json.dumps(["w", [["a.x", 1.0, "good"]]]).encode())
     r0 = e.step(0, ch.drain())
     r1 = e.step(P, ch.drain())
@@ -229,8 +233,10 @@ def test_task_writes_land_at_the_next_cycle_start_never_mid_cycle() -> None:
 
 def test_outputs_without_a_declared_default_still_have_safe_values() -> None:
     """A map that forgot ``default:`` must not turn the safe outputs into 'write nothing' (None)."""
-    specs = [TagSpec("inverter.setpoint", unit="W", direction=Direction.OUTPUT),
-             TagSpec("inverter.enable", TagType.BOOL, direction=Direction.OUTPUT)]
+    specs = [
+        TagSpec("inverter.setpoint", unit="W", direction=Direction.OUTPUT),
+        TagSpec("inverter.enable", TagType.BOOL, direction=Direction.OUTPUT),
+    ]
     e = Engine(SITE, tag_table(("rt", RUNTIME_TAGS), ("dev", specs)), [], [Boom("lock", Program.Params(), SITE)])
     assert e.safe_outputs == {"inverter.setpoint": 0.0, "inverter.enable": False}
     assert e.step(0).outputs == {"inverter.setpoint": 0.0, "inverter.enable": False}
@@ -257,8 +263,9 @@ def test_task_channel_takes_only_declared_shared_tags_and_only_data() -> None:
     ch.detach()
 
 
-@pytest.mark.parametrize("tag_type,value", [(TagType.INT, float("inf")), (TagType.FLOAT, 10**400),
-                                            (TagType.INT, [1]), (TagType.BOOL, 2)])
+@pytest.mark.parametrize(
+    "tag_type,value", [(TagType.INT, float("inf")), (TagType.FLOAT, 10**400), (TagType.INT, [1]), (TagType.BOOL, 2)]
+)
 def test_unconvertible_values_turn_the_tag_bad_and_the_scan_goes_on(tag_type: TagType, value) -> None:
     e = make(extra=[TagSpec("a.n", tag_type, stale_after_s=None)])
     e.step(0, [TagUpdate("a.n", 1)])

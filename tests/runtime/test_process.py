@@ -13,8 +13,20 @@ def test_record_replays_to_the_recorded_outputs_line_by_line(tmp_path: Path) -> 
     site = write_site(tmp_path)
     rec, rec_out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     stats, dump = tmp_path / "stats.json", tmp_path / "tags.json"
-    res = cli("run", str(site), "--for", "2", "--record", str(rec), "--record-outputs", str(rec_out),
-              "--stats-json", str(stats), "--dump-tags", str(dump))
+    res = cli(
+        "run",
+        str(site),
+        "--for",
+        "2",
+        "--record",
+        str(rec),
+        "--record-outputs",
+        str(rec_out),
+        "--stats-json",
+        str(stats),
+        "--dump-tags",
+        str(dump),
+    )
     assert res.returncode == 0, res.stderr
     live = rec_out.read_text().splitlines()
     assert len(live) > 20
@@ -42,7 +54,8 @@ def test_replay_twice_is_byte_identical(tmp_path: Path) -> None:
         '{"t": 0, "tags": {"grid.voltage": 240.0, "ev.soc": 0.5}}\n'
         '{"t": 0.05, "tags": {"ev.soc": 0.9}}\n'
         '{"t": 0.1, "tags": {"ev.soc": {"value": 0.9, "quality": "bad"}}}\n'
-        '{"t": 0.5, "tags": {"ev.soc": 2.0}}\n')
+        '{"t": 0.5, "tags": {"ev.soc": 2.0}}\n'
+    )
     outs = []
     for n in (1, 2):
         out = tmp_path / f"out{n}.jsonl"
@@ -73,8 +86,10 @@ def test_sigterm_leaves_safe_outputs_written(tmp_path: Path) -> None:
     proc = start_cli("run", str(site), "--stats-json", str(tmp_path / "stats.json"))
     try:
         # running and energising: the setpoint follows ev.soc (0.5 * 10000 W)
-        wait_for(lambda: any(j["writes"].get("inverter.setpoint") == 5000.0 for j in read_jsonl(journal)),
-                 what="the setpoint to be written")
+        wait_for(
+            lambda: any(j["writes"].get("inverter.setpoint") == 5000.0 for j in read_jsonl(journal)),
+            what="the setpoint to be written",
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
     finally:

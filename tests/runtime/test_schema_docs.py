@@ -19,7 +19,8 @@ class EditorLoader(yaml.SafeLoader):
 
 EditorLoader.yaml_implicit_resolvers = {
     k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +37,15 @@ def test_shipped_and_test_sites_validate_against_the_schema(schema: dict, text: 
     jsonschema.Draft202012Validator(schema).validate(yaml.load(text, EditorLoader))
 
 
-@pytest.mark.parametrize("edit", [
-    lambda d: d["scan"].update(period_ms=0),
-    lambda d: d["programs"][0]["params"].update(gian=2),  # a typo in a component's params is caught too
-    lambda d: d["programs"][0].update(type="nope"),
-    lambda d: d.pop("safety"),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["scan"].update(period_ms=0),
+        lambda d: d["programs"][0]["params"].update(gian=2),  # a typo in a component's params is caught too
+        lambda d: d["programs"][0].update(type="nope"),
+        lambda d: d.pop("safety"),
+    ],
+)
 def test_schema_rejects_what_the_loader_rejects(schema: dict, edit) -> None:
     data = yaml.safe_load(BASE_SITE.format(period_ms=20))
     edit(data)

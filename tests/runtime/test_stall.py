@@ -6,7 +6,6 @@ import signal
 import socket
 from pathlib import Path
 
-
 from tests.runtime.helpers import control, read_tag, start_cli, wait_for, write_site
 
 SITE = """\

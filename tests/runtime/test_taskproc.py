@@ -80,11 +80,13 @@ def test_failing_task_is_restarted_inside_the_task_process(tmp_path: Path) -> No
     pid = wait_for(lambda: good_pid(sock), what="first writes")
     # count goes 1,2,3 then the task raises and restarts from 1: the count never exceeds 3
     seen = set()
+
     def restarted() -> bool:
         t = read_tag(sock, "counter.count")
         if t:
             seen.add(t["value"])
         return len(seen) >= 3 and 1 in seen
+
     wait_for(restarted, what="counts across a restart")
     assert max(seen) <= 3
     assert good_pid(sock) == pid  # same process: the task was restarted, not the process
@@ -99,8 +101,10 @@ def test_control_socket_rejects_bad_commands_and_forces_are_visible(running) -> 
     assert control(sock, {"cmd": "force", "tag": "no.such", "value": 1})["ok"] is False
     assert control(sock, {"cmd": "force", "tag": "ev.soc", "value": "abc"})["ok"] is False
     assert control(sock, {"cmd": "force", "tag": "ev.soc", "value": 2.0})["ok"] is True
-    t = wait_for(lambda: (t := read_tag(sock, "inverter.setpoint")) and t["value"] == 11000.0 and t,
-                 what="forced input to reach the output through safety's clamp")
+    t = wait_for(
+        lambda: (t := read_tag(sock, "inverter.setpoint")) and t["value"] == 11000.0 and t,
+        what="forced input to reach the output through safety's clamp",
+    )
     assert read_tag(sock, "ev.soc")["forced"] is True
     assert control(sock, {"cmd": "unforce", "tag": "ev.soc"})["ok"] is True
     wait_for(lambda: read_tag(sock, "inverter.setpoint")["value"] == 5000.0, what="force released")

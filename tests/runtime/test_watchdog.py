@@ -18,7 +18,7 @@ from runtime.watchdog import Supervisor, WatchdogError
 
 S = 1_000_000_000  # ns
 MS = 1_000_000
-PERIOD = 20 * MS   # the bundled site's 20 ms scan
+PERIOD = 20 * MS  # the bundled site's 20 ms scan
 
 
 class FakeClock:
@@ -70,14 +70,21 @@ def abstract_notify_socket() -> Iterator[NotifySocket]:
     ns.close()
 
 
-def make(env: dict[str, str], *, systemd: bool = True, hardware: HardwareWatchdog | None = None,
-         clock: FakeClock | None = None, log: logging.Logger | None = None) -> Supervisor:
+def make(
+    env: dict[str, str],
+    *,
+    systemd: bool = True,
+    hardware: HardwareWatchdog | None = None,
+    clock: FakeClock | None = None,
+    log: logging.Logger | None = None,
+) -> Supervisor:
     cfg = WatchdogSection(systemd=systemd, hardware=hardware)
     return Supervisor(cfg, log or logging.getLogger("test.watchdog"), env, clock=clock or FakeClock())
 
 
-def run_cycles(sup: Supervisor, start_ns: int, end_ns: int, ns: NotifySocket | None = None,
-               period: int = PERIOD) -> list[tuple[int, str]]:
+def run_cycles(
+    sup: Supervisor, start_ns: int, end_ns: int, ns: NotifySocket | None = None, period: int = PERIOD
+) -> list[tuple[int, str]]:
     """Healthy cycles every `period` from start (inclusive) to end (exclusive); (now_ns, message) pairs."""
     seen: list[tuple[int, str]] = []
     for t in range(start_ns, end_ns, period):
@@ -88,6 +95,7 @@ def run_cycles(sup: Supervisor, start_ns: int, end_ns: int, ns: NotifySocket | N
 
 
 # -- systemd notification protocol -----------------------------------------------------------------------
+
 
 def test_ready_is_sent_once(notify_socket: NotifySocket) -> None:
     sup = make({"NOTIFY_SOCKET": notify_socket.address})
@@ -116,15 +124,15 @@ def test_status_is_rate_limited_to_one_per_second_and_the_latest_text_wins(notif
     sup.status("mode=charging")
     clock.now = 600 * MS
     sup.status("mode=discharging")
-    assert notify_socket.read() == []           # held back: less than 1 s since the last
+    assert notify_socket.read() == []  # held back: less than 1 s since the last
     clock.now = 999 * MS
     sup.healthy_cycle(clock.now)
     assert notify_socket.read() == []
     clock.now = 1000 * MS
-    sup.healthy_cycle(clock.now)                 # a healthy cycle flushes the held text once due
+    sup.healthy_cycle(clock.now)  # a healthy cycle flushes the held text once due
     assert notify_socket.read() == ["STATUS=mode=discharging"]
     clock.now = 5 * S
-    sup.status("mode=discharging")               # unchanged text: nothing to say
+    sup.status("mode=discharging")  # unchanged text: nothing to say
     assert notify_socket.read() == []
     sup.status("mode=idle")
     assert notify_socket.read() == ["STATUS=mode=idle"]
@@ -173,7 +181,7 @@ def test_no_keepalive_while_the_scan_is_stalled(notify_socket: NotifySocket) -> 
     assert notify_socket.read() == []
     # Late cycles (overruns) are not healthy either: the runner does not call healthy_cycle for them.
     seen = run_cycles(sup, 10 * S, 12 * S, notify_socket)
-    assert seen[0] == (10 * S, "WATCHDOG=1")      # back on time: keepalive at once
+    assert seen[0] == (10 * S, "WATCHDOG=1")  # back on time: keepalive at once
     sup.close(clean=True)
 
 
@@ -261,6 +269,7 @@ def test_full_notify_queue_does_not_block_the_scan(notify_socket: NotifySocket) 
 
 # -- hardware watchdog against a device path the test provides -------------------------------------------
 
+
 @pytest.fixture
 def fifo(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """A FIFO as /dev/watchdog, with the test holding the reading end (non-blocking)."""
@@ -284,28 +293,31 @@ def drain(rfd: int) -> bytes:
 
 
 def test_hardware_keepalives_while_healthy_none_while_stalled_and_magic_close(
-        fifo: tuple[str, int], caplog: pytest.LogCaptureFixture) -> None:
+    fifo: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
     path, rfd = fifo
     caplog.set_level(logging.INFO, logger="test.watchdog")
     sup = make({}, hardware=HardwareWatchdog(device=path, timeout_s=4))  # fed every 1 s
     assert sup.hardware_timeout_s == 4
-    assert any("not a character device" in r.getMessage() and "WDIOC_SETTIMEOUT skipped" in r.getMessage()
-               for r in caplog.records)
-    assert drain(rfd) == b""                         # opened (armed), not fed before a healthy cycle
+    assert any(
+        "not a character device" in r.getMessage() and "WDIOC_SETTIMEOUT skipped" in r.getMessage()
+        for r in caplog.records
+    )
+    assert drain(rfd) == b""  # opened (armed), not fed before a healthy cycle
     fed = []
     for t in range(0, 3 * S, PERIOD):
         sup.healthy_cycle(t)
         if drain(rfd):
             fed.append(t)
-    assert fed == [0, 1 * S, 2 * S]                   # every timeout/4, not every cycle
+    assert fed == [0, 1 * S, 2 * S]  # every timeout/4, not every cycle
     # Stalled from 3 s to 20 s: nothing feeds it (the scan is the only caller).
     assert drain(rfd) == b""
     sup.healthy_cycle(20 * S)
     data = drain(rfd)
     assert len(data) == 1 and b"V" not in data
     sup.close(clean=True)
-    assert drain(rfd) == b"V"                         # magic close, then the writer is gone
-    assert os.read(rfd, 1) == b""                     # EOF: the device was closed
+    assert drain(rfd) == b"V"  # magic close, then the writer is gone
+    assert os.read(rfd, 1) == b""  # EOF: the device was closed
 
 
 def test_hardware_unclean_close_leaves_it_armed(tmp_path: Path) -> None:
@@ -315,8 +327,8 @@ def test_hardware_unclean_close_leaves_it_armed(tmp_path: Path) -> None:
     run_cycles(sup, 0, 10 * S)
     sup.close(clean=False)
     data = dev.read_bytes()
-    assert len(data) == 5 and b"V" not in data        # 0, 2, 4, 6, 8 s and no magic close
-    sup.close(clean=True)                             # idempotent: already closed, writes nothing
+    assert len(data) == 5 and b"V" not in data  # 0, 2, 4, 6, 8 s and no magic close
+    sup.close(clean=True)  # idempotent: already closed, writes nothing
     assert dev.read_bytes() == data
 
 
@@ -324,7 +336,7 @@ def test_hardware_and_systemd_together(notify_socket: NotifySocket, tmp_path: Pa
     dev = tmp_path / "watchdog.bin"
     dev.write_bytes(b"")
     env = {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "10000000"}  # 5 s cadence
-    sup = make(env, hardware=HardwareWatchdog(device=str(dev), timeout_s=2))     # 0.5 s cadence
+    sup = make(env, hardware=HardwareWatchdog(device=str(dev), timeout_s=2))  # 0.5 s cadence
     seen = run_cycles(sup, 0, 10 * S, notify_socket)
     assert [t for t, _ in seen] == [0, 5 * S]
     assert len(dev.read_bytes()) == 20
@@ -389,9 +401,9 @@ def test_status_from_another_thread_never_breaks_the_scan(notify_socket: NotifyS
 
 # -- end to end: the real runner under a real NOTIFY_SOCKET ------------------------------------------------
 
+
 @pytest.mark.slow
-def test_runner_with_dead_field_devices_still_feeds_both_watchdogs(notify_socket: NotifySocket,
-                                                                   tmp_path: Path) -> None:
+def test_runner_with_dead_field_devices_still_feeds_both_watchdogs(notify_socket: NotifySocket, tmp_path: Path) -> None:
     """`v2g-plc run` of the bundled site without its virtual plant: every Modbus device is dead (a field
     fault), yet the scan is alive and on time, so systemd gets READY=1 and keepalives and the hardware
     watchdog is fed, then disarmed on the clean stop. A dead meter gives bad tags and a trip, not a
@@ -418,9 +430,14 @@ def test_runner_with_dead_field_devices_still_feeds_both_watchdogs(notify_socket
     tags_file = tmp_path / "tags.json"
     env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_PID", "NOTIFY_SOCKET", "WATCHDOG_USEC")}
     env.update(NOTIFY_SOCKET=notify_socket.address, WATCHDOG_USEC="1000000")
-    proc = subprocess.run([str(exe), "run", str(site_file), "--no-plant", "--for", "2",
-                           "--dump-tags", str(tags_file)],
-                          env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(exe), "run", str(site_file), "--no-plant", "--for", "2", "--dump-tags", str(tags_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     msgs = notify_socket.read()
     assert msgs.count("READY=1") == 1

@@ -48,8 +48,16 @@ class Requester(Program):
 
 
 class Rig:
-    def __init__(self, period_ms: int = 20, nominal_v: float = 240.0, nominal_f: int = 60, phases: int = 1,
-                 follow: bool = True, extra_inputs: Iterable[TagSpec] = (), **params: Any):
+    def __init__(
+        self,
+        period_ms: int = 20,
+        nominal_v: float = 240.0,
+        nominal_f: int = 60,
+        phases: int = 1,
+        follow: bool = True,
+        extra_inputs: Iterable[TagSpec] = (),
+        **params: Any,
+    ):
         params.setdefault("category", "III")
         params.setdefault("rated_charge_w", 11000.0)
         params.setdefault("rated_discharge_w", 11000.0)
@@ -59,10 +67,13 @@ class Rig:
         self.req = Requester(self.site)
         specs = [TagSpec(n, t, u, Direction.INPUT, None) for n, (t, u, _) in INPUTS.items()]
         specs += list(extra_inputs)
-        outs = [TagSpec("inverter.setpoint", TagType.FLOAT, "W", Direction.OUTPUT, 0.0),
-                TagSpec("inverter.enable", TagType.BOOL, "", Direction.OUTPUT, False)]
-        self.tags = tag_table(("runtime", RUNTIME_TAGS), ("plant", specs), ("outs", outs),
-                              ("safety", self.safety.declare()))
+        outs = [
+            TagSpec("inverter.setpoint", TagType.FLOAT, "W", Direction.OUTPUT, 0.0),
+            TagSpec("inverter.enable", TagType.BOOL, "", Direction.OUTPUT, False),
+        ]
+        self.tags = tag_table(
+            ("runtime", RUNTIME_TAGS), ("plant", specs), ("outs", outs), ("safety", self.safety.declare())
+        )
         self.engine = Engine(self.site, self.tags, [self.req], [self.safety])
         self.values: dict[str, Any] = {n: d for n, (_, _, d) in INPUTS.items()}
         self.values["runtime.overrun_fault"] = False
@@ -92,7 +103,11 @@ class Rig:
     def run(self, seconds: float, step_s: float | None = None) -> list[StepResult]:
         """Run ``seconds`` of simulated time; coarse steps where a test does not need cycle resolution."""
         end = self.now_us + round(seconds * US)
-        adv = self.period_us if step_s is None else max(self.period_us, round(step_s * US) // self.period_us * self.period_us)
+        adv = (
+            self.period_us
+            if step_s is None
+            else max(self.period_us, round(step_s * US) // self.period_us * self.period_us)
+        )
         out = []
         while self.now_us < end:
             out.append(self.step(advance_us=min(adv, max(self.period_us, end - self.now_us))))

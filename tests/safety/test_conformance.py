@@ -130,9 +130,20 @@ def test_ride_through_band_does_not_trip(cat: str) -> None:
         assert res.outputs["inverter.setpoint"] == -5000.0  # mandatory operation: keeps exporting
 
 
-@pytest.mark.parametrize("cat,v,ceases", [("III", 1.095, False), ("III", 1.12, True), ("III", 0.49, True),
-                                           ("III", 0.51, False), ("I", 1.15, False), ("I", 1.21, True),
-                                           ("I", 0.49, True), ("II", 0.31, False), ("II", 0.29, True)])
+@pytest.mark.parametrize(
+    "cat,v,ceases",
+    [
+        ("III", 1.095, False),
+        ("III", 1.12, True),
+        ("III", 0.49, True),
+        ("III", 0.51, False),
+        ("I", 1.15, False),
+        ("I", 1.21, True),
+        ("I", 0.49, True),
+        ("II", 0.31, False),
+        ("II", 0.29, True),
+    ],
+)
 def test_momentary_cessation(cat: str, v: float, ceases: bool) -> None:
     rig = _rig(cat)
     rig.set(grid__voltage=v * 240.0)

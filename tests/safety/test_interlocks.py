@@ -62,8 +62,10 @@ def test_thermal_prediction_caps_before_the_derating_curve() -> None:
 
 
 # -- battery -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("soc,sp,want", [(0.19, -5000.0, 0.0), (0.19, 5000.0, 5000.0), (0.96, 5000.0, 0.0),
-                                         (0.96, -5000.0, -5000.0), (0.5, 0.0, 0.0)])
+@pytest.mark.parametrize(
+    "soc,sp,want",
+    [(0.19, -5000.0, 0.0), (0.19, 5000.0, 5000.0), (0.96, 5000.0, 0.0), (0.96, -5000.0, -5000.0), (0.5, 0.0, 0.0)],
+)
 def test_soc_window(soc: float, sp: float, want: float) -> None:
     rig = _rig(sp)
     rig.set(ev__soc=soc)
@@ -176,12 +178,24 @@ def test_write_mismatch_needs_operator_reset() -> None:
 
 
 def test_external_limits_and_stale_fallback() -> None:
-    ext = [TagSpec("backoffice.limit_charge", unit="W", direction=Direction.SHARED, stale_after_s=5.0),
-           TagSpec("backoffice.limit_discharge", unit="W", direction=Direction.SHARED, stale_after_s=5.0)]
-    rig = Rig(extra_inputs=ext, limits={"external": [{"name": "backoffice", "charge_tag": "backoffice.limit_charge",
-                                                       "discharge_tag": "backoffice.limit_discharge",
-                                                       "fallback_w": 1000.0}]},
-              comms={"external_tags": ["backoffice.limit_charge", "backoffice.limit_discharge"]})
+    ext = [
+        TagSpec("backoffice.limit_charge", unit="W", direction=Direction.SHARED, stale_after_s=5.0),
+        TagSpec("backoffice.limit_discharge", unit="W", direction=Direction.SHARED, stale_after_s=5.0),
+    ]
+    rig = Rig(
+        extra_inputs=ext,
+        limits={
+            "external": [
+                {
+                    "name": "backoffice",
+                    "charge_tag": "backoffice.limit_charge",
+                    "discharge_tag": "backoffice.limit_discharge",
+                    "fallback_w": 1000.0,
+                }
+            ]
+        },
+        comms={"external_tags": ["backoffice.limit_charge", "backoffice.limit_discharge"]},
+    )
     rig.set(backoffice__limit_charge=4000.0, backoffice__limit_discharge=0.0)
     rig.req.setpoint = -6000.0
     rig.settle()
@@ -196,8 +210,10 @@ def test_external_limits_and_stale_fallback() -> None:
 
 
 def test_slow_back_office_leaves_grid_services() -> None:
-    rtt = [TagSpec("ocpp.round_trip", unit="s", direction=Direction.SHARED),
-           TagSpec("mode.state", TagType.STR, direction=Direction.INPUT)]
+    rtt = [
+        TagSpec("ocpp.round_trip", unit="s", direction=Direction.SHARED),
+        TagSpec("mode.state", TagType.STR, direction=Direction.INPUT),
+    ]
     rig = Rig(extra_inputs=rtt, comms={"rtt_tag": "ocpp.round_trip", "external_modes": ["grid_service"]})
     rig.set(ocpp__round_trip=0.2, mode__state="grid_service")
     rig.req.setpoint = -4000.0
@@ -220,12 +236,19 @@ def test_clamped_to_device_rating(sp: float) -> None:
 
 # -- settings verification -------------------------------------------------------------------------
 def test_weaker_inverter_trip_setting_withholds_permit() -> None:
-    dev = [TagSpec("inverter.trip_ov2_v", unit="V", direction=Direction.INPUT),
-           TagSpec("inverter.trip_ov2_s", unit="s", direction=Direction.INPUT),
-           TagSpec("inverter.reversion_s", unit="s", direction=Direction.INPUT)]
-    rig = Rig(extra_inputs=dev, verify={
-        "ratings": ["inverter.max_charge_w"], "reversion_tag": "inverter.reversion_s",
-        "trips": {"ov2": {"threshold_tag": "inverter.trip_ov2_v", "time_tag": "inverter.trip_ov2_s", "unit": "V"}}})
+    dev = [
+        TagSpec("inverter.trip_ov2_v", unit="V", direction=Direction.INPUT),
+        TagSpec("inverter.trip_ov2_s", unit="s", direction=Direction.INPUT),
+        TagSpec("inverter.reversion_s", unit="s", direction=Direction.INPUT),
+    ]
+    rig = Rig(
+        extra_inputs=dev,
+        verify={
+            "ratings": ["inverter.max_charge_w"],
+            "reversion_tag": "inverter.reversion_s",
+            "trips": {"ov2": {"threshold_tag": "inverter.trip_ov2_v", "time_tag": "inverter.trip_ov2_s", "unit": "V"}},
+        },
+    )
     rig.set(inverter__trip_ov2_v=300.0, inverter__trip_ov2_s=0.16, inverter__reversion_s=5.0)
     rig.req.setpoint = 3000.0
     rig.run(1.0)
@@ -312,10 +335,10 @@ def test_thermal_prediction_settles_instead_of_tripping() -> None:
 
 
 @pytest.mark.parametrize("request_w", [-5000.0, 5000.0, 0.0])
-@pytest.mark.parametrize("tag,real,forced", [("grid.loss", True, False),
-                                             ("runtime.overrun_fault", True, False)])
-def test_forcing_any_protective_input_trips_instead_of_hiding_it(tag: str, real: bool, forced: bool,
-                                                                  request_w: float) -> None:
+@pytest.mark.parametrize("tag,real,forced", [("grid.loss", True, False), ("runtime.overrun_fault", True, False)])
+def test_forcing_any_protective_input_trips_instead_of_hiding_it(
+    tag: str, real: bool, forced: bool, request_w: float
+) -> None:
     """Not only required tags: a forced fault flag would hide the fault it reports (review, 2026-11-25)."""
     rig = _rig(request_w)
     rig.engine.force(tag, forced)

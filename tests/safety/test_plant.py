@@ -17,10 +17,13 @@ from tests.io.helpers import free_port
 from tests.runtime.helpers import cli, read_jsonl
 from tests.safety.rig import MODBUS_DEVICES, PLANT_DEVICES
 
-SITE = """\
+SITE = (
+    """\
 site: {{name: plant-safety, nominal_voltage: 240.0, nominal_frequency: 60}}
 scan: {{period_ms: 20, overrun_fault_after: 50}}
-""" + MODBUS_DEVICES + """programs:
+"""
+    + MODBUS_DEVICES
+    + """programs:
   # a constant export request (-10 kW x SoC) and the permit while the inverter reports itself connected
   - {{type: example_copy, name: ask, params: {{source: ev.soc, target: inverter.setpoint, gain: -10000, declare_target: false}}}}
   - {{type: example_copy, name: permit, params: {{source: inverter.connected, target: inverter.enable, gain: 1.0, declare_target: false}}}}
@@ -38,7 +41,9 @@ plant:
   type: virtual
   params:
     host: 127.0.0.1
-""" + PLANT_DEVICES + """    thermal: {{tau_s: 0.5, ambient_c: 25.0}}
+"""
+    + PLANT_DEVICES
+    + """    thermal: {{tau_s: 0.5, ambient_c: 25.0}}
     ev: {{soc: 0.6}}
     events:
       - {{t: 7, set: grid.voltage, to: 300.0}}         # 1.25 pu: cessation, then OV2 (0.16 s)
@@ -46,6 +51,7 @@ plant:
       - {{t: 13, set: temperature.ambient, to: 110.0}}  # inverter past 85 degC
       - {{t: 15, set: temperature.ambient, to: 25.0}}
 """
+)
 
 
 def test_over_voltage_and_over_temperature_on_the_virtual_plant(tmp_path: Path) -> None:

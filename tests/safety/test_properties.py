@@ -14,14 +14,19 @@ from runtime.tags import Direction, Quality, TagSpec, TagUpdate
 from safety import tables as T
 from tests.safety.rig import Rig
 
-EXT = [TagSpec("backoffice.limit_charge", unit="W", direction=Direction.SHARED),
-       TagSpec("backoffice.limit_discharge", unit="W", direction=Direction.SHARED)]
+EXT = [
+    TagSpec("backoffice.limit_charge", unit="W", direction=Direction.SHARED),
+    TagSpec("backoffice.limit_discharge", unit="W", direction=Direction.SHARED),
+]
 
 power = st.one_of(st.just(0.0), st.just(-0.0), st.floats(-30000, 30000, allow_nan=False))
 frame = st.fixed_dictionaries(
     {
-        "v_pu": st.one_of(st.just(1.0), st.sampled_from([0.2, 0.45, 0.49, 0.51, 0.7, 0.87, 0.95, 1.09, 1.11,
-                                                          1.19, 1.21, 1.3]), st.floats(0.0, 1.4)),
+        "v_pu": st.one_of(
+            st.just(1.0),
+            st.sampled_from([0.2, 0.45, 0.49, 0.51, 0.7, 0.87, 0.95, 1.09, 1.11, 1.19, 1.21, 1.3]),
+            st.floats(0.0, 1.4),
+        ),
         "f": st.one_of(st.just(60.0), st.floats(55.0, 65.0)),
         "loss": st.booleans(),
         "temp": st.one_of(st.just(40.0), st.floats(20.0, 95.0)),
@@ -33,8 +38,9 @@ frame = st.fixed_dictionaries(
         "rating_c": st.floats(0.0, 15000.0),
         "request": power,
         "enable": st.booleans(),
-        "bad": st.sampled_from([None, None, None, "grid.voltage", "inverter.power", "ev.soc", "plc.snr",
-                                "backoffice.limit_charge"]),
+        "bad": st.sampled_from(
+            [None, None, None, "grid.voltage", "inverter.power", "ev.soc", "plc.snr", "backoffice.limit_charge"]
+        ),
         "quality": st.sampled_from([Quality.BAD, Quality.STALE]),
         "force_sp": st.one_of(st.none(), power),
         "force_en": st.one_of(st.none(), st.booleans()),
@@ -50,16 +56,37 @@ frame = st.fixed_dictionaries(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["I", "II", "III"]), st.lists(frame, min_size=1, max_size=40))
 def test_invariants(cat: str, frames: list[dict]) -> None:
-    rig = Rig(category=cat, extra_inputs=EXT, follow=True, enter_service={"delay_s": 2.0, "ramp_s": 2.0},
-              limits={"external": [{"name": "backoffice", "charge_tag": "backoffice.limit_charge",
-                                    "discharge_tag": "backoffice.limit_discharge"}]})
+    rig = Rig(
+        category=cat,
+        extra_inputs=EXT,
+        follow=True,
+        enter_service={"delay_s": 2.0, "ramp_s": 2.0},
+        limits={
+            "external": [
+                {
+                    "name": "backoffice",
+                    "charge_tag": "backoffice.limit_charge",
+                    "discharge_tag": "backoffice.limit_discharge",
+                }
+            ]
+        },
+    )
     from runtime.api import Command
 
     for fr in frames:
-        rig.set(grid__voltage=fr["v_pu"] * 240.0, grid__frequency=fr["f"], grid__loss=fr["loss"],
-                inverter__temperature=fr["temp"], ev__soc=fr["soc"], ev__soh=fr["soh"], plc__snr=fr["snr"],
-                backoffice__limit_charge=fr["lim_c"], backoffice__limit_discharge=fr["lim_d"],
-                inverter__max_charge_w=fr["rating_c"], runtime__overrun_fault=fr["overrun"])
+        rig.set(
+            grid__voltage=fr["v_pu"] * 240.0,
+            grid__frequency=fr["f"],
+            grid__loss=fr["loss"],
+            inverter__temperature=fr["temp"],
+            ev__soc=fr["soc"],
+            ev__soh=fr["soh"],
+            plc__snr=fr["snr"],
+            backoffice__limit_charge=fr["lim_c"],
+            backoffice__limit_discharge=fr["lim_d"],
+            inverter__max_charge_w=fr["rating_c"],
+            runtime__overrun_fault=fr["overrun"],
+        )
         rig.req.setpoint, rig.req.enable = fr["request"], fr["enable"]
         eng = rig.engine
         for name, val in (("inverter.setpoint", fr["force_sp"]), ("inverter.enable", fr["force_en"])):

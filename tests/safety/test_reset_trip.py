@@ -73,8 +73,11 @@ def test_latched_trip_survives_restart_and_resets_over_the_socket(tmp_path: Path
         res = cli("reset-trip", str(site))
         assert res.returncode == 0, res.stderr
         wait_for(lambda: _trip(sock) == "", 10, "the trip to clear after reset-trip")
-        wait_for(lambda: (read_tag(sock, "inverter.setpoint") or {}).get("value") == 5000.0, 10,
-                 "charging to resume (no grid delay for charging)")
+        wait_for(
+            lambda: (read_tag(sock, "inverter.setpoint") or {}).get("value") == 5000.0,
+            10,
+            "charging to resume (no grid delay for charging)",
+        )
     finally:
         p.send_signal(signal.SIGTERM)
         try:
@@ -87,8 +90,11 @@ def test_latched_trip_survives_restart_and_resets_over_the_socket(tmp_path: Path
     # A third start after the reset: the cleared latch left nothing behind that breaks a start.
     p = start_cli("run", str(site), "--for", "60")
     try:
-        wait_for(lambda: (read_tag(sock, "inverter.setpoint") or {}).get("value") == 5000.0, 30,
-                 "a clean start after the reset")
+        wait_for(
+            lambda: (read_tag(sock, "inverter.setpoint") or {}).get("value") == 5000.0,
+            30,
+            "a clean start after the reset",
+        )
         assert _trip(sock) == ""
     finally:
         p.send_signal(signal.SIGTERM)

@@ -17,29 +17,38 @@ from safety.supervisor import SafetySupervisor
 BASE = {"category": "III", "rated_charge_w": 11000.0, "rated_discharge_w": 11000.0}
 FIFTY = {
     "frequency_basis_hz": 50,
-    "frequency": {"of2": {"threshold": 52.0, "clearing_s": 0.1}, "of1": {"threshold": 51.5, "clearing_s": 5.0},
-                  "uf1": {"threshold": 47.5, "clearing_s": 5.0}, "uf2": {"threshold": 47.0, "clearing_s": 0.1},
-                  "continuous_low_hz": 49.0, "continuous_high_hz": 51.0,
-                  "ride_through_low_hz": 47.5, "ride_through_high_hz": 51.5},
+    "frequency": {
+        "of2": {"threshold": 52.0, "clearing_s": 0.1},
+        "of1": {"threshold": 51.5, "clearing_s": 5.0},
+        "uf1": {"threshold": 47.5, "clearing_s": 5.0},
+        "uf2": {"threshold": 47.0, "clearing_s": 0.1},
+        "continuous_low_hz": 49.0,
+        "continuous_high_hz": 51.0,
+        "ride_through_low_hz": 47.5,
+        "ride_through_high_hz": 51.5,
+    },
     "enter_service": {"f_low_hz": 49.9, "f_high_hz": 50.1},
 }
 
 
-@pytest.mark.parametrize("cat,key,val", [
-    ("III", {"voltage": {"ov2": {"threshold": 1.25}}}, "fixed"),
-    ("III", {"voltage": {"ov1": {"threshold": 1.09}}}, "range"),
-    ("III", {"voltage": {"uv1": {"clearing_s": 20.0}}}, "range"),
-    ("I", {"voltage": {"uv2": {"clearing_s": 2.5}}}, "range"),
-    ("II", {"frequency": {"of1": {"clearing_s": 100.0}}}, "range"),
-    ("I", {"frequency": {"uf2": {"threshold": 57.5}}}, "range"),
-    ("III", {"enter_service": {"delay_s": 700.0}}, "range"),
-    ("III", {"enter_service": {"v_low_pu": 0.96}}, "range"),
-    ("III", {"enter_service": {"f_high_hz": 61.5}}, "range"),
-    ("III", {"islanding": {"rocof_hz_per_s": 2.0}}, "inside the Category III ROCOF ride-through"),
-    ("III", {"thermal": {"trip_c": 90.0}}, "range"),
-    ("III", {"response_allowance_s": 0.5}, "range"),
-    ("III", {"comms": {"rtt_max_s": 1.0}}, "range"),
-])
+@pytest.mark.parametrize(
+    "cat,key,val",
+    [
+        ("III", {"voltage": {"ov2": {"threshold": 1.25}}}, "fixed"),
+        ("III", {"voltage": {"ov1": {"threshold": 1.09}}}, "range"),
+        ("III", {"voltage": {"uv1": {"clearing_s": 20.0}}}, "range"),
+        ("I", {"voltage": {"uv2": {"clearing_s": 2.5}}}, "range"),
+        ("II", {"frequency": {"of1": {"clearing_s": 100.0}}}, "range"),
+        ("I", {"frequency": {"uf2": {"threshold": 57.5}}}, "range"),
+        ("III", {"enter_service": {"delay_s": 700.0}}, "range"),
+        ("III", {"enter_service": {"v_low_pu": 0.96}}, "range"),
+        ("III", {"enter_service": {"f_high_hz": 61.5}}, "range"),
+        ("III", {"islanding": {"rocof_hz_per_s": 2.0}}, "inside the Category III ROCOF ride-through"),
+        ("III", {"thermal": {"trip_c": 90.0}}, "range"),
+        ("III", {"response_allowance_s": 0.5}, "range"),
+        ("III", {"comms": {"rtt_max_s": 1.0}}, "range"),
+    ],
+)
 def test_out_of_range_is_a_validation_error(cat: str, key: dict, val: str) -> None:
     with pytest.raises(ValidationError):
         SafetyParams.model_validate({**BASE, "category": cat, **key})
@@ -80,7 +89,8 @@ def test_site_file_error_names_file_line_and_key(tmp_path: Path) -> None:
         "      rated_charge_w: 11000\n"
         "      rated_discharge_w: 11000\n"
         "      voltage:\n"
-        "        uv1: {threshold: 0.9}\n")
+        "        uv1: {threshold: 0.9}\n"
+    )
     with pytest.raises(ConfigError) as exc:
         load_site(site)
     msg = str(exc.value)
@@ -105,7 +115,8 @@ def test_fifty_hz_site_file_with_sixty_hz_defaults_does_not_load(tmp_path: Path)
         "        - {name: inverter.enable, type: bool, direction: output, value: false}\n"
         "safety:\n"
         "  - type: v2g_safety\n"
-        "    params: {category: II, rated_charge_w: 7400, rated_discharge_w: 7400}\n")
+        "    params: {category: II, rated_charge_w: 7400, rated_discharge_w: 7400}\n"
+    )
     with pytest.raises(ConfigError) as exc:
         build_site(site)
     msg = str(exc.value)
@@ -115,9 +126,13 @@ def test_fifty_hz_site_file_with_sixty_hz_defaults_does_not_load(tmp_path: Path)
 def test_fifty_hz_site_trips_on_its_own_settings() -> None:
     from tests.safety.rig import Rig
 
-    rig = Rig(nominal_v=230.0, nominal_f=50, category="II", enter_service={"delay_s": 1.0, "ramp_s": 1.0,
-                                                                          "f_low_hz": 49.9, "f_high_hz": 50.1},
-              **{k: v for k, v in FIFTY.items() if k != "enter_service"})
+    rig = Rig(
+        nominal_v=230.0,
+        nominal_f=50,
+        category="II",
+        enter_service={"delay_s": 1.0, "ramp_s": 1.0, "f_low_hz": 49.9, "f_high_hz": 50.1},
+        **{k: v for k, v in FIFTY.items() if k != "enter_service"},
+    )
     rig.set(grid__voltage=230.0, grid__frequency=50.0)
     rig.req.setpoint = -3000.0
     rig.run(3.0, step_s=0.1)

@@ -47,6 +47,7 @@ def test_map_against_virtual_plant(path: Path) -> None:
 
 def test_requests_per_cycle_is_minimum() -> None:
     """A fast poll of the SunSpec inverter costs the planner's minimum number of requests."""
+
     async def main() -> tuple[int, int]:
         port = free_port()
         vp = plant([{"name": "inv", "map": "sunspec_der_inverter", "port": port}])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.sim.physics import Plant, PhysicsParams
+from runtime.sim.physics import PhysicsParams, Plant
 from runtime.sim.server import VirtualPlant, VirtualPlantParams, load_scenario
 from runtime.yamlload import ConfigError
 
@@ -65,8 +65,10 @@ def test_disabled_or_unplugged_gives_zero() -> None:
 
 @pytest.mark.parametrize("w", [-6000.0, 0.0, 6000.0])
 def test_battery_energy_with_efficiencies(w: float) -> None:
-    p = {"ev": {"capacity_wh": 60000, "soh": 0.9, "soc": 0.5, "charge_efficiency": 0.95,
-                "discharge_efficiency": 0.9}, "inverter": {"tau_s": 0.001, "ramp_w_per_s": 1e9}}
+    p = {
+        "ev": {"capacity_wh": 60000, "soh": 0.9, "soc": 0.5, "charge_efficiency": 0.95, "discharge_efficiency": 0.9},
+        "inverter": {"tau_s": 0.001, "ramp_w_per_s": 1e9},
+    }
     pl = running(w, **p)
     run(pl, 3600, dt=0.5)
     usable = 60000 * 0.9
@@ -86,8 +88,11 @@ def test_soc_limits_stop_power() -> None:
 
 @pytest.mark.parametrize("w", [-5000.0, 0.0, 5000.0])
 def test_meter_counters(w: float) -> None:
-    pl = running(w, meter={"load_w": 1000, "energy_import_wh": 5000, "energy_export_wh": 7000},
-                 inverter={"tau_s": 0.001, "ramp_w_per_s": 1e9})
+    pl = running(
+        w,
+        meter={"load_w": 1000, "energy_import_wh": 5000, "energy_export_wh": 7000},
+        inverter={"tau_s": 0.001, "ramp_w_per_s": 1e9},
+    )
     v0 = pl.values()
     assert v0["meter.energy_import"] > 0 and v0["meter.energy_export"] > 0  # never 0: "not implemented"
     run(pl, 3600, dt=0.5)
@@ -137,13 +142,19 @@ def test_plc_snr_noise_and_attenuation() -> None:
 
 def test_scenario_steps_ramps_and_events(tmp_path: Path) -> None:
     f = tmp_path / "sc.yaml"
-    f.write_text("events:\n"
-                 "  - {t: 1, set: grid.voltage, to: 264, ramp_s: 0}\n"
-                 "  - {t: 2, set: grid.frequency, to: 59.0, ramp_s: 10}\n"
-                 "  - {t: 3, event: depart}\n"
-                 "  - {t: 4, event: plug_in, soc: 0.2}\n")
-    vp = VirtualPlant(VirtualPlantParams.model_validate(
-        {"devices": [{"name": "m", "map": "site_meter_tcp", "port": 0}], "scenario": str(f)}), ROOT)
+    f.write_text(
+        "events:\n"
+        "  - {t: 1, set: grid.voltage, to: 264, ramp_s: 0}\n"
+        "  - {t: 2, set: grid.frequency, to: 59.0, ramp_s: 10}\n"
+        "  - {t: 3, event: depart}\n"
+        "  - {t: 4, event: plug_in, soc: 0.2}\n"
+    )
+    vp = VirtualPlant(
+        VirtualPlantParams.model_validate(
+            {"devices": [{"name": "m", "map": "site_meter_tcp", "port": 0}], "scenario": str(f)}
+        ),
+        ROOT,
+    )
     vp.advance(0.9)
     assert vp.plant.grid_v == 240.0
     vp.advance(0.2)

@@ -16,14 +16,20 @@ from tests.io.helpers import ROOT, free_port
 
 def site(tmp_path: Path, params: str) -> Path:
     f = tmp_path / "site.yaml"
-    f.write_text("site: {name: t, nominal_voltage: 240, nominal_frequency: 60}\n"
-                 "plant:\n  type: virtual\n  params:\n" + params)
+    f.write_text(
+        "site: {name: t, nominal_voltage: 240, nominal_frequency: 60}\nplant:\n  type: virtual\n  params:\n" + params
+    )
     return f
 
 
 def start(f: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "runtime.sim", "--site", str(f), "--speed", "5"], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runtime.sim", "--site", str(f), "--speed", "5"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def ready(p: subprocess.Popen[bytes]) -> None:
@@ -38,8 +44,12 @@ def test_ready_serves_and_exits(tmp_path: Path, how: str) -> None:
     p = start(f)
     try:
         ready(p)
-        out = subprocess.run([sys.executable, "-m", "runtime.probe", f"127.0.0.1:{port}", "--map", "site_meter_tcp",
-                              "--json"], cwd=ROOT, capture_output=True, timeout=30)
+        out = subprocess.run(
+            [sys.executable, "-m", "runtime.probe", f"127.0.0.1:{port}", "--map", "site_meter_tcp", "--json"],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=30,
+        )
         assert out.returncode == 0, out.stderr
         assert b'"meter.energy_import"' in out.stdout
         if how == "sigterm":
@@ -68,10 +78,18 @@ def test_bad_plant_params_name_file_line(tmp_path: Path) -> None:
 def test_probe_exit_codes(tmp_path: Path) -> None:
     port = free_port()
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "runtime.probe", f"127.0.0.1:{port}", "--map", "site_meter_tcp"],
-                         cwd=ROOT, capture_output=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime.probe", f"127.0.0.1:{port}", "--map", "site_meter_tcp"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+    )
     assert out.returncode == 3 and b"cannot connect" in out.stderr
     assert time.monotonic() - t0 < 30
-    out = subprocess.run([sys.executable, "-m", "runtime.probe", "127.0.0.1:1", "--map", str(tmp_path / "nope.yaml")],
-                         cwd=ROOT, capture_output=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime.probe", "127.0.0.1:1", "--map", str(tmp_path / "nope.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+    )
     assert out.returncode == 2 and b"not found" in out.stderr

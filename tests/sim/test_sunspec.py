@@ -29,10 +29,16 @@ def test_pysunspec2_scans_and_reads_the_virtual_inverter() -> None:
                 m701 = d.models[701][0]
                 m713 = d.models[713][0]
                 m704 = d.models[704][0]
-                out = {"ids": sorted(k for k in d.models if isinstance(k, int)),
-                       "Mn": d.models[1][0].Mn.value, "W": m701.W.cvalue, "Hz": m701.Hz.cvalue,
-                       "LLV": m701.LLV.cvalue, "SoC": m713.SoC.cvalue, "SoH": m713.SoH.cvalue,
-                       "TotWhAbs": m701.TotWhAbs.cvalue}
+                out = {
+                    "ids": sorted(k for k in d.models if isinstance(k, int)),
+                    "Mn": d.models[1][0].Mn.value,
+                    "W": m701.W.cvalue,
+                    "Hz": m701.Hz.cvalue,
+                    "LLV": m701.LLV.cvalue,
+                    "SoC": m713.SoC.cvalue,
+                    "SoH": m713.SoH.cvalue,
+                    "TotWhAbs": m701.TotWhAbs.cvalue,
+                }
                 # an independent client writes WSet (generation-positive: +3000 = 3 kW export)
                 m704.WSet.cvalue = 3000
                 m704.WSet.write()
@@ -81,6 +87,7 @@ def test_driver_discovers_suns_at_each_base(base: int) -> None:
 
 def test_missing_model_turns_its_tags_bad() -> None:
     """A device without model 713 has no SoC: those tags are bad, never invented."""
+
     async def main() -> None:
         port = free_port()
         vp = plant([{"name": "inv", "map": "sunspec_der_inverter", "port": port}])
