@@ -49,7 +49,9 @@ class Broken:
 def source_files(root: Path = ROOT) -> Iterator[Path]:
     """Every .py, .md, .yaml/.yml and Makefile of the repository (not the virtual environment)."""
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info"))
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".") and not d.endswith(".egg-info")
+        )
         for name in sorted(filenames):
             path = Path(dirpath) / name
             if (path.suffix in SUFFIXES or name in NAMES) and path.relative_to(root) not in FIXTURES:
@@ -81,6 +83,16 @@ def anchors(md: Path) -> set[str]:
     return out
 
 
+def generated_dirs(root: Path) -> tuple[str, ...]:
+    """Folders the repository ignores (``.gitignore`` entries ending in ``/``): files there are made at run
+    time (``runtime/sites/var/state.json``), so a mention of one is not a dangling reference."""
+    ignore = root / ".gitignore"
+    if not ignore.is_file():
+        return ()
+    lines = (ln.strip() for ln in ignore.read_text(encoding="utf-8").splitlines())
+    return tuple(ln.lstrip("/") for ln in lines if ln.endswith("/") and not ln.startswith("#") and "*" not in ln)
+
+
 def _target(root: Path, base: Path, ref: str) -> Path | None:
     """The file a reference names, tried relative to the referring file's folder, then to the root."""
     for start in (base, root):
@@ -104,6 +116,7 @@ def check_file(path: Path, root: Path = ROOT) -> list[Broken]:
     rel = path.relative_to(root)
     base = path.parent
     broken: list[Broken] = []
+    generated = generated_dirs(root)
     for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         in_links: list[tuple[int, int]] = []  # a path inside a Markdown link is checked once, as the link
         if path.suffix == ".md":
@@ -134,8 +147,8 @@ def check_file(path: Path, root: Path = ROOT) -> list[Broken]:
             if _inside(m.start(), in_links):
                 continue
             ref = m.group(1).rstrip(".")
-            if ref.startswith("docs/") and ref.endswith(".md"):
-                continue  # checked above, with its anchor
+            if (ref.startswith("docs/") and ref.endswith(".md")) or ref.startswith(generated):
+                continue  # a document is checked above, with its anchor; a generated file need not exist
             if _target(root, root, ref) is None and _target(root, base, ref) is None:
                 broken.append(Broken(rel, no, ref, "no such file"))
         for m in TEST_NODE.finditer(line):

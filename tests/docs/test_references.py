@@ -60,6 +60,7 @@ def test_the_checker_finds_each_kind_of_broken_reference(tmp_path: Path, text: s
         "See [design](docs/design.md#tags) and [page](#page).",
         "Section `docs/design.md#tags`, and the web: [x](https://example.org/a.md).",
         "Proved by `tests/test_x.py::test_a`.",
+        "Latches persist in `runtime/sites/var/state.json` (made at run time).",
         "A heading in a code block does not count:\n```\nDESIGN.md\n```",
     ],
 )
@@ -68,6 +69,7 @@ def test_the_checker_accepts_references_that_exist(tmp_path: Path, text: str) ->
     (tmp_path / "docs" / "design.md").write_text("# Design\n\n## Tags\n")
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_x.py").write_text("def test_a() -> None:\n    pass\n")
+    (tmp_path / ".gitignore").write_text(".venv/\nruntime/sites/var/\n*.pyc\n")
     doc = tmp_path / "page.md"
     doc.write_text(f"# Page\n\n{text}\n")
     broken = check_file(doc, tmp_path)
