@@ -58,7 +58,7 @@ class SiteInfo:
     """Site facts every program may need (from the site file's ``site:`` section)."""
 
     name: str
-    nominal_voltage: float  # V, the basis of grid.voltage (DESIGN.md "Voltage basis")
+    nominal_voltage: float  # V, the basis of grid.voltage (docs/design.md#voltage-basis)
     nominal_frequency: float  # Hz
     period_us: int
     phases: int = 1

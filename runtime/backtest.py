@@ -10,7 +10,7 @@ the battery drifted from its plan or the plan ran out.
 
 Between re-plans the schedule is followed by the site's own programs: the ``modes`` state machine and
 ``dispatch`` (programs/), then the ``v2g_safety`` interlock (safety/), on the scan engine's one step
-function, ``Engine.step``, in simulated time (DESIGN.md "The scan cycle"). The schedule's power for the
+function, ``Engine.step``, in simulated time (docs/design.md#the-scan-cycle). The schedule's power for the
 row becomes ``plan.power`` (W), with ``plan.soc_target`` and ``plan.interval_end`` as the planner task
 publishes them; the engine's inputs are a healthy 240 V / 60 Hz site, the EV's plug and SoC, and the
 power the battery took in the previous scan as ``inverter.power`` and ``meter.power``. A plain battery
@@ -201,7 +201,7 @@ def power_for(e: float, target: float, drive: float, sc: Scenario, dt_h: float) 
 PERIOD_S = 10  # the backtest site's scan period (module docstring: why 10 s)
 MAX_SETTLE = 8  # short cycles per row at most before the long one
 RESERVE_MARGIN_CYCLES = 2  # scan cycles per row the departure reserve does not count on
-NOMINAL_V, NOMINAL_HZ = 240.0, 60.0  # DESIGN.md "Voltage basis": the bundled 240 V split-phase site
+NOMINAL_V, NOMINAL_HZ = 240.0, 60.0  # docs/design.md#voltage-basis: the bundled 240 V split-phase site
 EPS_KWH = 1e-9  # below this an energy deficit is float rounding, not a reason to force charging
 
 # What the site's device maps deliver, at the values of a healthy site: nominal grid, no islanding,

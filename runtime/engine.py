@@ -1,6 +1,6 @@
 """The scan engine: one pure step function shared by the real-time runner, replay, backtest and tests.
 
-``Engine.step(now_us, updates, commands)`` runs the phases of DESIGN.md "The scan cycle":
+``Engine.step(now_us, updates, commands)`` runs the phases of docs/design.md#the-scan-cycle:
 
 1. INPUT    apply the staged updates all at once, age tags to ``stale``, apply forced inputs, freeze.
 2. PROGRAM  programs in configured order write requested outputs.

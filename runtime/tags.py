@@ -1,7 +1,7 @@
 """Tags: the only vocabulary programs, interlocks, drivers and tasks share.
 
 A tag is named ``device.quantity`` (lower case), carries an SI unit and, for inputs, a quality and the
-time it was read (see DESIGN.md "Tags"). Time inside the runtime is integer microseconds of the cycle
+time it was read (see docs/design.md#tags). Time inside the runtime is integer microseconds of the cycle
 clock, so that replay and live runs compute identical ages.
 """
 

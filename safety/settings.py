@@ -46,7 +46,7 @@ class FrequencyTrips(Params):
 
 
 class EnterService(Params):
-    # IEEE 1547-2018 clause 4.10 enter service, defaults and ranges (REFERENCE.md "Enter service").
+    # IEEE 1547-2018 clause 4.10 enter service, defaults and ranges (docs/reference.md#enter-service).
     v_low_pu: float = Field(T.ES_V_LOW[0], ge=T.ES_V_LOW[1][0], le=T.ES_V_LOW[1][1])
     v_high_pu: float = Field(T.ES_V_HIGH[0], ge=T.ES_V_HIGH[1][0], le=T.ES_V_HIGH[1][1])
     f_low_hz: float | None = Field(None, gt=0, description="default 59.5 Hz at 60 Hz; required at 50 Hz")

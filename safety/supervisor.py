@@ -5,7 +5,7 @@ Why one interlock composed of small pure parts (``grid``, ``enter_service``, ``t
 reason - and the order in which protections combine (trip over not-ready over cessation over limits) must
 not depend on how a site happens to list them.
 
-Three classes of action (DESIGN.md "Safety tags"):
+Three classes of action (docs/design.md#safety-tag-classes):
 - trip: setpoint 0 both ways, permit withdrawn, latched; ``safety.trip`` holds the code.
 - cessation: setpoint 0 while the condition lasts, no trip.
 - limit: a directional clamp, shown in ``safety.limit_charge`` / ``safety.limit_discharge`` (W >= 0).
@@ -202,7 +202,7 @@ class SafetySupervisor(Program):
 
     # -- the cycle -----------------------------------------------------------------------------
     def _val(self, img: Image, name: str | None) -> Any:
-        """Good, unforced value or None: a forced protective input is not evidence (DESIGN.md: forcing
+        """Good, unforced value or None: a forced protective input is not evidence (docs/design.md#forcing: forcing
         never bypasses safety), unless the site explicitly trusts forces for commissioning."""
         if not name:
             return None
@@ -262,7 +262,7 @@ class SafetySupervisor(Program):
 
     # -- the steps of a cycle ------------------------------------------------------------------
     def _measure(self, cx: Cycle) -> _Meas:
-        """Per-unit voltage on the basis of DESIGN.md: highest phase for over-, lowest for under-voltage."""
+        """Per-unit voltage (docs/design.md#voltage-basis): highest phase for over-, lowest for under-voltage."""
         p, img, val = self.params, cx.inputs, self._val
         v = val(img, p.tags.voltage)
         v_high = v_low = None if v is None else v / self.site.nominal_voltage

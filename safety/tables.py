@@ -1,6 +1,6 @@
 """IEEE 1547-2018 numbers: default trip settings, their allowed ranges, ride-through and cessation bands.
 
-Every number here is copied from the standard's tables as restated in ../shared/REFERENCE.md (sources:
+Every number here is copied from the standard's tables as restated in docs/reference.md#ieee-1547-2018 (sources:
 EPRI OpenDER parameter files and ride-through criteria ``rt_crit.py``, Sandia svp IEEE 1547.1 scripts,
 UL 1741 SB test models). Kept in one module so a reviewer can check them against the standard in one
 place; nothing here has state or depends on the runtime.
@@ -15,14 +15,14 @@ Category = Literal["I", "II", "III"]
 INF = math.inf
 
 # (threshold, clearing time s) defaults and ((threshold lo, hi), (time lo, hi)) ranges.
-# IEEE 1547-2018 voltage trip settings per category, per unit (REFERENCE.md "trip settings").
+# IEEE 1547-2018 voltage trip settings per category, per unit (clause 6.4.1; docs/reference.md#voltage-trip-settings).
 VOLTAGE_DEFAULTS: dict[str, dict[str, tuple[float, float]]] = {
     "I": {"ov2": (1.20, 0.16), "ov1": (1.10, 2.0), "uv1": (0.70, 2.0), "uv2": (0.45, 0.16)},
     "II": {"ov2": (1.20, 0.16), "ov1": (1.10, 2.0), "uv1": (0.70, 10.0), "uv2": (0.45, 0.16)},
     "III": {"ov2": (1.20, 0.16), "ov1": (1.10, 13.0), "uv1": (0.88, 21.0), "uv2": (0.50, 2.0)},
 }
 VOLTAGE_RANGES: dict[str, dict[str, tuple[tuple[float, float], tuple[float, float]]]] = {
-    # OV2 is fixed at 1.20 pu / 0.16 s in every category (REFERENCE.md, voltage trip table).
+    # OV2 is fixed at 1.20 pu / 0.16 s in every category (docs/reference.md#voltage-trip-settings).
     "I": {
         "ov2": ((1.20, 1.20), (0.16, 0.16)),
         "ov1": ((1.10, 1.20), (1.0, 13.0)),
@@ -43,7 +43,7 @@ VOLTAGE_RANGES: dict[str, dict[str, tuple[tuple[float, float], tuple[float, floa
     },
 }
 
-# IEEE 1547-2018 frequency trip settings, all categories, 60 Hz systems (REFERENCE.md frequency table).
+# IEEE 1547-2018 frequency trip settings, all categories, 60 Hz systems (docs/reference.md#frequency-trip-settings).
 FREQUENCY_DEFAULTS: dict[str, tuple[float, float]] = {
     "of2": (62.0, 0.16),
     "of1": (61.2, 300.0),
@@ -58,16 +58,16 @@ FREQUENCY_RANGES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
 }
 OVER = ("ov2", "ov1", "of2", "of1")  # trips on a value at or above the threshold
 
-# IEEE 1547-2018 continuous operation region (REFERENCE.md: voltage ride-through, frequency).
+# IEEE 1547-2018 continuous operation region (docs/reference.md#continuous-operation).
 V_CONTINUOUS = (0.88, 1.10)
 F_CONTINUOUS_60 = (58.8, 61.2)
-# IEEE 1547-2018 frequency ride-through: 299 s down to 57.0 Hz and up to 61.8 Hz (REFERENCE.md).
+# IEEE 1547-2018 frequency ride-through: 299 s down to 57.0 Hz, up to 61.8 Hz (docs/reference.md#frequency).
 F_RIDE_THROUGH_60 = (57.0, 61.8)
 F_RIDE_THROUGH_S = 299.0
-# IEEE 1547-2018 ROCOF ride-through, Hz/s, Categories I / II / III (REFERENCE.md).
+# IEEE 1547-2018 ROCOF ride-through, Hz/s, Categories I / II / III (docs/reference.md#rocof).
 ROCOF_RIDE_THROUGH = {"I": 0.5, "II": 2.0, "III": 3.0}
 
-# IEEE 1547-2018 clause 4.10 enter service: window, delay and ramp as (default, range) (REFERENCE.md).
+# IEEE 1547-2018 clause 4.10 enter service: window, delay, ramp as (default, range) (docs/reference.md#enter-service).
 ES_V_LOW = (0.917, (0.88, 0.95))
 ES_V_HIGH = (1.05, (1.05, 1.06))
 ES_F_LOW_60 = (59.5, (59.0, 59.9))
@@ -75,7 +75,7 @@ ES_F_HIGH_60 = (60.1, (60.1, 61.0))
 ES_DELAY_S = (300.0, (0.0, 600.0))
 ES_RAMP_S = (300.0, (1.0, 1000.0))
 
-# IEEE 1547-2018 unintentional islanding: cease to energize and trip within 2 s (REFERENCE.md).
+# IEEE 1547-2018 clause 8.1 islanding: cease to energize and trip within 2 s (docs/reference.md#islanding).
 ISLANDING_CLEAR_S = 2.0
 
 
@@ -83,7 +83,7 @@ def cessation(category: Category, v_pu: float) -> bool:
     """True where the voltage ride-through table says "cease to energize" or "momentary cessation".
 
     Category III requires momentary cessation above 1.10 pu and below 0.50 pu; Categories I and II cease
-    to energize above 1.20 pu, and below 0.50 pu (Cat I) or 0.30 pu (Cat II). Source: REFERENCE.md
+    to energize above 1.20 pu, and below 0.50 pu (Cat I) or 0.30 pu (Cat II). Source: docs/reference.md
     voltage ride-through table (EPRI OpenDER rt_crit.py, UL 1741 SB test models).
     """
     if category == "III":
@@ -95,7 +95,7 @@ def cessation(category: Category, v_pu: float) -> bool:
 
 def voltage_ride_through_permissive(category: Category, v_pu: float) -> bool:
     """True in the "permissive operation" bands, where the DER may cease to energize but must not trip
-    before the ride-through time (REFERENCE.md voltage ride-through table): Cat I/II 1.10-1.20 pu,
+    before the ride-through time (docs/reference.md#voltage-ride-through): Cat I/II 1.10-1.20 pu,
     Cat I 0.50-0.70 pu, Cat II 0.30-0.65 pu."""
     if V_CONTINUOUS[0] <= v_pu <= V_CONTINUOUS[1] or category == "III":
         return False
@@ -109,7 +109,7 @@ def voltage_ride_through_permissive(category: Category, v_pu: float) -> bool:
 def voltage_ride_through_s(category: Category, v_pu: float) -> float:
     """Seconds of ride-through the DER owes at a steady ``v_pu`` (inf inside the continuous region).
 
-    IEEE 1547-2018 voltage ride-through table per category (REFERENCE.md; EPRI OpenDER rt_crit.py).
+    IEEE 1547-2018 voltage ride-through per category (docs/reference.md#voltage-ride-through; EPRI OpenDER rt_crit.py).
     Permissive operation and momentary cessation count: in both the DER must not trip.
     """
     if V_CONTINUOUS[0] <= v_pu <= V_CONTINUOUS[1]:
@@ -140,7 +140,7 @@ def voltage_ride_through_s(category: Category, v_pu: float) -> float:
 
 def frequency_ride_through_s(f_hz: float, continuous: tuple[float, float], ride_through: tuple[float, float]) -> float:
     """Seconds owed at a steady frequency: 299 s between the continuous and the ride-through limits,
-    none beyond (IEEE 1547-2018 frequency ride-through, REFERENCE.md)."""
+    none beyond (IEEE 1547-2018 frequency ride-through, docs/reference.md)."""
     if continuous[0] <= f_hz <= continuous[1]:
         return INF
     if ride_through[0] <= f_hz <= ride_through[1]:

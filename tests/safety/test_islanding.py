@@ -56,7 +56,7 @@ def test_drift_inside_rocof_ride_through_does_not_trip(cat: str, drift: float) -
 
 
 def test_island_without_drift_or_status_is_the_window_only() -> None:
-    """Passive detection limit (REFERENCE.md): with V and f steady and no status there is nothing to see;
+    """Passive detection limit (docs/reference.md#islanding): with V and f steady and no status there is nothing to see;
     the inverter's certified anti-islanding stays primary. Documented, and pinned here."""
     rig = _rig()
     assert _ceased_after(rig, 2.5) is None
