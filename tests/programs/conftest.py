@@ -1,6 +1,7 @@
 """Shared helpers of the program and price tests: a site rig on a simulated clock, a mosquitto broker.
 
-Rig: engine, tag table and a simulated clock, stepped cycle by cycle (OpenEMS style)."""
+Rig: the shared cycle rig (backtest/rig.py) stepped cycle by cycle (OpenEMS style), with the rest of
+the site's tags as inputs a test sets row by row."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from backtest.rig import CycleRig
 from runtime.api import Program, SiteInfo
-from runtime.engine import RUNTIME_TAGS, Engine, StepResult, tag_table
+from runtime.engine import StepResult
 from runtime.tags import Direction, Quality, TagSpec, TagType, TagUpdate
+from tests.ports import free_port
 
 SITE = SiteInfo("test", 240.0, 60.0, 20_000)  # 20 ms cycle
 
@@ -50,7 +53,9 @@ GOOD: dict[str, Any] = {
 }
 
 
-class Rig:
+class Rig(CycleRig):
+    """One scan per ``step``, one period apart; a row's values, bad and stale tags as updates."""
+
     def __init__(
         self,
         programs: Sequence[Program],
@@ -58,19 +63,17 @@ class Rig:
         inputs: Sequence[TagSpec] = INPUTS,
         extra: Sequence[TagSpec] = (),
     ):
-        groups = [("runtime", RUNTIME_TAGS), ("test", (*inputs, *OUTPUTS, *extra))]
-        groups += [(p.name, p.declare()) for p in (*programs, *interlocks)]
-        self.engine = Engine(SITE, tag_table(*groups), programs, interlocks)
-        self.k = 0
-        self.last: StepResult | None = None
+        super().__init__(SITE, programs, interlocks, (*inputs, *OUTPUTS, *extra))
 
-    def step(self, values: Mapping[str, Any] = {}, bad: Sequence[str] = (), stale: Sequence[str] = ()) -> StepResult:
+    def step(  # type: ignore[override]
+        self, values: Mapping[str, Any] = {}, bad: Sequence[str] = (), stale: Sequence[str] = ()
+    ) -> StepResult:
         ups = [TagUpdate(n, v) for n, v in values.items()]
         ups += [TagUpdate(n, None, Quality.BAD) for n in bad]
         ups += [TagUpdate(n, values.get(n, 0), Quality.STALE) for n in stale]
-        self.last = self.engine.step(self.k * SITE.period_us, ups)
-        self.k += 1
-        return self.last
+        res = super().step(ups)
+        self.advance()
+        return res
 
     def value(self, name: str) -> Any:
         assert self.last is not None
@@ -87,18 +90,12 @@ class Rig:
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[int]:
     """A mosquitto broker on a free loopback port; yields the port once it accepts connections."""
     if not Path(MOSQUITTO).exists():
         pytest.skip("mosquitto not installed")
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
