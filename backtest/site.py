@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from backtest.data import DataError
 from backtest.rig import CycleRig
+from programs.planner import reserve
 from programs.planner.scenario import Calendar, Scenario
 from runtime.tags import US, Direction, TagSpec, TagType, TagUpdate
 
@@ -61,16 +62,9 @@ if TYPE_CHECKING:
 def reserve_kwh(cal: Calendar, sc: Scenario, dt_h: float, margin_h: float = 0.0):
     """Energy needed at the end of each row so that full-power charging still meets every later floor,
     counting on each plugged-in row for ``dt_h - margin_h`` hours of charging."""
-    import numpy as np
-
     b, ch = sc.battery, sc.charger
-    n = len(cal.connected)
-    req = cal.floor_soc * b.capacity_kwh
     gain = ch.efficiency_charge * ch.max_charge_kw * max(0.0, dt_h - margin_h) * cal.connected
-    out = np.array(req, dtype=float)
-    for t in range(n - 2, -1, -1):
-        out[t] = max(out[t], out[t + 1] - gain[t + 1] + cal.drive_kwh[t + 1])
-    return np.minimum(out, b.soc_max * b.capacity_kwh)
+    return reserve.reserve_kwh(cal.floor_soc * b.capacity_kwh, gain, cal.drive_kwh, b.soc_max * b.capacity_kwh)
 
 
 def energy_after(e: float, p: float, drive: float, sc: Scenario, dt_h: float) -> float:
@@ -171,7 +165,9 @@ class Site:
         site = SiteInfo("backtest", NOMINAL_V, NOMINAL_HZ, PERIOD_S * US)
         self.safety_params = safety_params(sc, safety)
         try:
-            modes = Modes("modes", ModeParams(soc_min=b.soc_min, soc_max=b.soc_max), site)
+            # the backtest applies the departure reserve to the request itself (``request``), with the
+            # calendar's exact floors, so the programs need no plan.reserve_soc here
+            modes = Modes("modes", ModeParams(soc_min=b.soc_min, soc_max=b.soc_max, reserve_tag=None), site)
         except ValueError as exc:  # pydantic's ValidationError is one
             raise DataError(f"modes for the scenario's SoC window: {exc}".replace("\n", " ")) from None
         dispatch = Dispatch(

@@ -10,7 +10,8 @@ negative, in ``discharge`` never positive, in every other mode exactly 0.0 with 
 
 Tags read:
 - ``mode.state`` as the ``modes`` program wrote it *this* cycle (it runs before dispatch), else the
-  previous cycle's value;
+  previous cycle's value; likewise ``mode.request``, the request the mode machine acted on (the plan's,
+  or its fallback charge when the plan is not good: docs/modes.md "Without a planner");
 - ``plan.power`` (W signed), ``plan.soc_target`` (SoC the plan expects at the end of the current
   interval) and ``plan.interval_end`` (that end, in seconds of the cycle clock), shared tags of the
   planner task (runtime/tasks/planner_task.py). The plan's power still to come until the interval ends
@@ -26,19 +27,21 @@ Tags read:
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from runtime.api import Cycle, Params, Program, register_program
 from runtime.tags import Direction, Image, TagSpec, TagType
 
 
 class DispatchParams(Params):
-    max_charge_w: float = Field(11_000.0, ge=0, description="charger rating, grid side")
-    max_discharge_w: float = Field(11_000.0, ge=0, description="charger rating, grid side")
-    ramp_w_per_s: float = Field(2_000.0, gt=0, description="largest setpoint change per second")
-    capacity_wh: float = Field(60_000.0, gt=0, description="usable battery energy, for the SoC correction")
-    correction_time_s: float = Field(900.0, gt=0, description="remove a SoC error over this time")
-    max_correction_w: float = Field(2_000.0, ge=0, description="bound on the SoC correction")
+    model_config = ConfigDict(**Params.model_config, allow_inf_nan=False)  # every number finite
+
+    max_charge_w: float = Field(11_000.0, ge=0, le=1e6, description="charger rating, grid side")
+    max_discharge_w: float = Field(11_000.0, ge=0, le=1e6, description="charger rating, grid side")
+    ramp_w_per_s: float = Field(2_000.0, gt=0, le=1e7, description="largest setpoint change per second")
+    capacity_wh: float = Field(60_000.0, gt=0, le=1e7, description="usable battery energy, for the SoC correction")
+    correction_time_s: float = Field(900.0, gt=0, le=86_400, description="remove a SoC error over this time")
+    max_correction_w: float = Field(2_000.0, ge=0, le=1e6, description="bound on the SoC correction")
     # ISO 15118-2 reports the EV's SoC in whole percent (DC_EVStatus EVRESSSOC), so an error below one
     # step is noise, not a deviation from the plan.
     soc_deadband: float = Field(0.01, ge=0, le=0.2, description="SoC error ignored by the correction")
@@ -48,7 +51,14 @@ class DispatchParams(Params):
     plan_end_tag: str | None = "plan.interval_end"
     efficiency_charge: float = Field(0.933, gt=0, le=1, description="grid -> battery (commuter scenario)")
     efficiency_discharge: float = Field(0.933, gt=0, le=1, description="battery -> grid")
-    fixed_request_w: float | None = Field(None, description="request when the plan tag is absent or not good")
+    fixed_request_w: float | None = Field(
+        None, ge=-1e6, le=1e6, description="request when the plan tag is absent or not good"
+    )
+    request_tag: str | None = Field(
+        "mode.request",
+        description="the request the mode machine acted on this scan (the plan's, the fixed one or its "
+        "fallback charge); where no program writes it: plan_power_tag, then fixed_request_w",
+    )
     soc_tag: str = "ev.soc"
     setpoint_tag: str = "inverter.setpoint"
     enable_tag: str = "inverter.enable"
@@ -135,8 +145,11 @@ class Dispatch(Program):
             return
         sign = 1.0 if mode == "charge" else -1.0
 
-        req = img.value(p.plan_power_tag) if p.plan_power_tag else None
-        req = float(p.fixed_request_w or 0.0) if req is None else float(req)
+        if p.request_tag is not None and p.request_tag in cx.out:  # one owner of the fallback: modes
+            req = float(cx.out[p.request_tag])
+        else:
+            req = img.value(p.plan_power_tag) if p.plan_power_tag else None
+            req = float(p.fixed_request_w or 0.0) if req is None else float(req)
         corr = 0.0
         soc, soc_target = img.value(p.soc_tag), img.value(p.plan_soc_tag) if p.plan_soc_tag else None
         if soc is not None and soc_target is not None:

@@ -12,6 +12,10 @@ following a plan nobody maintains):
 - ``plan.power`` (W, signed: positive into the EV battery) for the current interval,
 - ``plan.soc_target`` (fraction) the plan expects at the end of the current interval,
 - ``plan.interval_end`` (s on the cycle clock) when the current interval ends,
+- ``plan.reserve_soc`` (fraction) the departure reserve at the end of the current interval: the least
+  SoC from which full-power charging still meets every departure the plan knows
+  (``programs/planner/reserve.py``); the mode machine discharges only above it, and not at all once
+  it is stale (docs/modes.md "Without a planner"),
 - ``plan.json`` (TagType.JSON) the whole plan, as ``programs/planner/plan.schema.json`` describes.
 
 Re-plans when ``needs_replan`` says so (new prices, plug-in/unplug, drift, plan running out). Without a
@@ -33,6 +37,7 @@ from pydantic import Field
 
 from programs.planner.model import Battery, Charger, Plan, PlanRequest
 from programs.planner.replan import needs_replan
+from programs.planner.reserve import reserve_soc
 from programs.planner.routine import Routine, routine_windows
 from runtime.api import Params
 from runtime.tags import US, Direction, Quality, TagSpec, TagType
@@ -144,6 +149,15 @@ class PlannerTask(Task):
                 "end of the current plan interval on the cycle clock",
             ),
             TagSpec(
+                "plan.reserve_soc",
+                TagType.FLOAT,
+                "",
+                Direction.SHARED,
+                None,
+                st,
+                "departure reserve: no discharge at or below this SoC, none at all when stale",
+            ),
+            TagSpec(
                 "plan.json",
                 TagType.JSON,
                 "",
@@ -157,6 +171,7 @@ class PlannerTask(Task):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.plan: Plan | None = None
+        self.reserve: list[float] = []  # plan.reserve_soc per interval of self.plan
         self.history: deque[tuple[dt.datetime, float]] = deque(maxlen=7 * 24 * 4)  # a week of 15-min rows
 
     # -- pure-ish steps (testable without a loop) ----------------------------------------------------
@@ -252,7 +267,9 @@ class PlannerTask(Task):
                     req = self.build_request(now, soc, bool(connected), curve, forecast, tz, key)
                     self.plan = await asyncio.to_thread(make_plan, req, reason)
                 except ValueError as exc:  # no usable prices: the fallback needs none
-                    self.plan = self._fallback(now, soc, bool(connected), tz, f"{reason}; {exc}", key)
+                    req = self._fallback_request(now, soc, bool(connected), tz, key)
+                    self.plan = make_plan(req, f"{reason}; {exc}", use_solver=False)
+                self.reserve = reserve_soc(req)
                 cx.log.info("plan %s (%s): %s", self.plan.status, reason, self.plan.reason)
             if self.plan is None:
                 continue
@@ -262,15 +279,15 @@ class PlannerTask(Task):
                 self._publish(cx, iv, now, connected is not False)
                 last_sig, last_write_us = sig, cx.now_us
 
-    def _fallback(
-        self, now: dt.datetime, soc: float, connected: bool, tz: dt.tzinfo | None, why: str, key: str
-    ) -> Plan:
-        from programs.planner.planner import plan as make_plan
-
+    def _fallback_request(
+        self, now: dt.datetime, soc: float, connected: bool, tz: dt.tzinfo | None, key: str
+    ) -> PlanRequest:
+        """24 hourly intervals of price 0 from this hour: the plan ``use_solver=False`` turns into the
+        rule-based fallback (charge on plug-in to the departure SoC, never discharge)."""
         p = self.params
         start = now.replace(minute=0, second=0, microsecond=0)
         n = 24
-        req = PlanRequest(
+        return PlanRequest(
             start=start,
             step_s=3600,
             prices=(0.0,) * n,
@@ -281,15 +298,20 @@ class PlannerTask(Task):
             windows=routine_windows(p.routine, start, start + dt.timedelta(hours=n), connected, tz),
             prices_key=key,
         )
-        return make_plan(req, why, use_solver=False)
 
     def _publish(self, cx: TaskContext, iv: Any, now: dt.datetime, connected: bool) -> None:
         plan = self.plan
         assert plan is not None
         if iv is None:
             cx.write("plan.power", 0.0, Quality.BAD)
+            cx.write("plan.reserve_soc", None, Quality.BAD)
             return
         cx.write("plan.power", float(iv.power_w) if (iv.connected and connected) else 0.0)
         cx.write("plan.soc_target", float(iv.soc_end))
         cx.write("plan.interval_end", cx.now_us / US + (iv.end - now).total_seconds())
+        i = plan.index_at(now)
+        if i is not None and i < len(self.reserve):
+            cx.write("plan.reserve_soc", self.reserve[i])
+        else:
+            cx.write("plan.reserve_soc", None, Quality.BAD)
         cx.write("plan.json", plan.model_dump(mode="json"))

@@ -243,6 +243,15 @@ class Feed:
 # -- CSV ------------------------------------------------------------------------------------------------
 
 
+def decode_price_file(raw: bytes, source: str) -> str:
+    """A price file's bytes as text (UTF-8, an optional BOM); PriceError naming the line of a bad byte."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise PriceError([f"{source}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"]) from None
+
+
 class CsvParams(FeedParams):
     path: str = Field(description="CSV file with time,price columns (relative: to the site file)")
     market: Market = "day_ahead"
@@ -295,15 +304,23 @@ class PricesCsv(Task):
         return p if p.is_absolute() else self.base_dir / p
 
     def _load(self, log: logging.Logger) -> bool:
-        """Re-read the file when it changed; False when it cannot be read (the feed then ages)."""
+        """Re-read the file when it changed; False when it cannot be read (the feed then ages). A file
+        that is not text (a bad byte) is logged once and the last good data kept until the file changes
+        again: a restart would read the same bytes, so the task must not die on them."""
         try:
             mtime = self.file.stat().st_mtime
             if mtime == self._mtime:
                 return True
-            text = self.file.read_text()
+            raw = self.file.read_bytes()
         except OSError as exc:
             log.warning("%s: cannot read %s: %s", self.name, self.file, exc)
             return False
+        try:
+            text = decode_price_file(raw, self.file.name)
+        except PriceError as exc:
+            log.warning("%s: %s; the last good data kept until the file changes", self.name, exc)
+            self._mtime = mtime
+            return True
         p = self.params
         parsed = parse_csv(text, source=self.file.name, time_column=p.time_column, price_column=p.price_column)
         for err in parsed.errors:

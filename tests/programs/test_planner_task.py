@@ -71,7 +71,7 @@ def test_task_publishes_the_plan_and_falls_back_without_prices():
         site = SiteInfo("t", 240.0, 60.0, 20_000)
         task = PlannerTask("planner", PlannerTaskParams(), site, Path("."))
         specs = {s.name: s for s in task.declare()}
-        assert set(specs) == {"plan.power", "plan.soc_target", "plan.interval_end", "plan.json"}
+        assert set(specs) == {"plan.power", "plan.soc_target", "plan.interval_end", "plan.reserve_soc", "plan.json"}
         assert all(s.stale_after_s for s in specs.values())
         job = asyncio.create_task(task.run(cx))
         try:
@@ -89,6 +89,8 @@ def test_task_publishes_the_plan_and_falls_back_without_prices():
             assert last("plan.power") == pytest.approx(powers[0])
             assert last("plan.interval_end") == pytest.approx(3600.0)
             assert 0 <= last("plan.soc_target") <= 1
+            # six full-power hours before the 07:00 departure cover 0.5 -> 0.8: the reserve is soc_min
+            assert last("plan.reserve_soc") == pytest.approx(0.2)
 
             # 02:00: the current interval's power and its end on the cycle clock
             n = len(writes)
