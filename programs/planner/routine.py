@@ -15,13 +15,13 @@ from programs.planner.model import PlugWindow
 
 
 class Routine(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every number finite
 
     depart: dt.time = dt.time(7, 0)
     arrive: dt.time = dt.time(18, 0)
     commute_days: tuple[int, ...] = Field((0, 1, 2, 3, 4), description="weekday numbers, Monday = 0")
     departure_soc_min: float = Field(0.8, ge=0, le=1)
-    trip_energy_kwh: float = Field(12.0, ge=0)
+    trip_energy_kwh: float = Field(12.0, ge=0, le=10_000)
 
 
 def _trips(r: Routine, lo: dt.datetime, hi: dt.datetime, tz: dt.tzinfo | None) -> list[tuple[dt.datetime, dt.datetime]]:

@@ -33,7 +33,7 @@ import json
 from collections import deque
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from programs.planner.model import Battery, Charger, Plan, PlanRequest
 from programs.planner.replan import needs_replan
@@ -47,11 +47,13 @@ UTC = dt.UTC
 
 
 class PlannerTaskParams(Params):
+    model_config = ConfigDict(**Params.model_config, allow_inf_nan=False)  # every number finite
+
     battery: Battery = Battery(capacity_kwh=60.0, soc_min=0.2, soc_max=0.9)
     charger: Charger = Charger(
         max_charge_kw=11.0, max_discharge_kw=11.0, efficiency_charge=0.933, efficiency_discharge=0.933
     )
-    degradation_cost_per_mwh: float = Field(20.0, ge=0)
+    degradation_cost_per_mwh: float = Field(20.0, ge=0, le=10_000)
     routine: Routine = Routine()
     prices_tag: str = "prices.day_ahead"
     updated_tag: str | None = Field(
@@ -63,11 +65,19 @@ class PlannerTaskParams(Params):
     terminal_value_quantile: float | None = Field(
         0.3, ge=0, le=1, description="value stored energy at this quantile of the last week's prices; None: 0"
     )
-    max_horizon_h: float = Field(48.0, gt=0)
-    drift_soc: float = Field(0.05, gt=0, description="re-plan when the SoC differs from the plan by this much")
-    time_limit_s: float = Field(2.0, gt=0)
-    heartbeat_s: float = Field(60.0, gt=0, description="rewrite the plan tags at least this often")
-    stale_after_s: float = Field(300.0, gt=0, description="age limit of the plan tags")
+    max_horizon_h: float = Field(48.0, gt=0, le=24 * 14)
+    drift_soc: float = Field(0.05, gt=0, le=1, description="re-plan when the SoC differs from the plan by this much")
+    time_limit_s: float = Field(2.0, gt=0, le=600)
+    heartbeat_s: float = Field(60.0, gt=0, le=3600, description="rewrite the plan tags at least this often")
+    stale_after_s: float = Field(
+        300.0, gt=0, le=3600, description="age limit of the plan tags: without a good plan, no discharge"
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> PlannerTaskParams:
+        if self.heartbeat_s * 2 > self.stale_after_s:
+            raise ValueError("heartbeat_s must be at most half of stale_after_s (the plan tags would go stale)")
+        return self
 
 
 def parse_curve(value: Any) -> list[tuple[dt.datetime, dt.datetime, float]]:
