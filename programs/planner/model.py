@@ -80,6 +80,11 @@ class PlanRequest(_Frozen):
     terminal_value_per_mwh: FiniteFloat = Field(
         0.0, description="value of energy still stored at the end of the horizon, per MWh in the battery"
     )
+    ends_operation: bool = Field(
+        False,
+        description="the horizon reaches the end of operation (a backtest's last row): energy left after it "
+        "is worth nothing, so the terminal value does not apply (terminal_soc_min still does)",
+    )
     time_limit_s: float = Field(2.0, gt=0, le=600, description="solver time limit; past it the fallback plans")
     prices_key: str = Field("", description="identifies the price data this plan was made from")
 

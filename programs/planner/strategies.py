@@ -192,6 +192,7 @@ class PlannerStrategy(Strategy):
             windows=tuple(windows_from_calendar(view, view.t + n, sc)),
             terminal_soc_min=sc.availability.terminal_soc_min if view.t + n >= len(view.times) else None,
             terminal_value_per_mwh=value,
+            ends_operation=view.t + n >= len(view.times),
         )
 
     def decide(self, view: DecisionView) -> np.ndarray:

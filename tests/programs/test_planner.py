@@ -35,6 +35,7 @@ def req(
     windows=None,
     value=0.0,
     terminal=None,
+    ends=False,
 ):
     n = len(prices)
     return PlanRequest(
@@ -49,6 +50,7 @@ def req(
         windows=tuple(windows) if windows is not None else (PlugWindow(start=T0, end=T0 + n * H),),
         terminal_value_per_mwh=value,
         terminal_soc_min=terminal,
+        ends_operation=ends,
     )
 
 
@@ -102,6 +104,16 @@ def test_terminal_value_keeps_energy_and_soc_max_caps_it():
     p = plan(req([10.0], soc=0.0, soc_max=0.9, value=20.0))
     assert powers(p) == pytest.approx([9000.0], abs=1e-3)
     assert p.objective == pytest.approx(-0.09)
+
+
+def test_end_of_operation_pays_no_terminal_value():
+    """At the series' end (``ends_operation``) stored energy is worth nothing: only the terminal SoC is
+    kept; the same horizon inside a series keeps what the terminal value pays for."""
+    inside = plan(req([10.0, 50.0], soc=0.5, soc_max=0.9, value=100.0, terminal=0.3))
+    last = plan(req([10.0, 50.0], soc=0.5, soc_max=0.9, value=100.0, terminal=0.3, ends=True))
+    assert inside.intervals[-1].soc_end == pytest.approx(0.9)  # buy at 10, keep: worth 100
+    assert last.intervals[-1].soc_end == pytest.approx(0.3)  # sell down to the terminal SoC at 50
+    assert powers(last) == pytest.approx([4000.0, -6000.0], abs=1e-3)  # fill at 10, sell all it can at 50
 
 
 def test_zero_power_while_unplugged_and_trip_energy_spread():
