@@ -40,7 +40,9 @@ def simulate(
     strategy: Strategy,
     market: VisibleMarket | None = None,
     safety: Mapping[str, Any] | None = None,
+    skip: bool = True,
 ) -> Run:
+    """``skip=False`` scans every row (the reference the skipping is tested against)."""
     import numpy as np
 
     market = market or VisibleMarket(series, sc)
@@ -52,7 +54,7 @@ def simulate(
     # per scan), so discharge stops where full power would still make it with that scan held back
     discharge_floor = reserve_kwh(cal, sc, dt_h, RESERVE_MARGIN_CYCLES * PERIOD_S / 3600)
     cap = sc.battery.capacity_kwh
-    site = Site(sc, safety)
+    site = Site(sc, safety, skip)
     step_us = series.step_s * US
     grid = np.zeros(n)
     soc = np.zeros(n)
@@ -100,14 +102,48 @@ def simulate(
     )
 
 
+def reference_runs(
+    prices: Path,
+    scenario: Path,
+    series: PriceSeries,
+    sc: Scenario,
+    market: VisibleMarket,
+    safety: Mapping[str, Any] | None,
+    cache_dir: Path | None,
+) -> tuple[Run, Run, float]:
+    """(baseline, perfect foresight, the perfect-foresight solve's seconds), from the cache when it holds
+    them (backtest/cache.py), else run and stored."""
+    from backtest import cache
+
+    runs: list[Run] = []
+    t_pf = 0.0
+    for kind in ("baseline", "perfect"):
+        k = cache.key(kind, prices, scenario, safety) if cache_dir is not None else ""
+        hit = cache.load(cache_dir, k) if cache_dir is not None else None
+        if hit is not None:
+            run, extra = hit
+        else:
+            t = time.perf_counter()
+            strat = Baseline(sc) if kind == "baseline" else Perfect(series, sc, market.calendar)
+            extra = {"solve_s": round(time.perf_counter() - t, 3)}
+            run = simulate(series, sc, strat, market, safety)
+            if cache_dir is not None:
+                cache.store(cache_dir, k, run, extra)
+        runs.append(run)
+        t_pf = extra["solve_s"]
+    return runs[0], runs[1], t_pf
+
+
 def backtest(
     prices: str | Path,
     scenario: str | Path,
     strategy: str = "planner",
     settings: dict[str, Any] | None = None,
     safety: Mapping[str, Any] | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[dict[str, Any], Run, PriceSeries]:
-    """``safety``: overrides of the site's v2g_safety settings (``safety_params``), for every run."""
+    """``safety``: overrides of the site's v2g_safety settings (``safety_params``), for every run;
+    ``cache_dir``: where the baseline and perfect-foresight runs are cached (None: not cached)."""
     import numpy as np
 
     t0 = time.perf_counter()
@@ -115,11 +151,7 @@ def backtest(
     sc = load_scenario(scenario)
     market = VisibleMarket(series, sc)
     cal = market.calendar
-    base = simulate(series, sc, Baseline(sc), market, safety)
-    t_pf = time.perf_counter()
-    perfect = Perfect(series, sc, cal)
-    t_pf = time.perf_counter() - t_pf
-    pf = simulate(series, sc, perfect, market, safety)
+    base, pf, t_pf = reference_runs(Path(prices), Path(scenario), series, sc, market, safety, cache_dir)
     if strategy == "baseline":
         run = base
     elif strategy == "perfect":

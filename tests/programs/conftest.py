@@ -22,6 +22,13 @@ from tests.ports import free_port
 
 SITE = SiteInfo("test", 240.0, 60.0, 20_000)  # 20 ms cycle
 
+
+@pytest.fixture(autouse=True)
+def _backtest_cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backtest command's cache of reference runs goes to the test's own directory, never ~/.cache."""
+    monkeypatch.setenv("V2G_PLC_CACHE_DIR", str(tmp_path / "backtest-cache"))
+
+
 # What the rest of the site (drivers, safety, planner, back office) declares, all as inputs here, so a
 # table row sets them directly.
 INPUTS: tuple[TagSpec, ...] = (
