@@ -8,6 +8,11 @@ expected (the repeated hour of a 25-hour day: 100 quarter-hours) or one hour lat
 a 23-hour day: 92 quarter-hours). Anything else (a duplicated or conflicting time, a file in reverse,
 a gap of minutes or days) is an error naming the line, never something repaired silently. Prices must be
 finite and within +-``MAX_ABS_PRICE``; the file must be UTF-8.
+
+A mixed series (hourly history, then the 15-minute products the European day-ahead market has cleared
+since October 2025) is read on the finer grid from the row where it starts: each earlier row becomes
+``step / finer`` rows of its own price, which is how an hourly product settles each of its quarter-hours.
+The step may only get finer, and only to one that divides it.
 """
 
 from __future__ import annotations
@@ -59,6 +64,19 @@ def _number(path: Path, line: int, column: str, v: str) -> float:
     return x
 
 
+def _refine(
+    times: list[dt.datetime], lines: list[int], cols: list[list[float]], step: dt.timedelta, finer: dt.timedelta
+) -> None:
+    """Rows before the last, of length ``step``, as ``step/finer`` rows of ``finer`` with the same price:
+    an hourly product's price applies to each of its quarter-hours, so the cost is unchanged."""
+    k = step // finer
+    last = len(times) - 1
+    times[:last] = [t + i * finer for t in times[:last] for i in range(k)]
+    lines[:last] = [n for n in lines[:last] for _ in range(k)]
+    for c in cols:
+        c[:last] = [x for x in c[:last] for _ in range(k)]
+
+
 def load_prices(path: str | Path) -> PriceSeries:
     import numpy as np
 
@@ -94,6 +112,17 @@ def load_prices(path: str | Path) -> PriceSeries:
                             "rows go forward in time by one interval (a step that divides a day)"
                         )
                 expected = times[-1] + step
+                finer = t - times[-1]
+                if (
+                    len(times) >= 2
+                    and dt.timedelta(0) < finer < step
+                    and step % finer == dt.timedelta(0)
+                    and times[-1] - times[-2] in (step, step - DST_SHIFT, step + DST_SHIFT)
+                ):
+                    # a mixed series: the market moved to a finer grid with the previous row (hourly
+                    # history, then quarter-hours): every earlier row becomes step/finer rows of its price
+                    _refine(times, lines, cols, step, finer)
+                    step, expected = finer, t
                 if t != expected and not _dst_shift(expected, t):
                     if t in times[-4 * 24 * 12 :]:
                         why = f"repeats line {lines[times.index(t)]}"

@@ -37,7 +37,7 @@ def plot_week(path: str | Path, week: dt.date, series: PriceSeries, run: Run, un
     ax2.bar(
         ts,
         run.grid_kw[rows],
-        width=1 / 24,
+        width=series.step_s / 86400,
         align="edge",
         color=["tab:green" if p >= 0 else "tab:red" for p in run.grid_kw[rows]],
     )
@@ -45,7 +45,7 @@ def plot_week(path: str | Path, week: dt.date, series: PriceSeries, run: Run, un
     ax2.set_ylabel("grid kW (+ charge)")
     ends = [t + dt.timedelta(seconds=series.step_s) for t in ts]
     ax3.plot(ends, run.soc[rows], color="tab:blue")
-    ax3.set_ylabel("SoC (end of hour)")
+    ax3.set_ylabel("SoC (end of interval)")
     ax3.set_ylim(0, 1)
     fig.suptitle(f"{run.strategy}: week of {week.isoformat()}")
     fig.autofmt_xdate()

@@ -52,7 +52,7 @@ def perfect_schedule(series: PriceSeries, sc: Scenario, cal: Calendar):
 
 
 # The planner's settings for the backtest, chosen by the experiments in docs/planner.md.
-PLANNER_SETTINGS: dict[str, Any] = {"forecast": "mean", "extend_days": 0, "terminal_value": "quantile:0.3"}
+PLANNER_SETTINGS: dict[str, Any] = {"forecast": "mean", "extend_days": 0, "terminal_value": "refill"}
 
 # name -> how to build it from the series, the scenario and its calendar: the one list of strategies
 # (the command line's choices, --compare's rows and the benchmark read it from here).

@@ -31,7 +31,7 @@ import datetime as dt
 import hashlib
 import json
 from collections import deque
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -62,8 +62,14 @@ class PlannerTaskParams(Params):
         "(the curve sliding forward in time is not new); None: compare content",
     )
     forecast_tag: str | None = Field(None, description="optional forecast curve in the same format")
+    terminal_value: Literal["refill", "quantile", "none"] = Field(
+        "refill",
+        description="value of energy stored past the horizon: 'refill' = what the coming nights will cost "
+        "to refill it (median of the last week's cheapest plugged-in prices / charge efficiency, "
+        "docs/planner.md); 'quantile' = terminal_value_quantile of the last week's prices; 'none' = 0",
+    )
     terminal_value_quantile: float | None = Field(
-        0.3, ge=0, le=1, description="value stored energy at this quantile of the last week's prices; None: 0"
+        0.3, ge=0, le=1, description="with terminal_value 'quantile': the quantile; None: 0"
     )
     max_horizon_h: float = Field(48.0, gt=0, le=24 * 14)
     drift_soc: float = Field(0.05, gt=0, le=1, description="re-plan when the SoC differs from the plan by this much")
@@ -102,20 +108,28 @@ def parse_curve(value: Any) -> list[tuple[dt.datetime, dt.datetime, float]]:
 def contiguous_from(
     curve: list[tuple[dt.datetime, dt.datetime, float]], now: dt.datetime, limit: dt.timedelta
 ) -> tuple[dt.datetime, int, list[float]]:
-    """(start of the interval holding ``now``, step s, prices) of the gap-free, equal-step run from
-    there, at most ``limit`` long. Raises ValueError when no interval holds ``now``."""
+    """(start of the interval holding ``now``, step s, prices) of the gap-free run from there, at most
+    ``limit`` long, on the finest interval length in it: a mixed curve (hourly products, then
+    quarter-hours) is planned in quarter-hours, each hourly price applying to its four quarters as it
+    settles. The run stops at a gap or at an interval that is not a whole number of the finest step.
+    Raises ValueError when no interval holds ``now``."""
     first = next((i for i, (s, e, _) in enumerate(curve) if s <= now < e), None)
     if first is None:
         raise ValueError(f"no price interval covers {now.isoformat()}")
-    s0, e0, _ = curve[first]
-    step = e0 - s0
-    prices = []
+    s0 = curve[first][0]
+    run = []
     expect = s0
     for s, e, p in curve[first:]:
-        if s != expect or e - s != step or s - s0 >= limit:
+        if s != expect or s - s0 >= limit:
             break
-        prices.append(p)
+        run.append((e - s, p))
         expect = e
+    step = min(length for length, _ in run)
+    prices: list[float] = []
+    for length, p in run:
+        if length % step:
+            break
+        prices += [p] * (length // step)
     return s0, int(step.total_seconds()), prices
 
 
@@ -205,7 +219,9 @@ class PlannerTask(Task):
                     prices.append(v)
                     end = e
         value = 0.0
-        if p.terminal_value_quantile is not None:
+        if p.terminal_value == "refill":
+            value = self._refill_value(start, step_s, prices[:n_pub], tz)
+        elif p.terminal_value == "quantile" and p.terminal_value_quantile is not None:
             past = sorted(v for _, v in self.history) or sorted(prices[:n_pub])
             value = past[min(len(past) - 1, int(p.terminal_value_quantile * len(past)))]
         horizon_end = start + dt.timedelta(seconds=step_s * len(prices))
@@ -223,6 +239,22 @@ class PlannerTask(Task):
             time_limit_s=p.time_limit_s,
             prices_key=key,
         )
+
+    def _refill_value(self, start: dt.datetime, step_s: int, published: list[float], tz: dt.tzinfo | None) -> float:
+        """programs/planner/terminal.py over the remembered week and the published horizon, plugged-in
+        intervals by the driver's routine, days by the site's local calendar."""
+        from programs.planner.routine import trips
+        from programs.planner.terminal import refill_value
+
+        step = dt.timedelta(seconds=step_s)
+        pts = sorted(x for x in self.history if x[0] < start) + [(start + i * step, v) for i, v in enumerate(published)]
+        if not pts:
+            return 0.0
+        away = trips(self.params.routine, pts[0][0], pts[-1][0] + step, tz)
+        conn = [not any(d <= t < a for d, a in away) for t, _ in pts]
+        local = [t.astimezone(tz) if tz is not None and t.tzinfo is not None else t for t, _ in pts]
+        v = refill_value(local, [x for _, x in pts], self.params.charger.efficiency_charge, 7, conn)
+        return 0.0 if v is None else v
 
     def remember(self, curve: list, now: dt.datetime) -> None:
         """Keep published prices of past intervals for the terminal value (a week, by start)."""

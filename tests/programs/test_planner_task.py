@@ -147,6 +147,21 @@ def test_curve_parsing_and_contiguity():
         parse_curve([{"start": "2018-01-01T00:00:00+00:00", "price": 1}])
 
 
+def test_a_mixed_curve_is_planned_in_quarter_hours():
+    """Hourly products, then quarter-hours (the EU day-ahead market since October 2025)."""
+    t0 = dt.datetime(2025, 9, 30, 22, 0, tzinfo=dt.UTC)
+    hourly = [(t0 + dt.timedelta(hours=i), t0 + dt.timedelta(hours=i + 1), 10.0 + i) for i in range(2)]
+    q0 = t0 + dt.timedelta(hours=2)
+    quarters = [
+        (q0 + i * dt.timedelta(minutes=15), q0 + (i + 1) * dt.timedelta(minutes=15), 50.0 + i) for i in range(8)
+    ]
+    s, step, prices = contiguous_from(hourly + quarters, t0 + dt.timedelta(minutes=70), dt.timedelta(hours=48))
+    assert s == t0 + dt.timedelta(hours=1) and step == 900
+    assert prices == [11.0] * 4 + [50.0 + i for i in range(8)]
+    odd = [*hourly, (q0, q0 + dt.timedelta(minutes=25), 9.0)]  # 25 min: hours are not whole multiples
+    assert contiguous_from(odd, t0, dt.timedelta(hours=48))[2] == []  # nothing to plan: the fallback plans
+
+
 def test_a_sliding_curve_is_not_new_prices_but_a_new_revision_is():
     async def main():
         writes: list[tuple[str, object, Quality]] = []
