@@ -16,6 +16,8 @@ following a plan nobody maintains):
   SoC from which full-power charging still meets every departure the plan knows
   (``programs/planner/reserve.py``); the mode machine discharges only above it, and not at all once
   it is stale (docs/modes.md "Without a planner"),
+- ``plan.price`` the (day-ahead) price the plan assumed for the current interval, for dispatch's real-time
+  rule,
 - ``plan.json`` (TagType.JSON) the whole plan, as ``programs/planner/plan.schema.json`` describes.
 
 Re-plans when ``needs_replan`` says so (new prices, plug-in/unplug, drift, plan running out). Without a
@@ -171,6 +173,15 @@ class PlannerTask(Task):
                 None,
                 st,
                 "end of the current plan interval on the cycle clock",
+            ),
+            TagSpec(
+                "plan.price",
+                TagType.FLOAT,
+                "currency/MWh",
+                Direction.SHARED,
+                None,
+                st,
+                "day-ahead price the plan assumed for the current interval (dispatch's real-time rule)",
             ),
             TagSpec(
                 "plan.reserve_soc",
@@ -350,6 +361,7 @@ class PlannerTask(Task):
             return
         cx.write("plan.power", float(iv.power_w) if (iv.connected and connected) else 0.0)
         cx.write("plan.soc_target", float(iv.soc_end))
+        cx.write("plan.price", float(iv.price))
         cx.write("plan.interval_end", cx.now_us / US + (iv.end - now).total_seconds())
         i = plan.index_at(now)
         if i is not None and i < len(self.reserve):

@@ -71,7 +71,14 @@ def test_task_publishes_the_plan_and_falls_back_without_prices():
         site = SiteInfo("t", 240.0, 60.0, 20_000)
         task = PlannerTask("planner", PlannerTaskParams(), site, Path("."))
         specs = {s.name: s for s in task.declare()}
-        assert set(specs) == {"plan.power", "plan.soc_target", "plan.interval_end", "plan.reserve_soc", "plan.json"}
+        assert set(specs) == {
+            "plan.power",
+            "plan.soc_target",
+            "plan.interval_end",
+            "plan.price",
+            "plan.reserve_soc",
+            "plan.json",
+        }
         assert all(s.stale_after_s for s in specs.values())
         job = asyncio.create_task(task.run(cx))
         try:
