@@ -5,7 +5,7 @@ named reason), dispatch decides *how much*, cycle by cycle: the plan's power for
 correction toward the SoC the plan expects, a ramp limit, then the directional limits of the safety
 layer and the back office. Safety still has the last word after this program.
 
-Sign convention (DESIGN.md "Tags"): positive into the EV battery. In ``charge`` the setpoint is never
+Sign convention (docs/design.md "Tags"): positive into the EV battery. In ``charge`` the setpoint is never
 negative, in ``discharge`` never positive, in every other mode exactly 0.0 with the permit withdrawn.
 
 Tags read:

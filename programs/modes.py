@@ -4,7 +4,7 @@ Why a state machine and not a few ``if``s: every change of mode must have one na
 be logged with it, and be impossible from states where it makes no sense; the same definition draws the
 diagram in docs/modes.md (``python -m programs.modes_diagram``), so the picture cannot drift from the code.
 
-Rules (DESIGN.md "The scan cycle", REFERENCE.md "Libraries"):
+Rules (docs/design.md "The scan cycle", docs/reference.md "Libraries"):
 - synchronous ``transitions.Machine`` with ``auto_transitions=False``: no transition exists that is not
   written in ``TRANSITIONS`` below;
 - conditions are pure functions of the frozen input image (and the parameters), nothing else;

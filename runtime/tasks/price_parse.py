@@ -8,7 +8,7 @@ Time: every interval is kept as aware UTC ``datetime``s. A source declares its I
 an explicit offset (or ``Z``) are taken as written, naive times are wall-clock times of that timezone.
 A 23-hour day (spring forward) has no 02:00 local; a 25-hour day has 01:00 twice: the first naive
 occurrence is read as the first (``fold=0``), the second as the repeated hour (``fold=1``). Files whose
-publisher "evened out" daylight saving (24 rows every day, as ../shared/data/prices) are read with
+publisher "evened out" daylight saving (24 rows every day, as runtime/data/prices) are read with
 ``dst="evened"``: the row of the hour that does not exist is dropped and the single row of the repeated
 hour covers both of its intervals.
 

@@ -53,8 +53,10 @@ VARIANTS = (
     ("forecast + 1 day seasonal-naive extension", {"forecast": "mean", "extend_days": 1}),
     ("forecast + 2 days seasonal-naive extension", {"forecast": "mean", "extend_days": 2}),
     ("forecast + terminal value q0.2", {"forecast": "mean", "terminal_value": "quantile:0.2"}),
-    ("forecast + terminal value q0.3 (default)", {"forecast": "mean", "terminal_value": "quantile:0.3"}),
+    ("forecast + terminal value q0.3", {"forecast": "mean", "terminal_value": "quantile:0.3"}),
     ("forecast + terminal value q0.5", {"forecast": "mean", "terminal_value": "quantile:0.5"}),
+    ("forecast + refill value, 3 days", {"forecast": "mean", "terminal_value": "refill:3"}),
+    ("forecast + refill value, 7 days (default)", {"forecast": "mean", "terminal_value": "refill"}),
 )
 
 
