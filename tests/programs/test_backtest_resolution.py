@@ -15,6 +15,8 @@ from backtest.cli import cli
 from backtest.data import load_prices
 from backtest.run import backtest
 
+pytestmark = pytest.mark.slow  # whole backtests in simulated time
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "runtime/data/scenarios/commuter.yaml"
 ETA, DEG, CAP = 0.933, 20.0, 60.0

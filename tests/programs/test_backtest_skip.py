@@ -15,6 +15,8 @@ from backtest.output import write_trace
 from backtest.run import backtest, simulate
 from backtest.strategies import STRATEGIES, make_strategy
 
+pytestmark = pytest.mark.slow  # whole backtests in simulated time
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "runtime/data/scenarios/commuter.yaml"
 PRICES = ROOT / "runtime/data/prices"
