@@ -10,7 +10,8 @@ negative, in ``discharge`` never positive, in every other mode exactly 0.0 with 
 
 Tags read:
 - ``mode.state`` as the ``modes`` program wrote it *this* cycle (it runs before dispatch), else the
-  previous cycle's value;
+  previous cycle's value; likewise ``mode.request``, the request the mode machine acted on (the plan's,
+  or its fallback charge when the plan is not good: docs/modes.md "Without a planner");
 - ``plan.power`` (W signed), ``plan.soc_target`` (SoC the plan expects at the end of the current
   interval) and ``plan.interval_end`` (that end, in seconds of the cycle clock), shared tags of the
   planner task (runtime/tasks/planner_task.py). The plan's power still to come until the interval ends
@@ -26,19 +27,21 @@ Tags read:
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from runtime.api import Cycle, Params, Program, register_program
 from runtime.tags import Direction, Image, TagSpec, TagType
 
 
 class DispatchParams(Params):
-    max_charge_w: float = Field(11_000.0, ge=0, description="charger rating, grid side")
-    max_discharge_w: float = Field(11_000.0, ge=0, description="charger rating, grid side")
-    ramp_w_per_s: float = Field(2_000.0, gt=0, description="largest setpoint change per second")
-    capacity_wh: float = Field(60_000.0, gt=0, description="usable battery energy, for the SoC correction")
-    correction_time_s: float = Field(900.0, gt=0, description="remove a SoC error over this time")
-    max_correction_w: float = Field(2_000.0, ge=0, description="bound on the SoC correction")
+    model_config = ConfigDict(**Params.model_config, allow_inf_nan=False)  # every number finite
+
+    max_charge_w: float = Field(11_000.0, ge=0, le=1e6, description="charger rating, grid side")
+    max_discharge_w: float = Field(11_000.0, ge=0, le=1e6, description="charger rating, grid side")
+    ramp_w_per_s: float = Field(2_000.0, gt=0, le=1e7, description="largest setpoint change per second")
+    capacity_wh: float = Field(60_000.0, gt=0, le=1e7, description="usable battery energy, for the SoC correction")
+    correction_time_s: float = Field(900.0, gt=0, le=86_400, description="remove a SoC error over this time")
+    max_correction_w: float = Field(2_000.0, ge=0, le=1e6, description="bound on the SoC correction")
     # ISO 15118-2 reports the EV's SoC in whole percent (DC_EVStatus EVRESSSOC), so an error below one
     # step is noise, not a deviation from the plan.
     soc_deadband: float = Field(0.01, ge=0, le=0.2, description="SoC error ignored by the correction")
@@ -48,12 +51,29 @@ class DispatchParams(Params):
     plan_end_tag: str | None = "plan.interval_end"
     efficiency_charge: float = Field(0.933, gt=0, le=1, description="grid -> battery (commuter scenario)")
     efficiency_discharge: float = Field(0.933, gt=0, le=1, description="battery -> grid")
-    fixed_request_w: float | None = Field(None, description="request when the plan tag is absent or not good")
+    fixed_request_w: float | None = Field(
+        None, ge=-1e6, le=1e6, description="request when the plan tag is absent or not good"
+    )
+    request_tag: str | None = Field(
+        "mode.request",
+        description="the request the mode machine acted on this scan (the plan's, the fixed one or its "
+        "fallback charge); where no program writes it: plan_power_tag, then fixed_request_w",
+    )
     soc_tag: str = "ev.soc"
     setpoint_tag: str = "inverter.setpoint"
     enable_tag: str = "inverter.enable"
     safety_charge_tag: str | None = "safety.limit_charge"
     safety_discharge_tag: str | None = "safety.limit_discharge"
+    rt_price_tag: str | None = Field(
+        None, description="real-time price of the current interval (prices.real_time); None: day-ahead plan only"
+    )
+    plan_price_tag: str | None = Field("plan.price", description="the day-ahead price the plan assumed now")
+    rt_deviation: float = Field(
+        100.0, gt=0, le=1e5, description="real time this far above/below the plan's price (per MWh) counts as strong"
+    )
+    rt_soc_margin: float = Field(
+        0.05, ge=0, le=0.5, description="how far the SoC may leave the plan's expectation to follow real time"
+    )
     backoffice_charge_tag: str | None = Field(None, description="back-office charge limit tag (W)")
     backoffice_discharge_tag: str | None = Field(None, description="back-office discharge limit tag (W)")
 
@@ -94,6 +114,8 @@ class Dispatch(Program):
                 p.safety_discharge_tag,
                 p.backoffice_charge_tag,
                 p.backoffice_discharge_tag,
+                p.rt_price_tag,
+                p.plan_price_tag if p.rt_price_tag else None,
             )
             if t is not None
         ]
@@ -135,8 +157,11 @@ class Dispatch(Program):
             return
         sign = 1.0 if mode == "charge" else -1.0
 
-        req = img.value(p.plan_power_tag) if p.plan_power_tag else None
-        req = float(p.fixed_request_w or 0.0) if req is None else float(req)
+        if p.request_tag is not None and p.request_tag in cx.out:  # one owner of the fallback: modes
+            req = float(cx.out[p.request_tag])
+        else:
+            req = img.value(p.plan_power_tag) if p.plan_power_tag else None
+            req = float(p.fixed_request_w or 0.0) if req is None else float(req)
         corr = 0.0
         soc, soc_target = img.value(p.soc_tag), img.value(p.plan_soc_tag) if p.plan_soc_tag else None
         if soc is not None and soc_target is not None:
@@ -145,22 +170,32 @@ class Dispatch(Program):
                 rest_s = max(0.0, float(end) - cx.now)
                 batt_w = req * p.efficiency_charge if req >= 0 else req / p.efficiency_discharge
                 soc_target -= batt_w * rest_s / 3600.0 / p.capacity_wh
+            rt = self._real_time(img, float(soc), soc_target, sign)
+            if rt is not None:  # follow real time within the margin; no correction back meanwhile
+                sp, limit = self._limited(cx, sign, sign * rt, p)
+                self._write(cx, sp, True, sign * rt, 0.0, limit or "real time")
+                return
             # Energy error (Wh) spread over correction_time_s gives W.
             err = soc_target - soc
             err = 0.0 if abs(err) <= p.soc_deadband else err - p.soc_deadband * (1.0 if err > 0 else -1.0)
             corr = err * p.capacity_wh * 3600.0 / p.correction_time_s
             corr = max(-p.max_correction_w, min(p.max_correction_w, corr))
         target = req + corr
-        mag = max(0.0, sign * target)  # the magnitude in the mode's direction; never the other sign
+        sp, limit = self._limited(cx, sign, target, p)
+        self._write(cx, sp, True, target, corr, limit)
 
+    def _limited(self, cx: Cycle, sign: float, target: float, p: DispatchParams) -> tuple[float, str]:
+        """(setpoint, limit): ``target``'s magnitude in the mode's direction (never the other sign), after
+        the ramp and the rating, safety and back-office limits."""
+        img = cx.inputs
+        mag = max(0.0, sign * target)  # the magnitude in the mode's direction; never the other sign
         prev = img.value(p.setpoint_tag)
         prev_mag = 0.0 if prev is None else max(0.0, sign * float(prev))
         # The ramp bounds increases only: less power is never the unsafe direction, and a lower plan or
         # limit must act at once.
         out = min(mag, prev_mag + p.ramp_w_per_s * cx.dt)
         limit = "ramp" if out < mag else ""
-
-        if mode == "charge":
+        if sign > 0:
             bounds = (
                 ("rating", p.max_charge_w),
                 ("safety", _safety_limit(img, p.safety_charge_tag)),
@@ -175,7 +210,27 @@ class Dispatch(Program):
         for name, lim in bounds:
             if out > lim:
                 out, limit = lim, name
-        self._write(cx, sign * out + 0.0, True, target, corr, limit)  # + 0.0: never -0.0
+        return sign * out + 0.0, limit  # + 0.0: never -0.0
+
+    def _real_time(self, img: Image, soc: float, expected: float, sign: float) -> float | None:
+        """The real-time rule (docs/planner.md "Real-time prices"): when the real-time price is above the
+        plan's day-ahead price by ``rt_deviation`` or more, charging pauses and discharge runs at the
+        rating, while the SoC stays within ``rt_soc_margin`` below what the plan expects now; when it is
+        that much below, discharge pauses and charging runs at the rating while the SoC stays within
+        the margin above. Returns that magnitude (W), or None when the rule does not apply. It never
+        changes the direction (the mode machine's) and never leaves the margin."""
+        p = self.params
+        if p.rt_price_tag is None or p.plan_price_tag is None:
+            return None
+        rt, da = img.value(p.rt_price_tag), img.value(p.plan_price_tag)
+        if rt is None or da is None:
+            return None
+        dear, cheap = rt - da >= p.rt_deviation, da - rt >= p.rt_deviation
+        if dear and soc > expected - p.rt_soc_margin:
+            return 0.0 if sign > 0 else p.max_discharge_w  # sell more, buy less, while within the margin
+        if cheap and soc < expected + p.rt_soc_margin:
+            return p.max_charge_w if sign > 0 else 0.0
+        return None
 
     def _write(self, cx: Cycle, sp: float, enable: bool, target: float, corr: float, limit: str) -> None:
         p = self.params

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from transitions import Machine
 
 from runtime.api import Cycle, Outputs, Params, Program, SiteInfo, register_program
@@ -47,6 +47,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "soc_unknown", "source": ["charge", "discharge"], "dest": "idle", "unless": ["soc_known"]},
     {"trigger": "soc_full", "source": "charge", "dest": "idle", "conditions": ["soc_at_max"]},
     {"trigger": "soc_empty", "source": "discharge", "dest": "idle", "conditions": ["soc_at_min"]},
+    {"trigger": "reserve_reached", "source": "discharge", "dest": "idle", "unless": ["above_reserve"]},
     {"trigger": "plan_stop", "source": "charge", "dest": "idle", "unless": ["plan_charge"]},
     {"trigger": "plan_stop", "source": "discharge", "dest": "idle", "unless": ["plan_discharge"]},
     {
@@ -59,7 +60,7 @@ TRANSITIONS: list[dict[str, Any]] = [
         "trigger": "start_discharge",
         "source": "idle",
         "dest": "discharge",
-        "conditions": ["ev_connected", "link_healthy", "plan_discharge", "soc_above_min"],
+        "conditions": ["ev_connected", "link_healthy", "plan_discharge", "soc_above_min", "clear_of_reserve"],
     },
 ]
 
@@ -72,6 +73,7 @@ PRIORITY: tuple[str, ...] = (
     "soc_unknown",
     "soc_full",
     "soc_empty",
+    "reserve_reached",
     "plan_stop",
     "start_charge",
     "start_discharge",
@@ -85,6 +87,7 @@ REASONS: dict[str, str] = {
     "soc_unknown": "EV SoC not good",
     "soc_full": "SoC at the upper limit",
     "soc_empty": "SoC at the lower limit",
+    "reserve_reached": "SoC at the plan's departure reserve, or no good reserve (planner stale)",
     "plan_stop": "plan requests no power in this direction",
     "start_charge": "plan requests charging",
     "start_discharge": "plan requests discharging",
@@ -92,18 +95,36 @@ REASONS: dict[str, str] = {
 
 
 class ModeParams(Params):
+    model_config = ConfigDict(**Params.model_config, allow_inf_nan=False)  # every number finite
+
     soc_min: float = Field(0.20, ge=0, le=1, description="no discharge at or below (fraction)")
     soc_max: float = Field(0.90, ge=0, le=1, description="no charge at or above (fraction)")
     soc_hysteresis: float = Field(
         0.01, ge=0, le=0.2, description="restart only this far inside the window (no chattering)"
     )
-    deadband_w: float = Field(100.0, ge=0, description="plan requests within +-deadband count as zero")
+    deadband_w: float = Field(100.0, ge=0, le=1e5, description="plan requests within +-deadband count as zero")
     plan_tag: str | None = Field("plan.power", description="shared tag of the plan's request (W signed)")
     fixed_request_w: float | None = Field(
-        None, description="request used when the plan tag is absent or not good (no planner on the site)"
+        None,
+        ge=-1e6,
+        le=1e6,
+        description="request used when the plan tag is absent or not good (no planner on the site)",
     )
+    reserve_tag: str | None = Field(
+        "plan.reserve_soc",
+        description="the plan's departure reserve (SoC): discharge only while it is good and the SoC is "
+        "above it, so a stale planner means no discharge; None: a site without a planner",
+    )
+    fallback_soc: float = Field(
+        0.80,
+        ge=0,
+        le=1,
+        description="without a good plan and without a fixed request: charge up to this SoC (the "
+        "driver's departure SoC), never discharge",
+    )
+    fallback_charge_w: float = Field(11_000.0, ge=0, le=1e6, description="charge power of that fallback (W)")
     snr_tag: str | None = Field("plc.snr", description="PLC link SNR tag (dB); None: no PLC link to check")
-    snr_min_db: float = Field(10.0, description="link healthy at or above this SNR (site setting)")
+    snr_min_db: float = Field(10.0, ge=-50, le=100, description="link healthy at or above this SNR (site setting)")
     connected_tag: str = "ev.connected"
     soc_tag: str = "ev.soc"
     trip_tag: str = "safety.trip"
@@ -126,11 +147,17 @@ class View:
 
 
 def request_w(img: Image, p: ModeParams) -> float:
-    """The plan's request for this interval; the fixed request when no good plan; else zero."""
+    """The plan's request for this interval; the fixed request when no good plan; else the fallback:
+    charge at ``fallback_charge_w`` while the SoC is below ``fallback_soc``, otherwise nothing. The
+    fallback never discharges: without its planner the site cannot know what the driver still needs
+    (docs/modes.md "Without a planner")."""
     v = img.value(p.plan_tag) if p.plan_tag else None
     if v is None:
         v = p.fixed_request_w
-    return 0.0 if v is None else float(v)
+    if v is None:
+        soc = img.value(p.soc_tag)
+        return p.fallback_charge_w if soc is not None and soc < p.fallback_soc else 0.0
+    return float(v)
 
 
 class ModeModel:
@@ -174,6 +201,20 @@ class ModeModel:
     def soc_above_min(self, view: View) -> bool:
         soc = view.inputs.value(self.p.soc_tag)
         return soc is not None and soc > self.p.soc_min + self.p.soc_hysteresis
+
+    def above_reserve(self, view: View) -> bool:
+        """Discharge may go on: no reserve on this site, or a good reserve below the SoC."""
+        if self.p.reserve_tag is None:
+            return True
+        soc, reserve = view.inputs.value(self.p.soc_tag), view.inputs.value(self.p.reserve_tag)
+        return soc is not None and reserve is not None and soc > reserve
+
+    def clear_of_reserve(self, view: View) -> bool:
+        """Discharge may start: as ``above_reserve``, by the hysteresis more (no chattering)."""
+        if self.p.reserve_tag is None:
+            return True
+        soc, reserve = view.inputs.value(self.p.soc_tag), view.inputs.value(self.p.reserve_tag)
+        return soc is not None and reserve is not None and soc > reserve + self.p.soc_hysteresis
 
     def plan_charge(self, view: View) -> bool:
         return request_w(view.inputs, self.p) > self.p.deadband_w
@@ -256,7 +297,16 @@ class Modes(Program):
         p = self.params
         return [
             t
-            for t in (p.connected_tag, p.soc_tag, p.trip_tag, p.setpoint_tag, p.enable_tag, p.snr_tag, p.plan_tag)
+            for t in (
+                p.connected_tag,
+                p.soc_tag,
+                p.trip_tag,
+                p.setpoint_tag,
+                p.enable_tag,
+                p.snr_tag,
+                p.plan_tag,
+                p.reserve_tag,
+            )
             if t is not None
         ]
 
@@ -272,6 +322,14 @@ class Modes(Program):
             ),
             TagSpec(
                 "mode.reason", TagType.STR, "", Direction.MEMORY, "", description="cause of the last mode transition"
+            ),
+            TagSpec(
+                "mode.request",
+                TagType.FLOAT,
+                "W",
+                Direction.MEMORY,
+                0.0,
+                description="the request this scan acted on: the plan's, the fixed one, or the fallback charge",
             ),
         ]
 
@@ -293,6 +351,7 @@ class Modes(Program):
                 )
                 break
         cx.out["mode.state"] = self.model.state
+        cx.out["mode.request"] = request_w(view.inputs, self.params)
 
     def _reason(self, trigger: str, view: View) -> str:
         p = self.params
@@ -302,6 +361,9 @@ class Modes(Program):
             return f"{text}: {code.value}" if code.good else f"{text}: {p.trip_tag} is {code.quality.value}"
         if trigger in ("plan_stop", "start_charge", "start_discharge"):
             return f"{text} ({request_w(view.inputs, p):.0f} W)"
+        if trigger == "reserve_reached" and p.reserve_tag is not None:
+            r = view.inputs.tag(p.reserve_tag)
+            return f"{text} ({r.value:.3f})" if r.good else f"{text}: {p.reserve_tag} is {r.quality.value}"
         if trigger in ("soc_full", "soc_empty"):
             return f"{text} ({view.inputs.value(p.soc_tag):.3f})"
         return text

@@ -127,7 +127,7 @@ def _delegate(module: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "backtest":
-        return _delegate("runtime.backtest")
+        return _delegate("backtest.cli")
     if argv and argv[0] == "probe":
         return _delegate("runtime.probe")
     ap = argparse.ArgumentParser(prog="v2g-plc", description="PLC-style control runtime for V2G charging sites")

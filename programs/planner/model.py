@@ -18,11 +18,11 @@ PLAN_SCHEMA_VERSION = 1
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every number finite
 
 
 class Battery(_Frozen):
-    capacity_kwh: float = Field(gt=0, description="usable energy")
+    capacity_kwh: float = Field(gt=0, le=10_000, description="usable energy")
     soc_min: float = Field(ge=0, le=1, description="never discharge below this fraction")
     soc_max: float = Field(ge=0, le=1, description="never charge above this fraction")
 
@@ -34,8 +34,8 @@ class Battery(_Frozen):
 
 
 class Charger(_Frozen):
-    max_charge_kw: float = Field(ge=0, description="grid side")
-    max_discharge_kw: float = Field(ge=0, description="grid side")
+    max_charge_kw: float = Field(ge=0, le=10_000, description="grid side")
+    max_discharge_kw: float = Field(ge=0, le=10_000, description="grid side")
     efficiency_charge: float = Field(gt=0, le=1, description="grid -> battery")
     efficiency_discharge: float = Field(gt=0, le=1, description="battery -> grid")
 
@@ -49,6 +49,7 @@ class PlugWindow(_Frozen):
     trip_energy_kwh: float = Field(
         0.0,
         ge=0,
+        le=10_000,
         description="energy the car used on the trip that ends at `start` (spread evenly over the "
         "disconnected intervals before it)",
     )
@@ -65,19 +66,26 @@ class PlanRequest(_Frozen):
     exactly ``prices`` and nothing else (the backtest builds this from published data only)."""
 
     start: dt.datetime = Field(description="start of the first (current) interval")
-    step_s: int = Field(3600, gt=0, description="length of every interval")
+    step_s: int = Field(3600, gt=0, le=86400, description="length of every interval")
     prices: tuple[FiniteFloat, ...] = Field(min_length=1, description="currency/MWh per interval from `start`")
     n_published: int = Field(ge=0, description="the first n prices are published; the rest are forecasts")
     soc: float = Field(ge=0, le=1, description="SoC at `start`")
     battery: Battery
     charger: Charger
-    degradation_cost_per_mwh: float = Field(0.0, ge=0, description="per MWh taken out of the battery by discharge")
+    degradation_cost_per_mwh: float = Field(
+        0.0, ge=0, le=10_000, description="per MWh taken out of the battery by discharge"
+    )
     windows: tuple[PlugWindow, ...] = Field(description="plug-in windows; outside them the power is 0")
     terminal_soc_min: float | None = Field(None, ge=0, le=1, description="SoC floor at the end of the horizon")
     terminal_value_per_mwh: FiniteFloat = Field(
         0.0, description="value of energy still stored at the end of the horizon, per MWh in the battery"
     )
-    time_limit_s: float = Field(2.0, gt=0, description="solver time limit; past it the fallback plans")
+    ends_operation: bool = Field(
+        False,
+        description="the horizon reaches the end of operation (a backtest's last row): energy left after it "
+        "is worth nothing, so the terminal value does not apply (terminal_soc_min still does)",
+    )
+    time_limit_s: float = Field(2.0, gt=0, le=600, description="solver time limit; past it the fallback plans")
     prices_key: str = Field("", description="identifies the price data this plan was made from")
 
     @model_validator(mode="after")

@@ -107,7 +107,9 @@ def lp_input(request: PlanRequest) -> LpInput:
         eta_c=ch.efficiency_charge,
         eta_d=ch.efficiency_discharge,
         deg_per_mwh=request.degradation_cost_per_mwh,
-        value_end_per_mwh=request.terminal_value_per_mwh,
+        # past the end of operation stored energy sells for nothing: valuing it would end the series
+        # with energy nobody uses
+        value_end_per_mwh=0.0 if request.ends_operation else request.terminal_value_per_mwh,
         time_limit_s=request.time_limit_s,
     )
 

@@ -15,16 +15,16 @@ from programs.planner.model import PlugWindow
 
 
 class Routine(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every number finite
 
     depart: dt.time = dt.time(7, 0)
     arrive: dt.time = dt.time(18, 0)
     commute_days: tuple[int, ...] = Field((0, 1, 2, 3, 4), description="weekday numbers, Monday = 0")
     departure_soc_min: float = Field(0.8, ge=0, le=1)
-    trip_energy_kwh: float = Field(12.0, ge=0)
+    trip_energy_kwh: float = Field(12.0, ge=0, le=10_000)
 
 
-def _trips(r: Routine, lo: dt.datetime, hi: dt.datetime, tz: dt.tzinfo | None) -> list[tuple[dt.datetime, dt.datetime]]:
+def trips(r: Routine, lo: dt.datetime, hi: dt.datetime, tz: dt.tzinfo | None) -> list[tuple[dt.datetime, dt.datetime]]:
     """Routine trips near [lo, hi). Days and clock times are the site's local ones (``tz``); the
     instants are returned in ``lo``'s zone, so aware plans stay in absolute time across DST."""
     out = []
@@ -50,10 +50,10 @@ def routine_windows(
     """Windows covering [start, end): the current one (if connected now) up to the next departure, then
     one per routine arrival. When away now, the window before ``start`` is included so the planner
     knows how much of the trip is already behind."""
-    trips = _trips(r, start, end, tz)
+    trips_near = trips(r, start, end, tz)
     windows: list[PlugWindow] = []
     if connected_now:
-        nxt = next(((d, a) for d, a in trips if d > start), None)
+        nxt = next(((d, a) for d, a in trips_near if d > start), None)
         w_end = nxt[0] if nxt else end
         windows.append(
             PlugWindow(
@@ -62,14 +62,14 @@ def routine_windows(
                 departure_soc_min=r.departure_soc_min if nxt else None,
             )
         )
-        later = [(d, a) for d, a in trips if d >= w_end]
+        later = [(d, a) for d, a in trips_near if d >= w_end]
     else:
-        cur = next(((d, a) for d, a in trips if d <= start < a), None)
+        cur = next(((d, a) for d, a in trips_near if d <= start < a), None)
         if cur is not None:
             windows.append(PlugWindow(start=cur[0] - dt.timedelta(hours=1), end=cur[0]))
-            later = [(d, a) for d, a in trips if d >= cur[0]]
+            later = [(d, a) for d, a in trips_near if d >= cur[0]]
         else:  # away outside the routine: expect the car back at the next interval
-            later = [(start, start + dt.timedelta(minutes=1))] + [(d, a) for d, a in trips if d > start]
+            later = [(start, start + dt.timedelta(minutes=1))] + [(d, a) for d, a in trips_near if d > start]
     for i, (d, a) in enumerate(later):
         if a >= end:
             break

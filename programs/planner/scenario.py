@@ -31,19 +31,19 @@ if TYPE_CHECKING:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every number finite
 
 
 class ScenarioBattery(_Strict):
-    capacity_kwh: float = Field(gt=0)
+    capacity_kwh: float = Field(gt=0, le=10_000)
     soc_min: float = Field(ge=0, le=1)
     soc_max: float = Field(ge=0, le=1)
     soc_initial: float = Field(ge=0, le=1)
 
 
 class ScenarioCharger(_Strict):
-    max_charge_kw: float = Field(ge=0)
-    max_discharge_kw: float = Field(ge=0)
+    max_charge_kw: float = Field(ge=0, le=10_000)
+    max_discharge_kw: float = Field(ge=0, le=10_000)
     efficiency_charge: float = Field(gt=0, le=1)
     efficiency_discharge: float = Field(gt=0, le=1)
 
@@ -57,7 +57,7 @@ class Availability(_Strict):
     depart: str
     arrive: str
     departure_soc_min: float = Field(ge=0, le=1)
-    trip_energy_kwh: float = Field(ge=0)
+    trip_energy_kwh: float = Field(ge=0, le=10_000)
     terminal_soc_min: float = Field(ge=0, le=1)
 
     _t = field_validator("depart", "arrive")(_hhmm)
@@ -65,7 +65,7 @@ class Availability(_Strict):
 
 class Market(_Strict):
     publication_time: str
-    forecast_visible_days_ahead: int = Field(ge=0)
+    forecast_visible_days_ahead: int = Field(ge=0, le=14)
     price_unit: str
 
     _t = field_validator("publication_time")(_hhmm)
@@ -74,7 +74,7 @@ class Market(_Strict):
 class Scenario(_Strict):
     battery: ScenarioBattery
     charger: ScenarioCharger
-    degradation_cost_per_mwh: float = Field(ge=0)
+    degradation_cost_per_mwh: float = Field(ge=0, le=10_000)
     availability: Availability
     market: Market
     accounting: dict | None = None  # the file states the accounting rules as comments only

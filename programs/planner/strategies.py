@@ -131,7 +131,7 @@ class Threshold(Strategy):
         n_known = min(end - view.t, len(view.prices))
         out = np.zeros(n_known)
         order = np.argsort(view.prices[:n_known], kind="stable")
-        k = min(self.hours, n_known // 2)
+        k = min(self.hours * 3600 // view.step_s, n_known // 2)  # hours, at any resolution
         if k:
             out[order[:k]] = ch.max_charge_kw
             out[order[-k:]] = -ch.max_discharge_kw
@@ -147,7 +147,8 @@ class PlannerStrategy(Strategy):
     sc: Scenario
     forecast: str | None = "mean"  # a forecast column, "mean" of all, or None
     extend_days: int = 0
-    terminal_value: str = "none"  # "none" | "quantile:<q>" of the last week's published prices
+    # "none" | "quantile:<q>" of the last week's published prices | "refill[:<days>]" (programs/planner/terminal.py)
+    terminal_value: str = "none"
     name: str = "planner"
     solve_times: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
@@ -180,6 +181,17 @@ class PlannerStrategy(Strategy):
         if self.terminal_value.startswith("quantile:") and len(view.history):
             q = float(self.terminal_value.split(":", 1)[1])
             value = float(np.quantile(view.history[-7 * steps_per_day :], q))
+        elif self.terminal_value.startswith("refill"):  # "refill" or "refill:<days>"
+            from programs.planner.terminal import refill_value
+
+            days = int(self.terminal_value.split(":", 1)[1]) if ":" in self.terminal_value else 7
+            lo = max(0, view.t - days * steps_per_day)
+            known = np.concatenate([view.history[len(view.history) - (view.t - lo) :], view.prices])
+            span = slice(lo, lo + len(known))
+            v = refill_value(
+                view.times[span], known.tolist(), sc.charger.efficiency_charge, days, view.calendar.connected[span]
+            )
+            value = 0.0 if v is None else v
         return PlanRequest(
             start=view.times[view.t],
             step_s=view.step_s,
@@ -192,6 +204,7 @@ class PlannerStrategy(Strategy):
             windows=tuple(windows_from_calendar(view, view.t + n, sc)),
             terminal_soc_min=sc.availability.terminal_soc_min if view.t + n >= len(view.times) else None,
             terminal_value_per_mwh=value,
+            ends_operation=view.t + n >= len(view.times),
         )
 
     def decide(self, view: DecisionView) -> np.ndarray:

@@ -12,6 +12,12 @@ following a plan nobody maintains):
 - ``plan.power`` (W, signed: positive into the EV battery) for the current interval,
 - ``plan.soc_target`` (fraction) the plan expects at the end of the current interval,
 - ``plan.interval_end`` (s on the cycle clock) when the current interval ends,
+- ``plan.reserve_soc`` (fraction) the departure reserve at the end of the current interval: the least
+  SoC from which full-power charging still meets every departure the plan knows
+  (``programs/planner/reserve.py``); the mode machine discharges only above it, and not at all once
+  it is stale (docs/modes.md "Without a planner"),
+- ``plan.price`` the (day-ahead) price the plan assumed for the current interval, for dispatch's real-time
+  rule,
 - ``plan.json`` (TagType.JSON) the whole plan, as ``programs/planner/plan.schema.json`` describes.
 
 Re-plans when ``needs_replan`` says so (new prices, plug-in/unplug, drift, plan running out). Without a
@@ -27,12 +33,13 @@ import datetime as dt
 import hashlib
 import json
 from collections import deque
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from programs.planner.model import Battery, Charger, Plan, PlanRequest
 from programs.planner.replan import needs_replan
+from programs.planner.reserve import reserve_soc
 from programs.planner.routine import Routine, routine_windows
 from runtime.api import Params
 from runtime.tags import US, Direction, Quality, TagSpec, TagType
@@ -42,11 +49,13 @@ UTC = dt.UTC
 
 
 class PlannerTaskParams(Params):
+    model_config = ConfigDict(**Params.model_config, allow_inf_nan=False)  # every number finite
+
     battery: Battery = Battery(capacity_kwh=60.0, soc_min=0.2, soc_max=0.9)
     charger: Charger = Charger(
         max_charge_kw=11.0, max_discharge_kw=11.0, efficiency_charge=0.933, efficiency_discharge=0.933
     )
-    degradation_cost_per_mwh: float = Field(20.0, ge=0)
+    degradation_cost_per_mwh: float = Field(20.0, ge=0, le=10_000)
     routine: Routine = Routine()
     prices_tag: str = "prices.day_ahead"
     updated_tag: str | None = Field(
@@ -55,14 +64,28 @@ class PlannerTaskParams(Params):
         "(the curve sliding forward in time is not new); None: compare content",
     )
     forecast_tag: str | None = Field(None, description="optional forecast curve in the same format")
-    terminal_value_quantile: float | None = Field(
-        0.3, ge=0, le=1, description="value stored energy at this quantile of the last week's prices; None: 0"
+    terminal_value: Literal["refill", "quantile", "none"] = Field(
+        "refill",
+        description="value of energy stored past the horizon: 'refill' = what the coming nights will cost "
+        "to refill it (median of the last week's cheapest plugged-in prices / charge efficiency, "
+        "docs/planner.md); 'quantile' = terminal_value_quantile of the last week's prices; 'none' = 0",
     )
-    max_horizon_h: float = Field(48.0, gt=0)
-    drift_soc: float = Field(0.05, gt=0, description="re-plan when the SoC differs from the plan by this much")
-    time_limit_s: float = Field(2.0, gt=0)
-    heartbeat_s: float = Field(60.0, gt=0, description="rewrite the plan tags at least this often")
-    stale_after_s: float = Field(300.0, gt=0, description="age limit of the plan tags")
+    terminal_value_quantile: float | None = Field(
+        0.3, ge=0, le=1, description="with terminal_value 'quantile': the quantile; None: 0"
+    )
+    max_horizon_h: float = Field(48.0, gt=0, le=24 * 14)
+    drift_soc: float = Field(0.05, gt=0, le=1, description="re-plan when the SoC differs from the plan by this much")
+    time_limit_s: float = Field(2.0, gt=0, le=600)
+    heartbeat_s: float = Field(60.0, gt=0, le=3600, description="rewrite the plan tags at least this often")
+    stale_after_s: float = Field(
+        300.0, gt=0, le=3600, description="age limit of the plan tags: without a good plan, no discharge"
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> PlannerTaskParams:
+        if self.heartbeat_s * 2 > self.stale_after_s:
+            raise ValueError("heartbeat_s must be at most half of stale_after_s (the plan tags would go stale)")
+        return self
 
 
 def parse_curve(value: Any) -> list[tuple[dt.datetime, dt.datetime, float]]:
@@ -87,20 +110,28 @@ def parse_curve(value: Any) -> list[tuple[dt.datetime, dt.datetime, float]]:
 def contiguous_from(
     curve: list[tuple[dt.datetime, dt.datetime, float]], now: dt.datetime, limit: dt.timedelta
 ) -> tuple[dt.datetime, int, list[float]]:
-    """(start of the interval holding ``now``, step s, prices) of the gap-free, equal-step run from
-    there, at most ``limit`` long. Raises ValueError when no interval holds ``now``."""
+    """(start of the interval holding ``now``, step s, prices) of the gap-free run from there, at most
+    ``limit`` long, on the finest interval length in it: a mixed curve (hourly products, then
+    quarter-hours) is planned in quarter-hours, each hourly price applying to its four quarters as it
+    settles. The run stops at a gap or at an interval that is not a whole number of the finest step.
+    Raises ValueError when no interval holds ``now``."""
     first = next((i for i, (s, e, _) in enumerate(curve) if s <= now < e), None)
     if first is None:
         raise ValueError(f"no price interval covers {now.isoformat()}")
-    s0, e0, _ = curve[first]
-    step = e0 - s0
-    prices = []
+    s0 = curve[first][0]
+    run = []
     expect = s0
     for s, e, p in curve[first:]:
-        if s != expect or e - s != step or s - s0 >= limit:
+        if s != expect or s - s0 >= limit:
             break
-        prices.append(p)
+        run.append((e - s, p))
         expect = e
+    step = min(length for length, _ in run)
+    prices: list[float] = []
+    for length, p in run:
+        if length % step:
+            break
+        prices += [p] * (length // step)
     return s0, int(step.total_seconds()), prices
 
 
@@ -144,6 +175,24 @@ class PlannerTask(Task):
                 "end of the current plan interval on the cycle clock",
             ),
             TagSpec(
+                "plan.price",
+                TagType.FLOAT,
+                "currency/MWh",
+                Direction.SHARED,
+                None,
+                st,
+                "day-ahead price the plan assumed for the current interval (dispatch's real-time rule)",
+            ),
+            TagSpec(
+                "plan.reserve_soc",
+                TagType.FLOAT,
+                "",
+                Direction.SHARED,
+                None,
+                st,
+                "departure reserve: no discharge at or below this SoC, none at all when stale",
+            ),
+            TagSpec(
                 "plan.json",
                 TagType.JSON,
                 "",
@@ -157,6 +206,7 @@ class PlannerTask(Task):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.plan: Plan | None = None
+        self.reserve: list[float] = []  # plan.reserve_soc per interval of self.plan
         self.history: deque[tuple[dt.datetime, float]] = deque(maxlen=7 * 24 * 4)  # a week of 15-min rows
 
     # -- pure-ish steps (testable without a loop) ----------------------------------------------------
@@ -180,7 +230,9 @@ class PlannerTask(Task):
                     prices.append(v)
                     end = e
         value = 0.0
-        if p.terminal_value_quantile is not None:
+        if p.terminal_value == "refill":
+            value = self._refill_value(start, step_s, prices[:n_pub], tz)
+        elif p.terminal_value == "quantile" and p.terminal_value_quantile is not None:
             past = sorted(v for _, v in self.history) or sorted(prices[:n_pub])
             value = past[min(len(past) - 1, int(p.terminal_value_quantile * len(past)))]
         horizon_end = start + dt.timedelta(seconds=step_s * len(prices))
@@ -198,6 +250,22 @@ class PlannerTask(Task):
             time_limit_s=p.time_limit_s,
             prices_key=key,
         )
+
+    def _refill_value(self, start: dt.datetime, step_s: int, published: list[float], tz: dt.tzinfo | None) -> float:
+        """programs/planner/terminal.py over the remembered week and the published horizon, plugged-in
+        intervals by the driver's routine, days by the site's local calendar."""
+        from programs.planner.routine import trips
+        from programs.planner.terminal import refill_value
+
+        step = dt.timedelta(seconds=step_s)
+        pts = sorted(x for x in self.history if x[0] < start) + [(start + i * step, v) for i, v in enumerate(published)]
+        if not pts:
+            return 0.0
+        away = trips(self.params.routine, pts[0][0], pts[-1][0] + step, tz)
+        conn = [not any(d <= t < a for d, a in away) for t, _ in pts]
+        local = [t.astimezone(tz) if tz is not None and t.tzinfo is not None else t for t, _ in pts]
+        v = refill_value(local, [x for _, x in pts], self.params.charger.efficiency_charge, 7, conn)
+        return 0.0 if v is None else v
 
     def remember(self, curve: list, now: dt.datetime) -> None:
         """Keep published prices of past intervals for the terminal value (a week, by start)."""
@@ -252,7 +320,9 @@ class PlannerTask(Task):
                     req = self.build_request(now, soc, bool(connected), curve, forecast, tz, key)
                     self.plan = await asyncio.to_thread(make_plan, req, reason)
                 except ValueError as exc:  # no usable prices: the fallback needs none
-                    self.plan = self._fallback(now, soc, bool(connected), tz, f"{reason}; {exc}", key)
+                    req = self._fallback_request(now, soc, bool(connected), tz, key)
+                    self.plan = make_plan(req, f"{reason}; {exc}", use_solver=False)
+                self.reserve = reserve_soc(req)
                 cx.log.info("plan %s (%s): %s", self.plan.status, reason, self.plan.reason)
             if self.plan is None:
                 continue
@@ -262,15 +332,15 @@ class PlannerTask(Task):
                 self._publish(cx, iv, now, connected is not False)
                 last_sig, last_write_us = sig, cx.now_us
 
-    def _fallback(
-        self, now: dt.datetime, soc: float, connected: bool, tz: dt.tzinfo | None, why: str, key: str
-    ) -> Plan:
-        from programs.planner.planner import plan as make_plan
-
+    def _fallback_request(
+        self, now: dt.datetime, soc: float, connected: bool, tz: dt.tzinfo | None, key: str
+    ) -> PlanRequest:
+        """24 hourly intervals of price 0 from this hour: the plan ``use_solver=False`` turns into the
+        rule-based fallback (charge on plug-in to the departure SoC, never discharge)."""
         p = self.params
         start = now.replace(minute=0, second=0, microsecond=0)
         n = 24
-        req = PlanRequest(
+        return PlanRequest(
             start=start,
             step_s=3600,
             prices=(0.0,) * n,
@@ -281,15 +351,21 @@ class PlannerTask(Task):
             windows=routine_windows(p.routine, start, start + dt.timedelta(hours=n), connected, tz),
             prices_key=key,
         )
-        return make_plan(req, why, use_solver=False)
 
     def _publish(self, cx: TaskContext, iv: Any, now: dt.datetime, connected: bool) -> None:
         plan = self.plan
         assert plan is not None
         if iv is None:
             cx.write("plan.power", 0.0, Quality.BAD)
+            cx.write("plan.reserve_soc", None, Quality.BAD)
             return
         cx.write("plan.power", float(iv.power_w) if (iv.connected and connected) else 0.0)
         cx.write("plan.soc_target", float(iv.soc_end))
+        cx.write("plan.price", float(iv.price))
         cx.write("plan.interval_end", cx.now_us / US + (iv.end - now).total_seconds())
+        i = plan.index_at(now)
+        if i is not None and i < len(self.reserve):
+            cx.write("plan.reserve_soc", self.reserve[i])
+        else:
+            cx.write("plan.reserve_soc", None, Quality.BAD)
         cx.write("plan.json", plan.model_dump(mode="json"))

@@ -8,7 +8,7 @@ Time: every interval is kept as aware UTC ``datetime``s. A source declares its I
 an explicit offset (or ``Z``) are taken as written, naive times are wall-clock times of that timezone.
 A 23-hour day (spring forward) has no 02:00 local; a 25-hour day has 01:00 twice: the first naive
 occurrence is read as the first (``fold=0``), the second as the repeated hour (``fold=1``). Files whose
-publisher "evened out" daylight saving (24 rows every day, as ../shared/data/prices) are read with
+publisher "evened out" daylight saving (24 rows every day, as runtime/data/prices) are read with
 ``dst="evened"``: the row of the hour that does not exist is dropped and the single row of the repeated
 hour covers both of its intervals.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,21 +100,23 @@ def parse_time(text: Any) -> dt.datetime:
 def parse_csv(text: str, *, source: str, time_column: str = "time", price_column: str = "price") -> Parsed:
     """Rows of a CSV price file; malformed rows become errors with their line number."""
     out = Parsed()
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or time_column not in reader.fieldnames or price_column not in reader.fieldnames:
-        out.errors.append(
-            f"{source}: header must name columns {time_column!r} and {price_column!r}, got {reader.fieldnames}"
-        )
-        return out
-    for rec in reader:
-        line = reader.line_num
-        try:
-            t = parse_time(rec.get(time_column))
-            p = parse_price(rec.get(price_column))
-        except ValueError as exc:
-            out.errors.append(f"{source}:{line}: {exc}: row rejected")
-            continue
-        out.rows.append(Row(line, t, p))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        fields = reader.fieldnames
+        if fields is None or time_column not in fields or price_column not in fields:
+            out.errors.append(f"{source}: header must name columns {time_column!r} and {price_column!r}, got {fields}")
+            return out
+        for rec in reader:
+            line = reader.line_num
+            try:
+                t = parse_time(rec.get(time_column))
+                p = parse_price(rec.get(price_column))
+            except ValueError as exc:
+                out.errors.append(f"{source}:{line}: {exc}: row rejected")
+                continue
+            out.rows.append(Row(line, t, p))
+    except csv.Error as exc:  # a NUL byte, an unterminated quote: the rest of the file is not CSV
+        out.errors.append(f"{source}:{reader.line_num + 1}: not CSV ({exc}): the rest of the file rejected")
     return out
 
 
@@ -186,7 +189,7 @@ def check_curve(
             errors.append(f"{where}: conflicting duplicate ({old.price} and {iv.price})")
         by_start[iv.start] = iv
     curve = sorted(by_start.values(), key=lambda iv: iv.start)
-    for a, b in zip(curve, curve[1:]):
+    for a, b in itertools.pairwise(curve):
         if b.start > a.end:
             errors.append(f"{source}: gap from {a.end.isoformat()} to {b.start.isoformat()}")
         elif b.start < a.end:

@@ -35,10 +35,10 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from runtime.api import Params, TimeZoneName
 from runtime.tags import US, Direction, Quality, TagSpec, TagType
@@ -62,22 +62,26 @@ Market = Literal["day_ahead", "real_time"]
 
 
 class FeedParams(Params):
+    model_config = ConfigDict(**Params.model_config, allow_inf_nan=False)  # every number finite
+
     timezone: TimeZoneName = Field(description="IANA zone of the source's naive times and delivery days")
     day_ahead_tag: str | None = "prices.day_ahead"
     real_time_tag: str | None = "prices.real_time"
     updated_tag: str | None = Field("prices.updated", description="None when another feed publishes it")
     day_ahead_stale_after_s: float = Field(
-        36 * 3600.0, gt=0, description="age limit of day-ahead data: one daily publication plus margin"
+        36 * 3600.0, gt=0, le=7 * 86400, description="age limit of day-ahead data: one daily publication plus margin"
     )
-    real_time_stale_after_s: float = Field(900.0, gt=0, description="age limit of real-time data: 3 intervals")
-    day_ahead_resolutions_s: list[int] = Field([900, 3600], min_length=1)
-    real_time_resolutions_s: list[int] = Field([300], min_length=1)
-    refresh_s: float = Field(10.0, gt=0, description="re-publish period on the task clock (keeps tags fresh)")
-    keep_past_s: float = Field(0.0, ge=0, description="also publish intervals that ended this long ago")
+    real_time_stale_after_s: float = Field(
+        900.0, gt=0, le=86400, description="age limit of real-time data: 3 intervals"
+    )
+    day_ahead_resolutions_s: list[Annotated[int, Field(gt=0, le=86400)]] = Field([900, 3600], min_length=1)
+    real_time_resolutions_s: list[Annotated[int, Field(gt=0, le=86400)]] = Field([300], min_length=1)
+    refresh_s: float = Field(10.0, gt=0, le=3600, description="re-publish period on the task clock (keeps tags fresh)")
+    keep_past_s: float = Field(0.0, ge=0, le=7 * 86400, description="also publish intervals that ended this long ago")
     # Bounds of a plausible price. SDAC's harmonised clearing-price limits are -500 and +4000 EUR/MWh;
     # widen them for markets with other caps.
-    min_price: float = -500.0
-    max_price: float = 4000.0
+    min_price: float = Field(-500.0, ge=-1e5, le=1e5)
+    max_price: float = Field(4000.0, ge=-1e5, le=1e5)
 
     @model_validator(mode="after")
     def _check(self) -> FeedParams:
@@ -243,10 +247,19 @@ class Feed:
 # -- CSV ------------------------------------------------------------------------------------------------
 
 
+def decode_price_file(raw: bytes, source: str) -> str:
+    """A price file's bytes as text (UTF-8, an optional BOM); PriceError naming the line of a bad byte."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise PriceError([f"{source}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"]) from None
+
+
 class CsvParams(FeedParams):
     path: str = Field(description="CSV file with time,price columns (relative: to the site file)")
     market: Market = "day_ahead"
-    resolution_s: int = Field(3600, gt=0, description="interval length of every row")
+    resolution_s: int = Field(3600, gt=0, le=86400, description="interval length of every row")
     dst: DstPolicy = Field("strict", description="'evened': the file has 24 rows on DST days (see price_parse)")
     time_column: str = "time"
     price_column: str = "price"
@@ -258,7 +271,7 @@ class CsvParams(FeedParams):
         None, description="simulated start: this data day is replayed as the task clock's first day"
     )
     loop: bool = Field(False, description="with data_start: replay the data again when they run out")
-    poll_s: float = Field(60.0, gt=0, description="re-check the file on the task clock")
+    poll_s: float = Field(60.0, gt=0, le=86400, description="re-check the file on the task clock")
 
     @model_validator(mode="after")
     def _loop(self) -> CsvParams:
@@ -295,15 +308,23 @@ class PricesCsv(Task):
         return p if p.is_absolute() else self.base_dir / p
 
     def _load(self, log: logging.Logger) -> bool:
-        """Re-read the file when it changed; False when it cannot be read (the feed then ages)."""
+        """Re-read the file when it changed; False when it cannot be read (the feed then ages). A file
+        that is not text (a bad byte) is logged once and the last good data kept until the file changes
+        again: a restart would read the same bytes, so the task must not die on them."""
         try:
             mtime = self.file.stat().st_mtime
             if mtime == self._mtime:
                 return True
-            text = self.file.read_text()
+            raw = self.file.read_bytes()
         except OSError as exc:
             log.warning("%s: cannot read %s: %s", self.name, self.file, exc)
             return False
+        try:
+            text = decode_price_file(raw, self.file.name)
+        except PriceError as exc:
+            log.warning("%s: %s; the last good data kept until the file changes", self.name, exc)
+            self._mtime = mtime
+            return True
         p = self.params
         parsed = parse_csv(text, source=self.file.name, time_column=p.time_column, price_column=p.price_column)
         for err in parsed.errors:
@@ -410,7 +431,7 @@ class LiveParams(FeedParams):
 
 class HttpParams(LiveParams):
     url: str = Field(pattern=r"^https?://")
-    poll_s: float = Field(300.0, gt=0, description="seconds between requests (wall clock)")
+    poll_s: float = Field(300.0, gt=0, le=86400, description="seconds between requests (wall clock)")
     timeout_s: float = Field(10.0, gt=0, le=120)
 
 

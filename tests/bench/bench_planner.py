@@ -1,12 +1,12 @@
 """Arbitrage benchmark: the 2-year backtests of BENCHMARKS.md "Arbitrage planner and backtest".
 
-``python -m tests.bench.bench_planner`` runs ``v2g-plc backtest`` (as ``python -m runtime.backtest``,
+``python -m tests.bench.bench_planner`` runs ``v2g-plc backtest`` (as ``python -m backtest``,
 one fresh process per run so its peak RSS is its own) for every strategy on both bundled series, and
 prints one Markdown table row per run plus the targets: share of perfect foresight >= 0.97 with zero
 violations, <= 60 s and <= 300 MB per 2-year backtest. The baseline and the perfect-foresight bound are
 computed inside every run (each a run of the site's programs and safety on the engine, as the strategy
 is), so each share is against figures from the same process. The scans, mode transitions and safety
-trips are those of the strategy's run (runtime/backtest.py: when the engine scans).
+trips are those of the strategy's run (backtest/site.py: when the engine scans).
 ``--variants`` instead measures the planner variants of docs/planner.md (share on both series).
 """
 
@@ -18,16 +18,17 @@ import sys
 import time
 from pathlib import Path
 
+from backtest.strategies import STRATEGIES
+
 ROOT = Path(__file__).resolve().parents[2]
 SERIES = ("PJM_2017-2018.csv", "DE_2016-2017.csv")
-STRATEGIES = ("planner", "cheapest", "threshold", "baseline", "perfect")
 
 
 def run(series: str, strategy: str) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "runtime.backtest",
+        "backtest",
         "--prices",
         str(ROOT / "runtime/data/prices" / series),
         "--scenario",
@@ -52,13 +53,15 @@ VARIANTS = (
     ("forecast + 1 day seasonal-naive extension", {"forecast": "mean", "extend_days": 1}),
     ("forecast + 2 days seasonal-naive extension", {"forecast": "mean", "extend_days": 2}),
     ("forecast + terminal value q0.2", {"forecast": "mean", "terminal_value": "quantile:0.2"}),
-    ("forecast + terminal value q0.3 (default)", {"forecast": "mean", "terminal_value": "quantile:0.3"}),
+    ("forecast + terminal value q0.3", {"forecast": "mean", "terminal_value": "quantile:0.3"}),
     ("forecast + terminal value q0.5", {"forecast": "mean", "terminal_value": "quantile:0.5"}),
+    ("forecast + refill value, 3 days", {"forecast": "mean", "terminal_value": "refill:3"}),
+    ("forecast + refill value, 7 days (default)", {"forecast": "mean", "terminal_value": "refill"}),
 )
 
 
 def variants() -> int:
-    from runtime.backtest import backtest
+    from backtest.run import backtest
 
     print("| planner variant | " + " | ".join(SERIES) + " |")
     print("| --- | " + " | ".join("---" for _ in SERIES) + " |")
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--variants"]:
         return variants()
-    strategies = argv or STRATEGIES
+    strategies = argv or list(STRATEGIES)
     print(
         "| series | strategy | cost | share of perfect foresight | departures met | violations | "
         "re-plans | solve s median / max | scans / mode transitions / trips | wall s | peak RSS MB |"

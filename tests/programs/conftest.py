@@ -1,6 +1,7 @@
 """Shared helpers of the program and price tests: a site rig on a simulated clock, a mosquitto broker.
 
-Rig: engine, tag table and a simulated clock, stepped cycle by cycle (OpenEMS style)."""
+Rig: the shared cycle rig (backtest/rig.py) stepped cycle by cycle (OpenEMS style), with the rest of
+the site's tags as inputs a test sets row by row."""
 
 from __future__ import annotations
 
@@ -13,11 +14,20 @@ from typing import Any
 
 import pytest
 
+from backtest.rig import CycleRig
 from runtime.api import Program, SiteInfo
-from runtime.engine import RUNTIME_TAGS, Engine, StepResult, tag_table
+from runtime.engine import StepResult
 from runtime.tags import Direction, Quality, TagSpec, TagType, TagUpdate
+from tests.ports import free_port
 
 SITE = SiteInfo("test", 240.0, 60.0, 20_000)  # 20 ms cycle
+
+
+@pytest.fixture(autouse=True)
+def _backtest_cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backtest command's cache of reference runs goes to the test's own directory, never ~/.cache."""
+    monkeypatch.setenv("V2G_PLC_CACHE_DIR", str(tmp_path / "backtest-cache"))
+
 
 # What the rest of the site (drivers, safety, planner, back office) declares, all as inputs here, so a
 # table row sets them directly.
@@ -28,6 +38,7 @@ INPUTS: tuple[TagSpec, ...] = (
     TagSpec("plan.power", TagType.FLOAT, "W", Direction.SHARED, stale_after_s=900),
     TagSpec("plan.soc_target", TagType.FLOAT, "", Direction.SHARED, stale_after_s=900),
     TagSpec("plan.interval_end", TagType.FLOAT, "s", Direction.SHARED, stale_after_s=900),
+    TagSpec("plan.reserve_soc", TagType.FLOAT, "", Direction.SHARED, stale_after_s=900),
     TagSpec("safety.trip", TagType.STR),
     TagSpec("safety.limit_charge", TagType.FLOAT, "W"),
     TagSpec("safety.limit_discharge", TagType.FLOAT, "W"),
@@ -44,13 +55,16 @@ GOOD: dict[str, Any] = {
     "ev.soc": 0.5,
     "plc.snr": 20.0,
     "plan.power": 5000.0,
+    "plan.reserve_soc": 0.2,
     "safety.trip": "",
     "safety.limit_charge": 11000.0,
     "safety.limit_discharge": 11000.0,
 }
 
 
-class Rig:
+class Rig(CycleRig):
+    """One scan per ``step``, one period apart; a row's values, bad and stale tags as updates."""
+
     def __init__(
         self,
         programs: Sequence[Program],
@@ -58,19 +72,17 @@ class Rig:
         inputs: Sequence[TagSpec] = INPUTS,
         extra: Sequence[TagSpec] = (),
     ):
-        groups = [("runtime", RUNTIME_TAGS), ("test", (*inputs, *OUTPUTS, *extra))]
-        groups += [(p.name, p.declare()) for p in (*programs, *interlocks)]
-        self.engine = Engine(SITE, tag_table(*groups), programs, interlocks)
-        self.k = 0
-        self.last: StepResult | None = None
+        super().__init__(SITE, programs, interlocks, (*inputs, *OUTPUTS, *extra))
 
-    def step(self, values: Mapping[str, Any] = {}, bad: Sequence[str] = (), stale: Sequence[str] = ()) -> StepResult:
+    def step(  # type: ignore[override]
+        self, values: Mapping[str, Any] = {}, bad: Sequence[str] = (), stale: Sequence[str] = ()
+    ) -> StepResult:
         ups = [TagUpdate(n, v) for n, v in values.items()]
         ups += [TagUpdate(n, None, Quality.BAD) for n in bad]
         ups += [TagUpdate(n, values.get(n, 0), Quality.STALE) for n in stale]
-        self.last = self.engine.step(self.k * SITE.period_us, ups)
-        self.k += 1
-        return self.last
+        res = super().step(ups)
+        self.advance()
+        return res
 
     def value(self, name: str) -> Any:
         assert self.last is not None
@@ -87,18 +99,12 @@ class Rig:
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[int]:
     """A mosquitto broker on a free loopback port; yields the port once it accepts connections."""
     if not Path(MOSQUITTO).exists():
         pytest.skip("mosquitto not installed")
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

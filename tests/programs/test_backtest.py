@@ -12,17 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backtest.accounting import check
+from backtest.cli import cli
+from backtest.data import DataError, load_prices, load_scenario
+from backtest.market import VisibleMarket
+from backtest.run import backtest, simulate
+from backtest.strategies import PLANNER_SETTINGS
 from programs.planner.strategies import PlannerStrategy, Threshold
-from runtime.backtest import (
-    PLANNER_SETTINGS,
-    VisibleMarket,
-    backtest,
-    check,
-    cli,
-    load_prices,
-    load_scenario,
-    simulate,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "runtime/data/scenarios/commuter.yaml"
@@ -208,7 +204,7 @@ def test_planner_strategy_replans_on_drift_but_not_on_plan():
 def test_departure_reserve_on_the_request_both_signs_and_zero(day_csv: Path):
     """The plan's request before it goes to the programs: forced charging below the floor, discharge
     only down to the discharge floor (one turn-round scan held back), the plan itself otherwise."""
-    from runtime.backtest import PERIOD_S, RESERVE_MARGIN_CYCLES, Site, reserve_kwh
+    from backtest.site import PERIOD_S, RESERVE_MARGIN_CYCLES, Site, reserve_kwh
 
     series = load_prices(day_csv)
     sc = load_scenario(SCENARIO)
@@ -263,7 +259,7 @@ def test_the_trace_is_what_the_site_programs_did(day_csv: Path):
 
 
 def test_a_narrower_safety_soc_window_holds_within_one_scan(day_csv: Path):
-    plain, series, sc, cal = _threshold(day_csv)
+    plain, *_ = _threshold(day_csv)
     assert plain.soc.min() < 0.6
     run, *_ = _threshold(day_csv, {"battery": {"soc_reserve": 0.6, "soc_reserve_guarded": 0.6}})
     one_scan = PMAX * (10 / 3600) / ETA / CAP  # SoC of one 10 s scan at full discharge
@@ -282,9 +278,7 @@ def test_turn_round_from_discharge_to_charge_costs_one_scan(day_csv: Path):
 
 
 def test_bad_safety_setting_is_a_clear_error(day_csv: Path):
-    from runtime.backtest import DataError
-
-    with pytest.raises(DataError, match="safety settings for the scenario: .*rated_discharge_w"):
+    with pytest.raises(DataError, match=r"safety settings for the scenario: .*rated_discharge_w"):
         backtest(day_csv, SCENARIO, "baseline", safety={"rated_discharge_w": -1.0})
 
 

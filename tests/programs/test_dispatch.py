@@ -3,6 +3,7 @@ discharge. The mode comes from the ``modes`` program running before it, as on a 
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -40,7 +41,7 @@ def test_ramp_both_signs(power: float) -> None:
     sign = 1.0 if power > 0 else -1.0
     # cycle 0: idle -> charge/discharge, and dispatch already ramps from 0 in the same cycle
     assert got[:2] == [sign * 20.0, sign * 40.0]
-    steps = [abs(b - a) for a, b in zip(got, got[1:])]
+    steps = [abs(b - a) for a, b in itertools.pairwise(got)]
     assert max(steps) <= 20.0 + 1e-9
     assert got[-1] == power
     assert all(sign * g >= 0 for g in got)

@@ -6,6 +6,7 @@ the transitions; rows without are the blocked ones (the state must not move and 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -51,7 +52,20 @@ ROWS: list[tuple[str, str, dict[str, Any], tuple[str, ...], str, str | None]] = 
     ("discharge-soc_empty", "discharge", {"plan.power": -5000.0, "ev.soc": 0.20}, (), "idle", "soc_empty"),
     ("charge-plan_stop-zero", "charge", {"plan.power": 0.0}, (), "idle", "plan_stop"),
     ("charge-plan_stop-reverse", "charge", {"plan.power": -5000.0}, (), "idle", "plan_stop"),
-    ("charge-plan_stop-bad", "charge", {}, ("plan.power",), "idle", "plan_stop"),
+    # a plan that is not good: the fallback charges below fallback_soc (0.8) and stops above it
+    ("charge-plan_stop-bad", "charge", {"ev.soc": 0.85}, ("plan.power",), "idle", "plan_stop"),
+    ("charge-stay-plan-bad-fallback", "charge", {}, ("plan.power",), "charge", None),
+    ("discharge-plan_stop-bad", "discharge", {"plan.power": -5000.0}, ("plan.power",), "idle", "plan_stop"),
+    # the departure reserve: discharge only above a good plan.reserve_soc
+    (
+        "discharge-reserve_reached",
+        "discharge",
+        {"plan.power": -5000.0, "plan.reserve_soc": 0.5},
+        (),
+        "idle",
+        "reserve_reached",
+    ),
+    ("discharge-reserve-bad", "discharge", {"plan.power": -5000.0}, ("plan.reserve_soc",), "idle", "reserve_reached"),
     ("discharge-plan_stop-zero", "discharge", {"plan.power": 0.0}, (), "idle", "plan_stop"),
     ("discharge-plan_stop-reverse", "discharge", {"plan.power": 5000.0}, (), "idle", "plan_stop"),
     # priority: one trigger per scan, the most protective one
@@ -62,7 +76,18 @@ ROWS: list[tuple[str, str, dict[str, Any], tuple[str, ...], str, str | None]] = 
     ("idle-stay-plan-zero", "idle", {"plan.power": 0.0}, (), "idle", None),
     ("idle-stay-deadband+", "idle", {"plan.power": 100.0}, (), "idle", None),
     ("idle-stay-deadband-", "idle", {"plan.power": -100.0}, (), "idle", None),
-    ("idle-stay-plan-bad", "idle", {}, ("plan.power",), "idle", None),
+    ("idle-stay-plan-bad", "idle", {"ev.soc": 0.85}, ("plan.power",), "idle", None),
+    ("idle-fallback-charge-plan-bad", "idle", {}, ("plan.power",), "charge", "start_charge"),
+    ("idle-discharge-blocked-reserve", "idle", {"plan.power": -5000.0, "plan.reserve_soc": 0.495}, (), "idle", None),
+    ("idle-discharge-blocked-reserve-bad", "idle", {"plan.power": -5000.0}, ("plan.reserve_soc",), "idle", None),
+    (
+        "discharge-stay-above-reserve",
+        "discharge",
+        {"plan.power": -5000.0, "plan.reserve_soc": 0.499},
+        (),
+        "discharge",
+        None,
+    ),
     ("idle-charge-blocked-disconnected", "idle", {"ev.connected": False}, (), "idle", None),
     ("idle-charge-blocked-connected-bad", "idle", {}, ("ev.connected",), "idle", None),
     ("idle-charge-blocked-link", "idle", {"plc.snr": 9.9}, (), "idle", None),
@@ -112,19 +137,21 @@ def test_table_covers_every_transition() -> None:
     assert {r[1] for r in ROWS if r[5] is None} == set(STATES)  # a blocked row from every state
 
 
-def test_stale_plan_stops_charging() -> None:
+def test_stale_plan_charges_only_to_the_fallback_soc() -> None:
     prog = modes()
     rig = Rig([prog])
     rig.step(GOOD)
     assert rig.value("mode.state") == "charge"
-    rig.step(stale=("plan.power",), values={"plan.power": 5000.0})
-    assert rig.value("mode.state") == "idle"
+    rig.step(stale=("plan.power",), values={**GOOD, "plan.power": -5000.0})
+    assert rig.value("mode.state") == "charge" and rig.value("mode.request") == 11000.0
+    rig.step(stale=("plan.power",), values={**GOOD, "plan.power": -5000.0, "ev.soc": 0.8})
+    assert rig.value("mode.state") == "idle" and rig.value("mode.request") == 0.0
     assert rig.value("mode.reason").startswith("plan requests no power")
 
 
 def test_fixed_request_without_planner() -> None:
     inputs = [s for s in INPUTS if not s.name.startswith("plan.")]
-    rig = Rig([modes(fixed_request_w=-3000.0, plan_tag=None)], inputs=inputs)
+    rig = Rig([modes(fixed_request_w=-3000.0, plan_tag=None, reserve_tag=None)], inputs=inputs)
     rig.step({n: v for n, v in GOOD.items() if not n.startswith("plan.")})
     assert rig.value("mode.state") == "discharge"
 
@@ -136,8 +163,8 @@ def test_no_plc_link_to_check() -> None:
 
 
 def test_no_safety_tag_means_safe_state() -> None:
-    inputs = [s for s in INPUTS if s.name != "safety.trip"]
-    rig = Rig([modes()], inputs=inputs)
+    """safety.trip never written (no interlock answers): doubt is a trip."""
+    rig = Rig([modes()])
     for _ in range(3):
         rig.step({n: v for n, v in GOOD.items() if n != "safety.trip"})
         assert rig.value("mode.state") == "safe_state"
@@ -207,7 +234,7 @@ def test_scenario_cycle_by_cycle_with_dispatch() -> None:
     assert seen[-1] == ("discharge", -1000.0)
     assert rig.value("inverter.enable") is True
     states = [s for s, _ in seen]
-    changes = sum(a != b for a, b in zip(states, states[1:]))
+    changes = sum(a != b for a, b in itertools.pairwise(states))
     assert changes == 5  # charge>idle>discharge>safe_state>idle>discharge
 
 

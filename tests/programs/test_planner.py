@@ -35,6 +35,7 @@ def req(
     windows=None,
     value=0.0,
     terminal=None,
+    ends=False,
 ):
     n = len(prices)
     return PlanRequest(
@@ -49,6 +50,7 @@ def req(
         windows=tuple(windows) if windows is not None else (PlugWindow(start=T0, end=T0 + n * H),),
         terminal_value_per_mwh=value,
         terminal_soc_min=terminal,
+        ends_operation=ends,
     )
 
 
@@ -102,6 +104,16 @@ def test_terminal_value_keeps_energy_and_soc_max_caps_it():
     p = plan(req([10.0], soc=0.0, soc_max=0.9, value=20.0))
     assert powers(p) == pytest.approx([9000.0], abs=1e-3)
     assert p.objective == pytest.approx(-0.09)
+
+
+def test_end_of_operation_pays_no_terminal_value():
+    """At the series' end (``ends_operation``) stored energy is worth nothing: only the terminal SoC is
+    kept; the same horizon inside a series keeps what the terminal value pays for."""
+    inside = plan(req([10.0, 50.0], soc=0.5, soc_max=0.9, value=100.0, terminal=0.3))
+    last = plan(req([10.0, 50.0], soc=0.5, soc_max=0.9, value=100.0, terminal=0.3, ends=True))
+    assert inside.intervals[-1].soc_end == pytest.approx(0.9)  # buy at 10, keep: worth 100
+    assert last.intervals[-1].soc_end == pytest.approx(0.3)  # sell down to the terminal SoC at 50
+    assert powers(last) == pytest.approx([4000.0, -6000.0], abs=1e-3)  # fill at 10, sell all it can at 50
 
 
 def test_zero_power_while_unplugged_and_trip_energy_spread():
@@ -282,3 +294,28 @@ def test_request_rejects_nan_prices_and_bad_windows():
         PlugWindow(start=T0 + H, end=T0)
     with pytest.raises(ValidationError, match="soc_min"):
         Battery(capacity_kwh=10, soc_min=0.9, soc_max=0.2)
+
+
+def test_refill_value_is_the_median_cheapest_plugged_in_price_over_the_charge_efficiency():
+    from programs.planner.terminal import TIE_BREAK, refill_value
+
+    times = [T0 + i * H for i in range(72)]
+    prices = [50.0 if t.hour < 12 else 10.0 + t.day for t in times]  # afternoons cheap: 11, 12, 13
+    assert refill_value(times, prices, 0.9) == pytest.approx(12.0 / 0.9 - TIE_BREAK)
+    plugged = [t.hour < 12 for t in times]  # the cheap afternoons are spent at work
+    assert refill_value(times, prices, 0.9, connected=plugged) == pytest.approx(50.0 / 0.9 - TIE_BREAK)
+    assert refill_value(times, prices, 0.9, days=1) == pytest.approx(13.0 / 0.9 - TIE_BREAK)
+    assert refill_value([], [], 0.9) is None
+
+
+@pytest.mark.parametrize(("nights", "carried"), [(50.0, 0.5), (10.0, 0.0), (90.0, 0.9)])
+def test_terminal_value_carries_energy_only_when_refilling_costs_more(nights: float, carried: float):
+    """Horizon at 50 throughout. Flat prices (nights at 50 too): carry nothing extra. A cheap night
+    coming (10): carry less, selling what is stored at 50 to refill at 10. Dear nights (90): fill up now
+    at 50 and carry it."""
+    from programs.planner.terminal import refill_value
+
+    past = [T0 - 72 * H + i * H for i in range(72)]
+    value = refill_value(past, [nights if t.hour < 6 else 200.0 for t in past], 0.9)
+    p = plan(req([50.0] * 4, soc=0.5, soc_max=0.9, eta_c=0.9, value=value))
+    assert p.intervals[-1].soc_end == pytest.approx(carried)

@@ -71,7 +71,14 @@ def test_task_publishes_the_plan_and_falls_back_without_prices():
         site = SiteInfo("t", 240.0, 60.0, 20_000)
         task = PlannerTask("planner", PlannerTaskParams(), site, Path("."))
         specs = {s.name: s for s in task.declare()}
-        assert set(specs) == {"plan.power", "plan.soc_target", "plan.interval_end", "plan.json"}
+        assert set(specs) == {
+            "plan.power",
+            "plan.soc_target",
+            "plan.interval_end",
+            "plan.price",
+            "plan.reserve_soc",
+            "plan.json",
+        }
         assert all(s.stale_after_s for s in specs.values())
         job = asyncio.create_task(task.run(cx))
         try:
@@ -89,6 +96,8 @@ def test_task_publishes_the_plan_and_falls_back_without_prices():
             assert last("plan.power") == pytest.approx(powers[0])
             assert last("plan.interval_end") == pytest.approx(3600.0)
             assert 0 <= last("plan.soc_target") <= 1
+            # six full-power hours before the 07:00 departure cover 0.5 -> 0.8: the reserve is soc_min
+            assert last("plan.reserve_soc") == pytest.approx(0.2)
 
             # 02:00: the current interval's power and its end on the cycle clock
             n = len(writes)
@@ -143,6 +152,21 @@ def test_curve_parsing_and_contiguity():
         parse_curve([{"start": "2018-01-01T00:00:00", "end": "2018-01-01T01:00:00", "price": 1}])
     with pytest.raises(ValueError, match="interval 0"):
         parse_curve([{"start": "2018-01-01T00:00:00+00:00", "price": 1}])
+
+
+def test_a_mixed_curve_is_planned_in_quarter_hours():
+    """Hourly products, then quarter-hours (the EU day-ahead market since October 2025)."""
+    t0 = dt.datetime(2025, 9, 30, 22, 0, tzinfo=dt.UTC)
+    hourly = [(t0 + dt.timedelta(hours=i), t0 + dt.timedelta(hours=i + 1), 10.0 + i) for i in range(2)]
+    q0 = t0 + dt.timedelta(hours=2)
+    quarters = [
+        (q0 + i * dt.timedelta(minutes=15), q0 + (i + 1) * dt.timedelta(minutes=15), 50.0 + i) for i in range(8)
+    ]
+    s, step, prices = contiguous_from(hourly + quarters, t0 + dt.timedelta(minutes=70), dt.timedelta(hours=48))
+    assert s == t0 + dt.timedelta(hours=1) and step == 900
+    assert prices == [11.0] * 4 + [50.0 + i for i in range(8)]
+    odd = [*hourly, (q0, q0 + dt.timedelta(minutes=25), 9.0)]  # 25 min: hours are not whole multiples
+    assert contiguous_from(odd, t0, dt.timedelta(hours=48))[2] == []  # nothing to plan: the fallback plans
 
 
 def test_a_sliding_curve_is_not_new_prices_but_a_new_revision_is():

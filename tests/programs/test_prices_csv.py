@@ -4,6 +4,7 @@ loop, staleness, rejection with the last valid curve kept, idempotency, real-tim
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -93,7 +94,7 @@ def test_publication_at_noon_day_before(tmp_path: Path, aware: bool) -> None:
     n = len(w.log)
     at(task, cx, 12.5)  # same data again: nothing new, revision unchanged
     assert w.last("prices.updated")[0] == 2 and len(w.log) > n
-    assert all(a["end"] == b["start"] for a, b in zip(curve, curve[1:]))
+    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(curve))
 
 
 def test_runs_out_then_stale(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -220,7 +221,7 @@ def test_bundled_prices_replayed_onto_dst_days(start: dt.datetime, hours: int) -
     at(task, cx, 0)
     curve, q = w.last("prices.day_ahead")
     assert q is Quality.GOOD and len(curve) == 11 + hours
-    assert all(a["end"] == b["start"] for a, b in zip(curve, curve[1:]))
+    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(curve))
 
 
 def test_tags_age_to_stale_in_the_scan_when_the_task_stops(tmp_path: Path) -> None:

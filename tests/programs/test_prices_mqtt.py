@@ -102,9 +102,9 @@ def test_mqtt_feed(mosquitto: int, caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_broker_unreachable_retries(caplog: pytest.LogCaptureFixture) -> None:
-    from tests.programs.conftest import _free_port
+    from tests.ports import free_port
 
-    params = MqttParams(host="127.0.0.1", port=_free_port(), topic=TOPIC, timezone="UTC", reconnect_s=0.05)
+    params = MqttParams(host="127.0.0.1", port=free_port(), topic=TOPIC, timezone="UTC", reconnect_s=0.05)
     task = PricesMqtt("prices", params, SITE, Path("."))
     cx = TaskContext("prices", Writes(), dt.datetime(2018, 6, 4, tzinfo=NY), logging.getLogger("t"))
 

@@ -58,7 +58,7 @@ def test_spring_forward_23_hours() -> None:
 
 
 def test_fall_back_25_hours() -> None:
-    hours = HOURS[:2] + ["01"] + HOURS[2:]  # 2018-11-04: 01:00 twice
+    hours = [*HOURS[:2], "01", *HOURS[2:]]  # 2018-11-04: 01:00 twice
     c = curve_of(day_csv("2018-11-04", hours))
     check_day(c, dt.date(2018, 11, 4), NY, source="t")
     assert len(c) == 25
