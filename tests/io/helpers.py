@@ -1,9 +1,8 @@
-"""Shared helpers of the I/O and plant tests: free ports, a virtual plant, drivers on a real loop."""
+"""Shared helpers of the I/O and plant tests: a virtual plant, drivers on a real loop (free ports: tests.ports)."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,15 +12,12 @@ from runtime.io.driver import IOContext
 from runtime.io.modbus_tcp import ModbusTcpDriver
 from runtime.sim.server import VirtualPlant, VirtualPlantParams
 from runtime.tags import Quality, TagUpdate
+from tests.ports import free_port
+
+__all__ = ["ROOT", "SITE", "Tags", "free_port", "inputs", "plant", "tcp_driver", "wait_for"]
 
 SITE = SiteInfo("test", 240.0, 60.0, 20_000)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:

@@ -43,11 +43,11 @@ def setpoint_writes(vp, addr: int) -> list[tuple[float, int, list[int]]]:  # typ
 
 def test_writes_on_change_and_refresh_driven_by_cycles() -> None:
     async def main() -> None:
-        vp, drv, tags, task = await started(INV)
+        vp, drv, _tags, task = await started(INV)
         try:
             u = drv.units[0]
-            wset = u.addr["WSet"][1]
-            want = {u.addr[k][1] for k in ("WSetMod", "WSetRvrt", "WSetEnaRvrt")}
+            wset = u.disc.addr["WSet"][1]
+            want = {u.disc.addr[k][1] for k in ("WSetMod", "WSetRvrt", "WSetEnaRvrt")}
             await wait_for(
                 lambda: want <= {w[1] for w in vp.devices["dev"].writes},
                 5,
@@ -61,11 +61,14 @@ def test_writes_on_change_and_refresh_driven_by_cycles() -> None:
             for k in range(3 * k_per_refresh + 1):  # three refresh periods of 20 ms cycles
                 drv.on_outputs(k * 20_000, outs, outs if k == 0 else {})
                 await asyncio.sleep(0)
-            await wait_for(lambda: not u.pending, 5)
+            await wait_for(lambda: not u.wr.pending, 5)
             await asyncio.sleep(0.1)
             # once on change, then once per refresh period (cycle clock), never in between
             assert len(setpoint_writes(vp, wset)) == 4
-            assert len([w for w in vp.devices["dev"].writes if w[1] != wset and w[1] != u.addr["WSetEna"][1]]) == n_init
+            assert (
+                len([w for w in vp.devices["dev"].writes if w[1] != wset and w[1] != u.disc.addr["WSetEna"][1]])
+                == n_init
+            )
             # a change is written at once
             drv.on_outputs(
                 3 * refresh_us + 20_000, {**outs, "inverter.setpoint": 3000.0}, {"inverter.setpoint": 3000.0}
@@ -87,7 +90,7 @@ def test_reversion_expires_only_when_the_scan_stops() -> None:
             outs = {"inverter.setpoint": -7000.0, "inverter.enable": True}
             for k in range(60):  # 30 s of cycles at 0.5 s, simulated
                 drv.on_outputs(k * 500_000, outs, outs if k == 0 else {})
-                await wait_for(lambda: not u.pending, 5)
+                await wait_for(lambda: not u.wr.pending, 5)
                 await asyncio.sleep(0.02)
                 vp.advance(0.5)
                 assert vp.plant.setpoint_w == -7000.0 and vp.plant.enabled, f"reverted at cycle {k}"
@@ -186,7 +189,10 @@ def test_write_exception_reports_mismatch() -> None:
             drv.on_outputs(0, {"inverter.setpoint": 5000.0, "inverter.enable": True}, {"inverter.setpoint": 5000.0})
             await wait_for(lambda: tags.value("inverter.write_mismatch") is True, 5, "mismatch on refused write")
             vp.inject("dev", None)
-            drv.on_outputs(20_000, {"inverter.setpoint": 5000.0, "inverter.enable": True}, {})  # retried
+            outs = {"inverter.setpoint": 5000.0, "inverter.enable": True}
+            drv.on_outputs(20_000, outs, {})  # the refused value waits for its retry (1 s after the first)
+            assert "inverter.setpoint" not in drv.units[0].wr.pending
+            drv.on_outputs(1_000_000, outs, {})  # retried
             await wait_for(lambda: tags.value("inverter.write_mismatch") is False, 5, "accepted on retry")
             assert vp.plant.setpoint_w == 5000.0
         finally:
@@ -242,7 +248,7 @@ def test_learns_registers_the_device_rejects() -> None:
             assert len(drv._plan(u, set(PollClass))) == 1  # 0..13 bridged in one read
             vp.inject("dev", Fault(exception=0x02, addresses={7}))
             vp.advance(1.0)
-            await wait_for(lambda: ("input", 7) in u.rejected, 5, "gap learned")
+            await wait_for(lambda: ("input", 7) in u.rd.rejected, 5, "gap learned")
             await wait_for(lambda: tags.good(*inputs(drv)), 5)
             assert len(drv._plan(u, set(PollClass))) == 2
         finally:

@@ -65,9 +65,9 @@ def test_requests_per_cycle_is_minimum() -> None:
             await asyncio.gather(task, return_exceptions=True)
             u = drv.units[0]
             before = drv.requests
-            await drv._poll(u, io, {PollClass.FAST})
-            spans = [Span(*u.addr[p.key], p.count, p.key) for p in drv._points_for(u, {PollClass.FAST})]
-            return drv.requests - before, min_requests(spans, u.map.max_gap, u.rejected)
+            await drv._read(u, io, {PollClass.FAST})
+            spans = [Span(*u.disc.addr[p.key], p.count, p.key) for p in drv._points_for(u, {PollClass.FAST})]
+            return drv.requests - before, min_requests(spans, u.map.max_gap, u.rd.rejected)
         finally:
             task.cancel()
             await vp.stop()

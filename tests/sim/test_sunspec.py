@@ -74,7 +74,7 @@ def test_driver_discovers_suns_at_each_base(base: int) -> None:
         task = asyncio.create_task(drv.run(io))
         try:
             await wait_for(lambda: tags.good(*inputs(drv)), 10, f"all good with SunS at {base}")
-            assert drv.units[0].addr["inverter.power"][1] == base + 2 + 68 + 10  # after model 1 (2 + 66)
+            assert drv.units[0].disc.addr["inverter.power"][1] == base + 2 + 68 + 10  # after model 1 (2 + 66)
             assert tags.value("ev.soc") == pytest.approx(vp.plant.soc, abs=1e-3)
             assert 0.0 <= tags.value("ev.soh") <= 1.0
         finally:

@@ -1,0 +1,61 @@
+"""The rig every fault test uses: virtual plant <- fault proxy <- a Modbus TCP driver, on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.io.driver import IOContext
+from runtime.io.modbus_tcp import ModbusTcpDriver
+from runtime.sim.server import VirtualPlant
+from tests.faults.proxy import FaultProxy
+from tests.io.helpers import Tags, inputs, plant, tcp_driver
+from tests.ports import free_port
+
+TEARDOWN_S = 3.0  # every step of a teardown is bounded by this
+
+
+@dataclass
+class Rig:
+    vp: VirtualPlant
+    proxy: FaultProxy
+    drv: ModbusTcpDriver
+    io: IOContext
+    tags: Tags
+    task: asyncio.Task[None]
+
+    @property
+    def inputs(self) -> list[str]:
+        return inputs(self.drv)
+
+
+async def stop_driver(drv: Any, task: asyncio.Task[None]) -> None:
+    """Cancel a driver's run task and close its client, bounded."""
+    drv._closed = True
+    task.cancel()
+    await asyncio.wait([task], timeout=TEARDOWN_S)
+    if drv.client is not None:
+        drv.client.close()
+
+
+@contextlib.asynccontextmanager
+async def rig(map_: str, *, start: bool = True, **drv_kw: Any) -> AsyncIterator[Rig]:
+    """A plant serving ``map_`` behind a proxy, and a driver polling through the proxy."""
+    vp = plant([{"name": "dev", "map": map_, "port": free_port()}])
+    await vp.start()
+    proxy = FaultProxy(vp.ports["dev"])
+    await proxy.start()
+    drv = tcp_driver(proxy.port, map_, **drv_kw)
+    io = IOContext()
+    r = Rig(vp, proxy, drv, io, Tags(io), asyncio.create_task(asyncio.sleep(0)))
+    try:
+        if start:
+            r.task = asyncio.create_task(drv.run(io))
+        yield r
+    finally:
+        await stop_driver(drv, r.task)
+        await asyncio.wait_for(proxy.stop(), TEARDOWN_S)
+        await asyncio.wait_for(vp.stop(), TEARDOWN_S)
