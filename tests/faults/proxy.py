@@ -204,6 +204,8 @@ class FaultProxy:
                     await asyncio.sleep(rule.delay_s)  # type: ignore[union-attr]
                 reply = self._mangle(reply, rule) if rule is not None else reply
                 if action == "reorder":
+                    if held is not None:  # the one held before goes out now, late
+                        writer.write(held)
                     held = reply
                     continue
                 writer.write(reply)

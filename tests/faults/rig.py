@@ -31,6 +31,10 @@ class Rig:
     def inputs(self) -> list[str]:
         return inputs(self.drv)
 
+    def start(self) -> None:
+        """Start the driver (a rig made with ``start=False`` lets a test inject faults before it connects)."""
+        self.task = asyncio.create_task(self.drv.run(self.io))
+
 
 async def stop_driver(drv: Any, task: asyncio.Task[None]) -> None:
     """Cancel a driver's run task and close its client, bounded."""
@@ -42,18 +46,19 @@ async def stop_driver(drv: Any, task: asyncio.Task[None]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def rig(map_: str, *, start: bool = True, **drv_kw: Any) -> AsyncIterator[Rig]:
-    """A plant serving ``map_`` behind a proxy, and a driver polling through the proxy."""
+async def rig(map_: str, *, start: bool = True, speed: int = 1, **drv_kw: Any) -> AsyncIterator[Rig]:
+    """A plant serving ``map_`` behind a proxy, and a driver polling through the proxy. ``speed``: the
+    cycle clock runs that many times real time (retry schedules and poll periods are on it)."""
     vp = plant([{"name": "dev", "map": map_, "port": free_port()}])
     await vp.start()
     proxy = FaultProxy(vp.ports["dev"])
     await proxy.start()
     drv = tcp_driver(proxy.port, map_, **drv_kw)
-    io = IOContext()
+    io = IOContext(speed=speed)
     r = Rig(vp, proxy, drv, io, Tags(io), asyncio.create_task(asyncio.sleep(0)))
     try:
         if start:
-            r.task = asyncio.create_task(drv.run(io))
+            r.start()
         yield r
     finally:
         await stop_driver(drv, r.task)

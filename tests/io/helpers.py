@@ -55,6 +55,12 @@ class Tags:
         self.poll()
         return self.latest[name].value
 
+    def get(self, name: str) -> Any:
+        """The latest value, None before the first update (for predicates polled from the start)."""
+        self.poll()
+        u = self.latest.get(name)
+        return None if u is None else u.value
+
 
 def plant(devices: list[dict[str, Any]], **kw: Any) -> VirtualPlant:
     return VirtualPlant(VirtualPlantParams.model_validate({"devices": devices, **kw}), ROOT)
