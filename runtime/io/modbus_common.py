@@ -104,6 +104,16 @@ def retry_after_s(attempts: int) -> float:
     return min(RETRY_FIRST_S * 2.0 ** max(attempts - 1, 0), RETRY_MAX_S)
 
 
+def cancel_swallowed() -> None:
+    """Re-raise a cancellation that pymodbus swallowed. Python 3.11's ``asyncio.wait_for`` (pymodbus awaits
+    every connect and every answer with it) returns the result instead of raising when the cancel arrives
+    as the result does; the task's pending cancel count stays, and a cancelled driver would poll on (its
+    teardown hung for 300 s once). Called after every pymodbus await."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def exception_text(code: int) -> str:
     return f"0x{code:02X} {EXCEPTION_MEANING.get(code, 'Unknown exception')}"
 
@@ -276,11 +286,9 @@ class ModbusDriver(Driver):
         while not self._closed:
             self._lost = asyncio.get_running_loop().create_future()
             self.client = self.make_client()
-            try:
-                ok = await self.client.connect()
-            except Exception as exc:  # pymodbus raises on some serial errors instead of returning False
-                log.debug("%s: connect raised %r", self.name, exc)
-                ok = False
+            ok = await self._connect()
+            if self._closed:
+                break
             if not ok:
                 self._all_bad(f"cannot connect to {self.describe()}")
                 self.client.close()
@@ -311,6 +319,19 @@ class ModbusDriver(Driver):
             self.client.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.params.backoff_max_s)
+
+    async def _connect(self) -> bool:
+        try:
+            ok = bool(await self.client.connect())
+        except Exception as exc:  # pymodbus raises on some serial errors instead of returning False
+            log.debug("%s: connect raised %r", self.name, exc)
+            ok = False
+        try:
+            cancel_swallowed()
+        except asyncio.CancelledError:
+            self.client.close()
+            raise
+        return ok
 
     def _on_connection(self, up: bool) -> None:
         """pymodbus's connect/disconnect callback (``trace_connect``). pymodbus itself lets a request in
@@ -351,9 +372,8 @@ class ModbusDriver(Driver):
                 self.units[i].wr.pending[p.key] = safe_outputs[tag]
         if self.client is not None and self.connected:
             try:
-                await asyncio.wait_for(
-                    asyncio.gather(*(self._write(u) for u in self.units)), self.params.close_timeout_s
-                )
+                async with asyncio.timeout(self.params.close_timeout_s):
+                    await asyncio.gather(*(self._write(u) for u in self.units))
             except (TimeoutError, LinkDown, Exception) as exc:
                 log.warning("%s: safe outputs not confirmed at close: %r", self.name, exc)
             held = sorted(k for u in self.units for k in u.wr.held)
@@ -400,8 +420,11 @@ class ModbusDriver(Driver):
             await self._round(u, io)
             try:
                 # Paced by the scan's cycles (on_outputs); a timer of two periods only when no scan runs
-                # (reads are harmless without a scan; writes never happen without one).
-                await asyncio.wait_for(u.wake.wait(), 2 * period)
+                # (reads are harmless without a scan; writes never happen without one). asyncio.timeout,
+                # not wait_for: Python 3.11's wait_for swallows a cancellation that arrives as the event is
+                # set, and the cancelled driver would poll on (a test hung in teardown for 300 s).
+                async with asyncio.timeout(2 * period):
+                    await u.wake.wait()
             except TimeoutError:
                 pass
 
@@ -522,9 +545,11 @@ class ModbusDriver(Driver):
         except ConnectionException as exc:
             raise LinkDown(str(exc)) from exc
         except ModbusIOException as exc:
+            cancel_swallowed()
             if not c.connected:
                 raise LinkDown("no answer; connection closed") from None
             self._invalid("no_answer", f"{self._dropped} answer dropped" if self._dropped else str(exc))
+        cancel_swallowed()
         code = self._check_answer(rr, FUNCTION_CODE[table], count)
         if code is not None:
             return code
@@ -707,12 +732,14 @@ class ModbusDriver(Driver):
                     rr = await c.write_coils(w.address, [bool(v) for v in w.values], device_id=u.cfg.unit)
                 else:
                     rr = await c.write_registers(w.address, w.values, device_id=u.cfg.unit)
+                cancel_swallowed()
                 code = self._check_answer(rr, WRITE_FUNCTION_CODE[w.table], None)
             except ConnectionException as exc:
                 for k in keys:
                     wr.pending.setdefault(k, pending[k])
                 raise LinkDown(str(exc)) from exc
             except (ModbusIOException, NoAnswer) as exc:
+                cancel_swallowed()
                 self._note(u, f"w{w.address}", f"{what}: no valid answer ({exc})")
                 for k in keys:
                     wr.last_sent.pop(k, None)  # sent again by the next cycle's on_outputs

@@ -12,10 +12,8 @@ from runtime.io.driver import IOContext
 from runtime.io.modbus_tcp import ModbusTcpDriver
 from runtime.sim.server import VirtualPlant
 from tests.faults.proxy import FaultProxy
-from tests.io.helpers import Tags, inputs, plant, tcp_driver
+from tests.io.helpers import TEARDOWN_S, Tags, inputs, plant, tcp_driver, teardown
 from tests.ports import free_port
-
-TEARDOWN_S = 3.0  # every step of a teardown is bounded by this
 
 
 @dataclass
@@ -36,15 +34,6 @@ class Rig:
         self.task = asyncio.create_task(self.drv.run(self.io))
 
 
-async def stop_driver(drv: Any, task: asyncio.Task[None]) -> None:
-    """Cancel a driver's run task and close its client, bounded."""
-    drv._closed = True
-    task.cancel()
-    await asyncio.wait([task], timeout=TEARDOWN_S)
-    if drv.client is not None:
-        drv.client.close()
-
-
 @contextlib.asynccontextmanager
 async def rig(map_: str, *, start: bool = True, speed: int = 1, **drv_kw: Any) -> AsyncIterator[Rig]:
     """A plant serving ``map_`` behind a proxy, and a driver polling through the proxy. ``speed``: the
@@ -61,6 +50,8 @@ async def rig(map_: str, *, start: bool = True, speed: int = 1, **drv_kw: Any) -
             r.start()
         yield r
     finally:
-        await stop_driver(drv, r.task)
-        await asyncio.wait_for(proxy.stop(), TEARDOWN_S)
-        await asyncio.wait_for(vp.stop(), TEARDOWN_S)
+        try:
+            await teardown([r.task], [drv])
+            await asyncio.wait_for(proxy.stop(), TEARDOWN_S)
+        finally:
+            await teardown(plants=[vp])

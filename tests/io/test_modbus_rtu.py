@@ -16,7 +16,7 @@ import pytest
 
 from runtime.io.driver import IOContext
 from runtime.io.modbus_rtu import ModbusRtuDriver
-from tests.io.helpers import ROOT, SITE, Tags, inputs, plant, wait_for
+from tests.io.helpers import ROOT, SITE, Tags, inputs, plant, teardown, wait_for
 
 
 class Relay:
@@ -96,12 +96,10 @@ def test_rtu_over_pty(fault: str) -> None:
             setattr(relay, fault, False)
             await wait_for(lambda: tags.good("meter.power", "meter.voltage"), 10, "good after recovery")
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            if drv.client is not None:
-                drv.client.close()
-            await vp.stop()
-            relay.close()
+            try:
+                await teardown([task], [drv], [vp])
+            finally:
+                relay.close()
 
     asyncio.run(main())
 
@@ -115,7 +113,6 @@ def test_rtu_missing_serial_port_is_bad_not_fatal(tmp_path: Path) -> None:
         try:
             await wait_for(lambda: tags.bad(*inputs(drv)), 5, "all bad without the port")
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await teardown([task], [drv])
 
     asyncio.run(main())

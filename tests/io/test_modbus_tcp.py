@@ -11,7 +11,7 @@ from runtime.io.driver import IOContext
 from runtime.io.maps import PollClass
 from runtime.sim.devices import Fault
 from runtime.tags import US
-from tests.io.helpers import Tags, free_port, inputs, plant, tcp_driver, wait_for
+from tests.io.helpers import TEARDOWN_S, Tags, free_port, inputs, plant, tcp_driver, teardown, wait_for
 
 INV = "sunspec_der_inverter"
 
@@ -29,12 +29,7 @@ async def started(map_: str, **drv_kw):  # type: ignore[no-untyped-def]
 
 
 async def stopped(vp, drv, task) -> None:  # type: ignore[no-untyped-def]
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    drv._closed = True
-    if drv.client is not None:
-        drv.client.close()
-    await vp.stop()
+    await teardown([task], [drv], [vp])
 
 
 def setpoint_writes(vp, addr: int) -> list[tuple[float, int, list[int]]]:  # type: ignore[no-untyped-def]
@@ -134,21 +129,22 @@ def test_connection_refused_then_device_appears() -> None:
         io = IOContext()
         tags = Tags(io)
         task = asyncio.create_task(drv.run(io))
+        plants = []
         try:
             await wait_for(lambda: tags.bad(*inputs(drv)), 5, "all bad while refused")
             vp = plant([{"name": "dev", "map": "site_meter_tcp", "port": port}])
+            plants.append(vp)
             await vp.start()
             await wait_for(lambda: tags.good(*inputs(drv)), 10, "good after the device appears")
             assert tags.value("meter.energy_import") > 0
-            await vp.stop()
+            await asyncio.wait_for(vp.stop(), TEARDOWN_S)
             await wait_for(lambda: tags.bad("meter.power"), 5, "bad after it vanishes")
             vp2 = plant([{"name": "dev", "map": "site_meter_tcp", "port": port}])
+            plants.append(vp2)
             await vp2.start()
             await wait_for(lambda: tags.good(*inputs(drv)), 10, "good after it returns")
-            await vp2.stop()
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await teardown([task], [drv], plants)
 
     asyncio.run(main())
 
@@ -230,10 +226,7 @@ def test_dead_device_does_not_delay_another(fault: Fault) -> None:
             vp.inject("meter", None)
             await wait_for(lambda: tags.good("meter.power"), 10, "meter good after recovery")
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await vp.stop()
+            await teardown(tasks, [meter, inverter], [vp])
 
     asyncio.run(main())
 
@@ -322,9 +315,7 @@ def test_several_units_on_one_link_one_map_two_devices() -> None:
                 5,
             )
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await vp.stop()
+            await teardown([task], [drv], [vp])
 
     asyncio.run(main())
 
