@@ -3,7 +3,10 @@
 Structure: one driver instance = one link (a TCP connection or a serial line) with one or more units
 (device ids), each with its own map and its own polling task on the link's client. A site's devices are
 separate driver instances with separate clients, so one dead device never delays another; units that
-share one RS-485 line necessarily share its timeouts.
+share one RS-485 line necessarily share its timeouts. A unit's state is three parts with one job each:
+``DiscoveryState`` (where points live), ``ReadState`` (scale factors, rejected registers, plans, poll
+times), ``WriteState`` (queued, held, sent, expected, refused set points); a round is write -> read ->
+read-back (``_round``). Faults and their recovery: docs/io.md "Faults".
 
 Writes are driven only by the scan (``on_outputs``): on change, and again every ``refresh_s`` of the
 *cycle* clock for volatile setpoints. There is no driver-side timer, so when the scan stops the refresh
@@ -505,6 +508,7 @@ class ModbusDriver(Driver):
         failure path of a read: no valid answer and exception replies alike)."""
         where = f"r{req.table}{req.address}"
         what = f"{req.table} {req.address}+{req.count}"
+        res: list[int] | int | str  # registers, an exception code, or why there is no valid answer
         try:
             res = await self._fetch(u, req.table, req.address, req.count)
         except NoAnswer as exc:

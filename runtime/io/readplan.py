@@ -1,6 +1,6 @@
 """Read and write planning: the fewest Modbus requests for a set of points.
 
-Why: on loopback a 125-register read costs about 1.3 x a 10-register read (REFERENCE.md), and on a
+Why: on loopback a 125-register read costs about 1.3 x a 10-register read (docs/reference.md), and on a
 9600-baud RS-485 line each request adds a turnaround of several milliseconds, so the request count is
 the cost. Reads are coalesced left to right (greedy is optimal for covering sorted intervals with a
 maximum request length and a maximum bridged gap); a gap is never bridged when it contains a register

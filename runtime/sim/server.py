@@ -2,7 +2,7 @@
 
 Two clocks: ``advance(dt)`` steps simulated time (tests, long durations in no time), and
 ``run_realtime(speed)`` steps it from the monotonic clock x speed (``python -m runtime.sim``). The plant
-is always a separate peer of the runtime: in production a process of its own (DESIGN.md "The scan
+is always a separate peer of the runtime: in production a process of its own (docs/design.md "The scan
 cycle"), in tests at most a server on the test's own loop.
 """
 
