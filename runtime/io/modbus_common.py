@@ -754,7 +754,7 @@ class ModbusDriver(Driver):
                 continue
             done = time.monotonic()
             if code is not None:
-                self._refused(u, what, code, {k: pending[k] for k in keys}, done)
+                self._refused(u, w.address, what, code, {k: pending[k] for k in keys}, done)
                 continue
             self._note(u, f"w{w.address}", None)
             for k in keys:
@@ -763,7 +763,7 @@ class ModbusDriver(Driver):
                 if ref is not None and ref.attempts > 1:
                     log.info("%s unit %d: %s accepted after %d refusals", self.name, u.cfg.unit, k, ref.attempts)
 
-    def _refused(self, u: UnitState, what: str, code: int, values: dict[str, Any], done: float) -> None:
+    def _refused(self, u: UnitState, address: int, what: str, code: int, values: dict[str, Any], done: float) -> None:
         """The device answered a write with an exception: the set point is not held (mismatch), and the same
         value is sent again on the retry schedule only; logged once, then summarised every SUMMARY_EVERY."""
         wr = u.wr
@@ -777,7 +777,7 @@ class ModbusDriver(Driver):
             wr.refused[k] = Refusal(value, attempts, wr.last_sent.get(k, (value, 0))[1])
         self.faults["refused_write"] += 1
         msg = f"{what}: exception {exception_text(code)}; sent again after 1, 2, 4 ... {RETRY_MAX_S:.0f} s"
-        self._note(u, f"w{what}", msg)
+        self._note(u, f"w{address}", msg)  # cleared (and "recovered" logged) when a write is accepted
         if attempts % SUMMARY_EVERY == 0:
             log.warning("%s unit %d: %s still refused after %d attempts", self.name, u.cfg.unit, what, attempts)
 

@@ -89,6 +89,7 @@ def test_refused_write_backs_off_logs_once_and_a_changed_value_goes_at_once(capl
     asyncio.run(main())
     assert warnings(caplog, "exception 0x03 Illegal Data Value") == 1
     assert warnings(caplog, "still refused after 10 attempts") == 1
+    assert any("recovered" in rec.message and "0x03" in rec.message for rec in caplog.records)
 
 
 def test_setpoint_waits_for_its_scale_factor_on_a_normal_start(caplog: pytest.LogCaptureFixture) -> None:
