@@ -259,8 +259,8 @@ class IOMap(Params):
             if p.model is not None and (self.discovery is None or p.model not in self.discovery.models):
                 raise ValueError(f"point {p.key}: model {p.model} needs discovery listing it")
         for w in self.init:
-            p = by_key.get(w.point)
-            if p is None or p.access != "rw":
+            wp = by_key.get(w.point)
+            if wp is None or wp.access != "rw":
                 raise ValueError(f"init: {w.point!r} is not a writable point of this map")
         if self.reversion is not None:
             for k in self.reversion.restarted_by:
