@@ -46,13 +46,13 @@ def _build(args: argparse.Namespace) -> Any:
         "retries": 1,
     }
     if args.serial:
-        params = ModbusRtuDriver.Params.model_validate(
+        rtu = ModbusRtuDriver.Params.model_validate(
             {**common, "port": args.serial, "baudrate": args.baud, "parity": args.parity, "stopbits": args.stopbits}
         )
-        return ModbusRtuDriver("probe", params, site, Path.cwd())
+        return ModbusRtuDriver("probe", rtu, site, Path.cwd())
     host, _, port = args.target.rpartition(":") if ":" in args.target else (args.target, "", "502")
-    params = ModbusTcpDriver.Params.model_validate({**common, "host": host, "port": int(port)})
-    return ModbusTcpDriver("probe", params, site, Path.cwd())
+    tcp = ModbusTcpDriver.Params.model_validate({**common, "host": host, "port": int(port)})
+    return ModbusTcpDriver("probe", tcp, site, Path.cwd())
 
 
 def cli(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -258,8 +259,8 @@ class IOMap(Params):
             if p.model is not None and (self.discovery is None or p.model not in self.discovery.models):
                 raise ValueError(f"point {p.key}: model {p.model} needs discovery listing it")
         for w in self.init:
-            p = by_key.get(w.point)
-            if p is None or p.access != "rw":
+            wp = by_key.get(w.point)
+            if wp is None or wp.access != "rw":
                 raise ValueError(f"init: {w.point!r} is not a writable point of this map")
         if self.reversion is not None:
             for k in self.reversion.restarted_by:
@@ -543,10 +544,12 @@ def decode(m: IOMap, p: Point, regs: Sequence[int], sf_values: Mapping[str, int 
         value: int | float = raw  # exact: 64-bit counters must not pass through a float
     else:
         value = (raw * c.factor / 10.0**-exp if exp < 0 else raw * c.factor * 10.0**exp) + p.offset
+        if not math.isfinite(value):  # a huge raw value x scale x 10^SF overflows: no number to deliver
+            raise DecodeError(f"{p.key}: scaled value overflows")
     if c.vt is TagType.BOOL:
         return value != 0
     if c.vt is TagType.INT:
-        return value if isinstance(value, int) else int(round(value))
+        return value if isinstance(value, int) else round(value)
     return float(value)
 
 
@@ -560,7 +563,15 @@ def bits_of(p: Point, field: int) -> dict[str, bool]:
 
 
 def encode(m: IOMap, p: Point, value: Any, sf_values: Mapping[str, int | None]) -> list[int]:
-    """Tag value to registers (bool points: [0|1]). Out-of-range values are an error, not a wrap."""
+    """Tag value to registers (bool points: [0|1]). Out-of-range values are an error, not a wrap: a
+    ValueError (or DecodeError for a missing scale factor), never another exception."""
+    try:
+        return _encode(m, p, value, sf_values)
+    except (OverflowError, struct.error, TypeError) as exc:  # beyond the register type's range
+        raise ValueError(f"{p.key}: {value!r} does not fit {p.type}") from exc
+
+
+def _encode(m: IOMap, p: Point, value: Any, sf_values: Mapping[str, int | None]) -> list[int]:
     if p.type == "bool":
         return [1 if value else 0]
     if p.type == "string":
@@ -582,9 +593,11 @@ def encode(m: IOMap, p: Point, value: Any, sf_values: Mapping[str, int | None]) 
         raw: int | float = value
     else:
         raw = (float(value) - p.offset) / p.factor * (10.0**-exp if exp < 0 else 1.0) / (10.0**exp if exp > 0 else 1.0)
+    if not math.isfinite(raw):
+        raise ValueError(f"{p.key}: {value!r} is not a finite value for the register")
     if t.startswith("float"):
         return encode_raw(p, raw, m.word_order)
-    iraw = int(round(raw))
+    iraw = round(raw)
     lo, hi = _int_range(t)
     if not lo <= iraw <= hi or iraw & ((1 << (16 * p.count)) - 1) in _masked_ni(m, p):
         raise ValueError(f"{p.key}: {value!r} does not fit {p.type} (raw {iraw})")

@@ -44,4 +44,5 @@ class ModbusRtuDriver(ModbusDriver):
             retries=p.retries,
             reconnect_delay=0,
             name=self.name,
+            trace_connect=self._on_connection,
         )

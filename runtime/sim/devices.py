@@ -213,7 +213,7 @@ class SimModbusDevice:
                 for a, v in old.items():
                     self.image[a] = v
                 return 0x03
-            if p.tag in self.clamp:
+            if p.tag is not None and p.tag in self.clamp:
                 lo, hi = self.clamp[p.tag]
                 if isinstance(value, (int, float)) and not lo <= value <= hi:
                     value = max(lo, min(hi, value))

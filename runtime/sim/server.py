@@ -257,6 +257,7 @@ class VirtualPlant:
             if target > self.plant.t:
                 self.advance(target - self.plant.t)
             try:
-                await asyncio.wait_for(stop.wait(), self.params.step_s / speed)
+                async with asyncio.timeout(self.params.step_s / speed):  # not wait_for: it may swallow a cancel
+                    await stop.wait()
             except TimeoutError:
                 pass

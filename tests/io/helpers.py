@@ -1,10 +1,9 @@
-"""Shared helpers of the I/O and plant tests: free ports, a virtual plant, drivers on a real loop."""
+"""Shared helpers of the I/O and plant tests: a virtual plant, drivers on a real loop (free ports: tests.ports)."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,12 @@ from runtime.io.driver import IOContext
 from runtime.io.modbus_tcp import ModbusTcpDriver
 from runtime.sim.server import VirtualPlant, VirtualPlantParams
 from runtime.tags import Quality, TagUpdate
+from tests.ports import free_port
+
+__all__ = ["ROOT", "SITE", "Tags", "free_port", "inputs", "plant", "tcp_driver", "teardown", "wait_for"]
 
 SITE = SiteInfo("test", 240.0, 60.0, 20_000)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
@@ -58,6 +54,35 @@ class Tags:
     def value(self, name: str) -> Any:
         self.poll()
         return self.latest[name].value
+
+    def get(self, name: str) -> Any:
+        """The latest value, None before the first update (for predicates polled from the start)."""
+        self.poll()
+        u = self.latest.get(name)
+        return None if u is None else u.value
+
+
+TEARDOWN_S = 3.0  # every step of a test's teardown is bounded by this
+
+
+async def teardown(
+    tasks: Iterable[asyncio.Task[Any]] = (), drivers: Iterable[Any] = (), plants: Iterable[Any] = ()
+) -> None:
+    """Stop driver tasks, close their clients, stop plants: each step bounded, so a teardown that would
+    hang fails the test after seconds instead of the suite's 300 s timeout."""
+    tasks = list(tasks)
+    for d in drivers:
+        d._closed = True
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=TEARDOWN_S)
+        assert not pending, f"{len(pending)} task(s) ignored cancellation for {TEARDOWN_S} s"
+    for d in drivers:
+        if d.client is not None:
+            d.client.close()
+    for vp in plants:
+        await asyncio.wait_for(vp.stop(), TEARDOWN_S)
 
 
 def plant(devices: list[dict[str, Any]], **kw: Any) -> VirtualPlant:

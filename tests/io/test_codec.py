@@ -155,3 +155,22 @@ def test_tag_types() -> None:
     assert p.value_tag_type is TagType.BOOL
     _, p = one({"tag": "x.y", "address": 0, "type": "string", "size": 2})
     assert p.value_tag_type is TagType.STR
+
+
+@pytest.mark.parametrize("tag_type", ["float", "int", "bool"])
+def test_overflowing_scaled_value_is_bad(tag_type: str) -> None:
+    """Found by tests/faults/test_fuzz_decode.py: float64 near its maximum x scale 1000 is infinite (it
+    was delivered as a good inf, and raised OverflowError for an int tag)."""
+    m, p = one({"tag": "x.v", "address": 0, "type": "float64", "scale": 1e3, "tag_type": tag_type})
+    with pytest.raises(DecodeError, match="overflows"):
+        decode(m, p, [0x7FEF, 0xFFFF, 0xFFFF, 0xFFFF], {})
+
+
+@pytest.mark.parametrize("t", ["int32", "float32"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e308])
+def test_non_finite_write_is_refused_not_raised(t: str, value: float) -> None:
+    """A value that is (or scales to) infinity or NaN, or beyond float32, is a ValueError the driver
+    reports, never an OverflowError that would end the unit's task."""
+    m, p = one({"tag": "x.v", "address": 0, "type": t, "scale": 0.001, "direction": "output", "access": "rw"})
+    with pytest.raises(ValueError):
+        encode(m, p, value, {})

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from runtime.io.driver import IOContext
-from tests.io.helpers import Tags, free_port, inputs, tcp_driver, wait_for
+from tests.io.helpers import TEARDOWN_S, Tags, free_port, inputs, tcp_driver, teardown, wait_for
 
 MAP = """\
 name: relay_box
@@ -53,8 +53,7 @@ def test_coils_and_discrete_inputs(tmp_path: Path) -> None:
             drv.on_outputs(20_000, {"box.contactor": False}, {"box.contactor": False})
             await wait_for(lambda: tags.value("box.contactor_state") is False, 5, "coil cleared")
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await server.shutdown()
+            await teardown([task], [drv])
+            await asyncio.wait_for(server.shutdown(), TEARDOWN_S)
 
     asyncio.run(main())

@@ -16,7 +16,7 @@ import pytest
 
 from runtime.io.driver import IOContext
 from runtime.io.modbus_rtu import ModbusRtuDriver
-from tests.io.helpers import ROOT, SITE, Tags, inputs, plant, wait_for
+from tests.io.helpers import ROOT, SITE, Tags, inputs, plant, teardown, wait_for
 
 
 class Relay:
@@ -28,6 +28,8 @@ class Relay:
         self.path_a, self.path_b = os.ttyname(self.s_a), os.ttyname(self.s_b)
         self.corrupt = False
         self.drop = False
+        self.wrong_fc = False  # answer a read with the other read function code (3 <-> 4), CRC made valid
+        self._pending = b""
         self.requests = 0
         self.corrupted = 0
 
@@ -48,7 +50,26 @@ class Relay:
         elif self.corrupt and len(data) > 2:
             data = data[:-1] + bytes([data[-1] ^ 0xFF])  # break the CRC
             self.corrupted += 1
+        elif self.wrong_fc:
+            data = self._swap_fc(data)
+            if not data:
+                return
         os.write(dst, data)
+
+    def _swap_fc(self, data: bytes) -> bytes:
+        """Whole RTU answers (unit, fc, byte count, data, CRC) with fc 3 and 4 swapped and a valid CRC."""
+        from pymodbus.framer.rtu import FramerRTU
+
+        buf = self._pending + data
+        if len(buf) < 3 or len(buf) < 5 + (buf[2] if buf[1] in (3, 4) else 0):
+            self._pending = buf
+            return b""
+        self._pending = b""
+        if buf[1] not in (3, 4):
+            return buf
+        frame = buf[:1] + bytes([7 - buf[1]]) + buf[2 : 3 + buf[2]]
+        self.corrupted += 1
+        return frame + FramerRTU.compute_CRC(frame).to_bytes(2, "big")
 
     def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -74,7 +95,7 @@ def rtu_driver(port: str, **kw) -> ModbusRtuDriver:  # type: ignore[no-untyped-d
     return ModbusRtuDriver("meter", ModbusRtuDriver.Params.model_validate(params), SITE, ROOT)
 
 
-@pytest.mark.parametrize("fault", ["corrupt", "drop"])
+@pytest.mark.parametrize("fault", ["corrupt", "drop", "wrong_fc"])
 def test_rtu_over_pty(fault: str) -> None:
     async def main() -> None:
         relay = Relay()
@@ -91,17 +112,17 @@ def test_rtu_over_pty(fault: str) -> None:
             assert tags.value("meter.power") == pytest.approx(vp.plant.power_w + vp.plant.load_w, abs=0.01)
             setattr(relay, fault, True)
             await wait_for(lambda: tags.bad("meter.power", "meter.voltage"), 5, f"bad on {fault}")
-            if fault == "corrupt":
+            if fault != "drop":
                 assert relay.corrupted > 0
+            if fault == "wrong_fc":  # a valid frame (CRC right) answering another function: refused
+                assert drv.faults["wrong_function"] > 0
             setattr(relay, fault, False)
             await wait_for(lambda: tags.good("meter.power", "meter.voltage"), 10, "good after recovery")
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            if drv.client is not None:
-                drv.client.close()
-            await vp.stop()
-            relay.close()
+            try:
+                await teardown([task], [drv], [vp])
+            finally:
+                relay.close()
 
     asyncio.run(main())
 
@@ -115,7 +136,6 @@ def test_rtu_missing_serial_port_is_bad_not_fatal(tmp_path: Path) -> None:
         try:
             await wait_for(lambda: tags.bad(*inputs(drv)), 5, "all bad without the port")
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await teardown([task], [drv])
 
     asyncio.run(main())

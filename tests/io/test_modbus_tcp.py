@@ -11,7 +11,7 @@ from runtime.io.driver import IOContext
 from runtime.io.maps import PollClass
 from runtime.sim.devices import Fault
 from runtime.tags import US
-from tests.io.helpers import Tags, free_port, inputs, plant, tcp_driver, wait_for
+from tests.io.helpers import TEARDOWN_S, Tags, free_port, inputs, plant, tcp_driver, teardown, wait_for
 
 INV = "sunspec_der_inverter"
 
@@ -29,12 +29,7 @@ async def started(map_: str, **drv_kw):  # type: ignore[no-untyped-def]
 
 
 async def stopped(vp, drv, task) -> None:  # type: ignore[no-untyped-def]
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    drv._closed = True
-    if drv.client is not None:
-        drv.client.close()
-    await vp.stop()
+    await teardown([task], [drv], [vp])
 
 
 def setpoint_writes(vp, addr: int) -> list[tuple[float, int, list[int]]]:  # type: ignore[no-untyped-def]
@@ -43,11 +38,11 @@ def setpoint_writes(vp, addr: int) -> list[tuple[float, int, list[int]]]:  # typ
 
 def test_writes_on_change_and_refresh_driven_by_cycles() -> None:
     async def main() -> None:
-        vp, drv, tags, task = await started(INV)
+        vp, drv, _tags, task = await started(INV)
         try:
             u = drv.units[0]
-            wset = u.addr["WSet"][1]
-            want = {u.addr[k][1] for k in ("WSetMod", "WSetRvrt", "WSetEnaRvrt")}
+            wset = u.disc.addr["WSet"][1]
+            want = {u.disc.addr[k][1] for k in ("WSetMod", "WSetRvrt", "WSetEnaRvrt")}
             await wait_for(
                 lambda: want <= {w[1] for w in vp.devices["dev"].writes},
                 5,
@@ -61,11 +56,14 @@ def test_writes_on_change_and_refresh_driven_by_cycles() -> None:
             for k in range(3 * k_per_refresh + 1):  # three refresh periods of 20 ms cycles
                 drv.on_outputs(k * 20_000, outs, outs if k == 0 else {})
                 await asyncio.sleep(0)
-            await wait_for(lambda: not u.pending, 5)
+            await wait_for(lambda: not u.wr.pending, 5)
             await asyncio.sleep(0.1)
             # once on change, then once per refresh period (cycle clock), never in between
             assert len(setpoint_writes(vp, wset)) == 4
-            assert len([w for w in vp.devices["dev"].writes if w[1] != wset and w[1] != u.addr["WSetEna"][1]]) == n_init
+            assert (
+                len([w for w in vp.devices["dev"].writes if w[1] != wset and w[1] != u.disc.addr["WSetEna"][1]])
+                == n_init
+            )
             # a change is written at once
             drv.on_outputs(
                 3 * refresh_us + 20_000, {**outs, "inverter.setpoint": 3000.0}, {"inverter.setpoint": 3000.0}
@@ -87,7 +85,7 @@ def test_reversion_expires_only_when_the_scan_stops() -> None:
             outs = {"inverter.setpoint": -7000.0, "inverter.enable": True}
             for k in range(60):  # 30 s of cycles at 0.5 s, simulated
                 drv.on_outputs(k * 500_000, outs, outs if k == 0 else {})
-                await wait_for(lambda: not u.pending, 5)
+                await wait_for(lambda: not u.wr.pending, 5)
                 await asyncio.sleep(0.02)
                 vp.advance(0.5)
                 assert vp.plant.setpoint_w == -7000.0 and vp.plant.enabled, f"reverted at cycle {k}"
@@ -131,21 +129,22 @@ def test_connection_refused_then_device_appears() -> None:
         io = IOContext()
         tags = Tags(io)
         task = asyncio.create_task(drv.run(io))
+        plants = []
         try:
             await wait_for(lambda: tags.bad(*inputs(drv)), 5, "all bad while refused")
             vp = plant([{"name": "dev", "map": "site_meter_tcp", "port": port}])
+            plants.append(vp)
             await vp.start()
             await wait_for(lambda: tags.good(*inputs(drv)), 10, "good after the device appears")
             assert tags.value("meter.energy_import") > 0
-            await vp.stop()
+            await asyncio.wait_for(vp.stop(), TEARDOWN_S)
             await wait_for(lambda: tags.bad("meter.power"), 5, "bad after it vanishes")
             vp2 = plant([{"name": "dev", "map": "site_meter_tcp", "port": port}])
+            plants.append(vp2)
             await vp2.start()
             await wait_for(lambda: tags.good(*inputs(drv)), 10, "good after it returns")
-            await vp2.stop()
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await teardown([task], [drv], plants)
 
     asyncio.run(main())
 
@@ -186,7 +185,10 @@ def test_write_exception_reports_mismatch() -> None:
             drv.on_outputs(0, {"inverter.setpoint": 5000.0, "inverter.enable": True}, {"inverter.setpoint": 5000.0})
             await wait_for(lambda: tags.value("inverter.write_mismatch") is True, 5, "mismatch on refused write")
             vp.inject("dev", None)
-            drv.on_outputs(20_000, {"inverter.setpoint": 5000.0, "inverter.enable": True}, {})  # retried
+            outs = {"inverter.setpoint": 5000.0, "inverter.enable": True}
+            drv.on_outputs(20_000, outs, {})  # the refused value waits for its retry (1 s after the first)
+            assert "inverter.setpoint" not in drv.units[0].wr.pending
+            drv.on_outputs(1_000_000, outs, {})  # retried
             await wait_for(lambda: tags.value("inverter.write_mismatch") is False, 5, "accepted on retry")
             assert vp.plant.setpoint_w == 5000.0
         finally:
@@ -224,10 +226,7 @@ def test_dead_device_does_not_delay_another(fault: Fault) -> None:
             vp.inject("meter", None)
             await wait_for(lambda: tags.good("meter.power"), 10, "meter good after recovery")
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await vp.stop()
+            await teardown(tasks, [meter, inverter], [vp])
 
     asyncio.run(main())
 
@@ -242,7 +241,7 @@ def test_learns_registers_the_device_rejects() -> None:
             assert len(drv._plan(u, set(PollClass))) == 1  # 0..13 bridged in one read
             vp.inject("dev", Fault(exception=0x02, addresses={7}))
             vp.advance(1.0)
-            await wait_for(lambda: ("input", 7) in u.rejected, 5, "gap learned")
+            await wait_for(lambda: ("input", 7) in u.rd.rejected, 5, "gap learned")
             await wait_for(lambda: tags.good(*inputs(drv)), 5)
             assert len(drv._plan(u, set(PollClass))) == 2
         finally:
@@ -316,9 +315,7 @@ def test_several_units_on_one_link_one_map_two_devices() -> None:
                 5,
             )
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await vp.stop()
+            await teardown([task], [drv], [vp])
 
     asyncio.run(main())
 

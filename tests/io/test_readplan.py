@@ -64,10 +64,10 @@ def map_spans(path: Path, classes: set[PollClass]) -> tuple[list[Span], int, set
     m = load_map(path)
     dev = SimModbusDevice("x", m)
     u = UnitState(UnitConfig(map=str(path)), m, Naming())
-    u.addr = {k: (m.point(k).table, a) for k, a in dev.addr.items()}
+    u.disc.addr = {k: (m.point(k).table, a) for k, a in dev.addr.items()}
     pts = ModbusDriver._points_for(u, classes)
     rej = {(t, a) for first, last in m.holes for t in ("holding", "input") for a in range(first, last + 1)}
-    return [Span(*u.addr[p.key], p.count, p.key) for p in pts], m.max_gap, rej
+    return [Span(*u.disc.addr[p.key], p.count, p.key) for p in pts], m.max_gap, rej
 
 
 @pytest.mark.parametrize("path", shipped_maps(), ids=lambda p: p.stem)

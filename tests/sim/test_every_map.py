@@ -11,7 +11,7 @@ import pytest
 from runtime.io.driver import IOContext
 from runtime.io.maps import shipped_maps
 from runtime.io.readplan import min_requests
-from tests.io.helpers import Tags, free_port, inputs, plant, tcp_driver, wait_for
+from tests.io.helpers import TEARDOWN_S, Tags, free_port, inputs, plant, tcp_driver, teardown, wait_for
 
 
 @pytest.mark.parametrize("path", shipped_maps(), ids=lambda p: p.stem)
@@ -37,9 +37,10 @@ def test_map_against_virtual_plant(path: Path) -> None:
                     p = tags.value("inverter.power") if tags.good("inverter.power") else None
                     await wait_for(lambda w=w: abs(tags.value("inverter.power") - w) < 50, 5, f"power {w} ({p})")
         finally:
-            task.cancel()
-            await drv.close({s.name: s.default for s in drv.tag_specs() if s.direction.value == "output"})
-            await vp.stop()
+            # as the runtime stops: close (safe outputs) while the driver still runs, then cancel it
+            safe = {s.name: s.default for s in drv.tag_specs() if s.direction.value == "output"}
+            await asyncio.wait_for(drv.close(safe), TEARDOWN_S)
+            await teardown([task], [drv], [vp])
         assert vp.plant.setpoint_w == 0.0 and vp.plant.enabled is False  # safe outputs written at close
 
     asyncio.run(main())
@@ -62,15 +63,14 @@ def test_requests_per_cycle_is_minimum() -> None:
             from runtime.io.readplan import Span
 
             task.cancel()  # measure one poll alone (the client stays connected)
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait([task], timeout=TEARDOWN_S)
             u = drv.units[0]
             before = drv.requests
-            await drv._poll(u, io, {PollClass.FAST})
-            spans = [Span(*u.addr[p.key], p.count, p.key) for p in drv._points_for(u, {PollClass.FAST})]
-            return drv.requests - before, min_requests(spans, u.map.max_gap, u.rejected)
+            await drv._read(u, io, {PollClass.FAST})
+            spans = [Span(*u.disc.addr[p.key], p.count, p.key) for p in drv._points_for(u, {PollClass.FAST})]
+            return drv.requests - before, min_requests(spans, u.map.max_gap, u.rd.rejected)
         finally:
-            task.cancel()
-            await vp.stop()
+            await teardown([task], [drv], [vp])
 
     used, minimum = asyncio.run(main())
     assert used == minimum

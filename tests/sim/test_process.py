@@ -3,6 +3,7 @@ on SIGTERM or when its parent (stdin) goes away."""
 
 from __future__ import annotations
 
+import select
 import signal
 import subprocess
 import sys
@@ -32,8 +33,11 @@ def start(f: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def ready(p: subprocess.Popen[bytes]) -> None:
+def ready(p: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """The plant's one line, waited for with a bound (a plant that never starts fails, not hangs)."""
     assert p.stdout is not None
+    readable, _, _ = select.select([p.stdout], [], [], timeout)
+    assert readable, f"no READY within {timeout} s"
     assert p.stdout.readline().strip() == b"READY"
 
 
@@ -64,7 +68,7 @@ def test_ready_serves_and_exits(tmp_path: Path, how: str) -> None:
     finally:
         if p.poll() is None:
             p.kill()
-            p.wait()
+            p.wait(timeout=10)
 
 
 def test_bad_plant_params_name_file_line(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from runtime.io.driver import IOContext
-from tests.io.helpers import Tags, free_port, inputs, plant, tcp_driver, wait_for
+from tests.io.helpers import Tags, free_port, inputs, plant, tcp_driver, teardown, wait_for
 
 
 def test_pysunspec2_scans_and_reads_the_virtual_inverter() -> None:
@@ -47,9 +47,9 @@ def test_pysunspec2_scans_and_reads_the_virtual_inverter() -> None:
                 d.close()
 
         try:
-            got = await asyncio.to_thread(scan)
+            got = await asyncio.wait_for(asyncio.to_thread(scan), 30)
         finally:
-            await vp.stop()
+            await teardown(plants=[vp])
         assert got["ids"] == [1, 701, 702, 704, 713]
         assert got["Mn"] == "v2g-plc sim"
         assert got["W"] == pytest.approx(6000.0, abs=2)  # SunSpec: generation (export) positive
@@ -74,13 +74,11 @@ def test_driver_discovers_suns_at_each_base(base: int) -> None:
         task = asyncio.create_task(drv.run(io))
         try:
             await wait_for(lambda: tags.good(*inputs(drv)), 10, f"all good with SunS at {base}")
-            assert drv.units[0].addr["inverter.power"][1] == base + 2 + 68 + 10  # after model 1 (2 + 66)
+            assert drv.units[0].disc.addr["inverter.power"][1] == base + 2 + 68 + 10  # after model 1 (2 + 66)
             assert tags.value("ev.soc") == pytest.approx(vp.plant.soc, abs=1e-3)
             assert 0.0 <= tags.value("ev.soh") <= 1.0
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await vp.stop()
+            await teardown([task], [drv], [vp])
 
     asyncio.run(main())
 
@@ -103,8 +101,6 @@ def test_missing_model_turns_its_tags_bad() -> None:
         try:
             await wait_for(lambda: tags.good("inverter.power", "grid.voltage") and tags.bad("ev.soc", "ev.soh"), 10)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await vp.stop()
+            await teardown([task], [drv], [vp])
 
     asyncio.run(main())
