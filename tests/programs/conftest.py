@@ -16,6 +16,8 @@ import pytest
 from runtime.api import Program, SiteInfo
 from runtime.engine import RUNTIME_TAGS, Engine, StepResult, tag_table
 from runtime.tags import Direction, Quality, TagSpec, TagType, TagUpdate
+from tests.peers import MOSQUITTO as MOSQUITTO_INSTALL
+from tests.peers import require
 
 SITE = SiteInfo("test", 240.0, 60.0, 20_000)  # 20 ms cycle
 
@@ -96,8 +98,7 @@ def _free_port() -> int:
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[int]:
     """A mosquitto broker on a free loopback port; yields the port once it accepts connections."""
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto not installed")
+    require("mosquitto", Path(MOSQUITTO).exists(), MOSQUITTO_INSTALL)
     port = _free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
