@@ -126,8 +126,8 @@ def kill_tree(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 def read_events(state_dir: Path) -> list[dict[str, Any]]:
-    """The event log; a last line without its newline (a write cut short by a kill) is left out, as the
-    readers in the runtime tolerate it."""
+    """The event log; a last line without its newline (a write cut short by a kill) is left out. Nothing in
+    the runtime reads this log back; a reader of it must skip such a line, as this one does."""
     path = state_dir / "events.jsonl"
     if not path.exists():
         return []
