@@ -4,6 +4,11 @@ PyYAML keeps line marks on the node graph only; this composes the nodes, builds 
 keeps a map from key path (``("devices", 0, "params", "port")``) to line. Duplicate keys, which PyYAML
 otherwise resolves silently (last wins), are an error here: a user who wrote a key twice meant one of
 them.
+
+A site file may come from anyone who can edit it, so a hostile document is a configuration error like any
+other, found in bounded time and memory: an alias inside its own anchor (PyYAML builds a cyclic graph), a
+"billion laughs" (a few lines of nested aliases that expand to 10**9 nodes), nesting deep enough to exhaust
+Python's stack, and scalars that PyYAML's constructors crash on. Limits: MAX_NODES, MAX_DEPTH.
 """
 
 from __future__ import annotations
