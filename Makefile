@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench check clean docs
+.PHONY: run test test-slow soak lint bench check clean docs
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,8 +18,25 @@ ARGS ?= --speed 400
 run: $(STAMP)
 	$(BIN)/v2g-plc run $(ARGS)
 
+# Tiers: `make test` (everything not marked slow, 2 workers), `make test-slow` (kill loops, long
+# simulated periods), `make soak` (24 simulated hours, then one real hour). pytest's exit 5 means "no
+# tests collected": a tier that is empty today passes.
+PYTEST := $(BIN)/python -m pytest -q
+JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) -n $(JOBS) -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# SOAK_ARGS="--sim-hours 2 --real-s 60" for a short one; the result file is var/soak/result.json.
+SOAK_ARGS ?=
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak.soak $(SOAK_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run_all

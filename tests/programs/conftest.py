@@ -18,6 +18,8 @@ from backtest.rig import CycleRig
 from runtime.api import Program, SiteInfo
 from runtime.engine import StepResult
 from runtime.tags import Direction, Quality, TagSpec, TagType, TagUpdate
+from tests.peers import MOSQUITTO as MOSQUITTO_INSTALL
+from tests.peers import require
 from tests.ports import free_port
 
 SITE = SiteInfo("test", 240.0, 60.0, 20_000)  # 20 ms cycle
@@ -102,8 +104,7 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[int]:
     """A mosquitto broker on a free loopback port; yields the port once it accepts connections."""
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto not installed")
+    require("mosquitto", Path(MOSQUITTO).exists(), MOSQUITTO_INSTALL)
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")

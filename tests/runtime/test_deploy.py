@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import configparser
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from runtime.config import ScanSection, WatchdogSection
+from tests.peers import NFTABLES, SYSTEMD, needs
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -164,9 +164,7 @@ def _verify(path: Path) -> tuple[int, str]:
     return r.returncode, "\n".join(lines)
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed: only the configparser checks ran"
-)
+@needs("systemd-analyze", SYSTEMD)
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     rc, complaints = _verify(_unit_with_existing_exec(tmp_path, UNIT.read_text()))
     assert rc == 0 and complaints == "", complaints
@@ -178,7 +176,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     assert "WatchdogSecs" in complaints
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@needs("systemd-analyze", SYSTEMD)
 def test_systemd_analyze_security_exposure(tmp_path: Path) -> None:
     path = _unit_with_existing_exec(tmp_path, UNIT.read_text())
     r = subprocess.run(
@@ -194,7 +192,7 @@ def test_systemd_analyze_security_exposure(tmp_path: Path) -> None:
     assert r.returncode == 0 and float(m.group(1)) <= 3.0, r.stdout[-2000:]
 
 
-@pytest.mark.skipif(shutil.which("nft") is None, reason="nft (nftables) not installed: firewall file not checked")
+@needs("nft", NFTABLES)
 def test_nftables_ruleset_parses(tmp_path: Path) -> None:
     def check(path: Path) -> subprocess.CompletedProcess[str]:
         # -c: check only, nothing is loaded into the kernel.
@@ -217,7 +215,7 @@ def test_nftables_modbus_only_into_the_field_vlan() -> None:
     assert "policy drop" in NFT.read_text()
 
 
-@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers not installed")
+@needs("systemd-sysusers", SYSTEMD)
 def test_sysusers_creates_the_service_user(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     r = subprocess.run(
