@@ -138,6 +138,10 @@ class Comms(Params):
     )
     overrun_tag: str = "runtime.overrun_fault"
     fault_tag: str = "runtime.fault"
+    persist_fault_tag: str | None = Field(
+        "runtime.persist_fault",
+        description="true while a latched state change is not durable on disk: trip persist_fault; absent: none",
+    )
     write_mismatch_tag: str | None = "inverter.write_mismatch"
     write_mismatch_s: float = Field(1.0, ge=0, le=60, description="mismatch must last this long to trip")
 

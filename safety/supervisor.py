@@ -25,6 +25,7 @@ from safety.battery import soc_fractions
 from safety.divergence import DivergenceMonitor
 from safety.enter_service import EnterService
 from safety.grid import Rocof, TripTimers, in_continuous, in_enter_service_window
+from safety.inputs import DIAGNOSTIC_PREFIX, tag_names
 from safety.settings import SafetyParams, resolve
 from safety.thermal import ThermalGuard
 from safety.verify import verify_settings
@@ -38,6 +39,7 @@ TRIP_KINDS: dict[str, Kind] = {
     "comms_lost": "auto",
     "overrun": "auto",
     "program_fault": "auto",
+    "persist_fault": "auto",
     "power_divergence": "operator",
     "write_mismatch": "operator",
 }
@@ -119,18 +121,18 @@ class SafetySupervisor(Program):
 
     # -- declaration ---------------------------------------------------------------------------
     def declare(self) -> list[TagSpec]:
-        O = Direction.OUTPUT
+        out = Direction.OUTPUT
         return [
-            TagSpec(OUT_TRIP, TagType.STR, "", O, "", description="active trip code, empty when none"),
-            TagSpec(OUT_REASON, TagType.STR, "", O, "", description="why the safety layer acts, one sentence"),
-            TagSpec(OUT_CESSATION, TagType.BOOL, "", O, False, description="IEEE 1547 momentary cessation active"),
-            TagSpec(OUT_LIMIT_CHARGE, TagType.FLOAT, "W", O, 0.0, description="charge allowed now, W >= 0"),
-            TagSpec(OUT_LIMIT_DISCHARGE, TagType.FLOAT, "W", O, 0.0, description="discharge allowed now, W >= 0"),
+            TagSpec(OUT_TRIP, TagType.STR, "", out, "", description="active trip code, empty when none"),
+            TagSpec(OUT_REASON, TagType.STR, "", out, "", description="why the safety layer acts, one sentence"),
+            TagSpec(OUT_CESSATION, TagType.BOOL, "", out, False, description="IEEE 1547 momentary cessation active"),
+            TagSpec(OUT_LIMIT_CHARGE, TagType.FLOAT, "W", out, 0.0, description="charge allowed now, W >= 0"),
+            TagSpec(OUT_LIMIT_DISCHARGE, TagType.FLOAT, "W", out, 0.0, description="discharge allowed now, W >= 0"),
             TagSpec(
                 OUT_EXTERNAL_OK,
                 TagType.BOOL,
                 "",
-                O,
+                out,
                 False,
                 description="external commands (back office, grid services) may be followed",
             ),
@@ -173,10 +175,28 @@ class SafetySupervisor(Program):
         return list(dict.fromkeys(names))
 
     @functools.cached_property
-    def _protective_inputs(self) -> list[str]:
-        """Every input this interlock judges by (its own outputs and the outputs it clamps excluded)."""
+    def reads(self) -> frozenset[str]:
+        """Every tag this interlock reads to decide: each tag name in its settings (``safety.inputs``), less
+        those this site's settings leave unread (phase voltages on a single-phase site, the mode without
+        external modes). tests/safety/test_forcing.py records the reads of real cycles against it."""
         p = self.params
-        return [n for n in (*self.requires(), p.comms.overrun_tag) if n and n not in (p.tags.setpoint, p.tags.enable)]
+        names = set(tag_names(p))
+        if self.site.phases != 3:
+            names -= set(p.tags.voltage_phases) - {p.tags.voltage, p.tags.frequency}
+        if not p.comms.external_modes:
+            names.discard(p.comms.mode_tag)
+        return frozenset(names)
+
+    @functools.cached_property
+    def _judged(self) -> list[str]:
+        """The reads whose force is a trip: all but the outputs this interlock clamps (forcing those is a
+        program request like any other, and it is clamped)."""
+        p = self.params
+        return sorted(self.reads - {p.tags.setpoint, p.tags.enable})
+
+    def _diagnostic(self, name: str) -> bool:
+        c = self.params.comms
+        return name.startswith(DIAGNOSTIC_PREFIX) or name in (c.overrun_tag, c.fault_tag, c.persist_fault_tag)
 
     @functools.cached_property
     def _comms_tags(self) -> list[str]:
@@ -188,7 +208,7 @@ class SafetySupervisor(Program):
 
     # -- persistence ---------------------------------------------------------------------------
     def persist(self) -> Mapping[str, Any] | None:
-        kept = [[c, l.reason] for c, l in self.latches.items() if l.kind == "operator"]
+        kept = [[c, latch.reason] for c, latch in self.latches.items() if latch.kind == "operator"]
         if self.thermal.latched:
             kept.append(["over_temperature", self.latches.get("over_temperature", Latch("auto", "", 0)).reason])
         return {"latched": kept} if kept else None
@@ -293,10 +313,11 @@ class SafetySupervisor(Program):
                 (lost if name in self.seen_good else waiting).append(name)
             else:
                 self.seen_good.add(name)
-        if not self.params.trust_forced_inputs:
-            # Any forced protective input, not only the required ones: forcing grid.loss to False or an
-            # overrun flag to False would otherwise hide the very condition it protects against.
-            lost += [n for n in self._protective_inputs if n not in lost and img.tag(n).forced]
+        # Any forced input, not only the required ones: forcing grid.loss or an overrun flag to False, or
+        # runtime.fault to "", would otherwise hide the very condition it reports. A site that trusts forces
+        # for commissioning still never gets to overwrite the runtime's own diagnostics.
+        trust = self.params.trust_forced_inputs
+        lost += [n for n in self._judged if n not in lost and img.tag(n).forced and (not trust or self._diagnostic(n))]
         if lost:
             self._latch(
                 cx,
@@ -379,6 +400,17 @@ class SafetySupervisor(Program):
         )
         fault = cx.out.get(p.comms.fault_tag, "") or ""
         self._auto(cx, "program_fault", bool(fault), f"program fault: {fault}", "programs run clean again")
+        if p.comms.persist_fault_tag:
+            # Absent on a site (or runtime) without it: no cause. Read as committed and as written this cycle.
+            tag = p.comms.persist_fault_tag
+            unsaved = self._val(cx.inputs, tag) is True or cx.out.get(tag) is True
+            self._auto(
+                cx,
+                "persist_fault",
+                unsaved,
+                f"a latched state change is not yet durable on disk ({tag})",
+                "state written to disk",
+            )
 
     def _device(self, cx: Cycle, m: _Meas) -> None:
         """The inverter does what it is told: setpoint read-back and measured power."""
