@@ -108,7 +108,12 @@ class SafetySupervisor(Program):
         self.thermal = ThermalGuard(
             th.derate_start_c, th.trip_c, th.reset_c, th.cooldown_s, th.tau_s, th.ambient_c, th.slope_window_s
         )
-        self.div = DivergenceMonitor(p.divergence)
+        # Supervision times (how long a device may take to answer) count like the tags' age limits: drivers
+        # work in real time, so on a simulated site run N times faster (SiteInfo.speed) they stretch N times.
+        # A write that takes one real poll round is then no mismatch at any speed; a persistent one still is.
+        self.speed = int(getattr(site, "speed", 1))
+        self.mismatch_us = round(p.comms.write_mismatch_s * 1e6) * self.speed
+        self.div = DivergenceMonitor(p.divergence, round(p.divergence.time_s * 1e6) * self.speed)
         self.latches: dict[str, Latch] = {}
         self.cessation = False
         self._was_ceased = False
@@ -204,7 +209,10 @@ class SafetySupervisor(Program):
         voltage or the frequency after a first good read is a trip, never a silent end of protection."""
         p = self.params
         grid = [p.tags.voltage, p.tags.frequency, *(p.tags.voltage_phases if self.site.phases == 3 else [])]
-        return list(dict.fromkeys([*p.comms.required_tags, *(t for t in grid if t)]))
+        # The setpoint read-back verdict too: a read-back that is bad or undecodable after a first good one
+        # is a communications fault, never a mismatch.
+        readback = [p.comms.write_mismatch_tag] if p.comms.write_mismatch_tag else []
+        return list(dict.fromkeys([*p.comms.required_tags, *(t for t in grid if t), *readback]))
 
     # -- persistence ---------------------------------------------------------------------------
     def persist(self) -> Mapping[str, Any] | None:
@@ -267,7 +275,7 @@ class SafetySupervisor(Program):
         derate, temp = self._thermal(cx, m)
         self._health(cx)
         self._device(cx, m)
-        self._operator_reset(cx)
+        self._operator_reset(cx, m)
         self.es.update(cx.now_us, m.es_window)
         if not self.verified:
             why = verify_settings(self.params, self.r, cx.inputs, self.site, self._val)
@@ -420,11 +428,12 @@ class SafetySupervisor(Program):
             if mismatch is True:
                 if self.mismatch_since is None:
                     self.mismatch_since = now
-                if now - self.mismatch_since >= round(p.comms.write_mismatch_s * 1e6):
+                if now - self.mismatch_since >= self.mismatch_us:
                     self._latch(cx, "write_mismatch", "the inverter's setpoint read-back differs from what was written")
-            elif mismatch is False:
+            else:
+                # False, or unknown: a bad or undecodable read-back is a communications fault (comms_lost,
+                # above), never a mismatch; it restarts the count, and it cannot reset a latched trip either
                 self.mismatch_since = None
-            # unknown (bad, stale or forced): no evidence either way, so a latched trip cannot be reset
         commanded = m.prev_sp if img.value(p.tags.enable, False) else 0.0
         verdict = self.div.update(now, cx.dt, commanded, m.meas_p)
         if verdict == "fault":
@@ -442,16 +451,28 @@ class SafetySupervisor(Program):
                 expected=self.div.expected,
             )
 
-    def _operator_reset(self, cx: Cycle) -> None:
-        """``reset_trip`` clears operator-reset trips whose cause is gone."""
+    def _operator_reset(self, cx: Cycle, m: _Meas) -> None:
+        """``reset_trip`` clears operator-reset trips whose cause is provably gone, and says why not."""
         if not any(c.name == "reset_trip" for c in cx.commands):
             return
+        p = self.params
         for code in [c for c, latch in self.latches.items() if latch.kind == "operator"]:
+            why_not = ""
             if code == "write_mismatch" and (
-                self.mismatch_since is not None
-                or self._val(cx.inputs, self.params.comms.write_mismatch_tag) is not False
+                self.mismatch_since is not None or self._val(cx.inputs, p.comms.write_mismatch_tag) is not False
             ):
-                continue  # the read-back must show agreement before a reset
+                why_not = f"{p.comms.write_mismatch_tag} does not show agreement"
+            elif code == "power_divergence" and not self.div.agrees(m.meas_p):
+                # offline (bad, stale or forced measurement) is no evidence; a good one must match
+                why_not = (
+                    f"{p.divergence.measured_tag} is {cx.inputs.tag(p.divergence.measured_tag).quality.value}"
+                    f"{' (forced)' if cx.inputs.tag(p.divergence.measured_tag).forced else ''}"
+                    if m.meas_p is None
+                    else f"measured {m.meas_p:.0f} W, expected {self.div.expected:.0f} W"
+                )
+            if why_not:
+                cx.event("warning", f"reset of {code} refused: {why_not}", code=code)
+                continue
             if code == "power_divergence":
                 self.div.reset()
             self._unlatch(cx, code, "operator reset")

@@ -7,6 +7,7 @@ previous cycle (zero without the permit), so divergence stays quiet unless a tes
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.api import Command, Cycle, Program, SiteInfo
@@ -74,6 +75,14 @@ class Memory(Program):
                 cx.out[n] = v
 
 
+@dataclass(frozen=True)
+class FastSite(SiteInfo):
+    """A simulated site run ``speed`` times faster than real time: each cycle covers ``speed`` periods of the
+    cycle clock while drivers poll in real time (what ``v2g-plc run --speed N`` builds)."""
+
+    speed: int = 1
+
+
 class Rig:
     def __init__(
         self,
@@ -85,12 +94,20 @@ class Rig:
         extra_inputs: Iterable[TagSpec] = (),
         supervisor: type[SafetySupervisor] = SafetySupervisor,
         programs: Iterable[Program] = (),
+        speed: int = 1,
         **params: Any,
     ):
         params.setdefault("category", "III")
         params.setdefault("rated_charge_w", 11000.0)
         params.setdefault("rated_discharge_w", 11000.0)
-        self.site = SiteInfo("rig", nominal_v, nominal_f, period_ms * 1000, phases)
+        self.site = FastSite(
+            name="rig",
+            nominal_voltage=nominal_v,
+            nominal_frequency=nominal_f,
+            period_us=period_ms * 1000 * speed,
+            phases=phases,
+            speed=speed,
+        )
         self.params = SafetyParams.model_validate(params)
         self.safety = supervisor("safety", self.params, self.site)
         self.req = Requester(self.site)
@@ -108,12 +125,12 @@ class Rig:
             ("safety", self.safety.declare()),
             *((p.name, p.declare()) for p in programs),
         )
-        self.engine = Engine(self.site, self.tags, [self.req, *programs], [self.safety])
+        self.engine = Engine(self.site, self.tags, [self.req, *programs], [self.safety], age_scale=speed)
         self.values: dict[str, Any] = {n: d for n, (_, _, d) in INPUTS.items()}
         self.values["runtime.overrun_fault"] = False
         self.follow = follow
         self.now_us = 0
-        self.period_us = period_ms * 1000
+        self.period_us = self.site.period_us
         self.last: StepResult | None = None
         self.ceased_us: int | None = None  # scratch for tests that time the output reaching zero
         self.events: list = []
