@@ -116,6 +116,9 @@ class Battery(Params):
     soc_reserve: float = Field(0.20, ge=0, le=1, description="no discharge at or below (engineering default)")
     soc_max: float = Field(0.95, ge=0, le=1, description="no charge at or above (engineering default)")
     soc_band: float = Field(0.02, ge=0, le=0.2, description="linear taper to the SoC limits (no chatter)")
+    soc_hysteresis: float = Field(
+        0.005, ge=0, le=0.05, description="a SoC limit is shown until SoC is this far back out of the taper band"
+    )
     soh_low: float = Field(0.80, ge=0, le=1, description="below: the SoH guardrail applies")
     soc_reserve_guarded: float = Field(0.40, ge=0, le=1, description="reserve under the guardrail")
     discharge_fraction_guarded: float = Field(0.5, ge=0, le=1, description="of rating, under the guardrail")
@@ -156,6 +159,9 @@ class Comms(Params):
     )
     snr_ramp_w_per_s: float = Field(
         1000.0, gt=0, le=MAX_POWER_W, description="graceful discharge ramp-down on a weak link, W/s"
+    )
+    snr_hysteresis_db: float = Field(
+        2.0, ge=0, le=20, description="a weak link counts as healthy again at snr_min_db plus this (no chatter)"
     )
     rtt_tag: str | None = Field(None, description="measured back-office round trip, s")
     rtt_max_s: float = Field(0.5, gt=0, le=0.5, description="above: leave grid services (issue 4: 500 ms)")

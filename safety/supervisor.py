@@ -106,7 +106,14 @@ class SafetySupervisor(Program):
         self.es = EnterService(es.delay_s, es.ramp_s, es.gate_charging)
         th = p.thermal
         self.thermal = ThermalGuard(
-            th.derate_start_c, th.trip_c, th.reset_c, th.cooldown_s, th.tau_s, th.ambient_c, th.slope_window_s
+            th.derate_start_c,
+            th.trip_c,
+            th.reset_c,
+            th.cooldown_s,
+            th.tau_s,
+            th.ambient_c,
+            th.slope_window_s,
+            max(p.rated_charge_w, p.rated_discharge_w),
         )
         # Supervision times (how long a device may take to answer) count like the tags' age limits: drivers
         # work in real time, so on a simulated site run N times faster (SiteInfo.speed) they stretch N times.
@@ -512,18 +519,31 @@ class SafetySupervisor(Program):
                 "inverter temperature unknown" if temp is None else f"thermal derating at {temp:.1f} degC"
             )
         cap = self.thermal.cap_w
-        if cap is not None and p.thermal.tag and cap < max(lc, ld):
+        if cap is not None and p.thermal.tag:
+            # shown for as long as it is engaged (hysteresis and hold in safety.thermal), binding or not:
+            # a limit event says the cause changed, not that another limit moved past it
             lc, ld = min(lc, cap), min(ld, cap)
             reasons["thermal_prediction"] = f"thermal prediction caps power at {cap:.0f} W"
-        bc, bd, why = soc_fractions(
-            p.battery, val(img, p.battery.soc_tag), val(img, p.battery.soh_tag), val(img, p.battery.temperature_tag)
-        )
+        b = p.battery
+        soc, soh, btemp = val(img, b.soc_tag), val(img, b.soh_tag), val(img, b.temperature_tag)
+        bc, bd, why = soc_fractions(b, soc, soh, btemp)
+        lc, ld = min(lc, rc * bc), min(ld, rd * bd)  # the taper itself is continuous: no step in power
         if bc < 1.0 or bd < 1.0:
-            lc, ld = min(lc, rc * bc), min(ld, rd * bd)
             reasons["battery"] = why
+        elif "battery" in self.limit_names and soc is not None:
+            # shown until the SoC is back out of the taper by soc_hysteresis, so noise at the band's edge
+            # does not make the limit come and go
+            hc, _, why_c = soc_fractions(b, soc + b.soc_hysteresis, soh, btemp)
+            _, hd, why_d = soc_fractions(b, soc - b.soc_hysteresis, soh, btemp)
+            if hc < 1.0 or hd < 1.0:
+                reasons["battery"] = why_c or why_d
         if p.comms.snr_tag:
             snr = val(img, p.comms.snr_tag)
-            if snr is None or snr < p.comms.snr_min_db:
+            # Weak below snr_min_db, healthy again only from snr_min_db + snr_hysteresis_db: SNR noise at
+            # the threshold neither makes the limit come and go nor steps the discharge back up.
+            healthy_db = p.comms.snr_min_db + (p.comms.snr_hysteresis_db if self.snr_cap is not None else 0.0)
+            weak = snr is None or snr < healthy_db
+            if weak:
                 # no new discharge; the present one ramps down
                 self.snr_cap = (
                     max(0.0, -m.prev_sp)
@@ -534,7 +554,7 @@ class SafetySupervisor(Program):
                 reasons["plc"] = (
                     "PLC link quality unknown"
                     if snr is None
-                    else f"weak PLC link ({snr:.1f} dB < {p.comms.snr_min_db:g} dB): no new discharge"
+                    else f"weak PLC link ({snr:.1f} dB, healthy from {healthy_db:g} dB): no new discharge"
                 )
             else:
                 self.snr_cap = None
