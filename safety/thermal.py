@@ -11,9 +11,10 @@ T_inf - ambient) follow |power|, so the power that settles at the derating start
 from __future__ import annotations
 
 # The predictive cap changes state only when its cause does (no chatter between "capped" and "no limit"):
-ENGAGE_MARGIN_C = 2.0  # engages when the predicted temperature reaches derate_start - 2 degC ...
-RELEASE_MARGIN_C = 5.0  # ... and releases only when predicted and measured are derate_start - 5 degC or less,
-HOLD_S = 60.0  # at least 60 s after it engaged, and once it has relaxed to full power (no step up).
+ENGAGE_MARGIN_C = 2.0  # engages when the predicted temperature reaches derate_start - 2 degC; releases
+RELEASE_MARGIN_C = 5.0  # only when the temperature predicted at full power and the measured one are
+# derate_start - 5 degC or less, one thermal time constant (tau_s) after the cap last tightened, and once
+# it has relaxed to full power (so release is no step up).
 IDLE_W = 100.0  # below this average power, losses say nothing about the heat sink
 
 
@@ -27,12 +28,12 @@ class ThermalGuard:
         "ambient_c",
         "cap_w",
         "cooldown_us",
-        "engaged_us",
         "full_w",
         "latched",
         "reset_c",
         "start_c",
         "tau_s",
+        "tightened_us",
         "trip_c",
         "tripped_at_us",
         "window_us",
@@ -62,7 +63,7 @@ class ThermalGuard:
         self._win_start: int | None = None
         self._energy = 0.0  # W * us of |power| since the window started
         self.cap_w: float | None = None  # predictive cap, W (None: none)
-        self.engaged_us: int | None = None
+        self.tightened_us: int | None = None
 
     def derate_fraction(self, temp_c: float) -> float:
         """1 below the derating start, linear to 0 at the trip temperature."""
@@ -115,25 +116,33 @@ class ThermalGuard:
         p_avg = self._energy / span if span > 0 else abs_power_w
         self._energy, self._win_start = 0.0, now_us
         window_s = (t_read_us - t0) / 1_000_000
-        # the power that settles at the derating start (None: idle or cooling towards ambient, no estimate)
-        settle = (
-            p_avg * (self.start_c - self.ambient_c) / (t_inf - self.ambient_c)
-            if p_avg >= IDLE_W and t_inf > self.ambient_c + 1.0
-            else None
-        )
+        start, amb = self.start_c, self.ambient_c
         if self.cap_w is None:
-            if settle is not None and t_inf >= self.start_c - ENGAGE_MARGIN_C:
-                self.cap_w, self.engaged_us = min(self.full_w, settle), now_us
+            if p_avg >= IDLE_W and t_inf >= start - ENGAGE_MARGIN_C:
+                self.cap_w, self.tightened_us = min(self.full_w, self._settle(p_avg, t_inf)), now_us
             return
-        if settle is not None:
-            # tighten at once; relax at most from zero to full power in tau (the estimate is noisy)
-            step = self.full_w * window_s / self.tau_s
-            self.cap_w = min(self.full_w, settle, self.cap_w + step) if settle > self.cap_w else settle
+        if p_avg >= IDLE_W:
+            settle = self._settle(p_avg, t_inf)
+            if settle < self.cap_w:
+                self.cap_w, self.tightened_us = settle, now_us  # tighten at once
+            else:  # relax at most from zero to full power in tau (the estimate is noisy)
+                self.cap_w = min(self.full_w, settle, self.cap_w + self.full_w * window_s / self.tau_s)
+            # losses follow |power|: the temperature this heat sink would settle at under full power
+            t_full = amb + max(0.0, t_inf - amb) * self.full_w / p_avg
+        else:
+            t_full = t_inf  # idle: cooling towards ambient
         released = (
-            now_us - (self.engaged_us or now_us) >= round(HOLD_S * 1_000_000)
-            and t_inf <= self.start_c - RELEASE_MARGIN_C
-            and temp_c <= self.start_c - RELEASE_MARGIN_C
+            now_us - (self.tightened_us or now_us) >= round(self.tau_s * 1_000_000)
+            and t_full <= start - RELEASE_MARGIN_C
+            and temp_c <= start - RELEASE_MARGIN_C
             and (self.cap_w >= self.full_w or p_avg < IDLE_W)
         )
         if released:
-            self.cap_w = self.engaged_us = None
+            self.cap_w = self.tightened_us = None
+
+    def _settle(self, p_avg: float, t_inf: float) -> float:
+        """The power that settles at the derating start; unbounded (the rating) when heading for ambient."""
+        rise = t_inf - self.ambient_c
+        if rise <= 1.0:
+            return self.full_w
+        return p_avg * max(0.0, self.start_c - self.ambient_c) / rise
