@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.tags import US
+from runtime.tags import US, Quality, TagUpdate
 from tests.safety.rig import Rig
 
 ROUND_MS = 20  # one real poll round: the scan period
@@ -87,3 +87,26 @@ def test_a_persistent_divergence_trips_after_the_setting_in_real_time(speed: int
     res = rig.step()
     assert res.outputs["safety.trip"] == "power_divergence"
     assert res.outputs["inverter.setpoint"] == 0.0 and res.outputs["inverter.enable"] is False
+
+
+@pytest.mark.parametrize("quality", [Quality.BAD, Quality.STALE])
+@pytest.mark.parametrize("request_w", [-5000.0, 0.0, 5000.0])
+def test_a_bad_read_back_is_a_comms_fault_never_a_mismatch(quality: Quality, request_w: float) -> None:
+    """An undecodable or failed read-back (the driver marks it bad) trips comms_lost, which clears by
+    itself; it never counts toward write_mismatch, and it restarts a mismatch count in progress."""
+    rig = _settled(1, request_w)
+    rig.set(inverter__power=request_w)
+    rig.set(inverter__write_mismatch=True)
+    for _ in range(40):  # 0.8 s of a mismatch ...
+        rig.step()
+    ups = [TagUpdate(n, v) for n, v in rig.values.items() if n != "inverter.write_mismatch"]
+    res = rig.engine.step(rig.now_us, [*ups, TagUpdate("inverter.write_mismatch", None, quality)])
+    rig.now_us += rig.period_us
+    assert res.outputs["safety.trip"] == "comms_lost" and "inverter.write_mismatch" in res.outputs["safety.reason"]
+    assert res.outputs["inverter.setpoint"] == 0.0 and res.outputs["inverter.enable"] is False
+    for _ in range(40):  # ... then 0.8 s more: not 1 s in a row, so no mismatch trip
+        assert rig.step().outputs["safety.trip"] == ""
+    assert "write_mismatch" not in rig.safety.latches
+    rig.set(inverter__write_mismatch=False)
+    rig.step()
+    assert rig.out["safety.trip"] == ""
