@@ -344,7 +344,7 @@ class SafetyParams(Params):
                 "frequency settings out of order: need uf2 <= uf1 < nominal < of1 <= of2 and "
                 "ride_through_low <= continuous_low < nominal < continuous_high <= ride_through_high"
             )
-        lo, hi = (x * fn for x in F_ENVELOPE_PU)
+        f_lo, f_hi = (x * fn for x in F_ENVELOPE_PU)
         freqs = {
             **{f"frequency.{c}.threshold": t[c].threshold for c in ("of2", "of1", "uf1", "uf2")},
             "frequency continuous range": r.f_continuous[0],
@@ -355,9 +355,9 @@ class SafetyParams(Params):
             "enter_service frequency window ": r.es_f[1],
         }
         for key, x in freqs.items():
-            if not lo - 1e-9 <= x <= hi + 1e-9:
+            if not f_lo - 1e-9 <= x <= f_hi + 1e-9:
                 raise ValueError(
-                    f"{key.strip()}: {x:g} Hz is outside {lo:.2f}-{hi:.2f} Hz (the IEEE 1547-2018 frequency "
+                    f"{key.strip()}: {x:g} Hz is outside {f_lo:.2f}-{f_hi:.2f} Hz (the IEEE 1547-2018 frequency "
                     f"ranges per unit of {fn} Hz)"
                 )
         if not self.divergence.abs_w < max(self.rated_charge_w, self.rated_discharge_w):
