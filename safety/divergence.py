@@ -16,10 +16,13 @@ Verdict = Literal["ok", "fault", "shortfall"]
 
 
 class DivergenceMonitor:
-    __slots__ = ("_kind", "_since", "expected", "p", "warned")
+    __slots__ = ("_kind", "_since", "expected", "p", "time_us", "warned")
 
-    def __init__(self, p: Divergence):
+    def __init__(self, p: Divergence, time_us: int):
+        """``time_us``: how long a divergence must last, on the cycle clock (``p.time_s`` stretched like the
+        tags' age limits on a simulated site run faster than real time)."""
         self.p = p
+        self.time_us = time_us
         self.expected = 0.0
         self._since: int | None = None
         self._kind: Verdict = "ok"
@@ -29,6 +32,13 @@ class DivergenceMonitor:
         self._since = None
         self._kind = "ok"
         self.warned = False
+
+    def agrees(self, measured: float | None) -> bool:
+        """The device provably does what it was told now: a good measurement within tolerance of the
+        expected power (the evidence an operator reset needs)."""
+        if measured is None:
+            return False
+        return abs(measured - self.expected) <= self.p.abs_w + self.p.rel * abs(self.expected)
 
     def update(self, now_us: int, dt_s: float, commanded: float, measured: float | None) -> Verdict:
         p = self.p
@@ -52,6 +62,6 @@ class DivergenceMonitor:
             return "ok"
         if kind != self._kind or self._since is None:
             self._since, self._kind = now_us, kind
-        if now_us - self._since >= round(p.time_s * 1_000_000):
+        if now_us - self._since >= self.time_us:
             return kind
         return "ok"

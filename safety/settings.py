@@ -17,12 +17,25 @@ from safety import tables as T
 
 Category = Literal["I", "II", "III"]
 
+# Every numeric setting is finite and bounded: NaN fails every comparison and infinity passes a one-sided
+# bound, and either would switch a protection off. Where IEEE 1547-2018 gives a range it is used; the
+# other bounds are stated here.
+MAX_POWER_W = 1_000_000.0  # 1 MW: above any one inverter or charger this layer supervises
+# Frequencies of a 50 or 60 Hz system, Hz; per unit of the basis inside the envelope of IEEE 1547-2018's
+# frequency ranges (50.0-66.0 Hz at 60 Hz, tables.FREQUENCY_RANGES), checked at load for 50 Hz sites.
+F_ANY_HZ = (40.0, 70.0)
+F_ENVELOPE_PU = (50.0 / 60.0, 66.0 / 60.0)
+
 
 class TripSetting(Params):
     """One trip: threshold (per unit of nominal voltage, or Hz) and clearing time; omitted -> default."""
 
-    threshold: float | None = Field(None, ge=0)
-    clearing_s: float | None = Field(None, gt=0)
+    threshold: float | None = Field(
+        None, ge=0, le=F_ANY_HZ[1], description="pu (voltage) or Hz (frequency); the category's range applies"
+    )
+    clearing_s: float | None = Field(
+        None, gt=0, le=1000.0, description="s; IEEE 1547-2018's longest clearing time is 1000 s"
+    )
 
 
 class VoltageTrips(Params):
@@ -39,18 +52,22 @@ class FrequencyTrips(Params):
     of1: TripSetting = TripSetting()
     uf1: TripSetting = TripSetting()
     uf2: TripSetting = TripSetting()
-    continuous_low_hz: float | None = Field(None, gt=0)
-    continuous_high_hz: float | None = Field(None, gt=0)
-    ride_through_low_hz: float | None = Field(None, gt=0)
-    ride_through_high_hz: float | None = Field(None, gt=0)
+    continuous_low_hz: float | None = Field(None, ge=F_ANY_HZ[0], le=F_ANY_HZ[1])
+    continuous_high_hz: float | None = Field(None, ge=F_ANY_HZ[0], le=F_ANY_HZ[1])
+    ride_through_low_hz: float | None = Field(None, ge=F_ANY_HZ[0], le=F_ANY_HZ[1])
+    ride_through_high_hz: float | None = Field(None, ge=F_ANY_HZ[0], le=F_ANY_HZ[1])
 
 
 class EnterService(Params):
     # IEEE 1547-2018 clause 4.10 enter service, defaults and ranges (docs/reference.md#enter-service).
     v_low_pu: float = Field(T.ES_V_LOW[0], ge=T.ES_V_LOW[1][0], le=T.ES_V_LOW[1][1])
     v_high_pu: float = Field(T.ES_V_HIGH[0], ge=T.ES_V_HIGH[1][0], le=T.ES_V_HIGH[1][1])
-    f_low_hz: float | None = Field(None, gt=0, description="default 59.5 Hz at 60 Hz; required at 50 Hz")
-    f_high_hz: float | None = Field(None, gt=0, description="default 60.1 Hz at 60 Hz; required at 50 Hz")
+    f_low_hz: float | None = Field(
+        None, ge=F_ANY_HZ[0], le=F_ANY_HZ[1], description="default 59.5 Hz at 60 Hz; required at 50 Hz"
+    )
+    f_high_hz: float | None = Field(
+        None, ge=F_ANY_HZ[0], le=F_ANY_HZ[1], description="default 60.1 Hz at 60 Hz; required at 50 Hz"
+    )
     delay_s: float = Field(T.ES_DELAY_S[0], ge=T.ES_DELAY_S[1][0], le=T.ES_DELAY_S[1][1])
     ramp_s: float = Field(T.ES_RAMP_S[0], ge=T.ES_RAMP_S[1][0], le=T.ES_RAMP_S[1][1])
     gate_charging: bool = Field(False, description="the enter-service delay and ramp gate charging too")
@@ -77,7 +94,7 @@ class Thermal(Params):
     tag: str | None = Field("inverter.temperature", description="degC; None disables the interlock")
     derate_start_c: float = Field(70.0, ge=20, lt=85, description="engineering default")
     trip_c: float = Field(85.0, gt=20, le=85, description="zero power and trip at or above (issue 4: 85 degC)")
-    reset_c: float = Field(75.0, gt=0, description="latched trip resets below this ...")
+    reset_c: float = Field(75.0, ge=0, lt=85, description="latched trip resets below this ...")
     cooldown_s: float = Field(300.0, ge=0, le=7200, description="... and after at least this long")
     tau_s: float | None = Field(600.0, gt=0, le=36000, description="thermal time constant; None: no prediction")
     ambient_c: float = Field(40.0, ge=-40, le=60, description="assumed ambient; higher is more conservative")
@@ -99,6 +116,9 @@ class Battery(Params):
     soc_reserve: float = Field(0.20, ge=0, le=1, description="no discharge at or below (engineering default)")
     soc_max: float = Field(0.95, ge=0, le=1, description="no charge at or above (engineering default)")
     soc_band: float = Field(0.02, ge=0, le=0.2, description="linear taper to the SoC limits (no chatter)")
+    soc_hysteresis: float = Field(
+        0.005, ge=0, le=0.05, description="a SoC limit is shown until SoC is this far back out of the taper band"
+    )
     soh_low: float = Field(0.80, ge=0, le=1, description="below: the SoH guardrail applies")
     soc_reserve_guarded: float = Field(0.40, ge=0, le=1, description="reserve under the guardrail")
     discharge_fraction_guarded: float = Field(0.5, ge=0, le=1, description="of rating, under the guardrail")
@@ -115,10 +135,17 @@ class Battery(Params):
 
 class Divergence(Params):
     measured_tag: str = "inverter.power"
-    abs_w: float = Field(500.0, gt=0, description="tolerance = abs_w + rel * |expected| (engineering default)")
+    abs_w: float = Field(
+        500.0,
+        gt=0,
+        le=MAX_POWER_W,
+        description="tolerance = abs_w + rel * |expected| (engineering default); below the rating",
+    )
     rel: float = Field(0.10, ge=0, le=1)
     time_s: float = Field(3.0, gt=0, le=60, description="divergence must last this long")
-    ramp_w_per_s: float | None = Field(None, gt=0, description="the inverter's ramp limit; None: immediate")
+    ramp_w_per_s: float | None = Field(
+        None, gt=0, le=MAX_POWER_W, description="the inverter's ramp limit, W/s; None: immediate"
+    )
 
 
 class Comms(Params):
@@ -127,8 +154,15 @@ class Comms(Params):
         description="inverter/meter inputs: bad or stale -> trip comms_lost",
     )
     snr_tag: str | None = "plc.snr"
-    snr_min_db: float = Field(10.0, description="PLC link below this -> limit (engineering default)")
-    snr_ramp_w_per_s: float = Field(1000.0, gt=0, description="graceful discharge ramp-down on a weak link")
+    snr_min_db: float = Field(
+        10.0, ge=0, le=60, description="PLC link below this -> limit (engineering default; 0-60 dB: a modem's SNR)"
+    )
+    snr_ramp_w_per_s: float = Field(
+        1000.0, gt=0, le=MAX_POWER_W, description="graceful discharge ramp-down on a weak link, W/s"
+    )
+    snr_hysteresis_db: float = Field(
+        2.0, ge=0, le=20, description="a weak link counts as healthy again at snr_min_db plus this (no chatter)"
+    )
     rtt_tag: str | None = Field(None, description="measured back-office round trip, s")
     rtt_max_s: float = Field(0.5, gt=0, le=0.5, description="above: leave grid services (issue 4: 500 ms)")
     external_tags: list[str] = Field(default_factory=list, description="shared tags of the task process")
@@ -138,6 +172,10 @@ class Comms(Params):
     )
     overrun_tag: str = "runtime.overrun_fault"
     fault_tag: str = "runtime.fault"
+    persist_fault_tag: str | None = Field(
+        "runtime.persist_fault",
+        description="true while a latched state change is not durable on disk: trip persist_fault; absent: none",
+    )
     write_mismatch_tag: str | None = "inverter.write_mismatch"
     write_mismatch_s: float = Field(1.0, ge=0, le=60, description="mismatch must last this long to trip")
 
@@ -148,7 +186,7 @@ class ExternalLimit(Params):
     name: str
     charge_tag: str | None = None
     discharge_tag: str | None = None
-    fallback_w: float = Field(0.0, ge=0, description="used while the tag is not good")
+    fallback_w: float = Field(0.0, ge=0, le=MAX_POWER_W, description="used while the tag is not good")
 
 
 class DeviceTrip(Params):
@@ -187,8 +225,8 @@ class SafetyParams(Params):
     frequency_basis_hz: Literal[50, 60] = Field(
         60, description="the system frequency these settings are for; must equal the site's"
     )
-    rated_charge_w: float = Field(gt=0, description="charger rating, W")
-    rated_discharge_w: float = Field(ge=0, description="discharge rating, W")
+    rated_charge_w: float = Field(gt=0, le=MAX_POWER_W, description="charger rating, W")
+    rated_discharge_w: float = Field(ge=0, le=MAX_POWER_W, description="discharge rating, W")
     response_allowance_s: float = Field(
         0.06,
         ge=0,
@@ -196,7 +234,9 @@ class SafetyParams(Params):
         description="command a trip this much before the clearing time (Modbus write + "
         "inverter reaction; engineering default)",
     )
-    phase_nominal_voltage: float | None = Field(None, gt=0, description="basis of grid.voltage_l1..l3 (3-phase)")
+    phase_nominal_voltage: float | None = Field(
+        None, ge=50, le=1000, description="basis of grid.voltage_l1..l3 (3-phase), V: a low-voltage phase"
+    )
     voltage: VoltageTrips = VoltageTrips()
     frequency: FrequencyTrips = FrequencyTrips()
     enter_service: EnterService = EnterService()
@@ -303,6 +343,26 @@ class SafetyParams(Params):
             raise ValueError(
                 "frequency settings out of order: need uf2 <= uf1 < nominal < of1 <= of2 and "
                 "ride_through_low <= continuous_low < nominal < continuous_high <= ride_through_high"
+            )
+        f_lo, f_hi = (x * fn for x in F_ENVELOPE_PU)
+        freqs = {
+            **{f"frequency.{c}.threshold": t[c].threshold for c in ("of2", "of1", "uf1", "uf2")},
+            "frequency continuous range": r.f_continuous[0],
+            "frequency continuous range ": r.f_continuous[1],
+            "frequency ride-through range": r.f_ride_through[0],
+            "frequency ride-through range ": r.f_ride_through[1],
+            "enter_service frequency window": r.es_f[0],
+            "enter_service frequency window ": r.es_f[1],
+        }
+        for key, x in freqs.items():
+            if not f_lo - 1e-9 <= x <= f_hi + 1e-9:
+                raise ValueError(
+                    f"{key.strip()}: {x:g} Hz is outside {f_lo:.2f}-{f_hi:.2f} Hz (the IEEE 1547-2018 frequency "
+                    f"ranges per unit of {fn} Hz)"
+                )
+        if not self.divergence.abs_w < max(self.rated_charge_w, self.rated_discharge_w):
+            raise ValueError(
+                f"divergence.abs_w {self.divergence.abs_w:g} W is not below the rating: no divergence could trip"
             )
         if not r.es_f[0] < self.frequency_basis_hz < r.es_f[1]:
             raise ValueError("enter_service frequency window must contain the nominal frequency")

@@ -25,6 +25,7 @@ from safety.battery import soc_fractions
 from safety.divergence import DivergenceMonitor
 from safety.enter_service import EnterService
 from safety.grid import Rocof, TripTimers, in_continuous, in_enter_service_window
+from safety.inputs import DIAGNOSTIC_PREFIX, tag_names
 from safety.settings import SafetyParams, resolve
 from safety.thermal import ThermalGuard
 from safety.verify import verify_settings
@@ -38,6 +39,7 @@ TRIP_KINDS: dict[str, Kind] = {
     "comms_lost": "auto",
     "overrun": "auto",
     "program_fault": "auto",
+    "persist_fault": "auto",
     "power_divergence": "operator",
     "write_mismatch": "operator",
 }
@@ -104,9 +106,21 @@ class SafetySupervisor(Program):
         self.es = EnterService(es.delay_s, es.ramp_s, es.gate_charging)
         th = p.thermal
         self.thermal = ThermalGuard(
-            th.derate_start_c, th.trip_c, th.reset_c, th.cooldown_s, th.tau_s, th.ambient_c, th.slope_window_s
+            th.derate_start_c,
+            th.trip_c,
+            th.reset_c,
+            th.cooldown_s,
+            th.tau_s,
+            th.ambient_c,
+            th.slope_window_s,
+            max(p.rated_charge_w, p.rated_discharge_w),
         )
-        self.div = DivergenceMonitor(p.divergence)
+        # Supervision times (how long a device may take to answer) count like the tags' age limits: drivers
+        # work in real time, so on a simulated site run N times faster (SiteInfo.speed) they stretch N times.
+        # A write that takes one real poll round is then no mismatch at any speed; a persistent one still is.
+        self.speed = int(getattr(site, "speed", 1))
+        self.mismatch_us = round(p.comms.write_mismatch_s * 1e6) * self.speed
+        self.div = DivergenceMonitor(p.divergence, round(p.divergence.time_s * 1e6) * self.speed)
         self.latches: dict[str, Latch] = {}
         self.cessation = False
         self._was_ceased = False
@@ -119,18 +133,18 @@ class SafetySupervisor(Program):
 
     # -- declaration ---------------------------------------------------------------------------
     def declare(self) -> list[TagSpec]:
-        O = Direction.OUTPUT
+        out = Direction.OUTPUT
         return [
-            TagSpec(OUT_TRIP, TagType.STR, "", O, "", description="active trip code, empty when none"),
-            TagSpec(OUT_REASON, TagType.STR, "", O, "", description="why the safety layer acts, one sentence"),
-            TagSpec(OUT_CESSATION, TagType.BOOL, "", O, False, description="IEEE 1547 momentary cessation active"),
-            TagSpec(OUT_LIMIT_CHARGE, TagType.FLOAT, "W", O, 0.0, description="charge allowed now, W >= 0"),
-            TagSpec(OUT_LIMIT_DISCHARGE, TagType.FLOAT, "W", O, 0.0, description="discharge allowed now, W >= 0"),
+            TagSpec(OUT_TRIP, TagType.STR, "", out, "", description="active trip code, empty when none"),
+            TagSpec(OUT_REASON, TagType.STR, "", out, "", description="why the safety layer acts, one sentence"),
+            TagSpec(OUT_CESSATION, TagType.BOOL, "", out, False, description="IEEE 1547 momentary cessation active"),
+            TagSpec(OUT_LIMIT_CHARGE, TagType.FLOAT, "W", out, 0.0, description="charge allowed now, W >= 0"),
+            TagSpec(OUT_LIMIT_DISCHARGE, TagType.FLOAT, "W", out, 0.0, description="discharge allowed now, W >= 0"),
             TagSpec(
                 OUT_EXTERNAL_OK,
                 TagType.BOOL,
                 "",
-                O,
+                out,
                 False,
                 description="external commands (back office, grid services) may be followed",
             ),
@@ -173,10 +187,28 @@ class SafetySupervisor(Program):
         return list(dict.fromkeys(names))
 
     @functools.cached_property
-    def _protective_inputs(self) -> list[str]:
-        """Every input this interlock judges by (its own outputs and the outputs it clamps excluded)."""
+    def reads(self) -> frozenset[str]:
+        """Every tag this interlock reads to decide: each tag name in its settings (``safety.inputs``), less
+        those this site's settings leave unread (phase voltages on a single-phase site, the mode without
+        external modes). tests/safety/test_forcing.py records the reads of real cycles against it."""
         p = self.params
-        return [n for n in (*self.requires(), p.comms.overrun_tag) if n and n not in (p.tags.setpoint, p.tags.enable)]
+        names = set(tag_names(p))
+        if self.site.phases != 3:
+            names -= set(p.tags.voltage_phases) - {p.tags.voltage, p.tags.frequency}
+        if not p.comms.external_modes:
+            names.discard(p.comms.mode_tag)
+        return frozenset(names)
+
+    @functools.cached_property
+    def _judged(self) -> list[str]:
+        """The reads whose force is a trip: all but the outputs this interlock clamps (forcing those is a
+        program request like any other, and it is clamped)."""
+        p = self.params
+        return sorted(self.reads - {p.tags.setpoint, p.tags.enable})
+
+    def _diagnostic(self, name: str) -> bool:
+        c = self.params.comms
+        return name.startswith(DIAGNOSTIC_PREFIX) or name in (c.overrun_tag, c.fault_tag, c.persist_fault_tag)
 
     @functools.cached_property
     def _comms_tags(self) -> list[str]:
@@ -184,11 +216,14 @@ class SafetySupervisor(Program):
         voltage or the frequency after a first good read is a trip, never a silent end of protection."""
         p = self.params
         grid = [p.tags.voltage, p.tags.frequency, *(p.tags.voltage_phases if self.site.phases == 3 else [])]
-        return list(dict.fromkeys([*p.comms.required_tags, *(t for t in grid if t)]))
+        # The setpoint read-back verdict too: a read-back that is bad or undecodable after a first good one
+        # is a communications fault, never a mismatch.
+        readback = [p.comms.write_mismatch_tag] if p.comms.write_mismatch_tag else []
+        return list(dict.fromkeys([*p.comms.required_tags, *(t for t in grid if t), *readback]))
 
     # -- persistence ---------------------------------------------------------------------------
     def persist(self) -> Mapping[str, Any] | None:
-        kept = [[c, l.reason] for c, l in self.latches.items() if l.kind == "operator"]
+        kept = [[c, latch.reason] for c, latch in self.latches.items() if latch.kind == "operator"]
         if self.thermal.latched:
             kept.append(["over_temperature", self.latches.get("over_temperature", Latch("auto", "", 0)).reason])
         return {"latched": kept} if kept else None
@@ -247,7 +282,7 @@ class SafetySupervisor(Program):
         derate, temp = self._thermal(cx, m)
         self._health(cx)
         self._device(cx, m)
-        self._operator_reset(cx)
+        self._operator_reset(cx, m)
         self.es.update(cx.now_us, m.es_window)
         if not self.verified:
             why = verify_settings(self.params, self.r, cx.inputs, self.site, self._val)
@@ -293,10 +328,11 @@ class SafetySupervisor(Program):
                 (lost if name in self.seen_good else waiting).append(name)
             else:
                 self.seen_good.add(name)
-        if not self.params.trust_forced_inputs:
-            # Any forced protective input, not only the required ones: forcing grid.loss to False or an
-            # overrun flag to False would otherwise hide the very condition it protects against.
-            lost += [n for n in self._protective_inputs if n not in lost and img.tag(n).forced]
+        # Any forced input, not only the required ones: forcing grid.loss or an overrun flag to False, or
+        # runtime.fault to "", would otherwise hide the very condition it reports. A site that trusts forces
+        # for commissioning still never gets to overwrite the runtime's own diagnostics.
+        trust = self.params.trust_forced_inputs
+        lost += [n for n in self._judged if n not in lost and img.tag(n).forced and (not trust or self._diagnostic(n))]
         if lost:
             self._latch(
                 cx,
@@ -379,6 +415,17 @@ class SafetySupervisor(Program):
         )
         fault = cx.out.get(p.comms.fault_tag, "") or ""
         self._auto(cx, "program_fault", bool(fault), f"program fault: {fault}", "programs run clean again")
+        if p.comms.persist_fault_tag:
+            # Absent on a site (or runtime) without it: no cause. Read as committed and as written this cycle.
+            tag = p.comms.persist_fault_tag
+            unsaved = self._val(cx.inputs, tag) is True or cx.out.get(tag) is True
+            self._auto(
+                cx,
+                "persist_fault",
+                unsaved,
+                f"a latched state change is not yet durable on disk ({tag})",
+                "state written to disk",
+            )
 
     def _device(self, cx: Cycle, m: _Meas) -> None:
         """The inverter does what it is told: setpoint read-back and measured power."""
@@ -388,11 +435,12 @@ class SafetySupervisor(Program):
             if mismatch is True:
                 if self.mismatch_since is None:
                     self.mismatch_since = now
-                if now - self.mismatch_since >= round(p.comms.write_mismatch_s * 1e6):
+                if now - self.mismatch_since >= self.mismatch_us:
                     self._latch(cx, "write_mismatch", "the inverter's setpoint read-back differs from what was written")
-            elif mismatch is False:
+            else:
+                # False, or unknown: a bad or undecodable read-back is a communications fault (comms_lost,
+                # above), never a mismatch; it restarts the count, and it cannot reset a latched trip either
                 self.mismatch_since = None
-            # unknown (bad, stale or forced): no evidence either way, so a latched trip cannot be reset
         commanded = m.prev_sp if img.value(p.tags.enable, False) else 0.0
         verdict = self.div.update(now, cx.dt, commanded, m.meas_p)
         if verdict == "fault":
@@ -410,16 +458,28 @@ class SafetySupervisor(Program):
                 expected=self.div.expected,
             )
 
-    def _operator_reset(self, cx: Cycle) -> None:
-        """``reset_trip`` clears operator-reset trips whose cause is gone."""
+    def _operator_reset(self, cx: Cycle, m: _Meas) -> None:
+        """``reset_trip`` clears operator-reset trips whose cause is provably gone, and says why not."""
         if not any(c.name == "reset_trip" for c in cx.commands):
             return
+        p = self.params
         for code in [c for c, latch in self.latches.items() if latch.kind == "operator"]:
+            why_not = ""
             if code == "write_mismatch" and (
-                self.mismatch_since is not None
-                or self._val(cx.inputs, self.params.comms.write_mismatch_tag) is not False
+                self.mismatch_since is not None or self._val(cx.inputs, p.comms.write_mismatch_tag) is not False
             ):
-                continue  # the read-back must show agreement before a reset
+                why_not = f"{p.comms.write_mismatch_tag} does not show agreement"
+            elif code == "power_divergence" and not self.div.agrees(m.meas_p):
+                # offline (bad, stale or forced measurement) is no evidence; a good one must match
+                why_not = (
+                    f"{p.divergence.measured_tag} is {cx.inputs.tag(p.divergence.measured_tag).quality.value}"
+                    f"{' (forced)' if cx.inputs.tag(p.divergence.measured_tag).forced else ''}"
+                    if m.meas_p is None
+                    else f"measured {m.meas_p:.0f} W, expected {self.div.expected:.0f} W"
+                )
+            if why_not:
+                cx.event("warning", f"reset of {code} refused: {why_not}", code=code)
+                continue
             if code == "power_divergence":
                 self.div.reset()
             self._unlatch(cx, code, "operator reset")
@@ -459,18 +519,31 @@ class SafetySupervisor(Program):
                 "inverter temperature unknown" if temp is None else f"thermal derating at {temp:.1f} degC"
             )
         cap = self.thermal.cap_w
-        if cap is not None and p.thermal.tag and cap < max(lc, ld):
+        if cap is not None and p.thermal.tag:
+            # shown for as long as it is engaged (hysteresis and hold in safety.thermal), binding or not:
+            # a limit event says the cause changed, not that another limit moved past it
             lc, ld = min(lc, cap), min(ld, cap)
             reasons["thermal_prediction"] = f"thermal prediction caps power at {cap:.0f} W"
-        bc, bd, why = soc_fractions(
-            p.battery, val(img, p.battery.soc_tag), val(img, p.battery.soh_tag), val(img, p.battery.temperature_tag)
-        )
+        b = p.battery
+        soc, soh, btemp = val(img, b.soc_tag), val(img, b.soh_tag), val(img, b.temperature_tag)
+        bc, bd, why = soc_fractions(b, soc, soh, btemp)
+        lc, ld = min(lc, rc * bc), min(ld, rd * bd)  # the taper itself is continuous: no step in power
         if bc < 1.0 or bd < 1.0:
-            lc, ld = min(lc, rc * bc), min(ld, rd * bd)
             reasons["battery"] = why
+        elif "battery" in self.limit_names and soc is not None:
+            # shown until the SoC is back out of the taper by soc_hysteresis, so noise at the band's edge
+            # does not make the limit come and go
+            hc, _, why_c = soc_fractions(b, soc + b.soc_hysteresis, soh, btemp)
+            _, hd, why_d = soc_fractions(b, soc - b.soc_hysteresis, soh, btemp)
+            if hc < 1.0 or hd < 1.0:
+                reasons["battery"] = why_c or why_d
         if p.comms.snr_tag:
             snr = val(img, p.comms.snr_tag)
-            if snr is None or snr < p.comms.snr_min_db:
+            # Weak below snr_min_db, healthy again only from snr_min_db + snr_hysteresis_db: SNR noise at
+            # the threshold neither makes the limit come and go nor steps the discharge back up.
+            healthy_db = p.comms.snr_min_db + (p.comms.snr_hysteresis_db if self.snr_cap is not None else 0.0)
+            weak = snr is None or snr < healthy_db
+            if weak:
                 # no new discharge; the present one ramps down
                 self.snr_cap = (
                     max(0.0, -m.prev_sp)
@@ -481,7 +554,7 @@ class SafetySupervisor(Program):
                 reasons["plc"] = (
                     "PLC link quality unknown"
                     if snr is None
-                    else f"weak PLC link ({snr:.1f} dB < {p.comms.snr_min_db:g} dB): no new discharge"
+                    else f"weak PLC link ({snr:.1f} dB, healthy from {healthy_db:g} dB): no new discharge"
                 )
             else:
                 self.snr_cap = None

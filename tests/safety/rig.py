@@ -7,6 +7,7 @@ previous cycle (zero without the permit), so divergence stays quiet unless a tes
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.api import Command, Cycle, Program, SiteInfo
@@ -47,6 +48,41 @@ class Requester(Program):
         cx.out["inverter.enable"] = self.enable
 
 
+PERSIST = "runtime.persist_fault"
+# The runtime declares runtime.persist_fault once the scan core has it; until then a site declares it.
+PERSIST_SPEC = next((s for s in RUNTIME_TAGS if s.name == PERSIST), None)
+
+
+class Memory(Program):
+    """A program owning memory tags other parts read: the mode (as the modes program does) and, where the
+    runtime does not declare it yet, ``runtime.persist_fault``."""
+
+    def __init__(self, site: SiteInfo, values: dict[str, Any]):
+        super().__init__("memory", Program.Params(), site)
+        self.values = values
+
+    def declare(self) -> list[TagSpec]:
+        types = {str: TagType.STR, bool: TagType.BOOL}
+        return [
+            TagSpec(n, types[type(v)], "", Direction.MEMORY, v)
+            for n, v in self.values.items()
+            if not (n == PERSIST and PERSIST_SPEC is not None)
+        ]
+
+    def scan(self, cx: Cycle) -> None:
+        for n, v in self.values.items():
+            if n in cx.out:
+                cx.out[n] = v
+
+
+@dataclass(frozen=True)
+class FastSite(SiteInfo):
+    """A simulated site run ``speed`` times faster than real time: each cycle covers ``speed`` periods of the
+    cycle clock while drivers poll in real time (what ``v2g-plc run --speed N`` builds)."""
+
+    speed: int = 1
+
+
 class Rig:
     def __init__(
         self,
@@ -56,14 +92,24 @@ class Rig:
         phases: int = 1,
         follow: bool = True,
         extra_inputs: Iterable[TagSpec] = (),
+        supervisor: type[SafetySupervisor] = SafetySupervisor,
+        programs: Iterable[Program] = (),
+        speed: int = 1,
         **params: Any,
     ):
         params.setdefault("category", "III")
         params.setdefault("rated_charge_w", 11000.0)
         params.setdefault("rated_discharge_w", 11000.0)
-        self.site = SiteInfo("rig", nominal_v, nominal_f, period_ms * 1000, phases)
+        self.site = FastSite(
+            name="rig",
+            nominal_voltage=nominal_v,
+            nominal_frequency=nominal_f,
+            period_us=period_ms * 1000 * speed,
+            phases=phases,
+            speed=speed,
+        )
         self.params = SafetyParams.model_validate(params)
-        self.safety = SafetySupervisor("safety", self.params, self.site)
+        self.safety = supervisor("safety", self.params, self.site)
         self.req = Requester(self.site)
         specs = [TagSpec(n, t, u, Direction.INPUT, None) for n, (t, u, _) in INPUTS.items()]
         specs += list(extra_inputs)
@@ -71,15 +117,20 @@ class Rig:
             TagSpec("inverter.setpoint", TagType.FLOAT, "W", Direction.OUTPUT, 0.0),
             TagSpec("inverter.enable", TagType.BOOL, "", Direction.OUTPUT, False),
         ]
+        programs = list(programs)
         self.tags = tag_table(
-            ("runtime", RUNTIME_TAGS), ("plant", specs), ("outs", outs), ("safety", self.safety.declare())
+            ("runtime", RUNTIME_TAGS),
+            ("plant", specs),
+            ("outs", outs),
+            ("safety", self.safety.declare()),
+            *((p.name, p.declare()) for p in programs),
         )
-        self.engine = Engine(self.site, self.tags, [self.req], [self.safety])
+        self.engine = Engine(self.site, self.tags, [self.req, *programs], [self.safety], age_scale=speed)
         self.values: dict[str, Any] = {n: d for n, (_, _, d) in INPUTS.items()}
         self.values["runtime.overrun_fault"] = False
         self.follow = follow
         self.now_us = 0
-        self.period_us = period_ms * 1000
+        self.period_us = self.site.period_us
         self.last: StepResult | None = None
         self.ceased_us: int | None = None  # scratch for tests that time the output reaching zero
         self.events: list = []
