@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from runtime.api import Cycle, Params, Program, register_program
+from runtime.api import Cycle, Params, Program, TagName, register_program
 from runtime.tags import Direction, Image, TagSpec, TagType
 
 
@@ -42,20 +42,20 @@ class DispatchParams(Params):
     # ISO 15118-2 reports the EV's SoC in whole percent (DC_EVStatus EVRESSSOC), so an error below one
     # step is noise, not a deviation from the plan.
     soc_deadband: float = Field(0.01, ge=0, le=0.2, description="SoC error ignored by the correction")
-    mode_tag: str = "mode.state"
-    plan_power_tag: str | None = "plan.power"
-    plan_soc_tag: str | None = "plan.soc_target"
-    plan_end_tag: str | None = "plan.interval_end"
+    mode_tag: TagName = "mode.state"
+    plan_power_tag: TagName | None = "plan.power"
+    plan_soc_tag: TagName | None = "plan.soc_target"
+    plan_end_tag: TagName | None = "plan.interval_end"
     efficiency_charge: float = Field(0.933, gt=0, le=1, description="grid -> battery (commuter scenario)")
     efficiency_discharge: float = Field(0.933, gt=0, le=1, description="battery -> grid")
     fixed_request_w: float | None = Field(None, description="request when the plan tag is absent or not good")
-    soc_tag: str = "ev.soc"
-    setpoint_tag: str = "inverter.setpoint"
-    enable_tag: str = "inverter.enable"
-    safety_charge_tag: str | None = "safety.limit_charge"
-    safety_discharge_tag: str | None = "safety.limit_discharge"
-    backoffice_charge_tag: str | None = Field(None, description="back-office charge limit tag (W)")
-    backoffice_discharge_tag: str | None = Field(None, description="back-office discharge limit tag (W)")
+    soc_tag: TagName = "ev.soc"
+    setpoint_tag: TagName = "inverter.setpoint"
+    enable_tag: TagName = "inverter.enable"
+    safety_charge_tag: TagName | None = "safety.limit_charge"
+    safety_discharge_tag: TagName | None = "safety.limit_discharge"
+    backoffice_charge_tag: TagName | None = Field(None, description="back-office charge limit tag (W)")
+    backoffice_discharge_tag: TagName | None = Field(None, description="back-office discharge limit tag (W)")
 
 
 def _safety_limit(img: Image, tag: str | None) -> float:

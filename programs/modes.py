@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import Field, model_validator
 from transitions import Machine
 
-from runtime.api import Cycle, Outputs, Params, Program, SiteInfo, register_program
+from runtime.api import Cycle, Outputs, Params, Program, SiteInfo, TagName, register_program
 from runtime.tags import Direction, Image, TagSpec, TagType
 
 STATES: tuple[str, ...] = ("idle", "charge", "discharge", "safe_state")
@@ -98,17 +98,17 @@ class ModeParams(Params):
         0.01, ge=0, le=0.2, description="restart only this far inside the window (no chattering)"
     )
     deadband_w: float = Field(100.0, ge=0, description="plan requests within +-deadband count as zero")
-    plan_tag: str | None = Field("plan.power", description="shared tag of the plan's request (W signed)")
+    plan_tag: TagName | None = Field("plan.power", description="shared tag of the plan's request (W signed)")
     fixed_request_w: float | None = Field(
         None, description="request used when the plan tag is absent or not good (no planner on the site)"
     )
-    snr_tag: str | None = Field("plc.snr", description="PLC link SNR tag (dB); None: no PLC link to check")
+    snr_tag: TagName | None = Field("plc.snr", description="PLC link SNR tag (dB); None: no PLC link to check")
     snr_min_db: float = Field(10.0, description="link healthy at or above this SNR (site setting)")
-    connected_tag: str = "ev.connected"
-    soc_tag: str = "ev.soc"
-    trip_tag: str = "safety.trip"
-    setpoint_tag: str = "inverter.setpoint"
-    enable_tag: str = "inverter.enable"
+    connected_tag: TagName = "ev.connected"
+    soc_tag: TagName = "ev.soc"
+    trip_tag: TagName = "safety.trip"
+    setpoint_tag: TagName = "inverter.setpoint"
+    enable_tag: TagName = "inverter.enable"
 
     @model_validator(mode="after")
     def _window(self) -> ModeParams:

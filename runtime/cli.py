@@ -7,8 +7,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.yamlload import ConfigError
+
+if TYPE_CHECKING:
+    from runtime.site import BuiltSite
 
 log = logging.getLogger("v2g_plc")
 
@@ -22,17 +26,21 @@ def _site_arg(p: argparse.ArgumentParser, optional: bool) -> None:
         p.add_argument("site", type=Path, help="site file")
 
 
-def _build(path: Path | None, speed: int = 1):
-    from runtime.site import build_site, bundled_site
+def _build(path: Path | None, speed: int = 1, *, plant: bool = False) -> BuiltSite:
+    """The site as ``run`` builds it before its first cycle; ``plant``: and the virtual plant it starts."""
+    from runtime.site import build_site, bundled_site, check_plant
 
-    return build_site(path or bundled_site(), speed=speed)
+    built = build_site(path or bundled_site(), speed=speed)
+    if plant:
+        check_plant(built.loaded)
+    return built
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from runtime.runner import Runner, RunOptions, setup_logging
 
     setup_logging()
-    built = _build(a.site, a.speed)
+    built = _build(a.site, a.speed, plant=not a.no_plant)
     opts = RunOptions(
         for_s=a.for_s,
         speed=a.speed,
@@ -46,7 +54,16 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    built = _build(a.site)
+    """Everything ``run`` validates and builds before its first cycle, without starting a process or
+    touching the network: the site and every component, the virtual plant, the persisted state."""
+    from runtime.runner import Runner, RunOptions, StateError
+
+    built = _build(a.site, plant=True)
+    try:
+        Runner(built, RunOptions())._restore()  # the very code run starts with; it only reads the file
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     print(
         f"{built.path}: ok ({len(built.tags.specs)} tags, {len(built.drivers)} devices, "
         f"{len(built.programs)} programs, {len(built.interlocks)} interlocks, {len(built.tasks)} tasks)"
@@ -80,12 +97,10 @@ def cmd_schema(a: argparse.Namespace) -> int:
 
 def _control(site: Path | None, request: dict) -> dict:
     from runtime.config import load_site
+    from runtime.iothread import control_request
     from runtime.site import bundled_site
 
-    loaded = load_site(site or bundled_site())
-    cfg = loaded.config
-    path = loaded.resolve(cfg.control_socket) if cfg.control_socket else loaded.resolve(cfg.state_dir) / "control.sock"
-    from runtime.iothread import control_request
+    path = load_site(site or bundled_site()).control_socket
 
     try:
         return control_request(path, request, timeout=5)

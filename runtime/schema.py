@@ -6,16 +6,17 @@ the runtime accepts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, create_model
 
-from runtime import registry
 from runtime.api import Params
 from runtime.config import SiteConfig
+from runtime.registry import SECTIONS
 
 
-def _union(section: str, reg: dict[str, Any]) -> Any:
+def _union(section: str, reg: Mapping[str, Any]) -> Any:
     variants = []
     for type_name, cls in sorted(reg.items()):
         model = create_model(
@@ -39,14 +40,32 @@ def _union(section: str, reg: dict[str, Any]) -> Any:
     return Annotated[Union[tuple(variants)], Field(discriminator="type")]  # noqa: UP007
 
 
+def _plant() -> Any:
+    from runtime.sim.server import VirtualPlantParams
+
+    return create_model(
+        "plant_virtual",
+        __base__=Params,
+        __doc__="The virtual plant started beside the runtime (simulated sites).",
+        type=(Literal["virtual"], ...),
+        name=(str | None, None),
+        params=(VirtualPlantParams, ...),
+    )
+
+
 def site_model() -> type[Params]:
+    sections: dict[str, Any] = {
+        reg.section: (
+            list[_union(reg.kind, reg)],  # type: ignore[misc]
+            ... if reg.section == "safety" else Field(default_factory=list),
+        )
+        for reg in SECTIONS
+    }
     return create_model(
         "SiteFile",
         __base__=SiteConfig,
-        devices=(list[_union("device", registry.drivers())], Field(default_factory=list)),
-        programs=(list[_union("program", registry.programs())], Field(default_factory=list)),
-        safety=(list[_union("interlock", registry.interlocks())], ...),
-        tasks=(list[_union("task", registry.tasks())], Field(default_factory=list)),
+        plant=(_plant() | None, Field(None, description="virtual plant started beside the runtime")),
+        **sections,
     )
 
 

@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -137,14 +136,14 @@ class ModbusDriver(Driver):
 
     params: ModbusParams
 
-    def __init__(self, name: str, params: ModbusParams, site: SiteInfo, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+    def __init__(self, name: str, params: ModbusParams, site: SiteInfo):
+        super().__init__(name, params, site)
         self.units: list[UnitState] = []
         for u in params.units:
-            path = resolve_map_path(u.map, base_dir)
+            path = resolve_map_path(u.map, self.base_dir)
             if not path.exists():  # the site's line is the place to fix this (errors inside a map name its own)
                 raise ValueError(
-                    f"I/O map {u.map!r} not found (no {base_dir / u.map} and no shipped map of that "
+                    f"I/O map {u.map!r} not found (no {self.base_dir / u.map} and no shipped map of that "
                     f"name; shipped: {', '.join(p.stem for p in shipped_maps())})"
                 )
             m = load_map(path)
@@ -172,7 +171,7 @@ class ModbusDriver(Driver):
         self.requests = 0  # request counter (benchmarks)
 
     # -- interface ----------------------------------------------------------------------------
-    def tag_specs(self) -> list[TagSpec]:
+    def declare(self) -> list[TagSpec]:
         return list(self._specs)
 
     def make_client(self) -> Any:

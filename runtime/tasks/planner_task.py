@@ -34,7 +34,7 @@ from pydantic import Field
 from programs.planner.model import Battery, Charger, Plan, PlanRequest
 from programs.planner.replan import needs_replan
 from programs.planner.routine import Routine, routine_windows
-from runtime.api import Params
+from runtime.api import Params, SiteInfo, TagName
 from runtime.tags import US, Direction, Quality, TagSpec, TagType
 from runtime.tasks.base import Task, TaskContext, register_task
 
@@ -48,13 +48,13 @@ class PlannerTaskParams(Params):
     )
     degradation_cost_per_mwh: float = Field(20.0, ge=0)
     routine: Routine = Routine()
-    prices_tag: str = "prices.day_ahead"
-    updated_tag: str | None = Field(
+    prices_tag: TagName = "prices.day_ahead"
+    updated_tag: TagName | None = Field(
         "prices.updated",
         description="revision counter of the price feed: new prices = a new revision "
         "(the curve sliding forward in time is not new); None: compare content",
     )
-    forecast_tag: str | None = Field(None, description="optional forecast curve in the same format")
+    forecast_tag: TagName | None = Field(None, description="optional forecast curve in the same format")
     terminal_value_quantile: float | None = Field(
         0.3, ge=0, le=1, description="value stored energy at this quantile of the last week's prices; None: 0"
     )
@@ -154,8 +154,8 @@ class PlannerTask(Task):
             ),
         ]
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, name: str, params: PlannerTaskParams, site: SiteInfo):
+        super().__init__(name, params, site)
         self.plan: Plan | None = None
         self.history: deque[tuple[dt.datetime, float]] = deque(maxlen=7 * 24 * 4)  # a week of 15-min rows
 

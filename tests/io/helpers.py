@@ -14,8 +14,8 @@ from runtime.io.modbus_tcp import ModbusTcpDriver
 from runtime.sim.server import VirtualPlant, VirtualPlantParams
 from runtime.tags import Quality, TagUpdate
 
-SITE = SiteInfo("test", 240.0, 60.0, 20_000)
 ROOT = Path(__file__).resolve().parents[2]
+SITE = SiteInfo("test", 240.0, 60.0, 20_000, base_dir=ROOT)
 
 
 def free_port() -> int:
@@ -75,8 +75,8 @@ def tcp_driver(port: int, map_: str, name: str = "dev", **kw: Any) -> ModbusTcpD
         **({"units": [{"unit": 1, "map": map_}]} if map_ else {}),
         **kw,
     }
-    return ModbusTcpDriver(name, ModbusTcpDriver.Params.model_validate(params), SITE, ROOT)
+    return ModbusTcpDriver(name, ModbusTcpDriver.Params.model_validate(params), SITE)
 
 
 def inputs(drv: Any) -> list[str]:
-    return [s.name for s in drv.tag_specs() if s.is_input]
+    return [s.name for s in drv.declare() if s.is_input]
