@@ -1,4 +1,4 @@
-"""``v2g-plc``: the command line (a stable interface: DESIGN.md "Command line")."""
+"""``v2g-plc``: the command line (a stable interface: docs/design.md "Command line")."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def _named(metadata: Any) -> str | None:
             return "file"
         func = getattr(m, "func", None)
         for alias, label in ((TagName, "tag name"), (TimeZoneName, "time zone")):
-            if func is not None and func in (getattr(a, "func", None) for a in alias.__metadata__):
+            if func is not None and func in (getattr(a, "func", None) for a in typing.get_args(alias)[1:]):
                 return label
     return None
 

@@ -15,6 +15,13 @@ from runtime.api import Params
 from runtime.config import SiteConfig
 from runtime.registry import SECTIONS
 
+_NAME: Any = (str | None, None)  # every component's optional ``name``
+
+
+def _literal(value: str) -> Any:
+    """``Literal[value]`` for a value known only at run time (the type names of the registries)."""
+    return Literal.__getitem__(value)
+
 
 def _union(section: str, reg: Mapping[str, Any]) -> Any:
     variants = []
@@ -23,8 +30,8 @@ def _union(section: str, reg: Mapping[str, Any]) -> Any:
             f"{section}_{type_name}",
             __base__=Params,
             __doc__=(cls.__doc__ or "").strip().split("\n\n")[0] or None,
-            type=(Literal[type_name], ...),
-            name=(str | None, None),
+            type=(_literal(type_name), ...),
+            name=_NAME,
             params=(
                 cls.Params,
                 Field(default_factory=dict)
@@ -47,8 +54,8 @@ def _plant() -> Any:
         "plant_virtual",
         __base__=Params,
         __doc__="The virtual plant started beside the runtime (simulated sites).",
-        type=(Literal["virtual"], ...),
-        name=(str | None, None),
+        type=(_literal("virtual"), ...),
+        name=_NAME,
         params=(VirtualPlantParams, ...),
     )
 

@@ -7,6 +7,7 @@ that no device provides) are reported like schema errors: file, line, key.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -78,7 +79,7 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
     built = BuiltSite(loaded, info, TagTable(), speed=speed)
     issues: list[ConfigIssue] = []
 
-    def add(specs: list[TagSpec], owner: str, where: Path_) -> None:
+    def add(specs: Iterable[TagSpec], owner: str, where: Path_) -> None:
         for s in specs:
             try:
                 built.tags.add(s, owner)
@@ -88,7 +89,7 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
     add(RUNTIME_TAGS, "runtime", ())
     for reg in SECTIONS:
         for i, comp in enumerate(components(cfg, reg.section)):
-            where: Path_ = (reg.section, i)
+            where = (reg.section, i)
             issues += _file_issues(loaded, params[where], (*where, "params"))
             try:
                 obj: Plugin = reg[comp.type](comp.label, params[where], info)

@@ -1,6 +1,6 @@
 """The task interface: non-real-time work (prices, planner, OCPP, MQTT, metrics) in the task process.
 
-Tasks run on the task process's asyncio loop, never in the scan process (DESIGN.md "Two processes").
+Tasks run on the task process's asyncio loop, never in the scan process (docs/design.md "Two processes").
 They write *shared* tags, which cross to the scan as messages and land at the next cycle start, all at
 once. They read the scan's committed image as it is published after each cycle. Time for a task is the
 scan's cycle clock (``TaskContext.now_us``) so a simulated site run faster than real time keeps tasks in

@@ -105,7 +105,7 @@ def _numeric(annotation: object) -> bool:
     return annotation in (int, float)
 
 
-@pytest.mark.parametrize("model", sorted({*_models(SiteConfig), TagFields, TagDecl}, key=lambda m: m.__name__))
+@pytest.mark.parametrize("model", sorted({*_models(SiteConfig), TagFields, TagDecl}, key=lambda m: str(m)))
 def test_every_number_of_the_runtimes_own_models_has_a_stated_range(model: type[BaseModel]) -> None:
     for name, f in model.model_fields.items():
         if not _numeric(f.annotation):

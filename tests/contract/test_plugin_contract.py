@@ -7,7 +7,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from runtime.api import ParamError, Params, Plugin, Program, TagName
 from runtime.io.driver import Driver
@@ -60,7 +60,7 @@ def _fields(model: type[BaseModel], prefix: str = "") -> typing.Iterator[tuple[s
 
 def _is_tag_name(f: typing.Any) -> bool:
     """TagName itself, or inside ``| None`` / ``list[...]``."""
-    validator = TagName.__metadata__[0]
+    validator = typing.get_args(TagName)[1]
     if validator in f.metadata:
         return True
 
@@ -105,7 +105,7 @@ def test_a_bad_tag_name_in_params_is_refused_at_its_line(tmp_path: Path) -> None
 
 
 class _FussyParams(Params):
-    files: list[str] = []
+    files: list[str] = Field(default_factory=list)
 
 
 class _Fussy(Task):
