@@ -20,6 +20,8 @@ from pydantic import BaseModel
 
 from runtime.api import TagFields
 from runtime.config import SiteConfig, TagDecl
+from runtime.registry import SECTIONS
+from runtime.sim.server import VirtualPlantParams
 from runtime.site import build_site
 from runtime.yamlload import ConfigError, dotted
 from tests.contract.sitedata import Key, bundled_data, bundled_number_keys, line_of_key, with_value, write
@@ -89,11 +91,13 @@ def test_a_site_tag_default_must_fit_its_type(tmp_path: Path, value: str) -> Non
 
 
 def _models(model: type[BaseModel]) -> typing.Iterator[type[BaseModel]]:
+    """A model and every model nested in it (as a field, ``| None``, or in a list)."""
     yield model
     for f in model.model_fields.values():
-        for t in typing.get_args(f.annotation) or (f.annotation,):
-            if isinstance(t, type) and issubclass(t, BaseModel):
-                yield from _models(t)
+        for t in (f.annotation, *typing.get_args(f.annotation)):
+            for inner in (t, *typing.get_args(t)):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    yield from _models(inner)
 
 
 def _numeric(annotation: object) -> bool:
@@ -113,3 +117,30 @@ def test_every_number_of_the_runtimes_own_models_has_a_stated_range(model: type[
         kinds = {type(m) for m in f.metadata}
         assert kinds & {annotated_types.Ge, annotated_types.Gt}, f"{model.__name__}.{name}: no lower bound"
         assert kinds & {annotated_types.Le, annotated_types.Lt}, f"{model.__name__}.{name}: no upper bound"
+
+
+# Models that a site file reaches but that are not Params yet (the planner's own base). Owners fix them;
+# the list may only shrink: a new model that lets NaN or infinity in fails below.
+NAN_ALLOWED_TODAY = {
+    "programs.planner.model.Battery",
+    "programs.planner.model.Charger",
+    "programs.planner.routine.Routine",
+}
+
+
+def _finite_field(model: type[BaseModel], f: typing.Any) -> bool:
+    return model.model_config.get("allow_inf_nan") is False or any(
+        getattr(m, "allow_inf_nan", True) is False for m in f.metadata
+    )
+
+
+def test_every_settings_model_a_site_file_reaches_forbids_non_finite_numbers() -> None:
+    roots = [reg[t].Params for reg in SECTIONS for t in reg] + [SiteConfig, VirtualPlantParams]
+    open_models = {
+        f"{m.__module__}.{m.__qualname__}"
+        for root in roots
+        for m in _models(root)
+        for f in m.model_fields.values()
+        if _numeric(f.annotation) and not _finite_field(m, f)
+    }
+    assert open_models <= NAN_ALLOWED_TODAY, f"NaN/inf allowed in {sorted(open_models - NAN_ALLOWED_TODAY)}"
