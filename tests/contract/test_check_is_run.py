@@ -48,6 +48,7 @@ CASES: list[tuple[str, Edit, str]] = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "edit", "words"), CASES, ids=[c[0] for c in CASES])
 def test_check_refuses_what_run_refuses(tmp_path: Path, name: str, edit: Edit, words: str) -> None:
     data = bundled_here(tmp_path)

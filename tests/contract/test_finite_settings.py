@@ -48,6 +48,7 @@ def test_the_schema_walk_reaches_every_section() -> None:
     assert ("safety", 0, "params", "rated_charge_w") in KEYS  # a rating
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", NON_FINITE, ids=["nan", "inf", "-inf"])
 def test_every_number_field_of_the_bundled_site_refuses_non_finite(tmp_path: Path, value: float) -> None:
     missed = []
@@ -58,6 +59,7 @@ def test_every_number_field_of_the_bundled_site_refuses_non_finite(tmp_path: Pat
     assert not missed, "\n".join(missed)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(KEYS), st.sampled_from(NON_FINITE), min_size=1, max_size=4))
 def test_non_finite_settings_together_are_refused_where_they_are(changes: dict[Key, float]) -> None:
