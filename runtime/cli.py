@@ -26,13 +26,18 @@ def _site_arg(p: argparse.ArgumentParser, optional: bool) -> None:
         p.add_argument("site", type=Path, help="site file")
 
 
-def _build(path: Path | None, speed: int = 1, *, plant: bool = False) -> BuiltSite:
-    """The site as ``run`` builds it before its first cycle; ``plant``: and the virtual plant it starts."""
-    from runtime.site import build_site, bundled_site, check_plant
+def _build(path: Path | None, speed: int = 1) -> BuiltSite:
+    from runtime.site import build_site, bundled_site
 
-    built = build_site(path or bundled_site(), speed=speed)
-    if plant:
-        check_plant(built.loaded)
+    return build_site(path or bundled_site(), speed=speed)
+
+
+def _build_to_run(path: Path | None, speed: int = 1, *, plant: bool) -> BuiltSite:
+    """The site as ``run`` builds it, and what run needs of the host, before anything starts."""
+    from runtime.site import preflight
+
+    built = _build(path, speed)
+    preflight(built.loaded, plant=plant)
     return built
 
 
@@ -40,7 +45,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from runtime.runner import Runner, RunOptions, setup_logging
 
     setup_logging()
-    built = _build(a.site, a.speed, plant=not a.no_plant)
+    built = _build_to_run(a.site, a.speed, plant=not a.no_plant)
     opts = RunOptions(
         for_s=a.for_s,
         speed=a.speed,
@@ -55,10 +60,11 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def cmd_check(a: argparse.Namespace) -> int:
     """Everything ``run`` validates and builds before its first cycle, without starting a process or
-    touching the network: the site and every component, the virtual plant, the persisted state."""
+    touching the network: the site and every component, the virtual plant, the hardware watchdog device,
+    the persisted state."""
     from runtime.runner import Runner, RunOptions, StateError
 
-    built = _build(a.site, plant=True)
+    built = _build_to_run(a.site, plant=True)
     try:
         Runner(built, RunOptions())._restore()  # the very code run starts with; it only reads the file
     except StateError as exc:

@@ -7,6 +7,7 @@ that no device provides) are reported like schema errors: file, line, key.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,11 +154,21 @@ def _plant_issues(loaded: LoadedSite) -> list[ConfigIssue]:
     return []
 
 
-def check_plant(loaded: LoadedSite) -> None:
-    """Build the virtual plant as its process will (maps, scenario) without serving anything, so that
-    ``check``, and ``run`` before it starts the plant's process, refuse what the plant would refuse."""
-    if loaded.config.plant is None:
-        return
+def preflight(loaded: LoadedSite, *, plant: bool) -> None:
+    """What ``run`` needs of this host before its first cycle, beyond the site build, checked without
+    starting a process, touching the network or arming anything: the hardware watchdog device is there,
+    and (``plant``) the virtual plant builds as its process will build it (maps, scenario)."""
+    issues: list[ConfigIssue] = []
+    hw = loaded.config.watchdog.hardware
+    if hw is not None and not os.path.exists(hw.device):  # opening it would arm it: existence only
+        issues.append(loaded.doc.issue(("watchdog", "hardware", "device"), f"no device {hw.device!r} on this host"))
+    if plant and loaded.config.plant is not None:
+        issues += _plant_build_issues(loaded)
+    if issues:
+        raise ConfigError(issues)
+
+
+def _plant_build_issues(loaded: LoadedSite) -> list[ConfigIssue]:
     from runtime.sim.config import plant_params
     from runtime.sim.server import VirtualPlant
 
@@ -165,13 +176,16 @@ def check_plant(loaded: LoadedSite) -> None:
     where: Path_ = ("plant", "params")
     issues = _file_issues(loaded, params, where)
     if issues:
-        raise ConfigError(issues)
+        return issues
     try:
         VirtualPlant(params, base)
+    except ConfigError as exc:
+        return list(exc.issues)
     except ParamError as exc:
-        raise ConfigError([loaded.doc.issue((*where, *exc.key), exc.message)]) from exc
+        return [loaded.doc.issue((*where, *exc.key), exc.message)]
     except (ValueError, OSError) as exc:
-        raise ConfigError([loaded.doc.issue(("plant",), str(exc))]) from exc
+        return [loaded.doc.issue(("plant",), str(exc))]
+    return []
 
 
 def bundled_site() -> Path:

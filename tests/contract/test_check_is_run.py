@@ -39,12 +39,18 @@ def _socket_path(data: dict[str, Any], tmp: Path) -> Key:
     return ("control_socket",)
 
 
+def _watchdog_device(data: dict[str, Any], tmp: Path) -> Key:
+    data["watchdog"] = {"systemd": False, "hardware": {"device": str(tmp / "no_watchdog"), "timeout_s": 4}}
+    return ("watchdog", "hardware", "device")
+
+
 # (id, edit returning the key the error names, words of the message, what run did before)
 CASES: list[tuple[str, Edit, str]] = [
     ("missing_price_file", _price_file, "No such file"),  # run: the task logged, prices never came
     ("plant_device_without_map", _plant_map, "no_such_map"),  # run: exit 1 after starting the plant
     ("missing_plant_scenario", _plant_scenario, "absent_scenario.yaml"),  # run: exit 1, plant process died
     ("control_socket_path_too_long", _socket_path, "longer than 107 bytes"),  # run: no control socket, silently
+    ("watchdog_device_missing", _watchdog_device, "no_watchdog"),  # run: exit 2, after starting I/O and tasks
 ]
 
 
