@@ -1,8 +1,10 @@
 """Turn a validated site file into live objects: drivers, programs, interlocks, tasks, tag table, engine.
 
-``run``, ``replay``, ``check`` and the tests all build a site here, so a site that passes ``check`` is
-exactly the site that runs. Problems found while building (a tag declared twice, a tag a program needs
-that no device provides) are reported like schema errors: file, line, key.
+``run``, ``replay``, ``check``, the task process and the tests all build a site here, and ``run`` and
+``check`` both add ``preflight`` (what run needs of the host), so a site that passes ``check`` is exactly
+the site that runs. Every section is built the same way (``runtime.api.Plugin``). Problems found while
+building (a tag declared twice, a tag a program needs that no device provides, a file that is not there)
+are reported like schema errors: file, line, key.
 """
 
 from __future__ import annotations
