@@ -194,10 +194,9 @@ class Plugin:
 
     A plug-in class is registered under a type name in its section's registry, sets ``Params`` to the
     pydantic model of its ``params:``, and is built as ``cls(name, params, site)``. Building does every
-    check that needs neither the network nor a process (maps load and parse); an error raised then
-    (``ParamError`` to name a key, ``ValueError``/``OSError`` for the component as a whole) stops
-    ``check`` and ``run`` alike, at the component's line. Files named by ``SiteFile`` parameters are
-    checked by the site build before that. ``declare()`` lists the tags it owns, ``requires()`` those it
+    check that needs neither the network nor a process (maps load and parse); an error raised then stops
+    ``check`` and ``run`` alike, at the line of the key a ``ParamError`` names, or of the component for a
+    ``ValueError``/``OSError``. Files named by ``SiteFile`` parameters are checked by the site build. ``declare()`` lists the tags it owns, ``requires()`` those it
     cannot work without.
     """
 
@@ -218,7 +217,7 @@ class Plugin:
         return []
 
     def requires(self) -> list[str]:
-        """Tags this component cannot work without; a site that provides none of them does not load."""
+        """Tags this component cannot work without; a site that lacks one of them does not load."""
         return []
 
 
