@@ -27,15 +27,13 @@ Tags read:
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from runtime.api import Cycle, Params, Program, register_program
+from runtime.api import Cycle, Params, Program, TagName, register_program
 from runtime.tags import Direction, Image, TagSpec, TagType
 
 
 class DispatchParams(Params):
-    model_config = ConfigDict(**Params.model_config, allow_inf_nan=False)  # every number finite
-
     max_charge_w: float = Field(11_000.0, ge=0, le=1e6, description="charger rating, grid side")
     max_discharge_w: float = Field(11_000.0, ge=0, le=1e6, description="charger rating, grid side")
     ramp_w_per_s: float = Field(2_000.0, gt=0, le=1e7, description="largest setpoint change per second")
@@ -45,37 +43,37 @@ class DispatchParams(Params):
     # ISO 15118-2 reports the EV's SoC in whole percent (DC_EVStatus EVRESSSOC), so an error below one
     # step is noise, not a deviation from the plan.
     soc_deadband: float = Field(0.01, ge=0, le=0.2, description="SoC error ignored by the correction")
-    mode_tag: str = "mode.state"
-    plan_power_tag: str | None = "plan.power"
-    plan_soc_tag: str | None = "plan.soc_target"
-    plan_end_tag: str | None = "plan.interval_end"
+    mode_tag: TagName = "mode.state"
+    plan_power_tag: TagName | None = "plan.power"
+    plan_soc_tag: TagName | None = "plan.soc_target"
+    plan_end_tag: TagName | None = "plan.interval_end"
     efficiency_charge: float = Field(0.933, gt=0, le=1, description="grid -> battery (commuter scenario)")
     efficiency_discharge: float = Field(0.933, gt=0, le=1, description="battery -> grid")
     fixed_request_w: float | None = Field(
         None, ge=-1e6, le=1e6, description="request when the plan tag is absent or not good"
     )
-    request_tag: str | None = Field(
+    request_tag: TagName | None = Field(
         "mode.request",
         description="the request the mode machine acted on this scan (the plan's, the fixed one or its "
         "fallback charge); where no program writes it: plan_power_tag, then fixed_request_w",
     )
-    soc_tag: str = "ev.soc"
-    setpoint_tag: str = "inverter.setpoint"
-    enable_tag: str = "inverter.enable"
-    safety_charge_tag: str | None = "safety.limit_charge"
-    safety_discharge_tag: str | None = "safety.limit_discharge"
-    rt_price_tag: str | None = Field(
+    soc_tag: TagName = "ev.soc"
+    setpoint_tag: TagName = "inverter.setpoint"
+    enable_tag: TagName = "inverter.enable"
+    safety_charge_tag: TagName | None = "safety.limit_charge"
+    safety_discharge_tag: TagName | None = "safety.limit_discharge"
+    rt_price_tag: TagName | None = Field(
         None, description="real-time price of the current interval (prices.real_time); None: day-ahead plan only"
     )
-    plan_price_tag: str | None = Field("plan.price", description="the day-ahead price the plan assumed now")
+    plan_price_tag: TagName | None = Field("plan.price", description="the day-ahead price the plan assumed now")
     rt_deviation: float = Field(
         100.0, gt=0, le=1e5, description="real time this far above/below the plan's price (per MWh) counts as strong"
     )
     rt_soc_margin: float = Field(
         0.05, ge=0, le=0.5, description="how far the SoC may leave the plan's expectation to follow real time"
     )
-    backoffice_charge_tag: str | None = Field(None, description="back-office charge limit tag (W)")
-    backoffice_discharge_tag: str | None = Field(None, description="back-office discharge limit tag (W)")
+    backoffice_charge_tag: TagName | None = Field(None, description="back-office charge limit tag (W)")
+    backoffice_discharge_tag: TagName | None = Field(None, description="back-office discharge limit tag (W)")
 
 
 def _safety_limit(img: Image, tag: str | None) -> float:

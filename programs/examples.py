@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from runtime.api import Cycle, Params, Program, register_interlock, register_program
+from runtime.api import Cycle, Params, Program, TagName, register_interlock, register_program
 from runtime.tags import Direction, TagSpec
 
 
 class CopyParams(Params):
-    source: str
-    target: str
-    gain: float = 1.0
+    source: TagName
+    target: TagName
+    gain: float = Field(1.0, ge=-1e6, le=1e6)
     declare_target: bool = Field(True, description="declare target as an output tag of this program")
     unit: str = ""
 
@@ -36,8 +36,8 @@ class Copy(Program):
 
 
 class ClampParams(Params):
-    tag: str
-    limit: float = Field(ge=0)
+    tag: TagName
+    limit: float = Field(ge=0, le=1e9)
 
 
 @register_interlock("example_clamp")
@@ -57,7 +57,7 @@ class Clamp(Program):
 
 
 class StallParams(Params):
-    tag: str
+    tag: TagName
     ms: float = Field(gt=0, le=10_000)
 
 

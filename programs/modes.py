@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from transitions import Machine
 
-from runtime.api import Cycle, Outputs, Params, Program, SiteInfo, register_program
+from runtime.api import Cycle, Outputs, Params, Program, SiteInfo, TagName, register_program
 from runtime.tags import Direction, Image, TagSpec, TagType
 
 STATES: tuple[str, ...] = ("idle", "charge", "discharge", "safe_state")
@@ -95,22 +95,20 @@ REASONS: dict[str, str] = {
 
 
 class ModeParams(Params):
-    model_config = ConfigDict(**Params.model_config, allow_inf_nan=False)  # every number finite
-
     soc_min: float = Field(0.20, ge=0, le=1, description="no discharge at or below (fraction)")
     soc_max: float = Field(0.90, ge=0, le=1, description="no charge at or above (fraction)")
     soc_hysteresis: float = Field(
         0.01, ge=0, le=0.2, description="restart only this far inside the window (no chattering)"
     )
     deadband_w: float = Field(100.0, ge=0, le=1e5, description="plan requests within +-deadband count as zero")
-    plan_tag: str | None = Field("plan.power", description="shared tag of the plan's request (W signed)")
+    plan_tag: TagName | None = Field("plan.power", description="shared tag of the plan's request (W signed)")
     fixed_request_w: float | None = Field(
         None,
         ge=-1e6,
         le=1e6,
         description="request used when the plan tag is absent or not good (no planner on the site)",
     )
-    reserve_tag: str | None = Field(
+    reserve_tag: TagName | None = Field(
         "plan.reserve_soc",
         description="the plan's departure reserve (SoC): discharge only while it is good and the SoC is "
         "above it, so a stale planner means no discharge; None: a site without a planner",
@@ -123,13 +121,13 @@ class ModeParams(Params):
         "driver's departure SoC), never discharge",
     )
     fallback_charge_w: float = Field(11_000.0, ge=0, le=1e6, description="charge power of that fallback (W)")
-    snr_tag: str | None = Field("plc.snr", description="PLC link SNR tag (dB); None: no PLC link to check")
+    snr_tag: TagName | None = Field("plc.snr", description="PLC link SNR tag (dB); None: no PLC link to check")
     snr_min_db: float = Field(10.0, ge=-50, le=100, description="link healthy at or above this SNR (site setting)")
-    connected_tag: str = "ev.connected"
-    soc_tag: str = "ev.soc"
-    trip_tag: str = "safety.trip"
-    setpoint_tag: str = "inverter.setpoint"
-    enable_tag: str = "inverter.enable"
+    connected_tag: TagName = "ev.connected"
+    soc_tag: TagName = "ev.soc"
+    trip_tag: TagName = "safety.trip"
+    setpoint_tag: TagName = "inverter.setpoint"
+    enable_tag: TagName = "inverter.enable"
 
     @model_validator(mode="after")
     def _window(self) -> ModeParams:

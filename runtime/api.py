@@ -8,13 +8,16 @@ makes a cycle replayable byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from runtime.registry import INTERLOCKS, PROGRAMS
 from runtime.tags import TAG_NAME, US, Image, TagSpec, TagType
 
 
@@ -38,10 +41,25 @@ TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
 """An IANA time zone name (``Europe/Berlin``), checked against the zone database at load."""
 
 
-class Params(BaseModel):
-    """Base for program/interlock/task parameters: unknown keys are errors, never silently ignored."""
+class _SiteFileMark:
+    """Marks a parameter as a file the component reads (see ``SiteFile``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+SITE_FILE = _SiteFileMark()
+SiteFile = Annotated[str, SITE_FILE]
+"""A file a component reads, relative to the site file's folder. Building the site checks that it exists
+and is readable, so ``check`` refuses a site whose file is missing, at the parameter's line, as ``run``
+does."""
+
+MAX_AGE_S = 7 * 86_400.0
+"""Upper bound of an age limit (``stale_after_s``): a value older than a week is no live input."""
+
+
+class Params(BaseModel):
+    """Base of every settings model: unknown keys are errors, never silently ignored, and no number is
+    NaN or infinite (either would switch a comparison, and so a protection, off without a word)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TagFields(Params):
@@ -50,18 +68,19 @@ class TagFields(Params):
     name: TagName
     type: TagType = TagType.FLOAT
     unit: str = ""
-    stale_after_s: float | None = Field(None, gt=0)
+    stale_after_s: float | None = Field(None, gt=0, le=MAX_AGE_S)
 
 
 @dataclass(frozen=True)
 class SiteInfo:
-    """Site facts every program may need (from the site file's ``site:`` section)."""
+    """Site facts every component may need (from the site file's ``site:`` section and its place)."""
 
     name: str
     nominal_voltage: float  # V, the basis of grid.voltage (docs/design.md#voltage-basis)
     nominal_frequency: float  # Hz
     period_us: int
     phases: int = 1
+    base_dir: Path = Path(".")  # the site file's folder: relative paths in params resolve against it
 
 
 @dataclass(frozen=True)
@@ -154,27 +173,84 @@ class Cycle:
         self._events.append(Event(self.k, self.now_us, kind, self._source, message, data))
 
 
-class Program:
-    """Base class of programs (phase PROGRAM) and interlocks (phase SAFETY).
+class ParamError(ValueError):
+    """A component's params are valid on their own but not on this site (a file that is not there).
 
-    Subclasses set ``Params`` to a pydantic model of their settings, declare the tags they own in
-    ``declare()`` and do their work in ``scan()``. State that must survive a restart (a latched trip)
-    goes through ``persist()``/``restore()``; the runner stores it whenever it changes.
+    ``key`` is the path below the component's ``params`` (``("path",)``, ``("units", 0, "map")``), so
+    the error names the line of the site file to fix.
     """
 
-    Params: ClassVar[type[Params]] = Params
+    def __init__(self, key: tuple[str | int, ...], message: str):
+        super().__init__(message)
+        self.key = key
+        self.message = message
 
-    def __init__(self, name: str, params: Params, site: SiteInfo):
+
+ParamsModel = Params  # the base model under a name that ``Plugin.Params`` does not shadow
+
+
+class Plugin:
+    """The one contract of everything a site file names: devices, programs, interlocks and tasks.
+
+    A plug-in class is registered under a type name in its section's registry, sets ``Params`` to the
+    pydantic model of its ``params:``, and is built as ``cls(name, params, site)``. Building does every
+    check that needs neither the network nor a process (maps load and parse); an error raised then stops
+    ``check`` and ``run`` alike, at the line of the key a ``ParamError`` names, or of the component for a
+    ``ValueError``/``OSError``. Files named by ``SiteFile`` parameters are checked by the site build.
+    ``declare()`` lists the tags it owns, ``requires()`` those it cannot work without.
+    """
+
+    Params: ClassVar[type[ParamsModel]] = ParamsModel
+
+    def __init__(self, name: str, params: ParamsModel, site: SiteInfo):
         self.name = name
         self.params = params
         self.site = site
 
+    @property
+    def base_dir(self) -> Path:
+        """The site file's folder: relative paths in the params resolve against it."""
+        return self.site.base_dir
+
     def declare(self) -> list[TagSpec]:
+        """The tags this component owns (full names): what it reads from the field, writes, or publishes."""
         return []
 
     def requires(self) -> list[str]:
-        """Tags this program cannot work without; a site that provides none of them does not load."""
+        """Tags this component cannot work without; a site that lacks one of them does not load."""
         return []
+
+
+def _marked(annotation: Any) -> bool:
+    """Whether an annotation is ``SiteFile`` (possibly inside ``| None``)."""
+    if SITE_FILE in getattr(annotation, "__metadata__", ()):
+        return True
+    return any(_marked(a) for a in typing.get_args(annotation))
+
+
+def site_files(model: BaseModel, key: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every ``SiteFile`` value in a params model, nested models and lists included, with its key."""
+    for name, f in type(model).model_fields.items():
+        value = getattr(model, name)
+        if value is None:
+            continue
+        if isinstance(value, str) and (SITE_FILE in f.metadata or _marked(f.annotation)):
+            yield (*key, name), value
+        elif isinstance(value, BaseModel):
+            yield from site_files(value, (*key, name))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from site_files(item, (*key, name, i))
+
+
+class Program(Plugin):
+    """Base class of programs (phase PROGRAM) and interlocks (phase SAFETY).
+
+    Programs are pure: each cycle ``scan()`` sees frozen inputs and writes outputs, with no I/O and no
+    clock. State that must survive a restart (a latched trip) goes through ``persist()``/``restore()``;
+    the runner stores it whenever it changes.
+    """
 
     def scan(self, cx: Cycle) -> None:
         raise NotImplementedError
@@ -186,24 +262,5 @@ class Program:
         return None
 
 
-P = TypeVar("P", bound=type[Program])
-
-PROGRAMS: dict[str, type[Program]] = {}
-INTERLOCKS: dict[str, type[Program]] = {}
-
-
-def _registrar(registry: dict[str, type[Program]], kind: str) -> Callable[[str], Callable[[P], P]]:
-    def register(type_name: str) -> Callable[[P], P]:
-        def deco(cls: P) -> P:
-            if type_name in registry and registry[type_name] is not cls:
-                raise ValueError(f"{kind} type {type_name!r} registered twice")
-            registry[type_name] = cls
-            return cls
-
-        return deco
-
-    return register
-
-
-register_program = _registrar(PROGRAMS, "program")
-register_interlock = _registrar(INTERLOCKS, "interlock")
+register_program = PROGRAMS.register
+register_interlock = INTERLOCKS.register

@@ -7,8 +7,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.yamlload import ConfigError
+
+if TYPE_CHECKING:
+    from runtime.site import BuiltSite
 
 log = logging.getLogger("v2g_plc")
 
@@ -22,17 +26,26 @@ def _site_arg(p: argparse.ArgumentParser, optional: bool) -> None:
         p.add_argument("site", type=Path, help="site file")
 
 
-def _build(path: Path | None, speed: int = 1):
+def _build(path: Path | None, speed: int = 1) -> BuiltSite:
     from runtime.site import build_site, bundled_site
 
     return build_site(path or bundled_site(), speed=speed)
+
+
+def _build_to_run(path: Path | None, speed: int = 1, *, plant: bool) -> BuiltSite:
+    """The site as ``run`` builds it, and what run needs of the host, before anything starts."""
+    from runtime.site import preflight
+
+    built = _build(path, speed)
+    preflight(built.loaded, plant=plant)
+    return built
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from runtime.runner import Runner, RunOptions, setup_logging
 
     setup_logging()
-    built = _build(a.site, a.speed)
+    built = _build_to_run(a.site, a.speed, plant=not a.no_plant)
     opts = RunOptions(
         for_s=a.for_s,
         speed=a.speed,
@@ -46,7 +59,17 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    built = _build(a.site)
+    """Everything ``run`` validates and builds before its first cycle, without starting a process or
+    touching the network: the site and every component, the virtual plant, the hardware watchdog device,
+    the persisted state."""
+    from runtime.runner import Runner, RunOptions, StateError
+
+    built = _build_to_run(a.site, plant=True)
+    try:
+        Runner(built, RunOptions())._restore()  # the very code run starts with; it only reads the file
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     print(
         f"{built.path}: ok ({len(built.tags.specs)} tags, {len(built.drivers)} devices, "
         f"{len(built.programs)} programs, {len(built.interlocks)} interlocks, {len(built.tasks)} tasks)"
@@ -80,12 +103,10 @@ def cmd_schema(a: argparse.Namespace) -> int:
 
 def _control(site: Path | None, request: dict) -> dict:
     from runtime.config import load_site
+    from runtime.iothread import control_request
     from runtime.site import bundled_site
 
-    loaded = load_site(site or bundled_site())
-    cfg = loaded.config
-    path = loaded.resolve(cfg.control_socket) if cfg.control_socket else loaded.resolve(cfg.state_dir) / "control.sock"
-    from runtime.iothread import control_request
+    path = load_site(site or bundled_site()).control_socket
 
     try:
         return control_request(path, request, timeout=5)

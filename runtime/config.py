@@ -9,12 +9,14 @@ list of interlocks must be written down.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from runtime.api import Params, TagFields, TimeZoneName
+from runtime.registry import SECTIONS
 from runtime.tags import Direction, TagSpec
 from runtime.yamlload import ConfigError, ConfigIssue, YamlDoc, load_yaml, validate
 
@@ -67,8 +69,14 @@ class TagDecl(TagFields):
     direction: Direction = Direction.MEMORY
     default: Any = None
 
+    @model_validator(mode="after")
+    def _default_fits(self) -> TagDecl:
+        self.spec()  # a default of the wrong type, NaN or infinite is an error at its line, not at run
+        return self
+
     def spec(self) -> TagSpec:
-        return TagSpec(self.name, self.type, self.unit, self.direction, self.default, self.stale_after_s)
+        spec = TagSpec(self.name, self.type, self.unit, self.direction, None, self.stale_after_s)
+        return TagSpec(self.name, self.type, self.unit, self.direction, spec.coerce(self.default), self.stale_after_s)
 
 
 class HardwareWatchdog(Params):
@@ -123,6 +131,16 @@ class LoadedSite:
         p = Path(rel)
         return p if p.is_absolute() else self.base_dir / p
 
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.config.state_dir)
+
+    @property
+    def control_socket(self) -> Path:
+        """Where the runtime listens for operator commands (``control_socket``, or state_dir/control.sock)."""
+        c = self.config.control_socket
+        return self.resolve(c) if c else self.state_dir / "control.sock"
+
 
 def load_site(path: str | Path) -> LoadedSite:
     """Load and validate a site file and every component's params. Raises ConfigError."""
@@ -146,7 +164,7 @@ def _unique(doc: YamlDoc, section: str, comps: list[Component], issues: list[Con
         seen[c.label] = i
 
 
-def component_params(doc: YamlDoc, section: str, i: int, comp: Component, registry: dict[str, Any]) -> Params:
+def component_params(doc: YamlDoc, section: str, i: int, comp: Component, registry: Mapping[str, Any]) -> Params:
     cls = registry.get(comp.type)
     if cls is None:
         known = ", ".join(sorted(registry)) or "none"
@@ -154,24 +172,23 @@ def component_params(doc: YamlDoc, section: str, i: int, comp: Component, regist
     return validate(cls.Params, comp.params, doc, (section, i, "params"))
 
 
+def components(config: SiteConfig, section: str) -> list[Component]:
+    """The entries of one component section (``devices``, ``programs``, ``safety``, ``tasks``)."""
+    entries: list[Component] = getattr(config, section)
+    return entries
+
+
 def check_components(site: LoadedSite) -> dict[tuple[str, int], Params]:
     """Validate every component's params against its registered type; collect all errors at once."""
-    from runtime import registry  # imports programs/safety/drivers/tasks so they register
-
     doc, cfg = site.doc, site.config
     issues: list[ConfigIssue] = []
     out: dict[tuple[str, int], Params] = {}
-    sections = (
-        ("devices", cfg.devices, registry.drivers()),
-        ("programs", cfg.programs, registry.programs()),
-        ("safety", cfg.safety, registry.interlocks()),
-        ("tasks", cfg.tasks, registry.tasks()),
-    )
-    for section, comps, reg in sections:
-        _unique(doc, section, comps, issues)
+    for reg in SECTIONS:
+        comps = components(cfg, reg.section)
+        _unique(doc, reg.section, comps, issues)
         for i, comp in enumerate(comps):
             try:
-                out[(section, i)] = component_params(doc, section, i, comp, reg)
+                out[(reg.section, i)] = component_params(doc, reg.section, i, comp, reg)
             except ConfigError as exc:
                 issues.extend(exc.issues)
     if not cfg.safety:

@@ -10,24 +10,51 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from runtime import registry
+from runtime.api import SITE_FILE, TagName, TimeZoneName
 from runtime.config import HardwareWatchdog, ScanSection, SiteSection, TagDecl, TaskProcessSection, WatchdogSection
+from runtime.registry import SECTIONS
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
-def _type(ann: Any) -> str:
-    s = getattr(ann, "__name__", None) if not hasattr(ann, "__args__") else None
-    text = s or str(ann)
-    for junk in ("typing.", "runtime.tags.", "runtime.config.", "<class '", "'>", "NoneType"):
-        text = text.replace(junk, "" if junk != "NoneType" else "null")
-    return text.replace("|", "\\|")
+def _named(metadata: Any) -> str | None:
+    """The documented name of a validating string type (``TagName``, ``SiteFile``, ``TimeZoneName``)."""
+    for m in metadata:
+        if m is SITE_FILE:
+            return "file"
+        func = getattr(m, "func", None)
+        for alias, label in ((TagName, "tag name"), (TimeZoneName, "time zone")):
+            if func is not None and func in (getattr(a, "func", None) for a in typing.get_args(alias)[1:]):
+                return label
+    return None
+
+
+def _type_text(ann: Any) -> str:
+    if ann is type(None):
+        return "None"
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _named(ann.__metadata__) or _type_text(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_text(a) for a in args)
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_text(a) for a in args)}]"
+    return getattr(ann, "__name__", str(ann))
+
+
+def _type(field: FieldInfo) -> str:
+    return (_named(field.metadata) or _type_text(field.annotation)).replace("|", "\\|")
 
 
 def _default(field: Any) -> str:
@@ -52,7 +79,7 @@ def table(model: type[BaseModel]) -> str:
         ]
         if bounds:
             desc = (desc + " " if desc else "") + "(" + ", ".join(bounds) + ")"
-        rows.append(f"| `{name}` | {_type(f.annotation)} | {_default(f)} | {desc} |")
+        rows.append(f"| `{name}` | {_type(f)} | {_default(f)} | {desc} |")
     return "\n".join(rows)
 
 
@@ -81,18 +108,26 @@ def render() -> str:
     parts += [
         "Other top-level keys: `devices`, `programs`, `safety` (interlocks, in evaluation order; at least "
         "one), `tasks`, `plant` (the virtual plant), `state_dir`, `control_socket`. Each component is "
-        "`{type, name, params}`; the `params` of each type follow.",
+        "`{type, name, params}`; the `params` of each type follow. No number anywhere may be NaN or "
+        "infinite. A parameter of type *tag name* is `device.quantity` in lower case; one of type *file* "
+        "is a path relative to the site file, which `check` and `run` require to exist.",
         "",
     ]
-    for section, reg in (
-        ("devices", registry.drivers()),
-        ("programs", registry.programs()),
-        ("safety", registry.interlocks()),
-        ("tasks", registry.tasks()),
-    ):
-        parts += [f"## `{section}` types", ""]
+    for reg in SECTIONS:
+        parts += [f"## `{reg.section}` types", ""]
         for type_name, cls in sorted(reg.items()):
             parts += [f"### `{type_name}`", "", _doc(cls), "", table(cls.Params), ""]
+    from runtime.sim.server import VirtualPlantParams
+
+    parts += [
+        "## `plant` (`type: virtual`)",
+        "",
+        "The simulated plant `run` starts beside the runtime (not with `--no-plant`): physics, and Modbus "
+        "servers on loopback that serve the shipped maps.",
+        "",
+        table(VirtualPlantParams),
+        "",
+    ]
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -39,7 +39,7 @@ def _build(args: argparse.Namespace) -> Any:
     from runtime.io.modbus_rtu import ModbusRtuDriver
     from runtime.io.modbus_tcp import ModbusTcpDriver
 
-    site = SiteInfo("probe", 240.0, 60.0, 20_000)
+    site = SiteInfo("probe", 240.0, 60.0, 20_000, base_dir=Path.cwd())
     common = {
         "units": [{"map": args.map, "unit": args.unit, "prefix": args.prefix}],
         "timeout_s": args.timeout,
@@ -49,10 +49,10 @@ def _build(args: argparse.Namespace) -> Any:
         rtu = ModbusRtuDriver.Params.model_validate(
             {**common, "port": args.serial, "baudrate": args.baud, "parity": args.parity, "stopbits": args.stopbits}
         )
-        return ModbusRtuDriver("probe", rtu, site, Path.cwd())
+        return ModbusRtuDriver("probe", rtu, site)
     host, _, port = args.target.rpartition(":") if ":" in args.target else (args.target, "", "502")
     tcp = ModbusTcpDriver.Params.model_validate({**common, "host": host, "port": int(port)})
-    return ModbusTcpDriver("probe", tcp, site, Path.cwd())
+    return ModbusTcpDriver("probe", tcp, site)
 
 
 def cli(argv: list[str]) -> int:
@@ -83,7 +83,7 @@ def cli(argv: list[str]) -> int:
         return 3
     latest = {u.name: u for u in io.drain()}
     rows = []
-    for spec in drv.tag_specs():
+    for spec in drv.declare():
         if not spec.is_input:
             continue
         u = latest.get(spec.name)

@@ -310,7 +310,7 @@ class Runner:
         io = IOContext(t0, speed=opts.speed)
         owners: dict[str, Driver] = {}
         for d in built.drivers:
-            for s in d.tag_specs():
+            for s in d.declare():
                 if s.direction is Direction.OUTPUT:
                     owners[s.name] = d
         iot = IOThread(built.drivers, owners, io)

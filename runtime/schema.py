@@ -6,24 +6,32 @@ the runtime accepts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, create_model
 
-from runtime import registry
 from runtime.api import Params
 from runtime.config import SiteConfig
+from runtime.registry import SECTIONS
+
+_NAME: Any = (str | None, None)  # every component's optional ``name``
 
 
-def _union(section: str, reg: dict[str, Any]) -> Any:
+def _literal(value: str) -> Any:
+    """``Literal[value]`` for a value known only at run time (the type names of the registries)."""
+    return Literal.__getitem__(value)
+
+
+def _union(section: str, reg: Mapping[str, Any]) -> Any:
     variants = []
     for type_name, cls in sorted(reg.items()):
         model = create_model(
             f"{section}_{type_name}",
             __base__=Params,
             __doc__=(cls.__doc__ or "").strip().split("\n\n")[0] or None,
-            type=(Literal[type_name], ...),
-            name=(str | None, None),
+            type=(_literal(type_name), ...),
+            name=_NAME,
             params=(
                 cls.Params,
                 Field(default_factory=dict)
@@ -39,14 +47,32 @@ def _union(section: str, reg: dict[str, Any]) -> Any:
     return Annotated[Union[tuple(variants)], Field(discriminator="type")]  # noqa: UP007
 
 
+def _plant() -> Any:
+    from runtime.sim.server import VirtualPlantParams
+
+    return create_model(
+        "plant_virtual",
+        __base__=Params,
+        __doc__="The virtual plant started beside the runtime (simulated sites).",
+        type=(_literal("virtual"), ...),
+        name=_NAME,
+        params=(VirtualPlantParams, ...),
+    )
+
+
 def site_model() -> type[Params]:
+    sections: dict[str, Any] = {
+        reg.section: (
+            list[_union(reg.kind, reg)],  # type: ignore[misc]
+            ... if reg.section == "safety" else Field(default_factory=list),
+        )
+        for reg in SECTIONS
+    }
     return create_model(
         "SiteFile",
         __base__=SiteConfig,
-        devices=(list[_union("device", registry.drivers())], Field(default_factory=list)),
-        programs=(list[_union("program", registry.programs())], Field(default_factory=list)),
-        safety=(list[_union("interlock", registry.interlocks())], ...),
-        tasks=(list[_union("task", registry.tasks())], Field(default_factory=list)),
+        plant=(_plant() | None, Field(None, description="virtual plant started beside the runtime")),
+        **sections,
     )
 
 

@@ -1,23 +1,30 @@
 """Turn a validated site file into live objects: drivers, programs, interlocks, tasks, tag table, engine.
 
-``run``, ``replay``, ``check`` and the tests all build a site here, so a site that passes ``check`` is
-exactly the site that runs. Problems found while building (a tag declared twice, a tag a program needs
-that no device provides) are reported like schema errors: file, line, key.
+``run``, ``replay``, ``check``, the task process and the tests all build a site here, and ``run`` and
+``check`` both add ``preflight`` (what run needs of the host), so a site that passes ``check`` is exactly
+the site that runs. Every section is built the same way (``runtime.api.Plugin``). Problems found while
+building (a tag declared twice, a tag a program needs that no device provides, a file that is not there)
+are reported like schema errors: file, line, key.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
-from runtime import registry
-from runtime.api import Program, SiteInfo
-from runtime.config import LoadedSite, check_components, load_site
+from runtime.api import ParamError, Params, Plugin, Program, SiteInfo, site_files
+from runtime.config import LoadedSite, check_components, components, load_site
 from runtime.engine import RUNTIME_TAGS, Engine
 from runtime.io.driver import Driver
-from runtime.tags import TagTable
+from runtime.registry import SECTIONS
+from runtime.tags import TagSpec, TagTable
 from runtime.tasks.base import Task
-from runtime.yamlload import ConfigError, ConfigIssue
+from runtime.yamlload import ConfigError, ConfigIssue, Path_
+
+MAX_SOCKET_PATH = 107  # bytes: sun_path is 108 bytes with the terminating NUL (unix(7))
 
 
 @dataclass
@@ -25,11 +32,24 @@ class BuiltSite:
     loaded: LoadedSite
     info: SiteInfo
     tags: TagTable
-    drivers: list[Driver] = field(default_factory=list)
-    programs: list[Program] = field(default_factory=list)
-    interlocks: list[Program] = field(default_factory=list)
-    tasks: list[Task] = field(default_factory=list)
+    parts: dict[str, list[Any]] = field(default_factory=lambda: {reg.section: [] for reg in SECTIONS})
     speed: int = 1
+
+    @property
+    def drivers(self) -> list[Driver]:
+        return cast(list[Driver], self.parts["devices"])
+
+    @property
+    def programs(self) -> list[Program]:
+        return cast(list[Program], self.parts["programs"])
+
+    @property
+    def interlocks(self) -> list[Program]:
+        return cast(list[Program], self.parts["safety"])
+
+    @property
+    def tasks(self) -> list[Task]:
+        return cast(list[Task], self.parts["tasks"])
 
     def engine(self, *, age_inputs: bool = True) -> Engine:
         return Engine(self.info, self.tags, self.programs, self.interlocks, age_inputs=age_inputs, age_scale=self.speed)
@@ -43,11 +63,18 @@ def site_info(loaded: LoadedSite, speed: int = 1) -> SiteInfo:
     """``speed`` > 1 runs a simulated site faster than real time: each cycle covers ``speed`` periods."""
     c = loaded.config
     return SiteInfo(
-        c.site.name, c.site.nominal_voltage, c.site.nominal_frequency, c.scan.period_us * speed, c.site.phases
+        c.site.name,
+        c.site.nominal_voltage,
+        c.site.nominal_frequency,
+        c.scan.period_us * speed,
+        c.site.phases,
+        loaded.base_dir,
     )
 
 
 def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> BuiltSite:
+    """Validate a site and build every component, as ``run`` does before its first cycle, without
+    starting a process or touching the network. Every problem found is collected into one ConfigError."""
     loaded = path_or_loaded if isinstance(path_or_loaded, LoadedSite) else load_site(path_or_loaded)
     params = check_components(loaded)
     cfg, doc = loaded.config, loaded.doc
@@ -55,7 +82,7 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
     built = BuiltSite(loaded, info, TagTable(), speed=speed)
     issues: list[ConfigIssue] = []
 
-    def add(specs, owner: str, where: tuple) -> None:
+    def add(specs: Iterable[TagSpec], owner: str, where: Path_) -> None:
         for s in specs:
             try:
                 built.tags.add(s, owner)
@@ -63,51 +90,104 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
                 issues.append(doc.issue(where, str(exc)))
 
     add(RUNTIME_TAGS, "runtime", ())
-    sections = (
-        ("devices", cfg.devices, registry.drivers(), built.drivers),
-        ("programs", cfg.programs, registry.programs(), built.programs),
-        ("safety", cfg.safety, registry.interlocks(), built.interlocks),
-        ("tasks", cfg.tasks, registry.tasks(), built.tasks),
-    )
-    for section, comps, reg, out in sections:
-        for i, comp in enumerate(comps):
-            cls = reg[comp.type]
+    for reg in SECTIONS:
+        for i, comp in enumerate(components(cfg, reg.section)):
+            where = (reg.section, i)
+            issues += _file_issues(loaded, params[where], (*where, "params"))
             try:
-                args = (comp.label, params[(section, i)], info)
-                obj = cls(*args) if section in ("programs", "safety") else cls(*args, loaded.base_dir)
-                specs = obj.tag_specs() if isinstance(obj, Driver) else obj.declare()
+                obj: Plugin = reg[comp.type](comp.label, params[where], info)
+                specs = obj.declare()
             except ConfigError as exc:
                 issues.extend(exc.issues)
                 continue
-            except (ValueError, OSError) as exc:
-                issues.append(doc.issue((section, i), str(exc)))
+            except ParamError as exc:
+                issues.append(doc.issue((*where, "params", *exc.key), exc.message))
                 continue
-            out.append(obj)
-            add(specs, f"{section}[{i}] {comp.label!r}", (section, i))
+            except (ValueError, OSError) as exc:
+                issues.append(doc.issue(where, str(exc)))
+                continue
+            built.parts[reg.section].append(obj)
+            add(specs, f"{reg.section}[{i}] {comp.label!r}", where)
     for j, decl in enumerate(cfg.tags):
-        try:
-            add([decl.spec()], f"tags[{j}]", ("tags", j))
-        except ValueError as exc:
-            issues.append(doc.issue(("tags", j), str(exc)))
-    for section, objs in (("programs", built.programs), ("safety", built.interlocks)):
-        for i, obj in enumerate(objs):
+        add([decl.spec()], f"tags[{j}]", ("tags", j))
+    for reg in SECTIONS:
+        for i, obj in enumerate(built.parts[reg.section]):
             for name in obj.requires():
                 if name not in built.tags:
                     issues.append(
                         doc.issue(
-                            (section, i, "params"), f"needs tag {name!r}, which no device, program or task provides"
+                            (reg.section, i, "params"),
+                            f"needs tag {name!r}, which no device, program or task provides",
                         )
                     )
-    if cfg.plant is not None:
-        from runtime.sim.config import plant_params
-
-        try:
-            plant_params(loaded.path)  # the virtual plant validates its own section (and its scenario)
-        except ConfigError as exc:
-            issues.extend(exc.issues)
+    issues += _plant_issues(loaded)
+    sock = loaded.control_socket
+    if len(bytes(sock)) > MAX_SOCKET_PATH:
+        key = ("control_socket",) if cfg.control_socket else ("state_dir",)
+        issues.append(doc.issue(key, f"control socket path {str(sock)!r} is longer than {MAX_SOCKET_PATH} bytes"))
     if issues:
         raise ConfigError(issues)
     return built
+
+
+def _file_issues(loaded: LoadedSite, params: Params, where: Path_) -> list[ConfigIssue]:
+    """Every ``SiteFile`` in a component's params must be there and readable when the site starts."""
+    out = []
+    for key, rel in site_files(params):
+        path = loaded.resolve(rel)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            out.append(loaded.doc.issue((*where, *key), f"cannot read {str(path)!r}: {exc.strerror or exc}"))
+    return out
+
+
+def _plant_issues(loaded: LoadedSite) -> list[ConfigIssue]:
+    """The ``plant:`` section validates like every other (its own model, file:line: key)."""
+    if loaded.config.plant is None:
+        return []
+    from runtime.sim.config import plant_params
+
+    try:
+        plant_params(loaded.path)
+    except ConfigError as exc:
+        return list(exc.issues)
+    return []
+
+
+def preflight(loaded: LoadedSite, *, plant: bool) -> None:
+    """What ``run`` needs of this host before its first cycle, beyond the site build, checked without
+    starting a process, touching the network or arming anything: the hardware watchdog device is there,
+    and (``plant``) the virtual plant builds as its process will build it (maps, scenario)."""
+    issues: list[ConfigIssue] = []
+    hw = loaded.config.watchdog.hardware
+    if hw is not None and not os.path.exists(hw.device):  # opening it would arm it: existence only
+        issues.append(loaded.doc.issue(("watchdog", "hardware", "device"), f"no device {hw.device!r} on this host"))
+    if plant and loaded.config.plant is not None:
+        issues += _plant_build_issues(loaded)
+    if issues:
+        raise ConfigError(issues)
+
+
+def _plant_build_issues(loaded: LoadedSite) -> list[ConfigIssue]:
+    from runtime.sim.config import plant_params
+    from runtime.sim.server import VirtualPlant
+
+    params, base = plant_params(loaded.path)
+    where: Path_ = ("plant", "params")
+    issues = _file_issues(loaded, params, where)
+    if issues:
+        return issues
+    try:
+        VirtualPlant(params, base)
+    except ConfigError as exc:
+        return list(exc.issues)
+    except ParamError as exc:
+        return [loaded.doc.issue((*where, *exc.key), exc.message)]
+    except (ValueError, OSError) as exc:
+        return [loaded.doc.issue(("plant",), str(exc))]
+    return []
 
 
 def bundled_site() -> Path:

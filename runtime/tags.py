@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -41,7 +41,7 @@ class TagType(str, enum.Enum):
     JSON = "json"  # structured value (a plan); must be JSON-serialisable and is treated as immutable
 
 
-_COERCE = {
+_COERCE: dict[TagType, Callable[[Any], Any]] = {
     TagType.FLOAT: float,
     TagType.INT: int,
     TagType.BOOL: bool,

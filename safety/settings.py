@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from runtime.api import Params
+from runtime.api import Params, TagName
 from safety import tables as T
 
 Category = Literal["I", "II", "III"]
@@ -74,7 +74,7 @@ class EnterService(Params):
 
 
 class Islanding(Params):
-    loss_tag: str | None = Field("grid.loss", description="bool loss-of-grid status (meter or inverter)")
+    loss_tag: TagName | None = Field("grid.loss", description="bool loss-of-grid status (meter or inverter)")
     rocof_hz_per_s: float | None = Field(
         None,
         gt=0,
@@ -91,7 +91,7 @@ class Islanding(Params):
 
 
 class Thermal(Params):
-    tag: str | None = Field("inverter.temperature", description="degC; None disables the interlock")
+    tag: TagName | None = Field("inverter.temperature", description="degC; None disables the interlock")
     derate_start_c: float = Field(70.0, ge=20, lt=85, description="engineering default")
     trip_c: float = Field(85.0, gt=20, le=85, description="zero power and trip at or above (issue 4: 85 degC)")
     reset_c: float = Field(75.0, ge=0, lt=85, description="latched trip resets below this ...")
@@ -110,9 +110,9 @@ class Thermal(Params):
 
 
 class Battery(Params):
-    soc_tag: str = "ev.soc"
-    soh_tag: str | None = "ev.soh"
-    temperature_tag: str | None = Field(None, description="battery temperature degC, when the site has it")
+    soc_tag: TagName = "ev.soc"
+    soh_tag: TagName | None = "ev.soh"
+    temperature_tag: TagName | None = Field(None, description="battery temperature degC, when the site has it")
     soc_reserve: float = Field(0.20, ge=0, le=1, description="no discharge at or below (engineering default)")
     soc_max: float = Field(0.95, ge=0, le=1, description="no charge at or above (engineering default)")
     soc_band: float = Field(0.02, ge=0, le=0.2, description="linear taper to the SoC limits (no chatter)")
@@ -134,7 +134,7 @@ class Battery(Params):
 
 
 class Divergence(Params):
-    measured_tag: str = "inverter.power"
+    measured_tag: TagName = "inverter.power"
     abs_w: float = Field(
         500.0,
         gt=0,
@@ -149,11 +149,11 @@ class Divergence(Params):
 
 
 class Comms(Params):
-    required_tags: list[str] = Field(
+    required_tags: list[TagName] = Field(
         default_factory=lambda: ["grid.voltage", "grid.frequency", "inverter.power", "meter.power"],
         description="inverter/meter inputs: bad or stale -> trip comms_lost",
     )
-    snr_tag: str | None = "plc.snr"
+    snr_tag: TagName | None = "plc.snr"
     snr_min_db: float = Field(
         10.0, ge=0, le=60, description="PLC link below this -> limit (engineering default; 0-60 dB: a modem's SNR)"
     )
@@ -163,20 +163,20 @@ class Comms(Params):
     snr_hysteresis_db: float = Field(
         2.0, ge=0, le=20, description="a weak link counts as healthy again at snr_min_db plus this (no chatter)"
     )
-    rtt_tag: str | None = Field(None, description="measured back-office round trip, s")
+    rtt_tag: TagName | None = Field(None, description="measured back-office round trip, s")
     rtt_max_s: float = Field(0.5, gt=0, le=0.5, description="above: leave grid services (issue 4: 500 ms)")
-    external_tags: list[str] = Field(default_factory=list, description="shared tags of the task process")
-    mode_tag: str = "mode.state"
+    external_tags: list[TagName] = Field(default_factory=list, description="shared tags of the task process")
+    mode_tag: TagName = "mode.state"
     external_modes: list[str] = Field(
         default_factory=list, description="modes that follow external commands (zeroed when unhealthy)"
     )
-    overrun_tag: str = "runtime.overrun_fault"
-    fault_tag: str = "runtime.fault"
-    persist_fault_tag: str | None = Field(
+    overrun_tag: TagName = "runtime.overrun_fault"
+    fault_tag: TagName = "runtime.fault"
+    persist_fault_tag: TagName | None = Field(
         "runtime.persist_fault",
         description="true while a latched state change is not durable on disk: trip persist_fault; absent: none",
     )
-    write_mismatch_tag: str | None = "inverter.write_mismatch"
+    write_mismatch_tag: TagName | None = "inverter.write_mismatch"
     write_mismatch_s: float = Field(1.0, ge=0, le=60, description="mismatch must last this long to trip")
 
 
@@ -184,16 +184,16 @@ class ExternalLimit(Params):
     """A limit from outside (grid operator, back office): W >= 0; stale or bad -> ``fallback_w``."""
 
     name: str
-    charge_tag: str | None = None
-    discharge_tag: str | None = None
+    charge_tag: TagName | None = None
+    discharge_tag: TagName | None = None
     fallback_w: float = Field(0.0, ge=0, le=MAX_POWER_W, description="used while the tag is not good")
 
 
 class DeviceTrip(Params):
     """Where the inverter publishes one of its own trip settings (SunSpec 707-710)."""
 
-    threshold_tag: str
-    time_tag: str
+    threshold_tag: TagName
+    time_tag: TagName
     unit: Literal["pu", "percent", "V", "Hz"] = "pu"
 
 
@@ -202,22 +202,24 @@ class Verify(Params):
     trips: dict[Literal["ov2", "ov1", "uv1", "uv2", "of2", "of1", "uf1", "uf2"], DeviceTrip] = Field(
         default_factory=dict
     )
-    reversion_tag: str | None = Field(None, description="SunSpec 704 reversion timeout, s")
+    reversion_tag: TagName | None = Field(None, description="SunSpec 704 reversion timeout, s")
     reversion_max_s: float = Field(10.0, gt=0, le=600, description="the inverter must revert within this")
 
 
 class Limits(Params):
-    rating_charge_tag: str | None = "inverter.max_charge_w"
-    rating_discharge_tag: str | None = "inverter.max_discharge_w"
+    rating_charge_tag: TagName | None = "inverter.max_charge_w"
+    rating_discharge_tag: TagName | None = "inverter.max_discharge_w"
     external: list[ExternalLimit] = Field(default_factory=list)
 
 
 class TagNames(Params):
-    voltage: str = "grid.voltage"
-    voltage_phases: list[str] = Field(default_factory=lambda: ["grid.voltage_l1", "grid.voltage_l2", "grid.voltage_l3"])
-    frequency: str = "grid.frequency"
-    setpoint: str = "inverter.setpoint"
-    enable: str = "inverter.enable"
+    voltage: TagName = "grid.voltage"
+    voltage_phases: list[TagName] = Field(
+        default_factory=lambda: ["grid.voltage_l1", "grid.voltage_l2", "grid.voltage_l3"]
+    )
+    frequency: TagName = "grid.frequency"
+    setpoint: TagName = "inverter.setpoint"
+    enable: TagName = "inverter.enable"
 
 
 class SafetyParams(Params):

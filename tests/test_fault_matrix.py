@@ -52,7 +52,9 @@ def test_every_row_names_tests_that_exist() -> None:
             continue
         nodes = NODE.findall(cells[3])
         if not nodes:
-            problems.append(f"docs/faults.md:{n}: names no test node id (a tests/ file, "::", a test name, in backticks)")
+            problems.append(
+                f"docs/faults.md:{n}: names no test node id (a tests/ file, '::', a test name, in backticks)"
+            )
         for path, name in nodes:
             name = name.split("[", 1)[0]
             if not (ROOT / path).is_file():

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from runtime.api import Params, SiteInfo
-from runtime.tags import TagSpec, TagUpdate
+from runtime.api import Plugin
+from runtime.registry import DRIVERS
+from runtime.tags import TagUpdate
 
 
 class IOContext:
@@ -42,20 +42,8 @@ class IOContext:
         return staged
 
 
-class Driver:
-    """Base class. ``Params`` is the pydantic model of the device's ``params:`` in the site file."""
-
-    Params: ClassVar[type[Params]] = Params
-
-    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
-        self.name = name
-        self.params = params
-        self.site = site
-        self.base_dir = base_dir  # directory of the site file: relative paths resolve against it
-
-    def tag_specs(self) -> list[TagSpec]:
-        """Inputs this device delivers and outputs it accepts (full tag names)."""
-        return []
+class Driver(Plugin):
+    """Base class of devices. ``declare()`` lists the inputs the device delivers and the outputs it accepts."""
 
     async def run(self, io: IOContext) -> None:
         """Poll until cancelled. Must survive device failures: mark tags bad, back off, reconnect."""
@@ -67,13 +55,4 @@ class Driver:
         """Write the safe outputs (setpoint 0, permit withdrawn), wait for them, and disconnect."""
 
 
-D = TypeVar("D", bound=type[Driver])
-DRIVERS: dict[str, type[Driver]] = {}
-
-
-def register_driver(type_name: str) -> Callable[[D], D]:
-    def deco(cls: D) -> D:
-        DRIVERS[type_name] = cls
-        return cls
-
-    return deco
+register_driver = DRIVERS.register

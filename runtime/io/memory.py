@@ -68,8 +68,8 @@ class MemoryDriver(Driver):
     Params = MemoryParams
     params: MemoryParams
 
-    def __init__(self, name: str, params: MemoryParams, site: SiteInfo, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+    def __init__(self, name: str, params: MemoryParams, site: SiteInfo):
+        super().__init__(name, params, site)
         self._specs = {t.name: t.spec() for t in params.tags}
         self._inputs: dict[str, Any] = {
             t.name: self._specs[t.name].coerce(t.value) for t in params.tags if t.direction is Direction.INPUT
@@ -82,9 +82,9 @@ class MemoryDriver(Driver):
         self._journal_path: Path | None = None
         if params.journal:
             p = Path(params.journal)
-            self._journal_path = p if p.is_absolute() else base_dir / p
+            self._journal_path = p if p.is_absolute() else self.base_dir / p
 
-    def tag_specs(self) -> list[TagSpec]:
+    def declare(self) -> list[TagSpec]:
         return list(self._specs.values())
 
     @property

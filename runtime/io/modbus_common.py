@@ -21,7 +21,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import Field
@@ -232,14 +231,14 @@ class ModbusDriver(Driver):
 
     params: ModbusParams
 
-    def __init__(self, name: str, params: ModbusParams, site: SiteInfo, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+    def __init__(self, name: str, params: ModbusParams, site: SiteInfo):
+        super().__init__(name, params, site)
         self.units: list[UnitState] = []
         for u in params.units:
-            path = resolve_map_path(u.map, base_dir)
+            path = resolve_map_path(u.map, self.base_dir)
             if not path.exists():  # the site's line is the place to fix this (errors inside a map name its own)
                 raise ValueError(
-                    f"I/O map {u.map!r} not found (no {base_dir / u.map} and no shipped map of that "
+                    f"I/O map {u.map!r} not found (no {self.base_dir / u.map} and no shipped map of that "
                     f"name; shipped: {', '.join(p.stem for p in shipped_maps())})"
                 )
             m = load_map(path)
@@ -272,7 +271,7 @@ class ModbusDriver(Driver):
         self.faults: Counter[str] = Counter()  # faults seen on the wire, by kind (diagnostics, tests)
 
     # -- interface ----------------------------------------------------------------------------
-    def tag_specs(self) -> list[TagSpec]:
+    def declare(self) -> list[TagSpec]:
         return list(self._specs)
 
     def make_client(self) -> Any:

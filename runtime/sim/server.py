@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from runtime.api import Params
+from runtime.api import Params, SiteFile
 from runtime.io.maps import load_map, resolve_map_path
 from runtime.sim.devices import Fault, SimModbusDevice
 from runtime.sim.physics import SETTABLE, PhysicsParams, Plant
@@ -65,7 +65,7 @@ class VirtualPlantParams(PhysicsParams):
     host: str = "127.0.0.1"
     step_s: float = Field(0.05, gt=0, le=1, description="physics step (simulated seconds)")
     devices: list[PlantDevice] = Field(min_length=1)
-    scenario: str | None = Field(None, description="YAML file of timed events (relative to the site file)")
+    scenario: SiteFile | None = Field(None, description="YAML file of timed events (relative to the site file)")
     events: list[ScenarioEvent] = Field(default_factory=list, description="inline events (added to scenario)")
 
     @model_validator(mode="after")

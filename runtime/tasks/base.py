@@ -13,11 +13,11 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
-from runtime.api import Params, SiteInfo
-from runtime.tags import US, Image, Quality, TagSpec
+from runtime.api import Plugin
+from runtime.registry import TASKS
+from runtime.tags import US, Image, Quality
 
 
 class TaskContext:
@@ -64,35 +64,15 @@ class TaskContext:
             self._changed.notify_all()
 
 
-class Task:
+class Task(Plugin):
     """Base class. Subclasses declare their shared tags (direction SHARED, with a ``stale_after_s``
     age limit) and implement ``run``. A task that raises is logged and restarted with backoff."""
-
-    Params: ClassVar[type[Params]] = Params
-
-    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
-        self.name = name
-        self.params = params
-        self.site = site
-        self.base_dir = base_dir
-
-    def declare(self) -> list[TagSpec]:
-        return []
 
     async def run(self, cx: TaskContext) -> None:
         raise NotImplementedError
 
 
-T = TypeVar("T", bound=type[Task])
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(type_name: str) -> Callable[[T], T]:
-    def deco(cls: T) -> T:
-        TASKS[type_name] = cls
-        return cls
-
-    return deco
+register_task = TASKS.register
 
 
 def seconds(us: int) -> float:

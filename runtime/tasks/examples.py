@@ -7,7 +7,7 @@ import os
 
 from pydantic import Field
 
-from runtime.api import Params
+from runtime.api import MAX_AGE_S, Params
 from runtime.tags import Direction, TagSpec, TagType
 from runtime.tasks.base import Task, TaskContext, register_task
 
@@ -15,8 +15,8 @@ from runtime.tasks.base import Task, TaskContext, register_task
 class CounterParams(Params):
     prefix: str = Field("counter", pattern=r"^[a-z][a-z0-9_]*$")
     interval_s: float = Field(0.05, gt=0, le=60)
-    stale_after_s: float = Field(1.0, gt=0)
-    fail_every: int | None = Field(None, ge=1, description="raise after this many writes (restart tests)")
+    stale_after_s: float = Field(1.0, gt=0, le=MAX_AGE_S)
+    fail_every: int | None = Field(None, ge=1, le=1_000_000, description="raise after this many writes (restart tests)")
 
 
 @register_task("example_counter")

@@ -35,13 +35,13 @@ import json
 from collections import deque
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from programs.planner.model import Battery, Charger, Plan, PlanRequest
 from programs.planner.replan import needs_replan
 from programs.planner.reserve import reserve_soc
 from programs.planner.routine import Routine, routine_windows
-from runtime.api import Params
+from runtime.api import Params, SiteInfo, TagName
 from runtime.tags import US, Direction, Quality, TagSpec, TagType
 from runtime.tasks.base import Task, TaskContext, register_task
 
@@ -49,21 +49,19 @@ UTC = dt.UTC
 
 
 class PlannerTaskParams(Params):
-    model_config = ConfigDict(**Params.model_config, allow_inf_nan=False)  # every number finite
-
     battery: Battery = Battery(capacity_kwh=60.0, soc_min=0.2, soc_max=0.9)
     charger: Charger = Charger(
         max_charge_kw=11.0, max_discharge_kw=11.0, efficiency_charge=0.933, efficiency_discharge=0.933
     )
     degradation_cost_per_mwh: float = Field(20.0, ge=0, le=10_000)
     routine: Routine = Routine()
-    prices_tag: str = "prices.day_ahead"
-    updated_tag: str | None = Field(
+    prices_tag: TagName = "prices.day_ahead"
+    updated_tag: TagName | None = Field(
         "prices.updated",
         description="revision counter of the price feed: new prices = a new revision "
         "(the curve sliding forward in time is not new); None: compare content",
     )
-    forecast_tag: str | None = Field(None, description="optional forecast curve in the same format")
+    forecast_tag: TagName | None = Field(None, description="optional forecast curve in the same format")
     terminal_value: Literal["refill", "quantile", "none"] = Field(
         "refill",
         description="value of energy stored past the horizon: 'refill' = what the coming nights will cost "
@@ -203,8 +201,8 @@ class PlannerTask(Task):
             ),
         ]
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, name: str, params: PlannerTaskParams, site: SiteInfo):
+        super().__init__(name, params, site)
         self.plan: Plan | None = None
         self.reserve: list[float] = []  # plan.reserve_soc per interval of self.plan
         self.history: deque[tuple[dt.datetime, float]] = deque(maxlen=7 * 24 * 4)  # a week of 15-min rows

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from runtime.api import Params, TimeZoneName
+from runtime.api import Params, SiteFile, TagName, TimeZoneName
 from runtime.tags import US, Direction, Quality, TagSpec, TagType
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.price_parse import (
@@ -62,12 +62,10 @@ Market = Literal["day_ahead", "real_time"]
 
 
 class FeedParams(Params):
-    model_config = ConfigDict(**Params.model_config, allow_inf_nan=False)  # every number finite
-
     timezone: TimeZoneName = Field(description="IANA zone of the source's naive times and delivery days")
-    day_ahead_tag: str | None = "prices.day_ahead"
-    real_time_tag: str | None = "prices.real_time"
-    updated_tag: str | None = Field("prices.updated", description="None when another feed publishes it")
+    day_ahead_tag: TagName | None = "prices.day_ahead"
+    real_time_tag: TagName | None = "prices.real_time"
+    updated_tag: TagName | None = Field("prices.updated", description="None when another feed publishes it")
     day_ahead_stale_after_s: float = Field(
         36 * 3600.0, gt=0, le=7 * 86400, description="age limit of day-ahead data: one daily publication plus margin"
     )
@@ -257,7 +255,7 @@ def decode_price_file(raw: bytes, source: str) -> str:
 
 
 class CsvParams(FeedParams):
-    path: str = Field(description="CSV file with time,price columns (relative: to the site file)")
+    path: SiteFile = Field(description="CSV file with time,price columns (relative: to the site file)")
     market: Market = "day_ahead"
     resolution_s: int = Field(3600, gt=0, le=86400, description="interval length of every row")
     dst: DstPolicy = Field("strict", description="'evened': the file has 24 rows on DST days (see price_parse)")
@@ -287,8 +285,8 @@ class PricesCsv(Task):
     Params = CsvParams
     params: CsvParams
 
-    def __init__(self, name: str, params: CsvParams, site: Any, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+    def __init__(self, name: str, params: CsvParams, site: Any):
+        super().__init__(name, params, site)
         self.feed: Feed | None = None
         self._mtime: float | None = None
         self._days: dict[dt.date, list[Row]] = {}
@@ -472,8 +470,8 @@ def signals_of(body: bytes | str, *, tz: ZoneInfo, source: str, default_market: 
 class _LiveTask(Task):
     params: LiveParams
 
-    def __init__(self, name: str, params: LiveParams, site: Any, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+    def __init__(self, name: str, params: LiveParams, site: Any):
+        super().__init__(name, params, site)
         self.feed: Feed | None = None
 
     def _feed(self, cx: TaskContext) -> Feed:
@@ -512,8 +510,8 @@ class PricesHttp(_LiveTask):
     Params = HttpParams
     params: HttpParams
 
-    def __init__(self, name: str, params: HttpParams, site: Any, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+    def __init__(self, name: str, params: HttpParams, site: Any):
+        super().__init__(name, params, site)
         self.etag: str | None = None
         self.last_modified: str | None = None
         self.status: int | None = None

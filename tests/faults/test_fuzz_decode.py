@@ -97,7 +97,7 @@ def test_driver_decode_path_turns_bad_data_bad(data: st.DataObject) -> None:
     path = data.draw(st.sampled_from(MAPS), label="map")
     drv = tcp_driver(1, str(path))
     u = drv.units[0]
-    specs = {s.name: s for s in drv.tag_specs()}
+    specs = {s.name: s for s in drv.declare()}
     raw: dict[str, list[int]] = {}
     failed: dict[str, str] = {}
     for p in u.map.points:

@@ -16,8 +16,8 @@ from tests.ports import free_port
 
 __all__ = ["ROOT", "SITE", "Tags", "free_port", "inputs", "plant", "tcp_driver", "teardown", "wait_for"]
 
-SITE = SiteInfo("test", 240.0, 60.0, 20_000)
 ROOT = Path(__file__).resolve().parents[2]
+SITE = SiteInfo("test", 240.0, 60.0, 20_000, base_dir=ROOT)
 
 
 async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
@@ -100,8 +100,8 @@ def tcp_driver(port: int, map_: str, name: str = "dev", **kw: Any) -> ModbusTcpD
         **({"units": [{"unit": 1, "map": map_}]} if map_ else {}),
         **kw,
     }
-    return ModbusTcpDriver(name, ModbusTcpDriver.Params.model_validate(params), SITE, ROOT)
+    return ModbusTcpDriver(name, ModbusTcpDriver.Params.model_validate(params), SITE)
 
 
 def inputs(drv: Any) -> list[str]:
-    return [s.name for s in drv.tag_specs() if s.is_input]
+    return [s.name for s in drv.declare() if s.is_input]

@@ -18,7 +18,7 @@ SITE = SiteInfo("t", 240.0, 60.0, 20_000)
 
 
 def make(tmp_path: Path, **params) -> MemoryDriver:
-    return MemoryDriver("plant", MemoryParams.model_validate(params), SITE, tmp_path)
+    return MemoryDriver("plant", MemoryParams.model_validate(params), SiteInfo("t", 240, 60, 20_000, base_dir=tmp_path))
 
 
 async def wait_for(pred, timeout: float = 5.0) -> None:
@@ -42,7 +42,7 @@ def test_tag_specs(tmp_path: Path) -> None:
             {"name": "inverter.setpoint", "unit": "W", "direction": "output", "value": 0},
         ],
     )
-    specs = {s.name: s for s in d.tag_specs()}
+    specs = {s.name: s for s in d.declare()}
     assert specs["grid.voltage"].direction is Direction.INPUT
     assert specs["grid.voltage"].stale_after_s == 1.0
     assert specs["inverter.setpoint"].direction is Direction.OUTPUT

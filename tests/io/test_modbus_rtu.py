@@ -16,7 +16,7 @@ import pytest
 
 from runtime.io.driver import IOContext
 from runtime.io.modbus_rtu import ModbusRtuDriver
-from tests.io.helpers import ROOT, SITE, Tags, inputs, plant, teardown, wait_for
+from tests.io.helpers import SITE, Tags, inputs, plant, teardown, wait_for
 
 
 class Relay:
@@ -92,7 +92,7 @@ def rtu_driver(port: str, **kw) -> ModbusRtuDriver:  # type: ignore[no-untyped-d
         "backoff_max_s": 0.4,
         **kw,
     }
-    return ModbusRtuDriver("meter", ModbusRtuDriver.Params.model_validate(params), SITE, ROOT)
+    return ModbusRtuDriver("meter", ModbusRtuDriver.Params.model_validate(params), SITE)
 
 
 @pytest.mark.parametrize("fault", ["corrupt", "drop", "wrong_fc"])

@@ -69,7 +69,7 @@ def test_task_publishes_the_plan_and_falls_back_without_prices():
         writes: list[tuple[str, object, Quality]] = []
         cx = TaskContext("planner", lambda n, v, q: writes.append((n, v, q)), START, logging.getLogger("t"))
         site = SiteInfo("t", 240.0, 60.0, 20_000)
-        task = PlannerTask("planner", PlannerTaskParams(), site, Path("."))
+        task = PlannerTask("planner", PlannerTaskParams(), site)
         specs = {s.name: s for s in task.declare()}
         assert set(specs) == {
             "plan.power",
@@ -173,7 +173,7 @@ def test_a_sliding_curve_is_not_new_prices_but_a_new_revision_is():
     async def main():
         writes: list[tuple[str, object, Quality]] = []
         cx = TaskContext("planner", lambda n, v, q: writes.append((n, v, q)), START, logging.getLogger("t"))
-        task = PlannerTask("planner", PlannerTaskParams(), SiteInfo("t", 240.0, 60.0, 20_000), Path("."))
+        task = PlannerTask("planner", PlannerTaskParams(), SiteInfo("t", 240.0, 60.0, 20_000))
         job = asyncio.create_task(task.run(cx))
 
         def last(name):

@@ -48,7 +48,11 @@ def write_days(path: Path, first: dt.date, n: int, base: float = 20.0, bad: dict
 
 
 def make(tmp_path: Path, start: dt.datetime, **params: Any) -> tuple[PricesCsv, TaskContext, Writes]:
-    task = PricesCsv("prices", CsvParams(**{"path": "p.csv", "timezone": "America/New_York", **params}), SITE, tmp_path)
+    task = PricesCsv(
+        "prices",
+        CsvParams(**{"path": "p.csv", "timezone": "America/New_York", **params}),
+        SiteInfo("t", 240.0, 60.0, 20_000, base_dir=tmp_path),
+    )
     w = Writes()
     cx = TaskContext("prices", w, start, logging.getLogger("test.prices"))
     return task, cx, w
@@ -194,7 +198,7 @@ def test_bundled_site_prices() -> None:
 
     site = load_site(Path(__file__).resolve().parents[2] / "runtime" / "sites" / "sim.yaml")
     comp = next(c for c in site.config.tasks if c.type == "prices_csv")
-    task = PricesCsv(comp.label, CsvParams(**comp.params), SITE, site.base_dir)
+    task = PricesCsv(comp.label, CsvParams(**comp.params), SiteInfo("t", 240.0, 60.0, 20_000, base_dir=site.base_dir))
     assert task.file.exists() and (task.file.parent / "README.md").exists()
     w = Writes()
     cx = TaskContext("prices", w, dt.datetime(2026, 6, 1, tzinfo=NY), logging.getLogger("t"))
@@ -215,7 +219,7 @@ def test_bundled_prices_replayed_onto_dst_days(start: dt.datetime, hours: int) -
 
     site = load_site(Path(__file__).resolve().parents[2] / "runtime" / "sites" / "sim.yaml")
     comp = next(c for c in site.config.tasks if c.type == "prices_csv")
-    task = PricesCsv(comp.label, CsvParams(**comp.params), SITE, site.base_dir)
+    task = PricesCsv(comp.label, CsvParams(**comp.params), SiteInfo("t", 240.0, 60.0, 20_000, base_dir=site.base_dir))
     w = Writes()
     cx = TaskContext("prices", w, start.replace(tzinfo=NY), logging.getLogger("t"))
     at(task, cx, 0)

@@ -10,7 +10,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -92,7 +91,7 @@ def server() -> Iterator[Server]:
 
 def make(url: str, **params: Any) -> tuple[PricesHttp, TaskContext, Writes]:
     p = HttpParams(**{"url": url, "timezone": "America/New_York", "markets": ["day_ahead"], **params})
-    task = PricesHttp("prices", p, SITE, Path("."))
+    task = PricesHttp("prices", p, SITE)
     w = Writes()
     return task, TaskContext("prices", w, dt.datetime(2018, 6, 4, tzinfo=NY), logging.getLogger("t")), w
 

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiomqtt
@@ -54,7 +53,7 @@ def test_mqtt_feed(mosquitto: int, caplog: pytest.LogCaptureFixture) -> None:
         markets=["day_ahead"],
         reconnect_s=0.05,
     )
-    task = PricesMqtt("prices", params, SITE, Path("."))
+    task = PricesMqtt("prices", params, SITE)
     w = Writes()
     cx = TaskContext("prices", w, dt.datetime(2018, 6, 4, tzinfo=NY), logging.getLogger("t"))
 
@@ -105,7 +104,7 @@ def test_broker_unreachable_retries(caplog: pytest.LogCaptureFixture) -> None:
     from tests.ports import free_port
 
     params = MqttParams(host="127.0.0.1", port=free_port(), topic=TOPIC, timezone="UTC", reconnect_s=0.05)
-    task = PricesMqtt("prices", params, SITE, Path("."))
+    task = PricesMqtt("prices", params, SITE)
     cx = TaskContext("prices", Writes(), dt.datetime(2018, 6, 4, tzinfo=NY), logging.getLogger("t"))
 
     async def main() -> None:

@@ -424,6 +424,7 @@ def test_runner_with_dead_field_devices_still_feeds_both_watchdogs(notify_socket
     dev = tmp_path / "watchdog.bin"
     dev.write_bytes(b"")
     site["state_dir"] = str(tmp_path / "state")
+    site["tasks"][0]["params"]["path"] = str(bundled.parent / site["tasks"][0]["params"]["path"])  # the copy reads it
     site["watchdog"] = {"systemd": True, "hardware": {"device": str(dev), "timeout_s": 4}}
     site_file = tmp_path / "site.yaml"
     site_file.write_text(yaml.safe_dump(site, sort_keys=False))

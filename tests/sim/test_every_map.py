@@ -26,7 +26,7 @@ def test_map_against_virtual_plant(path: Path) -> None:
         task = asyncio.create_task(drv.run(io))
         try:
             await wait_for(lambda: tags.good(*inputs(drv)), 10, f"all tags of {path.stem} good")
-            outs = {s.name: s for s in drv.tag_specs() if not s.is_input and s.direction.value == "output"}
+            outs = {s.name: s for s in drv.declare() if not s.is_input and s.direction.value == "output"}
             if "inverter.setpoint" in outs:
                 for w in (-7000.0, 0.0, 7000.0):
                     drv.on_outputs(0, {"inverter.setpoint": w, "inverter.enable": True}, {"inverter.setpoint": w})
@@ -38,7 +38,7 @@ def test_map_against_virtual_plant(path: Path) -> None:
                     await wait_for(lambda w=w: abs(tags.value("inverter.power") - w) < 50, 5, f"power {w} ({p})")
         finally:
             # as the runtime stops: close (safe outputs) while the driver still runs, then cancel it
-            safe = {s.name: s.default for s in drv.tag_specs() if s.direction.value == "output"}
+            safe = {s.name: s.default for s in drv.declare() if s.direction.value == "output"}
             await asyncio.wait_for(drv.close(safe), TEARDOWN_S)
             await teardown([task], [drv], [vp])
         assert vp.plant.setpoint_w == 0.0 and vp.plant.enabled is False  # safe outputs written at close
