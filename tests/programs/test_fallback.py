@@ -45,7 +45,7 @@ HEALTHY = {
 
 
 def rig() -> tuple[CycleRig, float]:
-    task = PlannerTask("planner", PlannerTaskParams(), SITE, Path("."))
+    task = PlannerTask("planner", PlannerTaskParams(), SITE)
     plan_tags = [s for s in task.declare() if s.name != "plan.json"]
     limit_s = task.params.stale_after_s
     assert all(s.stale_after_s == limit_s for s in plan_tags)

@@ -159,7 +159,10 @@ def test_price_task_keeps_the_last_good_curve_on_a_bad_byte(tmp_path: Path, capl
 
     good = rows(hours("2018-01-01T00:00", 48))
     p = write(tmp_path, good)
-    task = PricesCsv("prices", CsvParams(path=str(p), timezone="UTC"), None, tmp_path)
+    from runtime.api import SiteInfo
+
+    site = SiteInfo("t", 240.0, 60.0, 20_000, base_dir=tmp_path)
+    task = PricesCsv("prices", CsvParams(path=str(p), timezone="UTC"), site)
     log = logging.getLogger("test.prices")
     assert task._load(log) and len(task._days) == 2
     p.write_bytes(good.encode() + b"2018-01-03T00:00:00,\xff\n")
