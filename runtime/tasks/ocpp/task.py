@@ -1,0 +1,57 @@
+"""Registration of the ``ocpp`` task type and the shared tags it publishes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.api import SiteInfo
+from runtime.tags import Direction, TagSpec, TagType
+from runtime.tasks.base import Task, TaskContext, register_task
+from runtime.tasks.ocpp.protocol import V201
+from runtime.tasks.ocpp.variables import OcppParams
+
+STALE_S = 10.0  # the station publishes at least every second while the task lives
+
+
+@register_task("ocpp")
+class OcppTask(Task):
+    """The station's link to its CSMS. Publishes ``ocpp.limit_charge``/``ocpp.limit_discharge`` (W >= 0)
+    for the safety layer's external limits, and ``ocpp.rtt`` (s) / ``ocpp.connected`` / ``ocpp.accepted``
+    for its back-office supervision."""
+
+    Params = OcppParams
+    params: OcppParams
+
+    def __init__(self, name: str, params: OcppParams, site: SiteInfo, base_dir: Path):
+        super().__init__(name, params, site, base_dir)
+
+    def state_dir(self) -> Path:
+        d = Path(self.params.state_dir)
+        return d if d.is_absolute() else self.base_dir / d
+
+    def declare(self) -> list[TagSpec]:
+        S = Direction.SHARED
+        return [
+            TagSpec("ocpp.connected", TagType.BOOL, "", S, False, STALE_S, "WebSocket to the CSMS open"),
+            TagSpec(
+                "ocpp.accepted",
+                TagType.BOOL,
+                "",
+                S,
+                False,
+                STALE_S,
+                "boot accepted, CSMS heard within OfflineThreshold",
+            ),
+            TagSpec("ocpp.rtt", TagType.FLOAT, "s", S, None, STALE_S, "round trip of the last CALL to the CSMS"),
+            TagSpec("ocpp.limit_charge", TagType.FLOAT, "W", S, None, STALE_S, "charging limit of the CSMS's profiles"),
+            TagSpec(
+                "ocpp.limit_discharge", TagType.FLOAT, "W", S, None, STALE_S, "0 unless the CSMS accepted us lately"
+            ),
+            TagSpec("ocpp.queue", TagType.INT, "", S, 0, STALE_S, "transaction messages waiting for the CSMS"),
+        ]
+
+    async def run(self, cx: TaskContext) -> None:
+        from runtime.tasks.ocpp.station import Station
+
+        st = Station(self.params, self.state_dir(), self.site.nominal_voltage, self.site.phases, [V201])
+        await st.run(cx)
