@@ -95,3 +95,8 @@ async def until(pred: Callable[[], bool], timeout_s: float = 10.0, poll_s: float
         if loop.time() > end:
             raise AssertionError(f"condition not met within {timeout_s:.1f} s")
         await asyncio.sleep(poll_s)
+
+
+def plugged(**over: Any) -> dict[str, Any]:
+    """Keyword arguments for ``Harness.publish``: the PLUGGED image with some tags changed."""
+    return {**{k.replace(".", "__"): v for k, v in PLUGGED.items()}, **over}

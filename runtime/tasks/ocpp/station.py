@@ -60,6 +60,7 @@ class Station:
         self.offline_since_us: int | None = None
         self.status: str | None = None
         self.sent_status: str | None = None
+        self.status_changes: collections.deque[tuple[str, str]] = collections.deque(maxlen=100)
         self.trip = ""
         self.event_seq = 0
         self.now_us = 0
@@ -115,6 +116,8 @@ class Station:
         status = connector_status(s)
         if status is not None and status != self.status:
             self.status = status
+            if self.online:  # every change while online, in order (G01); offline ones collapse to the last
+                self.status_changes.append((self.stamp(), status))
             self.wake.set()
         if s.trip != self.trip:
             self._notify_trip(self.trip, s.trip)
@@ -324,6 +327,15 @@ class Station:
         retry_at = 0.0
         while True:
             self.wake.clear()
+            if self.status_changes or (self.status is not None and self.status != self.sent_status):
+                when, status = self.status_changes.popleft() if self.status_changes else (self.stamp(), self.status)
+                await peer.request(
+                    "StatusNotification",
+                    {"timestamp": when, "connectorStatus": status, "evseId": self.p.evse_id,
+                     "connectorId": self.p.connector_id},
+                )  # fmt: skip
+                self.sent_status = status
+                continue
             item = self.queue.head()
             if item is not None and time.monotonic() >= retry_at:
                 try:
@@ -339,15 +351,6 @@ class Station:
                         retry_at = time.monotonic() + self.vars["MessageAttemptInterval"] * n
                         log.warning("ocpp: %s not accepted (%s): attempt %d again later", item.action, exc, n)
                 self.publish()
-                continue
-            if self.status is not None and self.status != self.sent_status:
-                status = self.status
-                await peer.request(
-                    "StatusNotification",
-                    {"timestamp": self.stamp(), "connectorStatus": status, "evseId": self.p.evse_id,
-                     "connectorId": self.p.connector_id},
-                )  # fmt: skip
-                self.sent_status = status
                 continue
             if self.outbox:
                 action, payload = self.outbox.popleft()
