@@ -109,6 +109,7 @@ class _PeerMixin:
     known: frozenset[str]
     on_rtt: Callable[[str, float], None] | None = None
     on_traffic: Callable[[], None] | None = None
+    after_answer: Callable[[], None] | None = None  # once, after the current answer went out
 
     if TYPE_CHECKING:  # the package's, typed here
 
@@ -149,6 +150,9 @@ class _PeerMixin:
             log.exception("%s: handling %s failed", self.id, msg.action)
             text = msg.create_call_error(exc).to_json()  # InternalError
         await self._send(text)
+        then, self.after_answer = self.after_answer, None
+        if then is not None:
+            then()
 
     async def send_call(self, unique_id: str, action: str, text: str) -> Payload:
         """Send a serialised CALL and wait for its answer (one CALL in flight, OCPP-J 4.1.1).

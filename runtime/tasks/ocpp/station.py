@@ -378,13 +378,8 @@ class Station:
     def reconnect_soon(self) -> None:
         """Close the link after the current answer went out (a new password takes effect on reconnect)."""
         peer = self.peer
-
-        async def close() -> None:
-            await asyncio.sleep(0)
-            if peer is not None:
-                await peer._connection.close()
-
-        asyncio.get_running_loop().create_task(close())
+        if peer is not None:
+            peer.after_answer = lambda: asyncio.get_running_loop().create_task(peer._connection.close())
 
     def report(self, request_id: int) -> None:
         data = []
