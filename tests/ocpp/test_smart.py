@@ -17,7 +17,9 @@ PW = "0123456789abcdef-operator"
 T0 = START
 
 
-def profile(pid: int, purpose: str, level: int, periods: list[tuple[int, float]], unit: str = "W", **kw: Any) -> dict[str, Any]:
+def profile(
+    pid: int, purpose: str, level: int, periods: list[tuple[int, float]], unit: str = "W", **kw: Any
+) -> dict[str, Any]:
     sched: dict[str, Any] = {
         "id": pid,
         "chargingRateUnit": unit,
@@ -46,11 +48,17 @@ def test_composition_stacking_purposes_units_zero_and_expiry(tmp_path: Path) -> 
     assert pr.set(0, profile(3, "ChargingStationMaxProfile", 0, [(0, 20.0)], unit="A"), None)[0] == "Accepted"
     assert pr.limit_w(at(1300)) == 4800.0
     # a TxProfile needs its transaction; it overrides TxDefault (still under the station max)
-    assert pr.set(1, profile(4, "TxProfile", 0, [(0, 9000.0)], transactionId="tx-1"), None) == ("Rejected", "TxNotFound")
+    assert pr.set(1, profile(4, "TxProfile", 0, [(0, 9000.0)], transactionId="tx-1"), None) == (
+        "Rejected",
+        "TxNotFound",
+    )
     assert pr.set(1, profile(4, "TxProfile", 0, [(0, 3000.0)], transactionId="tx-1"), "tx-1")[0] == "Accepted"
     assert pr.limit_w(at(10), "tx-1") == 3000.0 and pr.limit_w(at(10), None) == 4000.0
     # expiry: validTo passed -> it stops limiting
-    assert pr.set(0, profile(3, "ChargingStationMaxProfile", 0, [(0, 1000.0)], validTo=stamp(at(50))), None)[0] == "Accepted"
+    assert (
+        pr.set(0, profile(3, "ChargingStationMaxProfile", 0, [(0, 1000.0)], validTo=stamp(at(50))), None)[0]
+        == "Accepted"
+    )
     assert pr.limit_w(at(10)) == 1000.0 and pr.limit_w(at(60)) == 4000.0
     # max profile on an EVSE is invalid; a limit above the rating is the rating
     assert pr.set(1, profile(9, "ChargingStationMaxProfile", 1, [(0, 1.0)]), None) == ("Rejected", "InvalidEvse")
@@ -67,10 +75,19 @@ def test_composition_stacking_purposes_units_zero_and_expiry(tmp_path: Path) -> 
 def test_recurring_daily_and_composite_schedule(tmp_path: Path) -> None:
     pr = Profiles(tmp_path / "p.json", 1, 230.0, 3, 22000.0)
     # every day from 17:30: 2 h at 16 A (3 x 230 V x 16 A = 11040 W), then unlimited
-    pr.set(1, profile(1, "TxDefaultProfile", 0, [(0, 16.0)], unit="A", kind="Recurring", recurrencyKind="Daily", duration=7200), None)
+    pr.set(
+        1,
+        profile(
+            1, "TxDefaultProfile", 0, [(0, 16.0)], unit="A", kind="Recurring", recurrencyKind="Daily", duration=7200
+        ),
+        None,
+    )
     assert pr.limit_w(at(86400 + 60)) == 11040.0 and pr.limit_w(at(86400 + 7300)) == 22000.0
     comp = pr.composite(at(3600), 7200, "W")
-    assert comp["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 11040.0}, {"startPeriod": 3600, "limit": 22000.0}]
+    assert comp["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 11040.0},
+        {"startPeriod": 3600, "limit": 22000.0},
+    ]
     amps = pr.composite(at(3600), 7200, "A")
     assert amps["chargingSchedulePeriod"][0]["limit"] == 16.0
 
@@ -92,7 +109,10 @@ def test_profiles_over_the_wire_publish_the_limit(tmp_path: Path) -> None:
             assert res["status"] == "Rejected"
             res = await cp.request("GetCompositeSchedule", {"evseId": 1, "duration": 600, "chargingRateUnit": "W"})
             assert res["status"] == "Accepted" and res["schedule"]["chargingSchedulePeriod"][0]["limit"] == 0.0
-            res = await cp.request("GetChargingProfiles", {"requestId": 5, "chargingProfile": {"chargingProfilePurpose": "TxDefaultProfile"}})
+            res = await cp.request(
+                "GetChargingProfiles",
+                {"requestId": 5, "chargingProfile": {"chargingProfilePurpose": "TxDefaultProfile"}},
+            )
             assert res["status"] == "Accepted"
             await until(lambda: bool(csms.actions("ReportChargingProfiles")))
             assert csms.actions("ReportChargingProfiles")[0].payload["chargingProfile"][0]["id"] == 7

@@ -45,15 +45,26 @@ def test_variables_report_password_and_table_8(tmp_path: Path) -> None:
                 _var("SampledDataCtrlr", "TxUpdatedInterval"), _var("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"),
                 _var("SecurityCtrlr", "BasicAuthPassword"), _var("NoSuchCtrlr", "X"), _var("OCPPCommCtrlr", "Nope")]})  # fmt: skip
             got = [(r["attributeStatus"], r.get("attributeValue")) for r in res["getVariableResult"]]
-            assert got == [("Accepted", "15"), ("Accepted", "5"), ("Rejected", None), ("UnknownComponent", None), ("UnknownVariable", None)]
+            assert got == [
+                ("Accepted", "15"),
+                ("Accepted", "5"),
+                ("Rejected", None),
+                ("UnknownComponent", None),
+                ("UnknownVariable", None),
+            ]
             res = await cp.request("SetVariables", {"setVariableData": [
                 {**_var("SampledDataCtrlr", "TxUpdatedInterval"), "attributeValue": "60"},
                 {**_var("OCPPCommCtrlr", "HeartbeatInterval"), "attributeValue": "0"},  # below the stated range
                 {**_var("SecurityCtrlr", "SecurityProfile"), "attributeValue": "3"}]})  # fmt: skip
             assert [r["attributeStatus"] for r in res["setVariableResult"]] == ["Accepted", "Rejected", "Rejected"]
-            assert (await cp.request("GetBaseReport", {"requestId": 3, "reportBase": "FullInventory"}))["status"] == "Accepted"
+            assert (await cp.request("GetBaseReport", {"requestId": 3, "reportBase": "FullInventory"}))[
+                "status"
+            ] == "Accepted"
             await until(lambda: bool(csms.actions("NotifyReport")))
-            report = {(d["component"]["name"], d["variable"]["name"]): d for d in csms.actions("NotifyReport")[0].payload["reportData"]}
+            report = {
+                (d["component"]["name"], d["variable"]["name"]): d
+                for d in csms.actions("NotifyReport")[0].payload["reportData"]
+            }
             assert report[("SampledDataCtrlr", "TxUpdatedInterval")]["variableAttribute"][0]["value"] == "60"
             assert "value" not in report[("SecurityCtrlr", "BasicAuthPassword")]["variableAttribute"][0]
             # Table 8: unknown action -> NotImplemented, known but unsupported -> NotSupported
@@ -63,7 +74,10 @@ def test_variables_report_password_and_table_8(tmp_path: Path) -> None:
             assert res == {"messagesInQueue": False}
             # a new password: stored, and the station reconnects with it
             passwords["CP-1"] = NEW_PW
-            res = await cp.request("SetVariables", {"setVariableData": [{**_var("SecurityCtrlr", "BasicAuthPassword"), "attributeValue": NEW_PW}]})
+            res = await cp.request(
+                "SetVariables",
+                {"setVariableData": [{**_var("SecurityCtrlr", "BasicAuthPassword"), "attributeValue": NEW_PW}]},
+            )
             assert res["setVariableResult"][0]["attributeStatus"] == "Accepted"
             await until(lambda: csms.connects == 2 and "CP-1" in csms.stations, timeout_s=15)
             assert csms.refusals == []

@@ -87,7 +87,11 @@ class StationLink(ChargePoint):
     @on("TransactionEvent")
     def on_transaction_event(self, event_type: str, seq_no: int, trigger_reason: str, **kw: Any) -> Any:
         info = kw["transaction_info"]
-        values = {sv["measurand"]: sv["value"] for mv in kw.get("meter_value", []) for sv in mv["sampled_value"]}
+        values = {
+            sv.get("measurand", "Energy.Active.Import.Register"): sv["value"]  # the default measurand (part 2)
+            for mv in kw.get("meter_value", [])
+            for sv in mv["sampled_value"]
+        }
         log.info(
             "CSMS: %s transaction %s %s seqNo %d (%s%s%s) %s",
             self.id, info["transaction_id"][:8], event_type, seq_no, trigger_reason,
