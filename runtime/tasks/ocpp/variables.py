@@ -47,7 +47,7 @@ class OcppParams(Params):
     identity: str = Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9*\-_=:+|@.]+$")
     security_profile: Literal[1, 2, 3] = 2
     password_file: str | None = Field(None, description="profiles 1/2: file holding the Basic auth password")
-    ca_file: str = "/etc/v2g-plc/certs/csms-ca.pem"
+    ca_file: str = "/etc/v2g-plc/certs/csms-root-ca.pem"
     cert_file: str = "/etc/v2g-plc/certs/station.pem"
     key_file: str = "/etc/v2g-plc/certs/station.key"
     state_dir: str = Field("var/ocpp", description="queue, variables, profiles (relative: to the site file)")
