@@ -23,11 +23,10 @@ class OcppTask(Task):
     params: OcppParams
 
     def __init__(self, name: str, params: OcppParams, site: SiteInfo, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+        super().__init__(name, _resolved(params, base_dir), site, base_dir)
 
     def state_dir(self) -> Path:
-        d = Path(self.params.state_dir)
-        return d if d.is_absolute() else self.base_dir / d
+        return Path(self.params.state_dir)
 
     def declare(self) -> list[TagSpec]:
         S = Direction.SHARED
@@ -55,3 +54,19 @@ class OcppTask(Task):
 
         st = Station(self.params, self.state_dir(), self.site.nominal_voltage, self.site.phases, [V201])
         await st.run(cx)
+
+
+def _resolved(p: OcppParams, base_dir: Path) -> OcppParams:
+    """Paths relative to the site file made absolute, and the files the profile needs present (a site that
+    cannot connect fails ``check``, not at 3 a.m.)."""
+
+    def absolute(v: str) -> str:
+        return str(Path(v) if Path(v).is_absolute() else base_dir / v)
+
+    keys = ["state_dir", "ca_file", "cert_file", "key_file"] + (["password_file"] if p.password_file else [])
+    q = p.model_copy(update={k: absolute(getattr(p, k)) for k in keys})
+    need = {1: ["password_file"], 2: ["password_file", "ca_file"], 3: ["ca_file", "cert_file", "key_file"]}
+    for k in need[q.security_profile]:
+        if not Path(getattr(q, k)).is_file():
+            raise ValueError(f"{k}: {getattr(q, k)} does not exist (security profile {q.security_profile} needs it)")
+    return q
