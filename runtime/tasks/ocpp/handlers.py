@@ -65,8 +65,6 @@ def table(st: Station) -> dict[str, protocol.Handler]:
                 res["attributeStatus"] = st.vars.write(d, item["attributeValue"])
                 if res["attributeStatus"] == "Accepted" and d.key == "password":
                     reconnect = True
-                if res["attributeStatus"] == "Accepted" and d.key == "HeartbeatInterval":
-                    st.heartbeat_s = float(st.vars["HeartbeatInterval"])
             out.append(res)
         if reconnect and st.p.security_profile in (1, 2):
             st.reconnect_soon()
@@ -117,7 +115,9 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         """K08: only this station's EVSE (or 0, the station)."""
         if req["evseId"] not in (0, st.p.evse_id):
             return {"status": "Rejected", "statusInfo": {"reasonCode": "UnknownEvse"}}
-        sched = st.profiles.composite(st.utc(), req["duration"], req.get("chargingRateUnit", "W"), st.tx.st.tx_id)
+        sched = st.profiles.composite(
+            st.utc(), req["duration"], req.get("chargingRateUnit", "W"), st.tx.st.tx_id, st.tx_start()
+        )
         sched["evseId"] = req["evseId"]
         return {"status": "Accepted", "schedule": sched}
 

@@ -27,7 +27,7 @@ from runtime.tasks.ocpp import connection as conn
 from runtime.tasks.ocpp import protocol
 from runtime.tasks.ocpp.queue import MessageQueue
 from runtime.tasks.ocpp.smart import Profiles, parse_time, stamp
-from runtime.tasks.ocpp.transactions import Sample, Transactions, TxState, connector_status
+from runtime.tasks.ocpp.transactions import Sample, Transactions, TxState, connector_status, meter_value
 from runtime.tasks.ocpp.variables import VARDEFS, DeviceModel, OcppParams, find
 
 log = logging.getLogger("v2g_plc.ocpp")
@@ -54,7 +54,6 @@ class Station:
         self.peer: Any = None
         self.online = False  # connected and accepted
         self.accepted_once = False
-        self.heartbeat_s = float(self.vars["HeartbeatInterval"])
         self.last_traffic = time.monotonic()
         self.last_contact_us: int | None = None
         self.offline_since_us: int | None = None
@@ -65,6 +64,7 @@ class Station:
         self.event_seq = 0
         self.now_us = 0
         self.first_image = True
+        self.aligned_slot: int | None = None
         self.rtt_s: float | None = None
         self._published: dict[str, Any] = {}
         self._published_at = 0.0
@@ -113,6 +113,7 @@ class Station:
         msg = self.tx.step(s, now_us, self.stamp(), self.vars["TxUpdatedInterval"], not self.online)
         if msg is not None:
             self._store(*msg)
+        self._clock_aligned(s)
         status = connector_status(s)
         if status is not None and status != self.status:
             self.status = status
@@ -123,6 +124,24 @@ class Station:
             self._notify_trip(self.trip, s.trip)
             self.trip = s.trip
         self.publish()
+
+    def _clock_aligned(self, s: Sample) -> None:
+        """AlignedDataCtrlr.Interval (J01): a sample at every multiple of the interval past midnight UTC,
+        inside a transaction as MeterValueClock, outside it as MeterValues (only while online)."""
+        interval = self.vars["AlignedInterval"]
+        if interval <= 0 or s.connected is None:
+            return
+        slot = int(self.utc().timestamp()) // interval
+        if self.aligned_slot is not None and slot != self.aligned_slot:
+            stamp_ = stamp(dt.datetime.fromtimestamp(slot * interval, dt.UTC))
+            if self.tx.active:
+                self._store(*self.tx.clock_aligned(s, stamp_, not self.online))
+            elif self.online:
+                mv = meter_value(s, stamp_, "Sample.Clock")
+                if mv["sampledValue"]:
+                    self.outbox.append(("MeterValues", {"evseId": self.p.evse_id, "meterValue": [mv]}))
+                    self.wake.set()
+        self.aligned_slot = slot
 
     def _store(self, action: str, payload: dict[str, Any], periodic: bool) -> None:
         self.queue.put(str(uuid.uuid4()), action, payload, periodic=periodic, state=("tx", self.tx.st.as_json()))
@@ -160,14 +179,14 @@ class Station:
         )
 
     def limits(self) -> tuple[float, float]:
-        charge = self.profiles.limit_w(self.utc(), self.tx.st.tx_id, self._tx_start())
+        charge = self.profiles.limit_w(self.utc(), self.tx.st.tx_id, self.tx_start())
         discharge = self.p.rated_power_w
         if self.p.discharge_requires_csms and not self.accepted_recently():
             discharge = 0.0
         return charge, discharge
 
-    def _tx_start(self) -> dt.datetime | None:
-        return None  # Relative profiles start with the transaction; not tracked in this landing
+    def tx_start(self) -> dt.datetime | None:
+        return parse_time(self.tx.st.started) if self.tx.active and self.tx.st.started else None
 
     def publish(self, force: bool = False) -> None:
         if self.cx is None:
@@ -294,10 +313,9 @@ class Station:
             status, interval = res["status"], int(res["interval"])
             if status == "Accepted":
                 if interval > 0:
-                    self.heartbeat_s = float(interval)
-                log.info(
-                    "ocpp: BootNotification accepted for %r; heartbeat every %g s", self.p.identity, self.heartbeat_s
-                )
+                    self.vars.grant("HeartbeatInterval", interval)
+                hb = self.vars["HeartbeatInterval"]
+                log.info("ocpp: BootNotification accepted for %r; heartbeat every %d s", self.p.identity, hb)
                 return
             wait = interval if interval > 0 else self.vars["RetryBackOffWaitMinimum"]
             log.warning(
@@ -356,7 +374,7 @@ class Station:
                 action, payload = self.outbox.popleft()
                 await peer.request(action, payload)
                 continue
-            due = self.last_traffic + self.heartbeat_s
+            due = self.last_traffic + self.vars["HeartbeatInterval"]
             now = time.monotonic()
             if now >= due:
                 res = await peer.request("Heartbeat", {})

@@ -3,7 +3,7 @@
 One transaction per plug-in (OCPP 2.0.1 part 2, E "Transactions", TxStartPoint/TxStopPoint = EVConnected):
 Started when the cable is plugged in, Updated when the charging state changes and every TxUpdatedInterval
 (cycle clock), Ended when the EV departs; ``seqNo`` counts from 0 in every transaction without gaps
-(E.FR.?: "seqNo ... incremented by one for every TransactionEventRequest"). The state that numbered a
+(E01). The state that numbered a
 message is stored with it (queue.py), so a restart continues the numbering and never repeats it.
 
 Signs: the runtime's power is positive into the EV. OCPP's Power.Active.Import is power from the grid into
@@ -65,6 +65,7 @@ class TxState:
     charging: str = "Idle"
     charged: bool = False
     last_sample_us: int = 0
+    started: str | None = None  # timestamp of Started: the origin of Relative charging profiles
     last: dict[str, Any] = field(default_factory=dict)  # the last sample, for an End after a crash
 
     def as_json(self) -> dict[str, Any]:
@@ -74,6 +75,7 @@ class TxState:
             "charging": self.charging,
             "charged": self.charged,
             "last_sample_us": self.last_sample_us,
+            "started": self.started,
             "last": self.last,
         }
 
@@ -131,7 +133,7 @@ class Transactions:
         if not self.active:
             if not s.connected:
                 return None
-            st.tx_id, st.seq, st.charged = str(uuid.uuid4()), 0, False
+            st.tx_id, st.seq, st.charged, st.started = str(uuid.uuid4()), 0, False, stamp
             st.charging = self.charging_state(s)
             st.charged = st.charging == "Charging"
             st.last_sample_us, st.last = now_us, _sample_json(s)
@@ -160,6 +162,11 @@ class Transactions:
             mv = meter_value(s, stamp, "Sample.Periodic")
             return "TransactionEvent", self._event("Updated", "MeterValuePeriodic", stamp, offline, {}, mv), True
         return None
+
+    def clock_aligned(self, s: Sample, stamp: str, offline: bool) -> Message:
+        """A clock-aligned sample inside the transaction (AlignedDataCtrlr, J01): MeterValueClock."""
+        mv = meter_value(s, stamp, "Sample.Clock")
+        return "TransactionEvent", self._event("Updated", "MeterValueClock", stamp, offline, {}, mv), True
 
     def end(self, stamp: str, offline: bool, trigger: str, reason: str, s: Sample | None = None) -> Message:
         """Ended with the last known meter values (also after a crash: ``s`` None uses the stored ones)."""

@@ -141,6 +141,7 @@ class DeviceModel:
         self.password_path = state_dir / "password"
         self.file_values = params.variables.model_dump()
         self.overrides: dict[str, int] = {}
+        self.granted: dict[str, int] = {}  # by the CSMS at boot (HeartbeatInterval, B01.FR.04): not stored
         self._load()
 
     def _load(self) -> None:
@@ -165,7 +166,12 @@ class DeviceModel:
         _write_atomic(self.path, json.dumps(doc, indent=1).encode(), 0o600)
 
     def __getitem__(self, key: str) -> int:
+        if key in self.granted:
+            return self.granted[key]
         return self.overrides.get(key, self.file_values[key])
+
+    def grant(self, key: str, value: int) -> None:
+        self.granted[key] = value
 
     def password(self) -> str | None:
         """The Basic auth password: one set by the CSMS wins over the operator's file."""
@@ -207,6 +213,7 @@ class DeviceModel:
             log.info("ocpp: SetVariables %s=%s rejected: outside %s", d.variable, text, field.metadata)
             return "Rejected"
         self.overrides[d.key] = value
+        self.granted.pop(d.key, None)
         self._save()
         return "Accepted"
 

@@ -30,7 +30,7 @@ server.auth((accept, reject, handshake) => {
 });
 
 const answers = {
-  BootNotification: () => ({ status: 'Accepted', interval: 300, currentTime: now() }),
+  BootNotification: () => ({ status: 'Accepted', interval: 120, currentTime: now() }),
   Heartbeat: () => ({ currentTime: now() }),
   StatusNotification: () => ({}),
   TransactionEvent: () => ({}),
