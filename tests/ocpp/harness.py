@@ -56,6 +56,7 @@ def params(url: str, state_dir: Path, **kw: Any) -> OcppParams:
 class Harness:
     def __init__(self, p: OcppParams, voltage: float = 240.0, phases: int = 1) -> None:
         self.writes: dict[str, Any] = {}
+        self.quality: dict[str, Quality] = {}
         self.cx = TaskContext("ocpp", self._send, START, logging.getLogger("test.ocpp"))
         self.station = Station(p, Path(p.state_dir), voltage, phases, [V201])
         self.now_us = 0
@@ -64,6 +65,7 @@ class Harness:
 
     def _send(self, tag: str, value: Any, quality: Quality) -> None:
         self.writes[tag] = value
+        self.quality[tag] = quality
 
     async def start(self) -> Harness:
         self._task = asyncio.create_task(self.station.run(self.cx))

@@ -36,7 +36,7 @@ def test_boot_accepted_then_status_and_heartbeat(tmp_path: Path) -> None:
             assert csms.actions("StatusNotification")[0].payload["connectorStatus"] == "Available"
             await h.publish()
             assert h.writes["ocpp.connected"] is True and h.writes["ocpp.accepted"] is True
-            assert 0 < h.writes["ocpp.rtt"] < 5
+            assert 0 < h.writes["ocpp.rtt"] < 5 and h.quality["ocpp.rtt"].value == "good"
         finally:
             await h.stop()
             await csms.close()

@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from runtime.tags import Quality
 from runtime.tasks.ocpp.local_csms import LocalCsms
 from tests.ocpp.harness import Harness, params, plugged, until
 from tests.ports import free_port
@@ -102,6 +103,7 @@ def test_offline_queue_delivered_in_order_with_offline_flag_and_identical_resend
                 await h.publish(meter__energy_import=h.values["meter.energy_import"] + 1.0)
                 if i == 100:  # discharge goes on within OfflineThreshold of the last contact ...
                     assert h.writes["ocpp.limit_discharge"] == 11000.0 and h.writes["ocpp.connected"] is False
+                    assert h.quality["ocpp.rtt"] == Quality.BAD  # no link: no round trip to trust
             await h.publish(ev__connected=False)
             queued = len(h.station.queue)
             rows = [json.loads(t)[3] for (t,) in h.station.queue.db.execute("SELECT text FROM messages ORDER BY pos")]

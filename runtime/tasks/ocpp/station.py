@@ -199,13 +199,15 @@ class Station:
             "ocpp.limit_discharge": discharge,
             "ocpp.queue": len(self.queue),
         }
-        if self.rtt_s is not None:
-            values["ocpp.rtt"] = self.rtt_s
+        values["ocpp.rtt"] = self.rtt_s if self.peer is not None else None
         now = time.monotonic()
         if not force and values == self._published and now - self._published_at < PUBLISH_EVERY_S:
             return
         for k, v in values.items():
-            self.cx.write(k, v, Quality.GOOD)
+            if v is None:  # no link, or no round trip measured yet: the back office's supervision sees "bad"
+                self.cx.write(k, self.rtt_s or 0.0, Quality.BAD)
+            else:
+                self.cx.write(k, v, Quality.GOOD)
         self._published, self._published_at = values, now
 
     async def image_loop(self, cx: TaskContext) -> None:
@@ -347,7 +349,8 @@ class Station:
             self.wake.clear()
             if self.status_changes or (self.status is not None and self.status != self.sent_status):
                 when, status = self.status_changes.popleft() if self.status_changes else (self.stamp(), self.status)
-                await peer.request(
+                await self._send_other(
+                    peer,
                     "StatusNotification",
                     {"timestamp": when, "connectorStatus": status, "evseId": self.p.evse_id,
                      "connectorId": self.p.connector_id},
@@ -371,8 +374,9 @@ class Station:
                 self.publish()
                 continue
             if self.outbox:
-                action, payload = self.outbox.popleft()
-                await peer.request(action, payload)
+                action, payload = self.outbox[0]
+                await self._send_other(peer, action, payload)
+                self.outbox.popleft()
                 continue
             due = self.last_traffic + self.vars["HeartbeatInterval"]
             now = time.monotonic()
@@ -385,6 +389,14 @@ class Station:
                 timeout = min(timeout, max(0.0, retry_at - now))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def _send_other(self, peer: Any, action: str, payload: dict[str, Any]) -> None:
+        """A message that is not stored: a CALLERROR answer is logged and the message given up; a timeout
+        ends the session (the link is presumed dead) and the message stays for the next one."""
+        try:
+            await peer.request(action, payload)
+        except protocol.CallFailed as exc:
+            log.warning("ocpp: the CSMS refused %s (%s): not sent again", action, exc)
 
     # ------------------------------------------------------------------ the CSMS's requests
 

@@ -65,7 +65,7 @@ class OcppParams(Params):
     queue_max_bytes: int = Field(4_000_000, ge=10_000, le=1_000_000_000, description="offline queue bound")
     power_threshold_w: float = Field(50.0, ge=0, le=10000, description="|power| above: energy is flowing")
     tags: TagMap = Field(default_factory=lambda: TagMap())
-    variables: Variables = Field(default_factory=Variables)
+    variables: Variables = Field(default_factory=lambda: Variables())
 
     @model_validator(mode="after")
     def _scheme(self) -> OcppParams:
