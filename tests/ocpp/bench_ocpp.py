@@ -70,8 +70,63 @@ async def drain(n: int = 1000) -> dict[str, float]:
         return {"messages": n, "enqueue_s": put_s, "drain_s": drain_s, "per_message_ms": drain_s / n * 1e3}
 
 
+def task_cpu(seconds: int = 60) -> dict[str, float]:
+    """CPU of the task process over ``seconds`` of a real-time run, with and without the ocpp task
+    (TxUpdatedInterval 15 s, a plugged-in EV) talking to the local CSMS process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.ocpp.test_in_runtime import SITE
+    from tests.runtime.helpers import ROOT, start_cli
+
+    def run(with_ocpp: bool) -> float:
+        with tempfile.TemporaryDirectory() as d:
+            port = free_port()
+            text = SITE.format(port=port).replace("TxUpdatedInterval: 1", "TxUpdatedInterval: 15")
+            if not with_ocpp:
+                text = (
+                    text.split("tasks:")[0]
+                    + "tasks:\n  - {type: example_counter, name: idle, params: {interval_s: 60}}\n"
+                )
+            Path(d, "password").write_text(PW + "\n")
+            Path(d, "site.yaml").write_text(text)
+            csms = subprocess.Popen([sys.executable, "-m", "runtime.tasks.ocpp.local_csms", "--port", str(port)], cwd=ROOT,
+                                    stderr=subprocess.DEVNULL)  # fmt: skip
+            proc = start_cli("run", str(Path(d, "site.yaml")))
+            try:
+                time.sleep(8)  # start-up is not measured
+                site = str(Path(d, "site.yaml")).encode()
+
+                def cmdline(p: Path) -> bytes:
+                    try:
+                        return (p / "cmdline").read_bytes()
+                    except OSError:
+                        return b""
+
+                procs = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+                pid = next(int(p.name) for p in procs if b"runtime.taskproc" in cmdline(p) and site in cmdline(p))
+
+                def cpu() -> float:
+                    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+                c0 = cpu()
+                time.sleep(seconds)
+                return (cpu() - c0) / seconds * 100
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=30)
+                csms.terminate()
+                csms.wait(timeout=10)
+
+    return {"seconds": seconds, "task_process_cpu_pct_with_ocpp": run(True), "task_process_cpu_pct_without": run(False)}
+
+
 def main() -> None:
-    print(json.dumps({"rtt": asyncio.run(rtt()), "drain": asyncio.run(drain())}, indent=1))
+    out = {"rtt": asyncio.run(rtt()), "drain": asyncio.run(drain()), "task_cpu": task_cpu()}
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
