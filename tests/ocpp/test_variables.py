@@ -70,6 +70,10 @@ def test_variables_report_password_and_table_8(tmp_path: Path) -> None:
             # Table 8: unknown action -> NotImplemented, known but unsupported -> NotSupported
             assert await _raw(cp, "FlyToTheMoon", {}) == [4, "NotImplemented"]
             assert await _raw(cp, "Reset", {"type": "Immediate"}) == [4, "NotSupported"]
+            # a payload that breaks the schema gets the schema's error, and the station carries on
+            assert await _raw(cp, "SetChargingProfile", {"evseId": 1}) == [4, "ProtocolError"]  # incomplete
+            code = await _raw(cp, "GetVariables", {"getVariableData": "not a list"})
+            assert code[0] == 4 and code[1] in ("TypeConstraintViolation", "FormatViolation", "FormationViolation")
             res = await cp.request("GetTransactionStatus", {})
             assert res == {"messagesInQueue": False}
             # a new password: stored, and the station reconnects with it
