@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from tests.ports import free_port
 PW = "0123456789abcdef-operator"
 
 
-async def _csms(**kw) -> LocalCsms:
+async def _csms(**kw: Any) -> LocalCsms:
     return await LocalCsms("127.0.0.1", free_port(), **kw).start()
 
 

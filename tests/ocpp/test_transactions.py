@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 from runtime.tags import Quality
-from runtime.tasks.ocpp.local_csms import LocalCsms
+from runtime.tasks.ocpp.local_csms import LocalCsms, Received
 from tests.ocpp.harness import Harness, params, plugged, until
 from tests.ports import free_port
 
 PW = "0123456789abcdef-operator"
 
 
-def _values(r) -> dict[str, float]:
+def _values(r: Received) -> dict[str, float]:
     return {sv["measurand"]: sv["value"] for mv in r.payload.get("meterValue", []) for sv in mv["sampledValue"]}
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
-from runtime.tasks.ocpp.local_csms import LocalCsms
+from runtime.tasks.ocpp.local_csms import LocalCsms, StationLink
 from runtime.tasks.ocpp.variables import DeviceModel
 from tests.ocpp.harness import Harness, params, until
 from tests.ports import free_port
@@ -23,7 +24,7 @@ def _var(component: str, name: str, instance: str | None = None) -> dict:
     return {"component": {"name": component}, "variable": v}
 
 
-async def _raw(cp, action: str, payload: dict) -> list:
+async def _raw(cp: StationLink, action: str, payload: dict[str, Any]) -> list[Any]:
     """A CALL the station's schema layer cannot know: sent as text, the answer read as text."""
     await cp._send(json.dumps([2, "raw-1", action, payload]))
     resp = await cp._get_specific_response("raw-1", 5)
@@ -85,6 +86,8 @@ def test_variables_report_password_and_table_8(tmp_path: Path) -> None:
             assert res["setVariableResult"][0]["attributeStatus"] == "Accepted"
             await until(lambda: csms.connects == 2 and "CP-1" in csms.stations, timeout_s=15)
             assert csms.refusals == []
+            kinds = lambda: [r.payload["type"] for r in csms.actions("SecurityEventNotification")]  # noqa: E731
+            await until(lambda: kinds() == ["StartupOfTheDevice", "ReconfigurationOfSecurityParameters"])
         finally:
             await h.stop()
             await csms.close()

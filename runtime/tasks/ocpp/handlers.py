@@ -66,8 +66,10 @@ def table(st: Station) -> dict[str, protocol.Handler]:
                 if res["attributeStatus"] == "Accepted" and d.key == "password":
                     reconnect = True
             out.append(res)
-        if reconnect and st.p.security_profile in (1, 2):
-            st.reconnect_soon()
+        if reconnect:
+            st.security_events.append("ReconfigurationOfSecurityParameters")  # reported on the new link
+            if st.p.security_profile in (1, 2):
+                st.reconnect_soon()
         st.wake.set()
         return {"setVariableResult": out}
 

@@ -335,6 +335,8 @@ class Station:
         if not self.accepted_once:
             await self.boot(peer)
             self.accepted_once = True
+            # security event of OCPP 2.0.1 part 2, appendix "Security events": the station (re)started
+            self.security_events.appendleft("StartupOfTheDevice")
         self.online = True
         self.last_contact_us = self.now_us
         outage = None if self.offline_since_us is None else (self.now_us - self.offline_since_us) / US
