@@ -365,14 +365,20 @@ class Station:
                     await peer.send_call(item.unique_id, item.action, item.text)
                     self.queue.remove(item.unique_id)
                     retry_at = 0.0
-                except (TimeoutError, protocol.CallFailed) as exc:
+                except TimeoutError:
+                    # no answer: the link is presumed dead; the message stays and goes out again, unchanged,
+                    # on the next connection (a timeout never loses a transaction message)
+                    log.warning("ocpp: no answer to %s %s: reconnecting", item.action, item.unique_id)
+                    raise
+                except protocol.CallFailed as exc:
+                    # refused: tried MessageAttempts times, MessageAttemptInterval x attempt apart (E13)
                     n = self.queue.attempted(item.unique_id)
                     if n >= self.vars["MessageAttempts"]:
-                        log.error("ocpp: %s %s dropped after %d attempts (%s)", item.action, item.unique_id, n, exc)
+                        log.error("ocpp: %s %s dropped after %d refusals (%s)", item.action, item.unique_id, n, exc)
                         self.queue.remove(item.unique_id)
                     else:
                         retry_at = time.monotonic() + self.vars["MessageAttemptInterval"] * n
-                        log.warning("ocpp: %s not accepted (%s): attempt %d again later", item.action, exc, n)
+                        log.warning("ocpp: %s refused (%s): attempt %d again later", item.action, exc, n)
                 self.publish()
                 continue
             if self.outbox:
@@ -443,6 +449,7 @@ class Station:
         return find(component, variable, instance)
 
     async def run(self, cx: TaskContext) -> None:
+        log.info("ocpp: station %r, effective variables %s", self.p.identity, self.vars.effective())
         jobs = [asyncio.create_task(self.image_loop(cx)), asyncio.create_task(self.link_loop())]
         try:
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
