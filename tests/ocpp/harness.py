@@ -40,6 +40,7 @@ def params(url: str, state_dir: Path, **kw: Any) -> OcppParams:
         "password_file": None,
         "state_dir": str(state_dir),
         "call_timeout_s": 5,
+        "sample_floor_s": 0.0,  # images come faster than real time here
         "variables": {"RetryBackOffWaitMinimum": 1, "RetryBackOffRandomRange": 0, "RetryBackOffRepeatTimes": 0},
     }
     if "variables" in kw:

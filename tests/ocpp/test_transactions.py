@@ -163,3 +163,27 @@ def test_unanswered_message_is_resent_byte_identical(tmp_path: Path) -> None:
         assert first.raw == again.raw
 
     asyncio.run(main())
+
+
+def test_sample_floor_keeps_a_fast_site_from_flooding_the_csms(tmp_path: Path) -> None:
+    async def main() -> None:
+        csms = await LocalCsms("127.0.0.1", free_port(), passwords={"CP-1": PW}).start()
+        h = await Harness(
+            params(csms.url, tmp_path / "s", sample_floor_s=30.0, variables={"TxUpdatedInterval": 1})
+        ).start()
+        try:
+            await h.publish()
+            await until(lambda: bool(csms.actions("StatusNotification")))
+            await h.publish(**plugged())
+            for _ in range(50):  # 50 s of cycle clock in far less than 30 s of real time
+                await h.publish()
+            await h.publish(ev__connected=False)
+            await until(lambda: any(r.payload["eventType"] == "Ended" for r in csms.actions("TransactionEvent")))
+        finally:
+            await h.stop()
+            await csms.close()
+        periodic = [r for r in csms.actions("TransactionEvent") if r.payload["triggerReason"] == "MeterValuePeriodic"]
+        assert len(periodic) == 1  # one sample, then the floor; Started and Ended are never held back
+        assert [r.payload["seqNo"] for r in csms.actions("TransactionEvent")] == [0, 1, 2]
+
+    asyncio.run(main())

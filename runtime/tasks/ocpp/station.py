@@ -65,6 +65,7 @@ class Station:
         self.now_us = 0
         self.first_image = True
         self.aligned_slot: int | None = None
+        self.last_periodic = -1e9
         self.rtt_s: float | None = None
         self._published: dict[str, Any] = {}
         self._published_at = 0.0
@@ -110,9 +111,14 @@ class Station:
             if self.tx.active and now_us < RUNTIME_START_US:
                 # the runtime restarted inside a transaction: end it with the last known values (E01/E06)
                 self._store(*self.tx.end(self.stamp(), not self.online, "AbnormalCondition", "PowerLoss"))
-        msg = self.tx.step(s, now_us, self.stamp(), self.vars["TxUpdatedInterval"], not self.online)
+        interval = self.vars["TxUpdatedInterval"]
+        if time.monotonic() - self.last_periodic < self.p.sample_floor_s:
+            interval = 1 << 40  # the floor: a site run faster than real time does not flood its CSMS
+        msg = self.tx.step(s, now_us, self.stamp(), interval, not self.online)
         if msg is not None:
             self._store(*msg)
+            if msg[2]:
+                self.last_periodic = time.monotonic()
         self._clock_aligned(s)
         status = connector_status(s)
         if status is not None and status != self.status:

@@ -63,6 +63,9 @@ class OcppParams(Params):
     )
     call_timeout_s: float = Field(30.0, gt=0, le=300)
     queue_max_bytes: int = Field(4_000_000, ge=10_000, le=1_000_000_000, description="offline queue bound")
+    sample_floor_s: float = Field(
+        1.0, ge=0, le=60, description="real seconds at least between periodic samples (a site run at --speed)"
+    )
     power_threshold_w: float = Field(50.0, ge=0, le=10000, description="|power| above: energy is flowing")
     tags: TagMap = Field(default_factory=lambda: TagMap())
     variables: Variables = Field(default_factory=lambda: Variables())
