@@ -22,11 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _child(url: str, state: Path, start_us: int, *extra: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.ocpp.kill_child", "--url", url, "--state", str(state),
-        "--start-us", str(start_us), *extra, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    with (state.parent / "children.log").open("ab") as err:  # the evidence when an assertion fails
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.ocpp.kill_child", "--url", url, "--state", str(state),
+            "--start-us", str(start_us), *extra, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=err,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -52,7 +53,12 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) ->
             await csms.close()
         return csms
 
-    csms = asyncio.run(main())
+    try:
+        csms = asyncio.run(main())
+    except BaseException:
+        print(f"seed {seed}", (tmp_path / "children.log").read_text(errors="replace")[-6000:])
+        raise
+    print(f"seed {seed}", (tmp_path / "children.log").read_text(errors="replace")[-6000:])  # shown on failure
     tx = csms.actions("TransactionEvent")
     assert len(tx) > 50, f"seed {seed}: too little traffic to prove anything ({len(tx)})"
     by_tx: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
