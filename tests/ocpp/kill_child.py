@@ -12,7 +12,7 @@ from tests.ocpp.harness import Harness, params, plugged
 
 
 async def main(url: str, state: Path, start_us: int, drain: bool) -> None:
-    h = Harness(params(url, state, variables={"TxUpdatedInterval": 1}))
+    h = Harness(params(url, state, identity="KILL-1", variables={"TxUpdatedInterval": 1}))
     h.now_us = start_us
     await h.start()
     if drain:

@@ -52,8 +52,10 @@ class LinkSide:
     security_events: collections.deque[str]
     wake: asyncio.Event
 
-    def publish(self, force: bool = False) -> None: ...
-    def stamp(self, now_us: int | None = None) -> str: ...
+    if TYPE_CHECKING:  # the image side's, in Station
+
+        def publish(self, force: bool = False) -> None: ...
+        def stamp(self, now_us: int | None = None) -> str: ...
 
     def endpoint(self) -> conn.Endpoint:
         p = self.p
@@ -248,7 +250,7 @@ class LinkSide:
     def handlers(self) -> dict[str, protocol.Handler]:
         from runtime.tasks.ocpp import handlers
 
-        return handlers.table(self)
+        return handlers.table(self)  # type: ignore[arg-type]  # always a Station
 
     def reconnect_soon(self) -> None:
         """Close the link after the current answer went out (a new password takes effect on reconnect)."""

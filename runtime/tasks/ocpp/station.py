@@ -194,7 +194,7 @@ class Station(LinkSide):
         if self.cx is None:
             return
         charge, discharge = self.limits()
-        values = {
+        values: dict[str, Any] = {
             "ocpp.connected": self.peer is not None,
             "ocpp.accepted": self.online and self.accepted_recently(),
             "ocpp.limit_charge": charge,
