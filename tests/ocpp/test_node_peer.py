@@ -80,17 +80,21 @@ class NodeCsms:
         self._reader.cancel()
 
 
-@pytest.mark.parametrize("tls", [False, True])
-def test_strict_peer_session_profiles_variables(tmp_path: Path, tls: bool) -> None:
+@pytest.mark.parametrize("profile", [1, 2, 3])
+def test_strict_peer_session_profiles_variables(tmp_path: Path, profile: int) -> None:
     _need_peer()
 
     async def main() -> None:
         extra: list[str] = []
         kw: dict[str, Any] = {}
+        tls = profile > 1
         if tls:
             pki = make_pki(tmp_path / "pki")
             extra = ["--cert", str(pki.dir / "server.pem"), "--key", str(pki.dir / "server.key")]
-            kw = {"security_profile": 2, "ca_file": str(pki.ca)}
+            kw = {"security_profile": profile, "ca_file": str(pki.ca)}
+            if profile == 3:  # mutual TLS: the station's certificate (CN CP-1), no password
+                extra += ["--ca", str(pki.ca)]
+                kw |= {"cert_file": str(pki.dir / "station.pem"), "key_file": str(pki.dir / "station.key")}
         csms = await NodeCsms.start(*extra)
         url = f"wss://localhost:{csms.port}/ocpp" if tls else f"ws://127.0.0.1:{csms.port}/ocpp"
         h = await Harness(params(url, tmp_path / "s", variables={"TxUpdatedInterval": 5}, **kw)).start()

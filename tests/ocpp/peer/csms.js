@@ -3,7 +3,7 @@
 //   stdout: {"event":"listening","port"}, {"event":"call",...} for every request a station sends,
 //           {"event":"invalid",...} for every message that failed strict validation, {"event":"reply",...}
 //   stdin:  {"id":n,"identity":"CP-1","method":"SetChargingProfile","params":{...}} -> a request to the station
-// Usage: node csms.js [--password IDENTITY:PASSWORD] [--cert server.pem --key server.key]
+// Usage: node csms.js [--password IDENTITY:PASSWORD] [--cert server.pem --key server.key [--ca clients-ca.pem]]
 'use strict';
 const fs = require('fs');
 const https = require('https');
@@ -23,6 +23,12 @@ const server = new RPCServer({ protocols: ['ocpp2.0.1'], strictMode: true, callT
 const clients = {};
 
 server.auth((accept, reject, handshake) => {
+  const sock = handshake.request.socket;
+  if (opt('--ca')) {
+    // security profile 3: the client certificate is the proof; its subject CN must be the identity
+    const cn = sock.authorized && sock.getPeerCertificate().subject.CN;
+    return cn === handshake.identity ? accept({}) : reject(401);
+  }
   const want = passwords[handshake.identity];
   if (want === undefined) return reject(403);
   if (!handshake.password || handshake.password.toString('utf8') !== want) return reject(401);
@@ -70,7 +76,9 @@ rl.on('close', () => process.exit(0));
   const cert = opt('--cert');
   let port;
   if (cert) {
-    const tls = https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(opt('--key')), minVersion: 'TLSv1.2' });
+    const tlsOpts = { cert: fs.readFileSync(cert), key: fs.readFileSync(opt('--key')), minVersion: 'TLSv1.2' };
+    if (opt('--ca')) Object.assign(tlsOpts, { ca: fs.readFileSync(opt('--ca')), requestCert: true, rejectUnauthorized: true });
+    const tls = https.createServer(tlsOpts);
     tls.on('upgrade', server.handleUpgrade);
     await new Promise((ok) => tls.listen(0, '127.0.0.1', ok));
     port = tls.address().port;
