@@ -141,7 +141,7 @@ def test_bad_csms_certificate_refused_never_plaintext(
         assert "unable to get local issuer certificate" in line
 
 
-def test_profile_3_without_client_certificate_is_refused(tmp_path: Path) -> None:
+def test_profile_3_without_client_certificate_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     pki = make_pki(tmp_path / "pki")
 
     async def main() -> None:
@@ -150,10 +150,11 @@ def test_profile_3_without_client_certificate_is_refused(tmp_path: Path) -> None
         p = params(csms.url, tmp_path / "state", security_profile=2, ca_file=str(pki.ca))
         h = await Harness(p).start()
         try:
-            await asyncio.wait_for(asyncio.shield(asyncio.sleep(0)), 1)
-            await until(lambda: h.station.peer is None and csms.connects == 0, timeout_s=2)
+            await until(lambda: sum("'CP-1'" in r.getMessage() for r in caplog.records) >= 2, timeout_s=15)
+            assert csms.connects == 0 and csms.received == [] and h.station.peer is None
         finally:
             await h.stop()
             await csms.close()
 
-    asyncio.run(main())
+    with caplog.at_level(logging.WARNING, "v2g_plc.ocpp"):
+        asyncio.run(main())
