@@ -1,0 +1,144 @@
+"""Answers to the CSMS's requests (camelCase dicts in, camelCase dicts out).
+
+Each handler answers at once and never awaits a CALL of its own (the receive loop would stall, see
+docs/reference.md "OCPP"); follow-up messages (NotifyReport, ReportChargingProfiles) go to the outbox.
+Actions that are not here are answered NotSupported (a 2.0.1 action) or NotImplemented (unknown).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from runtime.tasks.ocpp import protocol
+from runtime.tasks.ocpp.variables import VARDEFS
+
+if TYPE_CHECKING:
+    from runtime.tasks.ocpp.station import Station
+
+Payload = dict[str, Any]
+COMPONENTS = frozenset(d.component for d in VARDEFS)
+
+
+def table(st: Station) -> dict[str, protocol.Handler]:
+    def get_variables(req: Payload) -> Payload:
+        """B06: one result per requested variable, in order."""
+        out = []
+        for item in req["getVariableData"]:
+            comp, var = item["component"], item["variable"]
+            res: Payload = {"component": comp, "variable": var}
+            attr = item.get("attributeType", "Actual")
+            if attr != "Actual":
+                res["attributeType"] = attr
+            d = st.find_var(comp["name"], var["name"], var.get("instance"))
+            if comp["name"] not in COMPONENTS:
+                res["attributeStatus"] = "UnknownComponent"
+            elif d is None:
+                res["attributeStatus"] = "UnknownVariable"
+            elif attr != "Actual":
+                res["attributeStatus"] = "NotSupportedAttributeType"
+            elif d.mutability == "WriteOnly":
+                res["attributeStatus"] = "Rejected"  # B06.FR.? a write-only value is never read back
+            else:
+                res["attributeStatus"] = "Accepted"
+                res["attributeValue"] = st.vars.read(d)
+            out.append(res)
+        return {"getVariableResult": out}
+
+    def set_variables(req: Payload) -> Payload:
+        """B05: validated, applied and stored; a new Basic auth password reconnects with it (A01)."""
+        out = []
+        reconnect = False
+        for item in req["setVariableData"]:
+            comp, var = item["component"], item["variable"]
+            res: Payload = {"component": comp, "variable": var}
+            attr = item.get("attributeType", "Actual")
+            if attr != "Actual":
+                res["attributeType"] = attr
+            d = st.find_var(comp["name"], var["name"], var.get("instance"))
+            if comp["name"] not in COMPONENTS:
+                res["attributeStatus"] = "UnknownComponent"
+            elif d is None:
+                res["attributeStatus"] = "UnknownVariable"
+            elif attr != "Actual":
+                res["attributeStatus"] = "NotSupportedAttributeType"
+            else:
+                res["attributeStatus"] = st.vars.write(d, item["attributeValue"])
+                if res["attributeStatus"] == "Accepted" and d.key == "password":
+                    reconnect = True
+            out.append(res)
+        if reconnect:
+            st.security_events.append("ReconfigurationOfSecurityParameters")  # reported on the new link
+            if st.p.security_profile in (1, 2):
+                st.reconnect_soon()
+        st.wake.set()
+        return {"setVariableResult": out}
+
+    def get_base_report(req: Payload) -> Payload:
+        """B07: the report follows as NotifyReport."""
+        if req["reportBase"] not in ("ConfigurationInventory", "FullInventory", "SummaryInventory"):
+            return {"status": "NotSupported"}
+        st.report(req["requestId"])
+        return {"status": "Accepted"}
+
+    def set_charging_profile(req: Payload) -> Payload:
+        status, reason = st.profiles.set(req["evseId"], req["chargingProfile"], st.tx.st.tx_id)
+        st.publish(force=True)
+        out: Payload = {"status": status}
+        if reason:
+            out["statusInfo"] = {"reasonCode": reason}
+        return out
+
+    def clear_charging_profile(req: Payload) -> Payload:
+        gone = st.profiles.clear(req.get("chargingProfileId"), req.get("chargingProfileCriteria"))
+        st.publish(force=True)
+        return {"status": "Accepted" if gone else "Unknown"}
+
+    def get_charging_profiles(req: Payload) -> Payload:
+        """K09: the profiles follow as ReportChargingProfiles, one message per EVSE."""
+        found = st.profiles.matching(req.get("evseId"), req["chargingProfile"])
+        if not found:
+            return {"status": "NoProfiles"}
+        by_evse: dict[int, list[Payload]] = {}
+        for it in found:
+            by_evse.setdefault(it["evseId"], []).append(it["profile"])
+        evses = sorted(by_evse)
+        for i, evse in enumerate(evses):
+            st.outbox.append(
+                (
+                    "ReportChargingProfiles",
+                    {"requestId": req["requestId"], "chargingLimitSource": "CSO", "evseId": evse,
+                     "chargingProfile": by_evse[evse], "tbc": i < len(evses) - 1},
+                )
+            )  # fmt: skip
+        st.wake.set()
+        return {"status": "Accepted"}
+
+    def get_composite_schedule(req: Payload) -> Payload:
+        """K08: only this station's EVSE (or 0, the station)."""
+        if req["evseId"] not in (0, st.p.evse_id):
+            return {"status": "Rejected", "statusInfo": {"reasonCode": "UnknownEvse"}}
+        sched = st.profiles.composite(
+            st.utc(), req["duration"], req.get("chargingRateUnit", "W"), st.tx.st.tx_id, st.tx_start()
+        )
+        sched["evseId"] = req["evseId"]
+        return {"status": "Accepted", "schedule": sched}
+
+    def get_transaction_status(req: Payload) -> Payload:
+        """E14: messagesInQueue is the persistent queue's truth."""
+        queued = len(st.queue) > 0
+        out: Payload = {"messagesInQueue": queued}
+        tid = req.get("transactionId")
+        if tid is not None:
+            out["ongoingIndicator"] = st.tx.st.tx_id == tid
+        return out
+
+    return {
+        "GetVariables": get_variables,
+        "SetVariables": set_variables,
+        "GetBaseReport": get_base_report,
+        "SetChargingProfile": set_charging_profile,
+        "ClearChargingProfile": clear_charging_profile,
+        "GetChargingProfiles": get_charging_profiles,
+        "GetCompositeSchedule": get_composite_schedule,
+        "GetTransactionStatus": get_transaction_status,
+    }

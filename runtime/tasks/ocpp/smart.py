@@ -1,0 +1,251 @@
+"""Smart charging: the CSMS's charging profiles, stored, and the limit they compose to at an instant.
+
+Composition (OCPP 2.0.1 part 2, K "SmartCharging", K01 and the "Smart Charging" chapter 3): per purpose
+the valid profile with the highest ``stackLevel`` whose schedule covers the instant gives the limit (a
+schedule that has ended leaves the next lower level in force); a TxProfile of the running transaction
+overrides the TxDefaultProfile; the ChargingStationMaxProfile caps the result. Amperes are converted with
+the site's nominal voltage and phases. What is published is a magnitude in W within [0, rating]: no
+profile in force is the charger's rating (docs/design.md "Limits from outside"), zero means zero, an
+expired profile stops limiting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from runtime.tasks.ocpp.variables import _write_atomic
+
+SCHEMA = 1
+PURPOSES = ("ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile")
+_RECUR = {"Daily": dt.timedelta(days=1), "Weekly": dt.timedelta(days=7)}
+
+
+def parse_time(s: str) -> dt.datetime:
+    t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def stamp(t: dt.datetime) -> str:
+    """OCPP date-time: UTC with a Z (part 2, "Primitive datatypes")."""
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Profiles:
+    def __init__(self, path: Path, evse_id: int, voltage: float, phases: int, rating_w: float) -> None:
+        self.path = path
+        self.evse_id = evse_id
+        self.voltage = voltage
+        self.phases = phases
+        self.rating = rating_w
+        self.items: list[dict[str, Any]] = []  # {"evseId": n, "profile": {...}}
+        if path.exists():
+            doc = json.loads(path.read_text())
+            if doc.get("schema") != SCHEMA:
+                raise ValueError(f"{path}: schema {doc.get('schema')!r}, this runtime reads {SCHEMA}")
+            self.items = doc["profiles"]
+
+    def _save(self) -> None:
+        _write_atomic(self.path, json.dumps({"schema": SCHEMA, "profiles": self.items}, indent=1).encode(), 0o600)
+
+    # ---- SetChargingProfile / ClearChargingProfile / GetChargingProfiles (K01, K10, K09)
+
+    def set(self, evse_id: int, profile: dict[str, Any], tx_id: str | None) -> tuple[str, str]:
+        """(status, reason code for statusInfo)."""
+        purpose = profile["chargingProfilePurpose"]
+        if purpose not in PURPOSES:
+            return "Rejected", "UnsupportedPurpose"
+        if evse_id not in (0, self.evse_id):
+            return "Rejected", "UnknownEvse"
+        if purpose == "ChargingStationMaxProfile" and evse_id != 0:
+            return "Rejected", "InvalidEvse"  # K01.FR.38
+        if purpose == "TxProfile":
+            if evse_id == 0:
+                return "Rejected", "InvalidEvse"  # K01.FR.16
+            if tx_id is None or profile.get("transactionId") != tx_id:
+                return "Rejected", "TxNotFound"  # K01.FR.03, K01.FR.09
+        for sched in profile["chargingSchedule"]:
+            periods = [p["startPeriod"] for p in sched["chargingSchedulePeriod"]]
+            if periods[0] != 0 or periods != sorted(set(periods)):
+                return "Rejected", "InvalidSchedule"  # K01.FR.31: the first period starts at 0
+            if any(p["limit"] < 0 for p in sched["chargingSchedulePeriod"]):
+                return "Rejected", "InvalidSchedule"
+        # K01.FR.05: the same id, or the same stackLevel + purpose + EVSE, is replaced
+        self.items = [
+            it
+            for it in self.items
+            if it["profile"]["id"] != profile["id"]
+            and not (
+                it["evseId"] == evse_id
+                and it["profile"]["stackLevel"] == profile["stackLevel"]
+                and it["profile"]["chargingProfilePurpose"] == purpose
+            )
+        ]
+        self.items.append({"evseId": evse_id, "profile": profile})
+        self._save()
+        return "Accepted", ""
+
+    def clear(self, profile_id: int | None, criteria: dict[str, Any] | None) -> bool:
+        """ClearChargingProfile (K10): by id, or by every criterion given; True when something went."""
+
+        def match(it: dict[str, Any]) -> bool:
+            p = it["profile"]
+            if profile_id is not None:
+                return bool(p["id"] == profile_id)
+            c = criteria or {}
+            return (
+                ("evseId" not in c or c["evseId"] == it["evseId"])
+                and ("chargingProfilePurpose" not in c or c["chargingProfilePurpose"] == p["chargingProfilePurpose"])
+                and ("stackLevel" not in c or c["stackLevel"] == p["stackLevel"])
+            )
+
+        keep = [it for it in self.items if not match(it)]
+        gone = len(keep) != len(self.items)
+        if gone:
+            self.items = keep
+            self._save()
+        return gone
+
+    def end_transaction(self, tx_id: str) -> None:
+        """A TxProfile lives as long as its transaction (K01.FR.?? "TxProfile ... for the duration of the
+        transaction")."""
+        keep = [it for it in self.items if it["profile"].get("transactionId") != tx_id]
+        if len(keep) != len(self.items):
+            self.items = keep
+            self._save()
+
+    def matching(self, evse_id: int | None, criteria: dict[str, Any]) -> list[dict[str, Any]]:
+        """GetChargingProfiles (K09)."""
+        out = []
+        for it in self.items:
+            p = it["profile"]
+            if evse_id is not None and it["evseId"] != evse_id:
+                continue
+            if "chargingProfileId" in criteria and p["id"] not in criteria["chargingProfileId"]:
+                continue
+            if (
+                "chargingProfilePurpose" in criteria
+                and p["chargingProfilePurpose"] != criteria["chargingProfilePurpose"]
+            ):
+                continue
+            if "stackLevel" in criteria and p["stackLevel"] != criteria["stackLevel"]:
+                continue
+            out.append(it)
+        return out
+
+    # ---- composition
+
+    def _watts(self, limit: float, unit: str, phases: int | None) -> float:
+        if unit == "W":
+            return float(limit)
+        n = min(phases or self.phases, self.phases)
+        return float(limit) * self.voltage * n
+
+    def _starts(
+        self, profile: dict[str, Any], sched: dict[str, Any], t: dt.datetime, tx_start: dt.datetime | None
+    ) -> dt.datetime | None:
+        kind = profile["chargingProfileKind"]
+        if kind == "Relative":
+            return tx_start
+        start = parse_time(sched["startSchedule"]) if "startSchedule" in sched else None
+        if start is None:
+            return None
+        if kind == "Recurring":
+            step = _RECUR.get(profile.get("recurrencyKind", "Daily"), _RECUR["Daily"])
+            if t >= start:
+                start += step * ((t - start) // step)
+        return start
+
+    def _limit(self, it: dict[str, Any], t: dt.datetime, tx_start: dt.datetime | None) -> float | None:
+        p = it["profile"]
+        if "validFrom" in p and t < parse_time(p["validFrom"]):
+            return None
+        if "validTo" in p and t >= parse_time(p["validTo"]):
+            return None
+        for sched in p["chargingSchedule"]:
+            start = self._starts(p, sched, t, tx_start)
+            if start is None or t < start:
+                continue
+            elapsed = (t - start).total_seconds()
+            if "duration" in sched and elapsed >= sched["duration"]:
+                continue
+            active = [q for q in sched["chargingSchedulePeriod"] if q["startPeriod"] <= elapsed]
+            if active:
+                q = active[-1]
+                return self._watts(q["limit"], sched["chargingRateUnit"], q.get("numberPhases"))
+        return None
+
+    def _purpose_limit(
+        self, purpose: str, t: dt.datetime, tx_id: str | None, tx_start: dt.datetime | None
+    ) -> float | None:
+        cands = [
+            it
+            for it in self.items
+            if it["profile"]["chargingProfilePurpose"] == purpose
+            and it["evseId"] in (0, self.evse_id)
+            and (purpose != "TxProfile" or (tx_id is not None and it["profile"].get("transactionId") == tx_id))
+        ]
+        for it in sorted(cands, key=lambda i: -i["profile"]["stackLevel"]):
+            lim = self._limit(it, t, tx_start)
+            if lim is not None:
+                return lim
+        return None
+
+    def limit_w(self, t: dt.datetime, tx_id: str | None = None, tx_start: dt.datetime | None = None) -> float:
+        """The charging limit in force at ``t``: W in [0, rating]."""
+        station = self._purpose_limit("ChargingStationMaxProfile", t, tx_id, tx_start)
+        tx = self._purpose_limit("TxProfile", t, tx_id, tx_start)
+        if tx is None:
+            tx = self._purpose_limit("TxDefaultProfile", t, tx_id, tx_start)
+        lim = self.rating
+        for x in (station, tx):
+            if x is not None:
+                lim = min(lim, x)
+        return max(0.0, lim)
+
+    def _breakpoints(self, t0: dt.datetime, t1: dt.datetime, tx_start: dt.datetime | None) -> Iterator[dt.datetime]:
+        yield t0
+        for it in self.items:
+            p = it["profile"]
+            for key in ("validFrom", "validTo"):
+                if key in p:
+                    yield parse_time(p[key])
+            for sched in p["chargingSchedule"]:
+                t = t0
+                while t < t1:
+                    start = self._starts(p, sched, t, tx_start)
+                    if start is None:
+                        break
+                    for q in sched["chargingSchedulePeriod"]:
+                        yield start + dt.timedelta(seconds=q["startPeriod"])
+                    if "duration" in sched:
+                        yield start + dt.timedelta(seconds=sched["duration"])
+                    if p["chargingProfileKind"] != "Recurring":
+                        break
+                    t = start + _RECUR.get(p.get("recurrencyKind", "Daily"), _RECUR["Daily"])
+                    yield t
+
+    def composite(
+        self, t0: dt.datetime, duration_s: int, unit: str, tx_id: str | None = None, tx_start: dt.datetime | None = None
+    ) -> dict[str, Any]:
+        """GetCompositeSchedule (K08): the limit over [t0, t0 + duration) as periods, in W or A."""
+        t1 = t0 + dt.timedelta(seconds=duration_s)
+        points = sorted({b for b in self._breakpoints(t0, t1, tx_start) if t0 <= b < t1})
+        periods: list[dict[str, Any]] = []
+        for b in points:
+            w = self.limit_w(b, tx_id, tx_start)
+            value = w if unit == "W" else w / (self.voltage * self.phases)
+            value = round(value, 1)
+            if periods and periods[-1]["limit"] == value:
+                continue
+            periods.append({"startPeriod": int((b - t0).total_seconds()), "limit": value})
+        return {
+            "evseId": self.evse_id,
+            "duration": duration_s,
+            "scheduleStart": stamp(t0),
+            "chargingRateUnit": unit,
+            "chargingSchedulePeriod": periods,
+        }

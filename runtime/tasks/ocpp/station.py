@@ -1,0 +1,263 @@
+"""The OCPP 2.0.1 station as a task of the task process: the link to the CSMS and what it carries.
+
+Two loops share one state: the image loop (here) turns each published image into transaction messages
+(stored before they are sent), connector statuses, events and the published limits; the link loop
+(link.py) connects, boots and is the only sender. The CSMS's requests are answered from the receive loop
+without awaiting a CALL there (handlers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from runtime.tags import US, Image, Quality
+from runtime.tasks.base import TaskContext
+from runtime.tasks.ocpp import protocol
+from runtime.tasks.ocpp.link import RUNTIME_START_US, LinkSide
+from runtime.tasks.ocpp.queue import MessageQueue
+from runtime.tasks.ocpp.smart import Profiles, parse_time, stamp
+from runtime.tasks.ocpp.transactions import Sample, Transactions, TxState, connector_status, meter_value
+from runtime.tasks.ocpp.variables import VARDEFS, DeviceModel, OcppParams, find
+
+log = logging.getLogger("v2g_plc.ocpp")
+
+PUBLISH_EVERY_S = 1.0
+
+
+class Station(LinkSide):
+    def __init__(
+        self, params: OcppParams, state_dir: Path, voltage: float, phases: int, versions: list[protocol.Version]
+    ) -> None:
+        self.p = params
+        self.versions = versions
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.vars = DeviceModel(params, state_dir)
+        self.queue = MessageQueue(state_dir / "queue.sqlite", params.queue_max_bytes)
+        self.tx = Transactions(
+            params.evse_id, params.connector_id, params.power_threshold_w, TxState.from_json(self.queue.state("tx"))
+        )
+        self.profiles = Profiles(state_dir / "profiles.json", params.evse_id, voltage, phases, params.rated_power_w)
+        self.outbox: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=1000)
+        self.wake = asyncio.Event()
+        self.peer: Any = None
+        self.online = False  # connected and accepted
+        self.accepted_once = False
+        self.last_traffic = time.monotonic()
+        self.last_contact_us: int | None = None
+        self.offline_since_us: int | None = None
+        self.status: str | None = None
+        self.sent_status: str | None = None
+        self.status_changes: collections.deque[tuple[str, str]] = collections.deque(maxlen=100)
+        self.trip = ""
+        self.event_seq = 0
+        self.now_us = 0
+        self.first_image = True
+        self.aligned_slot: int | None = None
+        self.last_periodic = -1e9
+        self.rtt_s: float | None = None
+        self._published: dict[str, Any] = {}
+        self._published_at = 0.0
+        self.cx: TaskContext | None = None
+        self.security_events: collections.deque[str] = collections.deque(maxlen=20)
+
+    # ------------------------------------------------------------------ time
+
+    def stamp(self, now_us: int | None = None) -> str:
+        """OCPP timestamps: the cycle clock's calendar in UTC (system UTC at --speed 1)."""
+        if self.cx is None:
+            return stamp(dt.datetime.now(dt.UTC))
+        return stamp(self.cx.calendar(self.now_us if now_us is None else now_us))
+
+    def utc(self) -> dt.datetime:
+        return parse_time(self.stamp())
+
+    # ------------------------------------------------------------------ the image side
+
+    def sample(self, img: Image) -> Sample:
+        t = self.p.tags
+
+        def v(name: str) -> Any:
+            return img.value(name)
+
+        trip = img.tag(t.trip).value  # the committed trip code, whatever its quality
+        return Sample(
+            connected=None if v(t.connected) is None else bool(v(t.connected)),
+            power_w=v(t.power),
+            setpoint_w=img.tag(t.setpoint).value,
+            import_wh=v(t.energy_import),
+            export_wh=v(t.energy_export),
+            soc=v(t.soc),
+            voltage=v(t.voltage),
+            trip=str(trip or ""),
+        )
+
+    def on_image(self, img: Image, now_us: int) -> None:
+        self.now_us = now_us
+        s = self.sample(img)
+        if self.first_image:
+            self.first_image = False
+            if self.tx.active and now_us < RUNTIME_START_US:
+                # the runtime restarted inside a transaction: end it with the last known values (E01/E06)
+                self._store(*self.tx.end(self.stamp(), not self.online, "AbnormalCondition", "PowerLoss"))
+        interval = self.vars["TxUpdatedInterval"]
+        if time.monotonic() - self.last_periodic < self.p.sample_floor_s:
+            interval = 1 << 40  # the floor: a site run faster than real time does not flood its CSMS
+        msg = self.tx.step(s, now_us, self.stamp(), interval, not self.online)
+        if msg is not None:
+            self._store(*msg)
+            if msg[2]:
+                self.last_periodic = time.monotonic()
+        self._clock_aligned(s)
+        status = connector_status(s)
+        if status is not None and status != self.status:
+            self.status = status
+            if self.online:  # every change while online, in order (G01); offline ones collapse to the last
+                self.status_changes.append((self.stamp(), status))
+            self.wake.set()
+        if s.trip != self.trip:
+            self._notify_trip(self.trip, s.trip)
+            self.trip = s.trip
+        self.publish()
+
+    def _clock_aligned(self, s: Sample) -> None:
+        """AlignedDataCtrlr.Interval (J01): a sample at every multiple of the interval past midnight UTC,
+        inside a transaction as MeterValueClock, outside it as MeterValues (only while online)."""
+        interval = self.vars["AlignedInterval"]
+        if interval <= 0 or s.connected is None:
+            return
+        slot = int(self.utc().timestamp()) // interval
+        if self.aligned_slot is not None and slot != self.aligned_slot:
+            stamp_ = stamp(dt.datetime.fromtimestamp(slot * interval, dt.UTC))
+            if self.tx.active:
+                self._store(*self.tx.clock_aligned(s, stamp_, not self.online))
+            elif self.online:
+                mv = meter_value(s, stamp_, "Sample.Clock")
+                if mv["sampledValue"]:
+                    self.outbox.append(("MeterValues", {"evseId": self.p.evse_id, "meterValue": [mv]}))
+                    self.wake.set()
+        self.aligned_slot = slot
+
+    def _store(self, action: str, payload: dict[str, Any], periodic: bool) -> None:
+        self.queue.put(str(uuid.uuid4()), action, payload, periodic=periodic, state=("tx", self.tx.st.as_json()))
+        if payload.get("eventType") == "Ended":
+            self.profiles.end_transaction(payload["transactionInfo"]["transactionId"])
+        self.wake.set()
+
+    def _notify_trip(self, old: str, new: str) -> None:
+        """NotifyEvent (N07) for a safety trip starting or clearing: component SafetyCtrlr, Problem."""
+        data = []
+        for code, cleared in ((old, True), (new, False)):
+            if not code:
+                continue
+            self.event_seq += 1
+            data.append(
+                {
+                    "eventId": self.event_seq,
+                    "timestamp": self.stamp(),
+                    "trigger": "Alerting",
+                    "actualValue": code[:2500],
+                    "techCode": code[:50],
+                    "cleared": cleared,
+                    "eventNotificationType": "HardWiredNotification",
+                    "component": {"name": "SafetyCtrlr", "evse": {"id": self.p.evse_id}},
+                    "variable": {"name": "Problem"},
+                }
+            )
+        payload = {"generatedAt": self.stamp(), "seqNo": 0, "tbc": False, "eventData": data}
+        self.outbox.append(("NotifyEvent", payload))
+        self.wake.set()
+
+    def accepted_recently(self) -> bool:
+        return self.last_contact_us is not None and self.now_us - self.last_contact_us <= (
+            self.vars["OfflineThreshold"] * US
+        )
+
+    def limits(self) -> tuple[float, float]:
+        charge = self.profiles.limit_w(self.utc(), self.tx.st.tx_id, self.tx_start())
+        discharge = self.p.rated_power_w
+        if self.p.discharge_requires_csms and not self.accepted_recently():
+            discharge = 0.0
+        return charge, discharge
+
+    def tx_start(self) -> dt.datetime | None:
+        return parse_time(self.tx.st.started) if self.tx.active and self.tx.st.started else None
+
+    def publish(self, force: bool = False) -> None:
+        if self.cx is None:
+            return
+        charge, discharge = self.limits()
+        values: dict[str, Any] = {
+            "ocpp.connected": self.peer is not None,
+            "ocpp.accepted": self.online and self.accepted_recently(),
+            "ocpp.limit_charge": charge,
+            "ocpp.limit_discharge": discharge,
+            "ocpp.queue": len(self.queue),
+        }
+        values["ocpp.rtt"] = self.rtt_s if self.peer is not None else None
+        now = time.monotonic()
+        if not force and values == self._published and now - self._published_at < PUBLISH_EVERY_S:
+            return
+        for k, v in values.items():
+            if v is None:  # no link, or no round trip measured yet: the back office's supervision sees "bad"
+                self.cx.write(k, self.rtt_s or 0.0, Quality.BAD)
+            else:
+                self.cx.write(k, v, Quality.GOOD)
+        self._published, self._published_at = values, now
+
+    async def image_loop(self, cx: TaskContext) -> None:
+        self.cx = cx
+        while True:
+            img = await cx.next_image()
+            self.on_image(img, cx.now_us)
+
+    def report(self, request_id: int) -> None:
+        data = []
+        for d in VARDEFS:
+            attr: dict[str, Any] = {"type": "Actual", "mutability": d.mutability}
+            value = self.vars.read(d)
+            if value is not None:
+                attr["value"] = value
+            var: dict[str, Any] = {"name": d.variable}
+            if d.instance:
+                var["instance"] = d.instance
+            chars: dict[str, Any] = {
+                "dataType": "integer" if d.key[0].isupper() else ("MemberList" if d.key == "measurands" else "string"),
+                "supportsMonitoring": False,
+            }
+            if d.unit:
+                chars["unit"] = d.unit
+            data.append(
+                {"component": {"name": d.component}, "variable": var, "variableAttribute": [attr],
+                 "variableCharacteristics": chars}
+            )  # fmt: skip
+        self.outbox.append(
+            ("NotifyReport", {"requestId": request_id, "generatedAt": self.stamp(), "seqNo": 0, "tbc": False,
+                              "reportData": data})
+        )  # fmt: skip
+        self.wake.set()
+
+    def find_var(self, component: str, variable: str, instance: str | None) -> Any:
+        return find(component, variable, instance)
+
+    async def run(self, cx: TaskContext) -> None:
+        log.info("ocpp: station %r, effective variables %s", self.p.identity, self.vars.effective())
+        jobs = [asyncio.create_task(self.image_loop(cx)), asyncio.create_task(self.link_loop())]
+        try:
+            done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in jobs:
+                t.cancel()
+            for t in jobs:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            self.queue.close()

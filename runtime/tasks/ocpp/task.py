@@ -1,0 +1,72 @@
+"""Registration of the ``ocpp`` task type and the shared tags it publishes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.api import SiteInfo
+from runtime.tags import Direction, TagSpec, TagType
+from runtime.tasks.base import Task, TaskContext, register_task
+from runtime.tasks.ocpp.protocol import V201
+from runtime.tasks.ocpp.variables import OcppParams
+
+STALE_S = 10.0  # the station publishes at least every second while the task lives
+
+
+@register_task("ocpp")
+class OcppTask(Task):
+    """The station's link to its CSMS. Publishes ``ocpp.limit_charge``/``ocpp.limit_discharge`` (W >= 0)
+    for the safety layer's external limits, and ``ocpp.rtt`` (s) / ``ocpp.connected`` / ``ocpp.accepted``
+    for its back-office supervision."""
+
+    Params = OcppParams
+    params: OcppParams
+
+    def __init__(self, name: str, params: OcppParams, site: SiteInfo, base_dir: Path):
+        super().__init__(name, _resolved(params, base_dir), site, base_dir)
+
+    def state_dir(self) -> Path:
+        return Path(self.params.state_dir)
+
+    def declare(self) -> list[TagSpec]:
+        S = Direction.SHARED
+        return [
+            TagSpec("ocpp.connected", TagType.BOOL, "", S, False, STALE_S, "WebSocket to the CSMS open"),
+            TagSpec(
+                "ocpp.accepted",
+                TagType.BOOL,
+                "",
+                S,
+                False,
+                STALE_S,
+                "boot accepted, CSMS heard within OfflineThreshold",
+            ),
+            TagSpec("ocpp.rtt", TagType.FLOAT, "s", S, None, STALE_S, "round trip of the last CALL to the CSMS"),
+            TagSpec("ocpp.limit_charge", TagType.FLOAT, "W", S, None, STALE_S, "charging limit of the CSMS's profiles"),
+            TagSpec(
+                "ocpp.limit_discharge", TagType.FLOAT, "W", S, None, STALE_S, "0 unless the CSMS accepted us lately"
+            ),
+            TagSpec("ocpp.queue", TagType.INT, "", S, 0, STALE_S, "transaction messages waiting for the CSMS"),
+        ]
+
+    async def run(self, cx: TaskContext) -> None:
+        from runtime.tasks.ocpp.station import Station
+
+        st = Station(self.params, self.state_dir(), self.site.nominal_voltage, self.site.phases, [V201])
+        await st.run(cx)
+
+
+def _resolved(p: OcppParams, base_dir: Path) -> OcppParams:
+    """Paths relative to the site file made absolute, and the files the profile needs present (a site that
+    cannot connect fails ``check``, not at 3 a.m.)."""
+
+    def absolute(v: str) -> str:
+        return str(Path(v) if Path(v).is_absolute() else base_dir / v)
+
+    keys = ["state_dir", "ca_file", "cert_file", "key_file"] + (["password_file"] if p.password_file else [])
+    q = p.model_copy(update={k: absolute(getattr(p, k)) for k in keys})
+    need = {1: ["password_file"], 2: ["password_file", "ca_file"], 3: ["ca_file", "cert_file", "key_file"]}
+    for k in need[q.security_profile]:
+        if not Path(getattr(q, k)).is_file():
+            raise ValueError(f"{k}: {getattr(q, k)} does not exist (security profile {q.security_profile} needs it)")
+    return q

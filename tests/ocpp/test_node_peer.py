@@ -1,0 +1,148 @@
+"""Against an independent back office not written in Python: ocpp-rpc (Node) in strict mode validates every
+message the station sends, and every answer it gives, against the official OCPP 2.0.1 schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ocpp.certs import make_pki
+from tests.ocpp.harness import Harness, params, plugged, until
+
+PEER = Path(__file__).parent / "peer"
+PW = "0123456789abcdef-operator"
+INSTALL = "cd tests/ocpp/peer && npm ci"
+
+
+def _need_peer() -> None:
+    missing = shutil.which("node") is None or not (PEER / "node_modules" / "ocpp-rpc").exists()
+    if missing:
+        if os.environ.get("V2G_REQUIRE_PEERS") == "1":
+            pytest.fail(f"Node or ocpp-rpc missing: {INSTALL}")
+        pytest.skip(f"Node or ocpp-rpc missing: {INSTALL}")
+
+
+class NodeCsms:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+        self.port = 0
+        self._n = 0
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, *extra: str) -> NodeCsms:
+        proc = await asyncio.create_subprocess_exec(
+            "node", str(PEER / "csms.js"), "--password", f"CP-1:{PW}", *extra,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=PEER,
+        )  # fmt: skip
+        self = cls(proc)
+        await until(lambda: self.port > 0, timeout_s=20)
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            ev = json.loads(line)
+            if ev["event"] == "listening":
+                self.port = ev["port"]
+            self.events.append(ev)
+
+    def calls(self, method: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == "call" and e["method"] == method]
+
+    def invalid(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == "invalid"]
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self._n += 1
+        n = self._n
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(
+            (json.dumps({"id": n, "identity": "CP-1", "method": method, "params": params}) + "\n").encode()
+        )
+        await self.proc.stdin.drain()
+        await until(lambda: any(e["event"] == "reply" and e["id"] == n for e in self.events), timeout_s=15)
+        reply = next(e for e in self.events if e["event"] == "reply" and e["id"] == n)
+        assert "error" not in reply, reply
+        return reply["result"]
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await asyncio.wait_for(self.proc.wait(), 10)
+        self._reader.cancel()
+
+
+@pytest.mark.parametrize("profile", [1, 2, 3])
+def test_strict_peer_session_profiles_variables(tmp_path: Path, profile: int) -> None:
+    _need_peer()
+
+    async def main() -> None:
+        extra: list[str] = []
+        kw: dict[str, Any] = {}
+        tls = profile > 1
+        if tls:
+            pki = make_pki(tmp_path / "pki")
+            extra = ["--cert", str(pki.dir / "server.pem"), "--key", str(pki.dir / "server.key")]
+            kw = {"security_profile": profile, "ca_file": str(pki.ca)}
+            if profile == 3:  # mutual TLS: the station's certificate (CN CP-1), no password
+                extra += ["--ca", str(pki.ca)]
+                kw |= {"cert_file": str(pki.dir / "station.pem"), "key_file": str(pki.dir / "station.key")}
+        csms = await NodeCsms.start(*extra)
+        url = f"wss://localhost:{csms.port}/ocpp" if tls else f"ws://127.0.0.1:{csms.port}/ocpp"
+        h = await Harness(params(url, tmp_path / "s", variables={"TxUpdatedInterval": 5}, **kw)).start()
+        try:
+            await h.publish()
+            await until(lambda: bool(csms.calls("StatusNotification")), timeout_s=20)
+            await h.publish(**plugged(inverter__power=0.0))
+            for i in range(12):
+                await h.publish(**plugged(inverter__power=7000.0, meter__energy_import=1000.0 + i))
+            for i in range(12):
+                await h.publish(
+                    **plugged(inverter__power=-6000.0, inverter__setpoint=-6000.0, meter__energy_export=500.0 + i)
+                )
+            await h.publish(ev__connected=False, inverter__power=0.0)
+            await until(lambda: any(c["params"]["eventType"] == "Ended" for c in csms.calls("TransactionEvent")))
+            # the CSMS's side, validated by the peer before it leaves and by the station when it arrives
+            prof = {"id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Absolute",
+                    "chargingSchedule": [{"id": 1, "chargingRateUnit": "A", "startSchedule": "2027-01-04T17:30:00Z",
+                                          "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.0}]}]}  # fmt: skip
+            assert (await csms.request("SetChargingProfile", {"evseId": 1, "chargingProfile": prof}))[
+                "status"
+            ] == "Accepted"
+            res = await csms.request("GetCompositeSchedule", {"evseId": 1, "duration": 3600, "chargingRateUnit": "W"})
+            assert res["schedule"]["chargingSchedulePeriod"][0]["limit"] == 2400.0  # 10 A x 240 V x 1 phase
+            await h.publish(ev__connected=False)
+            assert h.writes["ocpp.limit_charge"] == 2400.0
+            res = await csms.request(
+                "GetVariables",
+                {
+                    "getVariableData": [
+                        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}
+                    ]
+                },
+            )
+            assert (
+                res["getVariableResult"][0]["attributeValue"] == "120"
+            )  # granted at boot by this CSMS (the site says 300)
+            assert (await csms.request("GetBaseReport", {"requestId": 1, "reportBase": "FullInventory"}))[
+                "status"
+            ] == "Accepted"
+            await until(lambda: bool(csms.calls("NotifyReport")))
+            assert (await csms.request("GetTransactionStatus", {}))["messagesInQueue"] is False
+        finally:
+            await h.stop()
+            await csms.stop()
+        assert csms.invalid() == []
+        tx = [c["params"] for c in csms.calls("TransactionEvent")]
+        assert [t["seqNo"] for t in tx] == list(range(len(tx)))
+        assert tx[0]["eventType"] == "Started" and tx[-1]["eventType"] == "Ended"
+
+    asyncio.run(main())
