@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.api import SiteInfo
+from runtime.api import ParamError, SiteInfo
 from runtime.tags import Direction, TagSpec, TagType
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.ocpp.protocol import V201
@@ -22,8 +22,8 @@ class OcppTask(Task):
     Params = OcppParams
     params: OcppParams
 
-    def __init__(self, name: str, params: OcppParams, site: SiteInfo, base_dir: Path):
-        super().__init__(name, _resolved(params, base_dir), site, base_dir)
+    def __init__(self, name: str, params: OcppParams, site: SiteInfo):
+        super().__init__(name, _resolved(params, site.base_dir), site)
 
     def state_dir(self) -> Path:
         return Path(self.params.state_dir)
@@ -68,5 +68,5 @@ def _resolved(p: OcppParams, base_dir: Path) -> OcppParams:
     need = {1: ["password_file"], 2: ["password_file", "ca_file"], 3: ["ca_file", "cert_file", "key_file"]}
     for k in need[q.security_profile]:
         if not Path(getattr(q, k)).is_file():
-            raise ValueError(f"{k}: {getattr(q, k)} does not exist (security profile {q.security_profile} needs it)")
+            raise ParamError((k,), f"{getattr(q, k)} does not exist (security profile {q.security_profile} needs it)")
     return q

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from runtime.api import Params
+from runtime.api import Params, TagName
 
 log = logging.getLogger("v2g_plc.ocpp")
 
@@ -84,14 +84,14 @@ class OcppParams(Params):
 class TagMap(Params):
     """Which image tags the station reads (defaults: the bundled maps' names)."""
 
-    connected: str = "ev.connected"
-    power: str = "inverter.power"
-    setpoint: str = "inverter.setpoint"
-    energy_import: str = "meter.energy_import"
-    energy_export: str = "meter.energy_export"
-    soc: str = "ev.soc"
-    voltage: str = "grid.voltage"
-    trip: str = "safety.trip"
+    connected: TagName = "ev.connected"
+    power: TagName = "inverter.power"
+    setpoint: TagName = "inverter.setpoint"
+    energy_import: TagName = "meter.energy_import"
+    energy_export: TagName = "meter.energy_export"
+    soc: TagName = "ev.soc"
+    voltage: TagName = "grid.voltage"
+    trip: TagName = "safety.trip"
 
 
 OcppParams.model_rebuild()
