@@ -158,8 +158,8 @@ class Dispatch(Program):
         if p.request_tag is not None and p.request_tag in cx.out:  # one owner of the fallback: modes
             req = float(cx.out[p.request_tag])
         else:
-            req = img.value(p.plan_power_tag) if p.plan_power_tag else None
-            req = float(p.fixed_request_w or 0.0) if req is None else float(req)
+            plan = img.value(p.plan_power_tag) if p.plan_power_tag else None
+            req = float(p.fixed_request_w or 0.0) if plan is None else float(plan)
         corr = 0.0
         soc, soc_target = img.value(p.soc_tag), img.value(p.plan_soc_tag) if p.plan_soc_tag else None
         if soc is not None and soc_target is not None:

@@ -162,6 +162,7 @@ class ModeModel:
     """The ``transitions`` model: condition methods are pure functions of ``view.inputs`` and the params."""
 
     state: str
+    trigger: Callable[..., bool]  # added by transitions.Machine when it takes the model
 
     def __init__(self, p: ModeParams):
         self.p = p

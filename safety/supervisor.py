@@ -306,7 +306,7 @@ class SafetySupervisor(Program):
             if v_high is None or v_low is None or any(x is None for x in ph):
                 v_high = v_low = None
             else:
-                pu = [x / p.phase_nominal_voltage for x in ph]  # type: ignore[operator]
+                pu = [x / p.phase_nominal_voltage for x in ph if x is not None]
                 v_high, v_low = max(v_high, *pu), min(v_low, *pu)
         f = val(img, p.tags.frequency)
         loss = val(img, p.islanding.loss_tag) is True
@@ -322,7 +322,8 @@ class SafetySupervisor(Program):
     def _comms(self, cx: Cycle) -> list[str]:
         """Inverter/meter inputs bad or stale -> trip, after their first good read (before it: not ready)."""
         img = cx.inputs
-        lost, waiting = [], []
+        lost: list[str] = []
+        waiting: list[str] = []
         for name in self._comms_tags:
             if self._val(img, name) is None:
                 (lost if name in self.seen_good else waiting).append(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from programs.planner.model import Plan, PlanInterval, PlanRequest
 
@@ -137,7 +137,9 @@ def fallback_schedule(inp: LpInput):
     return c, np.zeros(n), e
 
 
-def _to_plan(request: PlanRequest, inp: LpInput, c, d, e, status: str, reason: str, secs: float) -> Plan:
+def _to_plan(
+    request: PlanRequest, inp: LpInput, c, d, e, status: Literal["optimal", "fallback"], reason: str, secs: float
+) -> Plan:
     step = request.step
     cap = request.battery.capacity_kwh
     dt_h = inp.dt_h

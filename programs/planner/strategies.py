@@ -189,7 +189,11 @@ class PlannerStrategy(Strategy):
             known = np.concatenate([view.history[len(view.history) - (view.t - lo) :], view.prices])
             span = slice(lo, lo + len(known))
             v = refill_value(
-                view.times[span], known.tolist(), sc.charger.efficiency_charge, days, view.calendar.connected[span]
+                view.times[span],
+                known.tolist(),
+                sc.charger.efficiency_charge,
+                days,
+                view.calendar.connected[span].tolist(),
             )
             value = 0.0 if v is None else v
         return PlanRequest(

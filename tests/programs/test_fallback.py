@@ -8,7 +8,6 @@ The plan tags are the planner task's own declarations (its age limit included); 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
