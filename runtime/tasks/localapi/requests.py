@@ -11,11 +11,10 @@ place that sends it, and the scan validates it again under the mode authority an
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 log = logging.getLogger("v2g_plc.localapi")
 
@@ -27,7 +26,7 @@ class ModeRequest(BaseModel):
     """What a local client asks the mode machine for. Power in the project's convention: positive into
     the EV battery (charging), negative out of it (discharging)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN/inf: "a finite number"
 
     source: str = Field(min_length=1, max_length=200, description="interface and client, e.g. modbus:192.0.2.50")
     mode: Literal["remote", "local"] = Field(description="remote: follow setpoint_w; local: hand back to the plan")
@@ -36,13 +35,6 @@ class ModeRequest(BaseModel):
         None, gt=0, le=MAX_EXPIRY_S, description="reversion: no refresh within this -> local"
     )
     limit_pct: float | None = Field(None, ge=0, le=100, description="cap on |power| as % of the rating")
-
-    @field_validator("setpoint_w", "expiry_s", "limit_pct")
-    @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
 
     @model_validator(mode="after")
     def _remote_needs_setpoint(self) -> ModeRequest:

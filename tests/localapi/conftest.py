@@ -1,0 +1,159 @@
+"""Real peers for the local API tests: a mosquitto and a RabbitMQ broker, each on free loopback ports with
+a private configuration and data directory, never a system instance.
+
+A missing peer skips with the command that installs it, and fails when ``V2G_REQUIRE_PEERS=1`` (CI).
+(Switch ``need_peer`` to tests/peers.py once that lands; the semantics are the same.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.ports import free_port, free_ports
+
+INSTALL = "apt-get install -y mosquitto rabbitmq-server"
+
+
+def need_peer(executable: str) -> str:
+    """The path of a peer's executable; skip (or fail under V2G_REQUIRE_PEERS=1) when it is missing."""
+    found = shutil.which(executable, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/lib/rabbitmq/bin")
+    if found:
+        return found
+    msg = f"{executable} not installed: {INSTALL}"
+    if os.environ.get("V2G_REQUIRE_PEERS") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
+    """Poll until ``port`` accepts connections (bounded); raise with the peer's output when it died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not accept connections within {timeout_s:.0f} s") from None
+            time.sleep(0.02)  # poll interval of the readiness loop
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """Stop a peer and everything it started (its own process group), bounded: TERM, then KILL."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group may hold children (epmd, erl_child_setup)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=timeout_s)
+
+
+class Mosquitto:
+    def __init__(self, tmp: Path) -> None:
+        self.exe = need_peer("mosquitto")
+        self.port = free_port()
+        self.conf = tmp / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.log = tmp / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [self.exe, "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_port(self.port, self.proc, "mosquitto", 10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc)
+            self.proc = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class RabbitMQ:
+    """One private RabbitMQ node: its own node name, AMQP and distribution ports, data and log dirs."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.exe = need_peer("rabbitmq-server")
+        self.port, self.dist_port, self.epmd_port = free_ports(3)
+        self.tmp = tmp
+        self.node = f"v2gtest{self.port}@localhost"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def env(self) -> dict[str, str]:
+        (self.tmp / "mnesia").mkdir(exist_ok=True)
+        (self.tmp / "log").mkdir(exist_ok=True)
+        conf = self.tmp / "rabbitmq.conf"
+        conf.write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n")
+        return {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_PORT": str(self.epmd_port),  # a private epmd too: never the system's
+            "RABBITMQ_CONFIG_FILE": str(conf.with_suffix("")),
+            "RABBITMQ_MNESIA_BASE": str(self.tmp / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.tmp / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.tmp / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.tmp / "rabbit.pid"),
+            "HOME": str(self.tmp),  # the Erlang cookie lives here
+        }
+
+    def start(self, timeout_s: float = 90) -> None:
+        (self.tmp / "enabled_plugins").write_text("[].\n")
+        with open(self.tmp / "server.out", "ab") as out:
+            self.proc = subprocess.Popen(
+                [self.exe], env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            wait_port(self.port, self.proc, "rabbitmq-server", timeout_s)
+        except RuntimeError as exc:
+            tail = (self.tmp / "server.out").read_text(errors="replace")[-2000:]
+            self.stop()
+            raise RuntimeError(f"{exc}\n{tail}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc, 20)
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+    broker = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
