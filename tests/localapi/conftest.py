@@ -25,7 +25,9 @@ INSTALL = "apt-get install -y mosquitto rabbitmq-server"
 
 def need_peer(executable: str) -> str:
     """The path of a peer's executable; skip (or fail under V2G_REQUIRE_PEERS=1) when it is missing."""
-    found = shutil.which(executable, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/lib/rabbitmq/bin")
+    # /usr/lib/rabbitmq/bin first: Debian's /usr/sbin/rabbitmq-server wrapper switches to the rabbitmq
+    # user when started as root, which then cannot use the test's private directories.
+    found = shutil.which(executable, path="/usr/lib/rabbitmq/bin:" + os.environ.get("PATH", "") + ":/usr/sbin")
     if found:
         return found
     msg = f"{executable} not installed: {INSTALL}"
@@ -127,6 +129,11 @@ class RabbitMQ:
             "RABBITMQ_LOG_BASE": str(self.tmp / "log"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.tmp / "enabled_plugins"),
             "RABBITMQ_PID_FILE": str(self.tmp / "rabbit.pid"),
+            "RABBITMQ_FEATURE_FLAGS_FILE": str(self.tmp / "feature_flags"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(self.tmp / "plugins_expand"),
+            "RABBITMQ_QUORUM_DIR": str(self.tmp / "quorum"),
+            "RABBITMQ_STREAM_DIR": str(self.tmp / "stream"),
+            "ERL_CRASH_DUMP": str(self.tmp / "erl_crash.dump"),
             "HOME": str(self.tmp),  # the Erlang cookie lives here
         }
 
@@ -134,7 +141,12 @@ class RabbitMQ:
         (self.tmp / "enabled_plugins").write_text("[].\n")
         with open(self.tmp / "server.out", "ab") as out:
             self.proc = subprocess.Popen(
-                [self.exe], env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                [self.exe],
+                env=self.env(),
+                cwd=self.tmp,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         try:
             wait_port(self.port, self.proc, "rabbitmq-server", timeout_s)

@@ -160,7 +160,7 @@ def test_state_availability_will_and_commands(mosquitto: Mosquitto, caplog: pyte
         finally:
             runner.cancel()
             try:
-                await asyncio.wait_for(runner, 5)
+                await asyncio.wait_for(runner, 15)
             except asyncio.CancelledError:
                 pass
         # a clean stop says offline itself (retained: a new subscriber sees it)
@@ -197,7 +197,7 @@ def test_broker_restart_reconnects(tmp_path: Path, caplog: pytest.LogCaptureFixt
         finally:
             runner.cancel()
             try:
-                await asyncio.wait_for(runner, 5)
+                await asyncio.wait_for(runner, 15)
             except asyncio.CancelledError:
                 pass
             broker.stop()

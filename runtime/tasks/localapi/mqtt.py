@@ -19,16 +19,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from runtime.api import Params, SiteInfo
 from runtime.tasks.base import Task, TaskContext, register_task
-from runtime.tasks.localapi.requests import ModeRequest, submit_mode_request
+from runtime.tasks.localapi.requests import parse_mode_request, submit_mode_request
 from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
 
 log = logging.getLogger("v2g_plc.localapi.mqtt")
-
-MAX_COMMAND_BYTES = 4096
 _TOPIC_PART = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
 
 
@@ -93,6 +91,7 @@ class MqttApi(Task):
                     keepalive=p.keepalive_s,
                     will=will,
                     tls_params=tls,
+                    timeout=5,  # bounds every wait on the broker, the goodbye at a stop included
                 ) as client:
                     self.client = client
                     await client.publish(f"{self.base}/availability", b"online", qos=1, retain=True)
@@ -139,27 +138,16 @@ class MqttApi(Task):
             await asyncio.sleep(p.interval_s)  # pacing of the publications, not synchronisation
 
     async def _command(self, client: Any, topic: str, payload: Any) -> None:
-        error = None
-        if topic != f"{self.base}/set/mode":
-            error = "unknown command topic (commands: set/mode)"
-        elif not isinstance(payload, bytes | bytearray) or len(payload) > MAX_COMMAND_BYTES:
-            error = f"payload must be a JSON object of at most {MAX_COMMAND_BYTES} bytes"
-        else:
-            try:
-                body = json.loads(payload)  # NaN/Infinity parse, and are refused by the model
-                if not isinstance(body, dict):
-                    raise ValueError("payload must be a JSON object")
-                if "source" in body:
-                    raise ValueError("source is set by the server")
-                req = ModeRequest(source=f"mqtt:{topic}", **body)
-            except ValidationError as exc:
-                error = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors())
-            except ValueError as exc:
-                error = str(exc)
-            else:
-                submit_mode_request(req)
-                return
-        self.rejected += 1
-        log.warning("MQTT command on %s rejected: %s", topic, error)
-        with contextlib.suppress(Exception):
-            await client.publish(f"{self.base}/error", json.dumps({"topic": topic, "error": error}), qos=1)
+        try:
+            if topic != f"{self.base}/set/mode":
+                raise ValueError("unknown command topic (commands: set/mode)")
+            if not isinstance(payload, bytes | bytearray):
+                raise ValueError("payload must be a JSON object")
+            req = parse_mode_request(bytes(payload), f"mqtt:{topic}")
+        except ValueError as exc:
+            self.rejected += 1
+            log.warning("MQTT command on %s rejected: %s", topic, exc)
+            with contextlib.suppress(Exception):
+                await client.publish(f"{self.base}/error", json.dumps({"topic": topic, "error": str(exc)}), qos=1)
+            return
+        submit_mode_request(req)

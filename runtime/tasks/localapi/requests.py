@@ -10,14 +10,16 @@ place that sends it, and the scan validates it again under the mode authority an
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 log = logging.getLogger("v2g_plc.localapi")
 
+MAX_COMMAND_BYTES = 4096
 MAX_POWER_W = 1_000_000.0  # a sanity bound on any set point a client may send (1 MW); the site's rating is tighter
 MAX_EXPIRY_S = 86_400.0
 
@@ -41,6 +43,23 @@ class ModeRequest(BaseModel):
         if self.mode == "remote" and self.setpoint_w is None:
             raise ValueError("mode remote needs setpoint_w")
         return self
+
+
+def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
+    """A mode request from a bus message (JSON object without ``source``); ValueError says what is wrong."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise ValueError(f"payload must be a JSON object of at most {MAX_COMMAND_BYTES} bytes")
+    body = json.loads(payload)  # NaN/Infinity parse, and the model refuses them
+    if not isinstance(body, dict):
+        raise ValueError("payload must be a JSON object")
+    if "source" in body:
+        raise ValueError("source is set by the server")
+    try:
+        return ModeRequest(source=source, **body)
+    except ValidationError as exc:
+        raise ValueError(
+            "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors())
+        ) from None
 
 
 RECORDED: deque[ModeRequest] = deque(maxlen=1000)
