@@ -24,6 +24,8 @@ from runtime.tasks.localapi.outbox import Outbox, Outgoing
 from tests.localapi.conftest import RabbitMQ
 from tests.ports import free_port
 
+pytestmark = pytest.mark.slow  # one RabbitMQ start per module (10-30 s)
+
 SITE = SiteInfo("amqp-site", 240.0, 60.0, 20_000)
 
 

@@ -142,11 +142,10 @@ class AmqpApi(Task):
         finally:
             for j in jobs:
                 j.cancel()
-            for j in jobs:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await j
+            if jobs:  # bounded: a publish waiting for its confirm may take a while to unwind
+                await asyncio.wait(jobs, timeout=2)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), 5)
+                await asyncio.wait_for(connection.close(), 3)
 
     async def _publish(self, exchange: Any, aio_pika: Any) -> None:
         """Send the outbox head, wait for the broker's confirm, then drop it; resend the same on failure."""
