@@ -7,6 +7,7 @@ A missing peer skips with the command that installs it, and fails when ``V2G_REQ
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -70,11 +71,23 @@ def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
 
 
 class Mosquitto:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, users: dict[str, str] | None = None) -> None:
         self.exe = need_peer("mosquitto")
         self.port = free_port()
         self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # run as whoever runs the tests (as root mosquitto would switch to its own user, which cannot read
+        # the private password file)
+        conf = f"listener {self.port} 127.0.0.1\npersistence false\nuser {getpass.getuser()}\n"
+        if users:  # credentials required: anonymous clients are refused
+            pw = tmp / "passwords"
+            pw.write_text("")
+            for user, password in users.items():
+                subprocess.run([need_peer("mosquitto_passwd"), "-b", str(pw), user, password], check=True, timeout=10)
+            pw.chmod(0o600)
+            conf += f"allow_anonymous false\npassword_file {pw}\n"
+        else:
+            conf += "allow_anonymous true\n"
+        self.conf.write_text(conf)
         self.log = tmp / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -206,3 +206,52 @@ def test_broker_restart_reconnects(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert need
     with caplog.at_level(logging.INFO):
         asyncio.run(main())
+
+
+def test_broker_credentials(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Who may command the site over MQTT is who the broker lets in: wrong credentials are refused (and
+    retried, logged); the right ones connect and publish."""
+    broker = Mosquitto(tmp_path, users={"site": "s3cret-password"})
+    broker.start()
+    cx = TaskContext("mqtt", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+
+    async def main() -> None:
+        await cx._publish(image(ev__soc=0.5), 1 * US)
+        wrong = MqttApi(
+            "mqtt",
+            MqttApiParams(port=broker.port, username="site", password="wrong", reconnect_s=0.05),
+            SITE,
+            Path("."),
+        )
+        runner = asyncio.create_task(wrong.run(cx))
+        try:
+            await until(lambda: caplog.text.count("retrying in") >= 2, "refusals")
+            assert not wrong.connected
+        finally:
+            runner.cancel()
+            try:
+                await asyncio.wait_for(runner, 15)
+            except asyncio.CancelledError:
+                pass
+        right = MqttApi(
+            "mqtt",
+            MqttApiParams(port=broker.port, username="site", password="s3cret-password", tags=["ev.soc"]),
+            SITE,
+            Path("."),
+        )
+        runner = asyncio.create_task(right.run(cx))
+        try:
+            await until(lambda: right.connected, "the connection with the right password")
+        finally:
+            runner.cancel()
+            try:
+                await asyncio.wait_for(runner, 15)
+            except asyncio.CancelledError:
+                pass
+
+    try:
+        with caplog.at_level(logging.WARNING):
+            asyncio.run(main())
+    finally:
+        broker.stop()
+    assert "Not authorized" in caplog.text or "not authori" in caplog.text.lower()

@@ -99,20 +99,7 @@ class MqttApi(Task):
                     self.connected = True
                     backoff = p.reconnect_s
                     log.info("MQTT connected to %s:%d as %s", p.host, p.port, self.base)
-                    publisher = asyncio.create_task(self._publish_state(client, cx))
-                    try:
-                        async for msg in client.messages:
-                            await self._command(client, str(msg.topic), msg.payload)
-                    except asyncio.CancelledError:
-                        with contextlib.suppress(Exception):
-                            await asyncio.wait_for(
-                                client.publish(f"{self.base}/availability", b"offline", qos=1, retain=True), 2
-                            )
-                        raise
-                    finally:
-                        publisher.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await publisher
+                    await self._session(client, cx)
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT link to %s:%d: %s; retrying in %.1f s", p.host, p.port, exc, backoff)
             finally:
@@ -120,6 +107,29 @@ class MqttApi(Task):
                 self.client = None
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, p.reconnect_max_s)
+
+    async def _session(self, client: Any, cx: TaskContext) -> None:
+        """Commands in, state out, until either side fails (then the caller reconnects)."""
+        import aiomqtt
+
+        async def listen() -> None:
+            async for msg in client.messages:
+                await self._command(client, str(msg.topic), msg.payload)
+
+        jobs = {asyncio.create_task(listen()), asyncio.create_task(self._publish_state(client, cx))}
+        try:
+            done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+            for job in done:
+                job.result()  # a dead publisher must not leave a live-looking link behind
+            raise aiomqtt.MqttError("session ended")
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.publish(f"{self.base}/availability", b"offline", qos=1, retain=True), 2)
+            raise
+        finally:
+            for job in jobs:
+                job.cancel()
+            await asyncio.wait(jobs, timeout=2)
 
     async def _publish_state(self, client: Any, cx: TaskContext) -> None:
         """Publish each public tag on change of value or quality, paced by ``interval_s``."""
