@@ -255,3 +255,56 @@ def test_broker_credentials(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
     finally:
         broker.stop()
     assert "Not authorized" in caplog.text or "not authori" in caplog.text.lower()
+
+
+def test_home_assistant_discovery(mosquitto: Mosquitto) -> None:
+    """The retained discovery configs point at the real state and command topics, and what Home Assistant
+    would send from the controls is a valid mode request."""
+    requests.RECORDED.clear()
+    params = MqttApiParams(port=mosquitto.port, tags=["inverter.power", "ev.soc", "ev.connected"], ha_max_w=11000)
+    task = MqttApi("mqtt", params, SITE, Path("."))
+    cx = TaskContext("mqtt", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+    configs: dict[str, dict[str, Any]] = {}
+
+    async def main() -> None:
+        await cx._publish(image(inverter__power=-5000.0, ev__soc=0.45, ev__connected=True), 1 * US)
+        runner = asyncio.create_task(task.run(cx))
+        try:
+            await until(lambda: task.connected, "the connection")
+            async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+                await c.subscribe("homeassistant/#", qos=1)
+                async with asyncio.timeout(10):
+                    async for m in c.messages:
+                        assert m.retain and isinstance(m.payload, bytes)
+                        configs[str(m.topic)] = json.loads(m.payload)
+                        if len(configs) == 5:  # three tags, the power request and the local button
+                            break
+                node = "v2g_test_site"
+                power = configs[f"homeassistant/sensor/{node}/inverter_power/config"]
+                assert power["state_topic"] == f"{BASE}/state/inverter.power"
+                assert power["device_class"] == "power" and power["unit_of_measurement"] == "W"
+                assert power["availability_mode"] == "all"
+                assert {a["topic"] for a in power["availability"]} == {
+                    f"{BASE}/availability",
+                    f"{BASE}/state/inverter.power",
+                }
+                assert "* 100" in configs[f"homeassistant/sensor/{node}/ev_soc/config"]["value_template"]
+                assert f"homeassistant/binary_sensor/{node}/ev_connected/config" in configs
+                number = configs[f"homeassistant/number/{node}/power_request/config"]
+                assert number["command_topic"] == f"{BASE}/set/mode"
+                assert (number["min"], number["max"]) == (-11000, 11000)
+                button = configs[f"homeassistant/button/{node}/local_control/config"]
+                # what Home Assistant publishes: the number's template rendered, and the button's payload
+                await c.publish(number["command_topic"], number["command_template"].replace("{{ value }}", "-2000"))
+                await c.publish(button["command_topic"], button["payload_press"])
+            await until(lambda: len(requests.RECORDED) == 2, "both requests")
+            assert (requests.RECORDED[0].mode, requests.RECORDED[0].setpoint_w) == ("remote", -2000.0)
+            assert requests.RECORDED[1].mode == "local"
+        finally:
+            runner.cancel()
+            try:
+                await asyncio.wait_for(runner, 15)
+            except asyncio.CancelledError:
+                pass
+
+    asyncio.run(main())

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from runtime.api import Params, SiteInfo
 from runtime.tasks.base import Task, TaskContext, register_task
+from runtime.tasks.localapi.homeassistant import discovery
 from runtime.tasks.localapi.requests import parse_mode_request, submit_mode_request
 from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
 
@@ -46,6 +47,11 @@ class MqttApiParams(Params):
     tls_ca: str | None = Field(None, description="CA file of the broker's certificate: enables TLS")
     tls_cert: str | None = Field(None, description="client certificate (if the broker asks for one)")
     tls_key: str | None = None
+    ha_discovery: bool = Field(True, description="publish Home Assistant MQTT discovery configs (retained)")
+    ha_prefix: str = Field("homeassistant", pattern=_TOPIC_PART, description="Home Assistant discovery prefix")
+    ha_max_w: float | None = Field(
+        None, gt=0, le=1_000_000, description="range of the Home Assistant power-request control (none: no control)"
+    )
 
 
 @register_task("localapi_mqtt")
@@ -60,6 +66,7 @@ class MqttApi(Task):
         p = self.params
         site_level = p.site or (re.sub(r"[^A-Za-z0-9_-]", "_", site.name) or "site")
         self.base = f"{p.prefix}/{site_level}"
+        self.node = re.sub(r"[^A-Za-z0-9_-]", "_", self.base)  # Home Assistant node id
         self.connected = False
         self.client: Any = None  # the live aiomqtt client (tests reach its socket to cut the link)
         self.rejected = 0
@@ -96,6 +103,11 @@ class MqttApi(Task):
                     self.client = client
                     await client.publish(f"{self.base}/availability", b"online", qos=1, retain=True)
                     await client.subscribe(f"{self.base}/set/#", qos=1)
+                    if p.ha_discovery:
+                        for topic, cfg in discovery(
+                            self.base, self.node, p.tags, p.ha_prefix, self.site.name, p.ha_max_w
+                        ):
+                            await client.publish(topic, json.dumps(cfg), qos=1, retain=True)
                     self.connected = True
                     backoff = p.reconnect_s
                     log.info("MQTT connected to %s:%d as %s", p.host, p.port, self.base)
