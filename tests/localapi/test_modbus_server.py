@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sunspec2.device as ssd
 import sunspec2.modbus.client as ssc
 from pymodbus.client import AsyncModbusTcpClient
 
@@ -24,6 +26,7 @@ from runtime.tasks.localapi import requests
 from runtime.tasks.localapi.access import AllowEntry
 from runtime.tasks.localapi.modbus_server import ModbusServer, ModbusServerParams, UnitParams
 from runtime.tasks.localapi.sunspec import register_map_markdown
+from runtime.tasks.localapi.vendor_model import DEFINITION, VENDOR_ID
 from tests.ports import free_port
 
 SITE = SiteInfo("test-site", 240.0, 60.0, 20_000)
@@ -42,6 +45,13 @@ GOOD_TAGS: dict[str, Any] = {
     "ev.energy_available": 27000.0,
     "ev.soc": 0.45,
     "ev.soh": 0.95,
+    "mode.state": "discharge",
+    "safety.reason": "",
+    "safety.cessation": False,
+    "safety.limit_charge": 11000.0,
+    "safety.limit_discharge": 8000.0,
+    "plan.power": -6000.0,
+    "inverter.setpoint": -5000.0,
 }
 
 
@@ -95,6 +105,19 @@ async def server(
             pass
 
 
+@pytest.fixture(autouse=True)
+def vendor_model_on_path(tmp_path: Path) -> Iterator[None]:
+    """The EMS side: the vendor model's JSON definition on pysunspec2's model path."""
+    (tmp_path / f"model_{VENDOR_ID}.json").write_text(json.dumps(DEFINITION))
+    old = ssd.get_model_defs_path()
+    ssd.set_model_defs_path([str(tmp_path), *old])
+    ssd.model_defs_cache.pop((VENDOR_ID, True), None)
+    try:
+        yield
+    finally:
+        ssd.set_model_defs_path(old)
+
+
 def scan(port: int, unit: int = 1) -> ssc.SunSpecModbusClientDeviceTCP:
     d = ssc.SunSpecModbusClientDeviceTCP(slave_id=unit, ipaddr="127.0.0.1", ipport=port, timeout=5)
     d.scan()
@@ -114,7 +137,7 @@ def test_discovery_every_model_sign_and_sentinels() -> None:
             await cx._publish(image(GOOD_TAGS), 1 * US)
             d = await asyncio.to_thread(scan, task.port)
             try:
-                assert sorted(k for k in d.models if isinstance(k, int)) == [1, 701, 702, 704, 713]
+                assert sorted(k for k in d.models if isinstance(k, int)) == [1, 701, 702, 704, 713, 64901]
                 common = d.models[1][0]
                 assert common.Mn.value == "v2g-plc" and common.SN.value == "test-site" and common.DA.value == 1
                 m = d.models[701][0]
@@ -134,12 +157,25 @@ def test_discovery_every_model_sign_and_sentinels() -> None:
                 st = d.models[713][0]
                 assert st.SoC.cvalue == pytest.approx(45.0) and st.SoH.cvalue == pytest.approx(95.0)
                 assert st.WHRtg.cvalue == 60000 and st.WHAvail.cvalue == 27000
+                v = d.models[64901][0]  # the vendor model, read through its published JSON definition
+                assert v.Mode.value == 2 and v.Trip.value == 0 and v.TripCode.value in ("", None)
+                assert v.WLimCha.cvalue == 11000 and v.WLimDis.cvalue == 8000
+                assert v.WPlan.cvalue == 6000 and v.WSetOut.cvalue == 5000  # SunSpec sign: + = discharge
 
                 # charging: SunSpec W is negative; a bad tag reads as the sentinel; a trip sets its alarm bit
-                tags = {**GOOD_TAGS, "inverter.power": 7000.0, "safety.trip": "ov2"}
+                tags = {
+                    **GOOD_TAGS,
+                    "inverter.power": 7000.0,
+                    "safety.trip": "ov2",
+                    "safety.reason": "ov2: grid.voltage 1.21 pu",
+                    "mode.state": "safe_state",
+                }
                 await cx._publish(image(tags, bad=("ev.soc", "grid.frequency")), 2 * US)
-                await asyncio.to_thread(d.models[701][0].read)
-                await asyncio.to_thread(d.models[713][0].read)
+                for mid in (701, 713, 64901):
+                    await asyncio.to_thread(d.models[mid][0].read)
+                v = d.models[64901][0]
+                assert v.Mode.value == 3 and v.Trip.value == 1 and v.TripCode.value == "ov2"
+                assert v.TripRsn.value == "ov2: grid.voltage 1.21 pu"
                 m, st = d.models[701][0], d.models[713][0]
                 assert m.W.cvalue == -7000
                 assert m.Hz.value is None and st.SoC.value is None

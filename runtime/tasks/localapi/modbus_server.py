@@ -69,7 +69,7 @@ def _version() -> str:
 
 @register_task("localapi_modbus")
 class ModbusServer(Task):
-    """Serves the published image as SunSpec models 1/701/702/704/713 to allowlisted clients."""
+    """Serves the published image as SunSpec models 1/701/702/704/713 and vendor 64901 to allowlisted clients."""
 
     Params = ModbusServerParams
     params: ModbusServerParams

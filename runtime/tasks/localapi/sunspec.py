@@ -1,8 +1,9 @@
 """The site as a SunSpec DER: one definition for the register image, the write checks and the docs.
 
-Models 1 (common), 701 (AC measurement), 702 (capacity), 704 (AC controls) and 713 (storage), encoded by
-pysunspec2's own model definitions (the official SunSpec JSON), so an EMS that speaks SunSpec finds the
-device by discovery at 40000 (``SunS``) without a vendor map. Values come from the image the scan
+Models 1 (common), 701 (AC measurement), 702 (capacity), 704 (AC controls), 713 (storage) and the vendor
+model 64901 (vendor_model.py), encoded by pysunspec2 from the model definitions (the official SunSpec
+JSON), so an EMS that speaks SunSpec finds the device by discovery at 40000 (``SunS``) without a vendor
+map. Values come from the image the scan
 publishes to the task process; a tag that is not good, or a value the register cannot hold, reads as the
 point's not-implemented sentinel (SunSpec Information Model Specification: int16 0x8000, uint16 0xFFFF,
 int32 0x80000000, uint32 0xFFFFFFFF, acc 0). SunSpec counts power positive for generation (701 W, 704
@@ -21,11 +22,13 @@ from typing import Any
 
 from runtime.tags import Image
 from runtime.tasks.localapi.requests import ModeRequest
+from runtime.tasks.localapi.vendor_model import DEFINITION as VENDOR_DEFINITION
+from runtime.tasks.localapi.vendor_model import TRIPS, VENDOR_ID, mode_value, trip_value
 
 BASE = 40000  # protocol address of "SunS" (SunSpec Modbus spec: 40000, 0-based)
 MARKER = (0x5375, 0x6E53)
 END = (0xFFFF, 0)
-MODEL_IDS = (1, 701, 702, 704, 713)
+MODEL_IDS = (1, 701, 702, 704, 713, VENDOR_ID)
 
 # Fixed scale factors (raw = value / 10^SF): chosen so the rating of a single site (up to ~320 kW on an
 # int16 W with SF 1) fits; a value that does not fit reads as not implemented, never wraps.
@@ -41,6 +44,7 @@ SCALE: dict[tuple[int, str], int] = {
     (704, "WMaxLimPct_SF"): -1,
     (713, "WH_SF"): 1,
     (713, "Pct_SF"): -1,
+    (VENDOR_ID, "W_SF"): 0,
 }
 
 # 701 Alrm bits (SunSpec model 701 Alrm symbols) for the safety layer's trip codes.
@@ -73,7 +77,7 @@ class Measure:
     model: int
     point: str
     tag: str
-    convert: Callable[[Any], float | int]
+    convert: Callable[[Any], Any]  # to SunSpec units and sign; None = not implemented
     note: str
 
 
@@ -93,6 +97,12 @@ def _flag(v: Any) -> int:
     return 1 if v else 0
 
 
+def _text(v: Any) -> str:
+    return str(v)
+
+
+_TRIP_NOTE = ", ".join(f"{i} {c or 'none'}" for i, c in enumerate(TRIPS)) + ", 0xFFFE other"
+
 MEASURES: tuple[Measure, ...] = (
     Measure(701, "St", "inverter.enable", _flag, "1 ON while the committed permit is set"),
     Measure(701, "ConnSt", "inverter.connected", _flag, "1 CONNECTED"),
@@ -107,6 +117,15 @@ MEASURES: tuple[Measure, ...] = (
     Measure(713, "WHAvail", "ev.energy_available", _same, ""),
     Measure(713, "SoC", "ev.soc", _pct, "tag is a fraction 0..1, SunSpec a percentage"),
     Measure(713, "SoH", "ev.soh", _pct, "tag is a fraction 0..1, SunSpec a percentage"),
+    Measure(VENDOR_ID, "Mode", "mode.state", mode_value, "idle 0, charge 1, discharge 2, safe_state 3, remote 4"),
+    Measure(VENDOR_ID, "Trip", "safety.trip", trip_value, _TRIP_NOTE),
+    Measure(VENDOR_ID, "TripCode", "safety.trip", _text, ""),
+    Measure(VENDOR_ID, "TripRsn", "safety.reason", _text, "truncated to 64 bytes"),
+    Measure(VENDOR_ID, "Cess", "safety.cessation", _flag, ""),
+    Measure(VENDOR_ID, "WLimCha", "safety.limit_charge", _same, "magnitude"),
+    Measure(VENDOR_ID, "WLimDis", "safety.limit_discharge", _same, "magnitude"),
+    Measure(VENDOR_ID, "WPlan", "plan.power", _neg, "negated: + = discharge"),
+    Measure(VENDOR_ID, "WSetOut", "inverter.setpoint", _neg, "the committed set point, negated: + = discharge"),
 )
 
 
@@ -197,7 +216,10 @@ class SunSpecImage:
         import sunspec2.device as ssd  # type: ignore[import-untyped]  # task process only
 
         self.prefix = prefix
-        self.models = {mid: ssd.Model(model_id=mid) for mid in MODEL_IDS}
+        self.models = {
+            mid: ssd.Model(model_def=VENDOR_DEFINITION) if mid == VENDOR_ID else ssd.Model(model_id=mid)
+            for mid in MODEL_IDS
+        }
         self.address: dict[int, int] = {}  # model id -> address of its ID register
         addr = BASE + len(MARKER)
         for mid in MODEL_IDS:
@@ -238,8 +260,11 @@ class SunSpecImage:
             self._set(704, name, value)
         self._regs: list[int] | None = None
 
-    def _set(self, mid: int, name: str, value: float | None) -> None:
+    def _set(self, mid: int, name: str, value: Any) -> None:
         p = self.models[mid].points[name]
+        if p.pdef["type"] == "string":
+            p.value = None if value is None else str(value).encode()[: 2 * p.len].decode(errors="ignore")
+            return
         sf_name = p.pdef.get("sf")
         sf = SCALE.get((mid, sf_name), 0) if sf_name else 0
         p.value = None if value is None else _raw(p.pdef["type"], float(value), sf)
