@@ -123,6 +123,7 @@ class RabbitMQ:
         self.tmp = tmp
         self.node = f"v2gtest{self.port}@localhost"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.epmd: subprocess.Popen[bytes] | None = None
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     def env(self) -> dict[str, str]:
@@ -152,6 +153,16 @@ class RabbitMQ:
 
     def start(self, timeout_s: float = 90) -> None:
         (self.tmp / "enabled_plugins").write_text("[].\n")
+        # Our own epmd in the foreground, so the teardown stops it: left to Erlang, `epmd -daemon` detaches
+        # from the process group and outlives the test.
+        epmd = shutil.which("epmd", path="/usr/lib/erlang/bin:" + os.environ.get("PATH", "")) or "epmd"
+        self.epmd = subprocess.Popen(
+            [epmd, "-port", str(self.epmd_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_port(self.epmd_port, self.epmd, "epmd", 10)
         with open(self.tmp / "server.out", "ab") as out:
             self.proc = subprocess.Popen(
                 [self.exe],
@@ -172,6 +183,9 @@ class RabbitMQ:
         if self.proc is not None:
             stop_group(self.proc, 20)
             self.proc = None
+        if self.epmd is not None:
+            stop_group(self.epmd)
+            self.epmd = None
 
 
 @pytest.fixture(scope="module")
