@@ -1,0 +1,193 @@
+"""Task ``localapi_amqp``: events and periodic telemetry to a topic exchange (aio-pika), commands from a queue.
+
+Routing keys, on the durable topic exchange ``exchange``:
+- ``<site>.event.<kind>`` (transition, trip, reset, cessation, limit): ``message_id`` is the event's
+  sequence number, ``type`` ``event``;
+- ``<site>.telemetry`` every ``interval_s``: the public tags, ``type`` ``telemetry``;
+- ``<site>.error``: the answer to a rejected command.
+Every message is persistent (delivery mode 2) and published with publisher confirms; it leaves the
+bounded outbox (outbox.py) only when the broker confirmed it, so a link that drops mid-publish resends the
+same bytes after the reconnect (at-least-once, in order). Reconnect: ``reconnect_s`` doubling up to
+``reconnect_max_s``. With ``command_queue`` set, mode requests are consumed from that durable queue
+(bound to ``<site>.set.mode``) and validated like MQTT's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from runtime.api import Params, SiteInfo
+from runtime.tasks.base import Task, TaskContext, register_task
+from runtime.tasks.localapi.outbox import Outbox, Outgoing
+from runtime.tasks.localapi.requests import parse_mode_request, submit_mode_request
+from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, EventWatch, TagList, tag_json
+
+log = logging.getLogger("v2g_plc.localapi.amqp")
+
+
+class AmqpApiParams(Params):
+    url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="amqp:// or amqps:// broker URL")
+    exchange: str = Field("v2g", min_length=1, max_length=200)
+    site: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="routing key prefix (default: name)")
+    tags: TagList = Field(default_factory=lambda: list(DEFAULT_TAGS), description="tags in telemetry")
+    interval_s: float = Field(10.0, ge=0.05, le=3600, description="telemetry period")
+    buffer: int = Field(10_000, ge=10, le=1_000_000, description="outbox bound (messages)")
+    reconnect_s: float = Field(1.0, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    confirm_timeout_s: float = Field(10.0, gt=0, le=120, description="a publish not confirmed by then is resent")
+    command_queue: str | None = Field(None, min_length=1, max_length=200, description="consume mode requests")
+
+
+@register_task("localapi_amqp")
+class AmqpApi(Task):
+    """Publishes events (sequence number as message_id) and telemetry with confirms; consumes commands."""
+
+    Params = AmqpApiParams
+    params: AmqpApiParams
+
+    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
+        super().__init__(name, params, site, base_dir)
+        p = self.params
+        self.key = p.site or (re.sub(r"[^A-Za-z0-9_-]", "_", site.name) or "site")
+        self.outbox = Outbox(p.buffer)
+        self.watch = EventWatch()
+        self.connected = False
+        self.published = 0  # confirmed by the broker
+        self.rejected = 0  # commands refused
+        self.linked = False
+
+    # -- producing (independent of the link) --------------------------------------------------------
+    async def _produce(self, cx: TaskContext) -> None:
+        loop = asyncio.get_running_loop()
+        next_telemetry = loop.time()
+        n = 0
+        while True:
+            image = await cx.next_image()
+            for ev in self.watch.feed(image, cx.now_us):
+                body = json.dumps({"site": self.key, **ev.as_json()}, default=str).encode()
+                self._put(Outgoing(f"{self.key}.event.{ev.kind}", body, True, str(ev.seq)))
+            if loop.time() >= next_telemetry:
+                next_telemetry = loop.time() + self.params.interval_s
+                n += 1
+                doc = {
+                    "site": self.key,
+                    "t": cx.now_us / 1e6,
+                    "tags": {t: tag_json(image.tag(t)) for t in self.params.tags},
+                }
+                self._put(Outgoing(f"{self.key}.telemetry", json.dumps(doc).encode(), False))
+
+    def _put(self, msg: Outgoing) -> None:
+        over = self.outbox.over_bound
+        self.outbox.put(msg)
+        if self.outbox.over_bound > over:
+            log.warning("AMQP outbox over its bound with events only (%d); events are kept", len(self.outbox))
+
+    # -- the link --------------------------------------------------------------------------------------
+    async def run(self, cx: TaskContext) -> None:
+        p = self.params
+        producer = asyncio.create_task(self._produce(cx))
+        backoff = p.reconnect_s
+        try:
+            while True:
+                try:
+                    await self._session()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # aio-pika/aiormq raise many kinds on a lost link
+                    log.warning("AMQP link: %s: %s; retrying in %.1f s", type(exc).__name__, exc, backoff)
+                finally:
+                    self.connected = False
+                await asyncio.sleep(backoff)
+                backoff = p.reconnect_s if self.linked else min(backoff * 2, p.reconnect_max_s)
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+
+    async def _session(self) -> None:
+        """One connection: declare, publish until the link fails; always closed within a bound."""
+        import aio_pika  # task process only
+
+        p = self.params
+        self.linked = False  # this session reached the broker: the next retry starts the backoff over
+        connection = await aio_pika.connect(p.url, timeout=p.confirm_timeout_s)
+        jobs: list[asyncio.Future[Any]] = []
+        try:
+            lost = asyncio.Event()
+            connection.close_callbacks.add(lambda *_: lost.set())
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.declare_exchange(p.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+            if p.command_queue:
+                queue = await channel.declare_queue(p.command_queue, durable=True)
+                await queue.bind(exchange, f"{self.key}.set.mode")
+                jobs.append(asyncio.ensure_future(self._consume(queue, exchange)))
+            self.connected = self.linked = True
+            log.info("AMQP connected: exchange %s, routing %s.*", p.exchange, self.key)
+            publisher = asyncio.ensure_future(self._publish(exchange, aio_pika))
+            jobs += [publisher, asyncio.ensure_future(lost.wait())]
+            # an idle publisher would not notice a dead link: the connection's close ends the session too
+            await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+            for j in jobs:
+                if j.done() and not j.cancelled() and j.exception() is not None:
+                    raise j.exception()  # type: ignore[misc]
+            raise ConnectionError("connection closed")
+        finally:
+            for j in jobs:
+                j.cancel()
+            if jobs:  # bounded: a publish waiting for its confirm may take a while to unwind
+                await asyncio.wait(jobs, timeout=2)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 3)
+
+    async def _publish(self, exchange: Any, aio_pika: Any) -> None:
+        """Send the outbox head, wait for the broker's confirm, then drop it; resend the same on failure."""
+        while True:
+            msg = self.outbox.peek()
+            if msg is None:
+                await self.outbox.wait()
+                continue
+            await exchange.publish(
+                aio_pika.Message(
+                    msg.body,
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=msg.message_id,
+                    type="event" if msg.event else "telemetry",
+                ),
+                routing_key=msg.routing_key,
+                timeout=self.params.confirm_timeout_s,
+            )
+            self.outbox.confirmed(msg)
+            self.published += 1
+
+    async def _consume(self, queue: Any, exchange: Any) -> None:
+        import aio_pika
+
+        async with queue.iterator() as it:
+            async for message in it:
+                async with message.process(requeue=False):  # a bad command is answered, never retried
+                    error = self._command(message.body, message.routing_key or "")
+                    if error is not None:
+                        self.rejected += 1
+                        log.warning("AMQP command rejected: %s", error)
+                        body = json.dumps({"routing_key": message.routing_key, "error": error}).encode()
+                        await exchange.publish(
+                            aio_pika.Message(body, content_type="application/json", type="error"),
+                            routing_key=f"{self.key}.error",
+                        )
+
+    def _command(self, payload: bytes, routing_key: str) -> str | None:
+        try:
+            req = parse_mode_request(payload, f"amqp:{routing_key}")
+        except ValueError as exc:
+            return str(exc)
+        submit_mode_request(req)
+        return None

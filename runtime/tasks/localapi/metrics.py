@@ -1,0 +1,141 @@
+"""Task ``localapi_metrics``: a Prometheus ``/metrics`` endpoint (prometheus_client) in the task process.
+
+The scan never serves HTTP; it publishes its statistics with the image (``runtime.lateness``,
+``runtime.cycle_time``, ``runtime.overruns``) and this task turns them into metrics. Names follow the
+Prometheus conventions: base units (seconds), ``_total`` for counters, ``v2g_plc_`` prefix.
+
+Interim until the scan hands over its own histograms: lateness and cycle time are observed once per
+publication the task receives (one per cycle while the channel keeps up), and events are counted from
+successive images (telemetry.py), so an event shorter than a publication is not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from runtime.api import Params, SiteInfo
+from runtime.tags import Image, Quality
+from runtime.tasks.base import Task, TaskContext, register_task
+from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, EventWatch, TagList
+
+log = logging.getLogger("v2g_plc.localapi.metrics")
+
+# Resolve 0.05-20 ms (scan lateness and compute time at a 10-20 ms period).
+BUCKETS_S: tuple[float, ...] = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+
+
+class MetricsParams(Params):
+    host: str = Field("127.0.0.1", description="bind address (loopback unless a scraper elsewhere needs it)")
+    port: int = Field(9108, ge=1, le=65535)
+    tags: TagList = Field(default_factory=lambda: list(DEFAULT_TAGS), description="tags exported as gauges")
+
+
+@register_task("localapi_metrics")
+class Metrics(Task):
+    """Serves scan statistics, tag values and qualities, mode, trips and event counters."""
+
+    Params = MetricsParams
+    params: MetricsParams
+
+    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
+        super().__init__(name, params, site, base_dir)
+        self.port: int | None = None
+        self._lock = threading.Lock()  # the HTTP thread collects while the loop updates
+        self._image = Image({})
+        self._now_us = -1
+        self._events: Counter[str] = Counter()
+        self._trips: Counter[str] = Counter()
+        self._watch = EventWatch()
+
+    def _observe(self, image: Image, now_us: int, lateness: Any, cycle_time: Any) -> None:
+        for tv, hist in ((image.tag("runtime.lateness"), lateness), (image.tag("runtime.cycle_time"), cycle_time)):
+            if tv.good and isinstance(tv.value, int | float):
+                hist.observe(float(tv.value))
+        with self._lock:
+            self._image = image
+            self._now_us = now_us
+            for ev in self._watch.feed(image, now_us):
+                self._events[ev.kind] += 1
+                if ev.kind == "trip":
+                    self._trips[str(ev.new)] += 1
+
+    def collect(self) -> Iterator[Any]:
+        """Called by prometheus_client at every scrape (HTTP thread)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        with self._lock:
+            image, now_us = self._image, self._now_us
+            events, trips = dict(self._events), dict(self._trips)
+        period = self.site.period_us
+        cycles = CounterMetricFamily("v2g_plc_cycles", "scan cycles since start (from the cycle clock)")
+        cycles.add_metric([], now_us // period + 1 if now_us >= 0 else 0)
+        yield cycles
+        overruns = CounterMetricFamily("v2g_plc_scan_overruns", "cycles that ended after the next deadline")
+        tv = image.tag("runtime.overruns")
+        overruns.add_metric([], float(tv.value) if tv.good and tv.value is not None else 0.0)
+        yield overruns
+        alive = GaugeMetricFamily("v2g_plc_task_process_alive", "1 while the scan hears the task process")
+        alive.add_metric([], 1.0 if image.value("runtime.task_process_alive") else 0.0)
+        yield alive
+        mode = GaugeMetricFamily("v2g_plc_mode", "current operating mode (1 for the current one)", labels=["mode"])
+        if image.tag("mode.state").good:
+            mode.add_metric([str(image.value("mode.state"))], 1.0)
+        yield mode
+        trip = GaugeMetricFamily("v2g_plc_trip", "1 while a trip is latched, by code", labels=["code"])
+        if image.value("safety.trip"):
+            trip.add_metric([str(image.value("safety.trip"))], 1.0)
+        yield trip
+        value = GaugeMetricFamily("v2g_plc_tag_value", "value of a good numeric or boolean tag", labels=["tag"])
+        quality = GaugeMetricFamily("v2g_plc_tag_quality", "1 for the tag's current quality", labels=["tag", "quality"])
+        for name in self.params.tags:
+            t = image.tag(name)
+            if t.good and isinstance(t.value, int | float):  # bool is an int
+                value.add_metric([name], float(t.value))
+            for q in Quality:
+                quality.add_metric([name, q.value], 1.0 if t.quality is q else 0.0)
+        yield value
+        yield quality
+        ev = CounterMetricFamily("v2g_plc_events", "site events seen, by kind", labels=["kind"])
+        for kind, n in sorted(events.items()):
+            ev.add_metric([kind], n)
+        yield ev
+        tr = CounterMetricFamily("v2g_plc_trips", "trips seen, by code", labels=["code"])
+        for code, n in sorted(trips.items()):
+            tr.add_metric([code], n)
+        yield tr
+
+    async def run(self, cx: TaskContext) -> None:
+        from prometheus_client import CollectorRegistry, Histogram, start_http_server
+
+        registry = CollectorRegistry(auto_describe=False)
+        lateness = Histogram(
+            "v2g_plc_scan_lateness_seconds",
+            "how late a cycle woke after its deadline",
+            buckets=BUCKETS_S,
+            registry=registry,
+        )
+        cycle_time = Histogram(
+            "v2g_plc_scan_cycle_time_seconds", "compute time of a cycle", buckets=BUCKETS_S, registry=registry
+        )
+        registry.register(self)  # type: ignore[arg-type]  # a collector: collect() is all it needs
+        server, thread = start_http_server(self.params.port, self.params.host, registry)
+        self.port = self.params.port
+        log.info("metrics on http://%s:%d/metrics", self.params.host, self.params.port)
+        try:
+            while True:
+                image = await cx.next_image()
+                self._observe(image, cx.now_us, lateness, cycle_time)
+        finally:
+            server.shutdown()
+            server.server_close()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(thread.join, 5)

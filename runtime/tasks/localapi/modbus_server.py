@@ -1,0 +1,194 @@
+"""Task ``localapi_modbus``: the site as a SunSpec DER on Modbus TCP (pymodbus server, task process).
+
+Unit 1 is the site aggregate; each EVSE of a multi-EVSE site is its own unit with its tag prefix
+(``units:``). A client not on the allowlist is refused at accept (the connection is closed before any
+request is read) and logged. Every write is checked (sunspec.py) and answered with the protocol's own
+exception: 0x01 ILLEGAL FUNCTION for a read-only client or a coil function, 0x02 ILLEGAL DATA ADDRESS for
+anything but whole writable 704 points, 0x03 ILLEGAL DATA VALUE for a value out of range. An accepted
+write becomes a mode request (requests.py); it never reaches an output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from runtime.api import Params, SiteInfo
+from runtime.tasks.base import Task, TaskContext, register_task
+from runtime.tasks.localapi.access import AllowEntry, Role, role_of
+from runtime.tasks.localapi.requests import submit_mode_request
+from runtime.tasks.localapi.sunspec import (
+    BASE,
+    ILLEGAL_FUNCTION,
+    SunSpecImage,
+    WriteRefused,
+)
+
+log = logging.getLogger("v2g_plc.localapi.modbus")
+
+# The client of the request being served (set per request task by the connection handler).
+_PEER: contextvars.ContextVar[tuple[str, Role]] = contextvars.ContextVar("localapi_modbus_peer")
+_WRITE_FUNCTIONS = frozenset((6, 16, 22, 23))
+_REGISTER_FUNCTIONS = frozenset((3, 4, 6, 16, 22, 23))
+
+
+class UnitParams(Params):
+    unit: int = Field(ge=1, le=247, description="Modbus unit id")
+    prefix: str = Field("", pattern=r"^([a-z][a-z0-9_]*\.)?$", description="tag prefix ('' = site, 'evse2.')")
+
+
+class ModbusServerParams(Params):
+    host: str = Field("127.0.0.1", description="bind address (0.0.0.0 for every interface)")
+    port: int = Field(502, ge=1, le=65535, description="502 in production needs CAP_NET_BIND_SERVICE")
+    allow: list[AllowEntry] = Field(min_length=1, description="clients allowed to connect, with their role")
+    units: list[UnitParams] = Field(default_factory=lambda: [UnitParams(unit=1, prefix="")], min_length=1)
+    max_charge_w: float = Field(gt=0, le=1_000_000, description="site charge rating: WSet range and 702")
+    max_discharge_w: float = Field(ge=0, le=1_000_000, description="site discharge rating: WSet range and 702")
+    reversion_s: float = Field(60.0, ge=1, le=86_400, description="704 WSetRvrtTms until a client writes one")
+
+    @model_validator(mode="after")
+    def _unique(self) -> ModbusServerParams:
+        ids = [u.unit for u in self.units]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two units share a unit id")
+        return self
+
+
+def _version() -> str:
+    try:
+        return metadata.version("v2g-plc")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+@register_task("localapi_modbus")
+class ModbusServer(Task):
+    """Serves the published image as SunSpec models 1/701/702/704/713 and vendor 64901 to allowlisted clients."""
+
+    Params = ModbusServerParams
+    params: ModbusServerParams
+
+    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
+        super().__init__(name, params, site, base_dir)
+        self.images: dict[int, SunSpecImage] = {}
+        self.refused = 0  # connections refused at accept
+        self.errors = 0  # requests answered with an exception we chose
+        self.port: int | None = None  # the port actually listened on
+        self._seen_us = -1
+
+    def _build(self) -> None:
+        p = self.params
+        for u in p.units:
+            self.images[u.unit] = SunSpecImage(
+                prefix=u.prefix,
+                unit=u.unit,
+                serial=self.site.name,
+                version=_version(),
+                nominal_voltage=self.site.nominal_voltage,
+                max_charge_w=p.max_charge_w,
+                max_discharge_w=p.max_discharge_w,
+                reversion_s=p.reversion_s,
+            )
+
+    def _refresh(self, cx: TaskContext) -> None:
+        """Encode the latest publication, at most once per image (reads drive it, not the scan)."""
+        if cx.now_us != self._seen_us:
+            self._seen_us = cx.now_us
+            for img in self.images.values():
+                img.update(cx.image)
+
+    def _action(self, unit: int, cx: TaskContext) -> Any:
+        from pymodbus.constants import ExcCodes
+
+        img = self.images[unit]
+
+        async def action(
+            function_code: int,
+            start_address: int,
+            address: int,
+            count: int,
+            current_registers: list[int],
+            set_values: list[int] | None,
+        ) -> Any:
+            host, role = _PEER.get(("?", "read_only"))
+            try:
+                if function_code not in _REGISTER_FUNCTIONS:
+                    raise WriteRefused(ILLEGAL_FUNCTION, f"function {function_code}: this device has no coils")
+                if set_values is not None or function_code in _WRITE_FUNCTIONS:
+                    if role != "read_write":
+                        raise WriteRefused(ILLEGAL_FUNCTION, "client is read-only")
+                    req = img.write(address, list(set_values or []), f"modbus:{host}")
+                    submit_mode_request(req)
+            except WriteRefused as exc:
+                self.errors += 1
+                log.warning("unit %d: %s from %s at %d (%d): %s", unit, "request", host, address, count, exc.reason)
+                return ExcCodes(exc.code)
+            self._refresh(cx)
+            regs = img.registers()
+            lo = address - start_address
+            current_registers[lo : lo + count] = regs[address - BASE : address - BASE + count]
+            if set_values is not None:
+                set_values[:] = regs[address - BASE : address - BASE + count]
+            return None
+
+        return action
+
+    async def run(self, cx: TaskContext) -> None:
+        from pymodbus.server import ModbusTcpServer
+        from pymodbus.server.requesthandler import ServerRequestHandler
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        self._build()
+        allow = self.params.allow
+        task = self
+
+        class Handler(ServerRequestHandler):  # type: ignore[misc]
+            """Checks the peer at accept and tags each of its requests with its address and role."""
+
+            peer: tuple[str, Role] = ("?", "read_only")
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                peername = transport.get_extra_info("peername")
+                host = str(peername[0]) if peername else "?"
+                role = role_of(allow, host)
+                if role is None:
+                    task.refused += 1
+                    log.warning("connection from %s refused: not on the allowlist", host)
+                    if self.listener is not None:
+                        self.listener.active_connections.pop(self.unique_id, None)
+                    transport.close()
+                    return
+                self.peer = (host, role)
+                log.info("client %s connected (%s)", host, role)
+                super().connection_made(transport)
+
+            async def handle_request(self) -> None:
+                _PEER.set(self.peer)
+                await super().handle_request()
+
+        class Server(ModbusTcpServer):  # type: ignore[misc]
+            def callback_new_connection(self) -> Handler:
+                return Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+        devices = [
+            SimDevice(
+                unit,
+                simdata=[SimData(BASE, count=img.end - BASE, values=0, datatype=DataType.REGISTERS)],
+                action=self._action(unit, cx),
+            )
+            for unit, img in self.images.items()
+        ]
+        server = Server(devices, address=(self.params.host, self.params.port))
+        await server.serve_forever(background=True)
+        self.port = self.params.port
+        log.info("SunSpec server on %s:%d, units %s", self.params.host, self.params.port, sorted(self.images))
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.shutdown()

@@ -1,0 +1,175 @@
+"""Task ``localapi_mqtt``: the site's public tags on MQTT (aiomqtt), commands validated from a topic.
+
+Topic layout, under ``<prefix>/<site>/`` (``site`` defaults to the site's name):
+- ``availability``: ``online`` (retained) while connected; the broker publishes the last will
+  ``offline`` (retained) when the link drops without a goodbye; a clean stop publishes ``offline`` itself.
+- ``state/<tag>``: ``{"value", "quality", "t"}`` retained, QoS ``qos``, on every change of value or quality
+  and at most once per ``interval_s`` per tag; everything again after each reconnect.
+- ``set/mode``: a mode request ``{"mode", "setpoint_w", "expiry_s", "limit_pct"}`` (requests.py). Anything
+  invalid is answered on ``error`` (``{"topic", "error"}``, not retained) and logged; nothing is submitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from runtime.api import Params, SiteInfo
+from runtime.tasks.base import Task, TaskContext, register_task
+from runtime.tasks.localapi.homeassistant import discovery
+from runtime.tasks.localapi.requests import parse_mode_request, submit_mode_request
+from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
+
+log = logging.getLogger("v2g_plc.localapi.mqtt")
+_TOPIC_PART = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+
+
+class MqttApiParams(Params):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = Field("v2g", pattern=_TOPIC_PART, description="first topic level(s)")
+    site: str | None = Field(None, pattern=_TOPIC_PART, description="topic level of this site (default: its name)")
+    tags: TagList = Field(default_factory=lambda: list(DEFAULT_TAGS), description="public tags")
+    qos: int = Field(1, ge=0, le=2)
+    interval_s: float = Field(1.0, ge=0.05, le=3600, description="per-tag minimum time between publications")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_s: float = Field(1.0, gt=0, le=60, description="first retry delay; doubles up to reconnect_max_s")
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = Field(None, description="CA file of the broker's certificate: enables TLS")
+    tls_cert: str | None = Field(None, description="client certificate (if the broker asks for one)")
+    tls_key: str | None = None
+    ha_discovery: bool = Field(True, description="publish Home Assistant MQTT discovery configs (retained)")
+    ha_prefix: str = Field("homeassistant", pattern=_TOPIC_PART, description="Home Assistant discovery prefix")
+    ha_max_w: float | None = Field(
+        None, gt=0, le=1_000_000, description="range of the Home Assistant power-request control (none: no control)"
+    )
+
+
+@register_task("localapi_mqtt")
+class MqttApi(Task):
+    """Publishes public tags retained with availability and last will; validates commands on set/mode."""
+
+    Params = MqttApiParams
+    params: MqttApiParams
+
+    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
+        super().__init__(name, params, site, base_dir)
+        p = self.params
+        site_level = p.site or (re.sub(r"[^A-Za-z0-9_-]", "_", site.name) or "site")
+        self.base = f"{p.prefix}/{site_level}"
+        self.node = re.sub(r"[^A-Za-z0-9_-]", "_", self.base)  # Home Assistant node id
+        self.connected = False
+        self.client: Any = None  # the live aiomqtt client (tests reach its socket to cut the link)
+        self.rejected = 0
+
+    def _path(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        path = Path(name)
+        return str(path if path.is_absolute() else self.base_dir / path)
+
+    async def run(self, cx: TaskContext) -> None:
+        import aiomqtt  # task process only
+
+        p = self.params
+        tls = None
+        if p.tls_ca:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=self._path(p.tls_ca), certfile=self._path(p.tls_cert), keyfile=self._path(p.tls_key)
+            )
+        will = aiomqtt.Will(f"{self.base}/availability", b"offline", qos=1, retain=True)
+        backoff = p.reconnect_s
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    p.host,
+                    p.port,
+                    username=p.username,
+                    password=p.password,
+                    keepalive=p.keepalive_s,
+                    will=will,
+                    tls_params=tls,
+                    timeout=5,  # bounds every wait on the broker, the goodbye at a stop included
+                ) as client:
+                    self.client = client
+                    await client.publish(f"{self.base}/availability", b"online", qos=1, retain=True)
+                    await client.subscribe(f"{self.base}/set/#", qos=1)
+                    if p.ha_discovery:
+                        for topic, cfg in discovery(
+                            self.base, self.node, p.tags, p.ha_prefix, self.site.name, p.ha_max_w
+                        ):
+                            await client.publish(topic, json.dumps(cfg), qos=1, retain=True)
+                    self.connected = True
+                    backoff = p.reconnect_s
+                    log.info("MQTT connected to %s:%d as %s", p.host, p.port, self.base)
+                    await self._session(client, cx)
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT link to %s:%d: %s; retrying in %.1f s", p.host, p.port, exc, backoff)
+            finally:
+                self.connected = False
+                self.client = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, p.reconnect_max_s)
+
+    async def _session(self, client: Any, cx: TaskContext) -> None:
+        """Commands in, state out, until either side fails (then the caller reconnects)."""
+        import aiomqtt
+
+        async def listen() -> None:
+            async for msg in client.messages:
+                await self._command(client, str(msg.topic), msg.payload)
+
+        jobs = {asyncio.create_task(listen()), asyncio.create_task(self._publish_state(client, cx))}
+        try:
+            done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+            for job in done:
+                job.result()  # a dead publisher must not leave a live-looking link behind
+            raise aiomqtt.MqttError("session ended")
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.publish(f"{self.base}/availability", b"offline", qos=1, retain=True), 2)
+            raise
+        finally:
+            for job in jobs:
+                job.cancel()
+            await asyncio.wait(jobs, timeout=2)
+
+    async def _publish_state(self, client: Any, cx: TaskContext) -> None:
+        """Publish each public tag on change of value or quality, paced by ``interval_s``."""
+        p = self.params
+        sent: dict[str, tuple[Any, str]] = {}
+        while True:
+            image = cx.image
+            for tag in p.tags:
+                tv = image.tag(tag)
+                doc = tag_json(tv)
+                key = (doc["value"], doc["quality"])
+                if sent.get(tag) == key:
+                    continue
+                await client.publish(f"{self.base}/state/{tag}", json.dumps(doc), qos=p.qos, retain=True)
+                sent[tag] = key
+            await asyncio.sleep(p.interval_s)  # pacing of the publications, not synchronisation
+
+    async def _command(self, client: Any, topic: str, payload: Any) -> None:
+        try:
+            if topic != f"{self.base}/set/mode":
+                raise ValueError("unknown command topic (commands: set/mode)")
+            if not isinstance(payload, bytes | bytearray):
+                raise ValueError("payload must be a JSON object")
+            req = parse_mode_request(bytes(payload), f"mqtt:{topic}")
+        except ValueError as exc:
+            self.rejected += 1
+            log.warning("MQTT command on %s rejected: %s", topic, exc)
+            with contextlib.suppress(Exception):
+                await client.publish(f"{self.base}/error", json.dumps({"topic": topic, "error": str(exc)}), qos=1)
+            return
+        submit_mode_request(req)

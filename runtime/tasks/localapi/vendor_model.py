@@ -1,0 +1,83 @@
+"""The vendor SunSpec model 64901 "V2G site": what SunSpec's DER models lack (mode, trip, limits, plan).
+
+SunSpec reserves model ids 64000-65535 for vendors. The definition below is in pysunspec2's JSON model
+format (the same as the official models), so an EMS using pysunspec2 reads it by name once the JSON is on
+its model path: ``python -m runtime.tasks.localapi.vendor_model > model_64901.json``. Power here follows
+SunSpec's sign like 701/704 (positive = discharge); limits are magnitudes (W >= 0).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+VENDOR_ID = 64901
+MODES: tuple[str, ...] = ("idle", "charge", "discharge", "safe_state", "remote")  # enum value = index
+TRIPS: tuple[str, ...] = (
+    "",  # 0: no trip
+    "ov2",
+    "ov1",
+    "uv1",
+    "uv2",
+    "of2",
+    "of1",
+    "uf1",
+    "uf2",
+    "islanding",
+    "rocof",
+    "over_temperature",
+    "comms_lost",
+    "overrun",
+    "program_fault",
+    "power_divergence",
+    "write_mismatch",
+)
+OTHER_TRIP = 0xFFFE  # a trip code this table does not know (its text is in TripCode)
+
+
+def _point(name: str, typ: str, size: int, desc: str, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "type": typ, "size": size, "desc": desc, "label": name, **kw}
+
+
+def _symbols(names: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [{"name": (n or "NONE").upper(), "value": i, "label": n or "none"} for i, n in enumerate(names)]
+
+
+POINTS: list[dict[str, Any]] = [
+    _point("ID", "uint16", 1, "Model ID", value=VENDOR_ID, static="S", mandatory="M"),
+    _point("L", "uint16", 1, "Model length", static="S", mandatory="M"),
+    _point("Mode", "enum16", 1, "Operating mode (mode.state)", symbols=_symbols(MODES)),
+    _point("Trip", "enum16", 1, "Latched trip (safety.trip); 0xFFFE: see TripCode", symbols=_symbols(TRIPS)),
+    _point("TripCode", "string", 8, "Trip code as text (safety.trip)"),
+    _point("TripRsn", "string", 32, "Why the safety layer acts (safety.reason), truncated to 64 bytes"),
+    _point("Cess", "enum16", 1, "Momentary cessation (safety.cessation)", symbols=_symbols(("off", "on"))),
+    _point("WLimCha", "uint32", 2, "Charge limit in force, W (safety.limit_charge)", sf="W_SF", units="W"),
+    _point("WLimDis", "uint32", 2, "Discharge limit in force, W (safety.limit_discharge)", sf="W_SF", units="W"),
+    _point("WPlan", "int32", 2, "Planned power, W, + = discharge (plan.power negated)", sf="W_SF", units="W"),
+    _point("WSetOut", "int32", 2, "Committed set point, W, + = discharge (inverter.setpoint negated)", sf="W_SF"),
+    _point("W_SF", "sunssf", 1, "Scale factor of the W points"),
+]
+POINTS[1]["value"] = sum(p["size"] for p in POINTS[2:])
+
+DEFINITION: dict[str, Any] = {
+    "id": VENDOR_ID,
+    "group": {
+        "name": "V2GSite",
+        "label": "V2G site (v2g-plc)",
+        "desc": "Operating mode, trip, limits and plan of a v2g-plc site",
+        "type": "group",
+        "points": POINTS,
+    },
+}
+
+
+def mode_value(v: Any) -> int | None:
+    return MODES.index(v) if v in MODES else None
+
+
+def trip_value(v: Any) -> int:
+    return TRIPS.index(v) if v in TRIPS else OTHER_TRIP
+
+
+if __name__ == "__main__":
+    print(json.dumps(DEFINITION, indent=2))

@@ -1,0 +1,71 @@
+"""Request latency of the SunSpec server on loopback (not a test: `python -m tests.localapi.bench_modbus_server`).
+
+A pymodbus client reads the 701 measurement block (coalesced, 100 registers) N times, one request at a
+time, while the server re-encodes the image for each new publication; prints median/p99/max in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from pymodbus.client import AsyncModbusTcpClient
+
+from runtime.api import SiteInfo
+from runtime.tags import Image, TagValue
+from runtime.tasks.base import TaskContext
+from runtime.tasks.localapi.access import AllowEntry
+from runtime.tasks.localapi.modbus_server import ModbusServer, ModbusServerParams
+from tests.ports import free_port
+
+SITE = SiteInfo("bench", 240.0, 60.0, 20_000)
+
+
+async def main(n: int) -> dict[str, float]:
+    port = free_port()
+    params = ModbusServerParams(
+        port=port, allow=[AllowEntry(address="127.0.0.1", role="read_write")], max_charge_w=11000, max_discharge_w=11000
+    )
+    task = ModbusServer("modbus", params, SITE, Path("."))
+    cx = TaskContext("modbus", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("bench"))
+    runner = asyncio.create_task(task.run(cx))
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=5, retries=0)
+    deadline = time.monotonic() + 10
+    while not await client.connect():
+        assert time.monotonic() < deadline, "server did not start"
+        await asyncio.sleep(0.05)
+    lat: list[float] = []
+    try:
+        for k in range(n):
+            # a new publication before every read: the worst case, each request re-encodes the image
+            await cx._publish(Image({"inverter.power": TagValue(float(k)), "grid.voltage": TagValue(240.0)}), k)
+            t0 = time.perf_counter()
+            rr = await client.read_holding_registers(40070, count=100, device_id=1)
+            lat.append((time.perf_counter() - t0) * 1000)
+            assert not rr.isError()
+    finally:
+        client.close()
+        runner.cancel()
+        try:
+            await runner
+        except asyncio.CancelledError:
+            pass
+    lat.sort()
+    return {
+        "requests": n,
+        "median_ms": round(statistics.median(lat), 3),
+        "p99_ms": round(lat[int(0.99 * (n - 1))], 3),
+        "max_ms": round(lat[-1], 3),
+    }
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=2000)
+    print(json.dumps(asyncio.run(main(ap.parse_args().n))))

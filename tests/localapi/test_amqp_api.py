@@ -1,0 +1,266 @@
+"""The AMQP interface through a real RabbitMQ (one private node for the module): events with their sequence
+number as message_id, persistent and confirmed; telemetry; the outbox's drop rule; a link outage (a TCP
+proxy in front of the broker is cut) with events delivered in order afterwards; commands from a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+
+from runtime.api import SiteInfo
+from runtime.tags import US, Image, Quality, TagValue
+from runtime.tasks.base import TASKS, TaskContext
+from runtime.tasks.localapi import requests
+from runtime.tasks.localapi.amqp import AmqpApi, AmqpApiParams
+from runtime.tasks.localapi.outbox import Outbox, Outgoing
+from tests.localapi.conftest import RabbitMQ
+from tests.ports import free_port
+
+pytestmark = pytest.mark.slow  # one RabbitMQ start per module (10-30 s)
+
+SITE = SiteInfo("amqp-site", 240.0, 60.0, 20_000)
+
+
+async def until(pred: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def image(mode: str, trip: str = "", soc: float = 0.5) -> Image:
+    tags = {"mode.state": mode, "safety.trip": trip, "ev.soc": soc, "inverter.power": -1000.0}
+    return Image({n: TagValue(v, Quality.GOOD, 0) for n, v in tags.items()})
+
+
+# -- the outbox on its own ---------------------------------------------------------------------------
+
+
+def test_outbox_drops_telemetry_first_never_events() -> None:
+    box = Outbox(3)
+    t1, t2 = Outgoing("k.telemetry", b"t1", False), Outgoing("k.telemetry", b"t2", False)
+    e = [Outgoing("k.event", f"e{i}".encode(), True, str(i)) for i in range(1, 6)]
+    box.put(t1)
+    box.put(e[0])
+    box.put(t2)
+    box.put(e[1])  # full: the oldest telemetry (t1) goes
+    assert [m.body for m in box._items] == [b"e1", b"t2", b"e2"] and box.dropped == 1
+    box.put(e[2])  # t2 goes
+    assert [m.body for m in box._items] == [b"e1", b"e2", b"e3"] and box.dropped == 2
+    box.put(Outgoing("k.telemetry", b"t3", False))  # only events left: the new telemetry is dropped
+    assert box.dropped == 3 and len(box) == 3
+    box.put(e[3])  # an event is never dropped, even past the bound
+    assert [m.message_id for m in box._items] == ["1", "2", "3", "4"] and box.over_bound == 1
+    head = box.peek()
+    assert head is e[0]
+    box.confirmed(head)
+    assert box.peek() is e[1]
+
+
+# -- a controllable link in front of the real broker -------------------------------------------------
+
+
+class Proxy:
+    """A TCP proxy to the broker that the test can cut (every open connection closed, new ones refused)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.port = free_port()
+        self.up = True
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            w.close()
+
+    async def _accept(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if not self.up:
+            w.close()
+            return
+        br, bw = await asyncio.open_connection("127.0.0.1", self.target)
+        self.writers += [w, bw]
+        await asyncio.gather(self._pipe(r, bw), self._pipe(br, w))
+
+    def cut(self) -> None:
+        self.up = False
+        for w in self.writers:
+            w.transport.abort()
+        self.writers.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await asyncio.wait_for(self.server.wait_closed(), 5)
+
+
+class Consumer:
+    """Binds a fresh queue to the exchange and keeps every message it gets."""
+
+    def __init__(self, url: str, exchange: str, key: str = "#") -> None:
+        self.url, self.exchange, self.key = url, exchange, key
+        self.got: list[aio_pika.abc.AbstractIncomingMessage] = []
+        self.conn: Any = None
+
+    async def __aenter__(self) -> Consumer:
+        self.conn = await aio_pika.connect(self.url, timeout=10)
+        ch = await self.conn.channel()
+        ex = await ch.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        q = await ch.declare_queue(exclusive=True)
+        await q.bind(ex, self.key)
+
+        async def on(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await msg.ack()
+            self.got.append(msg)
+
+        await q.consume(on)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.wait_for(self.conn.close(), 10)
+
+    def events(self) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        return [m for m in self.got if m.type == "event"]
+
+
+def make_task(url: str, **kw: Any) -> tuple[AmqpApi, TaskContext]:
+    params = AmqpApiParams(url=url, exchange="v2g_test", reconnect_s=0.05, reconnect_max_s=0.2, **kw)
+    task = AmqpApi("amqp", params, SITE, Path("."))
+    cx = TaskContext("amqp", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+    return task, cx
+
+
+async def stop(runner: asyncio.Task[None]) -> None:
+    runner.cancel()
+    try:
+        await asyncio.wait_for(runner, 15)
+    except asyncio.CancelledError:
+        pass
+
+
+def test_registered() -> None:
+    assert TASKS["localapi_amqp"] is AmqpApi
+
+
+def test_events_and_telemetry(rabbitmq: RabbitMQ) -> None:
+    task, cx = make_task(rabbitmq.url, tags=["ev.soc", "inverter.power"], interval_s=0.05)
+
+    async def main() -> None:
+        async with Consumer(rabbitmq.url, "v2g_test") as c:
+            runner = asyncio.create_task(task.run(cx))
+            try:
+                await until(lambda: task.connected, "the connection")
+                steps = [("idle", ""), ("charge", ""), ("charge", "ov2"), ("safe_state", "ov2"), ("safe_state", "")]
+                for k, (mode, trip) in enumerate(steps):
+                    await cx._publish(image(mode, trip), (k + 1) * US)
+                    seen = {"mode.state": mode, "safety.trip": trip}
+                    await until(lambda s=seen: all(task.watch.last.get(t) == v for t, v in s.items()), "the producer")
+                await until(lambda: len(c.events()) == 4, "four events")
+                await until(lambda: any(m.type == "telemetry" for m in c.got), "telemetry")
+            finally:
+                await stop(runner)
+            ev = c.events()
+            assert [m.message_id for m in ev] == ["1", "2", "3", "4"]
+            assert [m.routing_key for m in ev] == [
+                "amqp-site.event.transition",
+                "amqp-site.event.trip",
+                "amqp-site.event.transition",
+                "amqp-site.event.reset",
+            ]
+            assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in c.got)
+            body = json.loads(ev[1].body)
+            assert body["seq"] == 2 and body["new"] == "ov2" and body["old"] == ""
+            tele = json.loads(next(m for m in c.got if m.type == "telemetry").body)
+            assert tele["tags"]["inverter.power"] == {"value": -1000.0, "quality": "good", "t": 0.0}
+            assert task.published == len(c.got)  # everything the consumer got was confirmed first
+
+    asyncio.run(main())
+
+
+def test_outage_keeps_events_in_order_and_drops_telemetry(rabbitmq: RabbitMQ, caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        proxy = Proxy(rabbitmq.port)
+        await proxy.start()
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+        task, cx = make_task(url, tags=["ev.soc"], interval_s=0.05, buffer=10)
+        async with Consumer(rabbitmq.url, "v2g_test", "amqp-site.#") as c:
+            runner = asyncio.create_task(task.run(cx))
+            try:
+                await until(lambda: task.connected, "the connection")
+                await cx._publish(image("idle"), 1 * US)
+                await until(lambda: task.watch.last.get("mode.state") == "idle", "the baseline")
+                await cx._publish(image("charge"), 2 * US)
+                await until(lambda: len(c.events()) == 1, "the first event")
+                proxy.cut()
+                await until(lambda: not task.connected, "the link loss")
+                modes = ["discharge", "idle"] * 10  # 20 events while the broker is unreachable
+                for k, mode in enumerate(modes):
+                    await cx._publish(image(mode), (3 + k) * US)
+                    await until(lambda m=mode: task.watch.last.get("mode.state") == m, "the producer")
+                for k in range(30):  # telemetry keeps coming: it must be dropped, the events not
+                    await cx._publish(image("idle", soc=0.5 + k / 100), (30 + k) * US)
+                    await asyncio.sleep(0.06)  # past interval_s, so each publication makes telemetry
+                assert task.outbox.dropped > 0 and task.outbox.events() == 20
+                assert task.outbox.over_bound > 0  # 20 events in a 10-message outbox: kept anyway
+                proxy.up = True
+                await until(lambda: len(c.events()) == 21, "every event after the outage", timeout=30)
+            finally:
+                await stop(runner)
+                await proxy.stop()
+            ids = [int(m.message_id) for m in c.events()]
+            assert ids == list(range(1, 22))  # in order, no gap, no duplicate
+        assert "AMQP link" in caplog.text and "retrying in" in caplog.text
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+
+
+def test_commands_from_a_queue(rabbitmq: RabbitMQ) -> None:
+    requests.RECORDED.clear()
+    task, cx = make_task(rabbitmq.url, command_queue="amqp-site-commands", interval_s=60)
+
+    async def main() -> None:
+        runner = asyncio.create_task(task.run(cx))
+        try:
+            await until(lambda: task.connected, "the connection")
+            async with Consumer(rabbitmq.url, "v2g_test", "amqp-site.error") as errors:
+                conn = await aio_pika.connect(rabbitmq.url, timeout=10)
+                try:
+                    ch = await conn.channel()
+                    ex = await ch.get_exchange("v2g_test")
+                    for body in (
+                        b'{"mode": "remote", "setpoint_w": 2500, "expiry_s": 30}',
+                        b'{"mode": "remote"}',
+                        b"{",
+                    ):
+                        await ex.publish(aio_pika.Message(body), routing_key="amqp-site.set.mode")
+                finally:
+                    await asyncio.wait_for(conn.close(), 10)
+                await until(lambda: task.rejected == 2 and len(errors.got) == 2, "two rejections answered")
+            await until(lambda: len(requests.RECORDED) == 1, "the recorded request")
+            r = requests.RECORDED[-1]
+            assert (r.mode, r.setpoint_w, r.source) == ("remote", 2500.0, "amqp:amqp-site.set.mode")
+            assert "mode remote needs setpoint_w" in json.loads(errors.got[0].body)["error"]
+        finally:
+            await stop(runner)
+
+    asyncio.run(main())

@@ -1,0 +1,113 @@
+"""The Prometheus endpoint scraped over HTTP on loopback: scan histograms, counters, tag values and
+qualities, mode, trips and event counters."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from runtime.api import SiteInfo
+from runtime.tags import Image, Quality, TagValue
+from runtime.tasks.base import TASKS, TaskContext
+from runtime.tasks.localapi.metrics import Metrics, MetricsParams
+from tests.ports import free_port
+
+SITE = SiteInfo("m", 240.0, 60.0, 20_000)
+
+
+async def until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.status == 200
+        text = r.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def image(lateness: float, mode: str, trip: str = "", **extra: Any) -> Image:
+    tags: dict[str, TagValue] = {
+        "runtime.lateness": TagValue(lateness),
+        "runtime.cycle_time": TagValue(0.0004),
+        "runtime.overruns": TagValue(3),
+        "runtime.task_process_alive": TagValue(True),
+        "mode.state": TagValue(mode),
+        "safety.trip": TagValue(trip),
+        "grid.voltage": TagValue(241.5),
+        "inverter.power": TagValue(-7000.0),
+        "ev.soc": TagValue(None, Quality.BAD),
+    }
+    tags.update({k: TagValue(v) for k, v in extra.items()})
+    return Image(tags)
+
+
+def test_registered() -> None:
+    assert TASKS["localapi_metrics"] is Metrics
+
+
+def test_scrape() -> None:
+    port = free_port()
+    params = MetricsParams(port=port, tags=["grid.voltage", "inverter.power", "ev.soc", "inverter.enable"])
+    task = Metrics("metrics", params, SITE, Path("."))
+    cx = TaskContext("metrics", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+
+    async def main() -> None:
+        runner = asyncio.create_task(task.run(cx))
+        try:
+            await until(lambda: task.port is not None, "the endpoint")
+            steps = [
+                (0.00008, "idle", ""),
+                (0.0003, "charge", ""),
+                (0.015, "charge", "ov2"),
+                (0.0001, "safe_state", ""),
+            ]
+            for k, (late, mode, trip) in enumerate(steps):
+                await cx._publish(image(late, mode, trip), k * SITE.period_us)
+                await until(lambda k=k: task._now_us == k * SITE.period_us, "the task to see the image")
+            m = await asyncio.to_thread(scrape, port)
+        finally:
+            runner.cancel()
+            try:
+                await asyncio.wait_for(runner, 10)
+            except asyncio.CancelledError:
+                pass
+        h = "v2g_plc_scan_lateness_seconds"
+        assert m[(h + "_count", ())] == 4
+        assert m[(h + "_bucket", (("le", "0.0001"),))] == 2  # 0.08 ms and 0.1 ms
+        assert m[(h + "_bucket", (("le", "0.0005"),))] == 3
+        assert m[(h + "_bucket", (("le", "0.01"),))] == 3
+        assert m[(h + "_bucket", (("le", "0.02"),))] == 4  # the 15 ms one
+        assert m[("v2g_plc_scan_cycle_time_seconds_count", ())] == 4
+        assert m[("v2g_plc_cycles_total", ())] == 4
+        assert m[("v2g_plc_scan_overruns_total", ())] == 3
+        assert m[("v2g_plc_task_process_alive", ())] == 1
+        assert m[("v2g_plc_mode", (("mode", "safe_state"),))] == 1
+        assert ("v2g_plc_trip", (("code", "ov2"),)) not in m  # reset by the last image
+        assert m[("v2g_plc_tag_value", (("tag", "grid.voltage"),))] == 241.5
+        assert m[("v2g_plc_tag_value", (("tag", "inverter.power"),))] == -7000.0  # both signs pass through
+        assert ("v2g_plc_tag_value", (("tag", "ev.soc"),)) not in m  # bad: no value, only its quality
+        assert m[("v2g_plc_tag_quality", (("quality", "bad"), ("tag", "ev.soc")))] == 1
+        assert m[("v2g_plc_tag_quality", (("quality", "good"), ("tag", "ev.soc")))] == 0
+        assert m[("v2g_plc_tag_quality", (("quality", "bad"), ("tag", "inverter.enable")))] == 1  # absent = bad
+        assert m[("v2g_plc_events_total", (("kind", "transition"),))] == 2
+        assert m[("v2g_plc_events_total", (("kind", "trip"),))] == 1
+        assert m[("v2g_plc_events_total", (("kind", "reset"),))] == 1
+        assert m[("v2g_plc_trips_total", (("code", "ov2"),))] == 1
+
+    asyncio.run(main())
