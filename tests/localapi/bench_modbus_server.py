@@ -13,7 +13,6 @@ import json
 import logging
 import statistics
 import time
-from pathlib import Path
 
 from pymodbus.client import AsyncModbusTcpClient
 
@@ -32,7 +31,7 @@ async def main(n: int) -> dict[str, float]:
     params = ModbusServerParams(
         port=port, allow=[AllowEntry(address="127.0.0.1", role="read_write")], max_charge_w=11000, max_discharge_w=11000
     )
-    task = ModbusServer("modbus", params, SITE, Path("."))
+    task = ModbusServer("modbus", params, SITE)
     cx = TaskContext("modbus", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("bench"))
     runner = asyncio.create_task(task.run(cx))
     client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=5, retries=0)

@@ -2,7 +2,7 @@
 a private configuration and data directory, never a system instance.
 
 A missing peer skips with the command that installs it, and fails when ``V2G_REQUIRE_PEERS=1`` (CI).
-(Switch ``need_peer`` to tests/peers.py once that lands; the semantics are the same.)
+(``need_peer`` finds the executable; tests/peers.py decides between skip and fail.)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers import require
 from tests.ports import free_port, free_ports
 
 INSTALL = "apt-get install -y mosquitto rabbitmq-server"
@@ -29,12 +30,9 @@ def need_peer(executable: str) -> str:
     # /usr/lib/rabbitmq/bin first: Debian's /usr/sbin/rabbitmq-server wrapper switches to the rabbitmq
     # user when started as root, which then cannot use the test's private directories.
     found = shutil.which(executable, path="/usr/lib/rabbitmq/bin:" + os.environ.get("PATH", "") + ":/usr/sbin")
-    if found:
-        return found
-    msg = f"{executable} not installed: {INSTALL}"
-    if os.environ.get("V2G_REQUIRE_PEERS") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
+    require(executable, found is not None, INSTALL)
+    assert found is not None
+    return found
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:

@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -144,7 +143,7 @@ class Consumer:
 
 def make_task(url: str, **kw: Any) -> tuple[AmqpApi, TaskContext]:
     params = AmqpApiParams(url=url, exchange="v2g_test", reconnect_s=0.05, reconnect_max_s=0.2, **kw)
-    task = AmqpApi("amqp", params, SITE, Path("."))
+    task = AmqpApi("amqp", params, SITE)
     cx = TaskContext("amqp", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
     return task, cx
 

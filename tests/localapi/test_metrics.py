@@ -8,7 +8,6 @@ import datetime as dt
 import logging
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -64,7 +63,7 @@ def test_registered() -> None:
 def test_scrape() -> None:
     port = free_port()
     params = MetricsParams(port=port, tags=["grid.voltage", "inverter.power", "ev.soc", "inverter.enable"])
-    task = Metrics("metrics", params, SITE, Path("."))
+    task = Metrics("metrics", params, SITE)
     cx = TaskContext("metrics", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
 
     async def main() -> None:

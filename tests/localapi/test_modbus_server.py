@@ -83,7 +83,7 @@ async def server(
         max_discharge_w=10000,
         reversion_s=30,
     )
-    task = ModbusServer("modbus", params, SITE, Path("."))
+    task = ModbusServer("modbus", params, SITE)
     cx = TaskContext("modbus", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
     runner = asyncio.create_task(task.run(cx))
 

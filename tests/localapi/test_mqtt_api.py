@@ -92,7 +92,7 @@ def test_state_availability_will_and_commands(mosquitto: Mosquitto, caplog: pyte
         reconnect_s=0.05,
         keepalive_s=5,
     )
-    task = MqttApi("mqtt", params, SITE, Path("."))
+    task = MqttApi("mqtt", params, SITE)
     cx = TaskContext("mqtt", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
 
     async def send(topic: str, payload: bytes) -> None:
@@ -177,7 +177,7 @@ def test_broker_restart_reconnects(tmp_path: Path, caplog: pytest.LogCaptureFixt
     """Broker down at start and gone mid-run: the task retries with backoff and republishes its state."""
     broker = Mosquitto(tmp_path)
     params = MqttApiParams(port=broker.port, tags=["ev.soc"], interval_s=0.05, reconnect_s=0.05, reconnect_max_s=0.2)
-    task = MqttApi("mqtt", params, SITE, Path("."))
+    task = MqttApi("mqtt", params, SITE)
     cx = TaskContext("mqtt", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
 
     async def main() -> None:
@@ -221,7 +221,6 @@ def test_broker_credentials(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
             "mqtt",
             MqttApiParams(port=broker.port, username="site", password="wrong", reconnect_s=0.05),
             SITE,
-            Path("."),
         )
         runner = asyncio.create_task(wrong.run(cx))
         try:
@@ -237,7 +236,6 @@ def test_broker_credentials(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
             "mqtt",
             MqttApiParams(port=broker.port, username="site", password="s3cret-password", tags=["ev.soc"]),
             SITE,
-            Path("."),
         )
         runner = asyncio.create_task(right.run(cx))
         try:
@@ -262,7 +260,7 @@ def test_home_assistant_discovery(mosquitto: Mosquitto) -> None:
     would send from the controls is a valid mode request."""
     requests.RECORDED.clear()
     params = MqttApiParams(port=mosquitto.port, tags=["inverter.power", "ev.soc", "ev.connected"], ha_max_w=11000)
-    task = MqttApi("mqtt", params, SITE, Path("."))
+    task = MqttApi("mqtt", params, SITE)
     cx = TaskContext("mqtt", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
     configs: dict[str, dict[str, Any]] = {}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 
 from tests.ocpp.certs import make_pki
 from tests.ocpp.harness import Harness, params, plugged, until
+from tests.peers import require
 
 PEER = Path(__file__).parent / "peer"
 PW = "0123456789abcdef-operator"
@@ -21,11 +21,8 @@ INSTALL = "cd tests/ocpp/peer && npm ci"
 
 
 def _need_peer() -> None:
-    missing = shutil.which("node") is None or not (PEER / "node_modules" / "ocpp-rpc").exists()
-    if missing:
-        if os.environ.get("V2G_REQUIRE_PEERS") == "1":
-            pytest.fail(f"Node or ocpp-rpc missing: {INSTALL}")
-        pytest.skip(f"Node or ocpp-rpc missing: {INSTALL}")
+    found = shutil.which("node") is not None and (PEER / "node_modules" / "ocpp-rpc").exists()
+    require("node with ocpp-rpc", found, INSTALL)
 
 
 class NodeCsms:

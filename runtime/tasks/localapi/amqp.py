@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -53,8 +52,8 @@ class AmqpApi(Task):
     Params = AmqpApiParams
     params: AmqpApiParams
 
-    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+    def __init__(self, name: str, params: Params, site: SiteInfo):
+        super().__init__(name, params, site)
         p = self.params
         self.key = p.site or (re.sub(r"[^A-Za-z0-9_-]", "_", site.name) or "site")
         self.outbox = Outbox(p.buffer)

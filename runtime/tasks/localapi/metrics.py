@@ -17,7 +17,6 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -46,8 +45,8 @@ class Metrics(Task):
     Params = MetricsParams
     params: MetricsParams
 
-    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+    def __init__(self, name: str, params: Params, site: SiteInfo):
+        super().__init__(name, params, site)
         self.port: int | None = None
         self._lock = threading.Lock()  # the HTTP thread collects while the loop updates
         self._image = Image({})

@@ -14,7 +14,6 @@ import asyncio
 import contextvars
 import logging
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -74,8 +73,8 @@ class ModbusServer(Task):
     Params = ModbusServerParams
     params: ModbusServerParams
 
-    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+    def __init__(self, name: str, params: Params, site: SiteInfo):
+        super().__init__(name, params, site)
         self.images: dict[int, SunSpecImage] = {}
         self.refused = 0  # connections refused at accept
         self.errors = 0  # requests answered with an exception we chose

@@ -61,8 +61,8 @@ class MqttApi(Task):
     Params = MqttApiParams
     params: MqttApiParams
 
-    def __init__(self, name: str, params: Params, site: SiteInfo, base_dir: Path):
-        super().__init__(name, params, site, base_dir)
+    def __init__(self, name: str, params: Params, site: SiteInfo):
+        super().__init__(name, params, site)
         p = self.params
         site_level = p.site or (re.sub(r"[^A-Za-z0-9_-]", "_", site.name) or "site")
         self.base = f"{p.prefix}/{site_level}"

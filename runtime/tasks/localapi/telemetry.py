@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator
-
-from runtime.tags import TAG_NAME, Image, TagValue
+from runtime.api import TagName
+from runtime.tags import Image, TagValue
 
 # What a site shows by default (a site names its own list in the task's ``tags:``).
 DEFAULT_TAGS: tuple[str, ...] = (
@@ -37,15 +36,8 @@ DEFAULT_TAGS: tuple[str, ...] = (
 )
 
 
-def _tag_names(names: list[str]) -> list[str]:
-    bad = [n for n in names if not TAG_NAME.match(n)]
-    if bad:
-        raise ValueError(f"tag names are device.quantity, lower case: {bad}")
-    return names
-
-
-TagList = Annotated[list[str], AfterValidator(_tag_names)]
-"""A list of tag names in a parameter model (checked at load)."""
+TagList = list[TagName]
+"""A list of tag names in a parameter model (each checked at load)."""
 
 WATCHED: dict[str, str] = {
     "mode.state": "transition",
