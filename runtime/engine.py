@@ -71,6 +71,25 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
 )
 
 
+DIAGNOSTIC_PREFIX = "runtime."  # tags the runtime writes about itself; never forceable
+
+
+def strict_value(spec: TagSpec, value: Any) -> Any:
+    """An operator's value for a tag, checked strictly: JSON of the tag's own type, never a number in a
+    string ("7000" for a set point is a typo or a script bug, not 7000 W), never a bool for a number."""
+    t = spec.type
+    if t in (TagType.FLOAT, TagType.INT):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{spec.name}: expected a number, got {value!r}")
+        if t is TagType.INT and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{spec.name}: expected an integer, got {value!r}")
+    elif t is TagType.BOOL and not isinstance(value, bool):
+        raise ValueError(f"{spec.name}: expected true or false, got {value!r}")
+    elif t is TagType.STR and not isinstance(value, str):
+        raise ValueError(f"{spec.name}: expected a string, got {value!r}")
+    return spec.coerce(value)
+
+
 @dataclass
 class StepResult:
     k: int
@@ -139,12 +158,22 @@ class Engine:
         self.k = -1
 
     # -- commissioning -------------------------------------------------------------------------
+    def check_force(self, name: str, value: Any) -> Any:
+        """The value a force of ``name`` would take; KeyError for an unknown tag, ValueError for one
+        that may not be forced (the runtime's own diagnostics, which safety decides by) or a value
+        that is not of the tag's type. The control socket asks here before it accepts a force, and
+        the engine asks again when the force arrives, so a recorded force replayed is refused too."""
+        spec = self._specs.get(name)
+        if spec is None:
+            raise KeyError(f"unknown tag {name!r}")
+        if name.startswith(DIAGNOSTIC_PREFIX):
+            raise ValueError(f"{name} is a runtime diagnostic: it cannot be forced")
+        return strict_value(spec, value)
+
     def force(self, name: str, value: Any) -> None:
         """Force an input (what programs see) or an output (what programs asked for); never what
         safety decides. Visible as ``forced`` in the tag's state and logged as an event."""
-        if name not in self._specs:
-            raise KeyError(f"unknown tag {name!r}")
-        value = self._specs[name].coerce(value)
+        value = self.check_force(name, value)
         self.forces[name] = value
         self._pending_force_events.append(("force", f"{name} forced to {value!r}", {"tag": name, "value": value}))
 

@@ -40,13 +40,17 @@ log = logging.getLogger("v2g_plc")
 
 
 def apply_force(engine: Engine, c: Command) -> bool:
-    """Apply a force/unforce command to the engine; False for any other command."""
-    if c.name == "force":
-        engine.force(c.args["tag"], c.args["value"])
-    elif c.name == "unforce":
-        engine.unforce(c.args["tag"])
-    else:
-        return False
+    """Apply a force/unforce command to the engine; False for any other command. A force the engine
+    refuses (unknown tag, wrong type, a runtime diagnostic) is logged and applied nowhere."""
+    try:
+        if c.name == "force":
+            engine.force(c.args["tag"], c.args["value"])
+        elif c.name == "unforce":
+            engine.unforce(c.args["tag"])
+        else:
+            return False
+    except (KeyError, ValueError, TypeError) as exc:
+        log.error("force refused: %s", exc)
     return True
 
 
@@ -114,9 +118,11 @@ def process_age_s() -> float | None:
 def memory_mb() -> dict[str, float]:
     out = {}
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out["rss_mb" if line.startswith("VmRSS") else "peak_rss_mb"] = round(int(line.split()[1]) / 1024, 1)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key = "rss_mb" if line.startswith("VmRSS") else "peak_rss_mb"
+                    out[key] = round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
     return out
@@ -248,9 +254,11 @@ class Runner:
         return out
 
     def _check_force(self, tag: str, value: Any) -> None:
-        spec = self.built.tags[tag]  # KeyError: unknown tag
-        if value is not None:
-            spec.coerce(value)
+        if value is None:  # a release: any tag of the site
+            if tag not in self.built.tags:
+                raise KeyError(f"unknown tag {tag!r}")
+            return
+        self.engine.check_force(tag, value)
 
     def status_text(self) -> str:
         res = self.last
@@ -447,15 +455,9 @@ class Runner:
                 c = self._commands.get_nowait()
             except queue.Empty:
                 break
-            try:
-                if apply_force(self.engine, c):
-                    recorded.append(c)
-                    continue
-            except (KeyError, ValueError) as exc:
-                log.error("force rejected: %s", exc)
-                continue
-            out.append(c)
             recorded.append(c)
+            if not apply_force(self.engine, c):
+                out.append(c)
         return tuple(out), tuple(recorded)
 
     def _write_exit_files(self) -> None:
