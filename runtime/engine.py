@@ -1,12 +1,14 @@
 """The scan engine: one pure step function shared by the real-time runner, replay, backtest and tests.
 
-``Engine.step(now_us, updates, commands)`` runs the phases of DESIGN.md "The scan cycle":
+``Engine.step(now_us, updates, commands)`` runs the phases of the scan (docs/design.md "The scan cycle"),
+each a method of its own:
 
-1. INPUT    apply the staged updates all at once, age tags to ``stale``, apply forced inputs, freeze.
-2. PROGRAM  programs in configured order write requested outputs.
-3. (forced outputs replace what programs asked for, *before* safety, so a force never bypasses it)
-4. SAFETY   interlocks in configured order clamp, zero or latch outputs; their result is final.
-5. OUTPUT   commit; report what changed.
+1. ``freeze_inputs``   apply the staged updates all at once, age tags to ``stale``, lay forces over, freeze.
+2. ``run_programs``    programs in configured order write requested outputs.
+3. ``apply_forces``    forced outputs replace what programs asked for, *before* safety: never around it.
+4. ``run_interlocks``  interlocks in configured order clamp, zero or latch outputs; their result is final;
+   ``hold_until_durable`` then keeps every output safe while a latched state change is not on disk.
+5. ``commit``          the committed image; what changed; whose persisted state changed.
 
 Real time and simulated time differ only in who chooses ``now_us``. The engine never reads a clock.
 """
@@ -61,6 +63,14 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
         description="the task process answered within its heartbeat limit",
     ),
     TagSpec(
+        "runtime.persist_fault",
+        TagType.BOOL,
+        "",
+        Direction.INPUT,
+        False,
+        description="a latched state change is not on disk yet because a write failed (outputs held safe)",
+    ),
+    TagSpec(
         "runtime.fault",
         TagType.STR,
         "",
@@ -72,6 +82,12 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
 
 
 DIAGNOSTIC_PREFIX = "runtime."  # tags the runtime writes about itself; never forceable
+PERSIST_FAULT = "runtime.persist_fault"
+
+
+def keeps_state(p: Program) -> bool:
+    """Does this program or interlock persist state (a latched trip) across restarts?"""
+    return type(p).persist is not Program.persist
 
 
 def strict_value(spec: TagSpec, value: Any) -> Any:
@@ -154,7 +170,8 @@ class Engine:
         self._forced_last: set[str] = set()
         self._forced_writable: set[str] = set()
         # Only programs that override persist() are asked each cycle.
-        self._persisting = [p for p in (*self.programs, *self.interlocks) if type(p).persist is not Program.persist]
+        self._persisting = [p for p in (*self.programs, *self.interlocks) if keeps_state(p)]
+        self._held = False  # outputs held safe last cycle because persisted state was not durable
         self.k = -1
 
     # -- commissioning -------------------------------------------------------------------------
@@ -183,11 +200,20 @@ class Engine:
         del self.forces[name]
         self._pending_force_events.append(("force", f"{name} force released", {"tag": name}))
 
-    def restore(self, states: Mapping[str, Mapping[str, Any]]) -> None:
-        for p in (*self.programs, *self.interlocks):
+    @property
+    def keeping_state(self) -> list[str]:
+        """Names of the programs and interlocks that persist state: the only owners state may have."""
+        return [p.name for p in self._persisting]
+
+    def restore(self, states: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Hand each component its persisted state; returns the names restored."""
+        done = []
+        for p in self._persisting:
             if states.get(p.name) is not None:
                 p.restore(states[p.name])
                 self._persisted[p.name] = p.persist()
+                done.append(p.name)
+        return done
 
     @property
     def safe_outputs(self) -> dict[str, Any]:
@@ -196,21 +222,35 @@ class Engine:
 
     # -- the cycle -----------------------------------------------------------------------------
     def step(self, now_us: int, updates: Iterable[TagUpdate] = (), commands: Sequence[Command] = ()) -> StepResult:
+        """One scan: the phases in order, each a call of its own."""
         k = now_us // self.period_us
         first = self.k < 0
         self.k = k
-        events: list[Event] = [
-            Event(k, now_us, kind, "runtime", msg, data) for kind, msg, data in self._pending_force_events
-        ]
+        events = [Event(k, now_us, kind, "runtime", msg, data) for kind, msg, data in self._pending_force_events]
         self._pending_force_events.clear()
+        frozen, forced_inputs, input_changes = self.freeze_inputs(now_us, updates, first)
+        image = Image.adopt(frozen)
+        out = Outputs(self._specs, self._out, self._writable)
+        out["runtime.fault"] = ""
+        cmds = tuple(commands)
+        self.run_programs(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
+        self.apply_forces(out)
+        self.run_interlocks(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
+        self.hold_until_durable(image, out, events, k, now_us)
+        return self.commit(k, now_us, first, out, frozen, forced_inputs, input_changes, events)
+
+    def freeze_inputs(
+        self, now_us: int, updates: Iterable[TagUpdate], first: bool
+    ) -> tuple[dict[str, TagValue], list[str], dict[str, TagValue]]:
+        """INPUT: staged reads applied all at once (the last read of a tag wins), ages to ``stale``,
+        forced inputs laid over. Returns the frozen image, the forced inputs and what changed (the
+        recording replays exactly what the programs saw, forced values included)."""
         values = self._values
         specs = self._specs
         inputs = self._input_set
         good = Quality.GOOD
         aging = self._aging
         expiry = self._expiry
-
-        # 1. INPUT: staged reads applied all at once; the last read of a tag wins
         touched: set[str] = set()
         for u in updates:
             name = u.name
@@ -250,7 +290,6 @@ class Engine:
         forced_inputs = [n for n in self.forces if n in inputs]
         for name in forced_inputs:
             frozen[name] = TagValue(self.forces[name], good, now_us, True)
-        # What the programs see changed (forced values included): the recording replays exactly this.
         prev = self._prev_frozen
         input_changes: dict[str, TagValue] = {}
         for name in self._input_names if first else (touched | self._forced_last | set(forced_inputs)):
@@ -261,43 +300,72 @@ class Engine:
         self._prev_frozen = (
             {n: frozen[n] for n in self._input_names} if first else {**prev, **{n: frozen[n] for n in input_changes}}
         )
-        image = Image.adopt(frozen)
+        return frozen, forced_inputs, input_changes
 
-        out = Outputs(self._specs, self._out, self._writable)
-        dirty = out.dirty
-        out["runtime.fault"] = ""
-        cmds = tuple(commands)
-
-        # 2. PROGRAM
+    def run_programs(self, cx: Cycle) -> None:
+        """PROGRAM: in configured order; one that raises is logged and the next one runs."""
         for prog in self.programs:
-            cx = Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events, prog.name)
+            cx._source = prog.name
             try:
                 prog.scan(cx)
             except Exception as exc:  # the scan never stops because a program failed
-                self._fault(events, k, now_us, prog, exc)
+                self._fault(cx, prog, exc)
 
-        # 3. forced outputs: what programs asked for, before safety has its word
+    def apply_forces(self, out: Outputs) -> None:
+        """Forced outputs replace what programs asked for, before safety has its word."""
         for name, fv in self.forces.items():
             if name in self._writable:
                 self._out[name] = fv
-                dirty.add(name)
+                out.dirty.add(name)
 
-        # 4. SAFETY
+    def run_interlocks(self, cx: Cycle) -> None:
+        """SAFETY: in configured order, the last word. One that raises is doubt: every output safe."""
         for lock in self.interlocks:
-            cx = Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events, lock.name)
+            cx._source = lock.name
             try:
                 lock.scan(cx)
             except Exception as exc:
-                # An interlock that cannot decide is doubt: every output to its safe value.
-                self._fault(events, k, now_us, lock, exc)
+                self._fault(cx, lock, exc)
                 self._out.update(self._safe_out)
-                dirty.update(self._safe_out)
+                cx.out.dirty.update(self._safe_out)
 
-        # 5. OUTPUT
+    def hold_until_durable(self, image: Image, out: Outputs, events: list[Event], k: int, now_us: int) -> None:
+        """While a latched state change is not on disk (``runtime.persist_fault``), a crash would forget
+        the latch: every output stays at its safe value until the write succeeds."""
+        tv = image.get(PERSIST_FAULT)
+        held = tv is not None and tv[0] is True and tv[1] is Quality.GOOD
+        if held:
+            self._out.update(self._safe_out)
+            out.dirty.update(self._safe_out)
+        if held is not self._held:
+            self._held = held
+            msg = (
+                "persisted state is not durable: every output held at its safe value until it is written"
+                if held
+                else "persisted state written: outputs released"
+            )
+            events.append(Event(k, now_us, "persist_fault" if held else "persist_ok", "runtime", msg))
+
+    def commit(
+        self,
+        k: int,
+        now_us: int,
+        first: bool,
+        out: Outputs,
+        frozen: dict[str, TagValue],
+        forced_inputs: list[str],
+        input_changes: dict[str, TagValue],
+        events: list[Event],
+    ) -> StepResult:
+        """OUTPUT: what changed becomes the committed image; components whose persisted state changed
+        are reported for writing."""
+        values = self._values
         committed = self._committed
         changed_tags = input_changes.copy()
         changed: dict[str, Any] = {}
         forces = self.forces
+        good = Quality.GOOD
+        dirty = out.dirty
         check = self._writable if first else dirty | self._forced_writable | {n for n in forces if n in self._writable}
         for n in check:
             old = values[n]
@@ -322,12 +390,12 @@ class Engine:
             k, now_us, committed.copy(), changed, input_changes, Image.adopt(full), events, persist, changed_tags
         )
 
-    def _fault(self, events: list[Event], k: int, now_us: int, prog: Program, exc: Exception) -> None:
+    def _fault(self, cx: Cycle, prog: Program, exc: Exception) -> None:
         msg = f"{prog.name}: {type(exc).__name__}: {exc}"
         self._out["runtime.fault"] = msg
-        events.append(
-            Event(k, now_us, "fault", prog.name, msg, {"traceback": traceback.format_exception_only(exc)[-1].strip()})
-        )
+        cx.out.dirty.add("runtime.fault")
+        tb = traceback.format_exception_only(exc)[-1].strip()
+        cx._events.append(Event(cx.k, cx.now_us, "fault", prog.name, msg, {"traceback": tb}))
 
     @property
     def image(self) -> Image:
