@@ -115,7 +115,7 @@ class StepResult:
     input_changes: dict[str, TagValue]  # inputs whose value or quality changed this cycle (recording)
     image: Image  # every tag after the cycle (published to tasks, dumped at exit)
     events: list[Event] = field(default_factory=list)
-    persist: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # programs whose state changed
+    persist: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)  # whose state changed (None: none kept)
     changed: dict[str, TagValue] = field(default_factory=dict)  # every tag whose value/quality changed
 
 

@@ -95,7 +95,7 @@ def test_failing_task_is_restarted_inside_the_task_process(tmp_path: Path) -> No
 
 
 def test_control_socket_rejects_bad_commands_and_forces_are_visible(running) -> None:
-    proc, sock = running
+    _proc, sock = running
     wait_for(lambda: read_tag(sock, "ev.soc") is not None, what="control socket")
     assert control(sock, {"cmd": "launch_missiles"})["ok"] is False
     assert control(sock, {"cmd": "force", "tag": "no.such", "value": 1})["ok"] is False

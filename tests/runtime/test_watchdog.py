@@ -4,6 +4,7 @@ FIFO or regular file standing in for /dev/watchdog. Time is driven with explicit
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -164,7 +165,7 @@ def test_keepalive_cadence_with_a_period_that_does_not_divide_the_interval(notif
     period = 7 * MS
     seen = run_cycles(sup, 0, 30 * S, notify_socket, period=period)
     times = [t for t, _ in seen]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 20
     assert all(1500 * MS <= g < 1500 * MS + period for g in gaps)  # never later than half + one cycle
     sup.close(clean=True)
