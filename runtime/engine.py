@@ -5,9 +5,9 @@ each a method of its own:
 
 1. ``freeze_inputs``   apply the staged updates all at once, age tags to ``stale``, lay forces over, freeze.
 2. ``run_programs``    programs in configured order write requested outputs.
-3. ``apply_forces``    forced outputs replace what programs asked for, *before* safety: never around it.
-4. ``run_interlocks``  interlocks in configured order clamp, zero or latch outputs; their result is final;
-   ``hold_until_durable`` then keeps every output safe while a latched state change is not on disk.
+3. ``apply_forces``    forced outputs replace what programs asked for, *before* safety: never around it;
+   ``hold_until_durable`` asks for every output's safe value while a latched state change is not on disk.
+4. ``run_interlocks``  interlocks in configured order clamp, zero or latch outputs; their result is final.
 5. ``commit``          the committed image; what changed; whose persisted state changed.
 
 Real time and simulated time differ only in who chooses ``now_us``. The engine never reads a clock.
@@ -235,8 +235,8 @@ class Engine:
         cmds = tuple(commands)
         self.run_programs(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
         self.apply_forces(out)
-        self.run_interlocks(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
         self.hold_until_durable(image, out, events, k, now_us)
+        self.run_interlocks(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
         return self.commit(k, now_us, first, out, frozen, forced_inputs, input_changes, events)
 
     def freeze_inputs(
@@ -331,7 +331,9 @@ class Engine:
 
     def hold_until_durable(self, image: Image, out: Outputs, events: list[Event], k: int, now_us: int) -> None:
         """While a latched state change is not on disk (``runtime.persist_fault``), a crash would forget
-        the latch: every output stays at its safe value until the write succeeds."""
+        the latch: every output is asked for at its safe value until the write succeeds. Before the
+        interlocks, which only ever restrict: the committed outputs are safe, and safety's own outputs
+        (its trip code and reason) still say what it sees."""
         tv = image.get(PERSIST_FAULT)
         held = tv is not None and tv[0] is True and tv[1] is Quality.GOOD
         if held:

@@ -167,6 +167,9 @@ class StartError(Exception):
 
 
 class Runner:
+    # How latched state reaches the disk; a test swaps in a failing one (root ignores file modes).
+    state_writer = staticmethod(statefile.write_atomic)
+
     def __init__(self, built: BuiltSite, opts: RunOptions, clock: Clock | None = None):
         self.built = built
         self.opts = opts
@@ -252,7 +255,9 @@ class Runner:
         self.iot = iot = IOThread(built.drivers, owners, io)
         iot.start()
         stack.callback(self._stop_io)
-        self.persister = Persister(self.state_file, states, iot.loop, on_change=self._persist_changed)
+        self.persister = Persister(
+            self.state_file, states, iot.loop, write=self.state_writer, on_change=self._persist_changed
+        )
         if self.supervisor is not None:
             iot.spawn(self.supervisor.run)
         sock_path = built.loaded.resolve(cfg.control_socket) if cfg.control_socket else self.state_dir / "control.sock"

@@ -92,7 +92,7 @@ def check_claims(states: Mapping[str, Mapping[str, Any]], claimants: Iterable[st
     raise StateError(
         f"persisted state {path} holds state for components this site does not have (renamed or removed?):\n"
         + "\n".join(lines)
-        + f"\nThe site's components that keep state: {', '.join(sorted(names)) or 'none'}. "
+        + f"\nThe site's components that keep state: {', '.join(map(repr, sorted(names))) or 'none'}. "
         f"Check that the cause is gone, then clear it with: {CLEAR_COMMAND} {site}"
     )
 
