@@ -109,3 +109,37 @@ def test_control_socket_rejects_bad_commands_and_forces_are_visible(running) -> 
     assert control(sock, {"cmd": "unforce", "tag": "ev.soc"})["ok"] is True
     wait_for(lambda: read_tag(sock, "inverter.setpoint")["value"] == 5000.0, what="force released")
     assert t["value"] == 11000.0
+
+
+@pytest.mark.parametrize("how", ["kill", "hang"])
+def test_shared_tags_turn_stale_at_once_when_the_task_process_is_lost(tmp_path: Path, how: str) -> None:
+    """Age limits of shared tags are minutes for a plan or a price: far too long for safety to learn that
+    nobody maintains them. With a 300 s age limit, the tags must still turn stale within seconds."""
+    site = write_site(tmp_path, extra=TASKS.replace("stale_after_s: 0.5", "stale_after_s: 300"))
+    proc = start_cli("run", str(site))
+    sock = tmp_path / "var" / "control.sock"
+    pid = None
+    try:
+        pid = wait_for(lambda: good_pid(sock), what="the task process to write its tags")
+        k0 = wait_for(lambda: read_tag(sock, "counter.count"), what="a count")["k"]
+        os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+        # heartbeat_s is 1 s: the supervisor notices within about that; ageing would take 300 s
+        stale = wait_for(
+            lambda: (t := read_tag(sock, "counter.count")) and t["quality"] == "stale" and t, 15, "stale tags"
+        )
+        assert stale["k"] > k0 and stale["value"] is not None  # the last value is kept, marked stale
+        assert read_tag(sock, "counter.pid")["quality"] == "stale"
+        wait_for(lambda: (p := good_pid(sock)) and p != pid, 30, "a restarted task process")
+        wait_for(lambda: read_tag(sock, "counter.count")["quality"] == "good", 10, "fresh tags again")
+    finally:
+        if pid is not None and how == "hang":
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=20)
+        except Exception:
+            proc.kill()
+            proc.communicate()
