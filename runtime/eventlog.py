@@ -73,6 +73,12 @@ class EventLimiter:
                 run.count, run.since_us = 0, now_us
         return out
 
+    def flush(self, k: int, now_us: int) -> list[Event]:
+        """At the stop: the summaries of every run of repeats still going on."""
+        out = [self._summary(k, now_us, run, "at stop") for run in self.runs.values() if run.count]
+        self.runs.clear()
+        return out
+
     @staticmethod
     def _summary(k: int, now_us: int, run: _Run, how: str) -> Event:
         e = run.first

@@ -301,6 +301,8 @@ class Runner:
         p = self.persister
         if p is not None and p.fault:
             log.error("stopping with latched state NOT persisted (%s): the next start may not see it", p.error)
+        if self.last is not None:  # the I/O thread has stopped: written from here
+            self.events.write(self.limiter.flush(self.last.k, self.last.now_us))
         self.events.close()
 
     def _finish(self) -> None:
