@@ -413,21 +413,19 @@ def test_runner_with_dead_field_devices_still_feeds_both_watchdogs(notify_socket
     import subprocess
     import sys
 
-    import yaml
-
     exe = Path(sys.executable).parent / "v2g-plc"
     if not exe.exists():
         pytest.skip("the v2g-plc console script is not installed in this environment")
-    from runtime import cli
+    from tests.runtime.helpers import bundled_site_copy
 
-    bundled = Path(cli.__file__).parent / "sites" / "sim.yaml"
-    site = yaml.safe_load(bundled.read_text())
     dev = tmp_path / "watchdog.bin"
     dev.write_bytes(b"")
-    site["state_dir"] = str(tmp_path / "state")
-    site["watchdog"] = {"systemd": True, "hardware": {"device": str(dev), "timeout_s": 4}}
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(site, sort_keys=False))
+    # free ports: with the plant off, the devices must be dead, not another checkout's plant on 15502
+    site_file = bundled_site_copy(
+        tmp_path,
+        state_dir=str(tmp_path / "state"),
+        watchdog={"systemd": True, "hardware": {"device": str(dev), "timeout_s": 4}},
+    )
     tags_file = tmp_path / "tags.json"
     env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_PID", "NOTIFY_SOCKET", "WATCHDOG_USEC")}
     env.update(NOTIFY_SOCKET=notify_socket.address, WATCHDOG_USEC="1000000")
