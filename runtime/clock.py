@@ -2,7 +2,7 @@
 
 The real clock sleeps to just before the deadline and spins the last fraction of a millisecond
 (``time.sleep`` on a standard kernel wakes 0.1-0.2 ms late; asyncio rounds to whole milliseconds, so it
-never paces the scan: REFERENCE.md "Python timing"). The simulated clock jumps, so tests can run the very
+never paces the scan: docs/reference.md "Python timing"). The simulated clock jumps, so tests can run the very
 same pacing logic through hours of cycles, overruns included, in milliseconds.
 """
 

@@ -1,7 +1,7 @@
 """The I/O thread: one asyncio loop for the drivers, the task supervisor and the control socket.
 
 It is idle on sockets most of the time, which is why it may share the scan's process (measured cost about
-0.03 ms of p99 lateness, DESIGN.md). Everything the scan hands it goes through ``call_soon_threadsafe``;
+0.03 ms of p99 lateness, docs/design.md). Everything the scan hands it goes through ``call_soon_threadsafe``;
 everything it hands the scan goes through a lock-protected staging list that the scan swaps out at cycle
 start.
 """

@@ -1,7 +1,7 @@
 """Input frames and output lines: the formats of ``run --record``, ``run --record-outputs`` and ``replay``.
 
 Both the live runner and replay format lines here, so identical cycles give identical bytes
-(DESIGN.md "Replay and recording, exactly").
+(docs/design.md "Replay and recording, exactly").
 """
 
 from __future__ import annotations

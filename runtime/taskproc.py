@@ -1,4 +1,4 @@
-"""The task process and its channel to the scan (DESIGN.md "Two processes").
+"""The task process and its channel to the scan (docs/design.md "Two processes").
 
 Tasks (prices, planner, OCPP, MQTT, metrics) run in a child process on its own asyncio loop, because a
 busy Python thread inside the scan process ruins the scan's timing (measured: p99 lateness past 4 ms).
