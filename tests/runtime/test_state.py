@@ -266,3 +266,28 @@ def test_the_engine_holds_every_output_safe_while_state_is_not_durable(request_w
     assert [e.kind for e in res.events if e.source == "runtime"] == ["persist_ok"]
     rig.run(400.0, step_s=1.0)  # whatever ramp safety asks for on the way back
     assert rig.out["inverter.setpoint"] == request_w and rig.out["inverter.enable"] is True
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_runtime_keeps_a_latched_trip(tmp_path: Path) -> None:
+    """kill -9 at random moments after a trip latched: every restart starts tripped, outputs safe."""
+    from tests.runtime.helpers import read_tag, start_cli
+
+    site = trip_site(tmp_path, mismatch=True)
+    sock = tmp_path / "var" / "control.sock"
+    state = tmp_path / "var" / "state.json"
+    rng = random.Random(9)
+    for i in range(3):
+        if i == 1:
+            site = trip_site(tmp_path, mismatch=False)  # the cause is gone: only the latch keeps the trip
+        proc = start_cli("run", str(site))
+        try:
+            trip = wait_for(lambda: (t := read_tag(sock, "safety.trip")) and t["value"] and t, 30, "a trip")
+            assert trip["value"] == "write_mismatch"
+            assert read_tag(sock, "inverter.enable")["value"] is False
+            wait_for(lambda: state.exists() and "write_mismatch" in state.read_text(), 10, "the trip on disk")
+            threading.Event().wait(rng.uniform(0.0, 0.5))
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+        assert "write_mismatch" in json.dumps(statefile.load(state))
