@@ -177,6 +177,10 @@ class ControlServer:
         peer = self.peer(writer)
         if self.clients >= self.MAX_CLIENTS:
             log.error("control connection refused (%s): %d connections already open", peer, self.clients)
+            # Take the request first (one second at most), so that the client reads the refusal rather
+            # than a broken pipe on its send.
+            with contextlib.suppress(asyncio.LimitOverrunError, ValueError, TimeoutError, ConnectionError):
+                await asyncio.wait_for(reader.readline(), 1.0)
             await self._reply(writer, {"ok": False, "error": f"too many connections (at most {self.MAX_CLIENTS})"})
             writer.close()
             return
@@ -241,7 +245,8 @@ def control_request(path: Path, request: dict[str, Any], timeout: float = 10.0) 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))
-        s.sendall((json.dumps(request) + "\n").encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # refused: its reply is still there
+            s.sendall((json.dumps(request) + "\n").encode())
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = s.recv(65536)
