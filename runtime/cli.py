@@ -115,6 +115,11 @@ def _control(site: Path | None, request: dict) -> dict:
 
 
 def cmd_reset_trip(a: argparse.Namespace) -> int:
+    if a.offline:  # the runtime is stopped: clear persisted latches (refused while one answers the socket)
+        from runtime.site import bundled_site
+        from runtime.statefile import reset_offline
+
+        return reset_offline(a.site or bundled_site(), everything=a.all)
     reply = _control(a.site, {"cmd": "reset_trip", "by": "v2g-plc reset-trip"})
     print(json.dumps(reply))
     return 0 if reply.get("ok") else 1
@@ -181,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_schema)
     p = sub.add_parser("reset-trip", help="operator reset of a latched trip on a running runtime")
     _site_arg(p, True)
+    p.add_argument("--offline", action="store_true", help="the runtime is stopped: clear the persisted state")
+    p.add_argument("--all", action="store_true", help="with --offline: every entry, not only unclaimed ones")
     p.set_defaults(fn=cmd_reset_trip)
     p = sub.add_parser("force", help="force a tag on a running runtime (commissioning; never bypasses safety)")
     p.add_argument("tag")

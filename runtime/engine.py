@@ -1,12 +1,14 @@
 """The scan engine: one pure step function shared by the real-time runner, replay, backtest and tests.
 
-``Engine.step(now_us, updates, commands)`` runs the phases of docs/design.md#the-scan-cycle:
+``Engine.step(now_us, updates, commands)`` runs the phases of the scan (docs/design.md "The scan cycle"),
+each a method of its own:
 
-1. INPUT    apply the staged updates all at once, age tags to ``stale``, apply forced inputs, freeze.
-2. PROGRAM  programs in configured order write requested outputs.
-3. (forced outputs replace what programs asked for, *before* safety, so a force never bypasses it)
-4. SAFETY   interlocks in configured order clamp, zero or latch outputs; their result is final.
-5. OUTPUT   commit; report what changed.
+1. ``freeze_inputs``   apply the staged updates all at once, age tags to ``stale``, lay forces over, freeze.
+2. ``run_programs``    programs in configured order write requested outputs.
+3. ``apply_forces``    forced outputs replace what programs asked for, *before* safety: never around it;
+   ``hold_until_durable`` asks for every output's safe value while a latched state change is not on disk.
+4. ``run_interlocks``  interlocks in configured order clamp, zero or latch outputs; their result is final.
+5. ``commit``          the committed image; what changed; whose persisted state changed.
 
 Real time and simulated time differ only in who chooses ``now_us``. The engine never reads a clock.
 """
@@ -61,6 +63,14 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
         description="the task process answered within its heartbeat limit",
     ),
     TagSpec(
+        "runtime.persist_fault",
+        TagType.BOOL,
+        "",
+        Direction.INPUT,
+        False,
+        description="a latched state change is not on disk yet because a write failed (outputs held safe)",
+    ),
+    TagSpec(
         "runtime.fault",
         TagType.STR,
         "",
@@ -69,6 +79,31 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
         description="last program/interlock exception (empty when none this cycle)",
     ),
 )
+
+
+DIAGNOSTIC_PREFIX = "runtime."  # tags the runtime writes about itself; never forceable
+PERSIST_FAULT = "runtime.persist_fault"
+
+
+def keeps_state(p: Program) -> bool:
+    """Does this program or interlock persist state (a latched trip) across restarts?"""
+    return type(p).persist is not Program.persist
+
+
+def strict_value(spec: TagSpec, value: Any) -> Any:
+    """An operator's value for a tag, checked strictly: JSON of the tag's own type, never a number in a
+    string ("7000" for a set point is a typo or a script bug, not 7000 W), never a bool for a number."""
+    t = spec.type
+    if t in (TagType.FLOAT, TagType.INT):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{spec.name}: expected a number, got {value!r}")
+        if t is TagType.INT and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{spec.name}: expected an integer, got {value!r}")
+    elif t is TagType.BOOL and not isinstance(value, bool):
+        raise ValueError(f"{spec.name}: expected true or false, got {value!r}")
+    elif t is TagType.STR and not isinstance(value, str):
+        raise ValueError(f"{spec.name}: expected a string, got {value!r}")
+    return spec.coerce(value)
 
 
 @dataclass
@@ -80,7 +115,7 @@ class StepResult:
     input_changes: dict[str, TagValue]  # inputs whose value or quality changed this cycle (recording)
     image: Image  # every tag after the cycle (published to tasks, dumped at exit)
     events: list[Event] = field(default_factory=list)
-    persist: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # programs whose state changed
+    persist: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)  # whose state changed (None: none kept)
     changed: dict[str, TagValue] = field(default_factory=dict)  # every tag whose value/quality changed
 
 
@@ -135,16 +170,27 @@ class Engine:
         self._forced_last: set[str] = set()
         self._forced_writable: set[str] = set()
         # Only programs that override persist() are asked each cycle.
-        self._persisting = [p for p in (*self.programs, *self.interlocks) if type(p).persist is not Program.persist]
+        self._persisting = [p for p in (*self.programs, *self.interlocks) if keeps_state(p)]
+        self._held = False  # outputs held safe last cycle because persisted state was not durable
         self.k = -1
 
     # -- commissioning -------------------------------------------------------------------------
+    def check_force(self, name: str, value: Any) -> Any:
+        """The value a force of ``name`` would take; KeyError for an unknown tag, ValueError for one
+        that may not be forced (the runtime's own diagnostics, which safety decides by) or a value
+        that is not of the tag's type. The control socket asks here before it accepts a force, and
+        the engine asks again when the force arrives, so a recorded force replayed is refused too."""
+        spec = self._specs.get(name)
+        if spec is None:
+            raise KeyError(f"unknown tag {name!r}")
+        if name.startswith(DIAGNOSTIC_PREFIX):
+            raise ValueError(f"{name} is a runtime diagnostic: it cannot be forced")
+        return strict_value(spec, value)
+
     def force(self, name: str, value: Any) -> None:
         """Force an input (what programs see) or an output (what programs asked for); never what
         safety decides. Visible as ``forced`` in the tag's state and logged as an event."""
-        if name not in self._specs:
-            raise KeyError(f"unknown tag {name!r}")
-        value = self._specs[name].coerce(value)
+        value = self.check_force(name, value)
         self.forces[name] = value
         self._pending_force_events.append(("force", f"{name} forced to {value!r}", {"tag": name, "value": value}))
 
@@ -154,11 +200,20 @@ class Engine:
         del self.forces[name]
         self._pending_force_events.append(("force", f"{name} force released", {"tag": name}))
 
-    def restore(self, states: Mapping[str, Mapping[str, Any]]) -> None:
-        for p in (*self.programs, *self.interlocks):
+    @property
+    def keeping_state(self) -> list[str]:
+        """Names of the programs and interlocks that persist state: the only owners state may have."""
+        return [p.name for p in self._persisting]
+
+    def restore(self, states: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Hand each component its persisted state; returns the names restored."""
+        done = []
+        for p in self._persisting:
             if states.get(p.name) is not None:
                 p.restore(states[p.name])
                 self._persisted[p.name] = p.persist()
+                done.append(p.name)
+        return done
 
     @property
     def safe_outputs(self) -> dict[str, Any]:
@@ -167,21 +222,35 @@ class Engine:
 
     # -- the cycle -----------------------------------------------------------------------------
     def step(self, now_us: int, updates: Iterable[TagUpdate] = (), commands: Sequence[Command] = ()) -> StepResult:
+        """One scan: the phases in order, each a call of its own."""
         k = now_us // self.period_us
         first = self.k < 0
         self.k = k
-        events: list[Event] = [
-            Event(k, now_us, kind, "runtime", msg, data) for kind, msg, data in self._pending_force_events
-        ]
+        events = [Event(k, now_us, kind, "runtime", msg, data) for kind, msg, data in self._pending_force_events]
         self._pending_force_events.clear()
+        frozen, forced_inputs, input_changes = self.freeze_inputs(now_us, updates, first)
+        image = Image.adopt(frozen)
+        out = Outputs(self._specs, self._out, self._writable)
+        out["runtime.fault"] = ""
+        cmds = tuple(commands)
+        self.run_programs(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
+        self.apply_forces(out)
+        self.hold_until_durable(image, out, events, k, now_us)
+        self.run_interlocks(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
+        return self.commit(k, now_us, first, out, frozen, forced_inputs, input_changes, events)
+
+    def freeze_inputs(
+        self, now_us: int, updates: Iterable[TagUpdate], first: bool
+    ) -> tuple[dict[str, TagValue], list[str], dict[str, TagValue]]:
+        """INPUT: staged reads applied all at once (the last read of a tag wins), ages to ``stale``,
+        forced inputs laid over. Returns the frozen image, the forced inputs and what changed (the
+        recording replays exactly what the programs saw, forced values included)."""
         values = self._values
         specs = self._specs
         inputs = self._input_set
         good = Quality.GOOD
         aging = self._aging
         expiry = self._expiry
-
-        # 1. INPUT: staged reads applied all at once; the last read of a tag wins
         touched: set[str] = set()
         for u in updates:
             name = u.name
@@ -221,7 +290,6 @@ class Engine:
         forced_inputs = [n for n in self.forces if n in inputs]
         for name in forced_inputs:
             frozen[name] = TagValue(self.forces[name], good, now_us, True)
-        # What the programs see changed (forced values included): the recording replays exactly this.
         prev = self._prev_frozen
         input_changes: dict[str, TagValue] = {}
         for name in self._input_names if first else (touched | self._forced_last | set(forced_inputs)):
@@ -232,43 +300,74 @@ class Engine:
         self._prev_frozen = (
             {n: frozen[n] for n in self._input_names} if first else {**prev, **{n: frozen[n] for n in input_changes}}
         )
-        image = Image.adopt(frozen)
+        return frozen, forced_inputs, input_changes
 
-        out = Outputs(self._specs, self._out, self._writable)
-        dirty = out.dirty
-        out["runtime.fault"] = ""
-        cmds = tuple(commands)
-
-        # 2. PROGRAM
+    def run_programs(self, cx: Cycle) -> None:
+        """PROGRAM: in configured order; one that raises is logged and the next one runs."""
         for prog in self.programs:
-            cx = Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events, prog.name)
+            cx._source = prog.name
             try:
                 prog.scan(cx)
             except Exception as exc:  # the scan never stops because a program failed
-                self._fault(events, k, now_us, prog, exc)
+                self._fault(cx, prog, exc)
 
-        # 3. forced outputs: what programs asked for, before safety has its word
+    def apply_forces(self, out: Outputs) -> None:
+        """Forced outputs replace what programs asked for, before safety has its word."""
         for name, fv in self.forces.items():
             if name in self._writable:
                 self._out[name] = fv
-                dirty.add(name)
+                out.dirty.add(name)
 
-        # 4. SAFETY
+    def run_interlocks(self, cx: Cycle) -> None:
+        """SAFETY: in configured order, the last word. One that raises is doubt: every output safe."""
         for lock in self.interlocks:
-            cx = Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events, lock.name)
+            cx._source = lock.name
             try:
                 lock.scan(cx)
             except Exception as exc:
-                # An interlock that cannot decide is doubt: every output to its safe value.
-                self._fault(events, k, now_us, lock, exc)
+                self._fault(cx, lock, exc)
                 self._out.update(self._safe_out)
-                dirty.update(self._safe_out)
+                cx.out.dirty.update(self._safe_out)
 
-        # 5. OUTPUT
+    def hold_until_durable(self, image: Image, out: Outputs, events: list[Event], k: int, now_us: int) -> None:
+        """While a latched state change is not on disk (``runtime.persist_fault``), a crash would forget
+        the latch: every output is asked for at its safe value until the write succeeds. Before the
+        interlocks, which only ever restrict: the committed outputs are safe, and safety's own outputs
+        (its trip code and reason) still say what it sees."""
+        tv = image.get(PERSIST_FAULT)
+        held = tv is not None and tv[0] is True and tv[1] is Quality.GOOD
+        if held:
+            self._out.update(self._safe_out)
+            out.dirty.update(self._safe_out)
+        if held is not self._held:
+            self._held = held
+            msg = (
+                "persisted state is not durable: every output held at its safe value until it is written"
+                if held
+                else "persisted state written: outputs released"
+            )
+            events.append(Event(k, now_us, "persist_fault" if held else "persist_ok", "runtime", msg))
+
+    def commit(
+        self,
+        k: int,
+        now_us: int,
+        first: bool,
+        out: Outputs,
+        frozen: dict[str, TagValue],
+        forced_inputs: list[str],
+        input_changes: dict[str, TagValue],
+        events: list[Event],
+    ) -> StepResult:
+        """OUTPUT: what changed becomes the committed image; components whose persisted state changed
+        are reported for writing."""
+        values = self._values
         committed = self._committed
         changed_tags = input_changes.copy()
         changed: dict[str, Any] = {}
         forces = self.forces
+        good = Quality.GOOD
+        dirty = out.dirty
         check = self._writable if first else dirty | self._forced_writable | {n for n in forces if n in self._writable}
         for n in check:
             old = values[n]
@@ -293,12 +392,12 @@ class Engine:
             k, now_us, committed.copy(), changed, input_changes, Image.adopt(full), events, persist, changed_tags
         )
 
-    def _fault(self, events: list[Event], k: int, now_us: int, prog: Program, exc: Exception) -> None:
+    def _fault(self, cx: Cycle, prog: Program, exc: Exception) -> None:
         msg = f"{prog.name}: {type(exc).__name__}: {exc}"
         self._out["runtime.fault"] = msg
-        events.append(
-            Event(k, now_us, "fault", prog.name, msg, {"traceback": traceback.format_exception_only(exc)[-1].strip()})
-        )
+        cx.out.dirty.add("runtime.fault")
+        tb = traceback.format_exception_only(exc)[-1].strip()
+        cx._events.append(Event(cx.k, cx.now_us, "fault", prog.name, msg, {"traceback": tb}))
 
     @property
     def image(self) -> Image:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import os
+import socket
+import struct
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
@@ -44,7 +47,7 @@ class IOThread:
         self._thread.start()
         self._started.wait()
         for d in self.drivers:
-            self.spawn(self._guard(d.name, lambda d=d: d.run(self.io)))
+            self.spawn(self._guard(d.name, functools.partial(d.run, self.io)))
 
     def spawn(self, factory: Callable[[], Coroutine[Any, Any, Any]] | Coroutine[Any, Any, Any]) -> None:
         coro = factory() if callable(factory) else factory
@@ -124,10 +127,18 @@ class ControlServer:
     """Local control socket (JSON lines over a Unix stream socket) for ``v2g-plc reset-trip`` and forces.
 
     Commands are staged and delivered to the next cycle, like every other input; a malformed or unknown
-    command is answered with an error and logged, never applied.
+    command is answered with an error and logged, never applied. Every command is logged with its peer
+    (SO_PEERCRED: pid, uid, gid, as the kernel saw them at connect). Bounds, so that a local client that
+    misbehaves can neither exhaust memory nor keep the operator out: a request line of at most
+    ``MAX_REQUEST`` bytes (a longer one is answered with an error and the connection closed), at most
+    ``MAX_CLIENTS`` connections at once (one more is told so and closed), and a connection idle for
+    ``IDLE_S`` is closed.
     """
 
     COMMANDS = ("reset_trip", "force", "unforce", "status", "read")
+    MAX_REQUEST = 64 * 1024
+    MAX_CLIENTS = 8
+    IDLE_S = 60.0
 
     def __init__(
         self,
@@ -142,28 +153,64 @@ class ControlServer:
         self._status = status
         self._check_force = check_force  # raises ValueError/KeyError for an unknown tag or a wrong type
         self._read = read
+        self.clients = 0
 
     async def serve(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        server = await asyncio.start_unix_server(self._client, path=str(self.path))
+        server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=self.MAX_REQUEST)
         os.chmod(self.path, 0o660)
         async with server:
             await server.serve_forever()
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    @staticmethod
+    def peer(writer: asyncio.StreamWriter) -> str:
+        sock = writer.get_extra_info("socket")
         try:
-            while line := await reader.readline():
-                reply = self.handle(line)
-                writer.write((json.dumps(reply) + "\n").encode())
-                await writer.drain()
+            pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        except (OSError, AttributeError, struct.error):
+            return "peer unknown"
+        return f"pid {pid} uid {uid} gid {gid}"
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = self.peer(writer)
+        if self.clients >= self.MAX_CLIENTS:
+            log.error("control connection refused (%s): %d connections already open", peer, self.clients)
+            # Take the request first (one second at most), so that the client reads the refusal rather
+            # than a broken pipe on its send.
+            with contextlib.suppress(asyncio.LimitOverrunError, ValueError, TimeoutError, ConnectionError):
+                await asyncio.wait_for(reader.readline(), 1.0)
+            await self._reply(writer, {"ok": False, "error": f"too many connections (at most {self.MAX_CLIENTS})"})
+            writer.close()
+            return
+        self.clients += 1
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), self.IDLE_S)
+                except (asyncio.LimitOverrunError, ValueError):
+                    log.error("control request refused (%s): longer than %d bytes", peer, self.MAX_REQUEST)
+                    await self._reply(writer, {"ok": False, "error": f"request longer than {self.MAX_REQUEST} bytes"})
+                    break
+                except TimeoutError:
+                    break
+                if not line:
+                    break
+                await self._reply(writer, self.handle(line, peer))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.clients -= 1
             writer.close()
 
-    def handle(self, line: bytes) -> dict[str, Any]:
+    @staticmethod
+    async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionError):
+            writer.write((json.dumps(reply) + "\n").encode())
+            await writer.drain()
+
+    def handle(self, line: bytes, peer: str = "peer unknown") -> dict[str, Any]:
         try:
             req = json.loads(line)
             if not isinstance(req, dict) or req.get("cmd") not in self.COMMANDS:
@@ -177,17 +224,17 @@ class ControlServer:
                     raise ValueError("read needs tags: a list of tag names")
                 return {"ok": True, "tags": self._read(names)}
             if cmd == "reset_trip":
-                self._stage(Command("reset_trip", {"by": str(req.get("by", "control socket"))}))
+                self._stage(Command("reset_trip", {"by": f"{req.get('by', 'control socket')} ({peer})"}))
             elif cmd == "force":
                 self._check_force(str(req["tag"]), req["value"])
                 self._stage(Command("force", {"tag": str(req["tag"]), "value": req["value"]}))
             elif cmd == "unforce":
                 self._check_force(str(req["tag"]), None)
                 self._stage(Command("unforce", {"tag": str(req["tag"])}))
-            log.warning("control command accepted: %s", line.decode(errors="replace").strip())
+            log.warning("control command accepted (%s): %s", peer, line.decode(errors="replace").strip()[:500])
             return {"ok": True}
         except (ValueError, KeyError, TypeError) as exc:
-            log.error("control command rejected: %r: %s", line[:200], exc)
+            log.error("control command rejected (%s): %r: %s", peer, line[:200], exc)
             return {"ok": False, "error": str(exc)}
 
 
@@ -198,7 +245,8 @@ def control_request(path: Path, request: dict[str, Any], timeout: float = 10.0) 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))
-        s.sendall((json.dumps(request) + "\n").encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # refused: its reply is still there
+            s.sendall((json.dumps(request) + "\n").encode())
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = s.recv(65536)

@@ -81,7 +81,7 @@ class Writer:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh: IO[str] = open(path, "w", encoding="utf-8", buffering=1 << 16)
+        self.fh: IO[str] = open(path, "w", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115 (open for the run)
 
     def write(self, line: str) -> None:
         self.fh.write(line)

@@ -8,6 +8,7 @@ watchdogs if the cycle was healthy. Nothing on this thread blocks on a socket, a
 from __future__ import annotations
 
 import array
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -25,13 +26,16 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from runtime import statefile
 from runtime.api import Command
 from runtime.clock import Clock, MonotonicClock, Pacer
-from runtime.engine import Engine, StepResult
-from runtime.io.driver import Driver, IOContext
+from runtime.engine import PERSIST_FAULT, Engine, StepResult
+from runtime.eventlog import EventFile, EventLimiter
+from runtime.io.driver import IOContext
 from runtime.iothread import ControlServer, IOThread
 from runtime.recording import Writer, frame_line, output_line
 from runtime.site import BuiltSite
+from runtime.statefile import Persister
 from runtime.tags import US, Direction, TagUpdate
 from runtime.taskproc import TaskChannel, TaskSupervisor
 from runtime.watchdog import Supervisor, WatchdogError
@@ -40,18 +44,18 @@ log = logging.getLogger("v2g_plc")
 
 
 def apply_force(engine: Engine, c: Command) -> bool:
-    """Apply a force/unforce command to the engine; False for any other command."""
-    if c.name == "force":
-        engine.force(c.args["tag"], c.args["value"])
-    elif c.name == "unforce":
-        engine.unforce(c.args["tag"])
-    else:
-        return False
+    """Apply a force/unforce command to the engine; False for any other command. A force the engine
+    refuses (unknown tag, wrong type, a runtime diagnostic) is logged and applied nowhere."""
+    try:
+        if c.name == "force":
+            engine.force(c.args["tag"], c.args["value"])
+        elif c.name == "unforce":
+            engine.unforce(c.args["tag"])
+        else:
+            return False
+    except (KeyError, ValueError, TypeError) as exc:
+        log.error("force refused: %s", exc)
     return True
-
-
-class StateError(Exception):
-    """The persisted state cannot be trusted: the runtime does not start."""
 
 
 @dataclass
@@ -114,9 +118,11 @@ def process_age_s() -> float | None:
 def memory_mb() -> dict[str, float]:
     out = {}
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out["rss_mb" if line.startswith("VmRSS") else "peak_rss_mb"] = round(int(line.split()[1]) / 1024, 1)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key = "rss_mb" if line.startswith("VmRSS") else "peak_rss_mb"
+                    out[key] = round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
     return out
@@ -152,7 +158,18 @@ class PlantProcess:
                 self.proc.wait()
 
 
+class StartError(Exception):
+    """The runtime cannot start; ``code`` is the exit status (2: fix the configuration or the state)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
 class Runner:
+    # How latched state reaches the disk; a test swaps in a failing one (root ignores file modes).
+    state_writer = staticmethod(statefile.write_atomic)
+
     def __init__(self, built: BuiltSite, opts: RunOptions, clock: Clock | None = None):
         self.built = built
         self.opts = opts
@@ -162,6 +179,7 @@ class Runner:
         self.engine: Engine = built.engine()
         self.period_ns = cfg.scan.period_us * 1000  # real time per cycle
         self.sim_period_us = built.info.period_us  # cycle-clock time per cycle (x speed)
+        self.heartbeat_ns = int(cfg.task_process.heartbeat_s * 1e9)
         self._stop = threading.Event()
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self.last: StepResult | None = None
@@ -169,57 +187,231 @@ class Runner:
         self.cycle_times = array.array("d")
         self.state_dir = built.loaded.resolve(cfg.state_dir)
         self.state_file = self.state_dir / "state.json"
-        self.events_file = self.state_dir / "events.jsonl"
+        self.events = EventFile(self.state_dir / "events.jsonl")
+        self.limiter = EventLimiter()
         self.first_cycle_s: float | None = None
         self.pacer = Pacer(0, self.period_ns, cfg.scan.overrun_fault_after)  # replaced when the scan starts
+        self.out_names = sorted(s.name for s in built.tags.by_direction(Direction.OUTPUT, Direction.MEMORY))
+        self.channel = TaskChannel(
+            frozenset(s.name for t in built.tasks for s in t.declare() if s.direction is Direction.SHARED)
+        )
+        # Set by start(); every one of them is None until then.
+        self.io: IOContext | None = None
+        self.iot: IOThread | None = None
+        self.supervisor: TaskSupervisor | None = None
+        self.persister: Persister | None = None
+        self.watchdog: Supervisor | None = None
+        self.rec: Writer | None = None
+        self.rec_out: Writer | None = None
+        self.end_ns: int | None = None
+        self._prev_cycle_s = 0.0
+        self._ready = False
+        self._clean = False
 
-    # -- setup ----------------------------------------------------------------------------------
-    def _restore(self) -> None:
+    # -- start and stop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        with contextlib.ExitStack() as stack:
+            try:
+                self.start(stack)
+            except StartError as exc:
+                log.error("%s", exc)
+                return exc.code
+            while not self._stop.is_set() and self.cycle():
+                pass
+            self._clean = True
+        self._write_exit_files()
+        return 0
+
+    def start(self, stack: contextlib.ExitStack) -> None:
+        """Everything the scan needs, in start order; each resource's teardown goes on ``stack`` as it
+        starts, so the stop runs them in reverse: STOPPING=1, recordings closed, safe outputs written
+        through every driver, task process stopped, plant stopped, and last the watchdog closed
+        (disarmed only after a clean stop). A start that fails part-way undoes exactly what started."""
+        opts, cfg, built = self.opts, self.cfg, self.built
+        stack.callback(self._finish)
+        if cfg.plant is not None and opts.start_plant:
+            plant = PlantProcess(built.path, opts.speed)
+            stack.callback(plant.stop)
+            try:
+                plant.wait_ready()
+            except RuntimeError as exc:
+                raise StartError(str(exc), 1) from exc
+        states = self._restore()
+        self._install_signals()
+        self.io = io = IOContext(self.clock.now_ns(), speed=opts.speed)
+        if built.tasks:
+            tp = cfg.task_process
+            self.supervisor = TaskSupervisor(
+                built.path,
+                self.channel,
+                speed=opts.speed,
+                start=site_start(built),
+                heartbeat_s=tp.heartbeat_s,
+                backoff_s=tp.restart_backoff_s,
+                backoff_max_s=tp.restart_backoff_max_s,
+            )
+            stack.callback(self.supervisor.stop)  # after the safe outputs (below) are written
+        owners = {s.name: d for d in built.drivers for s in d.declare() if s.direction is Direction.OUTPUT}
+        self.iot = iot = IOThread(built.drivers, owners, io)
+        iot.start()
+        stack.callback(self._stop_io)
+        self.persister = Persister(
+            self.state_file, states, iot.loop, write=self.state_writer, on_change=self._persist_changed
+        )
+        if self.supervisor is not None:
+            iot.spawn(self.supervisor.run)
+        sock_path = built.loaded.control_socket
+        iot.spawn(ControlServer(sock_path, self._commands.put, self.status, self._check_force, self.read_tags).serve)
+        iot.spawn(self._status_loop)
+        if opts.record:
+            self.rec = Writer(opts.record)
+            stack.callback(self.rec.close)
+        if opts.record_outputs:
+            self.rec_out = Writer(opts.record_outputs)
+            stack.callback(self.rec_out.close)
+        # Opening the hardware watchdog arms it: only now, when everything else has started, so a start-up
+        # failure ends the process (and systemd restarts it) instead of resetting the machine.
         try:
-            states = json.loads(self.state_file.read_text())
-            if not isinstance(states, dict):
-                raise ValueError("not a JSON object")
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            # It may hold a latched operator trip: starting without it would forget the trip. Refuse, say why.
-            raise StateError(
-                f"persisted state {self.state_file} is unreadable ({exc}); it may hold latched "
-                "trips. Inspect it, then delete it to accept losing them."
-            ) from exc
-        self.engine.restore(states)
-        log.info("restored persisted state of %s", ", ".join(sorted(states)) or "nothing")
+            self.watchdog = Supervisor(cfg.watchdog, log)
+        except WatchdogError as exc:
+            raise StartError(f"watchdog: {exc}", 2) from exc
+        stack.callback(self.watchdog.stopping)
+        self._set_priority(cfg.scan.realtime_priority)
+        gc.collect()
+        gc.freeze()  # what setup allocated never costs a collection pause inside a cycle
+        # Cycle 0 is paced from here, after setup: its deadline is not already in the past, so start-up
+        # never counts as lateness. The drivers' clock moves to the same origin.
+        t0 = io.t0_ns = self.clock.now_ns() + self.period_ns
+        self.pacer = Pacer(t0, self.period_ns, cfg.scan.overrun_fault_after)
+        self.end_ns = None if opts.for_s is None else t0 + int(opts.for_s * 1e9)
+        log.info(
+            "scan running: period %.1f ms, speed x%d, %d tags, %d drivers, %d programs, %d interlocks, %d tasks",
+            self.period_ns / 1e6,
+            opts.speed,
+            len(built.tags.specs),
+            len(built.drivers),
+            len(built.programs),
+            len(built.interlocks),
+            len(built.tasks),
+        )
 
-    def _persist(self, changes: dict[str, Any]) -> None:
-        """On the I/O thread: merge and write atomically (tmp + fsync + rename)."""
+    def _stop_io(self) -> None:
+        assert self.iot is not None
+        self.iot.stop(self.engine.safe_outputs)
+        p = self.persister
+        if p is not None and p.fault:
+            log.error("stopping with latched state NOT persisted (%s): the next start may not see it", p.error)
+        if self.last is not None:  # the I/O thread has stopped: written from here
+            self.events.write(self.limiter.flush(self.last.k, self.last.now_us))
+        self.events.close()
+
+    def _finish(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.close(clean=self._clean)  # a crashed scan leaves the hardware watchdog armed
+        if sys.stderr.isatty() and self.opts.status_line is not False:
+            sys.stderr.write("\n")
+
+    # -- the cycle --------------------------------------------------------------------------------
+    def cycle(self) -> bool:
+        """One scan at its deadline; False when ``--for`` has run out."""
+        pacer = self.pacer
+        deadline = pacer.deadline()
+        if self.end_ns is not None and deadline >= self.end_ns:
+            return False
+        self.clock.sleep_until(deadline)
+        wake = self.clock.now_ns()
+        late = wake - deadline
+        k = pacer.k
+        now_us = k * self.sim_period_us
+        commands, recorded = self._drain_commands()
+        res = self.engine.step(now_us, self._inputs(wake, late), commands)
+        self._hand_out(res, recorded)
+        done = self.clock.now_ns()
+        self._prev_cycle_s = (done - wake) / 1e9
+        self.lateness.append(late / 1e6)
+        self.cycle_times.append((done - wake) / 1e6)
+        if not pacer.finish(done):  # healthy = alive and on time; field faults are safety's business
+            self._healthy(done)
+        return True
+
+    def _inputs(self, wake: int, late: int) -> list[TagUpdate]:
+        """Staged reads, task writes and the runtime's own diagnostics, for this cycle."""
+        assert self.io is not None and self.persister is not None
+        alive = self.channel.check_alive(wake, self.heartbeat_ns)
+        updates = self.io.drain()
+        updates += self.channel.drain()
+        updates += (
+            TagUpdate("runtime.cycle_time", self._prev_cycle_s),
+            TagUpdate("runtime.lateness", late / 1e9),
+            TagUpdate("runtime.overruns", self.pacer.overruns),
+            TagUpdate("runtime.overrun_fault", self.pacer.overrun_fault),
+            TagUpdate("runtime.task_process_alive", alive),
+            TagUpdate(PERSIST_FAULT, self.persister.fault),
+        )
+        return updates
+
+    def _hand_out(self, res: StepResult, recorded: tuple[Command, ...]) -> None:
+        """Outputs to the drivers, the image to the tasks, state and events to disk, the recordings."""
+        assert self.iot is not None and self.persister is not None
+        iot = self.iot
+        iot.submit_outputs(res.now_us, res.outputs, res.changed_outputs)
+        if self.supervisor is not None:
+            self.channel.publish(res.now_us, res.image, res.changed)
+        if res.events or self.limiter.active:
+            events = self.limiter.feed(res.k, res.now_us, res.events)
+            if events:
+                iot.loop.call_soon_threadsafe(self.events.write, events)
+        if res.persist:
+            self.persister.submit(res.persist)
+        if self.rec is not None:
+            self.rec.write(frame_line(res.k, res.now_us, res.input_changes, recorded))
+        if self.rec_out is not None:
+            self.rec_out.write(output_line(res, self.out_names))
+        self.last = res
+
+    def _healthy(self, done: int) -> None:
+        assert self.watchdog is not None
+        self.watchdog.healthy_cycle(done)
+        if not self._ready:
+            self._ready = True
+            self.watchdog.ready()
+            self.first_cycle_s = process_age_s()
+            log.info("first good cycle %.3f s after process start", self.first_cycle_s or -1)
+
+    # -- persisted state --------------------------------------------------------------------------
+    def _restore(self) -> dict[str, Any]:
+        """Persisted state back into the components, or a refusal to start (exit 2) that says why."""
         try:
-            states = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
-        except (OSError, ValueError):
-            states = {}
-        states.update(changes)
-        states = {k: v for k, v in states.items() if v is not None}  # nothing to keep: no entry
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(states, fh, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.state_file)
+            states = statefile.load(self.state_file)
+            statefile.check_claims(states, self.engine.keeping_state, self.state_file, self.built.path)
+            try:
+                restored = self.engine.restore(states)
+            except Exception as exc:
+                raise statefile.StateError(
+                    f"persisted state {self.state_file} does not fit this site's components "
+                    f"({type(exc).__name__}: {exc}); it may hold latched trips. Inspect it, then clear it "
+                    f"with: {statefile.CLEAR_COMMAND} --all {self.built.path}"
+                ) from exc
+        except statefile.StateError as exc:
+            raise StartError(str(exc), 2) from exc
+        for name in restored:
+            log.info("restored persisted state of %s: %s", name, statefile.describe(states[name]))
+        if not restored:
+            log.info("no persisted state to restore")
+        return states
 
-    def _log_events(self, events: list) -> None:
-        """On the I/O thread: the event log with cycle numbers, as journal lines and a JSONL file."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.events_file, "a") as fh:
-            for e in events:
-                j = e.as_json()
-                fh.write(json.dumps(j, default=str) + "\n")
-                log.warning("event k=%d kind=%s source=%s: %s", e.k, e.kind, e.source, e.message)
+    def _persist_changed(self, fault: bool) -> None:
+        """On the I/O thread, when a state write fails or succeeds again: systemd's STATUS= at once."""
+        if self.watchdog is not None:
+            self.watchdog.status(self.status_text())
 
+    # -- the control socket's view ----------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         res = self.last
         if res is None:
             return {"k": -1}
         img = res.image
+        p = self.persister
         return {
             "k": res.k,
             "t": res.now_us / US,
@@ -227,6 +419,8 @@ class Runner:
             "trip": img.tag("safety.trip").value,
             "overruns": self.pacer.overruns,
             "forces": dict(self.engine.forces),
+            "persist_fault": bool(p and p.fault),
+            "persist_error": p.error if p else None,
         }
 
     def read_tags(self, names: list[str]) -> dict[str, Any]:
@@ -248,14 +442,18 @@ class Runner:
         return out
 
     def _check_force(self, tag: str, value: Any) -> None:
-        spec = self.built.tags[tag]  # KeyError: unknown tag
-        if value is not None:
-            spec.coerce(value)
+        if value is None:  # a release: any tag of the site
+            if tag not in self.built.tags:
+                raise KeyError(f"unknown tag {tag!r}")
+            return
+        self.engine.check_force(tag, value)
 
     def status_text(self) -> str:
+        p = self.persister
+        alarm = f"PERSIST FAULT: {p.error}; outputs held safe | " if p is not None and p.fault else ""
         res = self.last
         if res is None:
-            return "starting"
+            return alarm + "starting"
         img = res.image
         lat = percentiles(self.lateness[-50:], 1.0)
 
@@ -263,7 +461,7 @@ class Runner:
             tv = img.tag(n)
             return "-" if tv.value is None else (fmt.format(tv.value) + ("" if tv.good else f"({tv.quality.value})"))
 
-        return (
+        return alarm + (
             f"k={res.k} mode={val('mode.state')} trip={val('safety.trip') or '-'} "
             f"V={val('grid.voltage', '{:.1f}')} f={val('grid.frequency', '{:.2f}')} "
             f"P={val('inverter.power', '{:.0f}')}W sp={val('inverter.setpoint', '{:.0f}')}W "
@@ -282,161 +480,8 @@ class Runner:
                 sys.stderr.flush()
             else:
                 log.info("status %s", text)
-            wd = getattr(self, "watchdog", None)
-            if wd is not None:
-                wd.status(text)
-
-    # -- main -------------------------------------------------------------------------------------
-    def run(self) -> int:
-        opts, cfg, built = self.opts, self.cfg, self.built
-        plant = None
-        if cfg.plant is not None and opts.start_plant:
-            plant = PlantProcess(built.path, opts.speed)
-            try:
-                plant.wait_ready()
-            except RuntimeError as exc:
-                log.error("%s", exc)
-                return 1
-        try:
-            self._restore()
-        except StateError as exc:
-            log.error("%s", exc)
-            if plant is not None:
-                plant.stop()
-            return 2
-        self._install_signals()
-
-        t0 = self.clock.now_ns()
-        io = IOContext(t0, speed=opts.speed)
-        owners: dict[str, Driver] = {}
-        for d in built.drivers:
-            for s in d.declare():
-                if s.direction is Direction.OUTPUT:
-                    owners[s.name] = d
-        iot = IOThread(built.drivers, owners, io)
-        iot.start()
-        channel = TaskChannel(
-            frozenset(s.name for t in built.tasks for s in t.declare() if s.direction is Direction.SHARED)
-        )
-        supervisor = None
-        if built.tasks:
-            tp = cfg.task_process
-            supervisor = TaskSupervisor(
-                built.path,
-                channel,
-                speed=opts.speed,
-                start=site_start(built),
-                heartbeat_s=tp.heartbeat_s,
-                backoff_s=tp.restart_backoff_s,
-                backoff_max_s=tp.restart_backoff_max_s,
-            )
-            iot.spawn(supervisor.run)
-        sock_path = built.loaded.resolve(cfg.control_socket) if cfg.control_socket else self.state_dir / "control.sock"
-        control = ControlServer(sock_path, self._commands.put, self.status, self._check_force, self.read_tags)
-        iot.spawn(control.serve)
-        iot.spawn(self._status_loop)
-
-        rec = Writer(opts.record) if opts.record else None
-        rec_out = Writer(opts.record_outputs) if opts.record_outputs else None
-        out_names = sorted(s.name for s in built.tags.by_direction(Direction.OUTPUT, Direction.MEMORY))
-        heartbeat_ns = int(cfg.task_process.heartbeat_s * 1e9)
-
-        # Opening the hardware watchdog arms it: only now, when everything else has started, so a start-up
-        # failure ends the process (and systemd restarts it) instead of resetting the machine.
-        try:
-            self.watchdog = Supervisor(cfg.watchdog, log)
-        except WatchdogError as exc:
-            log.error("watchdog: %s", exc)
-            iot.stop(self.engine.safe_outputs)
-            if supervisor is not None:
-                supervisor.stop()
-            if plant is not None:
-                plant.stop()
-            return 2
-        self._set_priority(cfg.scan.realtime_priority)
-        gc.collect()
-        gc.freeze()  # what setup allocated never costs a collection pause inside a cycle
-        # Cycle 0 is paced from here, after setup: its deadline is not already in the past, so start-up
-        # never counts as lateness. The drivers' clock moves to the same origin.
-        t0 = io.t0_ns = self.clock.now_ns() + self.period_ns
-        self.pacer = pacer = Pacer(t0, self.period_ns, cfg.scan.overrun_fault_after)
-        end_ns = None if opts.for_s is None else t0 + int(opts.for_s * 1e9)
-        prev_cycle_s = 0.0
-        ready_sent = False
-        log.info(
-            "scan running: period %.1f ms, speed x%d, %d tags, %d drivers, %d programs, %d interlocks, %d tasks",
-            self.period_ns / 1e6,
-            opts.speed,
-            len(built.tags.specs),
-            len(built.drivers),
-            len(built.programs),
-            len(built.interlocks),
-            len(built.tasks),
-        )
-        clean = False
-        try:
-            while not self._stop.is_set():
-                deadline = pacer.deadline()
-                if end_ns is not None and deadline >= end_ns:
-                    break
-                self.clock.sleep_until(deadline)
-                wake = self.clock.now_ns()
-                late = wake - deadline
-                k = pacer.k
-                now_us = k * self.sim_period_us
-                updates = io.drain()
-                updates += channel.drain()
-                alive = channel.heard and wake - channel.last_heard_ns < heartbeat_ns
-                updates += (
-                    TagUpdate("runtime.cycle_time", prev_cycle_s),
-                    TagUpdate("runtime.lateness", late / 1e9),
-                    TagUpdate("runtime.overruns", pacer.overruns),
-                    TagUpdate("runtime.overrun_fault", pacer.overrun_fault),
-                    TagUpdate("runtime.task_process_alive", alive),
-                )
-                commands, recorded = self._drain_commands()
-                res = self.engine.step(now_us, updates, commands)
-                iot.submit_outputs(now_us, res.outputs, res.changed_outputs)
-                if supervisor is not None:
-                    channel.publish(now_us, res.image, res.changed)
-                if res.events:
-                    iot.loop.call_soon_threadsafe(self._log_events, res.events)
-                if res.persist:
-                    iot.loop.call_soon_threadsafe(self._persist, res.persist)
-                if rec is not None:
-                    rec.write(frame_line(k, now_us, res.input_changes, recorded))
-                if rec_out is not None:
-                    rec_out.write(output_line(res, out_names))
-                self.last = res
-                done = self.clock.now_ns()
-                prev_cycle_s = (done - wake) / 1e9
-                self.lateness.append(late / 1e6)
-                self.cycle_times.append((done - wake) / 1e6)
-                overran = pacer.finish(done)
-                if not overran:  # healthy = alive and on time; field faults are safety's business
-                    self.watchdog.healthy_cycle(done)
-                    if not ready_sent:
-                        self.watchdog.ready()
-                        ready_sent = True
-                        self.first_cycle_s = process_age_s()
-                        log.info("first good cycle %.3f s after process start", self.first_cycle_s or -1)
-            clean = True
-        finally:
-            self.watchdog.stopping()
-            safe = self.engine.safe_outputs
-            iot.stop(safe)
-            if supervisor is not None:
-                supervisor.stop()
-            if plant is not None:
-                plant.stop()
-            for w in (rec, rec_out):
-                if w is not None:
-                    w.close()
-            self.watchdog.close(clean=clean)  # a crashed scan leaves the hardware watchdog armed
-            if sys.stderr.isatty() and (self.opts.status_line is not False):
-                sys.stderr.write("\n")
-            self._write_exit_files()
-        return 0
+            if self.watchdog is not None:
+                self.watchdog.status(text)
 
     def _drain_commands(self) -> tuple[tuple[Command, ...], tuple[Command, ...]]:
         """Operator commands for this cycle: (for the programs, for the recording). Forces act on the
@@ -447,15 +492,9 @@ class Runner:
                 c = self._commands.get_nowait()
             except queue.Empty:
                 break
-            try:
-                if apply_force(self.engine, c):
-                    recorded.append(c)
-                    continue
-            except (KeyError, ValueError) as exc:
-                log.error("force rejected: %s", exc)
-                continue
-            out.append(c)
             recorded.append(c)
+            if not apply_force(self.engine, c):
+                out.append(c)
         return tuple(out), tuple(recorded)
 
     def _write_exit_files(self) -> None:
@@ -481,6 +520,8 @@ class Runner:
             log.info("signal %d: stopping; outputs go to their safe values", signum)
             self._stop.set()
 
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded (a test): whoever started this thread stops it with stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, handler)
 

@@ -52,6 +52,8 @@ class TaskChannel:
         self.heard = False  # the current task process has said something since it was attached
         self._pending: dict[str, tuple[Any, str, int]] = {}
         self._full = True
+        self._lost = False  # the task process died or fell silent: its tags turn stale at the next drain
+        self._alive = False
 
     def attach(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -63,15 +65,29 @@ class TaskChannel:
 
     def detach(self) -> None:
         self.heard = False
+        self._lost = True
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()
 
+    def check_alive(self, now_ns: int, heartbeat_ns: int) -> bool:
+        """Has the task process been heard within its heartbeat limit? When it stops being so, every
+        shared tag turns ``stale`` at the next drain: safety must not wait for the tags' own age
+        limits (minutes for a plan) to learn that nobody maintains them any more."""
+        alive = self.heard and now_ns - self.last_heard_ns < heartbeat_ns
+        if self._alive and not alive:
+            self._lost = True
+        self._alive = alive
+        return alive
+
     def drain(self) -> list[TagUpdate]:
+        out: list[TagUpdate] = []
+        if self._lost:  # first, so that a new task process's first writes in the same drain win
+            self._lost = False
+            out = [TagUpdate(name, None, Quality.STALE) for name in sorted(self.allowed)]
         sock = self.sock
         if sock is None:
-            return []
-        out: list[TagUpdate] = []
+            return out
         while True:
             try:
                 data = sock.recv(1 << 20)
@@ -79,7 +95,10 @@ class TaskChannel:
                 break
             except OSError:
                 break
-            if not data:
+            if not data:  # end of file: the task process is gone
+                if not self._lost and self.heard:
+                    out += [TagUpdate(name, None, Quality.STALE) for name in sorted(self.allowed)]
+                self.heard = False
                 break
             self.last_heard_ns = time.monotonic_ns()
             self.heard = True
@@ -285,6 +304,8 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    publishing: set[asyncio.Task[Any]] = set()
+
     def on_readable() -> None:
         latest = None
         while True:
@@ -295,7 +316,7 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
             if not data:
                 stop.set()
                 return
-            kind, now_us, full, chunk = pickle.loads(data)
+            _kind, now_us, full, chunk = pickle.loads(data)
             if full:
                 values.clear()
             for name, (v, q, t) in chunk.items():
@@ -304,7 +325,9 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
         if latest is not None:
             image = Image(values)
             for cx in contexts:
-                loop.create_task(cx._publish(image, latest))
+                t = loop.create_task(cx._publish(image, latest))
+                publishing.add(t)  # a reference, or the loop may collect the task before it ran
+                t.add_done_callback(publishing.discard)
 
     loop.add_reader(sock.fileno(), on_readable)
 

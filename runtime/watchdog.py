@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-import sdnotify
+import sdnotify  # type: ignore[import-untyped]
 
 from runtime.config import HardwareWatchdog, WatchdogSection
 

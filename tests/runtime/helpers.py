@@ -115,3 +115,31 @@ def read_tag(sock: Path, name: str) -> dict[str, Any] | None:
     except OSError:
         return None
     return reply.get("tags", {}).get(name)
+
+
+def bundled_site_copy(tmp: Path, **overrides: Any) -> Path:
+    """The bundled site on free ports (its devices and its virtual plant alike), with its files referred to
+    where they are and its state in ``tmp``: the bundled site keeps 15502-15505 for `make run`, and a test
+    must neither collide with a running demo nor, worse, pass against another checkout's plant."""
+    import yaml
+
+    from runtime.site import bundled_site
+    from tests.ports import free_ports
+
+    src = bundled_site()
+    site = yaml.safe_load(src.read_text())
+    ports = dict(zip([d["params"]["port"] for d in site["devices"]], free_ports(len(site["devices"])), strict=True))
+    for d in site["devices"]:
+        d["params"]["port"] = ports[d["params"]["port"]]
+    plant = site["plant"]["params"]
+    for d in plant["devices"]:
+        d["port"] = ports[d["port"]]
+    plant["scenario"] = str(src.parent / plant["scenario"])
+    for t in site["tasks"]:
+        if "path" in t.get("params", {}):
+            t["params"]["path"] = str(src.parent / t["params"]["path"])
+    site["state_dir"] = str(tmp / "var")
+    site.update(overrides)
+    path = tmp / "site.yaml"
+    path.write_text(yaml.safe_dump(site, sort_keys=False))
+    return path

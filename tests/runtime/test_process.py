@@ -6,7 +6,7 @@ import json
 import signal
 from pathlib import Path
 
-from tests.runtime.helpers import cli, read_jsonl, start_cli, wait_for, write_site
+from tests.runtime.helpers import bundled_site_copy, cli, read_jsonl, start_cli, wait_for, write_site
 
 
 def test_record_replays_to_the_recorded_outputs_line_by_line(tmp_path: Path) -> None:
@@ -101,7 +101,8 @@ def test_sigterm_leaves_safe_outputs_written(tmp_path: Path) -> None:
 
 
 def test_bundled_site_runs(tmp_path: Path) -> None:
-    res = cli("run", "--for", "3", "--dump-tags", str(tmp_path / "t.json"), timeout=180)
+    site = bundled_site_copy(tmp_path)  # on free ports: never another checkout's plant
+    res = cli("run", str(site), "--for", "3", "--dump-tags", str(tmp_path / "t.json"), timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     tags = json.loads((tmp_path / "t.json").read_text())["tags"]
     for core in ("grid.voltage", "inverter.setpoint"):

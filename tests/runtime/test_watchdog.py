@@ -4,6 +4,7 @@ FIFO or regular file standing in for /dev/watchdog. Time is driven with explicit
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -164,7 +165,7 @@ def test_keepalive_cadence_with_a_period_that_does_not_divide_the_interval(notif
     period = 7 * MS
     seen = run_cycles(sup, 0, 30 * S, notify_socket, period=period)
     times = [t for t, _ in seen]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 20
     assert all(1500 * MS <= g < 1500 * MS + period for g in gaps)  # never later than half + one cycle
     sup.close(clean=True)
@@ -412,22 +413,19 @@ def test_runner_with_dead_field_devices_still_feeds_both_watchdogs(notify_socket
     import subprocess
     import sys
 
-    import yaml
-
     exe = Path(sys.executable).parent / "v2g-plc"
     if not exe.exists():
         pytest.skip("the v2g-plc console script is not installed in this environment")
-    from runtime import cli
+    from tests.runtime.helpers import bundled_site_copy
 
-    bundled = Path(cli.__file__).parent / "sites" / "sim.yaml"
-    site = yaml.safe_load(bundled.read_text())
     dev = tmp_path / "watchdog.bin"
     dev.write_bytes(b"")
-    site["state_dir"] = str(tmp_path / "state")
-    site["tasks"][0]["params"]["path"] = str(bundled.parent / site["tasks"][0]["params"]["path"])  # the copy reads it
-    site["watchdog"] = {"systemd": True, "hardware": {"device": str(dev), "timeout_s": 4}}
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(site, sort_keys=False))
+    # free ports: with the plant off, the devices must be dead, not another checkout's plant on 15502
+    site_file = bundled_site_copy(
+        tmp_path,
+        state_dir=str(tmp_path / "state"),
+        watchdog={"systemd": True, "hardware": {"device": str(dev), "timeout_s": 4}},
+    )
     tags_file = tmp_path / "tags.json"
     env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_PID", "NOTIFY_SOCKET", "WATCHDOG_USEC")}
     env.update(NOTIFY_SOCKET=notify_socket.address, WATCHDOG_USEC="1000000")

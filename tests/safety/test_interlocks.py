@@ -335,7 +335,7 @@ def test_thermal_prediction_settles_instead_of_tripping() -> None:
 
 
 @pytest.mark.parametrize("request_w", [-5000.0, 5000.0, 0.0])
-@pytest.mark.parametrize("tag,real,forced", [("grid.loss", True, False), ("runtime.overrun_fault", True, False)])
+@pytest.mark.parametrize("tag,real,forced", [("grid.loss", True, False), ("inverter.write_mismatch", True, False)])
 def test_forcing_any_protective_input_trips_instead_of_hiding_it(
     tag: str, real: bool, forced: bool, request_w: float
 ) -> None:
