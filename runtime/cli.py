@@ -62,12 +62,12 @@ def cmd_check(a: argparse.Namespace) -> int:
     """Everything ``run`` validates and builds before its first cycle, without starting a process or
     touching the network: the site and every component, the virtual plant, the hardware watchdog device,
     the persisted state."""
-    from runtime.runner import Runner, RunOptions, StateError
+    from runtime.runner import Runner, RunOptions, StartError
 
     built = _build_to_run(a.site, plant=True)
     try:
-        Runner(built, RunOptions())._restore()  # the very code run starts with; it only reads the file
-    except StateError as exc:
+        Runner(built, RunOptions()).restore_state()  # the very code run starts with; it only reads the file
+    except StartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(

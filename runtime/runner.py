@@ -236,7 +236,7 @@ class Runner:
                 plant.wait_ready()
             except RuntimeError as exc:
                 raise StartError(str(exc), 1) from exc
-        states = self._restore()
+        states = self.restore_state()
         self._install_signals()
         self.io = io = IOContext(self.clock.now_ns(), speed=opts.speed)
         if built.tasks:
@@ -379,7 +379,7 @@ class Runner:
             log.info("first good cycle %.3f s after process start", self.first_cycle_s or -1)
 
     # -- persisted state --------------------------------------------------------------------------
-    def _restore(self) -> dict[str, Any]:
+    def restore_state(self) -> dict[str, Any]:
         """Persisted state back into the components, or a refusal to start (exit 2) that says why."""
         try:
             states = statefile.load(self.state_file)

@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-import sdnotify  # type: ignore[import-untyped]
+import sdnotify
 
 from runtime.config import HardwareWatchdog, WatchdogSection
 

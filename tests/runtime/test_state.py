@@ -66,7 +66,7 @@ def test_the_state_file_before_its_schema_version_still_restores(tmp_path: Path)
     write_state(tmp_path, {"safety": LATCHED})  # what the runtime wrote before the schema version
     built = build_site(site)
     runner = Runner(built, RunOptions())
-    states = runner._restore()
+    states = runner.restore_state()
     assert states == {"safety": LATCHED}
     assert "write_mismatch" in built.interlocks[0].latches
 

@@ -52,7 +52,7 @@ class AmqpApi(Task):
     Params = AmqpApiParams
     params: AmqpApiParams
 
-    def __init__(self, name: str, params: Params, site: SiteInfo):
+    def __init__(self, name: str, params: AmqpApiParams, site: SiteInfo):
         super().__init__(name, params, site)
         p = self.params
         self.key = p.site or (re.sub(r"[^A-Za-z0-9_-]", "_", site.name) or "site")

@@ -45,7 +45,7 @@ class Metrics(Task):
     Params = MetricsParams
     params: MetricsParams
 
-    def __init__(self, name: str, params: Params, site: SiteInfo):
+    def __init__(self, name: str, params: MetricsParams, site: SiteInfo):
         super().__init__(name, params, site)
         self.port: int | None = None
         self._lock = threading.Lock()  # the HTTP thread collects while the loop updates
@@ -125,7 +125,7 @@ class Metrics(Task):
         cycle_time = Histogram(
             "v2g_plc_scan_cycle_time_seconds", "compute time of a cycle", buckets=BUCKETS_S, registry=registry
         )
-        registry.register(self)  # type: ignore[arg-type]  # a collector: collect() is all it needs
+        registry.register(self)  # a collector: collect() is all it needs
         server, thread = start_http_server(self.params.port, self.params.host, registry)
         self.port = self.params.port
         log.info("metrics on http://%s:%d/metrics", self.params.host, self.params.port)

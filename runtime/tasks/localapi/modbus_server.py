@@ -73,7 +73,7 @@ class ModbusServer(Task):
     Params = ModbusServerParams
     params: ModbusServerParams
 
-    def __init__(self, name: str, params: Params, site: SiteInfo):
+    def __init__(self, name: str, params: ModbusServerParams, site: SiteInfo):
         super().__init__(name, params, site)
         self.images: dict[int, SunSpecImage] = {}
         self.refused = 0  # connections refused at accept
@@ -147,7 +147,7 @@ class ModbusServer(Task):
         allow = self.params.allow
         task = self
 
-        class Handler(ServerRequestHandler):  # type: ignore[misc]
+        class Handler(ServerRequestHandler):
             """Checks the peer at accept and tags each of its requests with its address and role."""
 
             peer: tuple[str, Role] = ("?", "read_only")
@@ -171,7 +171,7 @@ class ModbusServer(Task):
                 _PEER.set(self.peer)
                 await super().handle_request()
 
-        class Server(ModbusTcpServer):  # type: ignore[misc]
+        class Server(ModbusTcpServer):
             def callback_new_connection(self) -> Handler:
                 return Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 

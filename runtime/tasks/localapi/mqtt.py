@@ -61,7 +61,7 @@ class MqttApi(Task):
     Params = MqttApiParams
     params: MqttApiParams
 
-    def __init__(self, name: str, params: Params, site: SiteInfo):
+    def __init__(self, name: str, params: MqttApiParams, site: SiteInfo):
         super().__init__(name, params, site)
         p = self.params
         site_level = p.site or (re.sub(r"[^A-Za-z0-9_-]", "_", site.name) or "site")

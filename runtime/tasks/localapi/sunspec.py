@@ -213,7 +213,7 @@ class SunSpecImage:
         max_discharge_w: float,
         reversion_s: float,
     ):
-        import sunspec2.device as ssd  # type: ignore[import-untyped]  # task process only
+        import sunspec2.device as ssd  # task process only
 
         self.prefix = prefix
         self.models = {
