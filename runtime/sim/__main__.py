@@ -49,10 +49,19 @@ async def _main(site: Path, speed: float, watch_stdin: bool) -> int:
 
         threading.Thread(target=wait_eof, name="stdin-eof", daemon=True).start()
     await plant.start()
+    csms = None
+    if plant.params.csms_port is not None:  # the simulated world's back office, beside its devices
+        from runtime.tasks.ocpp.local_csms import LocalCsms
+
+        csms = await LocalCsms(plant.params.host, plant.params.csms_port).start()
+        logging.getLogger("v2g_plc.csms").setLevel(logging.INFO)  # boot, statuses, transactions: the demo
+        logging.getLogger("v2g_plc.csms").info("CSMS: listening on %s", csms.url)
     print("READY", flush=True)
     try:
         await plant.run_realtime(speed, stop)
     finally:
+        if csms is not None:
+            await csms.close()
         await plant.stop()
     return 0
 

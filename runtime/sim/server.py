@@ -67,6 +67,13 @@ class VirtualPlantParams(PhysicsParams):
     devices: list[PlantDevice] = Field(min_length=1)
     scenario: SiteFile | None = Field(None, description="YAML file of timed events (relative to the site file)")
     events: list[ScenarioEvent] = Field(default_factory=list, description="inline events (added to scenario)")
+    csms_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="also serve a local OCPP 2.0.1 back office on this loopback port (the demo's CSMS: it "
+        "accepts every station and logs what it receives); None: none",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> VirtualPlantParams:

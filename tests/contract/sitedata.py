@@ -21,7 +21,11 @@ from runtime.yamlload import dotted
 Key = tuple[str | int, ...]
 
 # Relative file references of the bundled site, made absolute when a test writes a copy elsewhere.
-FILE_KEYS: tuple[Key, ...] = (("tasks", 0, "params", "path"), ("plant", "params", "scenario"))
+FILE_KEYS: tuple[Key, ...] = (
+    ("tasks", 0, "params", "path"),
+    ("tasks", 2, "params", "password_file"),
+    ("plant", "params", "scenario"),
+)
 
 
 # libyaml where it is there: these helpers parse the site hundreds of times (the loader under test does not use it)

@@ -124,20 +124,17 @@ def bundled_site_copy(tmp: Path, **overrides: Any) -> Path:
     import yaml
 
     from runtime.site import bundled_site
-    from tests.ports import free_ports
+    from tests.ports import free_site_ports
 
     src = bundled_site()
     site = yaml.safe_load(src.read_text())
-    ports = dict(zip([d["params"]["port"] for d in site["devices"]], free_ports(len(site["devices"])), strict=True))
-    for d in site["devices"]:
-        d["params"]["port"] = ports[d["params"]["port"]]
+    free_site_ports(site)
     plant = site["plant"]["params"]
-    for d in plant["devices"]:
-        d["port"] = ports[d["port"]]
     plant["scenario"] = str(src.parent / plant["scenario"])
     for t in site["tasks"]:
-        if "path" in t.get("params", {}):
-            t["params"]["path"] = str(src.parent / t["params"]["path"])
+        for key in ("path", "password_file"):
+            if key in t.get("params", {}):
+                t["params"][key] = str(src.parent / t["params"][key])
     site["state_dir"] = str(tmp / "var")
     site.update(overrides)
     path = tmp / "site.yaml"

@@ -22,13 +22,13 @@ def _rig(request_w: float) -> tuple[Rig, Memory]:
 def test_unsaved_latched_state_trips_and_clears_by_itself(request_w: float) -> None:
     rig, mem = _rig(request_w)
     assert rig.out["safety.trip"] == "" and rig.out["inverter.setpoint"] == request_w
-    mem.values[PERSIST] = True
+    rig.set(runtime__persist_fault=True)  # the runner feeds it every cycle, an input
     res = rig.step()
     assert res.outputs["safety.trip"] == "persist_fault" and PERSIST in res.outputs["safety.reason"]
     assert res.outputs["inverter.setpoint"] == 0.0 and res.outputs["inverter.enable"] is False
     rig.run(30.0, step_s=1.0)
     assert rig.out["safety.trip"] == "persist_fault" and rig.out["inverter.enable"] is False
-    mem.values[PERSIST] = False
+    rig.set(runtime__persist_fault=False)
     rig.run(2.0)
     assert rig.out["safety.trip"] == ""
     # along the recovery ramp in both directions, no 300 s enter-service delay

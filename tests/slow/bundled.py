@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from tests.ports import free_ports
+from tests.ports import free_site_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "runtime" / "sites"
@@ -31,12 +31,7 @@ def copy_bundled_site(dest: Path, *, edit: Callable[[dict[str, Any]], None] | No
     shutil.copytree(BUNDLED, dest, ignore=shutil.ignore_patterns("var", "__pycache__"), dirs_exist_ok=True)
     path = dest / "sim.yaml"
     site = yaml.safe_load(path.read_text())
-    devices = site["devices"]
-    ports = dict(zip([d["name"] for d in devices], free_ports(len(devices))))
-    for d in devices:
-        d["params"]["port"] = ports[d["name"]]
-    for pd in site["plant"]["params"]["devices"]:
-        pd["port"] = ports[pd["name"]]
+    free_site_ports(site)
     site["state_dir"] = str(dest / "state")
     if edit is not None:
         edit(site)
