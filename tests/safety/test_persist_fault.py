@@ -20,7 +20,7 @@ def _rig(request_w: float) -> tuple[Rig, Memory]:
 
 @pytest.mark.parametrize("request_w", [-6000.0, 0.0, 6000.0])
 def test_unsaved_latched_state_trips_and_clears_by_itself(request_w: float) -> None:
-    rig, mem = _rig(request_w)
+    rig, _mem = _rig(request_w)
     assert rig.out["safety.trip"] == "" and rig.out["inverter.setpoint"] == request_w
     rig.set(runtime__persist_fault=True)  # the runner feeds it every cycle, an input
     res = rig.step()
