@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from runtime.api import Command, Program, SiteInfo
+from runtime.api import Command, Event, Program, SiteInfo
 from runtime.engine import RUNTIME_TAGS, Engine, StepResult, tag_table
 from runtime.tags import TagSpec, TagUpdate
 
@@ -31,7 +31,10 @@ class CycleRig:
         programs: Sequence[Program],
         interlocks: Sequence[Program] = (),
         plant: Iterable[TagSpec] = (),
+        age_scale: int = 1,
     ):
+        """``age_scale``: how many cycle-clock seconds one real second of input age is worth, as
+        ``v2g-plc run --speed N`` builds it (drivers and tasks poll in real time)."""
         parts = (*programs, *interlocks)
         self.tags = tag_table(
             ("runtime", RUNTIME_TAGS), ("plant", tuple(plant)), *((p.name, p.declare()) for p in parts)
@@ -40,16 +43,18 @@ class CycleRig:
         if missing:
             raise RigError(f"no tag declares {missing}, which the programs and interlocks require")
         self.site = site
-        self.engine = Engine(site, self.tags, programs, interlocks)
+        self.engine = Engine(site, self.tags, programs, interlocks, age_scale=age_scale)
         self.now_us = 0
         self.cycles = 0
         self.events: Counter[str] = Counter()
+        self.event_log: list[Event] = []  # every event, for tests that look at their data
         self.last: StepResult | None = None
 
     def step(self, updates: Iterable[TagUpdate] = (), commands: Sequence[Command] = ()) -> StepResult:
         res = self.engine.step(self.now_us, updates, commands)
         self.cycles += 1
         self.events.update(ev.kind for ev in res.events)
+        self.event_log.extend(res.events)
         self.last = res
         return res
 

@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from backtest.rig import CycleRig
 from runtime.api import Command, Cycle, Program, SiteInfo
-from runtime.engine import RUNTIME_TAGS, Engine, StepResult, tag_table
+from runtime.engine import RUNTIME_TAGS, StepResult
 from runtime.tags import US, Direction, TagSpec, TagType, TagUpdate
 from safety.settings import SafetyParams
 from safety.supervisor import SafetySupervisor
@@ -83,7 +84,10 @@ class FastSite(SiteInfo):
     speed: int = 1
 
 
-class Rig:
+class Rig(CycleRig):
+    """The shared cycle rig (backtest.rig) around ``v2g_safety``: a requester program in front, the plant's
+    inputs fed fresh every cycle, and (``follow``) the inverter's power following the committed set point."""
+
     def __init__(
         self,
         period_ms: int = 20,
@@ -117,23 +121,12 @@ class Rig:
             TagSpec("inverter.setpoint", TagType.FLOAT, "W", Direction.OUTPUT, 0.0),
             TagSpec("inverter.enable", TagType.BOOL, "", Direction.OUTPUT, False),
         ]
-        programs = list(programs)
-        self.tags = tag_table(
-            ("runtime", RUNTIME_TAGS),
-            ("plant", specs),
-            ("outs", outs),
-            ("safety", self.safety.declare()),
-            *((p.name, p.declare()) for p in programs),
-        )
-        self.engine = Engine(self.site, self.tags, [self.req, *programs], [self.safety], age_scale=speed)
+        super().__init__(self.site, [self.req, *programs], [self.safety], plant=[*specs, *outs], age_scale=speed)
         self.values: dict[str, Any] = {n: d for n, (_, _, d) in INPUTS.items()}
         self.values["runtime.overrun_fault"] = False
         self.follow = follow
-        self.now_us = 0
         self.period_us = self.site.period_us
-        self.last: StepResult | None = None
         self.ceased_us: int | None = None  # scratch for tests that time the output reaching zero
-        self.events: list = []
 
     def set(self, **values: Any) -> None:
         for k, v in values.items():
@@ -142,13 +135,11 @@ class Rig:
 
     def step(self, commands: tuple[Command, ...] = (), advance_us: int | None = None) -> StepResult:
         ups = [TagUpdate(n, v) for n, v in self.values.items()]  # every input freshly read, as a poller does
-        res = self.engine.step(self.now_us, ups, commands)
-        self.events.extend(res.events)
-        self.last = res
+        res = super().step(ups, commands)
         if self.follow:
             p = res.outputs["inverter.setpoint"] if res.outputs["inverter.enable"] else 0.0
             self.values["inverter.power"] = p
-        self.now_us += advance_us or self.period_us
+        self.advance(advance_us or self.period_us)
         return res
 
     def run(self, seconds: float, step_s: float | None = None) -> list[StepResult]:

@@ -114,7 +114,7 @@ def test_shortfall_is_a_warning_not_a_trip() -> None:
     rig.set(inverter__power=4000.0)  # battery taper
     rig.run(3.0)
     assert rig.out["safety.trip"] == ""
-    assert any(e.kind == "warning" and "shortfall" in e.message for e in rig.events)
+    assert any(e.kind == "warning" and "shortfall" in e.message for e in rig.event_log)
 
 
 # -- communications and runtime health -------------------------------------------------------------

@@ -29,7 +29,7 @@ def _reset_with(rig: Rig, quality: Quality) -> None:
     ups = [TagUpdate(n, v) for n, v in rig.values.items() if n != "inverter.power"]
     ups.append(TagUpdate("inverter.power", 0.0, quality))
     rig.last = rig.engine.step(rig.now_us, ups, RESET)
-    rig.events.extend(rig.last.events)
+    rig.event_log.extend(rig.last.events)
     rig.now_us += rig.period_us
 
 
@@ -39,7 +39,7 @@ def test_reset_refused_while_the_inverter_is_offline(request_w: float, measured_
     rig = _tripped(request_w, measured_w)
     _reset_with(rig, quality)
     assert rig.out["safety.trip"] != "" and "power_divergence" in [
-        e.data.get("code") for e in rig.events if e.kind == "warning" and "refused" in e.message
+        e.data.get("code") for e in rig.event_log if e.kind == "warning" and "refused" in e.message
     ]
     assert rig.out["inverter.setpoint"] == 0.0 and rig.out["inverter.enable"] is False
     rig.set(inverter__power=0.0)  # back online and obeying
@@ -54,7 +54,7 @@ def test_reset_refused_while_still_diverging_or_forced(request_w: float, measure
     rig.step(RESET)  # still measuring power although the permit is withdrawn
     assert rig.out["safety.trip"] == "power_divergence"
     assert rig.out["inverter.setpoint"] == 0.0 and rig.out["inverter.enable"] is False
-    assert any("reset of power_divergence refused: measured" in e.message for e in rig.events)
+    assert any("reset of power_divergence refused: measured" in e.message for e in rig.event_log)
     rig.engine.force("inverter.power", 0.0)  # a force is no evidence that the device obeys
     rig.step(RESET)
     assert "power_divergence" in rig.safety.latches

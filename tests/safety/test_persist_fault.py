@@ -36,7 +36,7 @@ def test_unsaved_latched_state_trips_and_clears_by_itself(request_w: float) -> N
     assert rig.out["inverter.enable"] is True
     rig.run(300.0, step_s=1.0)
     assert rig.out["inverter.setpoint"] == request_w
-    kinds = [(e.kind, e.data.get("code")) for e in rig.events if e.data.get("code") == "persist_fault"]
+    kinds = [(e.kind, e.data.get("code")) for e in rig.event_log if e.data.get("code") == "persist_fault"]
     assert kinds == [("trip", "persist_fault"), ("reset", "persist_fault")]
 
 
