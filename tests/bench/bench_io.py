@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.bench_scan import beside_bare
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,16 +34,10 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def plan_table() -> list[dict[str, Any]]:
     """Per shipped map: requests of a fast cycle and of a full poll, the planner's count against the DP
     minimum and against one request per point (no coalescing)."""
-    from runtime.io.maps import PollClass, shipped_maps
+from runtime.io.maps import PollClass, shipped_maps
     from runtime.io.readplan import min_requests, plan_reads
     from tests.io.test_readplan import map_spans
 
