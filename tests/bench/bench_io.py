@@ -37,7 +37,7 @@ def pct(xs: list[float], q: float) -> float:
 def plan_table() -> list[dict[str, Any]]:
     """Per shipped map: requests of a fast cycle and of a full poll, the planner's count against the DP
     minimum and against one request per point (no coalescing)."""
-from runtime.io.maps import PollClass, shipped_maps
+    from runtime.io.maps import PollClass, shipped_maps
     from runtime.io.readplan import min_requests, plan_reads
     from tests.io.test_readplan import map_spans
 
