@@ -226,6 +226,8 @@ class ControlServer:
             if cmd == "reset_trip":
                 self._stage(Command("reset_trip", {"by": f"{req.get('by', 'control socket')} ({peer})"}))
             elif cmd == "force":
+                if req["value"] is None:  # None means "release" to the checker: say so, never reply ok
+                    raise ValueError("force needs a value (to release a force: unforce)")
                 self._check_force(str(req["tag"]), req["value"])
                 self._stage(Command("force", {"tag": str(req["tag"]), "value": req["value"]}))
             elif cmd == "unforce":
@@ -233,7 +235,7 @@ class ControlServer:
                 self._stage(Command("unforce", {"tag": str(req["tag"])}))
             log.warning("control command accepted (%s): %s", peer, line.decode(errors="replace").strip()[:500])
             return {"ok": True}
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             log.error("control command rejected (%s): %r: %s", peer, line[:200], exc)
             return {"ok": False, "error": str(exc)}
 
