@@ -8,6 +8,7 @@ it stays plugged in. The routine is a forecast of the driver, not a fact: the ta
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +20,9 @@ class Routine(BaseModel):
 
     depart: dt.time = dt.time(7, 0)
     arrive: dt.time = dt.time(18, 0)
-    commute_days: tuple[int, ...] = Field((0, 1, 2, 3, 4), description="weekday numbers, Monday = 0")
+    commute_days: tuple[Annotated[int, Field(ge=0, le=6)], ...] = Field(
+        (0, 1, 2, 3, 4), description="weekday numbers, Monday = 0"
+    )
     departure_soc_min: float = Field(0.8, ge=0, le=1)
     trip_energy_kwh: float = Field(12.0, ge=0, le=10_000)
 

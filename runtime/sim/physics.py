@@ -18,10 +18,10 @@ from runtime.api import Params
 
 
 class InverterModel(Params):
-    max_charge_w: float = Field(11000.0, gt=0)
-    max_discharge_w: float = Field(11000.0, gt=0)
-    tau_s: float = Field(0.3, gt=0, description="first-order power response time constant")
-    ramp_w_per_s: float = Field(22000.0, gt=0, description="ramp limit of the power stage")
+    max_charge_w: float = Field(11000.0, gt=0, le=1e6)
+    max_discharge_w: float = Field(11000.0, gt=0, le=1e6)
+    tau_s: float = Field(0.3, gt=0, le=60, description="first-order power response time constant")
+    ramp_w_per_s: float = Field(22000.0, gt=0, le=1e10, description="ramp limit of the power stage")
     manufacturer: str = "v2g-plc sim"
     model: str = "BIDI-11"
     serial: str = "SIM0001"
@@ -29,7 +29,7 @@ class InverterModel(Params):
 
 class EvModel(Params):
     connected: bool = True
-    capacity_wh: float = Field(60000.0, gt=0, description="nameplate (new) capacity")
+    capacity_wh: float = Field(60000.0, gt=0, le=1e7, description="nameplate (new) capacity")
     soh: float = Field(0.95, gt=0, le=1)
     soc: float = Field(0.5, ge=0, le=1)
     charge_efficiency: float = Field(0.95, gt=0, le=1)
@@ -37,29 +37,29 @@ class EvModel(Params):
 
 
 class GridModel(Params):
-    voltage: float = Field(240.0, gt=0, description="line-to-line, split-phase")
-    frequency: float = Field(60.0, gt=0)
+    voltage: float = Field(240.0, gt=0, le=1000, description="line-to-line, split-phase")
+    frequency: float = Field(60.0, ge=40, le=70)
 
 
 class MeterModel(Params):
     # An installed meter never reads 0: SunSpec-style devices take 0 for "not implemented".
-    energy_import_wh: float = Field(12_345_670.0, gt=0)
-    energy_export_wh: float = Field(2_345_670.0, gt=0)
-    load_w: float = Field(600.0, description="site consumption besides the charger (import-positive)")
+    energy_import_wh: float = Field(12_345_670.0, gt=0, le=1e12)
+    energy_export_wh: float = Field(2_345_670.0, gt=0, le=1e12)
+    load_w: float = Field(600.0, ge=-1e6, le=1e6, description="site consumption besides the charger (import-positive)")
 
 
 class ThermalModel(Params):
-    ambient_c: float = 25.0
-    tau_s: float = Field(120.0, gt=0, description="heat sink time constant")
-    k_per_kw: float = Field(2.5, ge=0, description="steady-state rise above ambient per kW of |power|")
-    coolant_tau_s: float = Field(300.0, gt=0)
-    coolant_k_per_kw: float = Field(1.2, ge=0)
+    ambient_c: float = Field(25.0, ge=-50, le=70)
+    tau_s: float = Field(120.0, gt=0, le=36000, description="heat sink time constant")
+    k_per_kw: float = Field(2.5, ge=0, le=100, description="steady-state rise above ambient per kW of |power|")
+    coolant_tau_s: float = Field(300.0, gt=0, le=36000)
+    coolant_k_per_kw: float = Field(1.2, ge=0, le=100)
 
 
 class PlcModel(Params):
-    snr_db: float = 32.0
-    attenuation_db: float = 22.0
-    noise_db: float = Field(0.5, ge=0, description="standard deviation of SNR noise")
+    snr_db: float = Field(32.0, ge=-20, le=80)
+    attenuation_db: float = Field(22.0, ge=0, le=100)
+    noise_db: float = Field(0.5, ge=0, le=20, description="standard deviation of SNR noise")
 
 
 class PhysicsParams(Params):
@@ -69,7 +69,7 @@ class PhysicsParams(Params):
     meter: MeterModel = Field(default_factory=MeterModel)
     thermal: ThermalModel = Field(default_factory=ThermalModel)
     plc: PlcModel = Field(default_factory=PlcModel)
-    seed: int = 1
+    seed: int = Field(1, ge=0, le=2**32 - 1)
 
 
 @dataclass

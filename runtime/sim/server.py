@@ -35,13 +35,13 @@ class PlantDevice(Params):
 
 
 class ScenarioEvent(Params):
-    t: float = Field(ge=0, description="seconds of simulated time")
+    t: float = Field(ge=0, le=3.2e7, description="seconds of simulated time (a year at most)")
     set: str | None = Field(None, description=f"quantity to change: one of {sorted(SETTABLE)}")
-    to: float | None = None
-    ramp_s: float = Field(0.0, ge=0)
+    to: float | None = Field(None, ge=-1e9, le=1e9, description="the new value (its own unit: V, Hz, W, degC, dB)")
+    ramp_s: float = Field(0.0, ge=0, le=86400)
     event: Literal["grid_loss", "grid_restore", "plug_in", "depart"] | None = None
     soc: float | None = Field(None, ge=0, le=1, description="plug_in: SoC of the arriving EV")
-    trip_wh: float | None = Field(None, ge=0, description="depart: energy the drive takes out of the battery")
+    trip_wh: float | None = Field(None, ge=0, le=1e7, description="depart: energy the drive takes out of the battery")
 
     @model_validator(mode="after")
     def _one(self) -> ScenarioEvent:
