@@ -81,6 +81,9 @@ class SiteInfo:
     period_us: int
     phases: int = 1
     base_dir: Path = Path(".")  # the site file's folder: relative paths in params resolve against it
+    # ``v2g-plc run --speed N``: each cycle covers N periods of the cycle clock while drivers and tasks work
+    # in real time, so detectors that time a device's answer (read-back, measured power) stretch with it.
+    speed: int = 1
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ def site_info(loaded: LoadedSite, speed: int = 1) -> SiteInfo:
         c.scan.period_us * speed,
         c.site.phases,
         loaded.base_dir,
+        speed,
     )
 
 

@@ -118,7 +118,7 @@ class SafetySupervisor(Program):
         # Supervision times (how long a device may take to answer) count like the tags' age limits: drivers
         # work in real time, so on a simulated site run N times faster (SiteInfo.speed) they stretch N times.
         # A write that takes one real poll round is then no mismatch at any speed; a persistent one still is.
-        self.speed = int(getattr(site, "speed", 1))
+        self.speed = site.speed
         self.mismatch_us = round(p.comms.write_mismatch_s * 1e6) * self.speed
         self.div = DivergenceMonitor(p.divergence, round(p.divergence.time_s * 1e6) * self.speed)
         self.latches: dict[str, Latch] = {}

@@ -7,7 +7,6 @@ previous cycle (zero without the permit), so divergence stays quiet unless a tes
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from backtest.rig import CycleRig
@@ -76,12 +75,6 @@ class Memory(Program):
                 cx.out[n] = v
 
 
-@dataclass(frozen=True)
-class FastSite(SiteInfo):
-    """A simulated site run ``speed`` times faster than real time: each cycle covers ``speed`` periods of the
-    cycle clock while drivers poll in real time (what ``v2g-plc run --speed N`` builds)."""
-
-    speed: int = 1
 
 
 class Rig(CycleRig):
@@ -104,7 +97,7 @@ class Rig(CycleRig):
         params.setdefault("category", "III")
         params.setdefault("rated_charge_w", 11000.0)
         params.setdefault("rated_discharge_w", 11000.0)
-        self.site = FastSite(
+        self.site = SiteInfo(
             name="rig",
             nominal_voltage=nominal_v,
             nominal_frequency=nominal_f,

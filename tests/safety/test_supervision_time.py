@@ -110,3 +110,15 @@ def test_a_bad_read_back_is_a_comms_fault_never_a_mismatch(quality: Quality, req
     rig.set(inverter__write_mismatch=False)
     rig.step()
     assert rig.out["safety.trip"] == ""
+
+
+@pytest.mark.parametrize("speed", [1, 20, 400])
+def test_the_built_site_gives_the_interlock_its_speed(speed: int) -> None:
+    """What `v2g-plc run --speed N` builds: the supervision times stretch with the speed, as the age limits
+    do (review finding: the rig had its own speed-carrying SiteInfo while the runtime's had none)."""
+    from runtime.site import build_site, bundled_site
+
+    built = build_site(bundled_site(), speed=speed)
+    (safety,) = built.interlocks
+    assert built.info.speed == speed
+    assert safety.mismatch_us == round(safety.params.comms.write_mismatch_s * 1e6) * speed
