@@ -108,7 +108,8 @@ class TaskChannel:
                 if msg[0] != "w":
                     continue
                 writes = [(str(n), v, Quality(q)) for n, v, q in msg[1]]
-            except (ValueError, TypeError, IndexError, KeyError):  # dropped whole, never half applied
+            # dropped whole, never half applied; RecursionError: JSON nested too deep, which must not end the scan
+            except (ValueError, TypeError, IndexError, KeyError, RecursionError):
                 log.error("task process sent a malformed message; dropped")
                 continue
             for name, value, quality in writes:

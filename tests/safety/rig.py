@@ -75,8 +75,6 @@ class Memory(Program):
                 cx.out[n] = v
 
 
-
-
 class Rig(CycleRig):
     """The shared cycle rig (backtest.rig) around ``v2g_safety``: a requester program in front, the plant's
     inputs fed fresh every cycle, and (``follow``) the inverter's power following the committed set point."""

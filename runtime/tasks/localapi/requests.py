@@ -49,7 +49,10 @@ def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
     """A mode request from a bus message (JSON object without ``source``); ValueError says what is wrong."""
     if len(payload) > MAX_COMMAND_BYTES:
         raise ValueError(f"payload must be a JSON object of at most {MAX_COMMAND_BYTES} bytes")
-    body = json.loads(payload)  # NaN/Infinity parse, and the model refuses them
+    try:
+        body = json.loads(payload)  # NaN/Infinity parse, and the model refuses them
+    except RecursionError as exc:  # a retained message nested too deep would otherwise kill the task each time
+        raise ValueError("payload is nested too deep") from exc
     if not isinstance(body, dict):
         raise ValueError("payload must be a JSON object")
     if "source" in body:

@@ -121,7 +121,7 @@ class _PeerMixin:
             self.on_traffic()
         try:
             msg = unpack(raw_msg)
-        except OCPPError as exc:
+        except (OCPPError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             log.warning("%s: unreadable OCPP message from the CSMS (%s): %.200s", self.id, exc, raw_msg)
             return
         if msg.message_type_id == MessageType.Call:
