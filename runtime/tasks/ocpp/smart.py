@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,27 @@ from runtime.tasks.ocpp.variables import _write_atomic
 SCHEMA = 1
 PURPOSES = ("ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile")
 _RECUR = {"Daily": dt.timedelta(days=1), "Weekly": dt.timedelta(days=7)}
+COMPOSITE_MAX_S = 7 * 86_400  # GetCompositeSchedule answers at most a week: the walk must stay short
+log = logging.getLogger("v2g_plc.ocpp")
 
 
 def parse_time(s: str) -> dt.datetime:
     t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _bad_times(profile: dict[str, Any]) -> str:
+    """What is wrong with a profile's date-times (empty: nothing), so that no bad one is ever stored."""
+    fields = [(k, profile.get(k)) for k in ("validFrom", "validTo")]
+    fields += [("startSchedule", s.get("startSchedule")) for s in profile.get("chargingSchedule", [])]
+    for key, value in fields:
+        if value is None:
+            continue
+        try:
+            parse_time(str(value))
+        except ValueError:
+            return f"{key} {value!r} is not a date-time"
+    return ""
 
 
 def stamp(t: dt.datetime) -> str:
@@ -46,7 +63,12 @@ class Profiles:
             doc = json.loads(path.read_text())
             if doc.get("schema") != SCHEMA:
                 raise ValueError(f"{path}: schema {doc.get('schema')!r}, this runtime reads {SCHEMA}")
-            self.items = doc["profiles"]
+            for it in doc["profiles"]:  # one unreadable profile must not stop the station at every start
+                bad = _bad_times(it.get("profile", {}))
+                if bad:
+                    log.error("%s: profile %s dropped: %s", path, it.get("profile", {}).get("id"), bad)
+                else:
+                    self.items.append(it)
 
     def _save(self) -> None:
         _write_atomic(self.path, json.dumps({"schema": SCHEMA, "profiles": self.items}, indent=1).encode(), 0o600)
@@ -67,6 +89,8 @@ class Profiles:
                 return "Rejected", "InvalidEvse"  # K01.FR.16
             if tx_id is None or profile.get("transactionId") != tx_id:
                 return "Rejected", "TxNotFound"  # K01.FR.03, K01.FR.09
+        if _bad_times(profile):  # the schema does not check date-time formats: parse them here, once
+            return "Rejected", "InvalidSchedule"
         for sched in profile["chargingSchedule"]:
             periods = [p["startPeriod"] for p in sched["chargingSchedulePeriod"]]
             if periods[0] != 0 or periods != sorted(set(periods)):
@@ -231,7 +255,9 @@ class Profiles:
     def composite(
         self, t0: dt.datetime, duration_s: int, unit: str, tx_id: str | None = None, tx_start: dt.datetime | None = None
     ) -> dict[str, Any]:
-        """GetCompositeSchedule (K08): the limit over [t0, t0 + duration) as periods, in W or A."""
+        """GetCompositeSchedule (K08): the limit over [t0, t0 + duration) as periods, in W or A; a duration
+        beyond a week is answered for a week (the ``duration`` field says so)."""
+        duration_s = min(duration_s, COMPOSITE_MAX_S)
         t1 = t0 + dt.timedelta(seconds=duration_s)
         points = sorted({b for b in self._breakpoints(t0, t1, tx_start) if t0 <= b < t1})
         periods: list[dict[str, Any]] = []
