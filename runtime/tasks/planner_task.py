@@ -359,7 +359,10 @@ class PlannerTask(Task):
             return
         cx.write("plan.power", float(iv.power_w) if (iv.connected and connected) else 0.0)
         cx.write("plan.soc_target", float(iv.soc_end))
-        cx.write("plan.price", float(iv.price))
+        if plan.status == "fallback":  # its prices are placeholders (0): no real-time rule may judge by them
+            cx.write("plan.price", None, Quality.BAD)
+        else:
+            cx.write("plan.price", float(iv.price))
         cx.write("plan.interval_end", cx.now_us / US + (iv.end - now).total_seconds())
         i = plan.index_at(now)
         if i is not None and i < len(self.reserve):

@@ -133,6 +133,9 @@ def test_task_publishes_the_plan_and_falls_back_without_prices():
             jsonschema.validate(fb, SCHEMA)
             assert "not good" in fb["reason"]
             assert last("plan.power") == pytest.approx(11000.0)
+            # its prices are placeholders: plan.price is bad, so no real-time rule judges by them
+            price_q = next(q for n_, _, q in reversed(writes) if n_ == "plan.price")
+            assert price_q == Quality.BAD
         finally:
             job.cancel()
 
