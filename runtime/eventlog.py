@@ -37,6 +37,9 @@ class _Run:
     count: int = 0  # repeats since the last summary
 
 
+NEVER_FOLDED = frozenset({"trip", "reset"})  # the protective actions an operator must see one by one
+
+
 class EventLimiter:
     """On the scan thread: cheap when nothing repeats (one dict lookup per event)."""
 
@@ -55,6 +58,9 @@ class EventLimiter:
         out: list[Event] = []
         runs = self.runs
         for e in events:
+            if e.kind in NEVER_FOLDED:  # each trip and reset is a line of its own, with its own cycle
+                out.append(e)
+                continue
             key = (e.kind, e.source, e.message)
             run = runs.get(key)
             if run is None:

@@ -166,9 +166,9 @@ class Persister:
         self._retry = None
         try:
             self._write(self.path, self.states)
-        except OSError as exc:
+        except Exception as exc:  # not only OSError: a state that cannot be serialised must hold the site too
             self.failures += 1
-            error = f"{exc.strerror or exc} ({self.path})"
+            error = f"{getattr(exc, 'strerror', None) or exc} ({self.path})"
             if not self.fault or error != self.error:
                 log.error(
                     "cannot persist latched state: %s; outputs held at their safe values; retrying every %.1f-%.1f s",

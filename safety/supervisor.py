@@ -80,6 +80,9 @@ OUT_LIMIT_CHARGE, OUT_LIMIT_DISCHARGE, OUT_EXTERNAL_OK = (
 )
 
 
+RESTORED = " (latched before restart)"
+
+
 @register_interlock("v2g_safety")
 class SafetySupervisor(Program):
     """IEEE 1547 trips, islanding, enter service, thermal, battery, divergence, comms and limits."""
@@ -231,7 +234,8 @@ class SafetySupervisor(Program):
     def restore(self, state: Mapping[str, Any] | None) -> None:
         for code, reason in (state or {}).get("latched", []):
             kind = TRIP_KINDS.get(code, "operator")
-            self.latches[code] = Latch(kind, f"{reason} (latched before restart)", 0)
+            reason = str(reason).removesuffix(RESTORED)  # one note, however many restarts
+            self.latches[code] = Latch(kind, reason + RESTORED, 0)
             if code == "over_temperature":
                 self.thermal.latched, self.thermal.tripped_at_us = True, 0
 
