@@ -49,8 +49,8 @@ def meter_value(s: Sample, stamp: str, context: str) -> dict[str, Any]:
     add(s.import_wh, "Energy.Active.Import.Register", "Wh")
     add(s.export_wh, "Energy.Active.Export.Register", "Wh")
     if s.power_w is not None:
-        add(max(s.power_w, 0.0), "Power.Active.Import", "W")
-        add(max(-s.power_w, 0.0), "Power.Active.Export", "W")
+        add(max(0.0, s.power_w), "Power.Active.Import", "W")  # max(0.0, x): never a -0.0 on the wire
+        add(max(0.0, -s.power_w), "Power.Active.Export", "W")
     add(None if s.soc is None else s.soc * 100.0, "SoC", "Percent")
     add(s.voltage, "Voltage", "V")
     return {"timestamp": stamp, "sampledValue": sv}
