@@ -189,13 +189,16 @@ class LinkSide:
         while True:
             self.wake.clear()
             if self.status_changes or (self.status is not None and self.status != self.sent_status):
-                when, status = self.status_changes.popleft() if self.status_changes else (self.stamp(), self.status)
+                # peeked, taken only once sent: a timeout (reconnect) must not lose a status change
+                when, status = self.status_changes[0] if self.status_changes else (self.stamp(), self.status)
                 await self._send_other(
                     peer,
                     "StatusNotification",
                     {"timestamp": when, "connectorStatus": status, "evseId": self.p.evse_id,
                      "connectorId": self.p.connector_id},
                 )  # fmt: skip
+                if self.status_changes and self.status_changes[0] == (when, status):
+                    self.status_changes.popleft()
                 self.sent_status = status
                 continue
             item = self.queue.head()
