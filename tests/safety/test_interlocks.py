@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.api import Command
+from runtime.api import Command, SiteInfo
 from runtime.tags import Direction, Quality, TagSpec, TagType, TagUpdate
-from tests.safety.rig import Rig
+from tests.safety.rig import Memory, Rig
 
 RESET = (Command("reset_trip"),)
 
@@ -346,3 +346,24 @@ def test_forcing_any_protective_input_trips_instead_of_hiding_it(
     res = rig.step()
     assert res.outputs["safety.trip"] != "" and res.outputs["inverter.setpoint"] == 0.0
     assert res.outputs["inverter.enable"] is False
+
+
+@pytest.mark.parametrize("request_w", [-4000.0, 4000.0])
+def test_entering_an_external_mode_while_the_back_office_is_slow_zeroes_in_that_same_cycle(request_w: float) -> None:
+    """The mode the programs chose this cycle counts, not last cycle's (review finding: one cycle of an
+    external set point passed)."""
+    rtt = [TagSpec("ocpp.round_trip", unit="s", direction=Direction.SHARED)]
+    mem = Memory(SiteInfo("rig", 240.0, 60, 20_000, 1), {"mode.state": "discharge"})
+    rig = Rig(
+        extra_inputs=rtt,
+        programs=[mem],
+        comms={"rtt_tag": "ocpp.round_trip", "external_modes": ["grid_service"]},
+    )
+    rig.set(ocpp__round_trip=0.6)  # too slow for grid services from the start
+    rig.req.setpoint = request_w
+    rig.settle()
+    assert rig.out["inverter.setpoint"] == request_w  # own decision: followed
+    mem.values["mode.state"] = "grid_service"
+    res = rig.step()
+    assert res.image["mode.state"].value == "grid_service"
+    assert res.outputs["inverter.setpoint"] == 0.0 and res.outputs["safety.external_ok"] is False
