@@ -580,10 +580,11 @@ class SafetySupervisor(Program):
                     )
         # the mode this cycle's programs chose (cx.out), not last cycle's: entering an external mode while
         # the back office is not fit must not pass one cycle of its set point
-        mode = cx.out[p.comms.mode_tag] if p.comms.mode_tag in cx.out else img.value(p.comms.mode_tag)
-        if p.comms.external_modes and not external_ok and mode in p.comms.external_modes:
-            lc = ld = 0.0
-            reasons["external"] = "external commands not followed: " + ext_why
+        if p.comms.external_modes and not external_ok:
+            mode = cx.out[p.comms.mode_tag] if p.comms.mode_tag in cx.out else img.value(p.comms.mode_tag)
+            if mode in p.comms.external_modes:
+                lc = ld = 0.0
+                reasons["external"] = "external commands not followed: " + ext_why
         return lc, ld, reasons
 
     def _commit(
