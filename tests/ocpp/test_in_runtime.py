@@ -91,3 +91,21 @@ def test_check_reports_a_missing_password_file_and_a_wrong_scheme(tmp_path: Path
     (tmp_path / "password").write_text("0123456789abcdef-operator\n")
     r = cli("check", str(site))
     assert r.returncode == 2 and "needs a wss:// csms_url" in r.stderr, r.stderr
+
+
+def test_check_shows_the_effective_variables_a_csms_changed(tmp_path: Path) -> None:
+    """`v2g-plc check` shows the values in force: the site file's, or the CSMS's where it set one."""
+    from runtime.site import build_site
+    from runtime.tasks.ocpp.variables import VARDEFS, DeviceModel
+    from tests.runtime.helpers import cli
+
+    site = write_site(tmp_path, SITE.format(port=1))
+    (tmp_path / "password").write_text("0123456789abcdef-operator\n")
+    r = cli("check", str(site))
+    assert r.returncode == 0, r.stderr
+    assert "SampledDataCtrlr.TxUpdatedInterval=1," in r.stdout  # the site file says 1
+    (task,) = build_site(site).tasks
+    d = next(v for v in VARDEFS if v.variable == "TxUpdatedInterval")
+    assert DeviceModel(task.params, task.state_dir()).write(d, "5") == "Accepted"  # as SetVariables does
+    r = cli("check", str(site))
+    assert r.returncode == 0 and "SampledDataCtrlr.TxUpdatedInterval=5" in r.stdout, r.stdout

@@ -28,6 +28,12 @@ class OcppTask(Task):
     def state_dir(self) -> Path:
         return Path(self.params.state_dir)
 
+    def effective_variables(self) -> dict[str, object]:
+        """The device-model values in force (site file, or the CSMS's where it set one): for ``check``."""
+        from runtime.tasks.ocpp.variables import DeviceModel
+
+        return DeviceModel(self.params, self.state_dir()).effective()
+
     def declare(self) -> list[TagSpec]:
         S = Direction.SHARED
         return [
