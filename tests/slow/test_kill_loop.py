@@ -1,10 +1,11 @@
 """kill -9 at random moments: the bundled site, as a real process tree, loses its scan process, its task
 process or its virtual plant again and again, and every time:
 
-- the scan process restarts in safe state: set point 0 and permit withdrawn (enter service has 300 s of
-  delay to run, so no read before the kill may see a permit), and every trip latched on disk before the
-  start is active again;
-- a killed task process is restarted by the scan process while the outputs stay safe; a killed plant (all
+- the scan process restarts in safe state: set point 0 and permit withdrawn in its first cycle, no
+  discharge while enter service has its 300 s of delay to run (charging, a load, may start: without a plan
+  yet the site charges toward the departure SoC), and every trip latched on disk before the start is
+  active again;
+- a killed task process is restarted by the scan process with no discharge meanwhile; a killed plant (all
   field devices dead) trips to safe outputs; a killed scan process takes its children with it;
 - no file in state_dir is half-written: every ``*.json`` parses, every complete line of ``events.jsonl``
   parses (an unterminated last line, from a kill inside a write, is tolerated: no reader in the runtime
@@ -130,6 +131,14 @@ def assert_safe(v: dict[str, Any], when: str) -> None:
     assert v["inverter.enable"] is False, f"{when}: permit given ({v})"
 
 
+def assert_no_export(v: dict[str, Any], when: str) -> None:
+    """Inside the enter-service delay: no discharge (IEEE 1547 enter service; charging is a load the site may
+    take, e.g. the departure charge without a plan), and safe outright while a trip is active."""
+    assert v["inverter.setpoint"] >= 0.0, f"{when}: discharge {v['inverter.setpoint']} W inside enter service"
+    if v["safety.trip"]:
+        assert_safe(v, f"{when} (tripped)")
+
+
 def make_site(tmp: Path) -> Path:
     def edit(site: dict[str, Any]) -> None:
         safety = site["safety"][0]["params"]
@@ -171,7 +180,7 @@ def one_kill(i: int, rng: random.Random, site: Path, log: Path) -> dict[str, Any
             v = s.read()
             if v is not None:
                 assert v["_t"] is None or v["_t"] < ES_DELAY_S, "the iteration outlived the enter-service delay"
-                assert_safe(v, f"kill {i}: before the kill")
+                assert_no_export(v, f"kill {i}: before the kill")
         persisted = latched_on_disk(state_dir)  # what the kill must not lose
         pids = processes(s.proc.pid)
         assert target in pids, f"kill {i}: no {target} process among {pids}"
@@ -186,7 +195,8 @@ def one_kill(i: int, rng: random.Random, site: Path, log: Path) -> dict[str, Any
         elif target == "task":
             old = pids["task"]
             wait_for(lambda: new_task_process(s, old), 60, f"kill {i}: the scan process to restart its task process")
-            assert_safe(wait_for(s.read, 10, "an answer after the task restart"), f"kill {i}: after the task restart")
+            v = wait_for(s.read, 10, "an answer after the task restart")
+            assert_no_export(v, f"kill {i}: after the task restart")
         else:  # plant: every field device is gone; the scan carries on and trips
             v = wait_for(lambda: tripped_without_plant(s), 30, f"kill {i}: bad tags and a trip without the plant")
             assert_safe(v, f"kill {i}: after the plant died")
