@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from runtime import statefile
 from runtime.api import Command
 from runtime.clock import Clock, MonotonicClock, Pacer
+from runtime.commands import CONTROL, RESET_EXIT, Gate, Refused, Request
 from runtime.engine import PERSIST_FAULT, Engine, StepResult
 from runtime.eventlog import EventFile, EventLimiter
 from runtime.io.driver import IOContext
@@ -207,6 +208,9 @@ class Runner:
         self._prev_cycle_s = 0.0
         self._ready = False
         self._clean = False
+        self.gate = Gate({c.label: c.type for c in cfg.tasks}, cfg.commands, cfg.commissioning, built.info.period_us)
+        self._control_ids = 0
+        self.exit_code = 0
 
     # -- start and stop ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -220,7 +224,7 @@ class Runner:
                 pass
             self._clean = True
         self._write_exit_files()
-        return 0
+        return self.exit_code
 
     def start(self, stack: contextlib.ExitStack) -> None:
         """Everything the scan needs, in start order; each resource's teardown goes on ``stack`` as it
@@ -323,9 +327,17 @@ class Runner:
         late = wake - deadline
         k = pacer.k
         now_us = k * self.sim_period_us
-        commands, recorded = self._drain_commands()
+        commands, recorded, answers = self._drain_commands(now_us)
         res = self.engine.step(now_us, self._inputs(wake, late), commands)
+        for cid, ok, reason in answers:  # after the cycle that applied them
+            self.channel.ack(cid, ok, reason)
         self._hand_out(res, recorded)
+        if res.reset:
+            # The outputs of this cycle are already safe; stopping writes them through every driver and
+            # persists state on the way out; the unit restarts on RESET_EXIT (RestartForceExitStatus=).
+            log.warning("reset accepted: outputs safe, state persisted, exiting with %d to restart", RESET_EXIT)
+            self.exit_code = RESET_EXIT
+            self._stop.set()
         done = self.clock.now_ns()
         self._prev_cycle_s = (done - wake) / 1e9
         self.lateness.append(late / 1e6)
@@ -442,6 +454,8 @@ class Runner:
         return out
 
     def _check_force(self, tag: str, value: Any) -> None:
+        if value is not None and not self.cfg.commissioning:
+            raise ValueError("force only while the site file says commissioning: true")
         if value is None:  # a release: any tag of the site
             if tag not in self.built.tags:
                 raise KeyError(f"unknown tag {tag!r}")
@@ -483,19 +497,40 @@ class Runner:
             if self.watchdog is not None:
                 self.watchdog.status(text)
 
-    def _drain_commands(self) -> tuple[tuple[Command, ...], tuple[Command, ...]]:
-        """Operator commands for this cycle: (for the programs, for the recording). Forces act on the
-        engine here, before the step, and are recorded so that replay forces the same tags."""
-        out, recorded = [], []
+    def _drain_commands(
+        self, now_us: int
+    ) -> tuple[tuple[Command, ...], tuple[Command, ...], list[tuple[str, bool, str]]]:
+        """Commands for this cycle, each checked by the gate: (for the engine, for the recording, the
+        answers to the task process). Forces act on the engine here, before the step, and are recorded
+        so that replay forces the same tags. A refused command is logged with who asked."""
+        reqs: list[Request] = []
         while True:
             try:
                 c = self._commands.get_nowait()
             except queue.Empty:
                 break
+            self._control_ids += 1
+            by = str(c.args.get("by", "control socket"))
+            args = {k: v for k, v in c.args.items() if k != "by"}
+            reqs.append(Request(f"control-{self._control_ids}", c.name, CONTROL, by, args))
+        tasks = self.channel.take_requests()
+        reqs += tasks
+        from_task = {id(r) for r in tasks}
+        out, recorded, answers = [], [], []
+        for r in reqs:
+            try:
+                c = self.gate.check(r, now_us)
+            except Refused as exc:
+                log.error("command %s from %s refused (asked by %s): %s", r.kind, r.source, r.by, exc)
+                if id(r) in from_task:
+                    answers.append((r.id, False, str(exc)))
+                continue
+            if id(r) in from_task:
+                answers.append((r.id, True, ""))
             recorded.append(c)
             if not apply_force(self.engine, c):
                 out.append(c)
-        return tuple(out), tuple(recorded)
+        return tuple(out), tuple(recorded), answers
 
     def _write_exit_files(self) -> None:
         if self.opts.stats_json:

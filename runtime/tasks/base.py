@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from runtime.api import Plugin
@@ -29,9 +29,11 @@ class TaskContext:
         send: Callable[[str, Any, Quality], None],
         start: dt.datetime,
         log: logging.Logger,
+        command: Callable[[str, str, Mapping[str, Any], str], Awaitable[tuple[bool, str]]] | None = None,
     ):
         self.name = name
         self._send = send
+        self._command = command
         self.start = start  # site-local calendar time of cycle-clock zero
         self.log = log
         self.image: Image = Image({})
@@ -41,6 +43,14 @@ class TaskContext:
     def write(self, tag: str, value: Any, quality: Quality = Quality.GOOD) -> None:
         """Send a shared-tag write to the scan; it applies at the next cycle start."""
         self._send(tag, value, quality)
+
+    async def command(self, kind: str, args: Mapping[str, Any] | None = None, *, by: str) -> tuple[bool, str]:
+        """Ask the scan for a typed command (runtime/commands.py) on behalf of ``by`` (who asked this
+        task: a CSMS identity, a client). Returns (accepted, reason) once the scan applied or refused it;
+        the site file's ``commands.allow`` decides what this task's type may ask."""
+        if self._command is None:
+            return False, "no channel to the scan"
+        return await self._command(self.name, kind, args or {}, by)
 
     def calendar(self, now_us: int | None = None) -> dt.datetime:
         """Site-local calendar time of a cycle-clock instant (default: the latest published cycle)."""
