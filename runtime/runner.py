@@ -32,6 +32,7 @@ from runtime.clock import Clock, MonotonicClock, Pacer
 from runtime.commands import CONTROL, RESET_EXIT, Gate, Refused, Request
 from runtime.engine import PERSIST_FAULT, Engine, StepResult
 from runtime.eventlog import EventFile, EventLimiter
+from runtime.eventstream import EventStream
 from runtime.io.driver import IOContext
 from runtime.iothread import ControlServer, IOThread
 from runtime.recording import Writer, frame_line, output_line
@@ -200,6 +201,7 @@ class Runner:
         self.io: IOContext | None = None
         self.iot: IOThread | None = None
         self.supervisor: TaskSupervisor | None = None
+        self.stream: EventStream | None = None
         self.persister: Persister | None = None
         self.watchdog: Supervisor | None = None
         self.rec: Writer | None = None
@@ -258,6 +260,16 @@ class Runner:
         owners = {s.name: d for d in built.drivers for s in d.declare() if s.direction is Direction.OUTPUT}
         self.iot = iot = IOThread(built.drivers, owners, io)
         iot.start()
+        if self.supervisor is not None:
+            stream = self.stream = EventStream(lambda: self.channel.sock, iot.loop)
+
+            def subscribe(sid: str | None, seq: int | None) -> None:
+                iot.loop.call_soon_threadsafe(stream.subscribe, sid, seq)
+
+            def detach() -> None:
+                iot.loop.call_soon_threadsafe(stream.detach)
+
+            self.channel.on_subscribe, self.channel.on_detach = subscribe, detach
         stack.callback(self._stop_io)
         self.persister = Persister(
             self.state_file, states, iot.loop, write=self.state_writer, on_change=self._persist_changed
@@ -359,6 +371,7 @@ class Runner:
             TagUpdate("runtime.overrun_fault", self.pacer.overrun_fault),
             TagUpdate("runtime.task_process_alive", alive),
             TagUpdate(PERSIST_FAULT, self.persister.fault),
+            TagUpdate("runtime.available", self.engine.availability.operative),
         )
         return updates
 
@@ -369,6 +382,8 @@ class Runner:
         iot.submit_outputs(res.now_us, res.outputs, res.changed_outputs)
         if self.supervisor is not None:
             self.channel.publish(res.now_us, res.image, res.changed)
+        if res.events and self.stream is not None:  # every event, unfolded: the log folds storms, tasks count
+            iot.loop.call_soon_threadsafe(self.stream.feed, res.events)
         if res.events or self.limiter.active:
             events = self.limiter.feed(res.k, res.now_us, res.events)
             if events:

@@ -12,9 +12,11 @@ size, never dropped for its size):
                 ["w", [[tag, value, quality], ...]] shared-tag writes (only shared tags a task declared);
                 ["hb"] heartbeat;
                 ["c", {"id", "kind", "source", "by", "args"}] a typed command (runtime/commands.py),
-                checked again by the scan and answered with an "ack".
+                checked again by the scan and answered with an "ack";
+                ["sub", stream | null, next_seq | null] where the event stream resumes (runtime/eventstream.py).
   scan -> task: pickled ("img", now_us, full, {tag: (value, quality, t_us)}): the committed image;
-                ("ack", id, accepted, reason): the answer to a command, after the cycle that applied it.
+                ("ack", id, accepted, reason): the answer to a command, after the cycle that applied it;
+                ("ev", stream, [event, ...]) numbered events; ("gap", stream, from_seq, to_seq, dropped).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import itertools
 import json
 import logging
@@ -85,7 +88,10 @@ class TaskChannel:
         self.heard = False  # the current task process has said something since it was attached
         self._pending: dict[str, tuple[Any, str, int]] = {}
         self._acks: list[tuple[str, bool, str]] = []
+        self.limit = MAX_MSG  # halved when the kernel says a message is too long (EMSGSIZE)
         self.requests: list[Request] = []  # typed commands received, for the runner to check and apply
+        self.on_subscribe: Callable[[str | None, int | None], None] = lambda stream, seq: None
+        self.on_detach: Callable[[], None] = lambda: None
         self._full = True
         self._lost = False  # the task process died or fell silent: its tags turn stale at the next drain
         self._alive = False
@@ -99,6 +105,7 @@ class TaskChannel:
         self.sock = sock
 
     def detach(self) -> None:
+        self.on_detach()
         self.heard = False
         self._lost = True
         sock, self.sock = self.sock, None
@@ -142,6 +149,14 @@ class TaskChannel:
                 msg = json.loads(data)
                 if msg[0] == "c":
                     self.requests.append(_request(msg[1]))
+                    continue
+                if msg[0] == "sub":
+                    stream, seq = msg[1], msg[2]
+                    if not (stream is None or isinstance(stream, str)) or not (
+                        seq is None or (isinstance(seq, int) and not isinstance(seq, bool))
+                    ):
+                        raise ValueError("sub names a stream (string) and a sequence number (integer)")
+                    self.on_subscribe(stream, seq)
                     continue
                 if msg[0] != "w":
                     continue
@@ -187,14 +202,16 @@ class TaskChannel:
         sent = 0
         try:
             # At least one message per cycle, empty or not: it carries the cycle clock to the tasks.
-            for part, _ in sized(items, lambda p: _image(now_us, False, p)) if items else [([], b"")]:
+            for part, _ in sized(items, lambda p: _image(now_us, False, p), self.limit) if items else [([], b"")]:
                 try:
                     sock.send(_image(now_us, self._full and sent == 0, part))
                 except (BlockingIOError, InterruptedError):
                     break
                 sent += len(part)
                 self._full = False
-        except OSError as exc:  # the peer is gone: the supervisor notices; what was not sent is kept
+        except OSError as exc:  # the peer is gone (the supervisor notices) or the message was too long
+            if exc.errno == errno.EMSGSIZE and self.limit > 1024:
+                self.limit //= 2  # smaller messages from the next publication on; what was not sent is kept
             log.debug("image publication stopped: %s", exc)
         except ValueError as exc:  # one tag's value alone is larger than a message: say so, keep the rest
             log.error("image publication: %s", exc)
@@ -320,6 +337,29 @@ class TaskSupervisor:
 # the child: python -m runtime.taskproc --site SITE --fd N
 
 
+class EventPosition:
+    """Where this site's task process is in the scan's event stream, kept in ``state_dir`` so that a
+    restarted task process resumes there (a write per batch, no fsync: a crash repeats a batch, which
+    the stream allows; it never skips one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stream: str | None = None
+        self.next: int | None = None
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            d = json.loads(path.read_text())
+            if isinstance(d["stream"], str) and isinstance(d["next"], int):
+                self.stream, self.next = d["stream"], d["next"]
+
+    def save(self) -> None:
+        try:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps({"stream": self.stream, "next": self.next}))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.error("event position not saved (%s): a restart may repeat events", exc)
+
+
 async def _run_task(task: Any, cx: Any, backoff0: float, backoff_max: float) -> None:
     """A task that raises is logged and restarted with backoff; the others keep running."""
     backoff = backoff0
@@ -353,23 +393,33 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
     waiting: dict[str, asyncio.Future[tuple[bool, str]]] = {}
     ids = itertools.count(1)
     flush_scheduled = False
+    limit = MAX_MSG
 
     def flush() -> None:
         """Send commands, then writes, in messages of at most MAX_MSG bytes. A message leaves its queue
         only once the socket took it: a full socket (or a message the kernel calls too long) keeps it."""
         nonlocal flush_scheduled
         flush_scheduled = False
+        nonlocal limit
         try:
             while commands:
                 sock.send(commands[0])
                 commands.pop(0)
             while outbox:
-                part, data = next(sized(outbox, encode_writes))
+                try:
+                    part, data = next(sized(outbox, encode_writes, limit))
+                except ValueError as exc:  # only after the kernel lowered the limit below one write
+                    log.error("shared-tag write to %s dropped: %s", outbox.pop(0)[0], exc)
+                    continue
                 sock.send(data)
                 del outbox[: len(part)]
         except BlockingIOError:
             loop.call_later(0.005, _schedule)
         except OSError as exc:
+            if exc.errno == errno.EMSGSIZE and limit > 1024:
+                limit //= 2  # the kernel takes less than we thought: the same writes in smaller messages
+                loop.call_soon(_schedule)
+                return
             log.error("task channel send failed (%s); %d writes kept for the next attempt", exc, len(outbox))
             loop.call_later(0.1, _schedule)
 
@@ -402,8 +452,22 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
             waiting.pop(cid, None)
 
     contexts = [
-        TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}"), command) for t in built.tasks
+        TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}"), command, t.events)
+        for t in built.tasks
     ]
+    position = EventPosition(built.loaded.state_dir / "task-events.json")
+    commands.append(json.dumps(["sub", position.stream, position.next]).encode())
+    _schedule()
+
+    def on_events(stream: str, events: list[dict[str, Any]]) -> None:
+        for e in events:
+            if stream == position.stream and position.next is not None and e["seq"] < position.next:
+                continue  # at least once: a batch sent again after a resume is delivered once here
+            for cx in contexts:
+                cx._event(e)
+            position.stream, position.next = stream, e["seq"] + 1
+        position.save()
+
     values: dict[str, TagValue] = {}
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -426,6 +490,17 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
                 fut = waiting.get(msg[1])
                 if fut is not None and not fut.done():
                     fut.set_result((bool(msg[2]), str(msg[3])))
+                continue
+            if msg[0] == "ev":
+                on_events(msg[1], msg[2])
+                continue
+            if msg[0] == "gap":
+                _, stream, lo, hi, dropped = msg
+                gap = {"kind": "gap", "from": lo, "to": hi, "dropped": dropped, "message": f"events {lo}-{hi - 1} lost"}
+                for cx in contexts:
+                    cx._event(gap)
+                position.stream, position.next = stream, hi
+                position.save()
                 continue
             _kind, now_us, full, chunk = msg
             if full:

@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 
+from runtime.api import SiteInfo
 from runtime.commands import CONTROL, CommandsSection, Gate, Refused, Request
 from tests.runtime.helpers import cli, read_tag, start_cli, wait_for, write_site
+
+SITE_INFO = SiteInfo("commands", 240.0, 60.0, 20_000)
 
 
 def commander(commands: list[dict[str, Any]], allow: str = "[availability, stop, start, mode_request]") -> str:
