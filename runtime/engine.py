@@ -72,6 +72,14 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
         description="a latched state change is not on disk yet because a write failed (outputs held safe)",
     ),
     TagSpec(
+        "runtime.available",
+        TagType.BOOL,
+        "",
+        Direction.INPUT,
+        True,
+        description="in service: false while a ChangeAvailability Inoperative holds the outputs safe (persisted)",
+    ),
+    TagSpec(
         "runtime.fault",
         TagType.STR,
         "",
@@ -184,6 +192,7 @@ class Engine:
         self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
         self.availability = Availability(site)
         self.stopped_by: str | None = None  # a remote stop holds the outputs safe until a start
+        self.resetting = False  # a reset was accepted: outputs safe until the runtime exits
         self._persisted: dict[str, Mapping[str, Any] | None] = {
             p.name: p.persist() for p in (*self.programs, *self.interlocks, self.availability)
         }
@@ -281,14 +290,14 @@ class Engine:
             elif c.name == "start":
                 self.stopped_by = None
             elif c.name == "reset":
-                reset = True
+                reset = self.resetting = True
             events.append(Event(k, now_us, "command", src, f"{c.name} asked by {by or src}", data))
         return reset
 
     def hold_by_command(self, out: Outputs, reset: bool) -> None:
         """Out of service, stopped remotely or resetting: every output asked for at its safe value (0 W
         both ways, permit withdrawn) before the interlocks, which only restrict further."""
-        if reset or not self.availability.operative or self.stopped_by is not None:
+        if reset or self.resetting or not self.availability.operative or self.stopped_by is not None:
             self._out.update(self._safe_out)
             out.dirty.update(self._safe_out)
 

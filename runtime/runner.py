@@ -44,6 +44,8 @@ from runtime.watchdog import Supervisor, WatchdogError
 
 log = logging.getLogger("v2g_plc")
 
+RESET_GRACE_S = 1.0  # real time between an accepted reset and the exit: the asking task answers its peer
+
 
 def apply_force(engine: Engine, c: Command) -> bool:
     """Apply a force/unforce command to the engine; False for any other command. A force the engine
@@ -213,6 +215,7 @@ class Runner:
         self.gate = Gate({c.label: c.type for c in cfg.tasks}, cfg.commands, cfg.commissioning, built.info.period_us)
         self._control_ids = 0
         self.exit_code = 0
+        self._reset_ns: int | None = None
 
     # -- start and stop ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -344,10 +347,13 @@ class Runner:
         for cid, ok, reason in answers:  # after the cycle that applied them
             self.channel.ack(cid, ok, reason)
         self._hand_out(res, recorded)
-        if res.reset:
-            # The outputs of this cycle are already safe; stopping writes them through every driver and
-            # persists state on the way out; the unit restarts on RESET_EXIT (RestartForceExitStatus=).
-            log.warning("reset accepted: outputs safe, state persisted, exiting with %d to restart", RESET_EXIT)
+        if res.reset and self._reset_ns is None:
+            # The outputs are safe from this cycle on (the engine holds them); the scan runs on for a grace
+            # period so that the task that asked can answer its peer (OCPP's CALLRESULT), then stops:
+            # safe outputs through every driver, state persisted, exit RESET_EXIT (RestartForceExitStatus=).
+            log.warning("reset accepted: outputs safe; exiting with %d to restart in %.1f s", RESET_EXIT, RESET_GRACE_S)
+            self._reset_ns = wake + int(RESET_GRACE_S * 1e9)
+        if self._reset_ns is not None and wake >= self._reset_ns:
             self.exit_code = RESET_EXIT
             self._stop.set()
         done = self.clock.now_ns()
@@ -615,3 +621,14 @@ def setup_logging(journal: bool | None = None) -> None:
     import atexit
 
     atexit.register(listener.stop)
+    global _listener
+    _listener = listener
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def flush_logging() -> None:
+    """Write out every queued log record now (before the process re-executes itself: no atexit then)."""
+    if _listener is not None and _listener._thread is not None:
+        _listener.stop()

@@ -4,8 +4,11 @@ applied at a cycle boundary through safety's last word, recorded for replay, ans
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ import pytest
 
 from runtime.api import SiteInfo
 from runtime.commands import CONTROL, CommandsSection, Gate, Refused, Request
-from tests.runtime.helpers import cli, read_tag, start_cli, wait_for, write_site
+from tests.runtime.helpers import ROOT, cli, read_tag, start_cli, wait_for, write_site
 
 SITE_INFO = SiteInfo("commands", 240.0, 60.0, 20_000)
 
@@ -132,7 +135,7 @@ def test_stop_then_start_and_a_recording_with_commands_replays(tmp_path: Path) -
 def test_reset_persists_holds_safe_and_exits_with_the_restart_code(tmp_path: Path) -> None:
     site = write_site(tmp_path, extra=commander([{"kind": "reset", "args": {}}], allow="[reset]"))
     rec_out = tmp_path / "out.jsonl"
-    proc = start_cli("run", str(site), "--record-outputs", str(rec_out))
+    proc = start_cli("run", str(site), "--record-outputs", str(rec_out), env={"V2G_RESET_EXIT": "1"})
     try:
         code = proc.wait(timeout=60)
     finally:
@@ -144,6 +147,27 @@ def test_reset_persists_holds_safe_and_exits_with_the_restart_code(tmp_path: Pat
 
 
 # ---------------------------------------------------------------------------------------------- the gate
+
+
+def test_without_systemd_a_reset_re_executes_the_runtime(tmp_path: Path) -> None:
+    """No INVOCATION_ID (not a systemd unit): after the reset the same process starts again, fresh."""
+    site = write_site(tmp_path, extra=commander([{"kind": "reset", "args": {}}], allow="[reset]"))
+    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "V2G_RESET_EXIT")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "run", str(site)], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    lines: list[str] = []
+    assert proc.stderr is not None
+    threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        # the commander asks again in every new incarnation: two re-executions prove the cycle
+        wait_for(lambda: sum("reset: re-executing" in ln for ln in lines) >= 2, 60, "two re-executions")
+        assert proc.poll() is None  # the same process, started over
+        assert sum("scan running" in ln for ln in lines) >= 2
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def gate(commissioning: bool = False, **allow: list[str]) -> Gate:
