@@ -25,7 +25,7 @@ CONTROL = "control"  # the source name of the local control socket (and, later, 
 TaskKind = Literal["reset_trip", "availability", "start", "stop", "mode_request", "reset"]
 TASK_KINDS: tuple[str, ...] = ("reset_trip", "availability", "start", "stop", "mode_request", "reset")
 CONTROL_KINDS: tuple[str, ...] = ("reset_trip", "force", "unforce")
-MODES = ("idle", "charge", "discharge", "auto", "remote", "frequency")
+MODES = ("remote", "local")  # as the local API's ModeRequest: remote follows setpoint_w, local hands back
 MAX_SETPOINT_W = 1_000_000.0  # |set point| of a mode request; the safety layer's ratings bound it further
 MAX_EXPIRY_S = 86_400.0  # a mode request lasts at most a day
 RESET_EXIT = 75  # the runtime's exit status after an accepted reset (deploy: RestartForceExitStatus=75)
@@ -80,7 +80,7 @@ def check_args(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
         "availability": ("operative",),
         "start": ("remote_id",),
         "stop": ("remote_id",),
-        "mode_request": ("mode", "setpoint_w", "expiry_s"),
+        "mode_request": ("mode", "setpoint_w", "expiry_s", "limit_pct"),
         "reset": (),
         "force": ("tag", "value"),
         "unforce": ("tag",),
@@ -102,10 +102,16 @@ def check_args(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
         if args.get("mode") not in MODES:
             raise Refused(f"mode must be one of {', '.join(MODES)}")
         out["mode"] = args["mode"]
-        out["setpoint_w"] = _number(args, "setpoint_w", -MAX_SETPOINT_W, MAX_SETPOINT_W)
-        out["expiry_s"] = _number(args, "expiry_s", 0.0, MAX_EXPIRY_S)
-        if out["expiry_s"] <= 0:
-            raise Refused("expiry_s must be above 0")
+        if args.get("setpoint_w") is not None:
+            out["setpoint_w"] = _number(args, "setpoint_w", -MAX_SETPOINT_W, MAX_SETPOINT_W)
+        elif args["mode"] == "remote":
+            raise Refused("mode remote needs setpoint_w")
+        if args.get("expiry_s") is not None:
+            out["expiry_s"] = _number(args, "expiry_s", 0.0, MAX_EXPIRY_S)
+            if out["expiry_s"] <= 0:
+                raise Refused("expiry_s must be above 0")
+        if args.get("limit_pct") is not None:
+            out["limit_pct"] = _number(args, "limit_pct", 0.0, 100.0)
     elif kind in ("force", "unforce"):
         if not isinstance(args.get("tag"), str):
             raise Refused("tag must be a tag name")

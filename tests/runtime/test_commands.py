@@ -63,7 +63,7 @@ def with_soc(site: Path, soc: float) -> None:
 REFUSED = [
     {"kind": "reset", "args": {}},  # not in this site's allowlist
     {"kind": "availability", "args": {"operative": "no"}},  # wrong type
-    {"kind": "mode_request", "args": {"mode": "charge", "setpoint_w": 1e9, "expiry_s": 60}},  # out of range
+    {"kind": "mode_request", "args": {"mode": "remote", "setpoint_w": 1e9, "expiry_s": 60}},  # out of range
     {"kind": "launch", "args": {}},  # unknown kind
     {"kind": "force", "args": {"tag": "inverter.setpoint", "value": 1.0}},  # never from a task
 ]
@@ -185,12 +185,28 @@ def gate(commissioning: bool = False, **allow: list[str]) -> Gate:
         (Request("1", "start", "backoffice", "x", {"remote_id": "7"}), "remote_id must be a 32-bit integer"),
         (
             Request(
-                "1", "mode_request", "backoffice", "x", {"mode": "charge", "setpoint_w": float("nan"), "expiry_s": 1}
+                "1", "mode_request", "backoffice", "x", {"mode": "remote", "setpoint_w": float("nan"), "expiry_s": 1}
             ),
             "setpoint_w must be a finite number",
         ),
         (
             Request("1", "mode_request", "backoffice", "x", {"mode": "turbo", "setpoint_w": 1.0, "expiry_s": 1}),
+            "mode must be one of",
+        ),
+        (
+            Request("1", "mode_request", "backoffice", "x", {"mode": "remote", "expiry_s": 1}),
+            "mode remote needs setpoint_w",
+        ),
+        (
+            Request("1", "mode_request", "backoffice", "x", {"mode": "local", "limit_pct": 101}),
+            "limit_pct 101 outside",
+        ),
+        (
+            Request("1", "mode_request", "backoffice", "x", {"mode": "local", "expiry_s": 0}),
+            "expiry_s must be above 0",
+        ),
+        (
+            Request("1", "mode_request", "backoffice", "x", {"mode": "turbo"}),
             "mode must be one of",
         ),
         (Request("1", "force", "backoffice", "x", {"tag": "a.b", "value": 1}), "force only from the local control"),
