@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,7 +43,8 @@ def _build_to_run(path: Path | None, speed: int = 1, *, plant: bool) -> BuiltSit
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from runtime.runner import Runner, RunOptions, setup_logging
+    from runtime.commands import RESET_EXIT
+    from runtime.runner import Runner, RunOptions, flush_logging, setup_logging
 
     setup_logging()
     built = _build_to_run(a.site, a.speed, plant=not a.no_plant)
@@ -55,7 +57,14 @@ def cmd_run(a: argparse.Namespace) -> int:
         record_outputs=a.record_outputs,
         start_plant=not a.no_plant,
     )
-    return Runner(built, opts).run()
+    code = Runner(built, opts).run()
+    if code == RESET_EXIT and not os.environ.get("INVOCATION_ID") and os.environ.get("V2G_RESET_EXIT") != "1":
+        # Not under systemd (which restarts the unit on this code, RestartForceExitStatus=): start again
+        # ourselves, the same command in the same process, outputs already safe and state persisted.
+        logging.getLogger("v2g_plc").warning("reset: re-executing %s", " ".join(sys.argv))
+        flush_logging()
+        os.execv(sys.executable, [sys.executable, "-m", "runtime.cli", *sys.argv[1:]])
+    return code
 
 
 def cmd_check(a: argparse.Namespace) -> int:

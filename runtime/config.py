@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from runtime.api import Params, TagFields, TimeZoneName
-from runtime.registry import SECTIONS
+from runtime.commands import CommandsSection
+from runtime.registry import SECTIONS, TASKS
 from runtime.tags import Direction, TagSpec
 from runtime.yamlload import ConfigError, ConfigIssue, YamlDoc, load_yaml, validate
 
@@ -116,6 +117,10 @@ class SiteConfig(Params):
     control_socket: str | None = Field(
         None, description="Unix socket for reset-trip/force; default state_dir/control.sock"
     )
+    commissioning: bool = Field(False, description="forces allowed (control socket only); never in service")
+    commands: CommandsSection = Field(
+        default_factory=CommandsSection, description="typed commands each task type may send to the scan"
+    )
 
 
 class LoadedSite:
@@ -191,6 +196,10 @@ def check_components(site: LoadedSite) -> dict[tuple[str, int], Params]:
                 out[(reg.section, i)] = component_params(doc, reg.section, i, comp, reg)
             except ConfigError as exc:
                 issues.extend(exc.issues)
+    for source in cfg.commands.allow:
+        if source not in TASKS:
+            known = ", ".join(sorted(TASKS)) or "none"
+            issues.append(doc.issue(("commands", "allow", source), f"unknown task type {source!r} (known: {known})"))
     if not cfg.safety:
         issues.append(doc.issue(("safety",), "a site needs at least one interlock: safety has the last word"))
     if issues:

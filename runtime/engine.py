@@ -6,7 +6,8 @@ each a method of its own:
 1. ``freeze_inputs``   apply the staged updates all at once, age tags to ``stale``, lay forces over, freeze.
 2. ``run_programs``    programs in configured order write requested outputs.
 3. ``apply_forces``    forced outputs replace what programs asked for, *before* safety: never around it;
-   ``hold_until_durable`` asks for every output's safe value while a latched state change is not on disk.
+   ``hold_until_durable`` asks for every output's safe value while a latched state change is not on disk;
+   ``hold_by_command`` does the same while the site is out of service (availability, stop, reset).
 4. ``run_interlocks``  interlocks in configured order clamp, zero or latch outputs; their result is final.
 5. ``commit``          the committed image; what changed; whose persisted state changed.
 
@@ -71,6 +72,14 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
         description="a latched state change is not on disk yet because a write failed (outputs held safe)",
     ),
     TagSpec(
+        "runtime.available",
+        TagType.BOOL,
+        "",
+        Direction.INPUT,
+        True,
+        description="in service: false while a ChangeAvailability Inoperative holds the outputs safe (persisted)",
+    ),
+    TagSpec(
         "runtime.fault",
         TagType.STR,
         "",
@@ -83,6 +92,24 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
 
 DIAGNOSTIC_PREFIX = "runtime."  # tags the runtime writes about itself; never forceable
 PERSIST_FAULT = "runtime.persist_fault"
+AVAILABILITY = "runtime.availability"  # the persisted owner name of the availability state
+
+
+class Availability(Program):
+    """Out of service by command (OCPP ChangeAvailability Inoperative): persisted like a latched trip, so
+    a restart does not put a station the back office took out of service back into service."""
+
+    def __init__(self, site: SiteInfo) -> None:
+        super().__init__(AVAILABILITY, Program.Params(), site)
+        self.operative = True
+        self.by = ""
+
+    def persist(self) -> Mapping[str, Any] | None:
+        return None if self.operative else {"operative": False, "by": self.by}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.operative = bool(state.get("operative", True))
+        self.by = str(state.get("by", ""))
 
 
 def keeps_state(p: Program) -> bool:
@@ -117,6 +144,7 @@ class StepResult:
     events: list[Event] = field(default_factory=list)
     persist: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)  # whose state changed (None: none kept)
     changed: dict[str, TagValue] = field(default_factory=dict)  # every tag whose value/quality changed
+    reset: bool = False  # an accepted reset: the outputs of this cycle are safe; the runner persists and exits
 
 
 class Engine:
@@ -162,15 +190,18 @@ class Engine:
         self._committed: dict[str, Any] = dict(self._safe_out)
         self.forces: dict[str, Any] = {}
         self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
+        self.availability = Availability(site)
+        self.stopped_by: str | None = None  # a remote stop holds the outputs safe until a start
+        self.resetting = False  # a reset was accepted: outputs safe until the runtime exits
         self._persisted: dict[str, Mapping[str, Any] | None] = {
-            p.name: p.persist() for p in (*self.programs, *self.interlocks)
+            p.name: p.persist() for p in (*self.programs, *self.interlocks, self.availability)
         }
         self._prev_frozen: dict[str, TagValue] = {}
         self._input_set = frozenset(self._input_names)
         self._forced_last: set[str] = set()
         self._forced_writable: set[str] = set()
         # Only programs that override persist() are asked each cycle.
-        self._persisting = [p for p in (*self.programs, *self.interlocks) if keeps_state(p)]
+        self._persisting = [p for p in (*self.programs, *self.interlocks) if keeps_state(p)] + [self.availability]
         self._held = False  # outputs held safe last cycle because persisted state was not durable
         self.k = -1
 
@@ -233,11 +264,42 @@ class Engine:
         out = Outputs(self._specs, self._out, self._writable)
         out["runtime.fault"] = ""
         cmds = tuple(commands)
+        reset = self.take_commands(cmds, events, k, now_us)
         self.run_programs(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
         self.apply_forces(out)
         self.hold_until_durable(image, out, events, k, now_us)
+        self.hold_by_command(out, reset)
         self.run_interlocks(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
-        return self.commit(k, now_us, first, out, frozen, forced_inputs, input_changes, events)
+        res = self.commit(k, now_us, first, out, frozen, forced_inputs, input_changes, events)
+        res.reset = reset
+        return res
+
+    def take_commands(self, cmds: Sequence[Command], events: list[Event], k: int, now_us: int) -> bool:
+        """Availability, start/stop and reset act on the engine's own hold (so replay reproduces them);
+        every command is an event with who asked. Returns whether a reset was asked for."""
+        reset = False
+        for c in cmds:
+            by = str(c.args.get("by", ""))
+            src = str(c.args.get("source", "runtime"))
+            data = {key: v for key, v in c.args.items() if key not in ("source",)}
+            if c.name == "availability":
+                self.availability.operative = bool(c.args["operative"])
+                self.availability.by = by
+            elif c.name == "stop":
+                self.stopped_by = by or src
+            elif c.name == "start":
+                self.stopped_by = None
+            elif c.name == "reset":
+                reset = self.resetting = True
+            events.append(Event(k, now_us, "command", src, f"{c.name} asked by {by or src}", data))
+        return reset
+
+    def hold_by_command(self, out: Outputs, reset: bool) -> None:
+        """Out of service, stopped remotely or resetting: every output asked for at its safe value (0 W
+        both ways, permit withdrawn) before the interlocks, which only restrict further."""
+        if reset or self.resetting or not self.availability.operative or self.stopped_by is not None:
+            self._out.update(self._safe_out)
+            out.dirty.update(self._safe_out)
 
     def freeze_inputs(
         self, now_us: int, updates: Iterable[TagUpdate], first: bool

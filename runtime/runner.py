@@ -29,8 +29,10 @@ from zoneinfo import ZoneInfo
 from runtime import statefile
 from runtime.api import Command
 from runtime.clock import Clock, MonotonicClock, Pacer
+from runtime.commands import CONTROL, RESET_EXIT, Gate, Refused, Request
 from runtime.engine import PERSIST_FAULT, Engine, StepResult
 from runtime.eventlog import EventFile, EventLimiter
+from runtime.eventstream import EventStream
 from runtime.io.driver import IOContext
 from runtime.iothread import ControlServer, IOThread
 from runtime.recording import Writer, frame_line, output_line
@@ -41,6 +43,8 @@ from runtime.taskproc import TaskChannel, TaskSupervisor
 from runtime.watchdog import Supervisor, WatchdogError
 
 log = logging.getLogger("v2g_plc")
+
+RESET_GRACE_S = 1.0  # real time between an accepted reset and the exit: the asking task answers its peer
 
 
 def apply_force(engine: Engine, c: Command) -> bool:
@@ -199,6 +203,7 @@ class Runner:
         self.io: IOContext | None = None
         self.iot: IOThread | None = None
         self.supervisor: TaskSupervisor | None = None
+        self.stream: EventStream | None = None
         self.persister: Persister | None = None
         self.watchdog: Supervisor | None = None
         self.rec: Writer | None = None
@@ -207,6 +212,10 @@ class Runner:
         self._prev_cycle_s = 0.0
         self._ready = False
         self._clean = False
+        self.gate = Gate({c.label: c.type for c in cfg.tasks}, cfg.commands, cfg.commissioning, built.info.period_us)
+        self._control_ids = 0
+        self.exit_code = 0
+        self._reset_ns: int | None = None
 
     # -- start and stop ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -220,7 +229,7 @@ class Runner:
                 pass
             self._clean = True
         self._write_exit_files()
-        return 0
+        return self.exit_code
 
     def start(self, stack: contextlib.ExitStack) -> None:
         """Everything the scan needs, in start order; each resource's teardown goes on ``stack`` as it
@@ -254,6 +263,16 @@ class Runner:
         owners = {s.name: d for d in built.drivers for s in d.declare() if s.direction is Direction.OUTPUT}
         self.iot = iot = IOThread(built.drivers, owners, io)
         iot.start()
+        if self.supervisor is not None:
+            stream = self.stream = EventStream(lambda: self.channel.sock, iot.loop)
+
+            def subscribe(sid: str | None, seq: int | None) -> None:
+                iot.loop.call_soon_threadsafe(stream.subscribe, sid, seq)
+
+            def detach() -> None:
+                iot.loop.call_soon_threadsafe(stream.detach)
+
+            self.channel.on_subscribe, self.channel.on_detach = subscribe, detach
         stack.callback(self._stop_io)
         self.persister = Persister(
             self.state_file, states, iot.loop, write=self.state_writer, on_change=self._persist_changed
@@ -323,9 +342,20 @@ class Runner:
         late = wake - deadline
         k = pacer.k
         now_us = k * self.sim_period_us
-        commands, recorded = self._drain_commands()
+        commands, recorded, answers = self._drain_commands(now_us)
         res = self.engine.step(now_us, self._inputs(wake, late), commands)
+        for cid, ok, reason in answers:  # after the cycle that applied them
+            self.channel.ack(cid, ok, reason)
         self._hand_out(res, recorded)
+        if res.reset and self._reset_ns is None:
+            # The outputs are safe from this cycle on (the engine holds them); the scan runs on for a grace
+            # period so that the task that asked can answer its peer (OCPP's CALLRESULT), then stops:
+            # safe outputs through every driver, state persisted, exit RESET_EXIT (RestartForceExitStatus=).
+            log.warning("reset accepted: outputs safe; exiting with %d to restart in %.1f s", RESET_EXIT, RESET_GRACE_S)
+            self._reset_ns = wake + int(RESET_GRACE_S * 1e9)
+        if self._reset_ns is not None and wake >= self._reset_ns:
+            self.exit_code = RESET_EXIT
+            self._stop.set()
         done = self.clock.now_ns()
         self._prev_cycle_s = (done - wake) / 1e9
         self.lateness.append(late / 1e6)
@@ -347,6 +377,7 @@ class Runner:
             TagUpdate("runtime.overrun_fault", self.pacer.overrun_fault),
             TagUpdate("runtime.task_process_alive", alive),
             TagUpdate(PERSIST_FAULT, self.persister.fault),
+            TagUpdate("runtime.available", self.engine.availability.operative),
         )
         return updates
 
@@ -357,6 +388,8 @@ class Runner:
         iot.submit_outputs(res.now_us, res.outputs, res.changed_outputs)
         if self.supervisor is not None:
             self.channel.publish(res.now_us, res.image, res.changed)
+        if res.events and self.stream is not None:  # every event, unfolded: the log folds storms, tasks count
+            iot.loop.call_soon_threadsafe(self.stream.feed, res.events)
         if res.events or self.limiter.active:
             events = self.limiter.feed(res.k, res.now_us, res.events)
             if events:
@@ -442,6 +475,8 @@ class Runner:
         return out
 
     def _check_force(self, tag: str, value: Any) -> None:
+        if value is not None and not self.cfg.commissioning:
+            raise ValueError("force only while the site file says commissioning: true")
         if value is None:  # a release: any tag of the site
             if tag not in self.built.tags:
                 raise KeyError(f"unknown tag {tag!r}")
@@ -483,19 +518,40 @@ class Runner:
             if self.watchdog is not None:
                 self.watchdog.status(text)
 
-    def _drain_commands(self) -> tuple[tuple[Command, ...], tuple[Command, ...]]:
-        """Operator commands for this cycle: (for the programs, for the recording). Forces act on the
-        engine here, before the step, and are recorded so that replay forces the same tags."""
-        out, recorded = [], []
+    def _drain_commands(
+        self, now_us: int
+    ) -> tuple[tuple[Command, ...], tuple[Command, ...], list[tuple[str, bool, str]]]:
+        """Commands for this cycle, each checked by the gate: (for the engine, for the recording, the
+        answers to the task process). Forces act on the engine here, before the step, and are recorded
+        so that replay forces the same tags. A refused command is logged with who asked."""
+        reqs: list[Request] = []
         while True:
             try:
                 c = self._commands.get_nowait()
             except queue.Empty:
                 break
+            self._control_ids += 1
+            by = str(c.args.get("by", "control socket"))
+            args = {k: v for k, v in c.args.items() if k != "by"}
+            reqs.append(Request(f"control-{self._control_ids}", c.name, CONTROL, by, args))
+        tasks = self.channel.take_requests()
+        reqs += tasks
+        from_task = {id(r) for r in tasks}
+        out, recorded, answers = [], [], []
+        for r in reqs:
+            try:
+                c = self.gate.check(r, now_us)
+            except Refused as exc:
+                log.error("command %s from %s refused (asked by %s): %s", r.kind, r.source, r.by, exc)
+                if id(r) in from_task:
+                    answers.append((r.id, False, str(exc)))
+                continue
+            if id(r) in from_task:
+                answers.append((r.id, True, ""))
             recorded.append(c)
             if not apply_force(self.engine, c):
                 out.append(c)
-        return tuple(out), tuple(recorded)
+        return tuple(out), tuple(recorded), answers
 
     def _write_exit_files(self) -> None:
         if self.opts.stats_json:
@@ -565,3 +621,14 @@ def setup_logging(journal: bool | None = None) -> None:
     import atexit
 
     atexit.register(listener.stop)
+    global _listener
+    _listener = listener
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def flush_logging() -> None:
+    """Write out every queued log record now (before the process re-executes itself: no atexit then)."""
+    if _listener is not None and _listener._thread is not None:
+        _listener.stop()

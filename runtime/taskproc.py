@@ -6,11 +6,17 @@ The two processes talk over a ``SOCK_SEQPACKET`` socket pair: message boundaries
 side is non-blocking both ways, so the scan never waits for the task process. If the task process dies or
 hangs, the scan keeps running, its shared tags age to ``stale`` and the supervisor restarts it.
 
-Messages, over an inherited socket (never a network):
-  task -> scan: JSON ["w", [[tag, value, quality], ...]] shared-tag writes; ["hb"] heartbeat. JSON because
-                the task process talks to networks: the scan takes data from it, never code, and only
-                writes to shared tags a task declared.
-  scan -> task: pickled ("img", now_us, full, {tag: (value, quality, t_us)}): the committed image.
+Messages, over an inherited socket (never a network), each at most ``MAX_MSG`` bytes (a batch is split by
+size, never dropped for its size):
+  task -> scan: JSON because the task process talks to networks: the scan takes data from it, never code.
+                ["w", [[tag, value, quality], ...]] shared-tag writes (only shared tags a task declared);
+                ["hb"] heartbeat;
+                ["c", {"id", "kind", "source", "by", "args"}] a typed command (runtime/commands.py),
+                checked again by the scan and answered with an "ack";
+                ["sub", stream | null, next_seq | null] where the event stream resumes (runtime/eventstream.py).
+  scan -> task: pickled ("img", now_us, full, {tag: (value, quality, t_us)}): the committed image;
+                ("ack", id, accepted, reason): the answer to a command, after the cycle that applied it;
+                ("ev", stream, [event, ...]) numbered events; ("gap", stream, from_seq, to_seq, dropped).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import errno
+import itertools
 import json
 import logging
 import os
@@ -28,17 +36,45 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from runtime.commands import Request
 from runtime.tags import Image, Quality, TagUpdate, TagValue
 
 log = logging.getLogger("v2g_plc.tasks")
 
 HEARTBEAT_S = 0.5
 STARTUP_GRACE_NS = 20_000_000_000  # imports and site build before the first heartbeat
-CHUNK = 400  # tags per image message: stays far below the socket's datagram limit
+CHUNK = 400  # tags per message at most; then split further by size
+MAX_MSG = 64 * 1024  # bytes per message: far below the socket buffer (1 MiB), so a send never needs more
+COMMAND_TIMEOUT_S = 5.0  # a task's command unanswered this long counts as refused ("no answer")
+
+T = TypeVar("T")
+
+
+def sized(
+    items: Sequence[T], encode: Callable[[Sequence[T]], bytes], limit: int = MAX_MSG
+) -> Iterator[tuple[Sequence[T], bytes]]:
+    """``items`` in parts whose encoding is at most ``limit`` bytes, in order: CHUNK at a time, halved
+    until each fits. One item that cannot fit alone raises ValueError (senders refuse it before queuing)."""
+    for i in range(0, len(items), CHUNK):
+        stack = [items[i : i + CHUNK]]
+        while stack:
+            part = stack.pop()
+            data = encode(part)
+            if len(data) <= limit:
+                yield part, data
+            elif len(part) == 1:
+                raise ValueError(f"one item is {len(data)} bytes, more than a message may carry ({limit})")
+            else:
+                half = len(part) // 2
+                stack += [part[half:], part[:half]]  # the first half is sent first
+
+
+def encode_writes(part: Sequence[Any]) -> bytes:
+    return json.dumps(["w", list(part)], default=str).encode()
 
 
 class TaskChannel:
@@ -51,6 +87,11 @@ class TaskChannel:
         self.attached_ns = 0
         self.heard = False  # the current task process has said something since it was attached
         self._pending: dict[str, tuple[Any, str, int]] = {}
+        self._acks: list[tuple[str, bool, str]] = []
+        self.limit = MAX_MSG  # halved when the kernel says a message is too long (EMSGSIZE)
+        self.requests: list[Request] = []  # typed commands received, for the runner to check and apply
+        self.on_subscribe: Callable[[str | None, int | None], None] = lambda stream, seq: None
+        self.on_detach: Callable[[], None] = lambda: None
         self._full = True
         self._lost = False  # the task process died or fell silent: its tags turn stale at the next drain
         self._alive = False
@@ -64,6 +105,7 @@ class TaskChannel:
         self.sock = sock
 
     def detach(self) -> None:
+        self.on_detach()
         self.heard = False
         self._lost = True
         sock, self.sock = self.sock, None
@@ -105,11 +147,22 @@ class TaskChannel:
             # JSON, not pickle: the task process talks to networks; what it sends is data, never code.
             try:
                 msg = json.loads(data)
+                if msg[0] == "c":
+                    self.requests.append(_request(msg[1]))
+                    continue
+                if msg[0] == "sub":
+                    stream, seq = msg[1], msg[2]
+                    if not (stream is None or isinstance(stream, str)) or not (
+                        seq is None or (isinstance(seq, int) and not isinstance(seq, bool))
+                    ):
+                        raise ValueError("sub names a stream (string) and a sequence number (integer)")
+                    self.on_subscribe(stream, seq)
+                    continue
                 if msg[0] != "w":
                     continue
                 writes = [(str(n), v, Quality(q)) for n, v, q in msg[1]]
             # dropped whole, never half applied; RecursionError: JSON nested too deep, which must not end the scan
-            except (ValueError, TypeError, IndexError, KeyError, RecursionError):
+            except (ValueError, TypeError, IndexError, KeyError, AttributeError, RecursionError):
                 log.error("task process sent a malformed message; dropped")
                 continue
             for name, value, quality in writes:
@@ -119,28 +172,68 @@ class TaskChannel:
                     log.error("task write to %s rejected: not a shared tag a task declared", name)
         return out
 
+    def take_requests(self) -> list[Request]:
+        out, self.requests = self.requests, []
+        return out
+
+    def ack(self, cid: str, accepted: bool, reason: str = "") -> None:
+        """Answer a command; sent with the next publication (kept until the socket takes it)."""
+        if self.sock is not None:
+            self._acks.append((cid, accepted, reason))
+
     def publish(self, now_us: int, image: Image, changed: Mapping[str, TagValue] | None) -> None:
-        """Send the committed image (only what changed unless the peer is new). If the socket is full
-        the changes are kept and merged into the next attempt: nothing is lost, nothing blocks."""
+        """Send the answers and the committed image (only what changed unless the peer is new), in
+        messages of at most MAX_MSG bytes. If the socket is full, what was not sent is kept and merged
+        into the next attempt: nothing is lost, nothing blocks."""
         sock = self.sock
         if sock is None:
             return
+        while self._acks:
+            try:
+                sock.send(pickle.dumps(("ack", *self._acks[0]), pickle.HIGHEST_PROTOCOL))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                return
+            self._acks.pop(0)
         src = image if self._full or changed is None else changed
         for name, tv in src.items():
             self._pending[name] = (tv.value, tv.quality.value, tv.t_us)
         items = list(self._pending.items())
-        full = self._full
-        for i in range(0, max(len(items), 1), CHUNK):
-            chunk = dict(items[i : i + CHUNK])
-            try:
-                sock.send(pickle.dumps(("img", now_us, full and i == 0, chunk), pickle.HIGHEST_PROTOCOL))
-            except (BlockingIOError, InterruptedError):
-                self._pending = dict(items[i:])
-                return
-            except OSError:
-                return
-        self._pending = {}
-        self._full = False
+        sent = 0
+        try:
+            # At least one message per cycle, empty or not: it carries the cycle clock to the tasks.
+            for part, _ in sized(items, lambda p: _image(now_us, False, p), self.limit) if items else [([], b"")]:
+                try:
+                    sock.send(_image(now_us, self._full and sent == 0, part))
+                except (BlockingIOError, InterruptedError):
+                    break
+                sent += len(part)
+                self._full = False
+        except OSError as exc:  # the peer is gone (the supervisor notices) or the message was too long
+            if exc.errno == errno.EMSGSIZE and self.limit > 1024:
+                self.limit //= 2  # smaller messages from the next publication on; what was not sent is kept
+            log.debug("image publication stopped: %s", exc)
+        except ValueError as exc:  # one tag's value alone is larger than a message: say so, keep the rest
+            log.error("image publication: %s", exc)
+        self._pending = dict(items[sent:])
+
+
+def _image(now_us: int, full: bool, part: Sequence[tuple[str, Any]]) -> bytes:
+    return pickle.dumps(("img", now_us, full, dict(part)), pickle.HIGHEST_PROTOCOL)
+
+
+def _request(obj: Any) -> Request:
+    """A command message's fields, typed; ValueError/KeyError/TypeError for anything else."""
+    if not isinstance(obj, dict):
+        raise TypeError("a command is an object")
+    fields = {k: obj[k] for k in ("id", "kind", "source", "by")}
+    if not all(isinstance(v, str) and len(v) <= 200 for v in fields.values()):
+        raise ValueError("command id, kind, source and by are strings of at most 200 characters")
+    args = obj.get("args", {})
+    if not isinstance(args, dict):
+        raise TypeError("command args are an object")
+    return Request(fields["id"], fields["kind"], fields["source"], fields["by"], args)
 
 
 class TaskSupervisor:
@@ -245,6 +338,29 @@ class TaskSupervisor:
 # the child: python -m runtime.taskproc --site SITE --fd N
 
 
+class EventPosition:
+    """Where this site's task process is in the scan's event stream, kept in ``state_dir`` so that a
+    restarted task process resumes there (a write per batch, no fsync: a crash repeats a batch, which
+    the stream allows; it never skips one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stream: str | None = None
+        self.next: int | None = None
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            d = json.loads(path.read_text())
+            if isinstance(d["stream"], str) and isinstance(d["next"], int):
+                self.stream, self.next = d["stream"], d["next"]
+
+    def save(self) -> None:
+        try:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps({"stream": self.stream, "next": self.next}))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.error("event position not saved (%s): a restart may repeat events", exc)
+
+
 async def _run_task(task: Any, cx: Any, backoff0: float, backoff_max: float) -> None:
     """A task that raises is logged and restarted with backoff; the others keep running."""
     backoff = backoff0
@@ -273,21 +389,40 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
-    outbox: list[tuple[str, Any, str]] = []
+    outbox: list[tuple[str, Any, str]] = []  # shared-tag writes not yet taken by the socket
+    commands: list[bytes] = []  # command messages not yet taken by the socket, in order
+    waiting: dict[str, asyncio.Future[tuple[bool, str]]] = {}
+    ids = itertools.count(1)
     flush_scheduled = False
+    limit = MAX_MSG
 
     def flush() -> None:
+        """Send commands, then writes, in messages of at most MAX_MSG bytes. A message leaves its queue
+        only once the socket took it: a full socket (or a message the kernel calls too long) keeps it."""
         nonlocal flush_scheduled
         flush_scheduled = False
-        if not outbox:
-            return
-        batch = outbox[:]
-        outbox.clear()
+        nonlocal limit
         try:
-            sock.send(json.dumps(["w", batch], default=str).encode())
+            while commands:
+                sock.send(commands[0])
+                commands.pop(0)
+            while outbox:
+                try:
+                    part, data = next(sized(outbox, encode_writes, limit))
+                except ValueError as exc:  # only after the kernel lowered the limit below one write
+                    log.error("shared-tag write to %s dropped: %s", outbox.pop(0)[0], exc)
+                    continue
+                sock.send(data)
+                del outbox[: len(part)]
         except BlockingIOError:
-            outbox[:0] = batch
             loop.call_later(0.005, _schedule)
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE and limit > 1024:
+                limit //= 2  # the kernel takes less than we thought: the same writes in smaller messages
+                loop.call_soon(_schedule)
+                return
+            log.error("task channel send failed (%s); %d writes kept for the next attempt", exc, len(outbox))
+            loop.call_later(0.1, _schedule)
 
     def _schedule() -> None:
         nonlocal flush_scheduled
@@ -296,10 +431,44 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
             loop.call_soon(flush)
 
     def send(tag: str, value: Any, quality: Quality = Quality.GOOD) -> None:
-        outbox.append((tag, value, Quality(quality).value))
+        item = (tag, value, Quality(quality).value)
+        next(sized([item], encode_writes))  # ValueError here, to the task, for a write that can never fit
+        outbox.append(item)
         _schedule()
 
-    contexts = [TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}")) for t in built.tasks]
+    async def command(source: str, kind: str, args: Mapping[str, Any], by: str) -> tuple[bool, str]:
+        cid = f"{os.getpid()}-{next(ids)}"
+        data = json.dumps(["c", {"id": cid, "kind": kind, "source": source, "by": by, "args": dict(args)}]).encode()
+        if len(data) > MAX_MSG:
+            return False, f"command larger than {MAX_MSG} bytes"
+        fut: asyncio.Future[tuple[bool, str]] = loop.create_future()
+        waiting[cid] = fut
+        commands.append(data)
+        _schedule()
+        try:
+            return await asyncio.wait_for(fut, COMMAND_TIMEOUT_S)
+        except TimeoutError:
+            return False, f"no answer from the scan within {COMMAND_TIMEOUT_S:g} s"
+        finally:
+            waiting.pop(cid, None)
+
+    contexts = [
+        TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}"), command, t.events)
+        for t in built.tasks
+    ]
+    position = EventPosition(built.loaded.state_dir / "task-events.json")
+    commands.append(json.dumps(["sub", position.stream, position.next]).encode())
+    _schedule()
+
+    def on_events(stream: str, events: list[dict[str, Any]]) -> None:
+        for e in events:
+            if stream == position.stream and position.next is not None and e["seq"] < position.next:
+                continue  # at least once: a batch sent again after a resume is delivered once here
+            for cx in contexts:
+                cx._event(e)
+            position.stream, position.next = stream, e["seq"] + 1
+        position.save()
+
     values: dict[str, TagValue] = {}
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -317,7 +486,24 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
             if not data:
                 stop.set()
                 return
-            _kind, now_us, full, chunk = pickle.loads(data)
+            msg = pickle.loads(data)  # from the scan process, our parent: trusted
+            if msg[0] == "ack":
+                fut = waiting.get(msg[1])
+                if fut is not None and not fut.done():
+                    fut.set_result((bool(msg[2]), str(msg[3])))
+                continue
+            if msg[0] == "ev":
+                on_events(msg[1], msg[2])
+                continue
+            if msg[0] == "gap":
+                _, stream, lo, hi, dropped = msg
+                gap = {"kind": "gap", "from": lo, "to": hi, "dropped": dropped, "message": f"events {lo}-{hi - 1} lost"}
+                for cx in contexts:
+                    cx._event(gap)
+                position.stream, position.next = stream, hi
+                position.save()
+                continue
+            _kind, now_us, full, chunk = msg
             if full:
                 values.clear()
             for name, (v, q, t) in chunk.items():

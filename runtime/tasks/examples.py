@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 from pydantic import Field
@@ -81,3 +82,61 @@ class Busy(Task):
             for i in range(p.tags):
                 cx.write(f"busy.v{i}", float(n + i))
             await asyncio.sleep(p.interval_s)
+
+
+class CommandStep(Params):
+    kind: str = Field(min_length=1, max_length=50)
+    args: dict[str, object] = Field(default_factory=dict)
+
+
+class CommanderParams(Params):
+    prefix: str = Field("commander", pattern=r"^[a-z][a-z0-9_]*$")
+    commands: list[CommandStep] = Field(default_factory=list, max_length=100)
+    by: str = Field("example", min_length=1, max_length=100)
+    big_write_bytes: int = Field(0, ge=0, le=1_000_000, description="then write this much in one batch (tests)")
+    watch_events: bool = Field(False, description="publish the scan's events as <prefix>.events and its pid")
+
+
+@register_task("example_commander")
+class Commander(Task):
+    """Sends its ``commands`` to the scan one after the other over the real channel and publishes the
+    answers as ``<prefix>.acks`` (JSON [[kind, accepted, reason], ...]): the typed commands' tests."""
+
+    Params = CommanderParams
+    params: CommanderParams
+    events = True
+
+    def declare(self) -> list[TagSpec]:
+        p = self.params
+        specs = [TagSpec(f"{p.prefix}.acks", TagType.STR, "", Direction.SHARED, "[]", MAX_AGE_S)]
+        if p.big_write_bytes:
+            specs += [TagSpec(f"{p.prefix}.big{i}", TagType.STR, "", Direction.SHARED, "", MAX_AGE_S) for i in range(8)]
+        if p.watch_events:
+            specs += [
+                TagSpec(f"{p.prefix}.events", TagType.STR, "", Direction.SHARED, "[]", MAX_AGE_S),
+                TagSpec(f"{p.prefix}.pid", TagType.INT, "", Direction.SHARED, 0, MAX_AGE_S),
+            ]
+        return specs
+
+    async def run(self, cx: TaskContext) -> None:
+        await asyncio.gather(self.send(cx), *([self.watch(cx)] if self.params.watch_events else []))
+
+    async def send(self, cx: TaskContext) -> None:
+        p = self.params
+        await cx.next_image()  # the channel is up
+        acks: list[list[object]] = []
+        for step in p.commands:
+            ok, reason = await cx.command(step.kind, step.args, by=p.by)
+            acks.append([step.kind, ok, reason])
+            cx.write(f"{p.prefix}.acks", json.dumps(acks))
+        if p.big_write_bytes:  # one batch far larger than one message: it must arrive whole
+            for i in range(8):
+                cx.write(f"{p.prefix}.big{i}", str(i) * (p.big_write_bytes // 8))
+
+    async def watch(self, cx: TaskContext) -> None:
+        seen: list[list[object]] = []
+        cx.write(f"{self.params.prefix}.pid", os.getpid())
+        while True:
+            e = await cx.next_event()
+            seen.append([e.get("seq", e.get("from")), e["kind"], e["message"]])
+            cx.write(f"{self.params.prefix}.events", json.dumps(seen[-200:]))

@@ -70,7 +70,7 @@ def test_variables_report_password_and_table_8(tmp_path: Path) -> None:
             assert "value" not in report[("SecurityCtrlr", "BasicAuthPassword")]["variableAttribute"][0]
             # Table 8: unknown action -> NotImplemented, known but unsupported -> NotSupported
             assert await _raw(cp, "FlyToTheMoon", {}) == [4, "NotImplemented"]
-            assert await _raw(cp, "Reset", {"type": "Immediate"}) == [4, "NotSupported"]
+            assert await _raw(cp, "UnlockConnector", {"evseId": 1, "connectorId": 1}) == [4, "NotSupported"]
             # a payload that breaks the schema gets the schema's error, and the station carries on
             assert await _raw(cp, "SetChargingProfile", {"evseId": 1}) == [4, "ProtocolError"]  # incomplete
             code = await _raw(cp, "GetVariables", {"getVariableData": "not a list"})

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from runtime.commands import RESET_EXIT
 from runtime.config import ScanSection, WatchdogSection
 from tests.peers import NFTABLES, SYSTEMD, needs
 
@@ -78,6 +79,7 @@ def test_notify_watchdog_and_restart(unit: dict[str, dict[str, list[str]]]) -> N
     assert seconds(one(unit, "WatchdogSec")) >= 1
     assert one(unit, "ExecStart") == "/opt/v2g-plc/.venv/bin/v2g-plc run /etc/v2g-plc/site.yaml"
     assert "2" in one(unit, "RestartPreventExitStatus").split()  # exit 2 = invalid site file
+    assert one(unit, "RestartForceExitStatus").split() == [str(RESET_EXIT)]  # a reset restarts, always
 
 
 def test_realtime_only_for_the_scan_thread(unit: dict[str, dict[str, list[str]]]) -> None:

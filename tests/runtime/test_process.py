@@ -113,12 +113,13 @@ def test_a_recording_with_forces_replays_to_the_same_outputs(tmp_path: Path) -> 
     """Forces are operator commands: recorded with their cycle, replayed on the same cycle."""
     from tests.runtime.helpers import control, read_tag
 
-    site = write_site(tmp_path)
+    site = write_site(tmp_path, extra="commissioning: true\n")
     rec, rec_out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     proc = start_cli("run", str(site), "--for", "6", "--record", str(rec), "--record-outputs", str(rec_out))
     sock = tmp_path / "var" / "control.sock"
     wait_for(lambda: read_tag(sock, "ev.soc") is not None, what="the control socket")
-    assert control(sock, {"cmd": "force", "tag": "ev.soc", "value": 0.8})["ok"]
+    reply = control(sock, {"cmd": "force", "tag": "ev.soc", "value": 0.8})
+    assert reply["ok"], reply
     wait_for(lambda: read_tag(sock, "inverter.setpoint")["value"] == 8000.0, what="the force to act")
     assert control(sock, {"cmd": "force", "tag": "inverter.setpoint", "value": 20000.0})["ok"]
     wait_for(lambda: read_tag(sock, "inverter.setpoint")["forced"], what="the output force")

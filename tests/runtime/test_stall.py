@@ -35,7 +35,7 @@ def test_stalled_scan_starves_the_watchdogs(tmp_path: Path) -> None:
     sock.setblocking(False)
     hw = tmp_path / "watchdog"
     hw.write_bytes(b"")
-    site = write_site(tmp_path, SITE.format(hw=hw))
+    site = write_site(tmp_path, SITE.format(hw=hw), extra="commissioning: true\n")
     env = {"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "200000"}  # keepalive every 0.1 s
     proc = start_cli("run", str(site), env=env)
     ctl = tmp_path / "var" / "control.sock"

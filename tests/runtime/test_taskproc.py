@@ -11,6 +11,7 @@ import pytest
 from tests.runtime.helpers import control, read_tag, start_cli, wait_for, write_site
 
 TASKS = """\
+commissioning: true
 task_process:
   heartbeat_s: 1.0
   restart_backoff_s: 0.2

@@ -143,6 +143,7 @@ def make_site(tmp: Path) -> Path:
     def edit(site: dict[str, Any]) -> None:
         safety = site["safety"][0]["params"]
         safety["trust_forced_inputs"] = True  # commissioning: a forced read-back mismatch is evidence
+        site["commissioning"] = True  # forces are accepted only while commissioning
 
     return copy_bundled_site(tmp, edit=edit)
 

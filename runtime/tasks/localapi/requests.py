@@ -2,10 +2,11 @@
 
 The site's mode authority (docs/design.md "Who may ask for what") takes one ``mode.request`` input:
 source, mode, signed set point, expiry. Every interface of the local API validates what a client sent
-into a :class:`ModeRequest` and hands it to :func:`submit_mode_request`. The typed command channel from
-the task process to the scan does not exist yet, so today the function only records the request (and
-logs it); nothing reaches the scan and no output moves. When the channel lands, this function is the one
-place that sends it, and the scan validates it again under the mode authority and the safety layer.
+into a :class:`ModeRequest` and hands it to :func:`submit_mode_request`. The typed command channel to
+the scan exists (``TaskContext.command("mode_request", ...)``, checked again by the scan with the same
+rules, runtime/commands.py), but what a mode request does there is the mode authority's to decide, which
+is not built: so today the function only records the request (and logs it); nothing reaches the scan and
+no output moves. Once the mode authority is in, this function is the one place that sends it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def submit_mode_request(req: ModeRequest) -> None:
     """Submit a validated request to the mode authority. For now: recorded and logged, not applied."""
     RECORDED.append(req)
     log.info(
-        "mode request from %s recorded (not applied: the command channel to the scan is not built yet): %s",
+        "mode request from %s recorded (not applied: the scan's mode authority is not built yet): %s",
         req.source,
         req.model_dump(exclude_none=True),
     )

@@ -132,7 +132,94 @@ def table(st: Station) -> dict[str, protocol.Handler]:
             out["ongoingIndicator"] = st.tx.st.tx_id == tid
         return out
 
+    def refused(reason: str, code: str = "NotAllowed") -> Payload:
+        # statusInfo.reasonCode is at most 20 characters, additionalInfo at most 512 (StatusInfoType)
+        return {"status": "Rejected", "statusInfo": {"reasonCode": code, "additionalInfo": reason[:512]}}
+
+    async def change_availability(req: Payload) -> Payload:
+        """G03/G04: Inoperative holds the site at 0 W both ways with the permit withdrawn, in the scan
+        (persisted there, so a restart keeps it); Operative releases it. Only this EVSE or the station."""
+        evse = (req.get("evse") or {}).get("id", 0)
+        if evse not in (0, st.p.evse_id):
+            return refused(f"no EVSE {evse} here", "UnknownEvse")
+        operative = req["operationalStatus"] == "Operative"
+        ok, reason = await st.command("availability", {"operative": operative})
+        if not ok:
+            return refused(reason)
+        st.available = operative
+        st.publish(force=True)
+        st.wake.set()
+        return {"status": "Accepted"}
+
+    async def reset(req: Payload) -> Payload:
+        """B11/B12: the scan puts its outputs to their safe values, persists and exits with the restart
+        code; a transaction in progress is ended first (ImmediateReset). OnIdle with a transaction is
+        Scheduled: the reset follows when it ends. A reset of one EVSE is not supported (one scan)."""
+        if req.get("evseId") not in (None, 0):
+            return refused("this station resets as a whole", "UnsupportedRequest")
+        if req["type"] == "OnIdle" and st.tx.active:
+            st.reset_when_idle = True
+            return {"status": "Scheduled"}
+        return await st.reset_now()
+
+    async def request_start(req: Payload) -> Payload:
+        """F01/F02: releases a remote stop in the scan; the transaction itself starts with the plug (its
+        Started event carries the remoteStartId)."""
+        if req.get("evseId") not in (None, st.p.evse_id):
+            return refused(f"no EVSE {req.get('evseId')} here", "UnknownEvse")
+        if not st.available:
+            return refused("the EVSE is Inoperative", "Unavailable")
+        ok, reason = await st.command("start", {"remote_id": req["remoteStartId"]})
+        if not ok:
+            return refused(reason)
+        out: Payload = {"status": "Accepted"}
+        if st.tx.active:
+            out["transactionId"] = st.tx.st.tx_id
+        else:
+            st.tx.remote_start_id = req["remoteStartId"]
+            st.tx.wait_for_unplug = False  # a new transaction may start with the EV already plugged in
+        return out
+
+    async def request_stop(req: Payload) -> Payload:
+        """F03: the scan holds 0 W (both ways) until the EV leaves or a remote start; the transaction
+        ends with triggerReason RemoteStop, stoppedReason Remote."""
+        if not st.tx.active or req["transactionId"] != st.tx.st.tx_id:
+            return refused("no such transaction in progress", "TxNotFound")
+        ok, reason = await st.command("stop", {})
+        if not ok:
+            return refused(reason)
+        st.stop_transaction("RemoteStop", "Remote")
+        return {"status": "Accepted"}
+
+    def trigger_message(req: Payload) -> Payload:
+        """F06: what the station can send again on request."""
+        what = req["requestedMessage"]
+        evse = (req.get("evse") or {}).get("id")
+        if evse not in (None, 0, st.p.evse_id):
+            return refused(f"no EVSE {evse} here", "UnknownEvse")
+        if what == "BootNotification":
+            return refused("the boot was accepted already", "NotEnabled")
+        if what == "Heartbeat":
+            st.outbox.append(("Heartbeat", {}))
+        elif what == "StatusNotification":
+            st.sent_status = None  # the sender sends the current status again
+        elif what == "MeterValues":
+            st.trigger_meter_values()
+        elif what == "TransactionEvent" and st.tx.active:
+            st.trigger_transaction_event()
+        elif what == "TransactionEvent":
+            return refused("no transaction in progress", "TxNotFound")
+        else:
+            return {"status": "NotImplemented"}
+        st.wake.set()
+        return {"status": "Accepted"}
+
     return {
+        "ChangeAvailability": change_availability,
+        "Reset": reset,
+        "RequestStartTransaction": request_start,
+        "RequestStopTransaction": request_stop,
+        "TriggerMessage": trigger_message,
         "GetVariables": get_variables,
         "SetVariables": set_variables,
         "GetBaseReport": get_base_report,

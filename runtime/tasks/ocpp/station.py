@@ -60,6 +60,7 @@ class Station(LinkSide):
         self.event_seq = 0
         self.now_us = 0
         self.first_image = True
+        self.last_sample: Sample | None = None
         self.aligned_slot: int | None = None
         self.last_periodic = -1e9
         self.rtt_s: float | None = None
@@ -67,6 +68,47 @@ class Station(LinkSide):
         self._published_at = 0.0
         self.cx: TaskContext | None = None
         self.security_events: collections.deque[str] = collections.deque(maxlen=20)
+        self.available = True  # the scan's runtime.available (persisted there); Unavailable when false
+        self.reset_when_idle = False  # a Reset OnIdle came during a transaction
+        self._jobs: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ commands to the scan
+
+    async def command(self, kind: str, args: dict[str, Any]) -> tuple[bool, str]:
+        """A typed command to the scan on behalf of the CSMS (who asked: its identity for this station)."""
+        if self.cx is None:
+            return False, "the station has no channel to the scan yet"
+        return await self.cx.command(kind, args, by=f"CSMS of {self.p.identity}")
+
+    async def reset_now(self) -> dict[str, Any]:
+        """End a transaction in progress (ImmediateReset), then ask the scan to reset; the answer to the
+        CSMS says whether the scan accepted (it then exits with the restart code)."""
+        if self.tx.active:
+            self.stop_transaction("ResetCommand", "ImmediateReset")
+        ok, reason = await self.command("reset", {})
+        if not ok:
+            return {"status": "Rejected", "statusInfo": {"reasonCode": "NotAllowed", "additionalInfo": reason[:512]}}
+        log.warning("ocpp: Reset accepted by the scan: the runtime restarts")
+        return {"status": "Accepted"}
+
+    def stop_transaction(self, trigger: str, reason: str) -> None:
+        """End the transaction now; no new one while the EV stays plugged in."""
+        self._store(*self.tx.end(self.stamp(), not self.online, trigger, reason))
+        self.tx.wait_for_unplug = True
+
+    def trigger_meter_values(self) -> None:
+        if self.last_sample is not None:
+            mv = meter_value(self.last_sample, self.stamp(), "Trigger")
+            self.outbox.append(("MeterValues", {"evseId": self.p.evse_id, "meterValue": [mv]}))
+
+    def trigger_transaction_event(self) -> None:
+        if self.last_sample is not None:
+            self._store(*self.tx.triggered(self.last_sample, self.stamp(), not self.online))
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._jobs.add(t)
+        t.add_done_callback(self._jobs.discard)
 
     # ------------------------------------------------------------------ time
 
@@ -101,7 +143,11 @@ class Station(LinkSide):
 
     def on_image(self, img: Image, now_us: int) -> None:
         self.now_us = now_us
-        s = self.sample(img)
+        s = self.last_sample = self.sample(img)
+        available = img.value("runtime.available")
+        if available is not None:
+            self.available = bool(available)
+        was_waiting = self.tx.wait_for_unplug
         if self.first_image:
             self.first_image = False
             if self.tx.active and now_us < RUNTIME_START_US:
@@ -115,16 +161,21 @@ class Station(LinkSide):
             self._store(*msg)
             if msg[2]:
                 self.last_periodic = time.monotonic()
+        if was_waiting and not self.tx.wait_for_unplug:
+            self._spawn(self.command("start", {}))  # the EV left: the remote stop's hold ends with it
+        if self.reset_when_idle and not self.tx.active:
+            self.reset_when_idle = False
+            self._spawn(self.reset_now())
         self._clock_aligned(s)
-        status = connector_status(s)
+        status = connector_status(s, self.available)
         if status is not None and status != self.status:
             self.status = status
             if self.online:  # every change while online, in order (G01); offline ones collapse to the last
                 self.status_changes.append((self.stamp(), status))
             self.wake.set()
-        if s.trip != self.trip:
-            self._notify_trip(self.trip, s.trip)
-            self.trip = s.trip
+        if s.trip != self.trip and not (self.cx and self.cx.reads_events):
+            self._notify_trip(self.trip, s.trip)  # no event stream (a station driven by images alone)
+        self.trip = s.trip
         self.publish()
 
     def _clock_aligned(self, s: Sample) -> None:
@@ -218,6 +269,19 @@ class Station(LinkSide):
             img = await cx.next_image()
             self.on_image(img, cx.now_us)
 
+    async def event_loop(self, cx: TaskContext) -> None:
+        """NotifyEvent from the scan's event stream: every trip and its clearing, also those that start
+        and end between two published images; a gap in the stream is reported as such."""
+        while True:
+            e = await cx.next_event()
+            code = str((e.get("data") or {}).get("code", ""))
+            if e["kind"] == "trip" and code:
+                self._notify_trip("", code)
+            elif e["kind"] == "reset" and code:
+                self._notify_trip(code, "")
+            elif e["kind"] == "gap":
+                log.error("ocpp: scan events %s-%s were lost before NotifyEvent", e["from"], e["to"])
+
     def report(self, request_id: int) -> None:
         data = []
         for d in VARDEFS:
@@ -250,6 +314,8 @@ class Station(LinkSide):
     async def run(self, cx: TaskContext) -> None:
         log.info("ocpp: station %r, effective variables %s", self.p.identity, self.vars.effective())
         jobs = [asyncio.create_task(self.image_loop(cx)), asyncio.create_task(self.link_loop())]
+        if cx.reads_events:
+            jobs.append(asyncio.create_task(self.event_loop(cx)))
         try:
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:

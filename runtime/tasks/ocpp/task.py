@@ -21,6 +21,7 @@ class OcppTask(Task):
 
     Params = OcppParams
     params: OcppParams
+    events = True  # NotifyEvent from the scan's event stream
 
     def __init__(self, name: str, params: OcppParams, site: SiteInfo):
         super().__init__(name, _resolved(params, site.base_dir), site)

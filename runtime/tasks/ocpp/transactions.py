@@ -91,6 +91,8 @@ class Transactions:
         self.evse = {"id": evse_id, "connectorId": connector_id}
         self.threshold = power_threshold_w
         self.st = state
+        self.remote_start_id: int | None = None  # RequestStartTransaction before the plug: for Started
+        self.wait_for_unplug = False  # after a remote stop: no new transaction while the EV stays
 
     @property
     def active(self) -> bool:
@@ -132,17 +134,19 @@ class Transactions:
         st = self.st
         if not self.active:
             if not s.connected:
+                self.wait_for_unplug = False
+                return None
+            if self.wait_for_unplug:
                 return None
             st.tx_id, st.seq, st.charged, st.started = str(uuid.uuid4()), 0, False, stamp
             st.charging = self.charging_state(s)
             st.charged = st.charging == "Charging"
             st.last_sample_us, st.last = now_us, _sample_json(s)
             mv = meter_value(s, stamp, "Transaction.Begin")
-            return (
-                "TransactionEvent",
-                self._event("Started", "CablePluggedIn", stamp, offline, {"chargingState": st.charging}, mv),
-                False,
-            )
+            info: dict[str, Any] = {"chargingState": st.charging}
+            if self.remote_start_id is not None:
+                info["remoteStartId"], self.remote_start_id = self.remote_start_id, None
+            return "TransactionEvent", self._event("Started", "CablePluggedIn", stamp, offline, info, mv), False
         st.last = _sample_json(s) if s.connected else st.last
         if not s.connected:
             return self.end(stamp, offline, "EVDeparted", "EVDisconnected", s)
@@ -162,6 +166,12 @@ class Transactions:
             mv = meter_value(s, stamp, "Sample.Periodic")
             return "TransactionEvent", self._event("Updated", "MeterValuePeriodic", stamp, offline, {}, mv), True
         return None
+
+    def triggered(self, s: Sample, stamp: str, offline: bool) -> Message:
+        """TriggerMessage TransactionEvent (F06): an Updated with the current meter values."""
+        mv = meter_value(s, stamp, "Trigger")
+        info = {"chargingState": self.st.charging}
+        return "TransactionEvent", self._event("Updated", "Trigger", stamp, offline, info, mv), False
 
     def clock_aligned(self, s: Sample, stamp: str, offline: bool) -> Message:
         """A clock-aligned sample inside the transaction (AlignedDataCtrlr, J01): MeterValueClock."""

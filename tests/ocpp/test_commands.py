@@ -1,0 +1,167 @@
+"""The CSMS's commands through the real runtime: the station (in the real task process) turns
+ChangeAvailability, RequestStop/StartTransaction and Reset into typed commands to the scan and answers
+with what the scan decided; the outputs follow through safety's last word, for both power signs and zero."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.tasks.base import TaskContext
+from runtime.tasks.ocpp.local_csms import LocalCsms
+from tests.ocpp.harness import START, Harness, params, until
+from tests.ocpp.test_in_runtime import SITE as OCPP_SITE
+from tests.ports import free_port
+from tests.runtime.helpers import read_tag, start_cli, write_site
+
+PW = "0123456789abcdef-operator"
+ALL = "[availability, start, stop, reset]"
+
+
+def site_text(port: int, soc: float, allow: str) -> str:
+    text = OCPP_SITE.format(port=port).replace("{name: ev.soc, value: 0.5,", f"{{name: ev.soc, value: {soc},")
+    program = """\
+programs:
+  - type: example_copy
+    name: follow
+    params: {source: ev.soc, target: inverter.setpoint, gain: 10000, declare_target: false}
+safety:"""
+    return text.replace("safety:", program, 1) + f"commands:\n  allow:\n    ocpp: {allow}\n"
+
+
+async def tag(sock: Path, name: str) -> Any:
+    t = await asyncio.to_thread(read_tag, sock, name)
+    return None if not t else t["value"]
+
+
+async def setpoint_becomes(sock: Path, want: float) -> None:
+    end = asyncio.get_running_loop().time() + 15
+    while (got := await tag(sock, "inverter.setpoint")) != want:
+        if asyncio.get_running_loop().time() > end:
+            raise AssertionError(f"inverter.setpoint {got}, expected {want}")
+        await asyncio.sleep(0.05)
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err
+
+
+@pytest.mark.parametrize("soc", [-0.5, 0.0, 0.5])
+def test_availability_stop_start_and_reset_from_the_csms(tmp_path: Path, soc: float) -> None:
+    asked = soc * 10000
+
+    async def main() -> tuple[int | None, str]:
+        csms = await LocalCsms("127.0.0.1", free_port(), passwords={"CP-RT": PW}).start()
+        (tmp_path / "password").write_text(PW + "\n")
+        site = write_site(tmp_path, site_text(csms.port, soc, ALL))
+        sock = tmp_path / "var" / "control.sock"
+        proc = start_cli("run", str(site), env={"V2G_RESET_EXIT": "1"})
+        try:
+            await csms.wait_for(lambda: "CP-RT" in csms.stations and csms.actions("TransactionEvent"), 30)
+            link = csms.stations["CP-RT"]
+            await setpoint_becomes(sock, asked)
+            res = await link.request("ChangeAvailability", {"operationalStatus": "Inoperative"})
+            assert res == {"status": "Accepted"}
+            await setpoint_becomes(sock, 0.0)  # 0 W both ways while Inoperative
+            await csms.wait_for(
+                lambda: csms.actions("StatusNotification")[-1].payload["connectorStatus"] == "Unavailable"
+            )
+            assert await tag(sock, "runtime.available") is False
+            res = await link.request("ChangeAvailability", {"operationalStatus": "Operative"})
+            assert res == {"status": "Accepted"}
+            await setpoint_becomes(sock, asked)
+            tx = csms.actions("TransactionEvent")[0].payload["transactionInfo"]["transactionId"]
+            res = await link.request("RequestStopTransaction", {"transactionId": "no-such-transaction"})
+            assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "TxNotFound"
+            assert (await link.request("RequestStopTransaction", {"transactionId": tx}))["status"] == "Accepted"
+            await setpoint_becomes(sock, 0.0)
+            await csms.wait_for(lambda: csms.actions("TransactionEvent")[-1].payload["eventType"] == "Ended")
+            ended = csms.actions("TransactionEvent")[-1].payload
+            assert ended["triggerReason"] == "RemoteStop" and ended["transactionInfo"]["stoppedReason"] == "Remote"
+            start = {"idToken": {"idToken": "CENTRAL-1", "type": "Central"}, "remoteStartId": 42}
+            assert (await link.request("RequestStartTransaction", start))["status"] == "Accepted"
+            await setpoint_becomes(sock, asked)
+            await csms.wait_for(
+                lambda: any(
+                    r.payload["eventType"] == "Started" and r.payload["transactionInfo"].get("remoteStartId") == 42
+                    for r in csms.actions("TransactionEvent")
+                )
+            )
+            assert (await link.request("Reset", {"type": "Immediate"})) == {"status": "Accepted"}
+            code = await asyncio.to_thread(proc.wait, 30)
+            return code, ""
+        finally:
+            err = finish(proc)
+            await csms.close()
+            print(err[-4000:])
+
+    code, _ = asyncio.run(main())
+    assert code == 75  # RestartForceExitStatus=75 in the unit
+
+
+def test_a_command_the_site_does_not_allow_is_rejected_with_the_reason(tmp_path: Path) -> None:
+    async def main() -> None:
+        csms = await LocalCsms("127.0.0.1", free_port(), passwords={"CP-RT": PW}).start()
+        (tmp_path / "password").write_text(PW + "\n")
+        site = write_site(tmp_path, site_text(csms.port, 0.5, "[start, stop]"))
+        sock = tmp_path / "var" / "control.sock"
+        proc = start_cli("run", str(site))
+        try:
+            await csms.wait_for(lambda: "CP-RT" in csms.stations and csms.actions("TransactionEvent"), 30)
+            link = csms.stations["CP-RT"]
+            await setpoint_becomes(sock, 5000.0)
+            res = await link.request("ChangeAvailability", {"operationalStatus": "Inoperative"})
+            assert res["status"] == "Rejected"
+            assert "availability not allowed for ocpp" in res["statusInfo"]["additionalInfo"]
+            assert (await link.request("Reset", {"type": "Immediate"}))["status"] == "Rejected"
+            assert await tag(sock, "inverter.setpoint") == 5000.0
+            assert proc.poll() is None
+        finally:
+            err = finish(proc)
+            await csms.close()
+        assert "command availability from backoffice refused (asked by CSMS of CP-RT)" in err
+
+    asyncio.run(main())
+
+
+def test_notify_event_comes_from_the_event_stream_even_for_a_trip_no_image_showed(tmp_path: Path) -> None:
+    """A trip that started and cleared between two publications: the images never show it; the event
+    stream does, and the CSMS gets both NotifyEvents. Images no longer raise NotifyEvents of their own."""
+
+    async def main() -> None:
+        csms = await LocalCsms("127.0.0.1", free_port(), passwords={"CP-1": PW}).start()
+        h = Harness(params(csms.url, tmp_path / "s"))
+        h.cx = TaskContext("ocpp", h._send, START, logging.getLogger("test.ocpp"), None, events=True)
+        await h.start()
+        try:
+            await h.publish()
+            await until(lambda: bool(csms.actions("StatusNotification")))
+            base = {"k": 7, "t": 0.14, "source": "safety"}
+            h.cx._event({"seq": 0, "kind": "trip", "message": "trip ov2", "data": {"code": "ov2"}, **base})
+            h.cx._event({"seq": 1, "kind": "reset", "message": "trip ov2 cleared", "data": {"code": "ov2"}, **base})
+            h.cx._event({"seq": 2, "kind": "force", "message": "not for the CSMS", **base})
+            await until(lambda: len(csms.actions("NotifyEvent")) == 2)
+            await h.publish(safety__trip="uv1")  # an image diff alone: no NotifyEvent (the stream has it)
+            await until(lambda: csms.actions("StatusNotification")[-1].payload["connectorStatus"] == "Faulted")
+        finally:
+            await h.stop()
+            await csms.close()
+        raised, cleared = (r.payload["eventData"][0] for r in csms.actions("NotifyEvent"))
+        assert (raised["actualValue"], raised["cleared"]) == ("ov2", False)
+        assert (cleared["actualValue"], cleared["cleared"]) == ("ov2", True)
+        assert len(csms.actions("NotifyEvent")) == 2
+
+    asyncio.run(main())
