@@ -20,6 +20,7 @@ from runtime.tasks.base import TASKS, TaskContext
 from runtime.tasks.localapi import requests
 from runtime.tasks.localapi.amqp import AmqpApi, AmqpApiParams
 from runtime.tasks.localapi.outbox import Outbox, Outgoing
+from tests import waiting
 from tests.localapi.conftest import RabbitMQ
 from tests.ports import free_port
 
@@ -29,11 +30,8 @@ SITE = SiteInfo("amqp-site", 240.0, 60.0, 20_000)
 
 
 async def until(pred: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+    """The broker is slower than the other peers: a longer deadline by default."""
+    await waiting.until(pred, what, timeout=timeout)
 
 
 def image(mode: str, trip: str = "", soc: float = 0.5) -> Image:

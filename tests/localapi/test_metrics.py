@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import logging
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,16 +16,9 @@ from runtime.tags import Image, Quality, TagValue
 from runtime.tasks.base import TASKS, TaskContext
 from runtime.tasks.localapi.metrics import Metrics, MetricsParams
 from tests.ports import free_port
+from tests.waiting import until
 
 SITE = SiteInfo("m", 240.0, 60.0, 20_000)
-
-
-async def until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

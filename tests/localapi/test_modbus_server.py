@@ -9,7 +9,7 @@ import json
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from runtime.tasks.localapi.modbus_server import ModbusServer, ModbusServerParam
 from runtime.tasks.localapi.sunspec import register_map_markdown
 from runtime.tasks.localapi.vendor_model import DEFINITION, VENDOR_ID
 from tests.ports import free_port
+from tests.waiting import until
 
 SITE = SiteInfo("test-site", 240.0, 60.0, 20_000)
 
@@ -59,14 +60,6 @@ def image(tags: dict[str, Any], bad: tuple[str, ...] = ()) -> Image:
     out = {n: TagValue(v, Quality.GOOD, 0) for n, v in tags.items()}
     out.update({n: TagValue(tags.get(n), Quality.BAD, 0) for n in bad})
     return Image(out)
-
-
-async def until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 @asynccontextmanager

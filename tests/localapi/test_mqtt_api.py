@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import logging
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,10 @@ from runtime.tasks.base import TASKS, TaskContext
 from runtime.tasks.localapi import requests
 from runtime.tasks.localapi.mqtt import MqttApi, MqttApiParams
 from tests.localapi.conftest import Mosquitto
+from tests.waiting import until
 
 SITE = SiteInfo("test site", 240.0, 60.0, 20_000)
 BASE = "v2g/test_site"
-
-
-async def until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 class Listener:

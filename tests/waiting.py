@@ -1,0 +1,15 @@
+"""Waiting for a condition in an asyncio test: poll it with a bounded deadline, never sleep a guessed time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+
+async def until(pred: Callable[[], bool], what: str = "the condition", timeout: float = 10.0) -> None:
+    """Return once ``pred()`` holds; fail naming ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
