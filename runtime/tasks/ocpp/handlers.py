@@ -20,27 +20,34 @@ COMPONENTS = frozenset(d.component for d in VARDEFS)
 
 
 def table(st: Station) -> dict[str, protocol.Handler]:
+    def resolve(item: Payload) -> tuple[Payload, Any]:
+        """The result skeleton of one Get/SetVariables item and its variable; the status is set where the
+        component, the variable or the attribute type is not one this station has (B05/B06)."""
+        comp, var = item["component"], item["variable"]
+        res: Payload = {"component": comp, "variable": var}
+        attr = item.get("attributeType", "Actual")
+        if attr != "Actual":
+            res["attributeType"] = attr
+        d = st.find_var(comp["name"], var["name"], var.get("instance"))
+        if comp["name"] not in COMPONENTS:
+            res["attributeStatus"] = "UnknownComponent"
+        elif d is None:
+            res["attributeStatus"] = "UnknownVariable"
+        elif attr != "Actual":
+            res["attributeStatus"] = "NotSupportedAttributeType"
+        return res, d
+
     def get_variables(req: Payload) -> Payload:
         """B06: one result per requested variable, in order."""
         out = []
         for item in req["getVariableData"]:
-            comp, var = item["component"], item["variable"]
-            res: Payload = {"component": comp, "variable": var}
-            attr = item.get("attributeType", "Actual")
-            if attr != "Actual":
-                res["attributeType"] = attr
-            d = st.find_var(comp["name"], var["name"], var.get("instance"))
-            if comp["name"] not in COMPONENTS:
-                res["attributeStatus"] = "UnknownComponent"
-            elif d is None:
-                res["attributeStatus"] = "UnknownVariable"
-            elif attr != "Actual":
-                res["attributeStatus"] = "NotSupportedAttributeType"
-            elif d.mutability == "WriteOnly":
-                res["attributeStatus"] = "Rejected"  # B06.FR.? a write-only value is never read back
-            else:
-                res["attributeStatus"] = "Accepted"
-                res["attributeValue"] = st.vars.read(d)
+            res, d = resolve(item)
+            if "attributeStatus" not in res:
+                if d.mutability == "WriteOnly":
+                    res["attributeStatus"] = "Rejected"  # a write-only value is never read back
+                else:
+                    res["attributeStatus"] = "Accepted"
+                    res["attributeValue"] = st.vars.read(d)
             out.append(res)
         return {"getVariableResult": out}
 
@@ -49,19 +56,8 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         out = []
         reconnect = False
         for item in req["setVariableData"]:
-            comp, var = item["component"], item["variable"]
-            res: Payload = {"component": comp, "variable": var}
-            attr = item.get("attributeType", "Actual")
-            if attr != "Actual":
-                res["attributeType"] = attr
-            d = st.find_var(comp["name"], var["name"], var.get("instance"))
-            if comp["name"] not in COMPONENTS:
-                res["attributeStatus"] = "UnknownComponent"
-            elif d is None:
-                res["attributeStatus"] = "UnknownVariable"
-            elif attr != "Actual":
-                res["attributeStatus"] = "NotSupportedAttributeType"
-            else:
+            res, d = resolve(item)
+            if "attributeStatus" not in res:
                 res["attributeStatus"] = st.vars.write(d, item["attributeValue"])
                 if res["attributeStatus"] == "Accepted" and d.key == "password":
                     reconnect = True
