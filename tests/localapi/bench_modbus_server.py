@@ -22,6 +22,7 @@ from runtime.tasks.base import TaskContext
 from runtime.tasks.localapi.access import AllowEntry
 from runtime.tasks.localapi.modbus_server import ModbusServer, ModbusServerParams
 from tests.ports import free_port
+from tests.waiting import cancel_and_wait
 
 SITE = SiteInfo("bench", 240.0, 60.0, 20_000)
 
@@ -50,11 +51,7 @@ async def main(n: int) -> dict[str, float]:
             assert not rr.isError()
     finally:
         client.close()
-        runner.cancel()
-        try:
-            await runner
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(runner)
     lat.sort()
     return {
         "requests": n,

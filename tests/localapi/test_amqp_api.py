@@ -23,6 +23,7 @@ from runtime.tasks.localapi.outbox import Outbox, Outgoing
 from tests import waiting
 from tests.localapi.conftest import RabbitMQ
 from tests.ports import free_port
+from tests.waiting import cancel_and_wait
 
 pytestmark = pytest.mark.slow  # one RabbitMQ start per module (10-30 s)
 
@@ -146,14 +147,6 @@ def make_task(url: str, **kw: Any) -> tuple[AmqpApi, TaskContext]:
     return task, cx
 
 
-async def stop(runner: asyncio.Task[None]) -> None:
-    runner.cancel()
-    try:
-        await asyncio.wait_for(runner, 15)
-    except asyncio.CancelledError:
-        pass
-
-
 def test_registered() -> None:
     assert TASKS["localapi_amqp"] is AmqpApi
 
@@ -174,7 +167,7 @@ def test_events_and_telemetry(rabbitmq: RabbitMQ) -> None:
                 await until(lambda: len(c.events()) == 4, "four events")
                 await until(lambda: any(m.type == "telemetry" for m in c.got), "telemetry")
             finally:
-                await stop(runner)
+                await cancel_and_wait(runner)
             ev = c.events()
             assert [m.message_id for m in ev] == ["1", "2", "3", "4"]
             assert [m.routing_key for m in ev] == [
@@ -221,7 +214,7 @@ def test_outage_keeps_events_in_order_and_drops_telemetry(rabbitmq: RabbitMQ, ca
                 proxy.up = True
                 await until(lambda: len(c.events()) == 21, "every event after the outage", timeout=30)
             finally:
-                await stop(runner)
+                await cancel_and_wait(runner)
                 await proxy.stop()
             ids = [int(m.message_id) for m in c.events()]
             assert ids == list(range(1, 22))  # in order, no gap, no duplicate
@@ -258,6 +251,6 @@ def test_commands_from_a_queue(rabbitmq: RabbitMQ) -> None:
             assert (r.mode, r.setpoint_w, r.source) == ("remote", 2500.0, "amqp:amqp-site.set.mode")
             assert "mode remote needs setpoint_w" in json.loads(errors.got[0].body)["error"]
         finally:
-            await stop(runner)
+            await cancel_and_wait(runner)
 
     asyncio.run(main())

@@ -16,7 +16,7 @@ from runtime.tags import Image, Quality, TagValue
 from runtime.tasks.base import TASKS, TaskContext
 from runtime.tasks.localapi.metrics import Metrics, MetricsParams
 from tests.ports import free_port
-from tests.waiting import until
+from tests.waiting import cancel_and_wait, until
 
 SITE = SiteInfo("m", 240.0, 60.0, 20_000)
 
@@ -73,11 +73,7 @@ def test_scrape() -> None:
                 await until(lambda k=k: task._now_us == k * SITE.period_us, "the task to see the image")
             m = await asyncio.to_thread(scrape, port)
         finally:
-            runner.cancel()
-            try:
-                await asyncio.wait_for(runner, 10)
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(runner, 10)
         h = "v2g_plc_scan_lateness_seconds"
         assert m[(h + "_count", ())] == 4
         assert m[(h + "_bucket", (("le", "0.0001"),))] == 2  # 0.08 ms and 0.1 ms

@@ -28,7 +28,7 @@ from runtime.tasks.localapi.modbus_server import ModbusServer, ModbusServerParam
 from runtime.tasks.localapi.sunspec import register_map_markdown
 from runtime.tasks.localapi.vendor_model import DEFINITION, VENDOR_ID
 from tests.ports import free_port
-from tests.waiting import until
+from tests.waiting import cancel_and_wait, until
 
 SITE = SiteInfo("test-site", 240.0, 60.0, 20_000)
 
@@ -91,11 +91,7 @@ async def server(
         await until(lambda: task.images != {} and listening(), "the server to listen")
         yield task, cx
     finally:
-        runner.cancel()
-        try:
-            await asyncio.wait_for(runner, 5)
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(runner, 5)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from runtime.tasks.base import TASKS, TaskContext
 from runtime.tasks.localapi import requests
 from runtime.tasks.localapi.mqtt import MqttApi, MqttApiParams
 from tests.localapi.conftest import Mosquitto
-from tests.waiting import until
+from tests.waiting import cancel_and_wait, until
 
 SITE = SiteInfo("test site", 240.0, 60.0, 20_000)
 BASE = "v2g/test_site"
@@ -150,11 +150,7 @@ def test_state_availability_will_and_commands(mosquitto: Mosquitto, caplog: pyte
                     "back online",
                 )
         finally:
-            runner.cancel()
-            try:
-                await asyncio.wait_for(runner, 15)
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(runner)
         # a clean stop says offline itself (retained: a new subscriber sees it)
         async with Listener(mosquitto.port) as after:
             await until(lambda: after.last(f"{BASE}/availability") is not None, "retained availability")
@@ -187,11 +183,7 @@ def test_broker_restart_reconnects(tmp_path: Path, caplog: pytest.LogCaptureFixt
                 await until(lambda: late.state("ev.soc") is not None, "state republished after reconnect")
                 assert late.state("ev.soc")["value"] == 0.5
         finally:
-            runner.cancel()
-            try:
-                await asyncio.wait_for(runner, 15)
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(runner)
             broker.stop()
 
     need = broker.exe  # skip/fail decided in the constructor
@@ -219,11 +211,7 @@ def test_broker_credentials(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
             await until(lambda: caplog.text.count("retrying in") >= 2, "refusals")
             assert not wrong.connected
         finally:
-            runner.cancel()
-            try:
-                await asyncio.wait_for(runner, 15)
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(runner)
         right = MqttApi(
             "mqtt",
             MqttApiParams(port=broker.port, username="site", password="s3cret-password", tags=["ev.soc"]),
@@ -233,11 +221,7 @@ def test_broker_credentials(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
         try:
             await until(lambda: right.connected, "the connection with the right password")
         finally:
-            runner.cancel()
-            try:
-                await asyncio.wait_for(runner, 15)
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(runner)
 
     try:
         with caplog.at_level(logging.WARNING):
@@ -291,10 +275,6 @@ def test_home_assistant_discovery(mosquitto: Mosquitto) -> None:
             assert (requests.RECORDED[0].mode, requests.RECORDED[0].setpoint_w) == ("remote", -2000.0)
             assert requests.RECORDED[1].mode == "local"
         finally:
-            runner.cancel()
-            try:
-                await asyncio.wait_for(runner, 15)
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(runner)
 
     asyncio.run(main())

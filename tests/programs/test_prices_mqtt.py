@@ -18,6 +18,7 @@ from runtime.tags import US, Image, Quality
 from runtime.tasks.base import TASKS, TaskContext
 from runtime.tasks.prices import MqttParams, PricesMqtt
 from tests.programs.test_prices_csv import Writes
+from tests.waiting import cancel_and_wait
 
 NY = ZoneInfo("America/New_York")
 SITE = SiteInfo("t", 240.0, 60.0, 20_000)
@@ -91,11 +92,7 @@ def test_mqtt_feed(mosquitto: int, caplog: pytest.LogCaptureFixture) -> None:
             await until(lambda: w.last("prices.updated")[0] == 2, "the revision")
             assert w.last("prices.day_ahead")[0][0]["price"] == 20.0
         finally:
-            runner.cancel()
-            try:
-                await runner
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(runner)
 
     asyncio.run(main())
 
