@@ -5,6 +5,7 @@ nothing). The fields are found by walking the model, so a new one cannot be forg
 
 from __future__ import annotations
 
+import copy
 import math
 import types
 import typing
@@ -15,6 +16,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from safety.settings import MAX_POWER_W, SafetyParams
+from tests.safety.test_settings import FIFTY
 
 BASE: dict[str, Any] = {"category": "III", "rated_charge_w": 11000.0, "rated_discharge_w": 11000.0}
 REQUIRED: dict[type, dict[str, Any]] = {}  # required fields of list items, filled in below
@@ -121,20 +123,7 @@ def test_out_of_range_values_are_rejected(doc: dict[str, Any], what: str) -> Non
 
 
 def test_a_50_hz_site_stays_inside_the_per_unit_envelope() -> None:
-    fifty = {
-        "frequency_basis_hz": 50,
-        "frequency": {
-            "of2": {"threshold": 52.0, "clearing_s": 0.1},
-            "of1": {"threshold": 51.5, "clearing_s": 5.0},
-            "uf1": {"threshold": 47.5, "clearing_s": 5.0},
-            "uf2": {"threshold": 47.0, "clearing_s": 0.1},
-            "continuous_low_hz": 49.0,
-            "continuous_high_hz": 51.0,
-            "ride_through_low_hz": 47.5,
-            "ride_through_high_hz": 51.5,
-        },
-        "enter_service": {"f_low_hz": 49.9, "f_high_hz": 50.1},
-    }
+    fifty = copy.deepcopy(FIFTY)  # the 50 Hz site of tests/safety/test_settings.py
     SafetyParams.model_validate({**BASE, **fifty})
     fifty["frequency"]["of2"] = {"threshold": 58.0, "clearing_s": 0.1}  # 1.16 pu: beyond 66 Hz at 60 Hz
     with pytest.raises(ValidationError, match="per unit of 50 Hz"):
