@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from runtime.clock import MonotonicClock
 
@@ -98,59 +99,77 @@ def runtime_loop(period_ms: float, seconds: float, tmp: Path, rt: int | None = N
     return json.loads(stats.read_text())
 
 
+class Workload:
+    """The compute benchmark's site: 2,000 tags (1,000 inputs, 1,000 outputs); 10 programs each map ``used``
+    inputs to outputs and 10 interlocks each check ``used`` outputs. ``engine_module`` builds it: this tree's
+    ``runtime.engine`` or an older one loaded beside it (tests/bench/engine_ab.py)."""
+
+    def __init__(self, used: int, engine_module: Any = None) -> None:
+        from runtime import engine as this_engine
+        from runtime.api import Cycle, Program, SiteInfo
+        from runtime.tags import Direction, TagSpec
+
+        mod = engine_module or this_engine
+        site = SiteInfo("b", 240, 60, 20_000)
+        inputs = [TagSpec(f"dev{i // 100}.in{i % 100}", stale_after_s=1.0) for i in range(1000)]
+        outputs = [TagSpec(f"out{i // 100}.v{i % 100}", direction=Direction.OUTPUT, default=0.0) for i in range(1000)]
+
+        class Scale(Program):
+            def __init__(self, g: int):
+                super().__init__(f"scale{g}", Program.Params(), site)
+                self.pairs = [(inputs[i].name, outputs[i].name) for i in range(g * 100, g * 100 + used)]
+
+            def scan(self, cx: Cycle) -> None:
+                value, out = cx.inputs.value, cx.out
+                for src, dst in self.pairs:
+                    v = value(src)
+                    out[dst] = 0.0 if v is None else 2.0 * v
+
+        class Limit(Program):
+            def __init__(self, g: int):
+                super().__init__(f"limit{g}", Program.Params(), site)
+                self.names = [outputs[i].name for i in range(g * 100, g * 100 + used)]
+
+            def scan(self, cx: Cycle) -> None:
+                out = cx.out
+                for n in self.names:
+                    v = out[n]
+                    if v > 1e6 or v < -1e6:
+                        out[n] = max(-1e6, min(1e6, v))
+
+        self.inputs = inputs
+        self.engine = mod.Engine(
+            site,
+            mod.tag_table(("rt", mod.RUNTIME_TAGS), ("in", inputs), ("out", outputs)),
+            [Scale(g) for g in range(10)],
+            [Limit(g) for g in range(10)],
+        )
+
+    def run(self, k0: int, cycles: int, updated: int) -> list[float]:
+        """``cycles`` steps from cycle ``k0``; ``updated`` inputs arrive per cycle (fast poll class), the rest
+        were read within their limit. The compute time of each step, ms."""
+        from runtime.tags import TagUpdate
+
+        times = []
+        every = 1000 // updated
+        for k in range(k0, k0 + cycles):
+            ups = [
+                TagUpdate(s.name, float(k % 7 + j), t_us=k * 20_000)
+                for j, s in enumerate(self.inputs)
+                if j % every == k % every
+            ]
+            t = time.perf_counter_ns()
+            self.engine.step(k * 20_000, ups)
+            times.append((time.perf_counter_ns() - t) / 1e6)
+        return times
+
+
 def compute_2000(cycles: int = 3000, updated: int = 100, used: int = 100) -> dict[str, float]:
-    """One cycle's compute (image switch + programs + interlocks) with 2,000 tags (1,000 inputs, 1,000
-    outputs): ``updated`` inputs arrive per cycle; 10 programs each map ``used`` inputs to outputs and 10
-    interlocks each check ``used`` outputs."""
-    from runtime.api import Cycle, Program, SiteInfo
-    from runtime.engine import RUNTIME_TAGS, Engine, tag_table
-    from runtime.tags import Direction, TagSpec, TagUpdate
-
-    site = SiteInfo("b", 240, 60, 20_000)
-    inputs = [TagSpec(f"dev{i // 100}.in{i % 100}", stale_after_s=1.0) for i in range(1000)]
-    outputs = [TagSpec(f"out{i // 100}.v{i % 100}", direction=Direction.OUTPUT, default=0.0) for i in range(1000)]
-
-    class Scale(Program):
-        def __init__(self, g: int):
-            super().__init__(f"scale{g}", Program.Params(), site)
-            self.pairs = [(inputs[i].name, outputs[i].name) for i in range(g * 100, g * 100 + used)]
-
-        def scan(self, cx: Cycle) -> None:
-            value, out = cx.inputs.value, cx.out
-            for src, dst in self.pairs:
-                v = value(src)
-                out[dst] = 0.0 if v is None else 2.0 * v
-
-    class Limit(Program):
-        def __init__(self, g: int):
-            super().__init__(f"limit{g}", Program.Params(), site)
-            self.names = [outputs[i].name for i in range(g * 100, g * 100 + used)]
-
-        def scan(self, cx: Cycle) -> None:
-            out = cx.out
-            for n in self.names:
-                v = out[n]
-                if v > 1e6 or v < -1e6:
-                    out[n] = max(-1e6, min(1e6, v))
-
-    e = Engine(
-        site,
-        tag_table(("rt", RUNTIME_TAGS), ("in", inputs), ("out", outputs)),
-        [Scale(g) for g in range(10)],
-        [Limit(g) for g in range(10)],
-    )
+    """One cycle's compute (image switch + programs + interlocks) of the Workload."""
+    w = Workload(used)
+    e = w.engine
     assert len(e.tags.specs) >= 2000
-    times = []
-    for k in range(cycles):
-        # ``updated`` inputs change per cycle (fast poll class); the rest were read within their limit
-        ups = [
-            TagUpdate(s.name, float(k % 7 + j), t_us=k * 20_000)
-            for j, s in enumerate(inputs)
-            if j % (1000 // updated) == k % (1000 // updated)
-        ]
-        t = time.perf_counter_ns()
-        e.step(k * 20_000, ups)
-        times.append((time.perf_counter_ns() - t) / 1e6)
+    times = w.run(0, cycles, updated)
     return {
         "tags": len(e.tags.specs),
         "updated_per_cycle": updated,
