@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from runtime.tasks.ocpp.local_csms import LocalCsms
 from tests.ocpp.harness import START, Harness, params, until
 from tests.ocpp.test_in_runtime import SITE as OCPP_SITE
 from tests.ports import free_port
-from tests.runtime.helpers import read_tag, start_cli, write_site
+from tests.runtime.helpers import read_tag, start_cli, stop_cli, write_site
 
 PW = "0123456789abcdef-operator"
 ALL = "[availability, start, stop, reset]"
@@ -46,17 +44,6 @@ async def setpoint_becomes(sock: Path, want: float) -> None:
         if asyncio.get_running_loop().time() > end:
             raise AssertionError(f"inverter.setpoint {got}, expected {want}")
         await asyncio.sleep(0.05)
-
-
-def finish(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    return err
 
 
 @pytest.mark.parametrize("soc", [-0.5, 0.0, 0.5])
@@ -104,7 +91,7 @@ def test_availability_stop_start_and_reset_from_the_csms(tmp_path: Path, soc: fl
             code = await asyncio.to_thread(proc.wait, 30)
             return code, ""
         finally:
-            err = finish(proc)
+            err = stop_cli(proc)
             await csms.close()
             print(err[-4000:])
 
@@ -130,7 +117,7 @@ def test_a_command_the_site_does_not_allow_is_rejected_with_the_reason(tmp_path:
             assert await tag(sock, "inverter.setpoint") == 5000.0
             assert proc.poll() is None
         finally:
-            err = finish(proc)
+            err = stop_cli(proc)
             await csms.close()
         assert "command availability from backoffice refused (asked by CSMS of CP-RT)" in err
 

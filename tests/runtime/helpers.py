@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -76,6 +77,19 @@ def start_cli(*args: str, **kw: Any) -> subprocess.Popen[str]:
         env=env,
         **kw,
     )
+
+
+def stop_cli(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM a runtime started by ``start_cli`` (a clean stop: safe outputs, state written), kill it if
+    it does not end within 20 s, and return what it wrote to stderr."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import pytest
 
 from runtime.api import SiteInfo
 from runtime.commands import CONTROL, CommandsSection, Gate, Refused, Request
-from tests.runtime.helpers import ROOT, cli, read_tag, start_cli, wait_for, write_site
+from tests.runtime.helpers import ROOT, cli, read_tag, start_cli, stop_cli, wait_for, write_site
 
 SITE_INFO = SiteInfo("commands", 240.0, 60.0, 20_000)
 
@@ -33,17 +32,6 @@ tasks:
       by: csms-station-7
       commands: {json.dumps(commands)}
 """
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    return err
 
 
 def acks(sock: Path, n: int) -> list[list[Any]]:
@@ -94,7 +82,7 @@ def test_availability_from_a_task_zeroes_both_ways_persists_and_refusals_say_why
         assert state["components"]["runtime.availability"]["operative"] is False
         assert state["components"]["runtime.availability"]["by"] == "csms-station-7"
     finally:
-        err = stop(proc)
+        err = stop_cli(proc)
     assert "command reset from ocpp_like refused (asked by csms-station-7)" in err
     # a restart keeps the station out of service: the set point stays 0 whatever the program asks
     site.write_text(site.read_text().replace(json.dumps(cmds), "[]"))
@@ -105,7 +93,7 @@ def test_availability_from_a_task_zeroes_both_ways_persists_and_refusals_say_why
             t = read_tag(sock, "inverter.setpoint")
             assert t["value"] == 0.0
     finally:
-        err = stop(proc)
+        err = stop_cli(proc)
     assert "restored persisted state of runtime.availability" in err
 
 
@@ -139,7 +127,7 @@ def test_reset_persists_holds_safe_and_exits_with_the_restart_code(tmp_path: Pat
     try:
         code = proc.wait(timeout=60)
     finally:
-        err = stop(proc)
+        err = stop_cli(proc)
     assert code == 75, err[-2000:]
     assert "reset accepted" in err
     last = json.loads(rec_out.read_text().splitlines()[-1])
@@ -259,4 +247,4 @@ def test_the_control_socket_refuses_a_force_unless_commissioning(tmp_path: Path)
         assert control(sock, {"cmd": "unforce", "tag": "inverter.setpoint"})["ok"] is True  # a release is harmless
         assert read_tag(sock, "inverter.setpoint")["forced"] is False
     finally:
-        stop(proc)
+        stop_cli(proc)
