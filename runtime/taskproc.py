@@ -49,6 +49,7 @@ HEARTBEAT_S = 0.5
 STARTUP_GRACE_NS = 20_000_000_000  # imports and site build before the first heartbeat
 CHUNK = 400  # tags per message at most; then split further by size
 MAX_MSG = 64 * 1024  # bytes per message: far below the socket buffer (1 MiB), so a send never needs more
+DRAIN_BUDGET = 1024 * 1024  # bytes the scan thread reads from the task process in one cycle: a flood waits
 COMMAND_TIMEOUT_S = 5.0  # a task's command unanswered this long counts as refused ("no answer")
 
 T = TypeVar("T")
@@ -130,7 +131,8 @@ class TaskChannel:
         sock = self.sock
         if sock is None:
             return out
-        while True:
+        budget = DRAIN_BUDGET  # a flood from the task process never costs the scan more than this per cycle
+        while budget > 0:
             try:
                 data = sock.recv(1 << 20)
             except (BlockingIOError, InterruptedError):
@@ -142,6 +144,7 @@ class TaskChannel:
                     out += [TagUpdate(name, None, Quality.STALE) for name in sorted(self.allowed)]
                 self.heard = False
                 break
+            budget -= len(data)
             self.last_heard_ns = time.monotonic_ns()
             self.heard = True
             # JSON, not pickle: the task process talks to networks; what it sends is data, never code.

@@ -21,8 +21,8 @@ from runtime.eventstream import EventStream
 from runtime.runner import apply_force
 from runtime.tags import Direction, Image, Quality, TagSpec, TagType, TagValue
 from runtime.taskproc import MAX_MSG, TaskChannel
-from tests.runtime.helpers import control, read_tag, start_cli, wait_for, write_site
-from tests.runtime.test_commands import SITE_INFO, stop
+from tests.runtime.helpers import control, read_tag, start_cli, stop_cli, wait_for, write_site
+from tests.runtime.test_commands import SITE_INFO
 
 
 @pytest.fixture
@@ -222,4 +222,4 @@ def test_the_task_process_sees_every_event_and_a_restarted_one_resumes_without_g
         assert [s[0] for s in after] == list(range(after[0][0], after[0][0] + len(after)))
         assert [s[2] for s in after[:2]] == ["ev.soc forced to -0.25", "ev.soc force released"]
     finally:
-        stop(proc)
+        stop_cli(proc)
