@@ -9,7 +9,7 @@ makes a cycle replayable byte for byte.
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -192,6 +192,19 @@ class ParamError(ValueError):
 ParamsModel = Params  # the base model under a name that ``Plugin.Params`` does not shadow
 
 
+class NotLive(Exception):
+    """A change of params that a running program or interlock cannot take now (docs/online-change.md).
+
+    ``retry_s`` None: only a restart applies it (the default for every component, a loosened protection).
+    A number: the change may be asked for again after about that many seconds (a trip being timed now).
+    """
+
+    def __init__(self, reason: str, retry_s: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_s = retry_s
+
+
 class Plugin:
     """The one contract of everything a site file names: devices, programs, interlocks and tasks.
 
@@ -263,6 +276,15 @@ class Program(Plugin):
 
     def restore(self, state: Mapping[str, Any]) -> None:
         return None
+
+    def reconfigure(self, params: ParamsModel) -> Callable[[], None]:
+        """Online change: check, without changing anything, that ``params`` may replace the running
+        ones now; return the swap, which the engine runs at a cycle boundary once every changed component
+        has agreed (all or nothing). The swap keeps latches and running timers. Raises ``NotLive``.
+
+        Why the default refuses: only the component knows which of its state a new setting would
+        invalidate, so a component is live-changeable only where it says so."""
+        raise NotLive(f"{type(self).__name__} {self.name!r} does not change its params while running")
 
 
 register_program = PROGRAMS.register

@@ -56,6 +56,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         record=a.record,
         record_outputs=a.record_outputs,
         start_plant=not a.no_plant,
+        watch=not a.no_watch,
     )
     code = Runner(built, opts).run()
     if code == RESET_EXIT and not os.environ.get("INVOCATION_ID") and os.environ.get("V2G_RESET_EXIT") != "1":
@@ -161,6 +162,31 @@ def cmd_status(a: argparse.Namespace) -> int:
     return 0 if reply.get("ok") else 1
 
 
+RELOAD_WAIT_S = 90.0  # validation (a child process, at most 60 s) and one cycle boundary
+
+
+def cmd_reload(a: argparse.Namespace) -> int:
+    """Ask the runtime to validate its site file again and apply what may change live; wait for the outcome."""
+    import time
+
+    from runtime.online.service import FINAL
+
+    reply = _control(a.site, {"cmd": "reload", "by": "v2g-plc reload"})
+    if not reply.get("ok"):
+        print(json.dumps(reply))
+        return 1
+    rid = reply["reload"]
+    deadline = time.monotonic() + RELOAD_WAIT_S
+    while time.monotonic() < deadline:
+        st = _control(a.site, {"cmd": "status"}).get("reload", {})
+        if st.get("id", 0) >= rid and st.get("state") in FINAL:
+            print(json.dumps(st))
+            return 0 if st["state"] in ("applied", "unchanged") else 1
+        time.sleep(0.1)  # a client polling a server for an outcome, not a test's synchronisation
+    print(json.dumps({"ok": False, "error": f"no outcome within {RELOAD_WAIT_S:g} s", "reload": rid}))
+    return 1
+
+
 def _delegate(module: str) -> int:
     import importlib
 
@@ -191,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", type=Path, metavar="FILE", help="write the input frames the cycles saw")
     p.add_argument("--record-outputs", type=Path, metavar="FILE", help="write every cycle's outputs")
     p.add_argument("--no-plant", action="store_true", help="do not start the site's virtual plant")
+    p.add_argument(
+        "--no-watch", action="store_true", help="apply an edited site file only on `v2g-plc reload`, not on save"
+    )
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("check", help="validate a site and its maps")
     _site_arg(p, False)
@@ -217,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     _site_arg(p, True)
     p.add_argument("--tag", action="append", help="read this tag (repeatable)")
     p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("reload", help="validate the site file again and apply what may change live (online change)")
+    _site_arg(p, True)
+    p.set_defaults(fn=cmd_reload)
     sub.add_parser("backtest", help="arbitrage backtest over a price series (see --help)")
     sub.add_parser("probe", help="read one Modbus device and print its tags (see --help)")
     a = ap.parse_args(argv)

@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from typing import Any
 
-from runtime.api import Command, Cycle, Event, Outputs, Program, SiteInfo
+from pydantic import ValidationError
+
+from runtime.api import Command, Cycle, Event, NotLive, Outputs, Program, SiteInfo
+from runtime.online.plan import diff_values
 from runtime.tags import US, Direction, Image, Quality, TagSpec, TagTable, TagType, TagUpdate, TagValue
 
 # Tags the runtime itself owns. The runner feeds the runtime.* inputs each cycle (OpenPLC exposes its
@@ -80,6 +83,14 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
         description="in service: false while a ChangeAvailability Inoperative holds the outputs safe (persisted)",
     ),
     TagSpec(
+        "runtime.revision",
+        TagType.STR,
+        "",
+        Direction.INPUT,
+        "",
+        description="revision (hash) of the site settings the previous cycle ran (online change)",
+    ),
+    TagSpec(
         "runtime.fault",
         TagType.STR,
         "",
@@ -92,6 +103,8 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
 
 DIAGNOSTIC_PREFIX = "runtime."  # tags the runtime writes about itself; never forceable
 PERSIST_FAULT = "runtime.persist_fault"
+REVISION = "runtime.revision"
+RECONFIGURE = "reconfigure"  # the runtime's own command: an online change of params, applied at a boundary
 AVAILABILITY = "runtime.availability"  # the persisted owner name of the availability state
 
 
@@ -203,6 +216,8 @@ class Engine:
         # Only programs that override persist() are asked each cycle.
         self._persisting = [p for p in (*self.programs, *self.interlocks) if keeps_state(p)] + [self.availability]
         self._held = False  # outputs held safe last cycle because persisted state was not durable
+        self.revision = ""  # the running settings' revision; a reconfigure command moves it
+        self.reconfigured: list[tuple[str, bool, str]] = []  # this step's online changes: (revision, applied, why)
         self.k = -1
 
     # -- commissioning -------------------------------------------------------------------------
@@ -278,7 +293,11 @@ class Engine:
         """Availability, start/stop and reset act on the engine's own hold (so replay reproduces them);
         every command is an event with who asked. Returns whether a reset was asked for."""
         reset = False
+        self.reconfigured = []
         for c in cmds:
+            if c.name == RECONFIGURE:
+                events.append(self.reconfigure(c, k, now_us))
+                continue
             by = str(c.args.get("by", ""))
             src = str(c.args.get("source", "runtime"))
             data = {key: v for key, v in c.args.items() if key not in ("source",)}
@@ -293,6 +312,50 @@ class Engine:
                 reset = self.resetting = True
             events.append(Event(k, now_us, "command", src, f"{c.name} asked by {by or src}", data))
         return reset
+
+    def reconfigure(self, c: Command, k: int, now_us: int) -> Event:
+        """An online change at this cycle boundary, before any program runs: every changed program and
+        interlock first agrees (``Program.reconfigure``), then all swap, or none does. Latches and running
+        timers stay. As a recorded command, replay applies it at the same cycle with the same outcome.
+
+        ``c.args``: ``revision`` (str), ``components`` ({name: params as JSON}), ``by`` (who asked)."""
+        revision = str(c.args["revision"])
+        by = str(c.args.get("by", ""))
+        named = {p.name: p for p in (*self.programs, *self.interlocks)}
+        swaps: list[tuple[Program, Any, Any]] = []
+        refused: list[str] = []
+        retry: list[float] = []
+        diff: dict[str, list[Any]] = {}
+        for name, raw in dict(c.args.get("components", {})).items():
+            p = named.get(name)
+            if p is None:
+                refused.append(f"{name}: no program or interlock of that name runs")
+                continue
+            try:
+                new = type(p).Params.model_validate(raw)
+            except ValidationError as exc:
+                refused.append(f"{name}: {exc.error_count()} invalid setting(s): {exc.errors()[0]['msg']}")
+                diff.update(diff_values(p.params.model_dump(mode="json"), raw, name))
+                continue
+            diff.update(diff_values(p.params.model_dump(mode="json"), new.model_dump(mode="json"), name))
+            try:
+                swaps.append((p, new, p.reconfigure(new)))
+            except NotLive as exc:
+                refused.append(f"{name}: {exc.reason}")
+                if exc.retry_s is not None:
+                    retry.append(exc.retry_s)
+        data: dict[str, Any] = {"revision": revision, "from": self.revision, "diff": diff, "by": by}
+        if refused:
+            when = f"; ask again in {max(retry):g} s" if retry and len(retry) == len(refused) else "; needs a restart"
+            why = "; ".join(refused) + when
+            self.reconfigured.append((revision, False, why))
+            return Event(k, now_us, "reconfigure_refused", "runtime", f"revision {revision} not applied: {why}", data)
+        for p, new, swap in swaps:
+            swap()
+            p.params = new
+        old, self.revision = self.revision, revision
+        self.reconfigured.append((revision, True, ""))
+        return Event(k, now_us, "reconfigure", "runtime", f"revision {revision} running (was {old or '-'})", data)
 
     def hold_by_command(self, out: Outputs, reset: bool) -> None:
         """Out of service, stopped remotely or resetting: every output asked for at its safe value (0 W

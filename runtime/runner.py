@@ -27,20 +27,23 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from runtime import statefile
-from runtime.api import Command
+from runtime.api import Command, Event
 from runtime.clock import Clock, MonotonicClock, Pacer
 from runtime.commands import CONTROL, RESET_EXIT, Gate, Refused, Request
-from runtime.engine import PERSIST_FAULT, Engine, StepResult
+from runtime.engine import PERSIST_FAULT, REVISION, Engine, StepResult
 from runtime.eventlog import EventFile, EventLimiter
 from runtime.eventstream import EventStream
 from runtime.io.driver import IOContext
-from runtime.iothread import ControlServer, IOThread
+from runtime.iothread import IOThread
+from runtime.online.service import SNAPSHOT, OnlineChange, OnlineControlServer
+from runtime.online.validate import describe, load_site_text, read_text
 from runtime.recording import Writer, frame_line, output_line
 from runtime.site import BuiltSite
 from runtime.statefile import Persister
 from runtime.tags import US, Direction, TagUpdate
 from runtime.taskproc import TaskChannel, TaskSupervisor
 from runtime.watchdog import Supervisor, WatchdogError
+from runtime.yamlload import ConfigError
 
 log = logging.getLogger("v2g_plc")
 
@@ -72,6 +75,7 @@ class RunOptions:
     record_outputs: Path | None = None
     start_plant: bool = True
     status_line: bool | None = None  # None: when stderr is a terminal
+    watch: bool = True  # online change when the site file is saved; False: on `v2g-plc reload` only
 
 
 def percentiles(samples: array.array, scale: float) -> dict[str, float]:
@@ -186,6 +190,7 @@ class Runner:
         self.heartbeat_ns = int(cfg.task_process.heartbeat_s * 1e9)
         self._stop = threading.Event()
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._reconfigure: queue.SimpleQueue[Command] = queue.SimpleQueue()  # the runtime's own (online change)
         self.last: StepResult | None = None
         self.lateness = array.array("d")
         self.cycle_times = array.array("d")
@@ -204,6 +209,7 @@ class Runner:
         self.iot: IOThread | None = None
         self.supervisor: TaskSupervisor | None = None
         self.stream: EventStream | None = None
+        self.online: OnlineChange | None = None
         self.persister: Persister | None = None
         self.watchdog: Supervisor | None = None
         self.rec: Writer | None = None
@@ -246,6 +252,8 @@ class Runner:
             except RuntimeError as exc:
                 raise StartError(str(exc), 1) from exc
         states = self.restore_state()
+        running = self.running_revision()
+        self.engine.revision = running["revision"]
         self._install_signals()
         self.io = io = IOContext(self.clock.now_ns(), speed=opts.speed)
         if built.tasks:
@@ -259,6 +267,7 @@ class Runner:
                 backoff_s=tp.restart_backoff_s,
                 backoff_max_s=tp.restart_backoff_max_s,
             )
+            self.supervisor.snapshot = self.state_dir / SNAPSHOT  # never the edited file (docs/online-change.md)
             stack.callback(self.supervisor.stop)  # after the safe outputs (below) are written
         owners = {s.name: d for d in built.drivers for s in d.declare() if s.direction is Direction.OUTPUT}
         self.iot = iot = IOThread(built.drivers, owners, io)
@@ -279,8 +288,24 @@ class Runner:
         )
         if self.supervisor is not None:
             iot.spawn(self.supervisor.run)
+        sup = self.supervisor
+        self.online = online = OnlineChange(
+            built.path,
+            running,
+            self.state_dir / SNAPSHOT,
+            iot.loop,
+            self._reconfigure.put,
+            self._note,
+            sup.restart if sup is not None else None,
+        )
+        stack.callback(online.close)
+        if opts.watch:
+            online.watch()
         sock_path = built.loaded.control_socket
-        iot.spawn(ControlServer(sock_path, self._commands.put, self.status, self._check_force, self.read_tags).serve)
+        server = OnlineControlServer(
+            sock_path, self._commands.put, self.status, self._check_force, self.read_tags, online=online
+        )
+        iot.spawn(server.serve)
         iot.spawn(self._status_loop)
         if opts.record:
             self.rec = Writer(opts.record)
@@ -346,6 +371,8 @@ class Runner:
         res = self.engine.step(now_us, self._inputs(wake, late), commands)
         for cid, ok, reason in answers:  # after the cycle that applied them
             self.channel.ack(cid, ok, reason)
+        if self.engine.reconfigured and self.online is not None and self.iot is not None:
+            self.iot.loop.call_soon_threadsafe(self.online.outcome, self.engine.reconfigured)
         self._hand_out(res, recorded)
         if res.reset and self._reset_ns is None:
             # The outputs are safe from this cycle on (the engine holds them); the scan runs on for a grace
@@ -378,6 +405,7 @@ class Runner:
             TagUpdate("runtime.task_process_alive", alive),
             TagUpdate(PERSIST_FAULT, self.persister.fault),
             TagUpdate("runtime.available", self.engine.availability.operative),
+            TagUpdate(REVISION, self.engine.revision),
         )
         return updates
 
@@ -410,6 +438,29 @@ class Runner:
             self.watchdog.ready()
             self.first_cycle_s = process_age_s()
             log.info("first good cycle %.3f s after process start", self.first_cycle_s or -1)
+
+    # -- online change ----------------------------------------------------------------------------
+    def running_revision(self) -> dict[str, Any]:
+        """The description of the revision this runtime runs (``online.validate.describe``): the text read
+        once more and checked to be what was built, so the snapshot children start from is that revision."""
+        path = self.built.path
+        try:
+            text = read_text(path)
+            same = load_site_text(path, text).config == self.cfg
+        except ConfigError as exc:
+            raise StartError(f"{path} changed while the runtime started: {exc}", 2) from exc
+        if not same:
+            raise StartError(f"{path} changed while the runtime started; start again", 2)
+        return describe(self.built, text)
+
+    def _note(self, kind: str, message: str, data: dict[str, Any]) -> None:
+        """An event of the I/O thread (a reload refused before it reached the scan), at the last cycle."""
+        res = self.last
+        k, t = (res.k, res.now_us) if res is not None else (0, 0)
+        ev = [Event(k, t, kind, "online", message, data)]
+        self.events.write(ev)
+        if self.stream is not None:
+            self.stream.feed(ev)
 
     # -- persisted state --------------------------------------------------------------------------
     def restore_state(self) -> dict[str, Any]:
@@ -454,6 +505,8 @@ class Runner:
             "forces": dict(self.engine.forces),
             "persist_fault": bool(p and p.fault),
             "persist_error": p.error if p else None,
+            "revision": self.engine.revision,
+            **({"reload": dict(self.online.status)} if self.online is not None else {}),
         }
 
     def read_tags(self, names: list[str]) -> dict[str, Any]:
@@ -534,6 +587,12 @@ class Runner:
             by = str(c.args.get("by", "control socket"))
             args = {k: v for k, v in c.args.items() if k != "by"}
             reqs.append(Request(f"control-{self._control_ids}", c.name, CONTROL, by, args))
+        own: list[Command] = []
+        while True:
+            try:
+                own.append(self._reconfigure.get_nowait())  # the runtime's own: no gate, recorded like any
+            except queue.Empty:
+                break
         tasks = self.channel.take_requests()
         reqs += tasks
         from_task = {id(r) for r in tasks}
@@ -551,7 +610,7 @@ class Runner:
             recorded.append(c)
             if not apply_force(self.engine, c):
                 out.append(c)
-        return tuple(out), tuple(recorded), answers
+        return (*out, *own), (*recorded, *own), answers
 
     def _write_exit_files(self) -> None:
         if self.opts.stats_json:

@@ -266,6 +266,8 @@ class TaskSupervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._stopping = False
+        self.snapshot: Path | None = None  # the running revision's text: started from it, never the edited file
+        self._restart_now = False
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -285,6 +287,7 @@ class TaskSupervisor:
             self.start.isoformat(),
             "--parent",
             str(os.getpid()),
+            *(("--snapshot", str(self.snapshot)) if self.snapshot is not None else ()),
         ]
         # systemd's notification variables belong to the scan process alone (NotifyAccess=main).
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
@@ -321,8 +324,19 @@ class TaskSupervisor:
             if time.monotonic() - started > 60:
                 backoff = self.backoff_s  # it ran well for a while: start the backoff over
             self.restarts += 1
+            if self._restart_now:  # asked for (online change): no backoff, nothing failed
+                self._restart_now = False
+                continue
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.backoff_max_s)
+
+    def restart(self) -> None:
+        """Online change of task params: stop the task process; ``run`` starts it again at once, from
+        ``snapshot`` (on the I/O loop; the channel's loss turns the shared tags stale meanwhile)."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            self._restart_now = True
+            proc.terminate()
 
     def stop(self) -> None:
         self._stopping = True
@@ -383,11 +397,23 @@ async def _run_task(task: Any, cx: Any, backoff0: float, backoff_max: float) -> 
         backoff = min(backoff * 2, backoff_max)
 
 
-async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, parent: int) -> None:
+def snapshot_site(site_path: Path, snapshot: Path | None) -> Any:
+    """The site to build: the running revision's text (``snapshot``) read as if it were ``site_path``, so
+    relative paths and errors point at the site's folder; without a snapshot, the file itself."""
+    if snapshot is None:
+        return site_path
+    from runtime.online.validate import load_site_text, read_text
+
+    return load_site_text(site_path, read_text(snapshot))
+
+
+async def child_main(
+    site_path: Path, fd: int, speed: int, start: dt.datetime, parent: int, snapshot: Path | None = None
+) -> None:
     from runtime.site import build_site
     from runtime.tasks.base import TaskContext
 
-    built = build_site(site_path, speed=speed)
+    built = build_site(snapshot_site(site_path, snapshot), speed=speed)
     cfg = built.loaded.config.task_process
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
@@ -551,11 +577,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=int, default=1)
     ap.add_argument("--start", required=True)
     ap.add_argument("--parent", type=int, default=os.getppid())
+    ap.add_argument("--snapshot", type=Path, help="the running revision's text (online change)")
     a = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s tasks %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(child_main(a.site, a.fd, a.speed, dt.datetime.fromisoformat(a.start), a.parent))
+    asyncio.run(child_main(a.site, a.fd, a.speed, dt.datetime.fromisoformat(a.start), a.parent, a.snapshot))
     return 0
 
 

@@ -645,3 +645,47 @@ class SafetySupervisor(Program):
     def _rating(self, img: Image, param_w: float, tag: str | None) -> float:
         x = self._val(img, tag)
         return param_w if x is None or x < 0 else min(param_w, float(x))
+
+    def reconfigure(self, params: Any) -> Any:
+        """Online change (docs/online-change.md): only trip thresholds and clearing times change live, only
+        inside the IEEE 1547-2018 ranges (the params model checks those), only tightened or kept, and
+        never while a trip is being timed. Latches, enter-service and thermal state stay; the inverter's
+        own settings are verified again against the new ones before output is enabled again."""
+        from runtime.api import NotLive
+
+        new: SafetyParams = params
+        old = self.params
+        live = ("voltage", "frequency")
+        others = [k for k in type(old).model_fields if k not in live and getattr(old, k) != getattr(new, k)]
+        if others:
+            raise NotLive("only voltage and frequency trip settings change live; changed: " + ", ".join(others))
+        r = resolve(new)
+        fixed = ("f_continuous", "f_ride_through", "es_v", "es_f", "rocof_hz_per_s")
+        moved = [k for k in fixed if getattr(r, k) != getattr(self.r, k)]
+        if moved:
+            raise NotLive(
+                "the continuous and ride-through ranges change only with a restart (" + ", ".join(moved) + ")"
+            )
+        looser = []
+        for code, t in r.trips.items():
+            was = self.r.trips[code]
+            if (t.threshold > was.threshold if t.over else t.threshold < was.threshold) or (
+                t.trip_after_us > was.trip_after_us or t.cease_after_us > was.cease_after_us
+            ):
+                looser.append(
+                    f"{code} {was.threshold:g} for {was.clearing_s:g} s -> {t.threshold:g} for {t.clearing_s:g} s"
+                )
+        if looser:
+            raise NotLive("a protection would be loosened (needs a restart): " + "; ".join(looser))
+        timing = [t for t in self.r.trips.values() if self.timers.excursion_start(t.code) is not None]
+        if timing or self.rocof._above_since is not None:
+            wait = max([t.clearing_s for t in timing] + [self.params.islanding.confirm_s])
+            what = ", ".join(t.code for t in timing) or "rocof"
+            raise NotLive(f"a trip is being timed ({what}); retry once the grid is back inside its thresholds", wait)
+
+        def swap() -> None:
+            self.r = r
+            self.timers.trips = list(r.trips.values())  # same codes: the (idle) timers carry over
+            self.verified = False  # the inverter's own trip settings are checked against the new ones
+
+        return swap
