@@ -35,7 +35,7 @@ from runtime.eventlog import EventFile, EventLimiter
 from runtime.eventstream import EventStream
 from runtime.io.driver import IOContext
 from runtime.iothread import IOThread
-from runtime.online.service import SNAPSHOT, OnlineChange, OnlineControlServer
+from runtime.online.service import SNAPSHOT, OnlineChange, OnlineControlServer, write_snapshot
 from runtime.online.validate import describe, load_site_text, read_text
 from runtime.recording import Writer, frame_line, output_line
 from runtime.site import BuiltSite
@@ -254,6 +254,7 @@ class Runner:
         states = self.restore_state()
         running = self.running_revision()
         self.engine.revision = running["revision"]
+        write_snapshot(self.state_dir / SNAPSHOT, running["text"])  # before any child process starts
         self._install_signals()
         self.io = io = IOContext(self.clock.now_ns(), speed=opts.speed)
         if built.tasks:

@@ -62,8 +62,9 @@ class OnlineChange:
         note: Callable[[str, str, dict[str, Any]], None],
         restart_tasks: Callable[[], None] | None = None,
     ):
-        """``submit`` hands the scan a command (thread-safe); ``note`` writes an event of the I/O thread;
-        ``restart_tasks`` restarts the task process (which starts from ``snapshot``)."""
+        """``snapshot`` holds ``running["text"]`` already (written before any child starts); ``submit`` hands
+        the scan a command (thread-safe); ``note`` writes an event of the I/O thread; ``restart_tasks``
+        restarts the task process (which starts from ``snapshot``)."""
         self.site_path = site_path
         self.running = dict(running)
         self.snapshot = snapshot
@@ -81,7 +82,6 @@ class OnlineChange:
         self._observer: Any = None
         self._watched: set[str] = set()
         self._by = ""
-        write_snapshot(snapshot, running["text"])
 
     @property
     def revision(self) -> str:
