@@ -32,6 +32,7 @@ log = logging.getLogger("v2g_plc.online")
 
 DEBOUNCE_S = 0.3  # an editor's save (temp file, rename, chmod) is a burst of events: validate once after it
 VALIDATE_TIMEOUT_S = 60.0  # a child that takes longer is killed: the running revision stays
+VALIDATE_NICE = 19  # the validating child yields the CPU to everything else (setpriority(2))
 SNAPSHOT = "running-site.yaml"  # in state_dir: the text of the running revision
 
 # Outcomes a reload ends in (``status["reload"]["state"]``); "validating" and "pending" are on the way.
@@ -81,6 +82,7 @@ class OnlineChange:
         self._proc: asyncio.subprocess.Process | None = None
         self._observer: Any = None
         self._watched: set[str] = set()
+        classify(running, running)  # warm: the first comparison costs ten times a later one (on the I/O thread)
         self._by = ""
 
     @property
@@ -182,6 +184,8 @@ class OnlineChange:
             stderr=asyncio.subprocess.PIPE,
             stdin=asyncio.subprocess.DEVNULL,
         )
+        with contextlib.suppress(OSError):  # nothing here is urgent: the scan (and everything else) goes first
+            os.setpriority(os.PRIO_PROCESS, proc.pid, VALIDATE_NICE)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), VALIDATE_TIMEOUT_S)
         except TimeoutError:
