@@ -174,3 +174,16 @@ def test_diff_and_classify_are_plain_data() -> None:
     plan = classify(base, {**new, "config": {"scan": {"period_ms": 10}}, "tags": {}})
     assert not plan.live
     assert plan.restart == ("scan.period_ms changed (20 -> 10)", "the tag set changed: removed a.b")
+
+
+def test_a_file_a_component_reads_restarts_its_task_or_needs_a_restart() -> None:
+    def site(prices: str, table: str) -> dict[str, Any]:
+        task = {"name": "prices", "type": "prices_csv", "params": {}, "files": {"p.csv": prices}}
+        prog = {"name": "curve", "type": "t", "params": {}, "files": {"c.csv": table}}
+        comps = {"devices": [], "programs": [prog], "safety": [], "tasks": [task]}
+        return {"revision": prices + table, "config": {}, "components": comps, "tags": {}}
+
+    plan = classify(site("a", "x"), site("b", "x"))
+    assert plan.live and plan.tasks == ("prices",) and plan.diff == {"tasks.prices.file p.csv": ["a", "b"]}
+    plan = classify(site("a", "x"), site("a", "y"))
+    assert plan.restart == ("programs 'curve': its file c.csv changed",)
