@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from runtime.api import Command
 from runtime.engine import RECONFIGURE
 from runtime.online.service import FINAL, SNAPSHOT
 from runtime.recording import read_frames
 from runtime.site import build_site
+from runtime.yamlload import ConfigError
 from tests.runtime.helpers import cli, control, read_jsonl, read_tag, start_cli, stop_cli, wait_for
 
 SITE = """\
@@ -234,3 +238,27 @@ def test_reload_over_the_socket_restarts_tasks_from_the_snapshot_never_the_edite
         assert res.returncode == 2 and f"{site}:2: (top level): YAML syntax error" in res.stderr
     finally:
         stop_cli(proc)
+
+
+def test_the_snapshot_reads_as_the_site_file_relative_paths_and_errors_included(tmp_path: Path) -> None:
+    """The task process builds the snapshot as if it were the site file: a relative path resolves beside the
+    site, not beside the snapshot in state_dir, and an error names the site file."""
+    from runtime.taskproc import snapshot_site
+
+    (tmp_path / "prices.csv").write_text("time,price\n2018-01-01T00:00,20.0\n")
+    task = """\
+tasks:
+  - type: prices_csv
+    name: prices
+    params: {path: prices.csv, timezone: UTC, market: day_ahead}
+"""
+    text = SITE.format(period_ms=20, poll_s=0.05, ov1_s=13.0) + task
+    site, snap = tmp_path / "site.yaml", tmp_path / "var" / SNAPSHOT
+    snap.parent.mkdir()
+    snap.write_text(text)
+    site.write_text("scan: [the file being edited, broken\n")
+    built = build_site(snapshot_site(site, snap))
+    assert built.loaded.resolve(built.tasks[0].params.path) == tmp_path / "prices.csv"
+    snap.write_text(text.replace("prices.csv", "missing.csv"))
+    with pytest.raises(ConfigError, match=f"{re.escape(str(site))}:.*missing.csv"):
+        build_site(snapshot_site(site, snap))
