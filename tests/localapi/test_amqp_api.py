@@ -5,7 +5,6 @@ proxy in front of the broker is cut) with events delivered in order afterwards; 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 from collections.abc import Callable
@@ -17,11 +16,11 @@ import pytest
 from runtime.api import SiteInfo
 from runtime.tags import US, Image, Quality, TagValue
 from runtime.tasks.base import TASKS, TaskContext
-from runtime.tasks.localapi import requests
 from runtime.tasks.localapi.amqp import AmqpApi, AmqpApiParams
 from runtime.tasks.localapi.outbox import Outbox, Outgoing
 from tests import waiting
 from tests.localapi.conftest import RabbitMQ
+from tests.localapi.scan import GateScan
 from tests.ports import free_port
 from tests.waiting import cancel_and_wait
 
@@ -140,10 +139,10 @@ class Consumer:
         return [m for m in self.got if m.type == "event"]
 
 
-def make_task(url: str, **kw: Any) -> tuple[AmqpApi, TaskContext]:
+def make_task(url: str, scan: GateScan | None = None, **kw: Any) -> tuple[AmqpApi, TaskContext]:
     params = AmqpApiParams(url=url, exchange="v2g_test", reconnect_s=0.05, reconnect_max_s=0.2, **kw)
     task = AmqpApi("amqp", params, SITE)
-    cx = TaskContext("amqp", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+    cx = (scan or GateScan({"amqp": "localapi_amqp"}, {})).context("amqp", events=AmqpApi.events)
     return task, cx
 
 
@@ -225,8 +224,10 @@ def test_outage_keeps_events_in_order_and_drops_telemetry(rabbitmq: RabbitMQ, ca
 
 
 def test_commands_from_a_queue(rabbitmq: RabbitMQ) -> None:
-    requests.RECORDED.clear()
-    task, cx = make_task(rabbitmq.url, command_queue="amqp-site-commands", interval_s=60)
+    """Commands reach the scan's real gate; its answer goes to reply_to with the correlation id; a bad
+    command is answered on the error key and never reaches the gate."""
+    scan = GateScan({"amqp": "localapi_amqp"}, {"localapi_amqp": ["mode_request"]})
+    task, cx = make_task(rabbitmq.url, command_queue="amqp-site-commands", interval_s=60, scan=scan)
 
     async def main() -> None:
         runner = asyncio.create_task(task.run(cx))
@@ -236,19 +237,33 @@ def test_commands_from_a_queue(rabbitmq: RabbitMQ) -> None:
                 conn = await aio_pika.connect(rabbitmq.url, timeout=10)
                 try:
                     ch = await conn.channel()
+                    replies = await ch.declare_queue(exclusive=True)
                     ex = await ch.get_exchange("v2g_test")
-                    for body in (
-                        b'{"mode": "remote", "setpoint_w": 2500, "expiry_s": 30}',
-                        b'{"mode": "remote"}',
-                        b"{",
+                    for i, body in enumerate(
+                        (b'{"mode": "remote", "setpoint_w": 2500, "expiry_s": 30}', b'{"mode": "remote"}', b"{")
                     ):
-                        await ex.publish(aio_pika.Message(body), routing_key="amqp-site.set.mode")
+                        msg = aio_pika.Message(body, reply_to=replies.name, correlation_id=f"c{i}")
+                        await ex.publish(msg, routing_key="amqp-site.set.mode")
+                    # a trip reset: this interface did not opt in, so the answer is a refusal
+                    msg = aio_pika.Message(b"{}", reply_to=replies.name, correlation_id="reset")
+                    await ex.publish(msg, routing_key="amqp-site.set.trip_reset")
+                    answers = []
+                    async with asyncio.timeout(10):
+                        async with replies.iterator() as it:
+                            async for m in it:
+                                await m.ack()
+                                answers.append((m.correlation_id, json.loads(m.body)))
+                                if len(answers) == 2:
+                                    break
                 finally:
                     await asyncio.wait_for(conn.close(), 10)
                 await until(lambda: task.rejected == 2 and len(errors.got) == 2, "two rejections answered")
-            await until(lambda: len(requests.RECORDED) == 1, "the recorded request")
-            r = requests.RECORDED[-1]
-            assert (r.mode, r.setpoint_w, r.source) == ("remote", 2500.0, "amqp:amqp-site.set.mode")
+            assert answers[0] == ("c0", {"routing_key": "amqp-site.set.mode", "accepted": True, "reason": ""})
+            assert answers[1][0] == "reset" and not answers[1][1]["accepted"]
+            assert "not enabled" in answers[1][1]["reason"]
+            r = scan.modes()
+            assert len(r) == 1 and not scan.refused
+            assert (r[0]["mode"], r[0]["setpoint_w"], r[0]["by"]) == ("remote", 2500.0, "amqp:amqp-site.set.mode")
             assert "mode remote needs setpoint_w" in json.loads(errors.got[0].body)["error"]
         finally:
             await cancel_and_wait(runner)

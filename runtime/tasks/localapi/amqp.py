@@ -8,8 +8,10 @@ Routing keys, on the durable topic exchange ``exchange``:
 Every message is persistent (delivery mode 2) and published with publisher confirms; it leaves the
 bounded outbox (outbox.py) only when the broker confirmed it, so a link that drops mid-publish resends the
 same bytes after the reconnect (at-least-once, in order). Reconnect: ``reconnect_s`` doubling up to
-``reconnect_max_s``. With ``command_queue`` set, mode requests are consumed from that durable queue
-(bound to ``<site>.set.mode``) and validated like MQTT's.
+``reconnect_max_s``. With ``command_queue`` set, commands are consumed from that durable queue (bound to
+``<site>.set.mode`` and ``<site>.set.trip_reset``), validated like MQTT's and sent to the scan; the scan's
+answer ``{"routing_key", "accepted", "reason"}`` goes to the message's ``reply_to`` (default exchange) with
+its ``correlation_id``, and a message without ``reply_to`` to ``<site>.response``.
 """
 
 from __future__ import annotations
@@ -23,16 +25,16 @@ from typing import Any
 
 from pydantic import Field
 
-from runtime.api import Params, SiteInfo
+from runtime.api import SiteInfo
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.localapi.outbox import Outbox, Outgoing
-from runtime.tasks.localapi.requests import parse_mode_request, submit_mode_request
+from runtime.tasks.localapi.requests import InterfaceParams, Requests, parse_mode_request, parse_trip_reset
 from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, EventWatch, TagList, tag_json
 
 log = logging.getLogger("v2g_plc.localapi.amqp")
 
 
-class AmqpApiParams(Params):
+class AmqpApiParams(InterfaceParams):
     url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="amqp:// or amqps:// broker URL")
     exchange: str = Field("v2g", min_length=1, max_length=200)
     site: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="routing key prefix (default: name)")
@@ -62,6 +64,7 @@ class AmqpApi(Task):
         self.published = 0  # confirmed by the broker
         self.rejected = 0  # commands refused
         self.linked = False
+        self.requests: Requests | None = None
 
     # -- producing (independent of the link) --------------------------------------------------------
     async def _produce(self, cx: TaskContext) -> None:
@@ -92,6 +95,7 @@ class AmqpApi(Task):
     # -- the link --------------------------------------------------------------------------------------
     async def run(self, cx: TaskContext) -> None:
         p = self.params
+        self.requests = Requests(cx, "amqp", p)
         producer = asyncio.create_task(self._produce(cx))
         backoff = p.reconnect_s
         try:
@@ -110,6 +114,7 @@ class AmqpApi(Task):
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
+            await self.requests.close()
 
     async def _session(self) -> None:
         """One connection: declare, publish until the link fails; always closed within a bound."""
@@ -126,8 +131,9 @@ class AmqpApi(Task):
             exchange = await channel.declare_exchange(p.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
             if p.command_queue:
                 queue = await channel.declare_queue(p.command_queue, durable=True)
-                await queue.bind(exchange, f"{self.key}.set.mode")
-                jobs.append(asyncio.ensure_future(self._consume(queue, exchange)))
+                for command in ("mode", "trip_reset"):
+                    await queue.bind(exchange, f"{self.key}.set.{command}")
+                jobs.append(asyncio.ensure_future(self._consume(queue, exchange, channel)))
             self.connected = self.linked = True
             log.info("AMQP connected: exchange %s, routing %s.*", p.exchange, self.key)
             publisher = asyncio.ensure_future(self._publish(exchange, aio_pika))
@@ -167,26 +173,41 @@ class AmqpApi(Task):
             self.outbox.confirmed(msg)
             self.published += 1
 
-    async def _consume(self, queue: Any, exchange: Any) -> None:
+    async def _consume(self, queue: Any, exchange: Any, channel: Any) -> None:
         import aio_pika
 
         async with queue.iterator() as it:
             async for message in it:
-                async with message.process(requeue=False):  # a bad command is answered, never retried
-                    error = self._command(message.body, message.routing_key or "")
-                    if error is not None:
+                async with message.process(requeue=False):  # a command is answered once, never retried
+                    key = message.routing_key or ""
+                    try:
+                        ok, reason = await self._command(message.body, key)
+                    except ValueError as exc:
                         self.rejected += 1
-                        log.warning("AMQP command rejected: %s", error)
-                        body = json.dumps({"routing_key": message.routing_key, "error": error}).encode()
+                        log.warning("AMQP command rejected: %s", exc)
+                        body = json.dumps({"routing_key": key, "error": str(exc)}).encode()
                         await exchange.publish(
                             aio_pika.Message(body, content_type="application/json", type="error"),
                             routing_key=f"{self.key}.error",
                         )
+                        continue
+                    answer = aio_pika.Message(
+                        json.dumps({"routing_key": key, "accepted": ok, "reason": reason}).encode(),
+                        content_type="application/json",
+                        type="response",
+                        correlation_id=message.correlation_id,
+                    )
+                    if message.reply_to:  # RabbitMQ's RPC pattern: the default exchange routes by queue name
+                        await channel.default_exchange.publish(answer, routing_key=message.reply_to)
+                    else:
+                        await exchange.publish(answer, routing_key=f"{self.key}.response")
 
-    def _command(self, payload: bytes, routing_key: str) -> str | None:
-        try:
-            req = parse_mode_request(payload, f"amqp:{routing_key}")
-        except ValueError as exc:
-            return str(exc)
-        submit_mode_request(req)
-        return None
+    async def _command(self, payload: bytes, routing_key: str) -> tuple[bool, str]:
+        """Validate (ValueError says what is wrong) and send to the scan; (accepted, reason) is its answer."""
+        assert self.requests is not None
+        if routing_key == f"{self.key}.set.mode":
+            return await self.requests.mode(parse_mode_request(payload, f"amqp:{routing_key}"))
+        if routing_key == f"{self.key}.set.trip_reset":
+            parse_trip_reset(payload)
+            return await self.requests.reset_trip(f"amqp:{routing_key}")
+        raise ValueError("unknown command (routing keys: <site>.set.mode, <site>.set.trip_reset)")

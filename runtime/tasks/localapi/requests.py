@@ -1,28 +1,45 @@
-"""Mode requests from the local API (Modbus, MQTT, AMQP): one typed request, one place they go.
+"""Mode requests and trip resets from the local API (Modbus, MQTT, AMQP): one typed request, one way in.
 
 The site's mode authority (docs/design.md "Who may ask for what") takes one ``mode.request`` input:
 source, mode, signed set point, expiry. Every interface of the local API validates what a client sent
-into a :class:`ModeRequest` and hands it to :func:`submit_mode_request`. The typed command channel to
-the scan exists (``TaskContext.command("mode_request", ...)``, checked again by the scan with the same
-rules, runtime/commands.py), but what a mode request does there is the mode authority's to decide, which
-is not built: so today the function only records the request (and logs it); nothing reaches the scan and
-no output moves. Once the mode authority is in, this function is the one place that sends it.
+into a :class:`ModeRequest` and hands it to its task's :class:`Requests`, which sends it to the scan as the
+typed ``mode_request`` command (runtime/commands.py) and returns the scan's answer for the client. The
+scan checks it again (allowlist, ranges, rate) and its authority decides whether the local EMS may lead
+now; the safety layer keeps the last word over whatever follows. Nothing here touches an output.
+
+Reversion (SunSpec 704 ``WSetRvrtTms``, and ``expiry_s`` on the buses): a remote request that is not
+refreshed within its expiry is followed by a ``local`` request from this task, which hands authority
+back. The scan expires the request by itself too; the explicit hand-back makes the end visible in the
+event log with who asked, and holds when an older scan keeps a request longer. The timer runs on the
+cycle clock (an offline duration, docs/design.md "Clocks"), so it stretches with ``--speed``.
+
+Remote trip reset is opt-in per interface (``trip_reset: true`` in the task's params), rate-limited on
+the monotonic clock and logged with who asked (docs/threat-model.md); the scan's own reset rules decide
+whether the trip may clear (only operator-reset trips need one: grid trips clear through enter service).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections import deque
-from typing import Literal
+import time
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from runtime.api import Params
+from runtime.tags import US
+from runtime.tasks.base import TaskContext
 
 log = logging.getLogger("v2g_plc.localapi")
 
 MAX_COMMAND_BYTES = 4096
 MAX_POWER_W = 1_000_000.0  # a sanity bound on any set point a client may send (1 MW); the site's rating is tighter
 MAX_EXPIRY_S = 86_400.0
+NETWORK_EXPIRY_S = 900.0  # a network request without expiry_s lasts this long in the scan (docs/design.md)
 
 
 class ModeRequest(BaseModel):
@@ -45,9 +62,12 @@ class ModeRequest(BaseModel):
             raise ValueError("mode remote needs setpoint_w")
         return self
 
+    def args(self) -> dict[str, Any]:
+        """The ``mode_request`` command's arguments (runtime/commands.py): everything but the source."""
+        return self.model_dump(exclude={"source"}, exclude_none=True)
 
-def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
-    """A mode request from a bus message (JSON object without ``source``); ValueError says what is wrong."""
+
+def _json_object(payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_COMMAND_BYTES:
         raise ValueError(f"payload must be a JSON object of at most {MAX_COMMAND_BYTES} bytes")
     try:
@@ -56,6 +76,12 @@ def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
         raise ValueError("payload is nested too deep") from exc
     if not isinstance(body, dict):
         raise ValueError("payload must be a JSON object")
+    return body
+
+
+def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
+    """A mode request from a bus message (JSON object without ``source``); ValueError says what is wrong."""
+    body = _json_object(payload)
     if "source" in body:
         raise ValueError("source is set by the server")
     try:
@@ -66,15 +92,88 @@ def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
         ) from None
 
 
-RECORDED: deque[ModeRequest] = deque(maxlen=1000)
-"""The requests submitted since the task process started (newest last, bounded), until the channel exists."""
+def parse_trip_reset(payload: bytes) -> None:
+    """A trip reset from a bus message: an empty payload or an empty JSON object; ValueError otherwise."""
+    if payload.strip() and _json_object(payload):
+        raise ValueError("a trip reset takes no arguments (send {} or nothing)")
 
 
-def submit_mode_request(req: ModeRequest) -> None:
-    """Submit a validated request to the mode authority. For now: recorded and logged, not applied."""
-    RECORDED.append(req)
-    log.info(
-        "mode request from %s recorded (not applied: the scan's mode authority is not built yet): %s",
-        req.source,
-        req.model_dump(exclude_none=True),
-    )
+class InterfaceParams(Params):
+    """What every local API interface's params share: the opt-in remote trip reset."""
+
+    trip_reset: bool = Field(False, description="allow remote trip reset on this interface (logged, rate-limited)")
+    trip_reset_min_s: float = Field(60.0, ge=1, le=86_400, description="at most one trip reset per this many s")
+
+
+class Requests:
+    """The way from one local API task to the scan: mode requests, their reversion, trip resets."""
+
+    def __init__(
+        self, cx: TaskContext, interface: str, params: InterfaceParams, on_reverted: Callable[[], None] | None = None
+    ) -> None:
+        self.cx = cx
+        self.on_reverted = on_reverted  # told when a reversion handed back (Modbus shows WSetEna 0)
+        self.interface = interface  # modbus, mqtt, amqp: named in the log
+        self.trip_reset = params.trip_reset
+        self.trip_reset_min_s = params.trip_reset_min_s
+        self._last_reset: float | None = None  # monotonic time of the last reset passed on
+        self._reversion: asyncio.Task[None] | None = None
+        self.sent = 0  # mode requests the scan accepted
+        self.refused = 0  # mode requests and resets the scan (or this task) refused
+
+    async def mode(self, req: ModeRequest) -> tuple[bool, str]:
+        """Send ``req`` to the scan; (accepted, reason) is its answer for the client."""
+        ok, reason = await self.cx.command("mode_request", req.args(), by=req.source)
+        if ok:
+            self.sent += 1
+            log.info("%s: mode request from %s accepted: %s", self.interface, req.source, req.args())
+            self._cancel_reversion()
+            if req.mode == "remote":
+                expiry_s = req.expiry_s if req.expiry_s is not None else NETWORK_EXPIRY_S
+                self._reversion = asyncio.create_task(self._revert(req.source, expiry_s))
+        else:
+            self.refused += 1
+            log.warning("%s: mode request from %s refused by the scan: %s", self.interface, req.source, reason)
+        return ok, reason
+
+    async def _revert(self, source: str, expiry_s: float) -> None:
+        """No refresh within ``expiry_s`` of cycle clock: hand back to local control."""
+        await self.cx.sleep_until(self.cx.now_us + round(expiry_s * US))
+        self._reversion = None  # this timer is done: the local request below must not cancel itself
+        log.warning(
+            "%s: no refresh from %s within %g s: handing back to local control", self.interface, source, expiry_s
+        )
+        ok, _ = await self.mode(ModeRequest(source=f"{source} (reversion)", mode="local"))
+        if ok and self.on_reverted is not None:
+            self.on_reverted()
+
+    def _cancel_reversion(self) -> None:
+        if self._reversion is not None and self._reversion is not asyncio.current_task():
+            self._reversion.cancel()
+        self._reversion = None
+
+    async def reset_trip(self, by: str) -> tuple[bool, str]:
+        """A remote trip reset: only where this interface opted in, at most once per ``trip_reset_min_s``."""
+        if not self.trip_reset:
+            self.refused += 1
+            log.warning("%s: trip reset from %s refused: not enabled on this interface", self.interface, by)
+            return False, f"trip reset is not enabled on {self.interface} (params trip_reset)"
+        now = time.monotonic()
+        if self._last_reset is not None and now - self._last_reset < self.trip_reset_min_s:
+            self.refused += 1
+            log.warning("%s: trip reset from %s refused: rate limit", self.interface, by)
+            return False, f"rate limit: one trip reset per {self.trip_reset_min_s:g} s"
+        self._last_reset = now
+        ok, reason = await self.cx.command("reset_trip", {}, by=by)
+        log.warning("%s: trip reset asked by %s: %s", self.interface, by, "accepted" if ok else f"refused: {reason}")
+        if not ok:
+            self.refused += 1
+        return ok, reason
+
+    async def close(self) -> None:
+        """Stop the reversion timer (bounded)."""
+        job, self._reversion = self._reversion, None
+        if job is not None:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(job, 2)
