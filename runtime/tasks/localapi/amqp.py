@@ -1,13 +1,16 @@
 """Task ``localapi_amqp``: events and periodic telemetry to a topic exchange (aio-pika), commands from a queue.
 
 Routing keys, on the durable topic exchange ``exchange``:
-- ``<site>.event.<kind>`` (transition, trip, reset, cessation, limit): ``message_id`` is the event's
-  sequence number, ``type`` ``event``;
+- ``<site>.event.<kind>``: every event of the scan's event stream (transition, trip, reset, cessation,
+  limit, command, ...; runtime/eventstream.py), also those that start and end between two published
+  images; ``message_id`` is the event's sequence number, ``type`` ``event``; a hole in the stream is
+  published as ``<site>.event.gap`` (``message_id`` ``gap-<from>-<to>``);
 - ``<site>.telemetry`` every ``interval_s``: the public tags, ``type`` ``telemetry``;
 - ``<site>.error``: the answer to a rejected command.
 Every message is persistent (delivery mode 2) and published with publisher confirms; it leaves the
-bounded outbox (outbox.py) only when the broker confirmed it, so a link that drops mid-publish resends the
-same bytes after the reconnect (at-least-once, in order). Reconnect: ``reconnect_s`` doubling up to
+bounded outbox (outbox.py, a SQLite file under ``state_dir``) only when the broker confirmed it, so a link
+that drops mid-publish resends the same bytes after the reconnect, and a task process killed with events
+in the outbox sends them after its restart (at-least-once, in order). Reconnect: ``reconnect_s`` doubling up to
 ``reconnect_max_s``. With ``command_queue`` set, commands are consumed from that durable queue (bound to
 ``<site>.set.mode`` and ``<site>.set.trip_reset``), validated like MQTT's and sent to the scan; the scan's
 answer ``{"routing_key", "accepted", "reason"}`` goes to the message's ``reply_to`` (default exchange) with
@@ -21,6 +24,7 @@ import contextlib
 import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -29,7 +33,7 @@ from runtime.api import SiteInfo
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.localapi.outbox import Outbox, Outgoing
 from runtime.tasks.localapi.requests import InterfaceParams, Requests, parse_mode_request, parse_trip_reset
-from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, EventWatch, TagList, tag_json
+from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
 
 log = logging.getLogger("v2g_plc.localapi.amqp")
 
@@ -45,6 +49,7 @@ class AmqpApiParams(InterfaceParams):
     reconnect_max_s: float = Field(30.0, gt=0, le=600)
     confirm_timeout_s: float = Field(10.0, gt=0, le=120, description="a publish not confirmed by then is resent")
     command_queue: str | None = Field(None, min_length=1, max_length=200, description="consume mode requests")
+    state_dir: str = Field("var/localapi", min_length=1, description="the outbox file (relative: to the site file)")
 
 
 @register_task("localapi_amqp")
@@ -53,13 +58,16 @@ class AmqpApi(Task):
 
     Params = AmqpApiParams
     params: AmqpApiParams
+    events = True  # every event of the scan's stream goes out, not only what two images show
 
     def __init__(self, name: str, params: AmqpApiParams, site: SiteInfo):
         super().__init__(name, params, site)
         p = self.params
         self.key = p.site or (re.sub(r"[^A-Za-z0-9_-]", "_", site.name) or "site")
-        self.outbox = Outbox(p.buffer)
-        self.watch = EventWatch()
+        state = Path(p.state_dir)
+        self.outbox_path = state if state.is_absolute() else site.base_dir / state
+        self.outbox: Outbox | None = None  # opened by run(): the file is the task process's, not check's
+        self.events_seen = 0  # events taken from the stream
         self.connected = False
         self.published = 0  # confirmed by the broker
         self.rejected = 0  # commands refused
@@ -67,18 +75,28 @@ class AmqpApi(Task):
         self.requests: Requests | None = None
 
     # -- producing (independent of the link) --------------------------------------------------------
-    async def _produce(self, cx: TaskContext) -> None:
+    async def _events(self, cx: TaskContext) -> None:
+        """Every event of the scan's stream into the outbox, in order (sorted keys: a resend is byte-identical)."""
+        while True:
+            e = await cx.next_event()
+            if e.get("kind") == "gap":
+                mid = f"gap-{e.get('from')}-{e.get('to')}"
+                log.error("AMQP: scan events %s-%s were lost before the outbox", e.get("from"), e.get("to"))
+            else:
+                mid = str(e.get("seq"))
+            kind = re.sub(r"[^A-Za-z0-9_-]", "_", str(e.get("kind", "event")))
+            body = json.dumps({"site": self.key, **e}, default=str, sort_keys=True).encode()
+            self._put(Outgoing(f"{self.key}.event.{kind}", body, True, mid))
+            self.events_seen += 1
+
+    async def _telemetry(self, cx: TaskContext) -> None:
+        """The public tags every ``interval_s`` (real time: a pacing, not a clock of the site)."""
         loop = asyncio.get_running_loop()
         next_telemetry = loop.time()
-        n = 0
         while True:
             image = await cx.next_image()
-            for ev in self.watch.feed(image, cx.now_us):
-                body = json.dumps({"site": self.key, **ev.as_json()}, default=str).encode()
-                self._put(Outgoing(f"{self.key}.event.{ev.kind}", body, True, str(ev.seq)))
             if loop.time() >= next_telemetry:
                 next_telemetry = loop.time() + self.params.interval_s
-                n += 1
                 doc = {
                     "site": self.key,
                     "t": cx.now_us / 1e6,
@@ -87,6 +105,7 @@ class AmqpApi(Task):
                 self._put(Outgoing(f"{self.key}.telemetry", json.dumps(doc).encode(), False))
 
     def _put(self, msg: Outgoing) -> None:
+        assert self.outbox is not None
         over = self.outbox.over_bound
         self.outbox.put(msg)
         if self.outbox.over_bound > over:
@@ -96,7 +115,10 @@ class AmqpApi(Task):
     async def run(self, cx: TaskContext) -> None:
         p = self.params
         self.requests = Requests(cx, "amqp", p)
-        producer = asyncio.create_task(self._produce(cx))
+        self.outbox = Outbox(p.buffer, self.outbox_path / "amqp-outbox.sqlite")
+        if len(self.outbox):
+            log.info("AMQP outbox: %d messages from before the restart go first", len(self.outbox))
+        producers = [asyncio.create_task(self._events(cx)), asyncio.create_task(self._telemetry(cx))]
         backoff = p.reconnect_s
         try:
             while True:
@@ -111,10 +133,11 @@ class AmqpApi(Task):
                 await asyncio.sleep(backoff)
                 backoff = p.reconnect_s if self.linked else min(backoff * 2, p.reconnect_max_s)
         finally:
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
+            for job in producers:
+                job.cancel()
+            await asyncio.wait(producers, timeout=2)
             await self.requests.close()
+            self.outbox.close()
 
     async def _session(self) -> None:
         """One connection: declare, publish until the link fails; always closed within a bound."""
@@ -154,6 +177,7 @@ class AmqpApi(Task):
 
     async def _publish(self, exchange: Any, aio_pika: Any) -> None:
         """Send the outbox head, wait for the broker's confirm, then drop it; resend the same on failure."""
+        assert self.outbox is not None
         while True:
             msg = self.outbox.peek()
             if msg is None:
