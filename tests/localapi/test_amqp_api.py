@@ -26,6 +26,7 @@ from runtime.tasks.localapi.outbox import Outbox, Outgoing
 from tests import waiting
 from tests.localapi.conftest import RabbitMQ
 from tests.localapi.scan import GateScan
+from tests.ocpp.certs import make_pki
 from tests.ports import free_port
 from tests.waiting import cancel_and_wait
 
@@ -341,3 +342,39 @@ def test_events_in_the_outbox_survive_a_killed_task_process(rabbitmq: RabbitMQ, 
             assert [int(m.message_id) for m in c.events()] == list(range(rounds * per_round))
 
     asyncio.run(main())
+
+
+def test_amqps_with_client_certificate(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A RabbitMQ TLS listener that wants a client certificate from its CA: the task with the CA and its
+    certificate publishes events over amqps; without a certificate it is refused and retries (logged)."""
+    pki = make_pki(tmp_path / "pki", station_cn="v2g-site")
+    broker = RabbitMQ(tmp_path / "broker", tls=pki.dir)
+    (tmp_path / "broker").mkdir()
+    broker.start()
+    url = f"amqps://guest:guest@localhost:{broker.tls_port}/"
+    good = {"tls_ca": str(pki.ca), "tls_cert": str(pki.dir / "station.pem"), "tls_key": str(pki.dir / "station.key")}
+
+    async def main() -> None:
+        task, cx = make_task(url, tls_ca=str(pki.ca))
+        runner = asyncio.create_task(task.run(cx))
+        try:
+            await until(lambda: "retrying in" in caplog.text, "the refusal")
+            assert not task.connected
+        finally:
+            await cancel_and_wait(runner)
+        task, cx = make_task(url, **good)
+        async with Consumer(broker.url, "v2g_test", "amqp-site.event.#") as c:
+            runner = asyncio.create_task(task.run(cx))
+            try:
+                await until(lambda: task.connected, "the TLS connection")
+                cx._event(event(7, "trip", code="of2"))
+                await until(lambda: len(c.events()) == 1, "the event over amqps")
+            finally:
+                await cancel_and_wait(runner)
+        assert c.events()[0].message_id == "7"
+
+    try:
+        with caplog.at_level(logging.WARNING):
+            asyncio.run(main())
+    finally:
+        broker.stop()

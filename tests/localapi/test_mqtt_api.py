@@ -21,6 +21,7 @@ from runtime.tasks.base import TASKS, TaskContext
 from runtime.tasks.localapi.mqtt import MqttApi, MqttApiParams
 from tests.localapi.conftest import Mosquitto
 from tests.localapi.scan import GateScan
+from tests.ocpp.certs import make_pki
 from tests.waiting import cancel_and_wait, until
 
 SITE = SiteInfo("test site", 240.0, 60.0, 20_000)
@@ -305,3 +306,53 @@ def test_home_assistant_discovery(mosquitto: Mosquitto) -> None:
             await cancel_and_wait(runner)
 
     asyncio.run(main())
+
+
+def test_tls_with_client_certificate(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A broker that speaks only TLS and wants a client certificate from its CA: the task with the CA
+    and its certificate connects and answers a command over TLS; without a certificate, or trusting
+    another CA, it is refused (and keeps retrying, logged), never connected in clear."""
+    pki = make_pki(tmp_path / "pki", station_cn="v2g-site")
+    broker = Mosquitto(tmp_path, tls=pki.dir, client_cert=True)
+    broker.start()
+    scan = gate_scan()
+    cx = scan.context("mqtt")
+
+    def params(**kw: Any) -> MqttApiParams:
+        return MqttApiParams(host="localhost", port=broker.port, tags=["ev.soc"], reconnect_s=0.05, **kw)
+
+    good = {"tls_ca": str(pki.ca), "tls_cert": str(pki.dir / "station.pem"), "tls_key": str(pki.dir / "station.key")}
+    tls = aiomqtt.TLSParameters(ca_certs=good["tls_ca"], certfile=good["tls_cert"], keyfile=good["tls_key"])
+
+    async def main() -> None:
+        await cx._publish(image(ev__soc=0.5), 1 * US)
+        for bad in ({"tls_ca": str(pki.ca)}, {**good, "tls_ca": str(pki.other_ca)}):
+            task = MqttApi("mqtt", params(**bad), SITE)
+            before = caplog.text.count("retrying in")
+            runner = asyncio.create_task(task.run(cx))
+            try:
+                await until(lambda n=before: caplog.text.count("retrying in") > n, "the refusal", timeout=20)
+                assert not task.connected
+            finally:
+                await cancel_and_wait(runner)
+        task = MqttApi("mqtt", params(**good), SITE)
+        runner = asyncio.create_task(task.run(cx))
+        try:
+            await until(lambda: task.connected, "the TLS connection")
+            async with aiomqtt.Client("localhost", broker.port, tls_params=tls, identifier="ems") as c:
+                await c.subscribe(f"{BASE}/response", qos=1)
+                await c.publish(f"{BASE}/set/mode", b'{"mode": "local"}', qos=1)
+                async with asyncio.timeout(10):
+                    async for m in c.messages:
+                        assert isinstance(m.payload, bytes)
+                        assert json.loads(m.payload)["accepted"] is True
+                        break
+            assert scan.modes()[-1]["mode"] == "local"
+        finally:
+            await cancel_and_wait(runner)
+
+    try:
+        with caplog.at_level(logging.WARNING):
+            asyncio.run(main())
+    finally:
+        broker.stop()

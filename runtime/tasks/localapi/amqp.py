@@ -24,10 +24,11 @@ import contextlib
 import json
 import logging
 import re
+import ssl
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from runtime.api import SiteInfo
 from runtime.tasks.base import Task, TaskContext, register_task
@@ -49,7 +50,20 @@ class AmqpApiParams(InterfaceParams):
     reconnect_max_s: float = Field(30.0, gt=0, le=600)
     confirm_timeout_s: float = Field(10.0, gt=0, le=120, description="a publish not confirmed by then is resent")
     command_queue: str | None = Field(None, min_length=1, max_length=200, description="consume mode requests")
+    tls_ca: str | None = Field(
+        None, description="CA file of the broker's certificate (amqps://; default: the system's)"
+    )
+    tls_cert: str | None = Field(None, description="client certificate, for a broker that asks for one (amqps://)")
+    tls_key: str | None = None
     state_dir: str = Field("var/localapi", min_length=1, description="the outbox file (relative: to the site file)")
+
+    @model_validator(mode="after")
+    def _tls_needs_amqps(self) -> AmqpApiParams:
+        if (self.tls_ca or self.tls_cert) and not self.url.startswith("amqps://"):
+            raise ValueError("tls_ca/tls_cert need an amqps:// url (TLS is never silently off)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
 
 
 @register_task("localapi_amqp")
@@ -139,13 +153,28 @@ class AmqpApi(Task):
             await self.requests.close()
             self.outbox.close()
 
+    def _tls(self) -> ssl.SSLContext | None:
+        """The TLS context of an amqps:// link: the broker verified against ``tls_ca``, our certificate if set."""
+        p = self.params
+        if not p.url.startswith("amqps://"):
+            return None
+
+        def path(name: str | None) -> str | None:
+            return None if name is None else str(Path(name) if Path(name).is_absolute() else self.base_dir / name)
+
+        ctx = ssl.create_default_context(cafile=path(p.tls_ca))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if p.tls_cert:
+            ctx.load_cert_chain(path(p.tls_cert), path(p.tls_key))  # type: ignore[arg-type]
+        return ctx
+
     async def _session(self) -> None:
         """One connection: declare, publish until the link fails; always closed within a bound."""
         import aio_pika  # task process only
 
         p = self.params
         self.linked = False  # this session reached the broker: the next retry starts the backoff over
-        connection = await aio_pika.connect(p.url, timeout=p.confirm_timeout_s)
+        connection = await aio_pika.connect(p.url, timeout=p.confirm_timeout_s, ssl_context=self._tls())
         jobs: list[asyncio.Future[Any]] = []
         try:
             lost = asyncio.Event()
