@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -42,6 +43,10 @@ MAX_EXPIRY_S = 86_400.0
 NETWORK_EXPIRY_S = 900.0  # a network request without expiry_s lasts this long in the scan (docs/design.md)
 
 
+MIN_CURVE_HZ, MAX_CURVE_HZ = 45.0, 65.0  # the frequency curve's range (both 50 and 60 Hz grids)
+CurvePoint = tuple[float, float]
+
+
 class ModeRequest(BaseModel):
     """What a local client asks the mode machine for. Power in the project's convention: positive into
     the EV battery (charging), negative out of it (discharging)."""
@@ -49,22 +54,45 @@ class ModeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN/inf: "a finite number"
 
     source: str = Field(min_length=1, max_length=200, description="interface and client, e.g. modbus:192.0.2.50")
-    mode: Literal["remote", "local"] = Field(description="remote: follow setpoint_w; local: hand back to the plan")
+    mode: Literal["remote", "frequency", "local"] = Field(
+        description="remote: follow setpoint_w; frequency: follow curve; local: hand back to the plan"
+    )
     setpoint_w: float | None = Field(None, ge=-MAX_POWER_W, le=MAX_POWER_W, description="signed W (remote only)")
+    curve: list[CurvePoint] | None = Field(
+        None, min_length=2, max_length=10, description="frequency only: [hz, w] points, hz strictly increasing"
+    )
+    baseline_w: float | None = Field(
+        None, ge=-MAX_POWER_W, le=MAX_POWER_W, description="frequency only: signed W added to the curve's value"
+    )
     expiry_s: float | None = Field(
         None, gt=0, le=MAX_EXPIRY_S, description="reversion: no refresh within this -> local"
     )
     limit_pct: float | None = Field(None, ge=0, le=100, description="cap on |power| as % of the rating")
 
     @model_validator(mode="after")
-    def _remote_needs_setpoint(self) -> ModeRequest:
+    def _arguments_fit_the_mode(self) -> ModeRequest:
         if self.mode == "remote" and self.setpoint_w is None:
             raise ValueError("mode remote needs setpoint_w")
+        if self.mode == "frequency":
+            if self.curve is None:
+                raise ValueError("mode frequency needs curve")
+            hz = [p[0] for p in self.curve]
+            if any(not MIN_CURVE_HZ <= f <= MAX_CURVE_HZ for f in hz):
+                raise ValueError(f"curve: hz must be within {MIN_CURVE_HZ:g}..{MAX_CURVE_HZ:g}")
+            if any(b <= a for a, b in itertools.pairwise(hz)):
+                raise ValueError("curve: hz must be strictly increasing")
+            if any(abs(p[1]) > MAX_POWER_W for p in self.curve):
+                raise ValueError(f"curve: w must be within +-{MAX_POWER_W:.0f} W")
+        elif self.curve is not None or self.baseline_w is not None:
+            raise ValueError("curve and baseline_w belong to mode frequency")
         return self
 
     def args(self) -> dict[str, Any]:
         """The ``mode_request`` command's arguments (runtime/commands.py): everything but the source."""
-        return self.model_dump(exclude={"source"}, exclude_none=True)
+        out = self.model_dump(exclude={"source"}, exclude_none=True)
+        if self.curve is not None:
+            out["curve"] = [list(p) for p in self.curve]  # JSON's shape: a list of [hz, w]
+        return out
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:
