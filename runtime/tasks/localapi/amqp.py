@@ -54,7 +54,7 @@ class AmqpApiParams(InterfaceParams):
         None, description="CA file of the broker's certificate (amqps://; default: the system's)"
     )
     tls_cert: str | None = Field(None, description="client certificate, for a broker that asks for one (amqps://)")
-    tls_key: str | None = None
+    tls_key: str | None = Field(None, description="private key of tls_cert")
     state_dir: str = Field("var/localapi", min_length=1, description="the outbox file (relative: to the site file)")
 
     @model_validator(mode="after")
