@@ -97,7 +97,7 @@ async def server(
             return False
 
     try:
-        await until(lambda: task.images != {} and listening(), "the server to listen")
+        await until(lambda: task.port is not None and listening(), "the server to listen")
         yield task, cx
     finally:
         await cancel_and_wait(runner, 5)

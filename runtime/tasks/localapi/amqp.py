@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 
 from runtime.api import SiteInfo
 from runtime.tasks.base import Task, TaskContext, register_task
+from runtime.tasks.localapi.cancel import still_running
 from runtime.tasks.localapi.outbox import Outbox, Outgoing
 from runtime.tasks.localapi.requests import InterfaceParams, Requests, parse_mode_request, parse_trip_reset
 from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
@@ -141,6 +142,7 @@ class AmqpApi(Task):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # aio-pika/aiormq raise many kinds on a lost link
+                    still_running()
                     log.warning("AMQP link: %s: %s; retrying in %.1f s", type(exc).__name__, exc, backoff)
                 finally:
                     self.connected = False
@@ -186,6 +188,7 @@ class AmqpApi(Task):
                 for command in ("mode", "trip_reset"):
                     await queue.bind(exchange, f"{self.key}.set.{command}")
                 jobs.append(asyncio.ensure_future(self._consume(queue, exchange, channel)))
+            still_running()
             self.connected = self.linked = True
             log.info("AMQP connected: exchange %s, routing %s.*", p.exchange, self.key)
             publisher = asyncio.ensure_future(self._publish(exchange, aio_pika))

@@ -154,12 +154,16 @@ class ModbusServer(Task):
         while True:
             unit, req, written = await self._outbox.get()
             img = self.images[unit]
-            if isinstance(req, TripReset):
-                ok, reason = await self.requests.reset_trip(req.by)
-            else:
-                ok, reason = await self.requests.mode(req)
-                if ok:
-                    img.accepted = written
+            try:
+                if isinstance(req, TripReset):
+                    ok, reason = await self.requests.reset_trip(req.by)
+                else:
+                    ok, reason = await self.requests.mode(req)
+                    if ok:
+                        img.accepted = written
+            except Exception as exc:  # the sender must outlive one bad answer: later writes would wait forever
+                log.exception("unit %d: sending a write to the scan failed", unit)
+                ok, reason = False, f"not sent: {type(exc).__name__}"
             img.answer("accepted" if ok else "refused", reason)
             if self._outbox.empty():
                 img.restore(img.accepted)

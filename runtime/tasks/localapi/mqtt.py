@@ -27,6 +27,7 @@ from pydantic import Field
 
 from runtime.api import SiteInfo
 from runtime.tasks.base import Task, TaskContext, register_task
+from runtime.tasks.localapi.cancel import still_running
 from runtime.tasks.localapi.homeassistant import discovery
 from runtime.tasks.localapi.requests import InterfaceParams, Requests, parse_mode_request, parse_trip_reset
 from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
@@ -127,6 +128,7 @@ class MqttApi(Task):
                         self.connected = True
                         backoff = p.reconnect_s
                         log.info("MQTT connected to %s:%d as %s", p.host, p.port, self.base)
+                        still_running()
                         await self._session(client, cx)
                     except asyncio.CancelledError:  # a clean stop says offline itself, wherever it lands
                         with contextlib.suppress(Exception):
@@ -135,6 +137,7 @@ class MqttApi(Task):
                             )
                         raise
             except aiomqtt.MqttError as exc:
+                still_running()  # a stop whose goodbye failed is still a stop
                 log.warning("MQTT link to %s:%d: %s; retrying in %.1f s", p.host, p.port, exc, backoff)
             finally:
                 self.connected = False
