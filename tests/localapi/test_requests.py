@@ -3,9 +3,14 @@ its own arguments, and the messages it refuses with a reason the client can act 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from runtime.tasks.localapi.requests import parse_mode_request, parse_trip_reset
+from runtime.tags import US, Image
+from runtime.tasks.localapi.requests import InterfaceParams, Requests, parse_mode_request, parse_trip_reset
+from tests.localapi.scan import GateScan
+from tests.waiting import until
 
 
 def test_a_frequency_request_keeps_its_curve_and_signs() -> None:
@@ -49,3 +54,32 @@ def test_trip_reset_takes_no_arguments() -> None:
         parse_trip_reset(b'{"code": "ov2"}')
     with pytest.raises(ValueError, match="JSON object"):
         parse_trip_reset(b"[]")
+
+
+def test_a_request_reverts_on_the_cycle_clock_and_a_refused_one_changes_nothing() -> None:
+    """Accepted remote request with expiry 10 s: 10 s of cycle clock later the task hands back with a
+    local request of its own. A request the gate refuses (here: its rate limit) neither arms nor cancels
+    the timer."""
+    scan = GateScan({"mqtt": "localapi_mqtt"}, {"localapi_mqtt": ["mode_request"]}, max_per_minute=1)
+    cx = scan.context("mqtt")
+
+    async def main() -> None:
+        requests = Requests(cx, "mqtt", InterfaceParams())
+        try:
+            await cx._publish(Image({}), 1 * US)
+            payload = b'{"mode": "remote", "setpoint_w": -4000, "expiry_s": 10}'
+            ok, reason = await requests.mode(parse_mode_request(payload, "mqtt:ems"))
+            assert ok, reason
+            ok, reason = await requests.mode(parse_mode_request(b'{"mode": "remote", "setpoint_w": 0}', "mqtt:ems"))
+            assert not ok and "rate limit" in reason
+            scan.now_us = 61 * US  # the gate's window has passed: the hand back will be let through
+            await cx._publish(Image({}), 10 * US)  # 9 s: inside
+            await cx._publish(Image({}), 10 * US + 1)
+            assert len(scan.modes()) == 1
+            await cx._publish(Image({}), 11 * US)  # 10 s after the accepted request
+            await until(lambda: len(scan.modes()) == 2, "the reversion")
+            assert scan.modes()[-1]["mode"] == "local" and scan.modes()[-1]["by"] == "mqtt:ems (reversion)"
+        finally:
+            await requests.close()
+
+    asyncio.run(main())

@@ -7,9 +7,9 @@ typed ``mode_request`` command (runtime/commands.py) and returns the scan's answ
 scan checks it again (allowlist, ranges, rate) and its authority decides whether the local EMS may lead
 now; the safety layer keeps the last word over whatever follows. Nothing here touches an output.
 
-Reversion (SunSpec 704 ``WSetRvrtTms``, and ``expiry_s`` on the buses): a remote request that is not
-refreshed within its expiry is followed by a ``local`` request from this task, which hands authority
-back. The scan expires the request by itself too; the explicit hand-back makes the end visible in the
+Reversion (SunSpec 704 ``WSetRvrtTms``, and ``expiry_s`` on the buses): a remote or frequency request
+that is not refreshed within its expiry is followed by a ``local`` request from this task, which hands
+authority back. The scan expires the request by itself too; the explicit hand-back makes the end visible in the
 event log with who asked, and holds when an older scan keeps a request longer. The timer runs on the
 cycle clock (an offline duration, docs/design.md "Clocks"), so it stretches with ``--speed``.
 
@@ -156,17 +156,18 @@ class Requests:
             self.sent += 1
             log.info("%s: mode request from %s accepted: %s", self.interface, req.source, req.args())
             self._cancel_reversion()
-            if req.mode == "remote":
+            if req.mode != "local":  # remote or frequency: the EMS leads until it stops refreshing
                 expiry_s = req.expiry_s if req.expiry_s is not None else NETWORK_EXPIRY_S
-                self._reversion = asyncio.create_task(self._revert(req.source, expiry_s))
+                deadline_us = self.cx.now_us + round(expiry_s * US)  # from the answer, not from the task's start
+                self._reversion = asyncio.create_task(self._revert(req.source, expiry_s, deadline_us))
         else:
             self.refused += 1
             log.warning("%s: mode request from %s refused by the scan: %s", self.interface, req.source, reason)
         return ok, reason
 
-    async def _revert(self, source: str, expiry_s: float) -> None:
-        """No refresh within ``expiry_s`` of cycle clock: hand back to local control."""
-        await self.cx.sleep_until(self.cx.now_us + round(expiry_s * US))
+    async def _revert(self, source: str, expiry_s: float, deadline_us: int) -> None:
+        """No refresh by ``deadline_us`` of cycle clock: hand back to local control."""
+        await self.cx.sleep_until(deadline_us)
         self._reversion = None  # this timer is done: the local request below must not cancel itself
         log.warning(
             "%s: no refresh from %s within %g s: handing back to local control", self.interface, source, expiry_s
@@ -203,5 +204,5 @@ class Requests:
         job, self._reversion = self._reversion, None
         if job is not None:
             job.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(job, 2)
