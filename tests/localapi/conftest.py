@@ -69,13 +69,22 @@ def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
 
 
 class Mosquitto:
-    def __init__(self, tmp: Path, users: dict[str, str] | None = None) -> None:
+    """A private mosquitto; with ``tls`` (a directory holding ca.pem, server.pem/.key) its listener speaks
+    TLS only and, with ``client_cert``, lets in only clients whose certificate that CA signed."""
+
+    def __init__(
+        self, tmp: Path, users: dict[str, str] | None = None, tls: Path | None = None, client_cert: bool = False
+    ) -> None:
         self.exe = need_peer("mosquitto")
         self.port = free_port()
         self.conf = tmp / "mosquitto.conf"
         # run as whoever runs the tests (as root mosquitto would switch to its own user, which cannot read
         # the private password file)
         conf = f"listener {self.port} 127.0.0.1\npersistence false\nuser {getpass.getuser()}\n"
+        if tls is not None:
+            conf += f"cafile {tls / 'ca.pem'}\ncertfile {tls / 'server.pem'}\nkeyfile {tls / 'server.key'}\n"
+            if client_cert:  # the certificate's CN is the client's identity at the broker
+                conf += "require_certificate true\nuse_identity_as_username true\n"
         if users:  # credentials required: anonymous clients are refused
             pw = tmp / "passwords"
             pw.write_text("")
@@ -115,9 +124,12 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 class RabbitMQ:
     """One private RabbitMQ node: its own node name, AMQP and distribution ports, data and log dirs."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, tls: Path | None = None) -> None:
+        """With ``tls`` (a directory holding ca.pem, server.pem/.key) a second listener on ``tls_port``
+        speaks TLS and takes only clients with a certificate from that CA."""
         self.exe = need_peer("rabbitmq-server")
-        self.port, self.dist_port, self.epmd_port = free_ports(3)
+        self.port, self.dist_port, self.epmd_port, self.tls_port = free_ports(4)
+        self.tls = tls
         self.tmp = tmp
         self.node = f"v2gtest{self.port}@localhost"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -128,7 +140,17 @@ class RabbitMQ:
         (self.tmp / "mnesia").mkdir(exist_ok=True)
         (self.tmp / "log").mkdir(exist_ok=True)
         conf = self.tmp / "rabbitmq.conf"
-        conf.write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n")
+        text = f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        if self.tls is not None:
+            text += (
+                f"listeners.ssl.1 = 127.0.0.1:{self.tls_port}\n"
+                f"ssl_options.cacertfile = {self.tls / 'ca.pem'}\n"
+                f"ssl_options.certfile = {self.tls / 'server.pem'}\n"
+                f"ssl_options.keyfile = {self.tls / 'server.key'}\n"
+                "ssl_options.verify = verify_peer\n"
+                "ssl_options.fail_if_no_peer_cert = true\n"
+            )
+        conf.write_text(text)
         return {
             **os.environ,
             "RABBITMQ_NODENAME": self.node,

@@ -56,12 +56,28 @@ def test_scrape() -> None:
     port = free_port()
     params = MetricsParams(port=port, tags=["grid.voltage", "inverter.power", "ev.soc", "inverter.enable"])
     task = Metrics("metrics", params, SITE)
-    cx = TaskContext("metrics", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+    cx = TaskContext("metrics", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"), events=True)
+    stream = [
+        ("transition", "idle -> charge", {"dest": "charge"}),
+        ("trip", "trip ov2", {"code": "ov2"}),
+        ("transition", "charge -> safe_state", {"dest": "safe_state"}),
+        ("reset", "trip ov2 cleared", {"code": "ov2"}),
+        ("trip", "trip uf1", {"code": "uf1"}),  # starts and clears between two images: no image shows it
+        ("reset", "trip uf1 cleared", {"code": "uf1"}),
+        ("command", "mode_request asked by mqtt:v2g/site/set/mode", {"mode": "local"}),
+    ]
 
     async def main() -> None:
         runner = asyncio.create_task(task.run(cx))
         try:
             await until(lambda: task.port is not None, "the endpoint")
+            for seq, (kind, message, data) in enumerate(stream):
+                cx._event(
+                    {"seq": seq, "k": seq, "t": 0.0, "kind": kind, "source": "s", "message": message, "data": data}
+                )
+            cx._gap = (100, 103)  # three events lost before this task saw them
+            cx._event_ready.set()
+            await until(lambda: task._lost == 3 and sum(task._events.values()) == len(stream), "the counters")
             steps = [
                 (0.00008, "idle", ""),
                 (0.0003, "charge", ""),
@@ -93,8 +109,12 @@ def test_scrape() -> None:
         assert m[("v2g_plc_tag_quality", (("quality", "good"), ("tag", "ev.soc")))] == 0
         assert m[("v2g_plc_tag_quality", (("quality", "bad"), ("tag", "inverter.enable")))] == 1  # absent = bad
         assert m[("v2g_plc_events_total", (("kind", "transition"),))] == 2
-        assert m[("v2g_plc_events_total", (("kind", "trip"),))] == 1
-        assert m[("v2g_plc_events_total", (("kind", "reset"),))] == 1
+        assert m[("v2g_plc_events_total", (("kind", "trip"),))] == 2
+        assert m[("v2g_plc_events_total", (("kind", "reset"),))] == 2
         assert m[("v2g_plc_trips_total", (("code", "ov2"),))] == 1
+        assert m[("v2g_plc_trips_total", (("code", "uf1"),))] == 1  # seen only in the stream
+        assert m[("v2g_plc_mode_transitions_total", (("to", "safe_state"),))] == 1
+        assert m[("v2g_plc_commands_total", (("kind", "mode_request"),))] == 1
+        assert m[("v2g_plc_events_lost_total", ())] == 3
 
     asyncio.run(main())

@@ -1,10 +1,10 @@
 """The SunSpec server against pysunspec2's own client over loopback: discovery, every model, scale factors,
-sentinels, the sign, writes becoming mode requests, bad writes, a read-only and a refused client."""
+sentinels, the sign, writes becoming commands to the scan's real gate (answers in the registers, reversion,
+opt-in trip reset), bad writes, a read-only and a refused client."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import socket
@@ -22,11 +22,11 @@ from pymodbus.client import AsyncModbusTcpClient
 from runtime.api import SiteInfo
 from runtime.tags import US, Image, Quality, TagValue
 from runtime.tasks.base import TASKS, TaskContext
-from runtime.tasks.localapi import requests
 from runtime.tasks.localapi.access import AllowEntry
 from runtime.tasks.localapi.modbus_server import ModbusServer, ModbusServerParams, UnitParams
 from runtime.tasks.localapi.sunspec import register_map_markdown
 from runtime.tasks.localapi.vendor_model import DEFINITION, VENDOR_ID
+from tests.localapi.scan import GateScan
 from tests.ports import free_port
 from tests.waiting import cancel_and_wait, until
 
@@ -62,9 +62,17 @@ def image(tags: dict[str, Any], bad: tuple[str, ...] = ()) -> Image:
     return Image(out)
 
 
+def gate_scan(allow: tuple[str, ...] = ("mode_request",)) -> GateScan:
+    """The scan's real gate, with the Modbus task allowed to ask for ``allow``."""
+    return GateScan({"modbus": "localapi_modbus"}, {"localapi_modbus": list(allow)})
+
+
 @asynccontextmanager
 async def server(
-    allow: list[AllowEntry], units: list[UnitParams] | None = None
+    allow: list[AllowEntry],
+    units: list[UnitParams] | None = None,
+    scan: GateScan | None = None,
+    **kw: Any,
 ) -> AsyncIterator[tuple[ModbusServer, TaskContext]]:
     port = free_port()
     params = ModbusServerParams(
@@ -75,9 +83,10 @@ async def server(
         max_charge_w=11000,
         max_discharge_w=10000,
         reversion_s=30,
+        **kw,
     )
     task = ModbusServer("modbus", params, SITE)
-    cx = TaskContext("modbus", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+    cx = (scan or gate_scan()).context("modbus")
     runner = asyncio.create_task(task.run(cx))
 
     def listening() -> bool:
@@ -88,7 +97,7 @@ async def server(
             return False
 
     try:
-        await until(lambda: task.images != {} and listening(), "the server to listen")
+        await until(lambda: task.port is not None and listening(), "the server to listen")
         yield task, cx
     finally:
         await cancel_and_wait(runner, 5)
@@ -107,7 +116,7 @@ def vendor_model_on_path(tmp_path: Path) -> Iterator[None]:
         ssd.set_model_defs_path(old)
 
 
-def scan(port: int, unit: int = 1) -> ssc.SunSpecModbusClientDeviceTCP:
+def ems(port: int, unit: int = 1) -> ssc.SunSpecModbusClientDeviceTCP:
     d = ssc.SunSpecModbusClientDeviceTCP(slave_id=unit, ipaddr="127.0.0.1", ipport=port, timeout=5)
     d.scan()
     return d
@@ -124,7 +133,7 @@ def test_discovery_every_model_sign_and_sentinels() -> None:
     async def main() -> None:
         async with server(RW) as (task, cx):
             await cx._publish(image(GOOD_TAGS), 1 * US)
-            d = await asyncio.to_thread(scan, task.port)
+            d = await asyncio.to_thread(ems, task.port)
             try:
                 assert sorted(k for k in d.models if isinstance(k, int)) == [1, 701, 702, 704, 713, 64901]
                 common = d.models[1][0]
@@ -180,34 +189,139 @@ def test_discovery_every_model_sign_and_sentinels() -> None:
 
 
 def test_writes_become_mode_requests(caplog: pytest.LogCaptureFixture) -> None:
-    requests.RECORDED.clear()
+    scan = gate_scan()
 
     async def main() -> None:
-        async with server(RW) as (task, cx):
+        async with server(RW, scan=scan) as (task, cx):
             await cx._publish(image(GOOD_TAGS), 1 * US)
-            d = await asyncio.to_thread(scan, task.port)
+            d = await asyncio.to_thread(ems, task.port)
             try:
-                ctl = d.models[704][0]
+                ctl, site = d.models[704][0], d.models[VENDOR_ID][0]
                 ctl.WSet.cvalue = 4000  # SunSpec: 4 kW discharge
                 ctl.WSetEna.value = 1
                 ctl.WSetRvrtTms.value = 120
-                await asyncio.to_thread(ctl.write)
+                await asyncio.to_thread(ctl.write)  # pysunspec2 writes each changed point on its own
+                await until(
+                    lambda: len(scan.modes()) > 0 and scan.modes()[-1]["expiry_s"] == 120, "the requests at the gate"
+                )
+                last = scan.modes()[-1]
+                assert last["mode"] == "remote" and last["setpoint_w"] == -4000.0  # project sign: discharge < 0
+                assert last["expiry_s"] == 120 and (last["source"], last["by"]) == ("modbus", "modbus:127.0.0.1")
+                await until(lambda: task.images[1].accepted["WSetEna"] == 1, "the answer")
                 await asyncio.to_thread(ctl.read)
-                assert ctl.WSet.cvalue == 4000 and ctl.WSetEna.value == 1  # read back as written
-                last = requests.RECORDED[-1]
-                assert last.mode == "remote" and last.setpoint_w == -4000.0  # project sign: discharge < 0
-                assert last.expiry_s == 120 and last.source == "modbus:127.0.0.1"
+                await asyncio.to_thread(site.read)
+                assert ctl.WSet.cvalue == 4000 and ctl.WSetEna.value == 1  # what the scan accepted
+                assert site.CmdSt.value == 2  # ACCEPTED
+                n = len(scan.modes())
                 ctl.WSet.cvalue = -11000  # full charge rating: the edge is inside
                 await asyncio.to_thread(ctl.write)
-                assert requests.RECORDED[-1].setpoint_w == 11000.0
+                await until(lambda: len(scan.modes()) == n + 1, "the second request")
+                assert scan.modes()[-1]["setpoint_w"] == 11000.0
                 ctl.WSetEna.value = 0
                 await asyncio.to_thread(ctl.write)
-                assert requests.RECORDED[-1].mode == "local" and requests.RECORDED[-1].setpoint_w is None
+                await until(lambda: len(scan.modes()) == n + 2, "the hand back")
+                assert scan.modes()[-1]["mode"] == "local" and "setpoint_w" not in scan.modes()[-1]
             finally:
                 d.close()
-        assert "recorded (not applied" in caplog.text
+        assert "mode request from modbus:127.0.0.1 accepted" in caplog.text
 
     with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+
+
+def test_refused_write_reads_back_what_the_scan_holds() -> None:
+    """The gate refuses (the site file does not allow the Modbus task mode requests): the write was
+    accepted on the wire, but the registers go back to the controls in force and say why."""
+    scan = gate_scan(allow=())
+
+    async def main() -> None:
+        async with server(RW, scan=scan) as (task, cx):
+            await cx._publish(image(GOOD_TAGS), 1 * US)
+            d = await asyncio.to_thread(ems, task.port)
+            try:
+                ctl, site = d.models[704][0], d.models[VENDOR_ID][0]
+                ctl.WSet.cvalue = 3000
+                ctl.WSetEna.value = 1
+                await asyncio.to_thread(ctl.write)  # no Modbus exception: access and range were fine
+                await until(lambda: len(scan.refused) == 2 and task._outbox.empty(), "both refusals")  # one per point
+                await until(lambda: task.images[1].control_values()["WSetEna"] == 0, "the registers restored")
+                await asyncio.to_thread(ctl.read)
+                await asyncio.to_thread(site.read)
+                assert ctl.WSetEna.value == 0 and ctl.WSet.cvalue == 0
+                assert site.CmdSt.value == 3  # REFUSED
+                assert site.CmdRsn.value.startswith("mode_request not allowed")
+                assert not scan.accepted
+            finally:
+                d.close()
+
+    asyncio.run(main())
+
+
+def test_reversion_hands_back_on_the_cycle_clock() -> None:
+    """WSetRvrtTms 5 s and no refresh: 5 s of cycle clock later the task asks for local itself, and 704
+    reads DISABLED; a refresh inside the window restarts it."""
+    scan = gate_scan()
+
+    async def main() -> None:
+        async with server(RW, scan=scan) as (task, cx):
+            await cx._publish(image(GOOD_TAGS), 1 * US)
+            d = await asyncio.to_thread(ems, task.port)
+            try:
+                ctl = d.models[704][0]
+                ctl.WSet.cvalue = -2000
+                ctl.WSetEna.value = 1
+                ctl.WSetRvrtTms.value = 5
+                await asyncio.to_thread(ctl.write)
+                await until(lambda: len(scan.modes()) > 0 and scan.modes()[-1]["expiry_s"] == 5, "the remote request")
+                await until(lambda: task._outbox.empty(), "every point answered")
+                await cx._publish(image(GOOD_TAGS), 5 * US)  # 4 s later: still inside
+                n = len(scan.modes())
+                ctl.WSet.cvalue = -2500  # the refresh
+                await asyncio.to_thread(ctl.write)
+                await until(lambda: len(scan.modes()) == n + 1, "the refresh")
+                await cx._publish(image(GOOD_TAGS), 9 * US)  # 4 s after the refresh: no reversion
+                await cx._publish(image(GOOD_TAGS), 9 * US + 1)
+                assert {m["mode"] for m in scan.modes()} == {"remote"}
+                await cx._publish(image(GOOD_TAGS), 10 * US + 1)  # 5 s after the refresh
+                await until(lambda: len(scan.modes()) == n + 2, "the reversion")
+                assert scan.modes()[-1]["mode"] == "local" and "reversion" in scan.modes()[-1]["by"]
+                await until(lambda: task.images[1].control_values()["WSetEna"] == 0, "704 disabled")
+                await asyncio.to_thread(ctl.read)
+                assert ctl.WSetEna.value == 0
+            finally:
+                d.close()
+
+    asyncio.run(main())
+
+
+def test_trip_reset_is_opt_in_and_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    async def write_reset(task: ModbusServer) -> Any:
+        img = task.images[1]
+        c = AsyncModbusTcpClient("127.0.0.1", port=task.port, timeout=5, retries=0)
+        await c.connect()
+        try:
+            return await c.write_register(img.trip_reset_address, 1, device_id=1)
+        finally:
+            c.close()
+
+    async def main() -> None:
+        scan = gate_scan(("mode_request", "reset_trip"))
+        async with server(RW, scan=scan) as (task, cx):  # not opted in: TripRst is read-only
+            rr = await write_reset(task)
+            assert rr.isError() and rr.exception_code == 2
+        assert not scan.accepted
+        async with server(RW, scan=scan, trip_reset=True, trip_reset_min_s=3600) as (task, cx):
+            await cx._publish(image(GOOD_TAGS), 1 * US)
+            assert not (await write_reset(task)).isError()
+            await until(lambda: len(scan.accepted) == 1, "the reset at the gate")
+            c = scan.accepted[0]
+            assert c.name == "reset_trip" and c.args["by"] == "modbus:127.0.0.1"
+            assert not (await write_reset(task)).isError()  # on the wire fine, but the rate limit refuses
+            await until(lambda: task.images[1].models[VENDOR_ID].points["CmdSt"].value == 3, "the refusal")
+            assert len(scan.accepted) == 1
+        assert "trip reset asked by modbus:127.0.0.1" in caplog.text and "rate limit" in caplog.text
+
+    with caplog.at_level(logging.WARNING):
         asyncio.run(main())
 
 
@@ -217,10 +331,10 @@ def _regs(fmt: str, *values: int) -> list[int]:
 
 
 def test_bad_writes_get_modbus_exceptions(caplog: pytest.LogCaptureFixture) -> None:
-    requests.RECORDED.clear()
+    scan = gate_scan()
 
     async def main() -> None:
-        async with server(RW) as (task, cx):
+        async with server(RW, scan=scan) as (task, cx):
             await cx._publish(image(GOOD_TAGS), 1 * US)
             img = task.images[1]
             a704 = img.address[704]
@@ -258,7 +372,7 @@ def test_bad_writes_get_modbus_exceptions(caplog: pytest.LogCaptureFixture) -> N
             finally:
                 c.close()
             assert task.errors >= 8
-        assert not requests.RECORDED  # nothing bad was submitted
+        assert not scan.accepted and not scan.refused  # nothing bad reached the scan
         assert "outside -11000..10000" in caplog.text and "write whole points" in caplog.text
 
     with caplog.at_level(logging.WARNING):
@@ -289,11 +403,11 @@ def _refused_read(port: int, source: str) -> bool:
 
 @pytest.mark.skipif(not _has_loopback("127.0.0.2"), reason="no 127.0.0.2 on this host")
 def test_refused_and_read_only_clients(caplog: pytest.LogCaptureFixture) -> None:
-    requests.RECORDED.clear()
+    scan = gate_scan()
     allow = [AllowEntry(address="127.0.0.1", role="read_write"), AllowEntry(address="127.0.0.3/32")]
 
     async def main() -> None:
-        async with server(allow) as (task, cx):
+        async with server(allow, scan=scan) as (task, cx):
             await cx._publish(image(GOOD_TAGS), 1 * US)
             # 127.0.0.2 is not on the list: the connection is closed before a request is answered
             assert await asyncio.to_thread(_refused_read, task.port, "127.0.0.2")
@@ -310,7 +424,7 @@ def test_refused_and_read_only_clients(caplog: pytest.LogCaptureFixture) -> None
                 assert rr.isError() and rr.exception_code == 1
             finally:
                 c.close()
-        assert not requests.RECORDED
+        assert not scan.accepted and not scan.refused
         assert "connection from 127.0.0.2 refused" in caplog.text and "client is read-only" in caplog.text
 
     with caplog.at_level(logging.INFO):
@@ -322,8 +436,8 @@ def test_evse_units_use_their_prefix() -> None:
         units = [UnitParams(unit=1), UnitParams(unit=2, prefix="evse1.")]
         async with server(RW, units) as (task, cx):
             await cx._publish(image({**GOOD_TAGS, "evse1.inverter.power": 3000.0}), 1 * US)
-            d1 = await asyncio.to_thread(scan, task.port, 1)
-            d2 = await asyncio.to_thread(scan, task.port, 2)
+            d1 = await asyncio.to_thread(ems, task.port, 1)
+            d2 = await asyncio.to_thread(ems, task.port, 2)
             try:
                 assert d1.models[701][0].W.cvalue == 5000
                 assert d2.models[701][0].W.cvalue == -3000 and d2.models[1][0].DA.value == 2

@@ -1,5 +1,6 @@
 """The MQTT interface through a real mosquitto: retained state at QoS 1, availability and the last will,
-a reconnect, valid commands recorded, invalid ones answered on the error topic and logged."""
+a reconnect, valid commands sent to the scan's gate and its answer returned, invalid ones answered on the
+error topic and logged."""
 
 from __future__ import annotations
 
@@ -17,13 +18,19 @@ import pytest
 from runtime.api import SiteInfo
 from runtime.tags import US, Image, Quality, TagValue
 from runtime.tasks.base import TASKS, TaskContext
-from runtime.tasks.localapi import requests
 from runtime.tasks.localapi.mqtt import MqttApi, MqttApiParams
 from tests.localapi.conftest import Mosquitto
+from tests.localapi.scan import GateScan
+from tests.ocpp.certs import make_pki
 from tests.waiting import cancel_and_wait, until
 
 SITE = SiteInfo("test site", 240.0, 60.0, 20_000)
 BASE = "v2g/test_site"
+
+
+def gate_scan(allow: list[str] | None = None) -> GateScan:
+    """The real gate with the mqtt task allowed to ask for ``allow`` (default: mode requests)."""
+    return GateScan({"mqtt": "localapi_mqtt"}, {"localapi_mqtt": ["mode_request"] if allow is None else allow})
 
 
 class Listener:
@@ -76,7 +83,7 @@ def test_registered() -> None:
 
 
 def test_state_availability_will_and_commands(mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
-    requests.RECORDED.clear()
+    scan = gate_scan()
     params = MqttApiParams(
         port=mosquitto.port,
         tags=["inverter.power", "ev.soc", "mode.state"],
@@ -85,7 +92,7 @@ def test_state_availability_will_and_commands(mosquitto: Mosquitto, caplog: pyte
         keepalive_s=5,
     )
     task = MqttApi("mqtt", params, SITE)
-    cx = TaskContext("mqtt", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+    cx = scan.context("mqtt")
 
     async def send(topic: str, payload: bytes) -> None:
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
@@ -114,12 +121,19 @@ def test_state_availability_will_and_commands(mosquitto: Mosquitto, caplog: pyte
                 await until(lambda: late.state("ev.soc")["quality"] == "bad", "the bad quality")
                 assert late.state("ev.soc")["value"] is None
 
-                # commands: a good one is recorded with its source; bad ones are answered and logged
+                # commands: a good one reaches the gate with who asked, and its answer comes back; bad ones
+                # are answered and logged
                 await send(f"{BASE}/set/mode", b'{"mode": "remote", "setpoint_w": -3000, "expiry_s": 60}')
-                await until(lambda: len(requests.RECORDED) == 1, "the recorded request")
-                r = requests.RECORDED[-1]
-                assert (r.mode, r.setpoint_w, r.expiry_s) == ("remote", -3000.0, 60.0)
-                assert r.source == f"mqtt:{BASE}/set/mode"
+                await until(lambda: len(scan.modes()) == 1, "the accepted request")
+                r = scan.modes()[-1]
+                assert (r["mode"], r["setpoint_w"], r["expiry_s"]) == ("remote", -3000.0, 60.0)
+                assert (r["source"], r["by"]) == ("mqtt", f"mqtt:{BASE}/set/mode")
+                await until(lambda: late.last(f"{BASE}/response") is not None, "the answer")
+                assert json.loads(late.last(f"{BASE}/response")) == {
+                    "topic": f"{BASE}/set/mode",
+                    "accepted": True,
+                    "reason": "",
+                }
                 bad = [
                     (f"{BASE}/set/mode", b"not json"),
                     (f"{BASE}/set/mode", b'{"mode": "remote", "setpoint_w": NaN}'),
@@ -137,7 +151,13 @@ def test_state_availability_will_and_commands(mosquitto: Mosquitto, caplog: pyte
                 assert any("setpoint_w" in e["error"] and "finite" in e["error"] for e in errors)
                 assert any("mode remote needs setpoint_w" in e["error"] for e in errors)
                 assert any("unknown command topic" in e["error"] for e in errors)
-                assert len(requests.RECORDED) == 1  # nothing bad was submitted
+                # a trip reset on an interface that did not opt in never reaches the scan
+                await send(f"{BASE}/set/trip_reset", b"{}")
+                await until(
+                    lambda: b"not enabled" in (late.last(f"{BASE}/response") or b""), "the trip reset's refusal"
+                )
+                assert not [c for c in scan.accepted if c.name == "reset_trip"]
+                assert len(scan.modes()) == 1 and not scan.refused  # nothing bad reached the scan
 
                 # the link drops without a goodbye: the broker sends the will, the task comes back online
                 n_online = sum(1 for t, p, *_ in late.got if t == f"{BASE}/availability" and p == b"online")
@@ -234,10 +254,12 @@ def test_broker_credentials(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
 def test_home_assistant_discovery(mosquitto: Mosquitto) -> None:
     """The retained discovery configs point at the real state and command topics, and what Home Assistant
     would send from the controls is a valid mode request."""
-    requests.RECORDED.clear()
-    params = MqttApiParams(port=mosquitto.port, tags=["inverter.power", "ev.soc", "ev.connected"], ha_max_w=11000)
+    scan = gate_scan(["mode_request", "reset_trip"])
+    params = MqttApiParams(
+        port=mosquitto.port, tags=["inverter.power", "ev.soc", "ev.connected"], ha_max_w=11000, trip_reset=True
+    )
     task = MqttApi("mqtt", params, SITE)
-    cx = TaskContext("mqtt", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+    cx = scan.context("mqtt")
     configs: dict[str, dict[str, Any]] = {}
 
     async def main() -> None:
@@ -251,7 +273,7 @@ def test_home_assistant_discovery(mosquitto: Mosquitto) -> None:
                     async for m in c.messages:
                         assert m.retain and isinstance(m.payload, bytes)
                         configs[str(m.topic)] = json.loads(m.payload)
-                        if len(configs) == 5:  # three tags, the power request and the local button
+                        if len(configs) == 6:  # three tags, the power request, the local and trip reset buttons
                             break
                 node = "v2g_test_site"
                 power = configs[f"homeassistant/sensor/{node}/inverter_power/config"]
@@ -271,10 +293,66 @@ def test_home_assistant_discovery(mosquitto: Mosquitto) -> None:
                 # what Home Assistant publishes: the number's template rendered, and the button's payload
                 await c.publish(number["command_topic"], number["command_template"].replace("{{ value }}", "-2000"))
                 await c.publish(button["command_topic"], button["payload_press"])
-            await until(lambda: len(requests.RECORDED) == 2, "both requests")
-            assert (requests.RECORDED[0].mode, requests.RECORDED[0].setpoint_w) == ("remote", -2000.0)
-            assert requests.RECORDED[1].mode == "local"
+                reset = configs[f"homeassistant/button/{node}/trip_reset/config"]
+                await c.publish(reset["command_topic"], reset["payload_press"])
+            await until(lambda: len(scan.accepted) == 3, "all three commands")
+            modes = scan.modes()
+            assert (modes[0]["mode"], modes[0]["setpoint_w"]) == ("remote", -2000.0)
+            assert modes[1]["mode"] == "local"
+            assert (
+                scan.accepted[2].name == "reset_trip" and scan.accepted[2].args["by"] == f"mqtt:{BASE}/set/trip_reset"
+            )
         finally:
             await cancel_and_wait(runner)
 
     asyncio.run(main())
+
+
+def test_tls_with_client_certificate(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A broker that speaks only TLS and wants a client certificate from its CA: the task with the CA
+    and its certificate connects and answers a command over TLS; without a certificate, or trusting
+    another CA, it is refused (and keeps retrying, logged), never connected in clear."""
+    pki = make_pki(tmp_path / "pki", station_cn="v2g-site")
+    broker = Mosquitto(tmp_path, tls=pki.dir, client_cert=True)
+    broker.start()
+    scan = gate_scan()
+    cx = scan.context("mqtt")
+
+    def params(**kw: Any) -> MqttApiParams:
+        return MqttApiParams(host="localhost", port=broker.port, tags=["ev.soc"], reconnect_s=0.05, **kw)
+
+    good = {"tls_ca": str(pki.ca), "tls_cert": str(pki.dir / "station.pem"), "tls_key": str(pki.dir / "station.key")}
+    tls = aiomqtt.TLSParameters(ca_certs=good["tls_ca"], certfile=good["tls_cert"], keyfile=good["tls_key"])
+
+    async def main() -> None:
+        await cx._publish(image(ev__soc=0.5), 1 * US)
+        for bad in ({"tls_ca": str(pki.ca)}, {**good, "tls_ca": str(pki.other_ca)}):
+            task = MqttApi("mqtt", params(**bad), SITE)
+            before = caplog.text.count("retrying in")
+            runner = asyncio.create_task(task.run(cx))
+            try:
+                await until(lambda n=before: caplog.text.count("retrying in") > n, "the refusal", timeout=20)
+                assert not task.connected
+            finally:
+                await cancel_and_wait(runner)
+        task = MqttApi("mqtt", params(**good), SITE)
+        runner = asyncio.create_task(task.run(cx))
+        try:
+            await until(lambda: task.connected, "the TLS connection")
+            async with aiomqtt.Client("localhost", broker.port, tls_params=tls, identifier="ems") as c:
+                await c.subscribe(f"{BASE}/response", qos=1)
+                await c.publish(f"{BASE}/set/mode", b'{"mode": "local"}', qos=1)
+                async with asyncio.timeout(10):
+                    async for m in c.messages:
+                        assert isinstance(m.payload, bytes)
+                        assert json.loads(m.payload)["accepted"] is True
+                        break
+            assert scan.modes()[-1]["mode"] == "local"
+        finally:
+            await cancel_and_wait(runner)
+
+    try:
+        with caplog.at_level(logging.WARNING):
+            asyncio.run(main())
+    finally:
+        broker.stop()

@@ -3,8 +3,8 @@
 Home Assistant reads ``<discovery prefix>/<component>/<node>/<object>/config`` (retained JSON) and builds
 entities from it (Home Assistant docs, "MQTT Discovery"). Every entity is available only while the site
 is online *and* its tag is good, so a bad measurement shows as unavailable, never as a stale number.
-The controls publish mode requests on ``set/mode`` (recorded until the command channel exists); a trip
-reset control is not offered yet.
+The controls publish mode requests on ``set/mode`` (sent to the scan as ``mode_request`` commands); the
+trip reset button exists only where the interface opted in to remote trip reset.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ SENSORS: dict[str, tuple[str, str | None, str | None, str, float]] = {
 
 
 def discovery(
-    base: str, node: str, tags: list[str], prefix: str, site_name: str, max_w: float | None
+    base: str, node: str, tags: list[str], prefix: str, site_name: str, max_w: float | None, trip_reset: bool = False
 ) -> list[tuple[str, dict[str, Any]]]:
     """(topic, config) of every entity for the public ``tags`` plus the controls."""
     device = {"identifiers": [f"v2g_plc_{node}"], "name": f"V2G site {site_name}", "manufacturer": "v2g-plc"}
@@ -100,4 +100,18 @@ def discovery(
             },
         )
     )
+    if trip_reset:
+        out.append(
+            (
+                f"{prefix}/button/{node}/trip_reset/config",
+                {
+                    "name": "Reset trip",
+                    "unique_id": f"v2g_plc_{node}_trip_reset",
+                    "command_topic": f"{base}/set/trip_reset",
+                    "payload_press": "{}",
+                    "availability": [online],
+                    "device": device,
+                },
+            )
+        )
     return out

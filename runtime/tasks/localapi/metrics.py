@@ -4,9 +4,11 @@ The scan never serves HTTP; it publishes its statistics with the image (``runtim
 ``runtime.cycle_time``, ``runtime.overruns``) and this task turns them into metrics. Names follow the
 Prometheus conventions: base units (seconds), ``_total`` for counters, ``v2g_plc_`` prefix.
 
-Interim until the scan hands over its own histograms: lateness and cycle time are observed once per
-publication the task receives (one per cycle while the channel keeps up), and events are counted from
-successive images (telemetry.py), so an event shorter than a publication is not counted.
+Event counters (events by kind, trips by code, mode transitions, commands by kind) count the scan's
+event stream (runtime/eventstream.py), so a trip that starts and clears between two publications is
+counted too; a hole in the stream counts its lost events in ``v2g_plc_events_lost_total``. Interim
+until the scan hands over its own histograms: lateness and cycle time are observed once per publication
+the task receives (one per cycle while the channel keeps up).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import Field
 from runtime.api import Params, SiteInfo
 from runtime.tags import Image, Quality
 from runtime.tasks.base import Task, TaskContext, register_task
-from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, EventWatch, TagList
+from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList
 
 log = logging.getLogger("v2g_plc.localapi.metrics")
 
@@ -44,6 +46,7 @@ class Metrics(Task):
 
     Params = MetricsParams
     params: MetricsParams
+    events = True  # counters count the scan's events, not changes between images
 
     def __init__(self, name: str, params: MetricsParams, site: SiteInfo):
         super().__init__(name, params, site)
@@ -53,7 +56,9 @@ class Metrics(Task):
         self._now_us = -1
         self._events: Counter[str] = Counter()
         self._trips: Counter[str] = Counter()
-        self._watch = EventWatch()
+        self._transitions: Counter[str] = Counter()  # by destination state
+        self._commands: Counter[str] = Counter()  # by command kind
+        self._lost = 0
 
     def _observe(self, image: Image, now_us: int, lateness: Any, cycle_time: Any) -> None:
         for tv, hist in ((image.tag("runtime.lateness"), lateness), (image.tag("runtime.cycle_time"), cycle_time)):
@@ -62,10 +67,22 @@ class Metrics(Task):
         with self._lock:
             self._image = image
             self._now_us = now_us
-            for ev in self._watch.feed(image, now_us):
-                self._events[ev.kind] += 1
-                if ev.kind == "trip":
-                    self._trips[str(ev.new)] += 1
+
+    def _count(self, e: dict[str, Any]) -> None:
+        """One event of the scan's stream into the counters."""
+        kind = str(e.get("kind", ""))
+        data = e.get("data") or {}
+        with self._lock:
+            if kind == "gap":
+                self._lost += int(e.get("dropped", 0))
+                return
+            self._events[kind] += 1
+            if kind == "trip":
+                self._trips[str(data.get("code", ""))] += 1
+            elif kind == "transition":
+                self._transitions[str(data.get("dest", ""))] += 1
+            elif kind == "command":
+                self._commands[str(e.get("message", "")).split(" ", 1)[0]] += 1
 
     def collect(self) -> Iterator[Any]:
         """Called by prometheus_client at every scrape (HTTP thread)."""
@@ -74,6 +91,7 @@ class Metrics(Task):
         with self._lock:
             image, now_us = self._image, self._now_us
             events, trips = dict(self._events), dict(self._trips)
+            transitions, commands, lost = dict(self._transitions), dict(self._commands), self._lost
         period = self.site.period_us
         cycles = CounterMetricFamily("v2g_plc_cycles", "scan cycles since start (from the cycle clock)")
         cycles.add_metric([], now_us // period + 1 if now_us >= 0 else 0)
@@ -111,6 +129,17 @@ class Metrics(Task):
         for code, n in sorted(trips.items()):
             tr.add_metric([code], n)
         yield tr
+        mt = CounterMetricFamily("v2g_plc_mode_transitions", "mode transitions, by the state entered", labels=["to"])
+        for dest, n in sorted(transitions.items()):
+            mt.add_metric([dest], n)
+        yield mt
+        cm = CounterMetricFamily("v2g_plc_commands", "commands the scan applied, by kind", labels=["kind"])
+        for name, n in sorted(commands.items()):
+            cm.add_metric([name], n)
+        yield cm
+        ls = CounterMetricFamily("v2g_plc_events_lost", "events lost before this task saw them (stream gaps)")
+        ls.add_metric([], lost)
+        yield ls
 
     async def run(self, cx: TaskContext) -> None:
         from prometheus_client import CollectorRegistry, Histogram, start_http_server
@@ -129,11 +158,19 @@ class Metrics(Task):
         server, thread = start_http_server(self.params.port, self.params.host, registry)
         self.port = self.params.port
         log.info("metrics on http://%s:%d/metrics", self.params.host, self.params.port)
+
+        async def count_events() -> None:
+            while True:
+                self._count(await cx.next_event())
+
+        counter = asyncio.create_task(count_events())
         try:
             while True:
                 image = await cx.next_image()
                 self._observe(image, cx.now_us, lateness, cycle_time)
         finally:
+            counter.cancel()
+            await asyncio.wait({counter}, timeout=2)
             server.shutdown()
             server.server_close()
             with contextlib.suppress(Exception):

@@ -4,8 +4,11 @@ Unit 1 is the site aggregate; each EVSE of a multi-EVSE site is its own unit wit
 (``units:``). A client not on the allowlist is refused at accept (the connection is closed before any
 request is read) and logged. Every write is checked (sunspec.py) and answered with the protocol's own
 exception: 0x01 ILLEGAL FUNCTION for a read-only client or a coil function, 0x02 ILLEGAL DATA ADDRESS for
-anything but whole writable 704 points, 0x03 ILLEGAL DATA VALUE for a value out of range. An accepted
-write becomes a mode request (requests.py); it never reaches an output.
+anything but whole writable 704 points (and ``TripRst`` where ``trip_reset: true``), 0x03 ILLEGAL DATA
+VALUE for a value out of range. A write that passes these checks is accepted at the protocol level at
+once and becomes a command to the scan (a mode request, or a trip reset; requests.py), sent in the order
+written; the vendor model's ``CmdSt``/``CmdRsn`` then show the scan's answer, and a refused write's 704
+controls go back to what the scan last accepted. Nothing here reaches an output.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from pydantic import Field, model_validator
 from runtime.api import Params, SiteInfo
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.localapi.access import AllowEntry, Role, role_of
-from runtime.tasks.localapi.requests import submit_mode_request
+from runtime.tasks.localapi.requests import InterfaceParams, ModeRequest, Requests
 from runtime.tasks.localapi.sunspec import (
     BASE,
     ILLEGAL_FUNCTION,
     SunSpecImage,
+    TripReset,
     WriteRefused,
 )
 
@@ -33,7 +37,6 @@ log = logging.getLogger("v2g_plc.localapi.modbus")
 
 # The client of the request being served (set per request task by the connection handler).
 _PEER: contextvars.ContextVar[tuple[str, Role]] = contextvars.ContextVar("localapi_modbus_peer")
-_WRITE_FUNCTIONS = frozenset((6, 16, 22, 23))
 _REGISTER_FUNCTIONS = frozenset((3, 4, 6, 16, 22, 23))
 
 
@@ -42,7 +45,7 @@ class UnitParams(Params):
     prefix: str = Field("", pattern=r"^([a-z][a-z0-9_]*\.)?$", description="tag prefix ('' = site, 'evse2.')")
 
 
-class ModbusServerParams(Params):
+class ModbusServerParams(InterfaceParams):
     host: str = Field("127.0.0.1", description="bind address (0.0.0.0 for every interface)")
     port: int = Field(502, ge=1, le=65535, description="502 in production needs CAP_NET_BIND_SERVICE")
     allow: list[AllowEntry] = Field(min_length=1, description="clients allowed to connect, with their role")
@@ -80,6 +83,8 @@ class ModbusServer(Task):
         self.errors = 0  # requests answered with an exception we chose
         self.port: int | None = None  # the port actually listened on
         self._seen_us = -1
+        self.requests: Requests | None = None
+        self._outbox: asyncio.Queue[tuple[int, ModeRequest | TripReset, dict[str, int | None]]] = asyncio.Queue()
 
     def _build(self) -> None:
         p = self.params
@@ -93,6 +98,7 @@ class ModbusServer(Task):
                 max_charge_w=p.max_charge_w,
                 max_discharge_w=p.max_discharge_w,
                 reversion_s=p.reversion_s,
+                trip_reset=p.trip_reset,
             )
 
     def _refresh(self, cx: TaskContext) -> None:
@@ -119,11 +125,14 @@ class ModbusServer(Task):
             try:
                 if function_code not in _REGISTER_FUNCTIONS:
                     raise WriteRefused(ILLEGAL_FUNCTION, f"function {function_code}: this device has no coils")
-                if set_values is not None or function_code in _WRITE_FUNCTIONS:
+                # pymodbus reads a written block back with the write's function code and no values: only a
+                # call with values is the write itself
+                if set_values is not None:
                     if role != "read_write":
                         raise WriteRefused(ILLEGAL_FUNCTION, "client is read-only")
                     req = img.write(address, list(set_values or []), f"modbus:{host}")
-                    submit_mode_request(req)
+                    img.answer("pending", "")
+                    self._outbox.put_nowait((unit, req, img.control_values()))
             except WriteRefused as exc:
                 self.errors += 1
                 log.warning("unit %d: %s from %s at %d (%d): %s", unit, "request", host, address, count, exc.reason)
@@ -138,12 +147,42 @@ class ModbusServer(Task):
 
         return action
 
+    async def _send(self) -> None:
+        """Send the accepted writes to the scan in the order written; show each answer in the registers.
+        Once no write is waiting, the 704 controls are those the scan last accepted."""
+        assert self.requests is not None
+        while True:
+            unit, req, written = await self._outbox.get()
+            img = self.images[unit]
+            try:
+                if isinstance(req, TripReset):
+                    ok, reason = await self.requests.reset_trip(req.by)
+                else:
+                    ok, reason = await self.requests.mode(req)
+                    if ok:
+                        img.accepted = written
+            except Exception as exc:  # the sender must outlive one bad answer: later writes would wait forever
+                log.exception("unit %d: sending a write to the scan failed", unit)
+                ok, reason = False, f"not sent: {type(exc).__name__}"
+            img.answer("accepted" if ok else "refused", reason)
+            if self._outbox.empty():
+                img.restore(img.accepted)
+
+    def _reverted(self) -> None:
+        """The reversion handed back to local control: 704 shows WSetEna 0 (DISABLED) again."""
+        for img in self.images.values():
+            img.accepted = {**img.accepted, "WSetEna": 0}
+            if self._outbox.empty():
+                img.restore(img.accepted)
+
     async def run(self, cx: TaskContext) -> None:
         from pymodbus.server import ModbusTcpServer
         from pymodbus.server.requesthandler import ServerRequestHandler
         from pymodbus.simulator import DataType, SimData, SimDevice
 
         self._build()
+        self.requests = Requests(cx, "modbus", self.params, on_reverted=self._reverted)
+        sender = asyncio.create_task(self._send())
         allow = self.params.allow
         task = self
 
@@ -190,4 +229,7 @@ class ModbusServer(Task):
         try:
             await asyncio.Event().wait()
         finally:
+            sender.cancel()
+            await asyncio.wait({sender}, timeout=2)
+            await self.requests.close()
             await server.shutdown()

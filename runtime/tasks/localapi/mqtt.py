@@ -5,8 +5,12 @@ Topic layout, under ``<prefix>/<site>/`` (``site`` defaults to the site's name):
   ``offline`` (retained) when the link drops without a goodbye; a clean stop publishes ``offline`` itself.
 - ``state/<tag>``: ``{"value", "quality", "t"}`` retained, QoS ``qos``, on every change of value or quality
   and at most once per ``interval_s`` per tag; everything again after each reconnect.
-- ``set/mode``: a mode request ``{"mode", "setpoint_w", "expiry_s", "limit_pct"}`` (requests.py). Anything
-  invalid is answered on ``error`` (``{"topic", "error"}``, not retained) and logged; nothing is submitted.
+- ``set/mode``: a mode request ``{"mode", "setpoint_w", "expiry_s", "limit_pct"}`` (requests.py), sent to
+  the scan as a ``mode_request`` command; ``set/trip_reset`` (``{}``): a trip reset, only with
+  ``trip_reset: true``. The scan's answer goes to ``response`` (``{"topic", "accepted", "reason"}``, not
+  retained) and, for an MQTT 5 client that set a response topic, there too with its correlation data.
+  Anything invalid is answered on ``error`` (``{"topic", "error"}``, not retained) and logged; nothing is
+  sent to the scan.
 """
 
 from __future__ import annotations
@@ -21,17 +25,18 @@ from typing import Any
 
 from pydantic import Field
 
-from runtime.api import Params, SiteInfo
+from runtime.api import SiteInfo
 from runtime.tasks.base import Task, TaskContext, register_task
+from runtime.tasks.localapi.cancel import still_running
 from runtime.tasks.localapi.homeassistant import discovery
-from runtime.tasks.localapi.requests import parse_mode_request, submit_mode_request
+from runtime.tasks.localapi.requests import InterfaceParams, Requests, parse_mode_request, parse_trip_reset
 from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
 
 log = logging.getLogger("v2g_plc.localapi.mqtt")
 _TOPIC_PART = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
 
 
-class MqttApiParams(Params):
+class MqttApiParams(InterfaceParams):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     prefix: str = Field("v2g", pattern=_TOPIC_PART, description="first topic level(s)")
@@ -70,6 +75,7 @@ class MqttApi(Task):
         self.connected = False
         self.client: Any = None  # the live aiomqtt client (tests reach its socket to cut the link)
         self.rejected = 0
+        self.requests: Requests | None = None
 
     def _path(self, name: str | None) -> str | None:
         if name is None:
@@ -86,6 +92,15 @@ class MqttApi(Task):
             tls = aiomqtt.TLSParameters(
                 ca_certs=self._path(p.tls_ca), certfile=self._path(p.tls_cert), keyfile=self._path(p.tls_key)
             )
+        self.requests = Requests(cx, "mqtt", p)
+        try:
+            await self._link(cx, aiomqtt, tls)
+        finally:
+            await self.requests.close()
+
+    async def _link(self, cx: TaskContext, aiomqtt: Any, tls: Any) -> None:
+        """Connect, serve, and reconnect with backoff, forever."""
+        p = self.params
         will = aiomqtt.Will(f"{self.base}/availability", b"offline", qos=1, retain=True)
         backoff = p.reconnect_s
         while True:
@@ -97,22 +112,32 @@ class MqttApi(Task):
                     password=p.password,
                     keepalive=p.keepalive_s,
                     will=will,
+                    protocol=aiomqtt.ProtocolVersion.V5,  # response topic and correlation data on commands
                     tls_params=tls,
                     timeout=5,  # bounds every wait on the broker, the goodbye at a stop included
                 ) as client:
                     self.client = client
-                    await client.publish(f"{self.base}/availability", b"online", qos=1, retain=True)
-                    await client.subscribe(f"{self.base}/set/#", qos=1)
-                    if p.ha_discovery:
-                        for topic, cfg in discovery(
-                            self.base, self.node, p.tags, p.ha_prefix, self.site.name, p.ha_max_w
-                        ):
-                            await client.publish(topic, json.dumps(cfg), qos=1, retain=True)
-                    self.connected = True
-                    backoff = p.reconnect_s
-                    log.info("MQTT connected to %s:%d as %s", p.host, p.port, self.base)
-                    await self._session(client, cx)
+                    try:
+                        await client.publish(f"{self.base}/availability", b"online", qos=1, retain=True)
+                        await client.subscribe(f"{self.base}/set/#", qos=1)
+                        if p.ha_discovery:
+                            for topic, cfg in discovery(
+                                self.base, self.node, p.tags, p.ha_prefix, self.site.name, p.ha_max_w, p.trip_reset
+                            ):
+                                await client.publish(topic, json.dumps(cfg), qos=1, retain=True)
+                        self.connected = True
+                        backoff = p.reconnect_s
+                        log.info("MQTT connected to %s:%d as %s", p.host, p.port, self.base)
+                        still_running()
+                        await self._session(client, cx)
+                    except asyncio.CancelledError:  # a clean stop says offline itself, wherever it lands
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(
+                                client.publish(f"{self.base}/availability", b"offline", qos=1, retain=True), 2
+                            )
+                        raise
             except aiomqtt.MqttError as exc:
+                still_running()  # a stop whose goodbye failed is still a stop
                 log.warning("MQTT link to %s:%d: %s; retrying in %.1f s", p.host, p.port, exc, backoff)
             finally:
                 self.connected = False
@@ -126,7 +151,7 @@ class MqttApi(Task):
 
         async def listen() -> None:
             async for msg in client.messages:
-                await self._command(client, str(msg.topic), msg.payload)
+                await self._command(client, str(msg.topic), msg.payload, msg.properties)
 
         jobs = {asyncio.create_task(listen()), asyncio.create_task(self._publish_state(client, cx))}
         try:
@@ -134,10 +159,6 @@ class MqttApi(Task):
             for job in done:
                 job.result()  # a dead publisher must not leave a live-looking link behind
             raise aiomqtt.MqttError("session ended")
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.publish(f"{self.base}/availability", b"offline", qos=1, retain=True), 2)
-            raise
         finally:
             for job in jobs:
                 job.cancel()
@@ -159,17 +180,41 @@ class MqttApi(Task):
                 sent[tag] = key
             await asyncio.sleep(p.interval_s)  # pacing of the publications, not synchronisation
 
-    async def _command(self, client: Any, topic: str, payload: Any) -> None:
+    async def _command(self, client: Any, topic: str, payload: Any, props: Any = None) -> None:
+        """Validate, send to the scan, answer. Handled in arrival order: a later request lands later."""
+        assert self.requests is not None
         try:
-            if topic != f"{self.base}/set/mode":
-                raise ValueError("unknown command topic (commands: set/mode)")
             if not isinstance(payload, bytes | bytearray):
                 raise ValueError("payload must be a JSON object")
-            req = parse_mode_request(bytes(payload), f"mqtt:{topic}")
+            if topic == f"{self.base}/set/mode":
+                req = parse_mode_request(bytes(payload), f"mqtt:{topic}")
+                ok, reason = await self.requests.mode(req)
+            elif topic == f"{self.base}/set/trip_reset":
+                parse_trip_reset(bytes(payload))
+                ok, reason = await self.requests.reset_trip(f"mqtt:{topic}")
+            else:
+                raise ValueError("unknown command topic (commands: set/mode, set/trip_reset)")
         except ValueError as exc:
             self.rejected += 1
             log.warning("MQTT command on %s rejected: %s", topic, exc)
             with contextlib.suppress(Exception):
                 await client.publish(f"{self.base}/error", json.dumps({"topic": topic, "error": str(exc)}), qos=1)
             return
-        submit_mode_request(req)
+        answer = json.dumps({"topic": topic, "accepted": ok, "reason": reason})
+        with contextlib.suppress(Exception):
+            await client.publish(f"{self.base}/response", answer, qos=1)
+            reply_to = getattr(props, "ResponseTopic", None)
+            if (
+                reply_to
+                and "#" not in reply_to
+                and "+" not in reply_to
+                and not reply_to.startswith(f"{self.base}/set/")
+            ):
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                out = Properties(PacketTypes.PUBLISH)
+                corr = getattr(props, "CorrelationData", None)
+                if corr:
+                    out.CorrelationData = corr
+                await client.publish(reply_to, answer, qos=1, properties=out)

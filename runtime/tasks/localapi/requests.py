@@ -1,28 +1,50 @@
-"""Mode requests from the local API (Modbus, MQTT, AMQP): one typed request, one place they go.
+"""Mode requests and trip resets from the local API (Modbus, MQTT, AMQP): one typed request, one way in.
 
 The site's mode authority (docs/design.md "Who may ask for what") takes one ``mode.request`` input:
 source, mode, signed set point, expiry. Every interface of the local API validates what a client sent
-into a :class:`ModeRequest` and hands it to :func:`submit_mode_request`. The typed command channel to
-the scan exists (``TaskContext.command("mode_request", ...)``, checked again by the scan with the same
-rules, runtime/commands.py), but what a mode request does there is the mode authority's to decide, which
-is not built: so today the function only records the request (and logs it); nothing reaches the scan and
-no output moves. Once the mode authority is in, this function is the one place that sends it.
+into a :class:`ModeRequest` and hands it to its task's :class:`Requests`, which sends it to the scan as the
+typed ``mode_request`` command (runtime/commands.py) and returns the scan's answer for the client. The
+scan checks it again (allowlist, ranges, rate) and its authority decides whether the local EMS may lead
+now; the safety layer keeps the last word over whatever follows. Nothing here touches an output.
+
+Reversion (SunSpec 704 ``WSetRvrtTms``, and ``expiry_s`` on the buses): a remote or frequency request
+that is not refreshed within its expiry is followed by a ``local`` request from this task, which hands
+authority back. The scan expires the request by itself too; the explicit hand-back makes the end visible in the
+event log with who asked, and holds when an older scan keeps a request longer. The timer runs on the
+cycle clock (an offline duration, docs/design.md "Clocks"), so it stretches with ``--speed``.
+
+Remote trip reset is opt-in per interface (``trip_reset: true`` in the task's params), rate-limited on
+the monotonic clock and logged with who asked (docs/threat-model.md); the scan's own reset rules decide
+whether the trip may clear (only operator-reset trips need one: grid trips clear through enter service).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 import logging
-from collections import deque
-from typing import Literal
+import time
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from runtime.api import Params
+from runtime.tags import US
+from runtime.tasks.base import TaskContext
 
 log = logging.getLogger("v2g_plc.localapi")
 
 MAX_COMMAND_BYTES = 4096
 MAX_POWER_W = 1_000_000.0  # a sanity bound on any set point a client may send (1 MW); the site's rating is tighter
 MAX_EXPIRY_S = 86_400.0
+NETWORK_EXPIRY_S = 900.0  # a network request without expiry_s lasts this long in the scan (docs/design.md)
+
+
+MIN_CURVE_HZ, MAX_CURVE_HZ = 45.0, 65.0  # the frequency curve's range (both 50 and 60 Hz grids)
+CurvePoint = tuple[float, float]
 
 
 class ModeRequest(BaseModel):
@@ -32,22 +54,48 @@ class ModeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN/inf: "a finite number"
 
     source: str = Field(min_length=1, max_length=200, description="interface and client, e.g. modbus:192.0.2.50")
-    mode: Literal["remote", "local"] = Field(description="remote: follow setpoint_w; local: hand back to the plan")
+    mode: Literal["remote", "frequency", "local"] = Field(
+        description="remote: follow setpoint_w; frequency: follow curve; local: hand back to the plan"
+    )
     setpoint_w: float | None = Field(None, ge=-MAX_POWER_W, le=MAX_POWER_W, description="signed W (remote only)")
+    curve: list[CurvePoint] | None = Field(
+        None, min_length=2, max_length=10, description="frequency only: [hz, w] points, hz strictly increasing"
+    )
+    baseline_w: float | None = Field(
+        None, ge=-MAX_POWER_W, le=MAX_POWER_W, description="frequency only: signed W added to the curve's value"
+    )
     expiry_s: float | None = Field(
         None, gt=0, le=MAX_EXPIRY_S, description="reversion: no refresh within this -> local"
     )
     limit_pct: float | None = Field(None, ge=0, le=100, description="cap on |power| as % of the rating")
 
     @model_validator(mode="after")
-    def _remote_needs_setpoint(self) -> ModeRequest:
+    def _arguments_fit_the_mode(self) -> ModeRequest:
         if self.mode == "remote" and self.setpoint_w is None:
             raise ValueError("mode remote needs setpoint_w")
+        if self.mode == "frequency":
+            if self.curve is None:
+                raise ValueError("mode frequency needs curve")
+            hz = [p[0] for p in self.curve]
+            if any(not MIN_CURVE_HZ <= f <= MAX_CURVE_HZ for f in hz):
+                raise ValueError(f"curve: hz must be within {MIN_CURVE_HZ:g}..{MAX_CURVE_HZ:g}")
+            if any(b <= a for a, b in itertools.pairwise(hz)):
+                raise ValueError("curve: hz must be strictly increasing")
+            if any(abs(p[1]) > MAX_POWER_W for p in self.curve):
+                raise ValueError(f"curve: w must be within +-{MAX_POWER_W:.0f} W")
+        elif self.curve is not None or self.baseline_w is not None:
+            raise ValueError("curve and baseline_w belong to mode frequency")
         return self
 
+    def args(self) -> dict[str, Any]:
+        """The ``mode_request`` command's arguments (runtime/commands.py): everything but the source."""
+        out = self.model_dump(exclude={"source"}, exclude_none=True)
+        if self.curve is not None:
+            out["curve"] = [list(p) for p in self.curve]  # JSON's shape: a list of [hz, w]
+        return out
 
-def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
-    """A mode request from a bus message (JSON object without ``source``); ValueError says what is wrong."""
+
+def _json_object(payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_COMMAND_BYTES:
         raise ValueError(f"payload must be a JSON object of at most {MAX_COMMAND_BYTES} bytes")
     try:
@@ -56,6 +104,12 @@ def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
         raise ValueError("payload is nested too deep") from exc
     if not isinstance(body, dict):
         raise ValueError("payload must be a JSON object")
+    return body
+
+
+def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
+    """A mode request from a bus message (JSON object without ``source``); ValueError says what is wrong."""
+    body = _json_object(payload)
     if "source" in body:
         raise ValueError("source is set by the server")
     try:
@@ -66,15 +120,89 @@ def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
         ) from None
 
 
-RECORDED: deque[ModeRequest] = deque(maxlen=1000)
-"""The requests submitted since the task process started (newest last, bounded), until the channel exists."""
+def parse_trip_reset(payload: bytes) -> None:
+    """A trip reset from a bus message: an empty payload or an empty JSON object; ValueError otherwise."""
+    if payload.strip() and _json_object(payload):
+        raise ValueError("a trip reset takes no arguments (send {} or nothing)")
 
 
-def submit_mode_request(req: ModeRequest) -> None:
-    """Submit a validated request to the mode authority. For now: recorded and logged, not applied."""
-    RECORDED.append(req)
-    log.info(
-        "mode request from %s recorded (not applied: the scan's mode authority is not built yet): %s",
-        req.source,
-        req.model_dump(exclude_none=True),
-    )
+class InterfaceParams(Params):
+    """What every local API interface's params share: the opt-in remote trip reset."""
+
+    trip_reset: bool = Field(False, description="allow remote trip reset on this interface (logged, rate-limited)")
+    trip_reset_min_s: float = Field(60.0, ge=1, le=86_400, description="at most one trip reset per this many s")
+
+
+class Requests:
+    """The way from one local API task to the scan: mode requests, their reversion, trip resets."""
+
+    def __init__(
+        self, cx: TaskContext, interface: str, params: InterfaceParams, on_reverted: Callable[[], None] | None = None
+    ) -> None:
+        self.cx = cx
+        self.on_reverted = on_reverted  # told when a reversion handed back (Modbus shows WSetEna 0)
+        self.interface = interface  # modbus, mqtt, amqp: named in the log
+        self.trip_reset = params.trip_reset
+        self.trip_reset_min_s = params.trip_reset_min_s
+        self._last_reset: float | None = None  # monotonic time of the last reset passed on
+        self._reversion: asyncio.Task[None] | None = None
+        self.sent = 0  # mode requests the scan accepted
+        self.refused = 0  # mode requests and resets the scan (or this task) refused
+
+    async def mode(self, req: ModeRequest) -> tuple[bool, str]:
+        """Send ``req`` to the scan; (accepted, reason) is its answer for the client."""
+        ok, reason = await self.cx.command("mode_request", req.args(), by=req.source)
+        if ok:
+            self.sent += 1
+            log.info("%s: mode request from %s accepted: %s", self.interface, req.source, req.args())
+            self._cancel_reversion()
+            if req.mode != "local":  # remote or frequency: the EMS leads until it stops refreshing
+                expiry_s = req.expiry_s if req.expiry_s is not None else NETWORK_EXPIRY_S
+                deadline_us = self.cx.now_us + round(expiry_s * US)  # from the answer, not from the task's start
+                self._reversion = asyncio.create_task(self._revert(req.source, expiry_s, deadline_us))
+        else:
+            self.refused += 1
+            log.warning("%s: mode request from %s refused by the scan: %s", self.interface, req.source, reason)
+        return ok, reason
+
+    async def _revert(self, source: str, expiry_s: float, deadline_us: int) -> None:
+        """No refresh by ``deadline_us`` of cycle clock: hand back to local control."""
+        await self.cx.sleep_until(deadline_us)
+        self._reversion = None  # this timer is done: the local request below must not cancel itself
+        log.warning(
+            "%s: no refresh from %s within %g s: handing back to local control", self.interface, source, expiry_s
+        )
+        ok, _ = await self.mode(ModeRequest(source=f"{source} (reversion)", mode="local"))
+        if ok and self.on_reverted is not None:
+            self.on_reverted()
+
+    def _cancel_reversion(self) -> None:
+        if self._reversion is not None and self._reversion is not asyncio.current_task():
+            self._reversion.cancel()
+        self._reversion = None
+
+    async def reset_trip(self, by: str) -> tuple[bool, str]:
+        """A remote trip reset: only where this interface opted in, at most once per ``trip_reset_min_s``."""
+        if not self.trip_reset:
+            self.refused += 1
+            log.warning("%s: trip reset from %s refused: not enabled on this interface", self.interface, by)
+            return False, f"trip reset is not enabled on {self.interface} (params trip_reset)"
+        now = time.monotonic()
+        if self._last_reset is not None and now - self._last_reset < self.trip_reset_min_s:
+            self.refused += 1
+            log.warning("%s: trip reset from %s refused: rate limit", self.interface, by)
+            return False, f"rate limit: one trip reset per {self.trip_reset_min_s:g} s"
+        self._last_reset = now
+        ok, reason = await self.cx.command("reset_trip", {}, by=by)
+        log.warning("%s: trip reset asked by %s: %s", self.interface, by, "accepted" if ok else f"refused: {reason}")
+        if not ok:
+            self.refused += 1
+        return ok, reason
+
+    async def close(self) -> None:
+        """Stop the reversion timer (bounded)."""
+        job, self._reversion = self._reversion, None
+        if job is not None:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(job, 2)

@@ -10,7 +10,10 @@ int32 0x80000000, uint32 0xFFFFFFFF, acc 0). SunSpec counts power positive for g
 WSet), the opposite of this project's charge-positive convention: both are negated here and only here.
 
 Writes to 704 are checked point by point (whole points only, enum values, range, the site's rating) and
-become one :class:`~runtime.tasks.localapi.requests.ModeRequest`; they never touch an output.
+become one :class:`~runtime.tasks.localapi.requests.ModeRequest`; a 1 written to the vendor model's
+``TripRst`` (only where the interface opted in) becomes a :class:`TripReset`. Neither touches an output:
+the server sends them to the scan, and the registers then show what the scan decided (``CmdSt``,
+``CmdRsn``; a refused write's controls go back to the last accepted ones).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Any
 
 from runtime.tags import Image
 from runtime.tasks.localapi.requests import ModeRequest
+from runtime.tasks.localapi.vendor_model import CMD_STATES, TRIPS, VENDOR_ID, mode_value, trip_value
 from runtime.tasks.localapi.vendor_model import DEFINITION as VENDOR_DEFINITION
-from runtime.tasks.localapi.vendor_model import TRIPS, VENDOR_ID, mode_value, trip_value
 
 BASE = 40000  # protocol address of "SunS" (SunSpec Modbus spec: 40000, 0-based)
 MARKER = (0x5375, 0x6E53)
@@ -193,6 +196,13 @@ class WriteRefused(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class TripReset:
+    """A client asked for a trip reset (vendor model ``TripRst`` = 1)."""
+
+    by: str
+
+
 ILLEGAL_FUNCTION = 0x01
 ILLEGAL_ADDRESS = 0x02
 ILLEGAL_VALUE = 0x03
@@ -212,6 +222,7 @@ class SunSpecImage:
         max_charge_w: float,
         max_discharge_w: float,
         reversion_s: float,
+        trip_reset: bool = False,
     ):
         import sunspec2.device as ssd  # task process only
 
@@ -233,6 +244,8 @@ class SunSpecImage:
             p = m704.points[name]
             for i in range(p.len):
                 self._writable[self.address[704] + p.offset + i] = name
+        self.trip_reset_address = self.address[VENDOR_ID] + self.models[VENDOR_ID].points["TripRst"].offset
+        self.trip_reset = trip_reset
         for (mid, name), sf in SCALE.items():
             self.models[mid].points[name].value = sf
         common = self.models[1].points
@@ -258,6 +271,9 @@ class SunSpecImage:
             ("WMaxLimPct", 100.0),
         ):
             self._set(704, name, value)
+        self.models[VENDOR_ID].points["TripRst"].value = 0
+        self.answer("none", "")
+        self.accepted = self.control_values()  # what the scan last accepted (or the defaults)
         self._regs: list[int] | None = None
 
     def _set(self, mid: int, name: str, value: Any) -> None:
@@ -302,10 +318,29 @@ class SunSpecImage:
         return self._regs
 
     # -- writes --------------------------------------------------------------------------------------
-    def write(self, address: int, values: list[int], source: str) -> ModeRequest:
+    def control_values(self) -> dict[str, int | None]:
+        """The raw values of the 704 controls (to restore after a refusal)."""
+        return {name: self.models[704].points[name].value for name in self.controls}
+
+    def restore(self, values: Mapping[str, int | None]) -> None:
+        for name, raw in values.items():
+            self.models[704].points[name].value = raw
+        self._regs = None
+
+    def answer(self, state: str, reason: str) -> None:
+        """Show the scan's answer to the last write (vendor CmdSt, CmdRsn)."""
+        self.models[VENDOR_ID].points["CmdSt"].value = CMD_STATES.index(state)
+        self._set(VENDOR_ID, "CmdRsn", reason)
+        self._regs = None
+
+    def write(self, address: int, values: list[int], source: str) -> ModeRequest | TripReset:
         """Check a client write; on success hold the new control values and return the request they make.
         Raises :class:`WriteRefused` with the Modbus exception code otherwise (nothing is changed)."""
         end = address + len(values)
+        if address == self.trip_reset_address and self.trip_reset:
+            if len(values) != 1 or values[0] != 1:
+                raise WriteRefused(ILLEGAL_VALUE, "TripRst: write the single value 1")
+            return TripReset(source)
         names = [self._writable.get(a) for a in range(address, end)]
         if None in names:
             raise WriteRefused(ILLEGAL_ADDRESS, f"write to {address}..{end - 1}: not a writable 704 control")
@@ -337,7 +372,7 @@ class SunSpecImage:
         return ModeRequest(
             source=source,
             mode="remote" if enabled else "local",
-            setpoint_w=-wset if enabled else None,
+            setpoint_w=0.0 - wset if enabled else None,  # 0.0 - 0.0 is 0.0, where -0.0 would show a sign
             expiry_s=self._get(704, "WSetRvrtTms"),
             limit_pct=cap,
         )
@@ -393,6 +428,13 @@ def register_map_markdown(
                 c = img.controls[name]
                 access = "RW"
                 src = f"{c.lo:g}..{c.hi:g}: {c.note}"
+            elif mid == VENDOR_ID and name == "CmdSt":
+                src = "the scan's answer to the last write: " + ", ".join(f"{i} {n}" for i, n in enumerate(CMD_STATES))
+            elif mid == VENDOR_ID and name == "CmdRsn":
+                src = "the scan's reason for a refusal (truncated to 32 bytes)"
+            elif mid == VENDOR_ID and name == "TripRst":
+                access = "RW*"
+                src = "write 1: trip reset (*only with `trip_reset: true`, else read-only); reads 0"
             else:
                 continue  # not implemented: reads as the sentinel
             sf = p.pdef.get("sf") or ""

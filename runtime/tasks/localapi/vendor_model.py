@@ -1,4 +1,5 @@
-"""The vendor SunSpec model 64901 "V2G site": what SunSpec's DER models lack (mode, trip, limits, plan).
+"""The vendor SunSpec model 64901 "V2G site": what SunSpec's DER models lack (mode, trip, limits, plan, the
+scan's answer to the last write, a trip reset).
 
 SunSpec reserves model ids 64000-65535 for vendors. The definition below is in pysunspec2's JSON model
 format (the same as the official models), so an EMS using pysunspec2 reads it by name once the JSON is on
@@ -32,6 +33,7 @@ TRIPS: tuple[str, ...] = (
     "power_divergence",
     "write_mismatch",
 )
+CMD_STATES: tuple[str, ...] = ("none", "pending", "accepted", "refused")  # CmdSt enum value = index
 OTHER_TRIP = 0xFFFE  # a trip code this table does not know (its text is in TripCode)
 
 
@@ -55,6 +57,11 @@ POINTS: list[dict[str, Any]] = [
     _point("WLimDis", "uint32", 2, "Discharge limit in force, W (safety.limit_discharge)", sf="W_SF", units="W"),
     _point("WPlan", "int32", 2, "Planned power, W, + = discharge (plan.power negated)", sf="W_SF", units="W"),
     _point("WSetOut", "int32", 2, "Committed set point, W, + = discharge (inverter.setpoint negated)", sf="W_SF"),
+    _point(
+        "CmdSt", "enum16", 1, "The scan's answer to the last write (mode or trip reset)", symbols=_symbols(CMD_STATES)
+    ),
+    _point("CmdRsn", "string", 16, "Why the scan refused the last write, truncated to 32 bytes"),
+    _point("TripRst", "uint16", 1, "Write 1: ask for a trip reset (only with trip_reset: true); reads 0", access="RW"),
     _point("W_SF", "sunssf", 1, "Scale factor of the W points"),
 ]
 POINTS[1]["value"] = sum(p["size"] for p in POINTS[2:])
