@@ -101,8 +101,15 @@ def test_stop_then_start_and_a_recording_with_commands_replays(tmp_path: Path) -
     cmds = [{"kind": "stop", "args": {"remote_id": 3}}, {"kind": "start", "args": {"remote_id": 4}}]
     site = write_site(tmp_path, extra=commander(cmds))
     rec, rec_out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    res = cli("run", str(site), "--for", "6", "--record", str(rec), "--record-outputs", str(rec_out))
-    assert res.returncode == 0, res.stderr
+    proc = start_cli("run", str(site), "--record", str(rec), "--record-outputs", str(rec_out))
+    sock = tmp_path / "var" / "control.sock"
+    try:
+        acks(sock, 2)  # both applied: the scan answers after the cycle that took the command
+        # a cycle after the start, so that the last recorded output is the program's again
+        wait_for(lambda: read_tag(sock, "inverter.setpoint")["value"] == 5000.0, what="started again")
+    finally:
+        err = stop_cli(proc)
+    assert proc.returncode == 0, err[-2000:]
     frames = [json.loads(line) for line in rec.read_text().splitlines()]
     recorded = [c for f in frames for c in f.get("commands", [])]
     assert [c["name"] for c in recorded] == ["stop", "start"]
