@@ -177,38 +177,6 @@ def test_write_mismatch_needs_operator_reset() -> None:
     assert rig.out["safety.trip"] == ""
 
 
-def test_external_limits_and_stale_fallback() -> None:
-    ext = [
-        TagSpec("backoffice.limit_charge", unit="W", direction=Direction.SHARED, stale_after_s=5.0),
-        TagSpec("backoffice.limit_discharge", unit="W", direction=Direction.SHARED, stale_after_s=5.0),
-    ]
-    rig = Rig(
-        extra_inputs=ext,
-        limits={
-            "external": [
-                {
-                    "name": "backoffice",
-                    "charge_tag": "backoffice.limit_charge",
-                    "discharge_tag": "backoffice.limit_discharge",
-                    "fallback_w": 1000.0,
-                }
-            ]
-        },
-        comms={"external_tags": ["backoffice.limit_charge", "backoffice.limit_discharge"]},
-    )
-    rig.set(backoffice__limit_charge=4000.0, backoffice__limit_discharge=0.0)
-    rig.req.setpoint = -6000.0
-    rig.settle()
-    assert rig.out["inverter.setpoint"] == 0.0  # zero limit: zero, never a flip
-    rig.req.setpoint = 6000.0
-    assert rig.step().outputs["inverter.setpoint"] == 4000.0
-    assert rig.out["safety.external_ok"] is True
-    rig.values.pop("backoffice.limit_charge")  # stops arriving: stale after 5 s
-    rig.values.pop("backoffice.limit_discharge")
-    rig.run(6.0)
-    assert rig.out["inverter.setpoint"] == 1000.0 and rig.out["safety.external_ok"] is False
-
-
 def test_slow_back_office_leaves_grid_services() -> None:
     rtt = [
         TagSpec("ocpp.round_trip", unit="s", direction=Direction.SHARED),
