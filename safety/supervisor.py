@@ -28,7 +28,7 @@ from safety.divergence import DivergenceMonitor
 from safety.enter_service import EnterService
 from safety.grid import Rocof, TripTimers, in_continuous, in_enter_service_window
 from safety.inputs import DIAGNOSTIC_PREFIX, tag_names
-from safety.settings import SafetyParams, resolve
+from safety.settings import Resolved, SafetyParams, resolve
 from safety.thermal import ThermalGuard
 from safety.verify import verify_settings
 
@@ -344,13 +344,17 @@ class SafetySupervisor(Program):
         control sits beside the others, and the one in force wins by priority."""
         p = self.params
         ctype, cid, is_default = a["control_type"], a["control_id"], a["is_default"]
-        der.check(ctype, a["ocpp"], is_default, p.category, p.frequency_basis_hz)
         superseded = [
             k for k, e in self.der.items() if k != cid and is_default and e.is_default and e.control_type == ctype
         ]
         entries = {k: e for k, e in self.der.items() if k not in superseded}
         entries[cid] = der.Entry(cid, ctype, is_default, a["ocpp"], cx.now_us)
-        self._der_use(entries, cx.now_us)
+        try:
+            der.check(ctype, a["ocpp"], is_default, p.category, p.frequency_basis_hz)
+            self._der_use(entries, cx.now_us)
+        except der.DERRefused as exc:
+            why = str(exc)
+            raise der.DERRefused(why if why.startswith(ctype) else f"{ctype}: {why}") from None
         return superseded
 
     def _der_clear(self, cx: Cycle, a: Mapping[str, Any]) -> list[str]:
@@ -363,6 +367,37 @@ class SafetySupervisor(Program):
             raise der.DERRefused("no such DER control")
         self._der_use({k: e for k, e in self.der.items() if k not in gone}, cx.now_us)
         return gone
+
+    def effective_variables(self) -> dict[str, object]:
+        """The base settings and the DER overlay on them, where they differ: for ``check`` and ``status``."""
+        out: dict[str, object] = {
+            "der_controls": ", ".join(
+                f"{cid}={e.control_type}({'default' if e.is_default else 'scheduled'})" for cid, e in self.der.items()
+            )
+            or "none"
+        }
+        for code, t in self.r.trips.items():
+            b = self.r_base.trips[code]
+            if (t.threshold, t.clearing_s) != (b.threshold, b.clearing_s):
+                out[code] = f"{t.threshold:g}/{t.clearing_s:g}s (base {b.threshold:g}/{b.clearing_s:g}s)"
+        es = self.params.enter_service
+        if (self.es.delay_us, self.es.ramp_us, self.r.es_v, self.r.es_f) != (
+            round(es.delay_s * 1e6),
+            round(es.ramp_s * 1e6),
+            self.r_base.es_v,
+            self.r_base.es_f,
+        ):
+
+            def window(r: Resolved, delay_s: float, ramp_s: float) -> str:
+                v, f = r.es_v, r.es_f
+                return f"{v[0]:g}-{v[1]:g} pu, {f[0]:g}-{f[1]:g} Hz, delay {delay_s:g}s, ramp {ramp_s:g}s"
+
+            now = window(self.r, self.es.delay_us / 1e6, self.es.ramp_us / 1e6)
+            out["enter_service"] = f"{now} (base {window(self.r_base, es.delay_s, es.ramp_s)})"
+        for ctype in ("LimitMaxDischarge", "FreqDroop"):
+            if ctype in self.der_now:
+                out[ctype] = json.dumps(dict(self.der_now[ctype].ocpp), separators=(",", ":"))
+        return out
 
     # -- the cycle -----------------------------------------------------------------------------
     def _val(self, img: Image, name: str | None) -> Any:
