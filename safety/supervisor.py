@@ -305,7 +305,8 @@ class SafetySupervisor(Program):
         self.es.retune(es.delay_s, es.ramp_s)
         self.der_json = der.overlay_json(entries)
         droop = now.get("FreqDroop")
-        self.der_droop = "" if droop is None else json.dumps(der.freq_droop(droop.ocpp, self.params.category, 60))
+        basis = self.params.frequency_basis_hz
+        self.der_droop = "" if droop is None else json.dumps(der.freq_droop(droop.ocpp, self.params.category, basis))
 
     def _der_cycle(self, cx: Cycle) -> None:
         """Apply this cycle's ``der_control`` commands and end scheduled controls whose duration ran out."""
@@ -753,11 +754,13 @@ class SafetySupervisor(Program):
                     w = float(x)
                     if which == "charge":
                         self.ext_charge[lim.name] = w  # persisted: the fallback after a restart too
-                elif which == "charge":
-                    # stale: the last charge limit known, so departure charging goes on (0 W if none ever was)
+                elif which == "charge" and x is None:
+                    # stale or bad: the last charge limit known, so departure charging goes on (0 W if none was)
                     w = self.ext_charge.get(lim.name, 0.0)
                 else:
-                    w = 0.0  # stale: no discharge on a limit nobody stands behind
+                    # no discharge on a limit nobody stands behind; a negative magnitude is the publisher's
+                    # fault, not a stale limit: on doubt, 0 W both ways
+                    w = 0.0
                 if w < (lc if which == "charge" else ld):
                     if which == "charge":
                         lc = w

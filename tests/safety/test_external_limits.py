@@ -45,7 +45,7 @@ def _stop_arriving(rig: Rig) -> None:
         (6000.0, 0.0, 3000.0, 0.0),  # zero limit: zero, never a flip of sign
         (-6000.0, 4000.0, 0.0, 0.0),
         (0.0, 4000.0, 3000.0, 0.0),
-        (6000.0, -5.0, 3000.0, 0.0),  # a negative magnitude is no limit anyone stands behind: fallback
+        (6000.0, -5.0, 3000.0, 0.0),  # a negative magnitude is the publisher's fault: 0 W
         (-6000.0, 4000.0, -5.0, 0.0),
     ],
 )
