@@ -28,6 +28,7 @@ from safety.divergence import DivergenceMonitor
 from safety.enter_service import EnterService
 from safety.grid import Rocof, TripTimers, in_continuous, in_enter_service_window
 from safety.inputs import DIAGNOSTIC_PREFIX, tag_names
+from safety.settings import EnterService as EnterServiceSettings
 from safety.settings import Resolved, SafetyParams, resolve
 from safety.thermal import ThermalGuard
 from safety.verify import verify_settings
@@ -142,6 +143,7 @@ class SafetySupervisor(Program):
         self.der_now: dict[str, der.Entry] = {}  # in force now, per control type
         self.der_json = der.overlay_json({})
         self.der_droop = ""
+        self._now_us = 0  # the last cycle's clock: check_command judges against it
         self._der_notes: list[str] = []  # what restore() had to drop, told as events in the first cycle
 
     # -- declaration ---------------------------------------------------------------------------
@@ -291,15 +293,19 @@ class SafetySupervisor(Program):
                     self._der_notes.append(f"DER control {cid} dropped at restore: {exc}")
 
     # -- DER controls (the CSMS's overlay on the base settings) -------------------------------------
+    def _der_effective(
+        self, entries: dict[str, der.Entry], now_us: int
+    ) -> tuple[dict[str, der.Entry], Resolved, EnterServiceSettings]:
+        """What ``entries`` would put in force at ``now_us``, or DERRefused; changes nothing."""
+        now = der.in_force(entries, now_us)
+        if not any(t in der.TRIP_CURVES or t == "EnterService" for t in now):
+            return now, self.r_base, self.params.enter_service
+        eff = der.settings(self.params, now, {"nominal_frequency": self.site.nominal_frequency})
+        return now, resolve(eff), eff.enter_service
+
     def _der_use(self, entries: dict[str, der.Entry], now_us: int) -> None:
         """Make ``entries`` the overlay from this cycle on, or DERRefused (and nothing changes)."""
-        now = der.in_force(entries, now_us)
-        r = self.r_base
-        es = self.params.enter_service
-        if any(t in der.TRIP_CURVES or t == "EnterService" for t in now):
-            ctx = {"nominal_frequency": self.site.nominal_frequency}
-            eff = der.settings(self.params, now, ctx)
-            r, es = resolve(eff), eff.enter_service
+        now, r, es = self._der_effective(entries, now_us)
         self.der, self.der_now, self.r = entries, now, r
         self.timers.retune(r.trips)
         self.es.retune(es.delay_s, es.ramp_s)
@@ -308,8 +314,62 @@ class SafetySupervisor(Program):
         basis = self.params.frequency_basis_hz
         self.der_droop = "" if droop is None else json.dumps(der.freq_droop(droop.ocpp, self.params.category, basis))
 
+    def _der_plan(self, a: Mapping[str, Any], now_us: int) -> tuple[dict[str, der.Entry], list[str]]:
+        """The overlay a ``der_control`` command asks for, and the ids it supersedes or clears; DERRefused
+        when the control is not one this layer implements or nothing matches a clear.
+
+        A new default replaces the default of its type; a scheduled control sits beside the others, and the
+        one in force wins by priority (``der.in_force``)."""
+        p = self.params
+        if a["action"] == "clear":
+            cid, ctype = a.get("control_id"), a.get("control_type")
+            gone = [
+                k
+                for k, e in self.der.items()
+                if (cid is None or k == cid) and (ctype is None or e.control_type == ctype)
+            ]
+            if not gone:
+                raise der.DERRefused("no such DER control")
+            return {k: e for k, e in self.der.items() if k not in gone}, gone
+        ctype, cid, is_default = a["control_type"], a["control_id"], a["is_default"]
+        der.check(ctype, a["ocpp"], is_default, p.category, p.frequency_basis_hz)
+        superseded = [
+            k for k, e in self.der.items() if k != cid and is_default and e.is_default and e.control_type == ctype
+        ]
+        entries = {k: e for k, e in self.der.items() if k not in superseded}
+        entries[cid] = der.Entry(cid, ctype, is_default, a["ocpp"], now_us)
+        return entries, superseded
+
+    def _der_apply(self, a: Mapping[str, Any], now_us: int, commit: bool) -> list[str]:
+        """Plan, check against the base and (``commit``) apply one command; DERRefused names its type."""
+        try:
+            entries, ids = self._der_plan(a, now_us)
+            if commit:
+                self._der_use(entries, now_us)
+            else:
+                self._der_effective(entries, now_us)
+        except der.DERRefused as exc:
+            why, ctype = str(exc), a.get("control_type") or ""
+            raise der.DERRefused(why if why.startswith(ctype) else f"{ctype}: {why}") from None
+        return ids
+
+    def check_command(self, kind: str, args: Mapping[str, Any]) -> str:
+        """The verdict this layer would give a command now: empty when it would be applied, else the reason.
+
+        For the gate to answer a task before the cycle that applies it (a command the gate passed is still
+        checked again, and applied or refused, in the scan: the event ``der_control`` says which). Pure:
+        changes nothing."""
+        if kind != "der_control":
+            return ""
+        try:
+            self._der_apply(args, self._now_us, commit=False)
+        except der.DERRefused as exc:
+            return str(exc)
+        return ""
+
     def _der_cycle(self, cx: Cycle) -> None:
         """Apply this cycle's ``der_control`` commands and end scheduled controls whose duration ran out."""
+        self._now_us = cx.now_us
         for note in self._der_notes:
             cx.event("warning", note)
         self._der_notes.clear()
@@ -322,52 +382,18 @@ class SafetySupervisor(Program):
             if c.name != "der_control":
                 continue
             a = c.args
-            ids: list[str] = []
             try:
-                if a["action"] == "set":
-                    ids = self._der_set(cx, a)
-                    msg = f"DER control {a['control_id']} ({a['control_type']}) applied"
-                else:
-                    ids = self._der_clear(cx, a)
-                    msg = f"DER control {', '.join(ids)} cleared"
+                ids = self._der_apply(a, cx.now_us, commit=True)
             except der.DERRefused as exc:
-                cx.event(
-                    "der_control", f"DER control refused: {exc}", id=c.args.get("id"), accepted=False, reason=str(exc)
-                )
+                cx.event("der_control", f"DER control refused: {exc}", id=a.get("id"), accepted=False, reason=str(exc))
                 continue
-            key = "superseded" if a["action"] == "set" else "cleared"
-            cx.event("der_control", msg, id=c.args.get("id"), accepted=True, reason="", **{key: ids})
+            if a["action"] == "set":
+                msg, key = f"DER control {a['control_id']} ({a['control_type']}) applied", "superseded"
+            else:
+                msg, key = f"DER control {', '.join(ids)} cleared", "cleared"
+            cx.event("der_control", msg, id=a.get("id"), accepted=True, reason="", **{key: ids})
         cx.out[OUT_DER_OVERLAY] = self.der_json
         cx.out[OUT_DER_DROOP] = self.der_droop
-
-    def _der_set(self, cx: Cycle, a: Mapping[str, Any]) -> list[str]:
-        """A new default replaces the default of its type (the ids it supersedes are returned); a scheduled
-        control sits beside the others, and the one in force wins by priority."""
-        p = self.params
-        ctype, cid, is_default = a["control_type"], a["control_id"], a["is_default"]
-        superseded = [
-            k for k, e in self.der.items() if k != cid and is_default and e.is_default and e.control_type == ctype
-        ]
-        entries = {k: e for k, e in self.der.items() if k not in superseded}
-        entries[cid] = der.Entry(cid, ctype, is_default, a["ocpp"], cx.now_us)
-        try:
-            der.check(ctype, a["ocpp"], is_default, p.category, p.frequency_basis_hz)
-            self._der_use(entries, cx.now_us)
-        except der.DERRefused as exc:
-            why = str(exc)
-            raise der.DERRefused(why if why.startswith(ctype) else f"{ctype}: {why}") from None
-        return superseded
-
-    def _der_clear(self, cx: Cycle, a: Mapping[str, Any]) -> list[str]:
-        """ClearDERControl by id, by type, or all; refused (OCPP: NotFound) when nothing matches."""
-        cid, ctype = a.get("control_id"), a.get("control_type")
-        gone = [
-            k for k, e in self.der.items() if (cid is None or k == cid) and (ctype is None or e.control_type == ctype)
-        ]
-        if not gone:
-            raise der.DERRefused("no such DER control")
-        self._der_use({k: e for k, e in self.der.items() if k not in gone}, cx.now_us)
-        return gone
 
     def effective_variables(self) -> dict[str, object]:
         """The base settings and the DER overlay on them, where they differ: for ``check`` and ``status``."""

@@ -318,3 +318,18 @@ def test_base_and_overlay_are_shown_side_by_side() -> None:
     assert shown["der_controls"] == "d1=HVMustTrip(default), e=EnterService(default)"
     assert shown["ov1"] == "1.1/5s (base 1.1/13s)" and "delay 60s" in str(shown["enter_service"])
     assert "base 0.917-1.05 pu, 59.5-60.1 Hz, delay 300s" in str(shown["enter_service"])
+
+
+@pytest.mark.parametrize(("ctype", "ocpp", "ok", "why"), TABLE)
+def test_check_command_gives_the_scans_verdict_and_changes_nothing(
+    ctype: str, ocpp: dict[str, Any], ok: bool, why: str
+) -> None:
+    """What the gate can ask before the cycle (a runner hook) is what the scan then decides."""
+    rig = Rig()
+    rig.run(0.1)
+    c = setc(ctype, ocpp)
+    said = rig.safety.check_command("der_control", c.args)
+    rig.step()
+    assert json.loads(rig.out["safety.der_overlay"]) == {}  # asking applied nothing
+    ans = apply(rig, c)
+    assert (said == "") is ok and said == ans["reason"]
