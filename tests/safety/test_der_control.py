@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from runtime.api import Command
@@ -275,37 +275,98 @@ CURVES = {
     "HFMustTrip": ("Not_Applicable", (60.0, 67.0)),
     "LFMustTrip": ("Not_Applicable", (49.0, 60.0)),
 }
+STAGES = {c: (der.TRIP_CURVES[c][1], der.TRIP_CURVES[c][2]) for c in CURVES}  # (stage 2, stage 1)
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    cat=st.sampled_from(["I", "II", "III"]),
-    ctype=st.sampled_from(sorted(CURVES)),
-    ys=st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0)),
-    xs=st.tuples(st.floats(0.0, 1100.0), st.floats(0.0, 1100.0)),
-)
-def test_accepted_curves_stay_inside_ieee_1547_and_no_looser_than_the_base(
-    cat: str, ctype: str, ys: tuple[float, float], xs: tuple[float, float]
-) -> None:
-    unit, (lo, hi) = CURVES[ctype]
-    ocpp = curve([(xs[0], lo + ys[0] * (hi - lo)), (xs[1], lo + ys[1] * (hi - lo))], unit=unit)
-    base = SafetyParams.model_validate({"category": cat, "rated_charge_w": 11000.0, "rated_discharge_w": 11000.0})
-    entry = der.Entry("p", ctype, True, ocpp)
+@st.composite
+def curves(draw: st.DrawFn, cat: str, ctype: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A control type and a 2-point must-trip curve for it: the category's base curve with each
+    coordinate kept, or moved anywhere from far stricter to far looser, so that draws land on the edges
+    the standard fixes (OV2 1.20 pu / 0.16 s) as well as between them."""
+    ctype = ctype or draw(st.sampled_from(sorted(CURVES)))
+    unit, _ = CURVES[ctype]
+    trips = resolve(_base(cat)).trips
+    scale = 100.0 if unit == "PctEffectiveV" else 1.0
+    factor_x = st.one_of(st.just(1.0), st.floats(0.0, 1.5))
+    factor_y = st.one_of(st.just(1.0), st.floats(0.9, 1.1))
+    pts = [
+        (trips[code].clearing_s * draw(factor_x), trips[code].threshold * scale * draw(factor_y))
+        for code in STAGES[ctype]
+    ]
+    return ctype, curve(pts, unit=unit)
+
+
+def _base(cat: str) -> SafetyParams:
+    return SafetyParams.model_validate({"category": cat, "rated_charge_w": 11000.0, "rated_discharge_w": 11000.0})
+
+
+def _verdict(cat: str, ctype: str, ocpp: dict[str, Any]) -> SafetyParams | None:
+    """The effective settings if the control is accepted on a category's default base, else None."""
     try:
-        der.check(ctype, ocpp, True, base.category, 60)
-        eff = der.settings(base, {ctype: entry}, {"nominal_frequency": 60})
+        der.check(ctype, ocpp, True, cat, 60)  # type: ignore[arg-type]
+        return der.settings(_base(cat), {ctype: der.Entry("p", ctype, True, ocpp)}, {"nominal_frequency": 60})
     except der.DERRefused:
-        return
-    rb, re_ = resolve(base).trips, resolve(eff).trips
-    for code, t in re_.items():
+        return None
+
+
+def _inside_and_no_looser(cat: str, trips: dict[str, Any], base: dict[str, Any]) -> None:
+    for code, t in trips.items():
         if t.quantity == "v":
             (tlo, thi), (clo, chi) = T.VOLTAGE_RANGES[cat][code]
         else:
             (tlo, thi), (clo, chi) = T.FREQUENCY_RANGES[code]
         assert tlo - 1e-9 <= t.threshold <= thi + 1e-9 and clo - 1e-9 <= t.clearing_s <= chi + 1e-9
-        b = rb[code]
+        b = base[code]
         assert (t.threshold <= b.threshold + 1e-9) if t.over else (t.threshold >= b.threshold - 1e-9)
         assert t.clearing_s <= b.clearing_s + 1e-9
+
+
+@pytest.mark.parametrize(("cat", "ctype"), [("II", c) for c in sorted(CURVES)] + [("III", "HVMustTrip")])
+def test_the_draws_reach_accepted_curves(cat: str, ctype: str) -> None:
+    """The properties below are not vacuous: their strategy finds curves this layer accepts, and ones
+    that change a trip."""
+    base = resolve(_base(cat)).trips
+
+    def changes_a_trip(c: tuple[str, dict[str, Any]]) -> bool:
+        eff = _verdict(cat, *c)
+        return eff is not None and resolve(eff).trips != base
+
+    find(curves(cat, ctype), changes_a_trip, settings=settings(max_examples=2000, database=None))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), cat=st.sampled_from(["I", "II", "III"]))
+def test_accepted_curves_stay_inside_ieee_1547_and_no_looser_than_the_base(data: st.DataObject, cat: str) -> None:
+    eff = _verdict(cat, *data.draw(curves(cat)))
+    if eff is not None:
+        _inside_and_no_looser(cat, resolve(eff).trips, resolve(_base(cat)).trips)
+
+
+def set_or_clear(cat: str) -> st.SearchStrategy[tuple[Any, ...]]:
+    return st.one_of(
+        st.tuples(st.just("set"), curves(cat)),
+        st.tuples(st.just("clear"), st.sampled_from([*sorted(CURVES), None])),
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), cat=st.sampled_from(["I", "II", "III"]))
+def test_no_sequence_of_controls_loosens_a_trip_in_force(data: st.DataObject, cat: str) -> None:
+    """Through the supervisor, over any sequence of sets and clears: every trip in force stays inside the
+    IEEE 1547-2018 range of the category and no looser than the site's base, and the timers judge by it."""
+    steps = data.draw(st.lists(set_or_clear(cat), min_size=1, max_size=6))
+    rig = Rig(category=cat)
+    base = rig.safety.r_base.trips
+    for i, step in enumerate(steps):
+        if step[0] == "set":
+            ctype, ocpp = step[1]
+            rig.step((setc(ctype, ocpp, cid=f"c{i}"),))
+        else:
+            found = [e.control_id for e in rig.safety.der.values() if step[1] is None or e.control_type == step[1]]
+            rig.step((cmd("clear", control_id=None, control_type=step[1]),))
+            assert not any(cid in rig.safety.der for cid in found)
+        _inside_and_no_looser(cat, rig.safety.r.trips, base)
+        assert rig.safety.timers.trips == list(rig.safety.r.trips.values())
 
 
 def test_base_and_overlay_are_shown_side_by_side() -> None:
