@@ -76,7 +76,8 @@ def test_a_der_control_moves_the_trip_survives_a_restart_and_replays(tmp_path: P
     frames = [json.loads(line) for line in rec.read_text().splitlines()]
     k_cmd = next(f["k"] for f in frames if any(c["name"] == "der_control" for c in f.get("commands", [])))
     by_k = {r["k"]: r["tags"] for r in rows}
-    assert json.loads(by_k[k_cmd - 1]["safety.der_overlay"]) == {}
+    k_before = max(k for k in by_k if k < k_cmd)  # a loaded machine may skip cycles: the one before it ran
+    assert json.loads(by_k[k_before]["safety.der_overlay"]) == {}
     assert list(json.loads(by_k[k_cmd]["safety.der_overlay"])) == ["hv-1"]
     assert list(json.loads(tags[-1]["safety.der_overlay"])) == ["hv-1"]
 
