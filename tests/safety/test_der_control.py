@@ -394,3 +394,30 @@ def test_check_command_gives_the_scans_verdict_and_changes_nothing(
     assert json.loads(rig.out["safety.der_overlay"]) == {}  # asking applied nothing
     ans = apply(rig, c)
     assert (said == "") is ok and said == ans["reason"]
+
+
+@pytest.mark.parametrize(
+    ("ctype", "ocpp", "ok"),
+    [
+        ("HFMustTrip", curve([(0.1, 52.0), (5.0, 51.5)], unit="Not_Applicable"), False),
+        ("EnterService", {**ES_OK, "highFreq": 50.1, "lowFreq": 49.9}, False),
+        ("HVMustTrip", curve([(0.16, 120.0), (5.0, 110.0)]), True),  # voltage is per unit: no basis
+        ("FreqDroop", {**DROOP_OK, "overFreq": 50.036, "underFreq": 49.964}, True),
+    ],
+)
+def test_a_50_hz_site_refuses_the_60_hz_frequency_ranges(ctype: str, ocpp: dict[str, Any], ok: bool) -> None:
+    from tests.safety.test_settings import FIFTY
+
+    rig = Rig(nominal_f=50, **FIFTY)
+    rig.run(0.1)
+    ans = apply(rig, setc(ctype, ocpp))
+    assert ans["accepted"] is ok, ans
+    if not ok:
+        assert "60 Hz" in ans["reason"]
+
+
+def test_a_damaged_stored_overlay_refuses_the_start() -> None:
+    """Not JSON where the overlay was: the runtime does not start (statefile turns this into exit 2 with
+    the file to inspect), rather than run without the controls the CSMS set."""
+    with pytest.raises(ValueError):
+        Rig().engine.restore({"safety": {"der": "{not json"}})
