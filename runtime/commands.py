@@ -11,6 +11,7 @@ reason. ``force`` comes only from the control socket, and only while the site sa
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,12 +23,17 @@ from runtime.api import Command, Params
 
 CONTROL = "control"  # the source name of the local control socket (and, later, the HMI)
 
-TaskKind = Literal["reset_trip", "availability", "start", "stop", "mode_request", "reset"]
-TASK_KINDS: tuple[str, ...] = ("reset_trip", "availability", "start", "stop", "mode_request", "reset")
+TaskKind = Literal["reset_trip", "availability", "start", "stop", "mode_request", "reset", "der_control"]
+TASK_KINDS: tuple[str, ...] = ("reset_trip", "availability", "start", "stop", "mode_request", "reset", "der_control")
 CONTROL_KINDS: tuple[str, ...] = ("reset_trip", "force", "unforce")
 MODES = ("remote", "local")  # as the local API's ModeRequest: remote follows setpoint_w, local hands back
 MAX_SETPOINT_W = 1_000_000.0  # |set point| of a mode request; the safety layer's ratings bound it further
 MAX_EXPIRY_S = 86_400.0  # a mode request lasts at most a day
+# der_control (the CSMS's DER controls, applied by the safety layer): OCPP 2.1 controlId is string(36); the
+# control object is at most a 10-point curve with a few scalars, so 16 KiB leaves room for customData
+# while a flood cannot make a cycle parse megabytes.
+DER_CONTROL_ID_MAX = 36
+DER_OCPP_MAX_BYTES = 16_384
 RESET_EXIT = 75  # the runtime's exit status after an accepted reset (deploy: RestartForceExitStatus=75)
 
 
@@ -82,6 +88,7 @@ def check_args(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
         "stop": ("remote_id",),
         "mode_request": ("mode", "setpoint_w", "expiry_s", "limit_pct"),
         "reset": (),
+        "der_control": ("action", "control_type", "control_id", "is_default", "ocpp"),
         "force": ("tag", "value"),
         "unforce": ("tag",),
     }
@@ -112,6 +119,8 @@ def check_args(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
                 raise Refused("expiry_s must be above 0")
         if args.get("limit_pct") is not None:
             out["limit_pct"] = _number(args, "limit_pct", 0.0, 100.0)
+    elif kind == "der_control":
+        out.update(_der_control(args))
     elif kind in ("force", "unforce"):
         if not isinstance(args.get("tag"), str):
             raise Refused("tag must be a tag name")
@@ -121,6 +130,38 @@ def check_args(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
                 raise Refused("force needs a value")
             out["value"] = args["value"]
     return out
+
+
+def _der_control(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The shape of a der_control request; the safety layer checks the control itself (IEEE 1547-2018
+    ranges for the site's category, nothing looser than the base) when it applies it."""
+    action = args.get("action")
+    ctype, cid = args.get("control_type"), args.get("control_id")
+    if action == "clear":
+        for key, v in (("control_type", ctype), ("control_id", cid)):
+            if v is not None and (not isinstance(v, str) or not 0 < len(v) <= DER_CONTROL_ID_MAX):
+                raise Refused(f"{key} must be a string of 1-{DER_CONTROL_ID_MAX} characters or null")
+        if set(args) - {"action", "control_type", "control_id"}:
+            raise Refused("clear takes only control_id and control_type")
+        return {"action": "clear", "control_type": ctype, "control_id": cid}
+    if action != "set":
+        raise Refused("action must be set or clear")
+    if not isinstance(ctype, str) or not 0 < len(ctype) <= 64:
+        raise Refused("control_type must be an OCPP 2.1 DERControlEnumType")
+    if not isinstance(cid, str) or not 0 < len(cid) <= DER_CONTROL_ID_MAX:
+        raise Refused(f"control_id must be a string of 1-{DER_CONTROL_ID_MAX} characters")
+    if not isinstance(args.get("is_default"), bool):
+        raise Refused("is_default must be true or false")
+    ocpp = args.get("ocpp")
+    if not isinstance(ocpp, Mapping):
+        raise Refused("ocpp must be the control object")
+    try:
+        size = len(json.dumps(ocpp, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise Refused(f"ocpp is not plain JSON: {exc}") from None
+    if size > DER_OCPP_MAX_BYTES:
+        raise Refused(f"ocpp is {size} bytes, more than {DER_OCPP_MAX_BYTES}")
+    return {"action": "set", "control_type": ctype, "control_id": cid, "is_default": args["is_default"], "ocpp": ocpp}
 
 
 class Gate:

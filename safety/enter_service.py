@@ -21,6 +21,11 @@ class EnterService:
         self.ramp_start_us: int | None = None
         self.ramp_charge = False
 
+    def retune(self, delay_s: float, ramp_s: float) -> None:
+        """New delay and ramp (a DER control); a count or ramp under way goes on against them."""
+        self.delay_us = round(delay_s * 1_000_000)
+        self.ramp_us = round(ramp_s * 1_000_000)
+
     def grid_trip(self) -> None:
         """Every grid trip re-arms the full enter-service sequence."""
         self.pending = True

@@ -26,6 +26,11 @@ class TripTimers:
         self._start: dict[str, int | None] = {t.code: None for t in self.trips}
         self.ceasing: Trip | None = None  # a trip whose output must already be zero, latching later
 
+    def retune(self, trips: dict[str, Trip]) -> None:
+        """New settings (a DER control) on a cycle boundary: an excursion under way keeps its start, so a
+        stricter setting can only bring its trip closer."""
+        self.trips = list(trips.values())
+
     def reset(self) -> None:
         self.ceasing = None
         for code in self._start:

@@ -165,7 +165,10 @@ class Comms(Params):
     )
     rtt_tag: TagName | None = Field(None, description="measured back-office round trip, s")
     rtt_max_s: float = Field(0.5, gt=0, le=0.5, description="above: leave grid services (issue 4: 500 ms)")
-    external_tags: list[TagName] = Field(default_factory=list, description="shared tags of the task process")
+    external_tags: list[TagName] = Field(
+        default_factory=list,
+        description="shared tags of the task process: each must be good, and a bool one true (a link flag)",
+    )
     mode_tag: TagName = "mode.state"
     external_modes: list[str] = Field(
         default_factory=list, description="modes that follow external commands (zeroed when unhealthy)"
@@ -181,12 +184,14 @@ class Comms(Params):
 
 
 class ExternalLimit(Params):
-    """A limit from outside (grid operator, back office): W >= 0; stale or bad -> ``fallback_w``."""
+    """A limit from outside (grid operator, back office) as a magnitude, W >= 0. Not good (bad, stale) or
+    negative: charge falls back to the last good charge limit (persisted, so a restart keeps it; 0 W if
+    none was ever seen) and discharge to 0 W, so departure charging goes on and nobody discharges on a
+    limit no one stands behind (docs/safety.md)."""
 
     name: str
     charge_tag: TagName | None = None
     discharge_tag: TagName | None = None
-    fallback_w: float = Field(0.0, ge=0, le=MAX_POWER_W, description="used while the tag is not good")
 
 
 class DeviceTrip(Params):

@@ -14,19 +14,22 @@ Three classes of action (docs/design.md#safety-tag-classes):
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from runtime.api import Cycle, Program, SiteInfo, register_interlock
 from runtime.tags import Direction, Image, TagSpec, TagType
+from safety import der
 from safety import tables as T
 from safety.battery import soc_fractions
 from safety.divergence import DivergenceMonitor
 from safety.enter_service import EnterService
 from safety.grid import Rocof, TripTimers, in_continuous, in_enter_service_window
 from safety.inputs import DIAGNOSTIC_PREFIX, tag_names
-from safety.settings import SafetyParams, resolve
+from safety.settings import EnterService as EnterServiceSettings
+from safety.settings import Resolved, SafetyParams, resolve
 from safety.thermal import ThermalGuard
 from safety.verify import verify_settings
 
@@ -78,6 +81,7 @@ OUT_LIMIT_CHARGE, OUT_LIMIT_DISCHARGE, OUT_EXTERNAL_OK = (
     "safety.limit_discharge",
     "safety.external_ok",
 )
+OUT_DER_OVERLAY, OUT_DER_DROOP = "safety.der_overlay", "safety.der_freq_droop"
 
 
 RESTORED = " (latched before restart)"
@@ -101,7 +105,7 @@ class SafetySupervisor(Program):
             )
         if site.phases == 3 and p.phase_nominal_voltage is None:
             raise ValueError("a three-phase site states phase_nominal_voltage, the basis of grid.voltage_l1..l3")
-        self.r = resolve(p)
+        self.r = self.r_base = resolve(p)
         self.timers = TripTimers(self.r.trips)
         isl = p.islanding
         self.rocof = Rocof(self.r.rocof_hz_per_s, round(isl.rocof_window_s * 1e6), round(isl.confirm_s * 1e6))
@@ -127,12 +131,20 @@ class SafetySupervisor(Program):
         self.latches: dict[str, Latch] = {}
         self.cessation = False
         self._was_ceased = False
+        self._cess_type = ""
         self.verified = False
         self.seen_good: set[str] = set()
         self.mismatch_since: int | None = None
         self.snr_cap: float | None = None
         self.limit_names: frozenset[str] = frozenset()
         self.shortfall_warned = False
+        self.ext_charge: dict[str, float] = {}  # last good charge limit per external limit (persisted)
+        self.der: dict[str, der.Entry] = {}  # the CSMS's DER controls (persisted), applied or waiting
+        self.der_now: dict[str, der.Entry] = {}  # in force now, per control type
+        self.der_json = der.overlay_json({})
+        self.der_droop = ""
+        self._now_us = 0  # the last cycle's clock: check_command judges against it
+        self._der_notes: list[str] = []  # what restore() had to drop, told as events in the first cycle
 
     # -- declaration ---------------------------------------------------------------------------
     def declare(self) -> list[TagSpec]:
@@ -143,6 +155,22 @@ class SafetySupervisor(Program):
             TagSpec(OUT_CESSATION, TagType.BOOL, "", out, False, description="IEEE 1547 momentary cessation active"),
             TagSpec(OUT_LIMIT_CHARGE, TagType.FLOAT, "W", out, 0.0, description="charge allowed now, W >= 0"),
             TagSpec(OUT_LIMIT_DISCHARGE, TagType.FLOAT, "W", out, 0.0, description="discharge allowed now, W >= 0"),
+            TagSpec(
+                OUT_DER_OVERLAY,
+                TagType.STR,
+                "",
+                out,
+                "{}",
+                description="the CSMS's DER controls: JSON control_id -> {control_type, is_default, ocpp}",
+            ),
+            TagSpec(
+                OUT_DER_DROOP,
+                TagType.STR,
+                "",
+                out,
+                "",
+                description="the FreqDroop in force for the frequency-watt program (JSON), empty when none",
+            ),
             TagSpec(
                 OUT_EXTERNAL_OK,
                 TagType.BOOL,
@@ -229,7 +257,14 @@ class SafetySupervisor(Program):
         kept = [[c, latch.reason] for c, latch in self.latches.items() if latch.kind == "operator"]
         if self.thermal.latched:
             kept.append(["over_temperature", self.latches.get("over_temperature", Latch("auto", "", 0)).reason])
-        return {"latched": kept} if kept else None
+        state: dict[str, Any] = {}
+        if kept:
+            state["latched"] = kept
+        if self.der:
+            state["der"] = self.der_json
+        if self.ext_charge:
+            state["external_charge_w"] = dict(self.ext_charge)
+        return state or None
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
         for code, reason in (state or {}).get("latched", []):
@@ -238,6 +273,158 @@ class SafetySupervisor(Program):
             self.latches[code] = Latch(kind, reason + RESTORED, 0)
             if code == "over_temperature":
                 self.thermal.latched, self.thermal.tripped_at_us = True, 0
+        st = state or {}
+        self.ext_charge = {str(k): float(v) for k, v in st.get("external_charge_w", {}).items()}
+        if st.get("der"):
+            # Restored before cycle 0 and checked again against today's base: a site file edited since may
+            # have made a stored control looser than it, or out of range; such a control is dropped, said.
+            # A scheduled control starts its duration again (the cycle clock restarts): held longer, never less.
+            entries = {
+                cid: der.Entry(cid, e["control_type"], bool(e["is_default"]), e["ocpp"])
+                for cid, e in json.loads(st["der"]).items()
+            }
+            for cid, e in sorted(entries.items()):
+                try:
+                    der.check(
+                        e.control_type, e.ocpp, e.is_default, self.params.category, self.params.frequency_basis_hz
+                    )
+                    self._der_use({**self.der, cid: e}, 0)
+                except der.DERRefused as exc:
+                    self._der_notes.append(f"DER control {cid} dropped at restore: {exc}")
+
+    # -- DER controls (the CSMS's overlay on the base settings) -------------------------------------
+    def _der_effective(
+        self, entries: dict[str, der.Entry], now_us: int
+    ) -> tuple[dict[str, der.Entry], Resolved, EnterServiceSettings]:
+        """What ``entries`` would put in force at ``now_us``, or DERRefused; changes nothing."""
+        now = der.in_force(entries, now_us)
+        if not any(t in der.TRIP_CURVES or t == "EnterService" for t in now):
+            return now, self.r_base, self.params.enter_service
+        eff = der.settings(self.params, now, {"nominal_frequency": self.site.nominal_frequency})
+        return now, resolve(eff), eff.enter_service
+
+    def _der_use(self, entries: dict[str, der.Entry], now_us: int) -> None:
+        """Make ``entries`` the overlay from this cycle on, or DERRefused (and nothing changes)."""
+        now, r, es = self._der_effective(entries, now_us)
+        self.der, self.der_now, self.r = entries, now, r
+        self.timers.retune(r.trips)
+        self.es.retune(es.delay_s, es.ramp_s)
+        self.der_json = der.overlay_json(entries)
+        droop = now.get("FreqDroop")
+        basis = self.params.frequency_basis_hz
+        self.der_droop = "" if droop is None else json.dumps(der.freq_droop(droop.ocpp, self.params.category, basis))
+
+    def _der_plan(self, a: Mapping[str, Any], now_us: int) -> tuple[dict[str, der.Entry], list[str]]:
+        """The overlay a ``der_control`` command asks for, and the ids it supersedes or clears; DERRefused
+        when the control is not one this layer implements or nothing matches a clear.
+
+        A new default replaces the default of its type; a scheduled control sits beside the others, and the
+        one in force wins by priority (``der.in_force``)."""
+        p = self.params
+        if a["action"] == "clear":
+            cid, ctype = a.get("control_id"), a.get("control_type")
+            gone = [
+                k
+                for k, e in self.der.items()
+                if (cid is None or k == cid) and (ctype is None or e.control_type == ctype)
+            ]
+            if not gone:
+                raise der.DERRefused("no such DER control")
+            return {k: e for k, e in self.der.items() if k not in gone}, gone
+        ctype, cid, is_default = a["control_type"], a["control_id"], a["is_default"]
+        der.check(ctype, a["ocpp"], is_default, p.category, p.frequency_basis_hz)
+        superseded = [
+            k for k, e in self.der.items() if k != cid and is_default and e.is_default and e.control_type == ctype
+        ]
+        entries = {k: e for k, e in self.der.items() if k not in superseded}
+        entries[cid] = der.Entry(cid, ctype, is_default, a["ocpp"], now_us)
+        return entries, superseded
+
+    def _der_apply(self, a: Mapping[str, Any], now_us: int, commit: bool) -> list[str]:
+        """Plan, check against the base and (``commit``) apply one command; DERRefused names its type."""
+        try:
+            entries, ids = self._der_plan(a, now_us)
+            if commit:
+                self._der_use(entries, now_us)
+            else:
+                self._der_effective(entries, now_us)
+        except der.DERRefused as exc:
+            why, ctype = str(exc), a.get("control_type") or ""
+            raise der.DERRefused(why if why.startswith(ctype) else f"{ctype}: {why}") from None
+        return ids
+
+    def check_command(self, kind: str, args: Mapping[str, Any]) -> str:
+        """The verdict this layer would give a command now: empty when it would be applied, else the reason.
+
+        For the gate to answer a task before the cycle that applies it (a command the gate passed is still
+        checked again, and applied or refused, in the scan: the event ``der_control`` says which). Pure:
+        changes nothing."""
+        if kind != "der_control":
+            return ""
+        try:
+            self._der_apply(args, self._now_us, commit=False)
+        except der.DERRefused as exc:
+            return str(exc)
+        return ""
+
+    def _der_cycle(self, cx: Cycle) -> None:
+        """Apply this cycle's ``der_control`` commands and end scheduled controls whose duration ran out."""
+        self._now_us = cx.now_us
+        for note in self._der_notes:
+            cx.event("warning", note)
+        self._der_notes.clear()
+        if any(not e.is_default for e in self.der.values()):
+            expired = [cid for cid, e in self.der.items() if not e.in_force(cx.now_us)]
+            if expired:
+                self._der_use({cid: e for cid, e in self.der.items() if cid not in expired}, cx.now_us)
+                cx.event("der_control", f"DER control {', '.join(expired)} ended (duration over)", expired=expired)
+        for c in cx.commands:
+            if c.name != "der_control":
+                continue
+            a = c.args
+            try:
+                ids = self._der_apply(a, cx.now_us, commit=True)
+            except der.DERRefused as exc:
+                cx.event("der_control", f"DER control refused: {exc}", id=a.get("id"), accepted=False, reason=str(exc))
+                continue
+            if a["action"] == "set":
+                msg, key = f"DER control {a['control_id']} ({a['control_type']}) applied", "superseded"
+            else:
+                msg, key = f"DER control {', '.join(ids)} cleared", "cleared"
+            cx.event("der_control", msg, id=a.get("id"), accepted=True, reason="", **{key: ids})
+        cx.out[OUT_DER_OVERLAY] = self.der_json
+        cx.out[OUT_DER_DROOP] = self.der_droop
+
+    def effective_variables(self) -> dict[str, object]:
+        """The base settings and the DER overlay on them, where they differ: for ``check`` and ``status``."""
+        out: dict[str, object] = {
+            "der_controls": ", ".join(
+                f"{cid}={e.control_type}({'default' if e.is_default else 'scheduled'})" for cid, e in self.der.items()
+            )
+            or "none"
+        }
+        for code, t in self.r.trips.items():
+            b = self.r_base.trips[code]
+            if (t.threshold, t.clearing_s) != (b.threshold, b.clearing_s):
+                out[code] = f"{t.threshold:g}/{t.clearing_s:g}s (base {b.threshold:g}/{b.clearing_s:g}s)"
+        es = self.params.enter_service
+        if (self.es.delay_us, self.es.ramp_us, self.r.es_v, self.r.es_f) != (
+            round(es.delay_s * 1e6),
+            round(es.ramp_s * 1e6),
+            self.r_base.es_v,
+            self.r_base.es_f,
+        ):
+
+            def window(r: Resolved, delay_s: float, ramp_s: float) -> str:
+                v, f = r.es_v, r.es_f
+                return f"{v[0]:g}-{v[1]:g} pu, {f[0]:g}-{f[1]:g} Hz, delay {delay_s:g}s, ramp {ramp_s:g}s"
+
+            now = window(self.r, self.es.delay_us / 1e6, self.es.ramp_us / 1e6)
+            out["enter_service"] = f"{now} (base {window(self.r_base, es.delay_s, es.ramp_s)})"
+        for ctype in ("LimitMaxDischarge", "FreqDroop"):
+            if ctype in self.der_now:
+                out[ctype] = json.dumps(dict(self.der_now[ctype].ocpp), separators=(",", ":"))
+        return out
 
     # -- the cycle -----------------------------------------------------------------------------
     def _val(self, img: Image, name: str | None) -> Any:
@@ -262,6 +449,7 @@ class SafetySupervisor(Program):
             f"trip {code}: {reason}",
             code=code,
             reset="enter service" if kind == "grid" else ("operator" if kind == "operator" else "automatic"),
+            **self._alarm_type(code),
         )
 
     def _unlatch(self, cx: Cycle, code: str, how: str) -> None:
@@ -270,7 +458,13 @@ class SafetySupervisor(Program):
             return
         if latch.kind != "grid":
             self.es.recover(cx.now_us)
-        cx.event("reset", f"trip {code} cleared: {how}", code=code)
+        cx.event("reset", f"trip {code} cleared: {how}", code=code, **self._alarm_type(code))
+
+    @staticmethod
+    def _alarm_type(code: str) -> dict[str, str]:
+        """The OCPP 2.1 DERControlEnumType a grid trip belongs to: NotifyDERAlarm's controlType."""
+        ctype = der.TRIP_CONTROL.get(code)
+        return {"control_type": ctype} if ctype else {}
 
     def _auto(self, cx: Cycle, code: str, active: bool, reason: str, how: str) -> None:
         if active:
@@ -279,7 +473,9 @@ class SafetySupervisor(Program):
             self._unlatch(cx, code, how)
 
     def scan(self, cx: Cycle) -> None:
-        """The order is the priority: measure, protect (trips latch), recover, then limits, then commit."""
+        """The order is the priority: settings (DER controls, on the cycle boundary), measure, protect (trips
+        latch), recover, then limits, then commit."""
+        self._der_cycle(cx)
         m = self._measure(cx)
         not_ready = self._comms(cx)
         self._grid(cx, m)
@@ -289,7 +485,9 @@ class SafetySupervisor(Program):
         self._operator_reset(cx, m)
         self.es.update(cx.now_us, m.es_window)
         if not self.verified:
-            why = verify_settings(self.params, self.r, cx.inputs, self.site, self._val)
+            # against the base: the inverter's own protection must be no weaker than the site file; a DER
+            # overlay is stricter still and enforced here
+            why = verify_settings(self.params, self.r_base, cx.inputs, self.site, self._val)
             if why:
                 not_ready.append(why)
             else:
@@ -492,9 +690,13 @@ class SafetySupervisor(Program):
     def _external_health(self, cx: Cycle) -> tuple[bool, str]:
         """Stale shared tags or a slow back office: nothing externally commanded is followed."""
         p = self.params
-        ext_bad = [n for n in p.comms.external_tags if self._val(cx.inputs, n) is None]
+        vals = {n: self._val(cx.inputs, n) for n in p.comms.external_tags}
+        ext_bad = [n for n, v in vals.items() if v is None]
         if ext_bad:
             return False, "stale " + ", ".join(ext_bad)
+        down = [n for n, v in vals.items() if v is False]  # a link flag (ocpp.accepted) says the link failed
+        if down:
+            return False, "back-office link down: " + ", ".join(f"{n} false" for n in down)
         if p.comms.rtt_tag:
             rtt = self._val(cx.inputs, p.comms.rtt_tag)
             if rtt is None or rtt > p.comms.rtt_max_s:
@@ -563,13 +765,28 @@ class SafetySupervisor(Program):
                 )
             else:
                 self.snr_cap = None
+        mdc = self.der_now.get("LimitMaxDischarge")
+        if mdc is not None:
+            frac = der.limit_max_discharge(mdc.ocpp)
+            ld = min(ld, rd * frac)
+            reasons["der_limit_max_discharge"] = f"DER control {mdc.control_id}: discharge at most {frac:.0%} of rating"
         for lim in p.limits.external:
             for tag, which in ((lim.charge_tag, "charge"), (lim.discharge_tag, "discharge")):
                 if not tag:
                     continue
                 x = val(img, tag)
                 fallback = x is None or x < 0
-                w = lim.fallback_w if fallback else float(x)
+                if not fallback:
+                    w = float(x)
+                    if which == "charge":
+                        self.ext_charge[lim.name] = w  # persisted: the fallback after a restart too
+                elif which == "charge" and x is None:
+                    # stale or bad: the last charge limit known, so departure charging goes on (0 W if none was)
+                    w = self.ext_charge.get(lim.name, 0.0)
+                else:
+                    # no discharge on a limit nobody stands behind; a negative magnitude is the publisher's
+                    # fault, not a stale limit: on doubt, 0 W both ways
+                    w = 0.0
                 if w < (lc if which == "charge" else ld):
                     if which == "charge":
                         lc = w
@@ -611,12 +828,21 @@ class SafetySupervisor(Program):
         vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (float("nan"), float("nan"))
         if self.cessation != self._was_ceased:
             self._was_ceased = self.cessation
+            if self.cessation:
+                # NotifyDERAlarm's controlType: the momentary-cessation side, or the trip ceasing before it latches
+                ceasing = self.timers.ceasing
+                self._cess_type = (
+                    der.TRIP_CONTROL[ceasing.code]
+                    if ceasing is not None
+                    else ("HVMomCess" if T.cessation(p.category, vh) else "LVMomCess")
+                )
             cx.event(
                 "cessation",
                 f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu"
                 if self.cessation
                 else "momentary cessation ended: output restored",
                 active=self.cessation,
+                control_type=self._cess_type,
             )
         names = frozenset(reasons)
         if names != self.limit_names:

@@ -66,7 +66,6 @@ def test_the_walk_finds_the_settings() -> None:
     names = {".".join(map(str, p)) for p, _ in LEAVES}
     for expected in ("rated_charge_w", "comms.snr_min_db", "divergence.abs_w", "voltage.ov1.threshold"):
         assert expected in names
-    assert "limits.external.0.fallback_w" in names
     assert len(LEAVES) > 40
 
 

@@ -178,24 +178,14 @@ def test_write_mismatch_needs_operator_reset() -> None:
 
 
 def test_external_limits_and_stale_fallback() -> None:
+    """The short story (tests/safety/test_external_limits.py has the tables): limits are magnitudes; stale
+    means the last good charge limit and 0 W discharge; a negative magnitude is a fault: 0 W both ways."""
     ext = [
         TagSpec("backoffice.limit_charge", unit="W", direction=Direction.SHARED, stale_after_s=5.0),
         TagSpec("backoffice.limit_discharge", unit="W", direction=Direction.SHARED, stale_after_s=5.0),
     ]
-    rig = Rig(
-        extra_inputs=ext,
-        limits={
-            "external": [
-                {
-                    "name": "backoffice",
-                    "charge_tag": "backoffice.limit_charge",
-                    "discharge_tag": "backoffice.limit_discharge",
-                    "fallback_w": 1000.0,
-                }
-            ]
-        },
-        comms={"external_tags": ["backoffice.limit_charge", "backoffice.limit_discharge"]},
-    )
+    lim = {"name": "backoffice", "charge_tag": ext[0].name, "discharge_tag": ext[1].name}
+    rig = Rig(extra_inputs=ext, limits={"external": [lim]}, comms={"external_tags": [ext[0].name, ext[1].name]})
     rig.set(backoffice__limit_charge=4000.0, backoffice__limit_discharge=0.0)
     rig.req.setpoint = -6000.0
     rig.settle()
@@ -206,7 +196,10 @@ def test_external_limits_and_stale_fallback() -> None:
     rig.values.pop("backoffice.limit_charge")  # stops arriving: stale after 5 s
     rig.values.pop("backoffice.limit_discharge")
     rig.run(6.0)
-    assert rig.out["inverter.setpoint"] == 1000.0 and rig.out["safety.external_ok"] is False
+    assert rig.out["inverter.setpoint"] == 4000.0 and rig.out["safety.external_ok"] is False
+    assert rig.out["safety.limit_discharge"] == 0.0
+    rig.set(backoffice__limit_charge=-5.0, backoffice__limit_discharge=2000.0)
+    assert rig.step().outputs["inverter.setpoint"] == 0.0
 
 
 def test_slow_back_office_leaves_grid_services() -> None:
