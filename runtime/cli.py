@@ -84,15 +84,16 @@ def cmd_check(a: argparse.Namespace) -> int:
         f"{built.path}: ok ({len(built.tags.specs)} tags, {len(built.drivers)} devices, "
         f"{len(built.programs)} programs, {len(built.interlocks)} interlocks, {len(built.tasks)} tasks)"
     )
-    for task in built.tasks:  # what a CSMS changed wins until the site file's own value changes
-        effective = getattr(task, "effective_variables", None)
+    # what a CSMS changed (OCPP variables, DER controls) beside the site file's own values
+    for part in (*built.tasks, *built.interlocks):
+        effective = getattr(part, "effective_variables", None)
         if effective is not None:
             try:
                 values = effective()
             except (OSError, ValueError) as exc:
-                print(f"error: task {task.name!r}: its stored variables cannot be read: {exc}", file=sys.stderr)
+                print(f"error: {part.name!r}: its stored variables cannot be read: {exc}", file=sys.stderr)
                 return EXIT_CONFIG
-            print(f"  {task.name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+            print(f"  {part.name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -181,6 +181,8 @@ class Gate:
         self._window_us = 60_000_000
         self._recent: dict[str, list[int]] = {}
         self._period_us = period_us
+        # Interlocks' own verdicts (``check_command``), so that a task's answer carries the scan's reason.
+        self.validators: list[Callable[[str, Mapping[str, Any]], str]] = []
 
     def allowed(self, source: str) -> tuple[str, ...]:
         if source == CONTROL:
@@ -202,6 +204,10 @@ class Gate:
             typ = self.task_types.get(r.source, r.source)
             raise Refused(f"{r.kind} not allowed for {typ} (site file commands.allow.{typ})")
         args = check_args(r.kind, r.args)
+        for validate in self.validators:
+            why = validate(r.kind, args)
+            if why:
+                raise Refused(why)
         if r.source != CONTROL:
             recent = [t for t in self._recent.get(r.source, []) if now_us - t < self._window_us]
             if len(recent) >= self.section.max_per_minute:

@@ -219,6 +219,7 @@ class Runner:
         self._ready = False
         self._clean = False
         self.gate = Gate({c.label: c.type for c in cfg.tasks}, cfg.commands, cfg.commissioning, built.info.period_us)
+        self.gate.validators = [f for f in (getattr(i, "check_command", None) for i in built.interlocks) if f]
         self._control_ids = 0
         self.exit_code = 0
         self._reset_ns: int | None = None

@@ -421,3 +421,24 @@ def test_a_damaged_stored_overlay_refuses_the_start() -> None:
     the file to inspect), rather than run without the controls the CSMS set."""
     with pytest.raises(ValueError):
         Rig().engine.restore({"safety": {"der": "{not json"}})
+
+
+def test_the_gate_answers_with_the_safety_layers_reason_before_the_cycle() -> None:
+    """The runner hands the gate every interlock's ``check_command``: a task is told Rejected and why,
+    not "accepted" followed by a refusal only the event stream carries."""
+    rig = Rig()
+    rig.run(0.1)
+    gate = Gate(
+        {"backoffice": "ocpp"}, CommandsSection(allow={"ocpp": ["der_control"]}, max_per_minute=6000), False, 20_000
+    )
+    gate.validators = [rig.safety.check_command]
+    args = {"action": "set", "control_type": "HVMustTrip", "control_id": "d9", "is_default": True}
+    with pytest.raises(Refused, match="looser"):
+        gate.check(
+            Request("x1", "der_control", "backoffice", "csms", {**args, "ocpp": curve([(0.16, 120.0), (13.0, 112.0)])}),
+            0,
+        )
+    ok = gate.check(
+        Request("x2", "der_control", "backoffice", "csms", {**args, "ocpp": curve([(0.16, 120.0), (5.0, 110.0)])}), 0
+    )
+    assert apply(rig, ok)["accepted"] is True
