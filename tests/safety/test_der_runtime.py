@@ -87,11 +87,13 @@ def test_a_der_control_moves_the_trip_survives_a_restart_and_replays(tmp_path: P
     assert 4.9 <= (k_trip - k_cess) * 0.02 <= 5.0
     assert by_k[k_trip]["inverter.setpoint"] == 0.0 and by_k[k_trip]["inverter.enable"] is False
 
-    # the verdicts reach the task process on the event stream: applied, and refused with the reason
+    # the verdicts: the applied one on the event stream; the looser one refused by the gate before any
+    # cycle (the safety layer's check_command), its reason told to the task and logged with who asked
     events = read_jsonl(tmp_path / "var" / "events.jsonl")
     der_events = [e for e in events if e["kind"] == "der_control"]
-    assert [e["data"]["accepted"] for e in der_events] == [True, False]
-    assert "looser than the site's" in der_events[1]["data"]["reason"]
+    assert [e["data"]["accepted"] for e in der_events] == [True]
+    refused = [ln for ln in res.stderr.splitlines() if "command der_control from backoffice refused" in ln]
+    assert len(refused) == 1 and "asked by csms-der" in refused[0] and "looser than the site's" in refused[0]
     trips = [e for e in events if e["kind"] == "trip"]
     assert trips and trips[0]["data"]["control_type"] == "HVMustTrip"
     cess = [e for e in events if e["kind"] == "cessation"]
