@@ -2,11 +2,16 @@
 
 Why it is separate from the mode machine: the machine decides *whether* to charge or discharge (with a
 named reason), dispatch decides *how much*, cycle by cycle: the plan's power for this interval, a
-correction toward the SoC the plan expects, a ramp limit, then the directional limits of the safety
-layer and the back office. Safety still has the last word after this program.
+correction toward the SoC the plan expects, a ramp limit, then the rating and the directional limits of
+the safety layer. Safety still has the last word after this program; limits from outside (the back
+office, a local EMS) reach it there, as the safety layer's external limits, never here: one path.
 
 Sign convention (docs/design.md#the-sign-convention): positive into the EV battery. In ``charge`` the setpoint is never
-negative, in ``discharge`` never positive, in every other mode exactly 0.0 with the permit withdrawn.
+negative, in ``discharge`` never positive; in ``remote`` and ``frequency`` it has the sign of the mode
+machine's ``mode.request`` (the authority's set point inside the SoC window), with no plan and no SoC
+correction, the ramp in ``remote`` only (a frequency service must answer within a cycle; the safety
+layer's own ramps still apply) and ``authority.limit_pct`` of the rating; in every other mode exactly
+0.0 with the permit withdrawn.
 
 Tags read:
 - ``mode.state`` as the ``modes`` program wrote it *this* cycle (it runs before dispatch), else the
@@ -20,12 +25,12 @@ Tags read:
   now;
 - ``inverter.setpoint`` as committed by the previous cycle: the ramp (on increases of magnitude) starts
   from what was really sent after safety;
-- ``safety.limit_charge`` / ``safety.limit_discharge`` (W >= 0, previous cycle): not good means 0;
-- optional back-office limits (W; the magnitude is used, so OCPP 2.1's ``dischargeLimit <= 0`` works as
-  well): a limit received once stays in force while the link is down, as a charging profile does.
+- ``safety.limit_charge`` / ``safety.limit_discharge`` (W >= 0, previous cycle): not good means 0.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import Field
 
@@ -72,8 +77,9 @@ class DispatchParams(Params):
     rt_soc_margin: float = Field(
         0.05, ge=0, le=0.5, description="how far the SoC may leave the plan's expectation to follow real time"
     )
-    backoffice_charge_tag: TagName | None = Field(None, description="back-office charge limit tag (W)")
-    backoffice_discharge_tag: TagName | None = Field(None, description="back-office discharge limit tag (W)")
+    limit_pct_tag: TagName | None = Field(
+        "authority.limit_pct", description="in remote and frequency: the request's limit, % of the rating"
+    )
 
 
 def _safety_limit(img: Image, tag: str | None) -> float:
@@ -84,11 +90,11 @@ def _safety_limit(img: Image, tag: str | None) -> float:
     return 0.0 if v is None else max(0.0, float(v))
 
 
-def _backoffice_limit(img: Image, tag: str | None) -> float:
+def _current(cx: Cycle, tag: str | None) -> Any:
+    """A tag as an earlier program wrote it this cycle, else as the previous cycle committed it."""
     if tag is None:
-        return float("inf")
-    v = img.tag(tag).value  # last value received, whatever its age
-    return float("inf") if v is None else abs(float(v))
+        return None
+    return cx.out.get(tag) if tag in cx.out else cx.inputs.value(tag)
 
 
 @register_program("dispatch")
@@ -110,8 +116,6 @@ class Dispatch(Program):
                 p.plan_end_tag,
                 p.safety_charge_tag,
                 p.safety_discharge_tag,
-                p.backoffice_charge_tag,
-                p.backoffice_discharge_tag,
                 p.rt_price_tag,
                 p.plan_price_tag if p.rt_price_tag else None,
             )
@@ -149,7 +153,10 @@ class Dispatch(Program):
     def scan(self, cx: Cycle) -> None:
         p = self.params
         img = cx.inputs
-        mode = cx.out.get(p.mode_tag) if p.mode_tag in cx.out else img.value(p.mode_tag)
+        mode = _current(cx, p.mode_tag)
+        if mode in ("remote", "frequency"):
+            self._signed(cx, mode)
+            return
         if mode not in ("charge", "discharge"):
             self._write(cx, 0.0, False, 0.0, 0.0, "")
             return
@@ -182,29 +189,37 @@ class Dispatch(Program):
         sp, limit = self._limited(cx, sign, target, p)
         self._write(cx, sp, True, target, corr, limit)
 
-    def _limited(self, cx: Cycle, sign: float, target: float, p: DispatchParams) -> tuple[float, str]:
-        """(setpoint, limit): ``target``'s magnitude in the mode's direction (never the other sign), after
-        the ramp and the rating, safety and back-office limits."""
+    def _signed(self, cx: Cycle, mode: str) -> None:
+        """remote / frequency: the mode machine's signed request, no plan, no correction; either sign."""
+        p = self.params
+        req = _current(cx, p.request_tag) if p.request_tag else None
+        target = 0.0 if req is None else float(req)
+        pct = _current(cx, p.limit_pct_tag)
+        share = 1.0 if pct is None else min(1.0, max(0.0, float(pct) / 100.0))
+        sign = 1.0 if target >= 0 else -1.0
+        sp, limit = self._limited(cx, sign, target, p, ramp=mode == "remote", share=share)
+        self._write(cx, sp, True, target, 0.0, limit)
+
+    def _limited(
+        self, cx: Cycle, sign: float, target: float, p: DispatchParams, ramp: bool = True, share: float = 1.0
+    ) -> tuple[float, str]:
+        """(setpoint, limit): ``target``'s magnitude in the direction ``sign`` (never the other sign), after
+        the ramp (unless ``ramp`` is false), ``share`` of the rating, and the safety limits."""
         img = cx.inputs
         mag = max(0.0, sign * target)  # the magnitude in the mode's direction; never the other sign
-        prev = img.value(p.setpoint_tag)
-        prev_mag = 0.0 if prev is None else max(0.0, sign * float(prev))
-        # The ramp bounds increases only: less power is never the unsafe direction, and a lower plan or
-        # limit must act at once.
-        out = min(mag, prev_mag + p.ramp_w_per_s * cx.dt)
-        limit = "ramp" if out < mag else ""
-        if sign > 0:
-            bounds = (
-                ("rating", p.max_charge_w),
-                ("safety", _safety_limit(img, p.safety_charge_tag)),
-                ("back office", _backoffice_limit(img, p.backoffice_charge_tag)),
-            )
-        else:
-            bounds = (
-                ("rating", p.max_discharge_w),
-                ("safety", _safety_limit(img, p.safety_discharge_tag)),
-                ("back office", _backoffice_limit(img, p.backoffice_discharge_tag)),
-            )
+        out, limit = mag, ""
+        if ramp:
+            prev = img.value(p.setpoint_tag)
+            prev_mag = 0.0 if prev is None else max(0.0, sign * float(prev))
+            # The ramp bounds increases only: less power is never the unsafe direction, and a lower plan
+            # or limit must act at once.
+            out = min(mag, prev_mag + p.ramp_w_per_s * cx.dt)
+            limit = "ramp" if out < mag else ""
+        rating = p.max_charge_w if sign > 0 else p.max_discharge_w
+        bounds = (
+            ("rating", rating) if share >= 1.0 else ("limit_pct", rating * share),
+            ("safety", _safety_limit(img, p.safety_charge_tag if sign > 0 else p.safety_discharge_tag)),
+        )
         for name, lim in bounds:
             if out > lim:
                 out, limit = lim, name

@@ -1,4 +1,4 @@
-"""The operating-mode state machine: idle, charge, discharge and safe_state.
+"""The operating-mode state machine: idle, charge, discharge, remote, frequency and safe_state.
 
 Why a state machine and not a few ``if``s: every change of mode must have one named cause (the trigger),
 be logged with it, and be impossible from states where it makes no sense; the same definition draws the
@@ -11,7 +11,11 @@ Rules (docs/design.md#the-scan-cycle, docs/reference.md#transitions):
 - at most one trigger per scan: triggers are tried in ``PRIORITY`` order and the first that passes wins;
 - entry/exit actions only write the output image;
 - enter service and its ramp belong to the safety layer: this machine only reads ``safety.trip`` (as the
-  previous cycle committed it) and leaves ``safe_state`` once it is empty.
+  previous cycle committed it) and leaves ``safe_state`` once it is empty;
+- ``remote`` and ``frequency`` are the signed states: the source in charge (``authority.mode``, written
+  this cycle by the ``authority`` program) asks for a signed set point that may cross zero from one cycle
+  to the next. The SoC window and the departure reserve bound it here (``mode.request``, ``mode.clamp``)
+  instead of ending the state, so a frequency service keeps answering in both directions.
 
 One handler per state (OpenEMS style) is the ordered list of triggers valid from that state; the
 ``transitions`` machine checks their conditions and performs the move.
@@ -30,21 +34,37 @@ from transitions import Machine
 from runtime.api import Cycle, Outputs, Params, Program, SiteInfo, TagName, register_program
 from runtime.tags import Direction, Image, TagSpec, TagType
 
-STATES: tuple[str, ...] = ("idle", "charge", "discharge", "safe_state")
+STATES: tuple[str, ...] = ("idle", "charge", "discharge", "remote", "frequency", "safe_state")
 INITIAL = "idle"
 
 # transitions logs every callback at INFO: in the scan thread that is I/O on every transition. The
 # transition itself is logged once, as an event, by the runtime.
 logging.getLogger("transitions.core").setLevel(logging.WARNING)
-ACTIVE = ("idle", "charge", "discharge")  # every state but safe_state
+ACTIVE = ("idle", "charge", "discharge", "remote", "frequency")  # every state but safe_state
+RUNNING = ["charge", "discharge", "remote", "frequency"]  # states with power flowing
+SIGNED = ("remote", "frequency")  # the authority's states: a signed set point, not the plan
 
 # trigger, source(s), dest, conditions (all must hold), unless (none may hold)
 TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "trip", "source": list(ACTIVE), "dest": "safe_state", "conditions": ["trip_active"]},
     {"trigger": "trip_cleared", "source": "safe_state", "dest": "idle", "unless": ["trip_active"]},
-    {"trigger": "ev_disconnected", "source": ["charge", "discharge"], "dest": "idle", "unless": ["ev_connected"]},
-    {"trigger": "link_lost", "source": ["charge", "discharge"], "dest": "idle", "unless": ["link_healthy"]},
-    {"trigger": "soc_unknown", "source": ["charge", "discharge"], "dest": "idle", "unless": ["soc_known"]},
+    {"trigger": "ev_disconnected", "source": RUNNING, "dest": "idle", "unless": ["ev_connected"]},
+    {"trigger": "link_lost", "source": RUNNING, "dest": "idle", "unless": ["link_healthy"]},
+    {"trigger": "soc_unknown", "source": RUNNING, "dest": "idle", "unless": ["soc_known"]},
+    {
+        "trigger": "enter_remote",
+        "source": ["idle", "charge", "discharge", "frequency"],
+        "dest": "remote",
+        "conditions": ["authority_remote", "ev_connected", "link_healthy", "soc_known"],
+    },
+    {
+        "trigger": "enter_frequency",
+        "source": ["idle", "charge", "discharge", "remote"],
+        "dest": "frequency",
+        "conditions": ["authority_frequency", "ev_connected", "link_healthy", "soc_known"],
+    },
+    {"trigger": "authority_ended", "source": "remote", "dest": "idle", "unless": ["authority_remote"]},
+    {"trigger": "authority_ended", "source": "frequency", "dest": "idle", "unless": ["authority_frequency"]},
     {"trigger": "soc_full", "source": "charge", "dest": "idle", "conditions": ["soc_at_max"]},
     {"trigger": "soc_empty", "source": "discharge", "dest": "idle", "conditions": ["soc_at_min"]},
     {"trigger": "reserve_reached", "source": "discharge", "dest": "idle", "unless": ["above_reserve"]},
@@ -71,6 +91,9 @@ PRIORITY: tuple[str, ...] = (
     "ev_disconnected",
     "link_lost",
     "soc_unknown",
+    "enter_remote",
+    "enter_frequency",
+    "authority_ended",
     "soc_full",
     "soc_empty",
     "reserve_reached",
@@ -85,6 +108,9 @@ REASONS: dict[str, str] = {
     "ev_disconnected": "EV not connected",
     "link_lost": "PLC link unhealthy",
     "soc_unknown": "EV SoC not good",
+    "enter_remote": "authority asks for a remote set point",
+    "enter_frequency": "authority asks for frequency response",
+    "authority_ended": "authority handed back to the local plan",
     "soc_full": "SoC at the upper limit",
     "soc_empty": "SoC at the lower limit",
     "reserve_reached": "SoC at the plan's departure reserve, or no good reserve (planner stale)",
@@ -128,6 +154,15 @@ class ModeParams(Params):
     trip_tag: TagName = "safety.trip"
     setpoint_tag: TagName = "inverter.setpoint"
     enable_tag: TagName = "inverter.enable"
+    authority: str | None = Field(
+        "authority",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="tag prefix of the mode authority (its .mode, .setpoint_w, .reason); None, or a site "
+        "without that program: the plan only",
+    )
+
+    def authority_tag(self, quantity: str) -> str | None:
+        return None if self.authority is None else f"{self.authority}.{quantity}"
 
     @model_validator(mode="after")
     def _window(self) -> ModeParams:
@@ -142,6 +177,13 @@ class View:
 
     inputs: Image
     out: Outputs
+
+
+def current(view: View, name: str | None) -> Any:
+    """A tag as an earlier program wrote it this cycle, else as the previous cycle committed it."""
+    if name is None:
+        return None
+    return view.out.get(name) if name in view.out else view.inputs.value(name)
 
 
 def request_w(img: Image, p: ModeParams) -> float:
@@ -216,10 +258,34 @@ class ModeModel:
         return soc is not None and reserve is not None and soc > reserve + self.p.soc_hysteresis
 
     def plan_charge(self, view: View) -> bool:
-        return request_w(view.inputs, self.p) > self.p.deadband_w
+        return request_w(view.inputs, self.p) > self.p.deadband_w and not self._authority_holds(view)
 
     def plan_discharge(self, view: View) -> bool:
-        return request_w(view.inputs, self.p) < -self.p.deadband_w
+        return request_w(view.inputs, self.p) < -self.p.deadband_w and not self._authority_holds(view)
+
+    def authority_remote(self, view: View) -> bool:
+        return current(view, self.p.authority_tag("mode")) == "remote"
+
+    def authority_frequency(self, view: View) -> bool:
+        return current(view, self.p.authority_tag("mode")) == "frequency"
+
+    def _authority_holds(self, view: View) -> bool:
+        """Someone other than the plan is in charge: the plan may not start or keep power flowing."""
+        return current(view, self.p.authority_tag("mode")) in SIGNED
+
+    def signed_request(self, view: View) -> tuple[float, str]:
+        """The authority's set point inside the SoC window and above the departure reserve, and what
+        bounded it ("" when nothing did). A bound is a clamp here, not an exit: the other sign stays open."""
+        sp = current(view, self.p.authority_tag("setpoint_w"))
+        sp = 0.0 if sp is None else float(sp)
+        soc = view.inputs.value(self.p.soc_tag)
+        if sp > 0 and (soc is None or soc >= self.p.soc_max):
+            return 0.0, REASONS["soc_full"]
+        if sp < 0 and (soc is None or soc <= self.p.soc_min):
+            return 0.0, REASONS["soc_empty"]
+        if sp < 0 and not self.above_reserve(view):
+            return 0.0, REASONS["reserve_reached"]
+        return sp, ""
 
     # -- entry/exit actions: output image only ---------------------------------------------------------
     def _zero(self, view: View) -> None:
@@ -238,6 +304,12 @@ class ModeModel:
         self._zero(view)
 
     def on_exit_discharge(self, view: View) -> None:
+        self._zero(view)
+
+    def on_exit_remote(self, view: View) -> None:
+        self._zero(view)
+
+    def on_exit_frequency(self, view: View) -> None:
         self._zero(view)
 
 
@@ -328,7 +400,16 @@ class Modes(Program):
                 "W",
                 Direction.MEMORY,
                 0.0,
-                description="the request this scan acted on: the plan's, the fixed one, or the fallback charge",
+                description="the request this scan acted on: the plan's, the fixed one, or the fallback charge; "
+                "in remote and frequency the authority's set point within the SoC window and reserve",
+            ),
+            TagSpec(
+                "mode.clamp",
+                TagType.STR,
+                "",
+                Direction.MEMORY,
+                "",
+                description="in remote and frequency: what held the authority's set point back (empty: nothing)",
             ),
         ]
 
@@ -350,7 +431,10 @@ class Modes(Program):
                 )
                 break
         cx.out["mode.state"] = self.model.state
-        cx.out["mode.request"] = request_w(view.inputs, self.params)
+        if self.model.state in SIGNED:
+            cx.out["mode.request"], cx.out["mode.clamp"] = self.model.signed_request(view)
+        else:
+            cx.out["mode.request"], cx.out["mode.clamp"] = request_w(view.inputs, self.params), ""
 
     def _reason(self, trigger: str, view: View) -> str:
         p = self.params
@@ -363,6 +447,8 @@ class Modes(Program):
         if trigger == "reserve_reached" and p.reserve_tag is not None:
             r = view.inputs.tag(p.reserve_tag)
             return f"{text} ({r.value:.3f})" if r.good else f"{text}: {p.reserve_tag} is {r.quality.value}"
+        if trigger in ("enter_remote", "enter_frequency", "authority_ended") and p.authority is not None:
+            return f"{text}: {current(view, p.authority_tag('reason'))}"
         if trigger in ("soc_full", "soc_empty"):
             return f"{text} ({view.inputs.value(p.soc_tag):.3f})"
         return text

@@ -25,10 +25,17 @@ CONTROL = "control"  # the source name of the local control socket (and, later, 
 
 TaskKind = Literal["reset_trip", "availability", "start", "stop", "mode_request", "reset", "der_control"]
 TASK_KINDS: tuple[str, ...] = ("reset_trip", "availability", "start", "stop", "mode_request", "reset", "der_control")
-CONTROL_KINDS: tuple[str, ...] = ("reset_trip", "force", "unforce")
-MODES = ("remote", "local")  # as the local API's ModeRequest: remote follows setpoint_w, local hands back
+CONTROL_KINDS: tuple[str, ...] = ("reset_trip", "force", "unforce", "mode_request")
+# mode_request (docs/modes.md "Who may ask for what"): remote follows setpoint_w, frequency follows curve
+# (+ baseline_w) at the measured grid frequency, local hands this source's authority back.
+MODES = ("remote", "frequency", "local")
 MAX_SETPOINT_W = 1_000_000.0  # |set point| of a mode request; the safety layer's ratings bound it further
 MAX_EXPIRY_S = 86_400.0  # a mode request lasts at most a day
+# A frequency-watt curve (OCPP 2.1 v2xFreqWattCurve): 2-10 points, frequencies strictly increasing within
+# 45-65 Hz, which spans the operating range of 50 Hz and 60 Hz grids alike (IEEE 1547-2018 Table 18 at
+# 60 Hz: the under-frequency trips may sit as low as 50 Hz); beyond its end points the curve holds.
+CURVE_POINTS = (2, 10)
+CURVE_HZ = (45.0, 65.0)
 # der_control (the CSMS's DER controls, applied by the safety layer): OCPP 2.1 controlId is string(36); the
 # control object is at most a 10-point curve with a few scalars, so 16 KiB leaves room for customData
 # while a flood cannot make a cycle parse megabytes.
@@ -86,7 +93,7 @@ def check_args(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
         "availability": ("operative",),
         "start": ("remote_id",),
         "stop": ("remote_id",),
-        "mode_request": ("mode", "setpoint_w", "expiry_s", "limit_pct"),
+        "mode_request": ("mode", "setpoint_w", "expiry_s", "limit_pct", "curve", "baseline_w"),
         "reset": (),
         "der_control": ("action", "control_type", "control_id", "is_default", "ocpp"),
         "force": ("tag", "value"),
@@ -106,19 +113,7 @@ def check_args(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
             raise Refused("remote_id must be a 32-bit integer")
         out["remote_id"] = rid
     elif kind == "mode_request":
-        if args.get("mode") not in MODES:
-            raise Refused(f"mode must be one of {', '.join(MODES)}")
-        out["mode"] = args["mode"]
-        if args.get("setpoint_w") is not None:
-            out["setpoint_w"] = _number(args, "setpoint_w", -MAX_SETPOINT_W, MAX_SETPOINT_W)
-        elif args["mode"] == "remote":
-            raise Refused("mode remote needs setpoint_w")
-        if args.get("expiry_s") is not None:
-            out["expiry_s"] = _number(args, "expiry_s", 0.0, MAX_EXPIRY_S)
-            if out["expiry_s"] <= 0:
-                raise Refused("expiry_s must be above 0")
-        if args.get("limit_pct") is not None:
-            out["limit_pct"] = _number(args, "limit_pct", 0.0, 100.0)
+        out.update(_mode_request(args))
     elif kind == "der_control":
         out.update(_der_control(args))
     elif kind in ("force", "unforce"):
@@ -162,6 +157,47 @@ def _der_control(args: Mapping[str, Any]) -> dict[str, Any]:
     if size > DER_OCPP_MAX_BYTES:
         raise Refused(f"ocpp is {size} bytes, more than {DER_OCPP_MAX_BYTES}")
     return {"action": "set", "control_type": ctype, "control_id": cid, "is_default": args["is_default"], "ocpp": ocpp}
+
+
+def _mode_request(args: Mapping[str, Any]) -> dict[str, Any]:
+    """remote needs ``setpoint_w``; frequency needs ``curve`` (``baseline_w`` optional); local needs
+    neither. Every number finite and in range, so the scan never checks a shape again."""
+    mode = args.get("mode")
+    if mode not in MODES:
+        raise Refused(f"mode must be one of {', '.join(MODES)}")
+    out: dict[str, Any] = {"mode": mode}
+    for key in ("setpoint_w", "baseline_w"):
+        if args.get(key) is not None:
+            out[key] = _number(args, key, -MAX_SETPOINT_W, MAX_SETPOINT_W)
+    if mode == "remote" and "setpoint_w" not in out:
+        raise Refused("mode remote needs setpoint_w")
+    if args.get("curve") is not None:
+        out["curve"] = _curve(args["curve"])
+    elif mode == "frequency":
+        raise Refused("mode frequency needs curve")
+    if args.get("expiry_s") is not None:
+        out["expiry_s"] = _number(args, "expiry_s", 0.0, MAX_EXPIRY_S)
+        if out["expiry_s"] <= 0:
+            raise Refused("expiry_s must be above 0")
+    if args.get("limit_pct") is not None:
+        out["limit_pct"] = _number(args, "limit_pct", 0.0, 100.0)
+    return out
+
+
+def _curve(points: Any) -> list[list[float]]:
+    """``[[hz, w], ...]``: CURVE_POINTS points, finite, hz strictly increasing within CURVE_HZ."""
+    if not isinstance(points, (list, tuple)) or not CURVE_POINTS[0] <= len(points) <= CURVE_POINTS[1]:
+        raise Refused(f"curve must be a list of {CURVE_POINTS[0]}-{CURVE_POINTS[1]} [hz, w] points")
+    out: list[list[float]] = []
+    for i, pt in enumerate(points):
+        if not isinstance(pt, (list, tuple)) or len(pt) != 2:
+            raise Refused(f"curve point {i} must be [hz, w]")
+        hz = _number({"hz": pt[0]}, "hz", *CURVE_HZ)
+        w = _number({"w": pt[1]}, "w", -MAX_SETPOINT_W, MAX_SETPOINT_W)
+        if out and hz <= out[-1][0]:
+            raise Refused(f"curve point {i}: frequencies must increase strictly ({hz:g} Hz after {out[-1][0]:g} Hz)")
+        out.append([hz, w])
+    return out
 
 
 class Gate:
@@ -215,4 +251,5 @@ class Gate:
                 raise Refused(f"rate limit: more than {self.section.max_per_minute} commands a minute from {r.source}")
             recent.append(now_us)
             self._recent[r.source] = recent
-        return Command(r.kind, {**args, "source": r.source, "by": r.by, "id": r.id})
+        typ = CONTROL if r.source == CONTROL else self.task_types[r.source]
+        return Command(r.kind, {**args, "source": r.source, "source_type": typ, "by": r.by, "id": r.id})

@@ -44,7 +44,7 @@ def refusal(tmp: Path, changes: dict[Key, float]) -> tuple[Path, str, list[tuple
 def test_the_schema_walk_reaches_every_section() -> None:
     sections = {k[0] for k in KEYS}
     assert {"site", "scan", "devices", "programs", "safety", "tasks", "plant"} <= sections
-    assert ("programs", 0, "params", "snr_min_db") in KEYS  # the SNR minimum of the issue
+    assert ("programs", 1, "params", "snr_min_db") in KEYS  # the SNR minimum of the issue
     assert ("safety", 0, "params", "rated_charge_w") in KEYS  # a rating
 
 
@@ -72,7 +72,7 @@ def test_non_finite_settings_together_are_refused_where_they_are(changes: dict[K
 
 
 def test_check_and_run_exit_2_on_nan_without_a_traceback(tmp_path: Path) -> None:
-    key = ("programs", 0, "params", "snr_min_db")
+    key = ("programs", 1, "params", "snr_min_db")
     path = write(tmp_path, with_value(bundled_data(), {key: math.nan}))
     where = f"{path}:{line_of_key(path.read_text(), key)}: {dotted(key)}: "
     for args in (("check", str(path)), ("run", str(path), "--for", "1", "--no-plant")):

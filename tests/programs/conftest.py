@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from backtest.rig import CycleRig
-from runtime.api import Program, SiteInfo
+from runtime.api import Command, Program, SiteInfo
 from runtime.engine import StepResult
 from runtime.tags import Direction, Quality, TagSpec, TagType, TagUpdate
 from tests.peers import MOSQUITTO as MOSQUITTO_INSTALL
@@ -44,8 +44,6 @@ INPUTS: tuple[TagSpec, ...] = (
     TagSpec("safety.trip", TagType.STR),
     TagSpec("safety.limit_charge", TagType.FLOAT, "W"),
     TagSpec("safety.limit_discharge", TagType.FLOAT, "W"),
-    TagSpec("backoffice.limit_charge", TagType.FLOAT, "W", Direction.SHARED),
-    TagSpec("backoffice.limit_discharge", TagType.FLOAT, "W", Direction.SHARED),
 )
 OUTPUTS: tuple[TagSpec, ...] = (
     TagSpec("inverter.setpoint", TagType.FLOAT, "W", Direction.OUTPUT, 0.0),
@@ -77,12 +75,16 @@ class Rig(CycleRig):
         super().__init__(SITE, programs, interlocks, (*inputs, *OUTPUTS, *extra))
 
     def step(  # type: ignore[override]
-        self, values: Mapping[str, Any] = {}, bad: Sequence[str] = (), stale: Sequence[str] = ()
+        self,
+        values: Mapping[str, Any] = {},
+        bad: Sequence[str] = (),
+        stale: Sequence[str] = (),
+        commands: Sequence[Command] = (),
     ) -> StepResult:
         ups = [TagUpdate(n, v) for n, v in values.items()]
         ups += [TagUpdate(n, None, Quality.BAD) for n in bad]
         ups += [TagUpdate(n, values.get(n, 0), Quality.STALE) for n in stale]
-        res = super().step(ups)
+        res = super().step(ups, commands)
         self.advance()
         return res
 

@@ -19,8 +19,6 @@ def rig(state: str = "idle", **params: Any) -> Rig:
     m.machine.set_state(state, m.model)
     defaults: dict[str, Any] = {
         "plan_soc_tag": None,
-        "backoffice_charge_tag": "backoffice.limit_charge",
-        "backoffice_discharge_tag": "backoffice.limit_discharge",
     }
     return Rig([m, Dispatch("dispatch", DispatchParams(**(defaults | params)), SITE)])
 
@@ -135,34 +133,24 @@ def test_soc_correction_bad_target_ignored() -> None:
     assert sp(r) == 5000.0 and r.value("dispatch.correction") == 0.0
 
 
-# (state, plan, safety charge, safety discharge, back-office charge, back-office discharge, expected, limit)
+# (state, plan, safety charge, safety discharge, expected, limit)
 LIMITS = [
-    ("charge", 9000.0, 4000.0, 11000.0, None, None, 4000.0, "safety"),
-    ("charge", 9000.0, 0.0, 11000.0, None, None, 0.0, "safety"),
-    ("charge", 9000.0, 11000.0, 0.0, None, None, 9000.0, ""),  # the other direction's limit is irrelevant
-    ("charge", 9000.0, 11000.0, 11000.0, 3000.0, None, 3000.0, "back office"),
-    ("charge", 9000.0, 11000.0, 11000.0, 0.0, None, 0.0, "back office"),
-    ("charge", 20000.0, 11000.0, 11000.0, None, None, 11000.0, "rating"),
-    ("discharge", -9000.0, 11000.0, 4000.0, None, None, -4000.0, "safety"),
-    ("discharge", -9000.0, 11000.0, 0.0, None, None, 0.0, "safety"),
-    ("discharge", -9000.0, 0.0, 11000.0, None, None, -9000.0, ""),
-    ("discharge", -9000.0, 11000.0, 11000.0, None, 2500.0, -2500.0, "back office"),
-    ("discharge", -9000.0, 11000.0, 11000.0, None, -2500.0, -2500.0, "back office"),  # OCPP 2.1 sign
-    ("discharge", -9000.0, 11000.0, 11000.0, None, 0.0, 0.0, "back office"),
-    ("discharge", -20000.0, 11000.0, 11000.0, None, None, -11000.0, "rating"),
+    ("charge", 9000.0, 4000.0, 11000.0, 4000.0, "safety"),
+    ("charge", 9000.0, 0.0, 11000.0, 0.0, "safety"),
+    ("charge", 9000.0, 11000.0, 0.0, 9000.0, ""),  # the other direction's limit is irrelevant
+    ("charge", 20000.0, 11000.0, 11000.0, 11000.0, "rating"),
+    ("discharge", -9000.0, 11000.0, 4000.0, -4000.0, "safety"),
+    ("discharge", -9000.0, 11000.0, 0.0, 0.0, "safety"),
+    ("discharge", -9000.0, 0.0, 11000.0, -9000.0, ""),
+    ("discharge", -20000.0, 11000.0, 11000.0, -11000.0, "rating"),
 ]
 
 
 @pytest.mark.parametrize("row", LIMITS)
 def test_limits(row: tuple) -> None:
-    state, plan, lc, ld, bc, bd, expected, limit = row
+    state, plan, lc, ld, expected, limit = row
     r = rig(state, ramp_w_per_s=1e7)
-    values = {**GOOD, "plan.power": plan, "safety.limit_charge": lc, "safety.limit_discharge": ld}
-    if bc is not None:
-        values["backoffice.limit_charge"] = bc
-    if bd is not None:
-        values["backoffice.limit_discharge"] = bd
-    r.step(values)
+    r.step({**GOOD, "plan.power": plan, "safety.limit_charge": lc, "safety.limit_discharge": ld})
     assert r.value("mode.state") == state
     assert sp(r) == expected
     assert r.value("dispatch.limit") == limit
@@ -174,14 +162,6 @@ def test_safety_limit_not_good_means_zero(state: str, plan: float) -> None:
     r = rig(state, ramp_w_per_s=1e7)
     r.step({**GOOD, "plan.power": plan}, bad=("safety.limit_charge", "safety.limit_discharge"))
     assert sp(r) == 0.0
-
-
-def test_stale_backoffice_limit_stays_in_force() -> None:
-    r = rig("charge", ramp_w_per_s=1e7)
-    r.step({**GOOD, "plan.power": 9000.0, "backoffice.limit_charge": 3000.0})
-    r.step({**GOOD, "plan.power": 9000.0, "backoffice.limit_charge": 3000.0}, stale=("backoffice.limit_charge",))
-    assert r.last is not None and not r.last.image["backoffice.limit_charge"].good
-    assert sp(r) == 3000.0
 
 
 def test_ramp_restarts_from_committed_setpoint() -> None:

@@ -23,6 +23,18 @@ def modes(**params: Any) -> Modes:
     return Modes("modes", ModeParams(**params), SITE)
 
 
+# The authority program's tags as inputs, so a row sets them directly (tests/programs/test_authority.py
+# runs the program itself).
+AUTHORITY = (
+    TagSpec("authority.mode", TagType.STR),
+    TagSpec("authority.setpoint_w", TagType.FLOAT, "W"),
+    TagSpec("authority.reason", TagType.STR),
+)
+BASE = {**GOOD, "authority.mode": "plan", "authority.setpoint_w": 0.0, "authority.reason": "local plan"}
+REMOTE = {"authority.mode": "remote", "authority.setpoint_w": -3000.0, "authority.reason": "operator control"}
+FREQ = {"authority.mode": "frequency", "authority.setpoint_w": 2000.0, "authority.reason": "ocpp backoffice"}
+
+
 # (id, start state, changes to the good image, bad-quality tags, expected state, expected trigger)
 ROWS: list[tuple[str, str, dict[str, Any], tuple[str, ...], str, str | None]] = [
     # -- transitions ----------------------------------------------------------------------------
@@ -103,6 +115,45 @@ ROWS: list[tuple[str, str, dict[str, Any], tuple[str, ...], str, str | None]] = 
     ("discharge-stay", "discharge", {"plan.power": -5000.0, "ev.soc": 0.21}, (), "discharge", None),
     ("safe-stay-trip", "safe_state", {"safety.trip": "OV2"}, (), "safe_state", None),
     ("safe-stay-trip-bad", "safe_state", {}, ("safety.trip",), "safe_state", None),
+    # -- the signed states: the authority's remote set point and frequency response -----------------
+    ("idle-enter_remote", "idle", REMOTE, (), "remote", "enter_remote"),
+    ("charge-enter_remote", "charge", REMOTE, (), "remote", "enter_remote"),
+    ("discharge-enter_remote", "discharge", {"plan.power": -5000.0, **REMOTE}, (), "remote", "enter_remote"),
+    ("frequency-enter_remote", "frequency", REMOTE, (), "remote", "enter_remote"),
+    ("idle-enter_frequency", "idle", FREQ, (), "frequency", "enter_frequency"),
+    ("charge-enter_frequency", "charge", FREQ, (), "frequency", "enter_frequency"),
+    ("discharge-enter_frequency", "discharge", {"plan.power": -5000.0, **FREQ}, (), "frequency", "enter_frequency"),
+    ("remote-enter_frequency", "remote", FREQ, (), "frequency", "enter_frequency"),
+    ("remote-authority_ended", "remote", {}, (), "idle", "authority_ended"),
+    ("frequency-authority_ended", "frequency", {}, (), "idle", "authority_ended"),
+    ("remote-authority-bad", "remote", {}, ("authority.mode",), "idle", "authority_ended"),
+    ("remote-trip", "remote", {**REMOTE, "safety.trip": "OV2"}, (), "safe_state", "trip"),
+    ("frequency-trip", "frequency", {**FREQ, "safety.trip": "OF2"}, (), "safe_state", "trip"),
+    ("remote-ev_disconnected", "remote", {**REMOTE, "ev.connected": False}, (), "idle", "ev_disconnected"),
+    ("frequency-ev_disconnected", "frequency", {**FREQ, "ev.connected": False}, (), "idle", "ev_disconnected"),
+    ("remote-link_lost", "remote", {**REMOTE, "plc.snr": 3.0}, (), "idle", "link_lost"),
+    ("frequency-link_lost", "frequency", {**FREQ, "plc.snr": 3.0}, (), "idle", "link_lost"),
+    ("remote-soc_unknown", "remote", REMOTE, ("ev.soc",), "idle", "soc_unknown"),
+    ("frequency-soc_unknown", "frequency", FREQ, ("ev.soc",), "idle", "soc_unknown"),
+    (
+        "remote-trip-beats-disconnect",
+        "remote",
+        {**REMOTE, "safety.trip": "OV2", "ev.connected": False},
+        (),
+        "safe_state",
+        "trip",
+    ),
+    ("safe-cleared-only-to-idle-remote", "safe_state", REMOTE, (), "idle", "trip_cleared"),
+    ("remote-stay", "remote", REMOTE, (), "remote", None),
+    ("remote-stay-soc-full", "remote", {**REMOTE, "authority.setpoint_w": 5000.0, "ev.soc": 0.95}, (), "remote", None),
+    ("remote-stay-soc-empty", "remote", {**REMOTE, "ev.soc": 0.1}, (), "remote", None),
+    ("remote-stay-reserve-bad", "remote", REMOTE, ("plan.reserve_soc",), "remote", None),
+    ("frequency-stay", "frequency", FREQ, (), "frequency", None),
+    ("frequency-stay-plan-zero", "frequency", {**FREQ, "plan.power": 0.0}, (), "frequency", None),
+    ("idle-remote-blocked-disconnected", "idle", {**REMOTE, "ev.connected": False}, (), "idle", None),
+    ("idle-remote-blocked-link", "idle", {**REMOTE, "plc.snr": 3.0}, (), "idle", None),
+    ("idle-remote-blocked-soc-bad", "idle", REMOTE, ("ev.soc",), "idle", None),
+    ("idle-frequency-blocked-disconnected", "idle", {**FREQ, "ev.connected": False}, (), "idle", None),
 ]
 
 
@@ -111,8 +162,8 @@ def test_table(row: tuple[str, str, dict[str, Any], tuple[str, ...], str, str | 
     _, start, changes, bad, expected, trigger = row
     prog = modes()
     prog.machine.set_state(start, prog.model)
-    rig = Rig([prog])
-    values = {**GOOD, **changes}
+    rig = Rig([prog], extra=AUTHORITY)
+    values = {**BASE, **changes}
     rig.step({n: v for n, v in values.items() if n not in bad}, bad=bad)
     assert rig.value("mode.state") == expected
     events = rig.transitions()
@@ -135,6 +186,41 @@ def test_table_covers_every_transition() -> None:
         for src in t["source"] if isinstance(t["source"], list) else [t["source"]]:
             assert (src, t["trigger"]) in covered, (src, t["trigger"])
     assert {r[1] for r in ROWS if r[5] is None} == set(STATES)  # a blocked row from every state
+
+
+# (id, authority set point, SoC, plan.reserve_soc (None: not good), mode.request, mode.clamp)
+SIGNED_ROWS: list[tuple[str, float, float, float | None, float, str]] = [
+    ("charge", 5000.0, 0.5, 0.2, 5000.0, ""),
+    ("discharge", -5000.0, 0.5, 0.2, -5000.0, ""),
+    ("zero", 0.0, 0.5, 0.2, 0.0, ""),
+    ("charge-at-soc_max", 5000.0, 0.90, 0.2, 0.0, REASONS["soc_full"]),
+    ("discharge-at-soc_max", -5000.0, 0.90, 0.2, -5000.0, ""),  # the other sign stays open
+    ("discharge-at-soc_min", -5000.0, 0.20, 0.1, 0.0, REASONS["soc_empty"]),
+    ("charge-at-soc_min", 5000.0, 0.20, 0.1, 5000.0, ""),
+    ("discharge-at-reserve", -5000.0, 0.5, 0.5, 0.0, REASONS["reserve_reached"]),
+    ("discharge-reserve-stale", -5000.0, 0.5, None, 0.0, REASONS["reserve_reached"]),
+    ("charge-reserve-stale", 5000.0, 0.5, None, 5000.0, ""),
+]
+
+
+@pytest.mark.parametrize("state", ["remote", "frequency"])
+@pytest.mark.parametrize("row", SIGNED_ROWS, ids=[r[0] for r in SIGNED_ROWS])
+def test_signed_request_bounded_by_soc_window_and_reserve(
+    state: str, row: tuple[str, float, float, float | None, float, str]
+) -> None:
+    """In remote and frequency the SoC window and the departure reserve clamp the authority's set point
+    (and say so in mode.clamp) without leaving the state: the other direction stays available."""
+    _, setpoint, soc, reserve, request, clamp = row
+    prog = modes()
+    prog.machine.set_state(state, prog.model)
+    rig = Rig([prog], extra=AUTHORITY)
+    values = {**BASE, "authority.mode": state, "authority.setpoint_w": setpoint, "ev.soc": soc}
+    if reserve is not None:
+        values["plan.reserve_soc"] = reserve
+    rig.step(values, stale=() if reserve is not None else ("plan.reserve_soc",))
+    assert rig.value("mode.state") == state
+    assert rig.value("mode.request") == request
+    assert rig.value("mode.clamp") == clamp
 
 
 def test_stale_plan_charges_only_to_the_fallback_soc() -> None:

@@ -221,6 +221,7 @@ def test_the_gate_accepts_typed_commands_with_source_and_identity_and_rate_limit
     assert c.name == "availability" and dict(c.args) == {
         "operative": False,
         "source": "backoffice",
+        "source_type": "ocpp",
         "by": "CS-1",
         "id": "9",
     }

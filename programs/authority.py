@@ -1,0 +1,296 @@
+"""Mode authority: who may tell the site what to do, decided once per scan from the mode requests.
+
+Why one program and not a check in each interface: the operator, the back office and a local energy
+manager all ask through the same ``mode_request`` command, and exactly one of them (or the local plan)
+is in charge in any cycle. Deciding that in the scan, from commands applied at a cycle boundary and from
+frozen inputs, makes the decision replayable and puts it in one place that the mode machine reads
+(docs/modes.md "Who may ask for what").
+
+Rules:
+- A request is kept per source (a task's name, or ``control``) until it expires (``expiry_s``, else
+  ``default_expiry_s``, on the cycle clock), until the same source sends ``local`` (hands back), or until
+  the same source sends another request (which replaces it). An expired request is dropped with an event.
+- The source's type (added by the command gate) gives its rank: the local operator (``control``,
+  ``hmi``) over the back office (``ocpp``) over the local EMS (``localapi*``) over the local plan.
+- The back office's request counts only while its link is accepted (``ocpp.accepted`` good and true): a
+  lost link hands authority down in the very cycle that sees it, and back when the link returns, if the
+  request has not expired meanwhile.
+- The local EMS's request counts only while the CSMS delegates (``ocpp.operation_mode`` good and
+  ExternalSetpoint or ExternalLimits), or, on a site without an OCPP task, when ``local_control`` is set.
+- Among requests of one rank, the latest wins.
+- In ``frequency`` the set point is ``baseline_w`` + the curve at this cycle's ``grid.frequency``
+  (programs/freqwatt.py); a frequency that is not good gives 0 W (doubt is zero).
+- Live requests persist across a restart with the time they had left, rounded up to the minute (so the
+  state file is written at most once a minute while a request lives): a restart neither drops an
+  operator's override silently nor keeps it past its expiry by more than that minute.
+
+Outputs are memory tags only (``authority.*``); the mode machine decides whether the site may follow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import Field
+
+from programs.freqwatt import Curve, curve_w
+from runtime.api import Command, Cycle, Params, Program, SiteInfo, TagName, register_program
+from runtime.tags import US, Direction, Image, TagSpec, TagType
+
+PLAN = "plan"
+RANK: dict[str, int] = {"operator": 3, "ocpp": 2, "localapi": 1}
+DELEGATING = ("ExternalSetpoint", "ExternalLimits")  # OCPP 2.1 OperationModeEnumType values that hand over
+PERSIST_STEP_S = 60  # remaining time is persisted in whole minutes, rounded up
+
+
+def source_class(source_type: str) -> str | None:
+    """The rank class of a command's source type, or None for a type that may not ask for a mode."""
+    if source_type in ("control", "hmi"):
+        return "operator"
+    if source_type == "ocpp":
+        return "ocpp"
+    if source_type.startswith("localapi"):
+        return "localapi"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One live request."""
+
+    source: str
+    cls: str
+    mode: str  # remote | frequency
+    setpoint_w: float
+    curve: Curve
+    baseline_w: float
+    limit_pct: float
+    expires_us: int
+    seq: int  # arrival order: among equals the latest wins
+    by: str
+
+    def describe(self) -> str:
+        what = f"{self.setpoint_w:.0f} W" if self.mode == "remote" else f"curve + {self.baseline_w:.0f} W"
+        return f"{self.cls} {self.source} ({self.by}): {self.mode} {what}"
+
+
+class AuthorityParams(Params):
+    local_control: bool = Field(
+        False,
+        description="on a site without an OCPP task, a local EMS (localapi) may take authority; with an OCPP "
+        "task only the CSMS's operation mode delegates",
+    )
+    default_expiry_s: float = Field(
+        900.0, gt=0, le=86_400, description="how long a request without expiry_s lasts (cycle clock, s)"
+    )
+    operation_mode_tag: TagName = Field(
+        "ocpp.operation_mode", description="the OCPP operation mode in force (ExternalSetpoint/ExternalLimits delegate)"
+    )
+    accepted_tag: TagName = Field("ocpp.accepted", description="the back-office link is up and accepted")
+    frequency_tag: TagName = Field("grid.frequency", description="measured grid frequency (Hz) for frequency mode")
+
+
+@register_program("authority")
+class Authority(Program):
+    """Writes ``authority.*``: the source in charge, its mode and signed set point, expiry and why."""
+
+    Params = AuthorityParams
+    params: AuthorityParams
+
+    def __init__(self, name: str, params: AuthorityParams, site: SiteInfo):
+        super().__init__(name, params, site)
+        self.held: dict[str, Held] = {}
+        self._seq = 0
+        self._now_us = 0
+        self._winner: tuple[str, str] = ("", PLAN)  # (source, mode) in charge last cycle
+        self._restored = 0
+        self._unreadable: list[str] = []  # persisted entries restore() could not read
+        self._has_ocpp: bool | None = None  # whether the site has an OCPP task: its tags exist
+
+    def requires(self) -> list[str]:
+        return [self.params.frequency_tag]
+
+    def declare(self) -> list[TagSpec]:
+        m = Direction.MEMORY
+        return [
+            TagSpec(
+                "authority.source", TagType.STR, "", m, PLAN, description="in charge: operator, ocpp, localapi or plan"
+            ),
+            TagSpec("authority.requester", TagType.STR, "", m, "", description="task (or control) and who asked"),
+            TagSpec("authority.mode", TagType.STR, "", m, PLAN, description="plan, remote or frequency"),
+            TagSpec(
+                "authority.setpoint_w",
+                TagType.FLOAT,
+                "W",
+                m,
+                0.0,
+                description="signed set point asked for this cycle (frequency: baseline + curve at grid.frequency)",
+            ),
+            TagSpec("authority.limit_pct", TagType.FLOAT, "%", m, 100.0, description="power limit of the request"),
+            TagSpec(
+                "authority.expires_us", TagType.INT, "us", m, 0, description="cycle clock when it expires; 0: plan"
+            ),
+            TagSpec("authority.reason", TagType.STR, "", m, "", description="why this source is in charge"),
+            TagSpec("authority.requests", TagType.JSON, "", m, [], description="every live request, by rank"),
+        ]
+
+    # -- persistence ------------------------------------------------------------------------------------
+    def persist(self) -> Mapping[str, Any] | None:
+        """None without live requests: nothing in the state file that a site without this program would
+        have to clear before it starts."""
+        if not self.held:
+            return None
+        out = []
+        for h in sorted(self.held.values(), key=lambda h: h.seq):
+            left_s = math.ceil(max(0, h.expires_us - self._now_us) / US / PERSIST_STEP_S) * PERSIST_STEP_S
+            d = asdict(h)
+            del d["expires_us"], d["seq"]
+            d["curve"] = [list(p) for p in h.curve]
+            out.append({**d, "left_s": left_s})
+        return {"requests": out}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Requests as persisted, each lasting the time it had left from the first cycle on. An entry that
+        cannot be read is dropped (back toward the plan) and named in an event on the first cycle."""
+        for d in state.get("requests", []):
+            try:
+                h = Held(
+                    str(d["source"]),
+                    str(d["cls"]),
+                    str(d["mode"]),
+                    float(d["setpoint_w"]),
+                    tuple((float(a), float(b)) for a, b in d["curve"]),
+                    float(d["baseline_w"]),
+                    float(d["limit_pct"]),
+                    round(float(d["left_s"]) * US),
+                    self._seq + 1,
+                    str(d["by"]),
+                )
+                if (
+                    h.cls not in RANK
+                    or h.mode not in ("remote", "frequency")
+                    or (h.mode == "frequency") != bool(h.curve)
+                ):
+                    raise ValueError(f"class {h.cls!r}, mode {h.mode!r}")
+            except (KeyError, TypeError, ValueError) as exc:
+                self._unreadable.append(f"{d!r:.120}: {exc!r}")
+                continue
+            self._seq += 1
+            self.held[h.source] = h
+        self._restored = len(self.held)
+
+    # -- the scan ---------------------------------------------------------------------------------------
+    def scan(self, cx: Cycle) -> None:
+        self._now_us = cx.now_us
+        if self._restored:
+            listed = "; ".join(h.describe() for h in self.held.values())
+            cx.event("authority", f"{self._restored} request(s) restored after a restart: {listed}")
+            self._restored = 0
+        if self._unreadable:
+            cx.event("authority", "persisted request(s) unreadable, dropped: " + "; ".join(self._unreadable))
+            self._unreadable = []
+        for c in cx.commands:
+            if c.name == "mode_request":
+                self._take(cx, c)
+        for src, h in list(self.held.items()):
+            if h.expires_us <= cx.now_us:
+                del self.held[src]
+                cx.event("authority", f"request expired: {h.describe()}", source=h.source, cls=h.cls)
+        win, reason = self._arbitrate(cx.inputs)
+        self._publish(cx, win, reason)
+
+    def _take(self, cx: Cycle, c: Command) -> None:
+        a = c.args
+        src, by = str(a.get("source", "")), str(a.get("by", ""))
+        cls = source_class(str(a.get("source_type", "")))
+        if cls is None:
+            cx.event("authority", f"mode request from {src} ignored: a {a.get('source_type')!r} may not ask for a mode")
+            return
+        if a["mode"] == "local":
+            gone = self.held.pop(src, None)
+            cx.event("authority", f"{cls} {src} ({by}) hands back" + ("" if gone else " (held nothing)"), cls=cls)
+            return
+        self._seq += 1
+        expiry_s = float(a.get("expiry_s") or self.params.default_expiry_s)
+        h = Held(
+            src,
+            cls,
+            str(a["mode"]),
+            float(a.get("setpoint_w") or 0.0),
+            tuple((float(hz), float(w)) for hz, w in a.get("curve") or ()),
+            float(a.get("baseline_w") or 0.0),
+            float(a.get("limit_pct", 100.0)),
+            cx.now_us + round(expiry_s * US),
+            self._seq,
+            by,
+        )
+        self.held[src] = h
+        cx.event("authority", f"request held for {expiry_s:g} s: {h.describe()}", cls=cls, mode=h.mode)
+
+    def _has_ocpp_task(self, img: Image) -> bool:
+        if self._has_ocpp is None:  # the tag set is fixed for the runtime's life: look once
+            names = set(img)
+            self._has_ocpp = self.params.operation_mode_tag in names or self.params.accepted_tag in names
+        return self._has_ocpp
+
+    def _arbitrate(self, img: Image) -> tuple[Held | None, str]:
+        """The request in charge (None: the plan) and why; skipped requests say why they wait."""
+        p = self.params
+        waiting: list[str] = []
+        best: Held | None = None
+        for h in self.held.values():
+            if h.cls == "ocpp" and img.value(p.accepted_tag) is not True:
+                waiting.append(f"{h.source} waits: back-office link down ({p.accepted_tag} not true)")
+                continue
+            if h.cls == "localapi" and not self._delegated(img):
+                why = (
+                    f"{p.operation_mode_tag} is {img.value(p.operation_mode_tag)!r}"
+                    if self._has_ocpp_task(img)
+                    else "local_control is off"
+                )
+                waiting.append(f"{h.source} waits: not delegated ({why})")
+                continue
+            if best is None or (RANK[h.cls], h.seq) > (RANK[best.cls], best.seq):
+                best = h
+        if best is None:
+            return None, "; ".join(["local plan", *waiting])
+        return best, "; ".join([best.describe(), *waiting])
+
+    def _delegated(self, img: Image) -> bool:
+        if self._has_ocpp_task(img):
+            return img.value(self.params.operation_mode_tag) in DELEGATING
+        return self.params.local_control
+
+    def _publish(self, cx: Cycle, win: Held | None, reason: str) -> None:
+        out = cx.out
+        sp = 0.0
+        if win is not None and win.mode == "remote":
+            sp = win.setpoint_w
+        elif win is not None:
+            hz = cx.inputs.value(self.params.frequency_tag)
+            if hz is None:
+                reason += f"; {self.params.frequency_tag} not good: 0 W"
+            else:
+                sp = win.baseline_w + curve_w(win.curve, float(hz))
+        now = (win.source, win.mode) if win else ("", PLAN)
+        if now != self._winner:
+            cx.event("authority", f"in charge: {reason}", source=now[0], mode=now[1])
+            self._winner = now
+        out["authority.source"] = win.cls if win else PLAN
+        out["authority.requester"] = f"{win.source} ({win.by})" if win else ""
+        out["authority.mode"] = win.mode if win else PLAN
+        out["authority.setpoint_w"] = sp + 0.0  # never -0.0
+        out["authority.limit_pct"] = win.limit_pct if win else 100.0
+        out["authority.expires_us"] = win.expires_us if win else 0
+        out["authority.reason"] = reason
+        if out.get("authority.requests") != (reqs := self._listing()):
+            out["authority.requests"] = reqs
+
+    def _listing(self) -> list[dict[str, Any]]:
+        return [
+            {"source": h.source, "class": h.cls, "mode": h.mode, "setpoint_w": h.setpoint_w, "expires_us": h.expires_us}
+            for h in sorted(self.held.values(), key=lambda h: (-RANK[h.cls], -h.seq))
+        ]

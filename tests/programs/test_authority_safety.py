@@ -1,0 +1,96 @@
+"""The safety layer keeps the last word over whoever is in charge: the real ``v2g_safety`` supervisor after
+the authority, the mode machine and dispatch, on the safety tests' cycle rig (the inverter follows the
+committed set point)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from programs.authority import Authority, AuthorityParams
+from programs.dispatch import Dispatch, DispatchParams
+from programs.modes import ModeParams, Modes
+from runtime.api import Command
+from runtime.commands import CONTROL, CommandsSection, Gate, Request
+from runtime.tags import TagSpec, TagType
+from tests.safety.rig import Rig
+
+GATE = Gate({"hmi": "hmi"}, CommandsSection.model_validate({"allow": {"hmi": ["mode_request"]}}), False, 20_000)
+PLANT = (
+    TagSpec("ev.connected", TagType.BOOL),
+    TagSpec("plan.power", TagType.FLOAT, "W"),
+    TagSpec("plan.reserve_soc", TagType.FLOAT),
+)
+
+
+def ask(mode: str, **args: Any) -> Command:
+    return GATE.check(Request("1", "mode_request", CONTROL, "operator", {"mode": mode, **args}), 0)
+
+
+def site(**safety: Any) -> Rig:
+    safety.setdefault("thermal", {"tau_s": None})
+    probe = Rig(**safety)  # only for the site facts the programs need
+    progs = [
+        Authority("authority", AuthorityParams(), probe.site),
+        Modes("modes", ModeParams(), probe.site),
+        Dispatch("dispatch", DispatchParams(ramp_w_per_s=1e7, plan_soc_tag=None, plan_end_tag=None), probe.site),
+    ]
+    r = Rig(extra_inputs=PLANT, programs=progs, **safety)
+    r.set(ev__connected=True, plan__power=0.0, plan__reserve_soc=0.2)
+    r.settle()  # through start-up enter service
+    return r
+
+
+def tag(r: Rig, name: str) -> Any:
+    assert r.last is not None
+    return r.last.image[name].value
+
+
+def committed(r: Rig) -> float:
+    return float(r.out["inverter.setpoint"]) if r.out["inverter.enable"] else 0.0
+
+
+@pytest.mark.parametrize("w", [-9000.0, 9000.0])
+def test_thermal_derate_clamps_a_remote_setpoint(w: float) -> None:
+    r = site()
+    r.step((ask("remote", setpoint_w=w),))
+    r.step()
+    assert tag(r, "mode.state") == "remote" and committed(r) == w
+    r.set(inverter__temperature=80.0)  # inside the derate band (70-85 degC)
+    for _ in range(3):
+        r.step()
+    limit = tag(r, "safety.limit_discharge" if w < 0 else "safety.limit_charge")
+    assert 0 < limit < abs(w)
+    assert abs(committed(r)) <= limit + 1e-9 and committed(r) * w > 0
+    assert tag(r, "mode.state") == "remote"  # the authority still asks; safety bounds what is sent
+
+
+@pytest.mark.parametrize("mode", ["remote", "frequency"])
+def test_a_trip_zeroes_the_output_in_its_cycle_and_the_machine_follows(mode: str) -> None:
+    r = site()
+    args = {"setpoint_w": -6000.0} if mode == "remote" else {"curve": [[59.0, 6000.0], [61.0, -6000.0]]}
+    r.step((ask(mode, **args),))
+    r.set(grid__frequency=60.5 if mode == "frequency" else 60.0)
+    r.step()
+    assert tag(r, "mode.state") == mode and committed(r) == (-6000.0 if mode == "remote" else -3000.0)
+    r.set(grid__voltage=1.25 * 240.0)  # above OV2 (1.20 pu): cease at once, trip at its clearing time
+    for _ in range(50):  # 1 s: OV2 clears in 0.16 s (IEEE 1547-2018 Table 13, Category III)
+        r.step()
+        assert committed(r) == 0.0  # from the cycle that sees the over-voltage on, whoever asks
+        if tag(r, "mode.state") == "safe_state":
+            break
+    assert tag(r, "mode.state") == "safe_state" and tag(r, "safety.trip") != ""
+    assert tag(r, "authority.mode") == mode  # the request is still held: leaving is the machine's and safety's
+
+
+def test_frequency_step_reaches_the_inverter_within_two_cycles_through_safety() -> None:
+    """From the cycle that sees a frequency step to the committed set point, with the safety layer in the
+    path: both signs and zero."""
+    r = site()
+    r.step((ask("frequency", curve=[[59.5, 10000.0], [59.9, 0.0], [60.1, 0.0], [60.5, -10000.0]]),))
+    for hz, expected in ((60.3, -5000.0), (59.7, 5000.0), (60.0, 0.0), (60.4, -7500.0)):
+        r.set(grid__frequency=hz)
+        got = [committed(r) for _ in range(2) if r.step()]
+        assert got[-1] == pytest.approx(expected, abs=1e-6), (hz, got)
+        assert got[0] == pytest.approx(expected, abs=1e-6), f"{hz} Hz: took two cycles ({got})"
