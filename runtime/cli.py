@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runtime.yamlload import ConfigError
 
@@ -157,6 +157,19 @@ def cmd_force(a: argparse.Namespace) -> int:
     return 0 if reply.get("ok") else 1
 
 
+def cmd_mode(a: argparse.Namespace) -> int:
+    """An operator override through the control socket: it outranks the back office, the local EMS and the
+    plan until it expires or is handed back with ``mode local`` (docs/modes.md "Who may ask for what")."""
+    req: dict[str, Any] = {"cmd": "mode_request", "mode": a.mode, "by": "v2g-plc mode"}
+    if a.setpoint_w is not None:
+        req["setpoint_w"] = a.setpoint_w
+    if a.expiry_s is not None:
+        req["expiry_s"] = a.expiry_s
+    reply = _control(a.site, req)
+    print(json.dumps(reply))
+    return 0 if reply.get("ok") else 1
+
+
 def cmd_status(a: argparse.Namespace) -> int:
     reply = _control(a.site, {"cmd": "read", "tags": a.tag} if a.tag else {"cmd": "status"})
     print(json.dumps(reply))
@@ -243,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--release", action="store_true")
     p.add_argument("--site", type=Path)
     p.set_defaults(fn=cmd_force)
+    p = sub.add_parser("mode", help="operator override: follow a set point (remote) or hand back (local)")
+    p.add_argument("mode", choices=("remote", "local"))
+    p.add_argument("--setpoint-w", type=float, help="W, signed: + charges the EV, - discharges it")
+    p.add_argument("--expiry-s", type=float, help="seconds until the override ends by itself (default 900)")
+    p.add_argument("--site", type=Path)
+    p.set_defaults(fn=cmd_mode)
     p = sub.add_parser("status", help="ask a running runtime for its state (or read tags with --tag)")
     _site_arg(p, True)
     p.add_argument("--tag", action="append", help="read this tag (repeatable)")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.api import Command
+from runtime.commands import check_args
 from runtime.io.driver import Driver, IOContext
 
 log = logging.getLogger("v2g_plc.io")
@@ -135,7 +136,7 @@ class ControlServer:
     ``IDLE_S`` is closed.
     """
 
-    COMMANDS = ("reset_trip", "force", "unforce", "status", "read")
+    COMMANDS = ("reset_trip", "force", "unforce", "mode_request", "status", "read")
     MAX_REQUEST = 64 * 1024
     MAX_CLIENTS = 8
     IDLE_S = 60.0
@@ -230,12 +231,20 @@ class ControlServer:
                     raise ValueError("force needs a value (to release a force: unforce)")
                 self._check_force(str(req["tag"]), req["value"])
                 self._stage(Command("force", {"tag": str(req["tag"]), "value": req["value"]}))
+            elif cmd == "mode_request":  # an operator override: the highest rank of the mode authority
+                args = check_args("mode_request", {k: v for k, v in req.items() if k not in ("cmd", "by")})
+                self._stage(Command("mode_request", {**args, "by": f"{req.get('by', 'control socket')} ({peer})"}))
             elif cmd == "unforce":
                 self._check_force(str(req["tag"]), None)
                 self._stage(Command("unforce", {"tag": str(req["tag"])}))
             log.warning("control command accepted (%s): %s", peer, line.decode(errors="replace").strip()[:500])
             return {"ok": True}
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            RecursionError,
+        ) as exc:  # Refused is a ValueError; RecursionError: JSON nested too deep
             log.error("control command rejected (%s): %r: %s", peer, line[:200], exc)
             return {"ok": False, "error": str(exc)}
 

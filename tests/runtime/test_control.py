@@ -119,3 +119,30 @@ def test_connections_are_bounded(served: Served) -> None:
             s.close()
     wait_for(lambda: served.server.clients == 0, 10, "the connections to close")
     assert control_request(served.path, {"cmd": "status"})["ok"]  # a free slot again
+
+
+@pytest.mark.parametrize(
+    ("req", "error"),
+    [
+        ({"mode": "remote", "setpoint_w": -5000.0, "expiry_s": 600.0}, None),
+        ({"mode": "remote", "setpoint_w": 0.0}, None),
+        ({"mode": "remote", "setpoint_w": 5000.0}, None),
+        ({"mode": "local"}, None),
+        ({"mode": "remote"}, "mode remote needs setpoint_w"),
+        ({"mode": "remote", "setpoint_w": "5000"}, "setpoint_w must be a finite number"),
+        ({"mode": "turbo"}, "mode must be one of"),
+        ({"mode": "local", "tag": "inverter.setpoint"}, "unknown argument 'tag'"),
+    ],
+)
+def test_an_operator_mode_request_is_staged_typed_with_who_asked(
+    served: Served, req: dict[str, Any], error: str | None
+) -> None:
+    """``v2g-plc mode``: the operator's override of the mode authority, shaped here, ranked in the scan."""
+    reply = control_request(served.path, {"cmd": "mode_request", "by": "op", **req})
+    if error is None:
+        assert reply == {"ok": True}
+        (c,) = served.staged
+        assert c.name == "mode_request" and c.args["mode"] == req["mode"] and c.args["by"].startswith("op (pid ")
+        assert c.args.get("setpoint_w") == req.get("setpoint_w")
+    else:
+        assert not reply["ok"] and error in reply["error"] and served.staged == []
