@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -266,6 +267,7 @@ class TaskSupervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._stopping = False
+        self.runtime_id = uuid.uuid4().hex  # one per runtime start: every task process it spawns gets it
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -285,6 +287,8 @@ class TaskSupervisor:
             self.start.isoformat(),
             "--parent",
             str(os.getpid()),
+            "--runtime-id",
+            self.runtime_id,
         ]
         # systemd's notification variables belong to the scan process alone (NotifyAccess=main).
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
@@ -383,7 +387,9 @@ async def _run_task(task: Any, cx: Any, backoff0: float, backoff_max: float) -> 
         backoff = min(backoff * 2, backoff_max)
 
 
-async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, parent: int) -> None:
+async def child_main(
+    site_path: Path, fd: int, speed: int, start: dt.datetime, parent: int, runtime_id: str = ""
+) -> None:
     from runtime.site import build_site
     from runtime.tasks.base import TaskContext
 
@@ -456,7 +462,7 @@ async def child_main(site_path: Path, fd: int, speed: int, start: dt.datetime, p
             waiting.pop(cid, None)
 
     contexts = [
-        TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}"), command, t.events)
+        TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}"), command, t.events, runtime_id)
         for t in built.tasks
     ]
     position = EventPosition(built.loaded.state_dir / "task-events.json")
@@ -551,11 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=int, default=1)
     ap.add_argument("--start", required=True)
     ap.add_argument("--parent", type=int, default=os.getppid())
+    ap.add_argument("--runtime-id", default="", help="one per runtime start (TaskContext.runtime_id)")
     a = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s tasks %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(child_main(a.site, a.fd, a.speed, dt.datetime.fromisoformat(a.start), a.parent))
+    asyncio.run(child_main(a.site, a.fd, a.speed, dt.datetime.fromisoformat(a.start), a.parent, a.runtime_id))
     return 0
 
 

@@ -55,10 +55,12 @@ def params(url: str, state_dir: Path, **kw: Any) -> OcppParams:
 
 
 class Harness:
-    def __init__(self, p: OcppParams, voltage: float = 240.0, phases: int = 1) -> None:
+    def __init__(self, p: OcppParams, voltage: float = 240.0, phases: int = 1, runtime_id: str = "runtime-1") -> None:
+        """``runtime_id``: the runtime start this station belongs to; a second Harness on the same state
+        with the same id is a task-process restart, with another id a runtime start."""
         self.writes: dict[str, Any] = {}
         self.quality: dict[str, Quality] = {}
-        self.cx = TaskContext("ocpp", self._send, START, logging.getLogger("test.ocpp"))
+        self.cx = TaskContext("ocpp", self._send, START, logging.getLogger("test.ocpp"), runtime_id=runtime_id)
         self.station = Station(p, Path(p.state_dir), voltage, phases, [V201])
         self.now_us = 0
         self.values = dict(PLUGGED, **{"ev.connected": False, "inverter.power": 0.0, "inverter.setpoint": 0.0})

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from websockets.exceptions import ConnectionClosed
 
 from runtime.tags import US
+from runtime.tasks.ocpp import boot, protocol
 from runtime.tasks.ocpp import connection as conn
-from runtime.tasks.ocpp import protocol
 from runtime.tasks.ocpp.smart import parse_time
 
 if TYPE_CHECKING:
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from runtime.tasks.ocpp.variables import DeviceModel, OcppParams
 
 log = logging.getLogger("v2g_plc.ocpp")
-
-RUNTIME_START_US = 60 * US  # a first image younger than this: the runtime (not only the task) started
 
 
 class LinkSide:
@@ -40,6 +38,7 @@ class LinkSide:
     peer: Any
     online: bool
     accepted_once: bool
+    start: boot.Start
     last_traffic: float
     last_contact_us: int | None
     offline_since_us: int | None
@@ -56,6 +55,7 @@ class LinkSide:
 
         def publish(self, force: bool = False) -> None: ...
         def stamp(self, now_us: int | None = None) -> str: ...
+        def save_runtime(self, **changes: Any) -> None: ...
 
     def endpoint(self) -> conn.Endpoint:
         p = self.p
@@ -145,7 +145,7 @@ class LinkSide:
 
     async def boot(self, peer: Any) -> None:
         """BootNotification until Accepted (B01-B03); nothing else is sent meanwhile."""
-        reason = "PowerUp" if self.now_us < RUNTIME_START_US else "Unknown"
+        reason = self.start.reason
         while True:
             cs = {"model": self.p.model, "vendorName": self.p.vendor, "serialNumber": self.p.serial or self.p.identity,
                   "firmwareVersion": self.p.firmware}  # fmt: skip
@@ -174,6 +174,7 @@ class LinkSide:
         if not self.accepted_once:
             await self.boot(peer)
             self.accepted_once = True
+            self.save_runtime(accepted=True)  # a task-process restart from now on owes no BootNotification
             # security event of OCPP 2.0.1 part 2, appendix "Security events": the station (re)started
             self.security_events.appendleft("StartupOfTheDevice")
         self.online = True
@@ -212,15 +213,8 @@ class LinkSide:
                     # on the next connection (a timeout never loses a transaction message)
                     log.warning("ocpp: no answer to %s %s: reconnecting", item.action, item.unique_id)
                     raise
-                except protocol.CallFailed as exc:
-                    # refused: tried MessageAttempts times, MessageAttemptInterval x attempt apart (E13)
-                    n = self.queue.attempted(item.unique_id)
-                    if n >= self.vars["MessageAttempts"]:
-                        log.error("ocpp: %s %s dropped after %d refusals (%s)", item.action, item.unique_id, n, exc)
-                        self.queue.remove(item.unique_id)
-                    else:
-                        retry_at = time.monotonic() + self.vars["MessageAttemptInterval"] * n
-                        log.warning("ocpp: %s refused (%s): attempt %d again later", item.action, exc, n)
+                except (protocol.CallFailed, protocol.BadAnswer) as exc:
+                    retry_at = time.monotonic() + self._refused(item, exc)
                 self.publish()
                 continue
             if self.outbox:
@@ -240,12 +234,36 @@ class LinkSide:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
 
+    def _refused(self, item: Any, exc: Exception) -> float:
+        """A stored message the CSMS refused (CALLERROR) or answered with an invalid CALLRESULT: one
+        attempt counted (E13: MessageAttempts, MessageAttemptInterval x attempt apart); returns the wait.
+
+        Refused: never dropped, so the CSMS never sees a gap in ``seqNo`` (docs/design.md "Delivery" wins
+        over E13's discard): after MessageAttempts refusals it is tried again every MessageAttemptInterval x
+        MessageAttempts, logged as an error each time, and later transaction messages wait behind it (their
+        order holds; the queue thins periodic ones). An invalid answer still carries the message's id, so
+        the CSMS has the message: after MessageAttempts such answers it counts as delivered and goes."""
+        n = self.queue.attempted(item.unique_id)
+        attempts, interval = self.vars["MessageAttempts"], self.vars["MessageAttemptInterval"]
+        if n < attempts:
+            log.warning("ocpp: %s %s: %s: attempt %d of %d", item.action, item.unique_id, exc, n + 1, attempts)
+            return float(interval * n)
+        if isinstance(exc, protocol.BadAnswer):
+            log.error("ocpp: %s %s: %d invalid answers (%s): taken as received", item.action, item.unique_id, n, exc)
+            self.queue.remove(item.unique_id)
+            return 0.0
+        log.error(
+            "ocpp: %s %s refused %d times (%s): kept (no seqNo gap); later transaction messages wait behind it",
+            item.action, item.unique_id, n, exc,
+        )  # fmt: skip
+        return float(interval * attempts)
+
     async def _send_other(self, peer: Any, action: str, payload: dict[str, Any]) -> None:
         """A message that is not stored: a CALLERROR answer is logged and the message given up; a timeout
         ends the session (the link is presumed dead) and the message stays for the next one."""
         try:
             await peer.request(action, payload)
-        except protocol.CallFailed as exc:
+        except (protocol.CallFailed, protocol.BadAnswer) as exc:
             log.warning("ocpp: the CSMS refused %s (%s): not sent again", action, exc)
 
     # ------------------------------------------------------------------ the CSMS's requests

@@ -79,6 +79,11 @@ class CallFailed(Exception):
         self.code = code
 
 
+class BadAnswer(Exception):
+    """The CSMS answered a CALL with a CALLRESULT that fails the action's response schema: it received the
+    message (the answer carries its id) but said nothing usable."""
+
+
 def call_text(unique_id: str, action: str, payload: Payload) -> str:
     """The one serialisation of a CALL: what is stored is what is (re)sent."""
     return Call(unique_id, action, payload).to_json()
@@ -158,7 +163,8 @@ class _PeerMixin:
         """Send a serialised CALL and wait for its answer (one CALL in flight, OCPP-J 4.1.1).
 
         Raises ``asyncio.TimeoutError`` (not delivered: send it again, the same text), ``CallFailed`` (the
-        CSMS answered with a CALLERROR) or ``ConnectionClosed``.
+        CSMS answered with a CALLERROR), ``BadAnswer`` (a CALLRESULT that fails the schema) or
+        ``ConnectionClosed``.
         """
         async with self._call_lock:
             t0 = time.monotonic()
@@ -172,7 +178,10 @@ class _PeerMixin:
             raise CallFailed(response.error_code, response.error_description)
         assert isinstance(response, CallResult)
         response.action = action
-        await validate_payload(response, self._ocpp_version)
+        try:
+            await validate_payload(response, self._ocpp_version)
+        except OCPPError as exc:
+            raise BadAnswer(f"{action} answered with an invalid payload: {exc}") from exc
         payload: Payload = response.payload
         return payload
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from runtime.tags import US, Image, Quality
 from runtime.tasks.base import TaskContext
-from runtime.tasks.ocpp import protocol
-from runtime.tasks.ocpp.link import RUNTIME_START_US, LinkSide
+from runtime.tasks.ocpp import boot, protocol
+from runtime.tasks.ocpp.link import LinkSide
 from runtime.tasks.ocpp.queue import MessageQueue
 from runtime.tasks.ocpp.smart import Profiles, parse_time, stamp
 from runtime.tasks.ocpp.transactions import Sample, Transactions, TxState, connector_status, meter_value
@@ -50,6 +50,8 @@ class Station(LinkSide):
         self.peer: Any = None
         self.online = False  # connected and accepted
         self.accepted_once = False
+        self.start = boot.Start(True, "PowerUp", False)  # decided in run(), from the task's runtime id
+        self.runtime_state: dict[str, Any] = {}
         self.last_traffic = time.monotonic()
         self.last_contact_us: int | None = None
         self.offline_since_us: int | None = None
@@ -88,6 +90,7 @@ class Station(LinkSide):
         ok, reason = await self.command("reset", {})
         if not ok:
             return {"status": "Rejected", "statusInfo": {"reasonCode": "NotAllowed", "additionalInfo": reason[:512]}}
+        self.save_runtime(reset=True)  # the next runtime start boots with reason RemoteReset
         log.warning("ocpp: Reset accepted by the scan: the runtime restarts")
         return {"status": "Accepted"}
 
@@ -150,9 +153,9 @@ class Station(LinkSide):
         was_waiting = self.tx.wait_for_unplug
         if self.first_image:
             self.first_image = False
-            if self.tx.active and now_us < RUNTIME_START_US:
+            if self.tx.active and self.start.runtime_start:
                 # the runtime restarted inside a transaction: end it with the last known values (E01/E06)
-                self._store(*self.tx.end(self.stamp(), not self.online, "AbnormalCondition", "PowerLoss"))
+                self._store(*self.tx.end(self.stamp(), not self.online, "AbnormalCondition", self.start.stopped_reason))
         interval = self.vars["TxUpdatedInterval"]
         if time.monotonic() - self.last_periodic < self.p.sample_floor_s:
             interval = 1 << 40  # the floor: a site run faster than real time does not flood its CSMS
@@ -311,7 +314,18 @@ class Station(LinkSide):
     def find_var(self, component: str, variable: str, instance: str | None) -> Any:
         return find(component, variable, instance)
 
+    def save_runtime(self, **changes: Any) -> None:
+        self.runtime_state = {**self.runtime_state, **changes}
+        self.queue.save_state("runtime", self.runtime_state)
+
     async def run(self, cx: TaskContext) -> None:
+        self.start, self.runtime_state = boot.classify(
+            self.queue.state("runtime"), cx.runtime_id, boot.machine_boot_id()
+        )
+        self.queue.save_state("runtime", self.runtime_state)
+        self.accepted_once = self.start.accepted
+        if not self.start.runtime_start:
+            log.info("ocpp: task process restarted inside runtime %s: no BootNotification", cx.runtime_id)
         log.info("ocpp: station %r, effective variables %s", self.p.identity, self.vars.effective())
         jobs = [asyncio.create_task(self.image_loop(cx)), asyncio.create_task(self.link_loop())]
         if cx.reads_events:
