@@ -10,7 +10,7 @@ from runtime.tasks.ocpp.boot import classify, machine_boot_id
 def test_boot_reasons() -> None:
     first, state = classify(None, "r1", "b1")
     assert first.runtime_start and first.reason == "PowerUp" and state["id"] == "r1"
-    again, same = classify({**state, "accepted": True}, "r1", "b1")
+    again, _ = classify({**state, "accepted": True}, "r1", "b1")
     assert not again.runtime_start and again.accepted  # a task-process restart after the accepted boot
     early, _ = classify(state, "r1", "b1")
     assert not early.runtime_start and not early.accepted and early.reason == "PowerUp"  # boot still owed

@@ -142,9 +142,7 @@ def test_runtime_restart_inside_a_transaction_ends_it_with_the_last_values(tmp_p
         first, ended, again = (r.payload for r in csms.actions("TransactionEvent"))
         assert ended["eventType"] == "Ended" and ended["seqNo"] == 1
         assert ended["transactionInfo"]["transactionId"] == first["transactionInfo"]["transactionId"]
-        assert (
-            ended["transactionInfo"]["stoppedReason"] == "Reboot" and ended["triggerReason"] == "AbnormalCondition"
-        )
+        assert ended["transactionInfo"]["stoppedReason"] == "Reboot" and ended["triggerReason"] == "AbnormalCondition"
         values = {sv["measurand"]: sv["value"] for sv in ended["meterValue"][0]["sampledValue"]}
         assert values["Energy.Active.Import.Register"] == 4321.0  # the last known, not the new reading
         assert again["eventType"] == "Started" and again["seqNo"] == 0  # the EV is still there: a new one

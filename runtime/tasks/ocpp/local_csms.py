@@ -93,9 +93,10 @@ class StationLink(ChargePoint):
             for sv in mv["sampled_value"]
         }
         log.info(
-            "CSMS: %s transaction %s %s seqNo %d (%s%s%s) %s",
+            "CSMS: %s transaction %s %s seqNo %d (%s%s%s%s) %s",
             self.id, info["transaction_id"][:8], event_type, seq_no, trigger_reason,
             ", " + info["charging_state"] if "charging_state" in info else "",
+            ", stoppedReason " + info["stopped_reason"] if "stopped_reason" in info else "",
             ", offline" if kw.get("offline") else "",
             " ".join(f"{k}={v}" for k, v in values.items()),
         )  # fmt: skip
@@ -187,6 +188,7 @@ class LocalCsms:
         link.csms = self
         self.stations[identity] = link
         self.connects += 1
+        log.info("CSMS: %s connected (%s)", identity, ws.subprotocol)
         self.changed.set()
         try:
             await link.start()
