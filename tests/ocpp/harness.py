@@ -60,11 +60,20 @@ class Harness:
         with the same id is a task-process restart, with another id a runtime start."""
         self.writes: dict[str, Any] = {}
         self.quality: dict[str, Quality] = {}
-        self.cx = TaskContext("ocpp", self._send, START, logging.getLogger("test.ocpp"), runtime_id=runtime_id)
+        # the commands the station asked the scan for, and the scan's answer to each (a test may change it)
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+        self.answer: Callable[[str, dict[str, Any]], tuple[bool, str]] = lambda kind, args: (True, "")
+        self.cx = TaskContext(
+            "ocpp", self._send, START, logging.getLogger("test.ocpp"), self._command, runtime_id=runtime_id
+        )
         self.station = Station(p, Path(p.state_dir), voltage, phases, [V201])
         self.now_us = 0
         self.values = dict(PLUGGED, **{"ev.connected": False, "inverter.power": 0.0, "inverter.setpoint": 0.0})
         self._task: asyncio.Task[None] | None = None
+
+    async def _command(self, source: str, kind: str, args: Any, by: str) -> tuple[bool, str]:
+        self.commands.append((kind, dict(args)))
+        return self.answer(kind, dict(args))
 
     def _send(self, tag: str, value: Any, quality: Quality) -> None:
         self.writes[tag] = value

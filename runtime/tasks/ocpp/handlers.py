@@ -165,6 +165,10 @@ def table(st: Station) -> dict[str, protocol.Handler]:
             return refused(f"no EVSE {req.get('evseId')} here", "UnknownEvse")
         if not st.available:
             return refused("the EVSE is Inoperative", "Unavailable")
+        if st.p.authorize_remote_start:  # AuthCtrlr.AuthorizeRemoteStart (F01.FR.02): the CSMS's Authorize
+            status = await st.authorize(req["idToken"])
+            if status != "Accepted":
+                return refused(f"idToken not authorized: {status}", "InvalidIdToken")
         ok, reason = await st.command("start", {"remote_id": req["remoteStartId"]})
         if not ok:
             return refused(reason)
@@ -173,6 +177,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
             out["transactionId"] = st.tx.st.tx_id
         else:
             st.tx.remote_start_id = req["remoteStartId"]
+            st.tx.id_token = req["idToken"]
             st.tx.wait_for_unplug = False  # a new transaction may start with the EV already plugged in
         return out
 

@@ -127,7 +127,7 @@ class LinkSide:
             self.peer = None
             reached = self.online
             if self.online:
-                self.offline_since_us = self.now_us
+                self.offline_since_us = self.last_contact_us = self.now_us  # OfflineThreshold runs from here
             self.online = False
             log.info("ocpp: disconnected from the CSMS (%d transaction messages queued)", len(self.queue))
             self.publish(force=True)

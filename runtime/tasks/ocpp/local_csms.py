@@ -75,6 +75,12 @@ class StationLink(ChargePoint):
         log.info("CSMS: BootNotification from %s (%s, %s): %s", self.id, charging_station.get("model"), reason, status)
         return call_result.BootNotification(current_time=_now(), interval=self.csms.interval_s, status=status)
 
+    @on("Authorize")
+    def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
+        status = "Blocked" if id_token["id_token"] in self.csms.blocked_tokens else "Accepted"
+        log.info("CSMS: %s Authorize %s: %s", self.id, id_token["id_token"], status)
+        return call_result.Authorize(id_token_info={"status": status})
+
     @on("Heartbeat")
     def on_heartbeat(self, **_: Any) -> Any:
         return call_result.Heartbeat(current_time=_now())
@@ -136,6 +142,7 @@ class LocalCsms:
         passwords: dict[str, str] | None = None,
         boot_statuses: list[str] | None = None,
         interval_s: int = 300,
+        blocked_tokens: frozenset[str] = frozenset(),
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError("the local CSMS serves loopback only")
@@ -144,6 +151,7 @@ class LocalCsms:
         self.passwords = passwords
         self.boot_statuses = list(boot_statuses or [])
         self.interval_s = interval_s
+        self.blocked_tokens = blocked_tokens  # Authorize answers Blocked for these, Accepted for the others
         self.received: list[Received] = []
         self.stations: dict[str, StationLink] = {}
         self.connects = 0

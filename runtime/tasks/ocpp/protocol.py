@@ -115,6 +115,7 @@ class _PeerMixin:
     on_rtt: Callable[[str, float], None] | None = None
     on_traffic: Callable[[], None] | None = None
     after_answer: Callable[[], None] | None = None  # once, after the current answer went out
+    _answering: set[asyncio.Task[None]]
 
     if TYPE_CHECKING:  # the package's, typed here
 
@@ -130,9 +131,18 @@ class _PeerMixin:
             log.warning("%s: unreadable OCPP message from the CSMS (%s): %.200s", self.id, exc, raw_msg)
             return
         if msg.message_type_id == MessageType.Call:
-            await self._answer(msg)
+            # answered beside the receive loop, which goes on reading: a handler may wait for the scan or
+            # for a CALL of its own (Authorize) without stalling the answers to the station's CALLs
+            job = asyncio.get_running_loop().create_task(self._answer(msg))
+            self._answering.add(job)
+            job.add_done_callback(self._answering.discard)
         elif msg.message_type_id in (MessageType.CallResult, MessageType.CallError):
             self._response_queue.put_nowait(msg)
+
+    async def answered(self) -> None:
+        """Wait until every CALL received so far has been answered."""
+        while self._answering:
+            await asyncio.wait(set(self._answering))
 
     async def _answer(self, msg: Call) -> None:
         try:
@@ -206,6 +216,7 @@ def make_peer(
     """A connected peer speaking ``version``: ``await peer.start()`` runs its receive loop."""
     peer: Any = _peer_class(version)(identity, connection, response_timeout=timeout_s, logger=_QUIET)
     peer.handlers = handlers
+    peer._answering = set()
     peer.known = version.actions
     peer.on_rtt = on_rtt
     peer.on_traffic = on_traffic

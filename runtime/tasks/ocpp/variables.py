@@ -66,6 +66,9 @@ class OcppParams(Params):
     sample_floor_s: float = Field(
         1.0, ge=0, le=60, description="real seconds at least between periodic samples (a site run at --speed)"
     )
+    authorize_remote_start: bool = Field(
+        True, description="AuthCtrlr.AuthorizeRemoteStart: a remote start's idToken is authorized by the CSMS"
+    )
     power_threshold_w: float = Field(50.0, ge=0, le=10000, description="|power| above: energy is flowing")
     tags: TagMap = Field(default_factory=lambda: TagMap())
     variables: Variables = Field(default_factory=lambda: Variables())
@@ -121,6 +124,7 @@ VARDEFS: tuple[VarDef, ...] = (
     VarDef("SecurityCtrlr", "Identity", "identity", "ReadOnly", None),
     VarDef("SecurityCtrlr", "BasicAuthPassword", "password", "WriteOnly", None),
     VarDef("SampledDataCtrlr", "TxUpdatedMeasurands", "measurands", "ReadOnly", None),
+    VarDef("AuthCtrlr", "AuthorizeRemoteStart", "authorize_remote_start", "ReadOnly", None),
 )
 
 MEASURANDS = (
@@ -193,6 +197,8 @@ class DeviceModel:
             return self.params.identity
         if d.key == "measurands":
             return MEASURANDS
+        if d.key == "authorize_remote_start":
+            return "true" if self.params.authorize_remote_start else "false"
         return str(self[d.key])
 
     def write(self, d: VarDef, text: str) -> str:
