@@ -33,6 +33,7 @@ log = logging.getLogger("v2g_plc.ocpp")
 class LinkSide:
     p: OcppParams
     versions: list[protocol.Version]
+    version: protocol.Version  # the one the CSMS selected on the current (or last) link
     vars: DeviceModel
     queue: MessageQueue
     peer: Any
@@ -100,6 +101,7 @@ class LinkSide:
             log.warning("ocpp: the CSMS selected no subprotocol we offered (%r): closing", ws.subprotocol)
             await ws.close()
             return False
+        self.version = version
         peer = protocol.make_peer(
             version, self.p.identity, ws, self.handlers(), timeout_s=self.p.call_timeout_s,
             on_rtt=self._on_rtt, on_traffic=self._on_traffic,

@@ -25,6 +25,7 @@ from typing import Any
 
 from ocpp.messages import Call, MessageType, unpack, validate_payload
 from ocpp.routing import on
+from ocpp.v21 import call_result as call_result_21
 from ocpp.v201 import ChargePoint, call_result
 from websockets.asyncio.server import Server, ServerConnection, serve
 
@@ -132,6 +133,34 @@ class StationLink(ChargePoint):
         return call_result.SecurityEventNotification()
 
 
+class StationLink21(StationLink):
+    """The same back office over OCPP 2.1 (the answers above have the same fields in both versions)."""
+
+    _call_result = call_result_21
+    _ocpp_version = "2.1"
+
+    @on("NotifyDERAlarm")
+    def on_der_alarm(self, control_type: str, **kw: Any) -> Any:
+        log.info("CSMS: %s DER alarm %s%s", self.id, control_type, " ended" if kw.get("alarm_ended") else "")
+        return call_result_21.NotifyDERAlarm()
+
+    @on("NotifyDERStartStop")
+    def on_der_start_stop(self, control_id: str, started: bool, **_: Any) -> Any:
+        log.info("CSMS: %s DER control %s %s", self.id, control_id, "started" if started else "stopped")
+        return call_result_21.NotifyDERStartStop()
+
+    @on("ReportDERControl")
+    def on_report_der(self, **_: Any) -> Any:
+        return call_result_21.ReportDERControl()
+
+    @on("NotifyEVChargingNeeds")
+    def on_needs(self, **_: Any) -> Any:
+        return call_result_21.NotifyEVChargingNeeds(status="Accepted")
+
+
+LINKS = {"ocpp2.0.1": StationLink, "ocpp2.1": StationLink21}
+
+
 class LocalCsms:
     def __init__(
         self,
@@ -143,6 +172,7 @@ class LocalCsms:
         boot_statuses: list[str] | None = None,
         interval_s: int = 300,
         blocked_tokens: frozenset[str] = frozenset(),
+        subprotocols: tuple[str, ...] = ("ocpp2.0.1",),
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError("the local CSMS serves loopback only")
@@ -151,6 +181,7 @@ class LocalCsms:
         self.passwords = passwords
         self.boot_statuses = list(boot_statuses or [])
         self.interval_s = interval_s
+        self.subprotocols = subprotocols  # the versions it speaks, in its order of preference
         self.blocked_tokens = blocked_tokens  # Authorize answers Blocked for these, Accepted for the others
         self.received: list[Received] = []
         self.stations: dict[str, StationLink] = {}
@@ -190,9 +221,13 @@ class LocalCsms:
             return connection.respond(HTTPStatus.UNAUTHORIZED, "wrong password\n")
         return None
 
+    def _select(self, connection: ServerConnection, offered: Any) -> Any:
+        """The CSMS's own preference among what the station offers (OCPP-J part 4, 3.1.2)."""
+        return next((sp for sp in self.subprotocols if sp in offered), None)
+
     async def _handler(self, ws: ServerConnection) -> None:
         identity = (ws.request.path if ws.request else "/").rstrip("/").rsplit("/", 1)[-1]
-        link = StationLink(identity, ws, response_timeout=10)
+        link = LINKS[ws.subprotocol or "ocpp2.0.1"](identity, ws, response_timeout=10)
         link.csms = self
         self.stations[identity] = link
         self.connects += 1
@@ -212,7 +247,8 @@ class LocalCsms:
             self._handler,
             self.host,
             self.port,
-            subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+            subprotocols=list(self.subprotocols),  # type: ignore[arg-type]
+            select_subprotocol=self._select,
             process_request=self._process_request,
             ssl=self.ssl,
             ping_interval=None,
@@ -244,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     async def run() -> None:
-        csms = await LocalCsms(a.host, a.port, interval_s=a.interval).start()
+        csms = await LocalCsms(a.host, a.port, interval_s=a.interval, subprotocols=("ocpp2.1", "ocpp2.0.1")).start()
         log.info("CSMS: listening on %s", csms.url)
         await asyncio.Event().wait()
 

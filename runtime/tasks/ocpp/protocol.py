@@ -67,8 +67,9 @@ def _actions(module: str) -> frozenset[str]:
 
 
 V201 = Version("2.0.1", "ocpp2.0.1", "ocpp.v201")
-VERSIONS: dict[str, Version] = {V201.subprotocol: V201}
-"""By subprotocol, in order of preference (2.1 joins here with its own handlers)."""
+V21 = Version("2.1", "ocpp2.1", "ocpp.v21")
+VERSIONS: dict[str, Version] = {V21.subprotocol: V21, V201.subprotocol: V201}
+"""By subprotocol, in order of preference: the station offers both, the CSMS selects."""
 
 
 class CallFailed(Exception):
@@ -215,7 +216,7 @@ def make_peer(
 ) -> Any:
     """A connected peer speaking ``version``: ``await peer.start()`` runs its receive loop."""
     peer: Any = _peer_class(version)(identity, connection, response_timeout=timeout_s, logger=_QUIET)
-    peer.handlers = handlers
+    peer.handlers = {a: h for a, h in handlers.items() if a in version.actions}  # 2.1's only over 2.1
     peer._answering = set()
     peer.known = version.actions
     peer.on_rtt = on_rtt

@@ -39,6 +39,7 @@ class Station(LinkSide):
     ) -> None:
         self.p = params
         self.versions = versions
+        self.version = versions[0]
         state_dir.mkdir(parents=True, exist_ok=True)
         self.vars = DeviceModel(params, state_dir)
         self.queue = MessageQueue(state_dir / "queue.sqlite", params.queue_max_bytes)

@@ -7,7 +7,7 @@ from pathlib import Path
 from runtime.api import ParamError, SiteInfo
 from runtime.tags import Direction, TagSpec, TagType
 from runtime.tasks.base import Task, TaskContext, register_task
-from runtime.tasks.ocpp.protocol import V201
+from runtime.tasks.ocpp.protocol import VERSIONS
 from runtime.tasks.ocpp.variables import OcppParams
 
 STALE_S = 10.0  # the station publishes at least every second while the task lives
@@ -59,7 +59,9 @@ class OcppTask(Task):
     async def run(self, cx: TaskContext) -> None:
         from runtime.tasks.ocpp.station import Station
 
-        st = Station(self.params, self.state_dir(), self.site.nominal_voltage, self.site.phases, [V201])
+        st = Station(
+            self.params, self.state_dir(), self.site.nominal_voltage, self.site.phases, list(VERSIONS.values())
+        )
         await st.run(cx)
 
 
