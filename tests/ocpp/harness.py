@@ -13,7 +13,7 @@ from typing import Any
 
 from runtime.tags import US, Image, Quality, TagValue
 from runtime.tasks.base import TaskContext
-from runtime.tasks.ocpp.protocol import V201
+from runtime.tasks.ocpp.protocol import VERSIONS
 from runtime.tasks.ocpp.station import Station
 from runtime.tasks.ocpp.variables import OcppParams
 
@@ -66,7 +66,7 @@ class Harness:
         self.cx = TaskContext(
             "ocpp", self._send, START, logging.getLogger("test.ocpp"), self._command, runtime_id=runtime_id
         )
-        self.station = Station(p, Path(p.state_dir), voltage, phases, [V201])
+        self.station = Station(p, Path(p.state_dir), voltage, phases, list(VERSIONS.values()))  # 2.1, 2.0.1
         self.now_us = 0
         self.values = dict(PLUGGED, **{"ev.connected": False, "inverter.power": 0.0, "inverter.setpoint": 0.0})
         self._task: asyncio.Task[None] | None = None

@@ -77,7 +77,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         return {"status": "Accepted"}
 
     def set_charging_profile(req: Payload) -> Payload:
-        status, reason = st.profiles.set(req["evseId"], req["chargingProfile"], st.tx.st.tx_id)
+        status, reason = st.profiles.set(req["evseId"], req["chargingProfile"], st.tx.st.tx_id, st.version.name)
         st.publish(force=True)
         out: Payload = {"status": status}
         if reason:

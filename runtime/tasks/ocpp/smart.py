@@ -83,9 +83,9 @@ def _bad_v2x(sched: dict[str, Any]) -> str:
             return f"{mode} without a setpoint"
         if mode in FREQUENCY_MODES:
             hz = [pt["frequency"] for pt in q.get("v2xFreqWattCurve", [])]
-            # the mode_request contract: 2-10 points, strictly increasing within 45-65 Hz
-            if not 2 <= len(hz) <= 10 or hz != sorted(set(hz)) or not all(45 <= f <= 65 for f in hz):
-                return f"{mode} needs a v2xFreqWattCurve of 2-10 points, increasing within 45-65 Hz"
+            # the mode_request contract: 2-10 points at distinct frequencies within 45-65 Hz (sent sorted)
+            if not 2 <= len(hz) <= 10 or len(set(hz)) != len(hz) or not all(45 <= f <= 65 for f in hz):
+                return f"{mode} needs a v2xFreqWattCurve of 2-10 points at distinct frequencies within 45-65 Hz"
     return ""
 
 

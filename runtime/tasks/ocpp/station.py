@@ -20,17 +20,24 @@ from typing import Any
 
 from runtime.tags import US, Image, Quality
 from runtime.tasks.base import TaskContext
-from runtime.tasks.ocpp import boot, protocol
+from runtime.tasks.ocpp import boot, protocol, v2x
 from runtime.tasks.ocpp.link import LinkSide
 from runtime.tasks.ocpp.queue import MessageQueue
-from runtime.tasks.ocpp.smart import Profiles, parse_time, stamp
+from runtime.tasks.ocpp.smart import InForce, Profiles, parse_time, stamp
 from runtime.tasks.ocpp.transactions import Sample, Transactions, TxState, connector_status, meter_value
 from runtime.tasks.ocpp.variables import VARDEFS, DeviceModel, OcppParams, find
 
 log = logging.getLogger("v2g_plc.ocpp")
 
 PUBLISH_EVERY_S = 1.0
-_DATA_TYPES = {"measurands": "MemberList", "authorize_remote_start": "boolean"}  # DataEnumType
+_DATA_TYPES = {  # DataEnumType of the variables that are not integers or strings
+    "measurands": "MemberList",
+    "authorize_remote_start": "boolean",
+    "v2x_available": "boolean",
+    "v2x_enabled": "boolean",
+    "v2x_transfer_modes": "MemberList",
+    "v2x_operation_modes": "MemberList",
+}
 
 
 class Station(LinkSide):
@@ -75,6 +82,9 @@ class Station(LinkSide):
         self.available = True  # the scan's runtime.available (persisted there); Unavailable when false
         self.reset_when_idle = False  # a Reset OnIdle came during a transaction
         self._jobs: set[asyncio.Task[Any]] = set()
+        self.mode_sent: dict[str, Any] | None = None  # the last mode request asked of the scan
+        self.mode_sent_us = 0
+        self._steering = False  # a mode request is on its way
 
     # ------------------------------------------------------------------ commands to the scan
 
@@ -256,12 +266,47 @@ class Station(LinkSide):
             self.vars["OfflineThreshold"] * US
         )
 
-    def limits(self) -> tuple[float, float]:
-        charge = self.profiles.limit_w(self.utc(), self.tx.st.tx_id, self.tx_start())
-        discharge = self.p.rated_power_w
+    def offline_s(self) -> float:
+        """How long the CSMS has been away, on the cycle clock (0 while online or never connected)."""
+        if self.online or self.offline_since_us is None:
+            return 0.0
+        return (self.now_us - self.offline_since_us) / US
+
+    def in_force(self, until: bool = False) -> InForce:
+        offline = self.offline_s()
+        if offline:
+            self.profiles.expire_offline(offline)
+        return self.profiles.in_force(self.utc(), self.tx.st.tx_id, self.tx_start(), offline, until)
+
+    def limits(self, inf: InForce) -> tuple[float, float]:
+        discharge = inf.discharge_w
         if self.p.discharge_requires_csms and not self.accepted_recently():
             discharge = 0.0
-        return charge, discharge
+        return inf.charge_w, discharge
+
+    def steer(self, inf: InForce) -> None:
+        """The operation mode in force as a mode request to the scan (v2x.py): sent when it changes and
+        again before half of its expiry has run; nothing is handed back before anything was asked."""
+        if self.cx is None or self._steering:
+            return
+        want = v2x.mode_request(inf, self.utc())
+        sent = self.mode_sent
+        due = sent is not None and "expiry_s" in sent and self.now_us - self.mode_sent_us >= sent["expiry_s"] * US / 2
+        if (sent is None and want == v2x.LOCAL) or (v2x.same(sent, want) and not due):
+            return
+        want = v2x.mode_request(self.in_force(until=True), self.utc())  # now with the period's end
+        self.mode_sent, self.mode_sent_us, self._steering = want, self.now_us, True
+        self._spawn(self._ask_mode(want))
+
+    async def _ask_mode(self, args: dict[str, Any]) -> None:
+        try:
+            ok, reason = await self.command("mode_request", args)
+        finally:
+            self._steering = False
+        if ok:
+            log.info("ocpp: mode request %s accepted by the scan", args)
+        else:
+            log.warning("ocpp: mode request %s refused by the scan: %s", args, reason)
 
     def tx_start(self) -> dt.datetime | None:
         return parse_time(self.tx.st.started) if self.tx.active and self.tx.st.started else None
@@ -269,8 +314,11 @@ class Station(LinkSide):
     def publish(self, force: bool = False) -> None:
         if self.cx is None:
             return
-        charge, discharge = self.limits()
+        inf = self.in_force()
+        self.steer(inf)
+        charge, discharge = self.limits(inf)
         values: dict[str, Any] = {
+            "ocpp.operation_mode": inf.mode,
             "ocpp.connected": self.peer is not None,
             "ocpp.accepted": self.accepted_recently(),
             "ocpp.limit_charge": charge,

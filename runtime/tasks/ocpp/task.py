@@ -54,6 +54,15 @@ class OcppTask(Task):
                 "ocpp.limit_discharge", TagType.FLOAT, "W", S, None, STALE_S, "0 unless the CSMS accepted us lately"
             ),
             TagSpec("ocpp.queue", TagType.INT, "", S, 0, STALE_S, "transaction messages waiting for the CSMS"),
+            TagSpec(
+                "ocpp.operation_mode",
+                TagType.STR,
+                "",
+                S,
+                "",
+                STALE_S,
+                "OCPP 2.1 operationMode in force ('' none); ExternalSetpoint/ExternalLimits: the local EMS may steer",
+            ),
         ]
 
     async def run(self, cx: TaskContext) -> None:

@@ -66,6 +66,11 @@ class OcppParams(Params):
     sample_floor_s: float = Field(
         1.0, ge=0, le=60, description="real seconds at least between periodic samples (a site run at --speed)"
     )
+    energy_transfer_modes: list[Literal["AC_BPT", "AC_BPT_DER", "DC_BPT", "DC_ACDP_BPT"]] = Field(
+        default_factory=lambda: ["AC_BPT"],
+        min_length=1,
+        description="V2XChargingCtrlr.SupportedEnergyTransferModes (EnergyTransferModeEnumType, bidirectional)",
+    )
     authorize_remote_start: bool = Field(
         True, description="AuthCtrlr.AuthorizeRemoteStart: a remote start's idToken is authorized by the CSMS"
     )
@@ -125,7 +130,15 @@ VARDEFS: tuple[VarDef, ...] = (
     VarDef("SecurityCtrlr", "BasicAuthPassword", "password", "WriteOnly", None),
     VarDef("SampledDataCtrlr", "TxUpdatedMeasurands", "measurands", "ReadOnly", None),
     VarDef("AuthCtrlr", "AuthorizeRemoteStart", "authorize_remote_start", "ReadOnly", None),
+    # OCPP 2.1 part 2, appendix "V2XChargingCtrlr": what the station offers for bidirectional charging
+    VarDef("V2XChargingCtrlr", "Available", "v2x_available", "ReadOnly", None),
+    VarDef("V2XChargingCtrlr", "Enabled", "v2x_enabled", "ReadOnly", None),
+    VarDef("V2XChargingCtrlr", "SupportedEnergyTransferModes", "v2x_transfer_modes", "ReadOnly", None),
+    VarDef("V2XChargingCtrlr", "SupportedOperationModes", "v2x_operation_modes", "ReadOnly", None),
 )
+
+# the operation modes the site carries out (docs/ocpp.md "OCPP 2.1"), in OperationModeEnumType's order
+OPERATION_MODES = "Idle,ChargingOnly,CentralSetpoint,ExternalSetpoint,ExternalLimits,CentralFrequency,LocalFrequency"
 
 MEASURANDS = (
     "Energy.Active.Import.Register,Energy.Active.Export.Register,Power.Active.Import,Power.Active.Export,SoC,Voltage"
@@ -199,6 +212,12 @@ class DeviceModel:
             return MEASURANDS
         if d.key == "authorize_remote_start":
             return "true" if self.params.authorize_remote_start else "false"
+        if d.key in ("v2x_available", "v2x_enabled"):
+            return "true"
+        if d.key == "v2x_transfer_modes":
+            return ",".join(self.params.energy_transfer_modes)
+        if d.key == "v2x_operation_modes":
+            return OPERATION_MODES
         return str(self[d.key])
 
     def write(self, d: VarDef, text: str) -> str:
