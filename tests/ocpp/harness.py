@@ -55,16 +55,24 @@ def params(url: str, state_dir: Path, **kw: Any) -> OcppParams:
 
 
 class Harness:
-    def __init__(self, p: OcppParams, voltage: float = 240.0, phases: int = 1, runtime_id: str = "runtime-1") -> None:
+    def __init__(
+        self,
+        p: OcppParams,
+        voltage: float = 240.0,
+        phases: int = 1,
+        runtime_id: str = "runtime-1",
+        events: bool = False,
+    ) -> None:
         """``runtime_id``: the runtime start this station belongs to; a second Harness on the same state
-        with the same id is a task-process restart, with another id a runtime start."""
+        with the same id is a task-process restart, with another id a runtime start. ``events``: the
+        station reads the event stream (fed by ``cx._event``)."""
         self.writes: dict[str, Any] = {}
         self.quality: dict[str, Quality] = {}
         # the commands the station asked the scan for, and the scan's answer to each (a test may change it)
         self.commands: list[tuple[str, dict[str, Any]]] = []
         self.answer: Callable[[str, dict[str, Any]], tuple[bool, str]] = lambda kind, args: (True, "")
         self.cx = TaskContext(
-            "ocpp", self._send, START, logging.getLogger("test.ocpp"), self._command, runtime_id=runtime_id
+            "ocpp", self._send, START, logging.getLogger("test.ocpp"), self._command, events, runtime_id
         )
         self.station = Station(p, Path(p.state_dir), voltage, phases, list(VERSIONS.values()))  # 2.1, 2.0.1
         self.now_us = 0

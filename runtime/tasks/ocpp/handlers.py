@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runtime.tasks.ocpp import protocol
+from runtime.tasks.ocpp import der, protocol
 from runtime.tasks.ocpp.variables import VARDEFS
 
 if TYPE_CHECKING:
@@ -215,7 +215,40 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         st.wake.set()
         return {"status": "Accepted"}
 
+    async def set_der_control(req: Payload) -> Payload:
+        """R (2.1): the scan's safety layer validates against IEEE 1547 for the site's category, applies at
+        a cycle boundary and persists; its refusal is Rejected with the reason."""
+        cmd, status, why = der.set_command(req)
+        if cmd is None:
+            return {"status": status, "statusInfo": {"reasonCode": "UnsupportedParam", "additionalInfo": why[:512]}}
+        ok, reason = await st.command("der_control", cmd)
+        if not ok:
+            return refused(reason, "InvalidValue")
+        return {"status": "Accepted"}
+
+    def get_der_control(req: Payload) -> Payload:
+        """R (2.1): the controls in force (the scan's ``safety.der_overlay``) follow as ReportDERControl."""
+        found = der.matching(st.der_overlay, req)
+        if not found:
+            return {"status": "NotFound"}
+        st.outbox.append(("ReportDERControl", der.report(req["requestId"], found)))
+        st.wake.set()
+        return {"status": "Accepted"}
+
+    async def clear_der_control(req: Payload) -> Payload:
+        found = der.matching(st.der_overlay, req)
+        if not found:
+            return {"status": "NotFound"}
+        args = {"action": "clear", "control_id": req.get("controlId"), "control_type": req.get("controlType")}
+        ok, reason = await st.command("der_control", args)
+        if not ok:
+            return refused(reason, "InvalidValue")
+        return {"status": "Accepted"}
+
     return {
+        "SetDERControl": set_der_control,
+        "GetDERControl": get_der_control,
+        "ClearDERControl": clear_der_control,
         "ChangeAvailability": change_availability,
         "Reset": reset,
         "RequestStartTransaction": request_start,

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ocpp.exceptions import OCPPError
 from websockets.exceptions import ConnectionClosed
 
 from runtime.tags import US
@@ -267,6 +268,8 @@ class LinkSide:
             await peer.request(action, payload)
         except (protocol.CallFailed, protocol.BadAnswer) as exc:
             log.warning("ocpp: the CSMS refused %s (%s): not sent again", action, exc)
+        except OCPPError as exc:  # our own payload failed the version's schema: a bug, never a reconnect loop
+            log.error("ocpp: %s not sent: it fails the OCPP %s schema: %s", action, self.version.name, exc)
 
     # ------------------------------------------------------------------ the CSMS's requests
 

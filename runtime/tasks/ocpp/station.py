@@ -20,7 +20,7 @@ from typing import Any
 
 from runtime.tags import US, Image, Quality
 from runtime.tasks.base import TaskContext
-from runtime.tasks.ocpp import boot, protocol, v2x
+from runtime.tasks.ocpp import boot, der, protocol, v2x
 from runtime.tasks.ocpp.link import LinkSide
 from runtime.tasks.ocpp.queue import MessageQueue
 from runtime.tasks.ocpp.smart import InForce, Profiles, parse_time, stamp
@@ -82,6 +82,8 @@ class Station(LinkSide):
         self.available = True  # the scan's runtime.available (persisted there); Unavailable when false
         self.reset_when_idle = False  # a Reset OnIdle came during a transaction
         self._jobs: set[asyncio.Task[Any]] = set()
+        self.der_overlay: dict[str, dict[str, Any]] = {}  # the scan's DER controls in force
+        self.cessation = ""  # the momentary cessation under way (its DER control type), for its end
         self.mode_sent: dict[str, Any] | None = None  # the last mode request asked of the scan
         self.mode_sent_us = 0
         self._steering = False  # a mode request is on its way
@@ -175,6 +177,7 @@ class Station(LinkSide):
         available = img.value("runtime.available")
         if available is not None:
             self.available = bool(available)
+        self._der_started_stopped(der.overlay(img.value("safety.der_overlay")))
         was_waiting = self.tx.wait_for_unplug
         if self.first_image:
             self.first_image = False
@@ -205,6 +208,24 @@ class Station(LinkSide):
             self._notify_trip(self.trip, s.trip)  # no event stream (a station driven by images alone)
         self.trip = s.trip
         self.publish()
+
+    def _v21(self, action: str, payload: dict[str, Any]) -> None:
+        """A message only OCPP 2.1 has: sent over a 2.1 link, dropped (logged) over 2.0.1."""
+        if self.version.name != "2.1":
+            log.info("ocpp: %s not sent: the CSMS speaks OCPP %s", action, self.version.name)
+            return
+        self.outbox.append((action, payload))
+        self.wake.set()
+
+    def _der_started_stopped(self, now: dict[str, dict[str, Any]]) -> None:
+        """NotifyDERStartStop (2.1 R) for a scheduled (not default) control that came into or left force."""
+        before, self.der_overlay = self.der_overlay, now
+        if self.first_image:
+            return  # what was in force before this task started is no news
+        for cid in sorted(set(before) ^ set(now)):
+            c = now.get(cid) or before[cid]
+            if not c.get("is_default") and self.cx is not None:
+                self._v21("NotifyDERStartStop", {"controlId": cid, "started": cid in now, "timestamp": self.stamp()})
 
     def _clock_aligned(self, s: Sample) -> None:
         """AlignedDataCtrlr.Interval (J01): a sample at every multiple of the interval past midnight UTC,
@@ -352,7 +373,10 @@ class Station(LinkSide):
                 self._notify_trip("", code)
             elif e["kind"] == "reset" and code:
                 self._notify_trip(code, "")
-            elif e["kind"] == "gap":
+            fields, self.cessation = der.alarm(e, self.cessation)
+            if fields is not None:  # NotifyDERAlarm (2.1 R): a trip or momentary cessation starts or ends
+                self._v21("NotifyDERAlarm", {**fields, "timestamp": self.stamp()})
+            if e["kind"] == "gap":
                 log.error("ocpp: scan events %s-%s were lost before NotifyEvent", e["from"], e["to"])
 
     def report(self, request_id: int) -> None:
