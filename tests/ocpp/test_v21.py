@@ -189,3 +189,30 @@ def test_max_offline_duration_ends_the_central_mode(tmp_path: Path, invalid_afte
             await h.stop()
 
     asyncio.run(main())
+
+
+def test_charging_needs_from_the_ev_tags_when_they_change_materially(tmp_path: Path) -> None:
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            ev = {"ev__capacity_wh": 60000.0, "plan__reserve_soc": 0.3}
+            await h.publish(**plugged(ev__soc=0.5), **ev)
+            await until(lambda: len(csms.actions("NotifyEVChargingNeeds")) == 1)
+            await h.publish(**plugged(ev__soc=0.505), **ev)  # 300 Wh: no news
+            await h.publish(**plugged(ev__soc=0.52), **ev)  # 1.2 kWh since the last one sent
+            await until(lambda: len(csms.actions("NotifyEVChargingNeeds")) == 2)
+            await h.publish(**plugged(ev__soc=0.521), **ev)
+            await h.publish(ev__connected=False, inverter__power=0.0)
+            await until(lambda: len(h.station.queue) == 0 and len(csms.actions("TransactionEvent")) >= 2)
+        finally:
+            await h.stop()
+            await csms.close()
+        first, second = (r.payload["chargingNeeds"] for r in csms.actions("NotifyEVChargingNeeds"))
+        v = first["v2xChargingParameters"]
+        assert first["requestedEnergyTransfer"] == "AC_BPT"
+        assert v["maxChargePower"] == 11000.0 and v["maxDischargePower"] == 11000.0  # magnitudes
+        assert v["evTargetEnergyRequest"] == 18000.0 and v["evMaxV2XEnergyRequest"] == 24000.0
+        assert v["evMinV2XEnergyRequest"] == -12000.0 and v["targetSoC"] == 80  # down to the reserve may go
+        assert second["v2xChargingParameters"]["evTargetEnergyRequest"] == 16800.0
+
+    asyncio.run(main())

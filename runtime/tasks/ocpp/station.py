@@ -20,7 +20,7 @@ from typing import Any
 
 from runtime.tags import US, Image, Quality
 from runtime.tasks.base import TaskContext
-from runtime.tasks.ocpp import boot, der, protocol, v2x
+from runtime.tasks.ocpp import boot, der, needs, protocol, v2x
 from runtime.tasks.ocpp.link import LinkSide
 from runtime.tasks.ocpp.queue import MessageQueue
 from runtime.tasks.ocpp.smart import InForce, Profiles, parse_time, stamp
@@ -82,6 +82,7 @@ class Station(LinkSide):
         self.available = True  # the scan's runtime.available (persisted there); Unavailable when false
         self.reset_when_idle = False  # a Reset OnIdle came during a transaction
         self._jobs: set[asyncio.Task[Any]] = set()
+        self.needs_sent: dict[str, Any] | None = None  # the EV's charging needs the CSMS last got
         self.der_overlay: dict[str, dict[str, Any]] = {}  # the scan's DER controls in force
         self.cessation = ""  # the momentary cessation under way (its DER control type), for its end
         self.mode_sent: dict[str, Any] | None = None  # the last mode request asked of the scan
@@ -198,6 +199,7 @@ class Station(LinkSide):
             self.reset_when_idle = False
             self._spawn(self.reset_now())
         self._clock_aligned(s)
+        self._charging_needs(img)
         status = connector_status(s, self.available)
         if status is not None and status != self.status:
             self.status = status
@@ -226,6 +228,24 @@ class Station(LinkSide):
             c = now.get(cid) or before[cid]
             if not c.get("is_default") and self.cx is not None:
                 self._v21("NotifyDERStartStop", {"controlId": cid, "started": cid in now, "timestamp": self.stamp()})
+
+    def _charging_needs(self, img: Image) -> None:
+        """NotifyEVChargingNeeds (2.1) inside a transaction, when the EV's needs change materially."""
+        if not self.tx.active:
+            self.needs_sent = None
+            return
+        soc, capacity = img.value(self.p.tags.soc), img.value(self.p.tags.capacity)
+        if self.version.name != "2.1" or not self.online or soc is None or not capacity:
+            return
+        now = needs.needs(
+            float(soc), float(capacity), img.value(self.p.tags.reserve_soc),
+            target_soc=self.p.target_soc, soc_max=self.p.soc_max, max_charge_w=self.p.rated_power_w,
+            max_discharge_w=self.p.rated_power_w, transfer_mode=self.p.energy_transfer_modes[0],
+        )  # fmt: skip
+        if needs.material(self.needs_sent, now):
+            self.needs_sent = now
+            payload = {"evseId": self.p.evse_id, "chargingNeeds": now, "timestamp": self.stamp()}
+            self._v21("NotifyEVChargingNeeds", payload)
 
     def _clock_aligned(self, s: Sample) -> None:
         """AlignedDataCtrlr.Interval (J01): a sample at every multiple of the interval past midnight UTC,

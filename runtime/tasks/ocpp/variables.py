@@ -71,6 +71,13 @@ class OcppParams(Params):
         min_length=1,
         description="V2XChargingCtrlr.SupportedEnergyTransferModes (EnergyTransferModeEnumType, bidirectional)",
     )
+    target_soc: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="departure SoC for NotifyEVChargingNeeds (the planner's reserve, if any, is the V2X floor)",
+    )
+    soc_max: float = Field(0.9, ge=0, le=1, description="SoC ceiling for NotifyEVChargingNeeds")
     authorize_remote_start: bool = Field(
         True, description="AuthCtrlr.AuthorizeRemoteStart: a remote start's idToken is authorized by the CSMS"
     )
@@ -100,6 +107,8 @@ class TagMap(Params):
     soc: TagName = "ev.soc"
     voltage: TagName = "grid.voltage"
     trip: TagName = "safety.trip"
+    capacity: TagName = "ev.capacity_wh"
+    reserve_soc: TagName = "plan.reserve_soc"
 
 
 OcppParams.model_rebuild()
