@@ -216,3 +216,38 @@ def test_charging_needs_from_the_ev_tags_when_they_change_materially(tmp_path: P
         assert second["v2xChargingParameters"]["evTargetEnergyRequest"] == 16800.0
 
     asyncio.run(main())
+
+
+def test_dynamic_profile_updated_and_pulled(tmp_path: Path) -> None:
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        link = csms.stations["CP-1"]
+        try:
+            prof = {"id": 5, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+                    "chargingProfileKind": "Dynamic", "dynUpdateInterval": 60,
+                    "chargingSchedule": [{"id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": [
+                        {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -1000.0}]}]}  # fmt: skip
+            assert (await link.request("SetChargingProfile", {"evseId": 1, "chargingProfile": prof}))[
+                "status"
+            ] == "Accepted"
+            res = await link.request(
+                "UpdateDynamicSchedule", {"chargingProfileId": 5, "scheduleUpdate": {"setpoint": -3000.0}}
+            )
+            assert res["status"] == "Accepted"
+            await h.publish()
+            await until(lambda: bool(modes(h)))
+            assert modes(h)[-1]["setpoint_w"] == -3000.0  # the update, not the profile's first value
+            unknown = await link.request("UpdateDynamicSchedule", {"chargingProfileId": 99, "scheduleUpdate": {}})
+            assert unknown["status"] == "Rejected"
+            csms.dynamic_updates[5] = {"setpoint": 2000.0}
+            await h.publish(dt_s=61.0)  # dynUpdateInterval ran out: the station pulls
+            await until(lambda: bool(csms.actions("PullDynamicScheduleUpdate")))
+            await h.publish()
+            await until(lambda: modes(h)[-1].get("setpoint_w") == 2000.0)
+            await h.publish(dt_s=10.0)
+            assert len(csms.actions("PullDynamicScheduleUpdate")) == 1  # the next one a whole interval later
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())

@@ -245,7 +245,16 @@ def table(st: Station) -> dict[str, protocol.Handler]:
             return refused(reason, "InvalidValue")
         return {"status": "Accepted"}
 
+    def update_dynamic_schedule(req: Payload) -> Payload:
+        """2.1 K: new values for a Dynamic profile's period, in force at once."""
+        status = st.profiles.update_dynamic(req["chargingProfileId"], req["scheduleUpdate"], st.utc())
+        st.publish(force=True)
+        if status != "Accepted":
+            return {"status": status, "statusInfo": {"reasonCode": "InvalidSchedule"}}
+        return {"status": status}
+
     return {
+        "UpdateDynamicSchedule": update_dynamic_schedule,
         "SetDERControl": set_der_control,
         "GetDERControl": get_der_control,
         "ClearDERControl": clear_der_control,

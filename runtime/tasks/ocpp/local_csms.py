@@ -153,6 +153,14 @@ class StationLink21(StationLink):
     def on_report_der(self, **_: Any) -> Any:
         return call_result_21.ReportDERControl()
 
+    @on("PullDynamicScheduleUpdate")
+    def on_pull(self, charging_profile_id: int, **_: Any) -> Any:
+        update = self.csms.dynamic_updates.get(charging_profile_id)
+        log.info("CSMS: %s pulls dynamic profile %d: %s", self.id, charging_profile_id, update)
+        if update is None:
+            return call_result_21.PullDynamicScheduleUpdate(status="Rejected")
+        return call_result_21.PullDynamicScheduleUpdate(status="Accepted", schedule_update=update)
+
     @on("NotifyEVChargingNeeds")
     def on_needs(self, **_: Any) -> Any:
         return call_result_21.NotifyEVChargingNeeds(status="Accepted")
@@ -183,6 +191,7 @@ class LocalCsms:
         self.interval_s = interval_s
         self.subprotocols = subprotocols  # the versions it speaks, in its order of preference
         self.blocked_tokens = blocked_tokens  # Authorize answers Blocked for these, Accepted for the others
+        self.dynamic_updates: dict[int, dict[str, Any]] = {}  # profile id -> its PullDynamicScheduleUpdate
         self.received: list[Received] = []
         self.stations: dict[str, StationLink] = {}
         self.connects = 0

@@ -31,6 +31,7 @@ from runtime.tasks.ocpp.variables import _write_atomic
 SCHEMA = 1
 PURPOSES = ("ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile")
 _RECUR = {"Daily": dt.timedelta(days=1), "Weekly": dt.timedelta(days=7)}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 COMPOSITE_MAX_S = 7 * 86_400  # GetCompositeSchedule answers at most a week: the walk must stay short
 log = logging.getLogger("v2g_plc.ocpp")
 
@@ -179,6 +180,24 @@ class Profiles:
             self._save()
         return gone
 
+    def update_dynamic(self, profile_id: int, update: dict[str, Any], now: dt.datetime) -> str:
+        """UpdateDynamicSchedule / a PullDynamicScheduleUpdate's answer: the new values replace those of
+        the profile's period in force (a dynamic schedule has one); the ChargingProfileStatusEnumType."""
+        for it in self.items:
+            p = it["profile"]
+            if p["id"] != profile_id or p["chargingProfileKind"] != "Dynamic":
+                continue
+            period = p["chargingSchedule"][0]["chargingSchedulePeriod"][0]
+            trial = {**period, **{k: v for k, v in update.items() if k != "customData"}}
+            if _bad_v2x({"chargingSchedulePeriod": [trial]}):
+                return "Rejected"
+            period.clear()
+            period.update(trial)
+            p["dynUpdateTime"] = stamp(now)
+            self._save()
+            return "Accepted"
+        return "Rejected"
+
     def end_transaction(self, tx_id: str) -> None:
         """A TxProfile lives as long as its transaction (K01.FR.?? "TxProfile ... for the duration of the
         transaction")."""
@@ -220,6 +239,8 @@ class Profiles:
         kind = profile["chargingProfileKind"]
         if kind == "Relative":
             return tx_start
+        if kind == "Dynamic" and "startSchedule" not in sched:
+            return _EPOCH  # in force from the moment it was set, its values replaced by updates
         start = parse_time(sched["startSchedule"]) if "startSchedule" in sched else None
         if start is None:
             return None

@@ -82,6 +82,7 @@ class Station(LinkSide):
         self.available = True  # the scan's runtime.available (persisted there); Unavailable when false
         self.reset_when_idle = False  # a Reset OnIdle came during a transaction
         self._jobs: set[asyncio.Task[Any]] = set()
+        self._pulling = False  # a PullDynamicScheduleUpdate is on its way
         self.needs_sent: dict[str, Any] | None = None  # the EV's charging needs the CSMS last got
         self.der_overlay: dict[str, dict[str, Any]] = {}  # the scan's DER controls in force
         self.cessation = ""  # the momentary cessation under way (its DER control type), for its end
@@ -200,6 +201,7 @@ class Station(LinkSide):
             self._spawn(self.reset_now())
         self._clock_aligned(s)
         self._charging_needs(img)
+        self._pull_dynamic()
         status = connector_status(s, self.available)
         if status is not None and status != self.status:
             self.status = status
@@ -228,6 +230,42 @@ class Station(LinkSide):
             c = now.get(cid) or before[cid]
             if not c.get("is_default") and self.cx is not None:
                 self._v21("NotifyDERStartStop", {"controlId": cid, "started": cid in now, "timestamp": self.stamp()})
+
+    def _pull_dynamic(self) -> None:
+        """PullDynamicScheduleUpdate (2.1 K) for each Dynamic profile whose ``dynUpdateInterval`` has run
+        since its last update (on the cycle clock), one at a time, only over a 2.1 link."""
+        if self.version.name != "2.1" or not self.online or self._pulling:
+            return
+        now = self.utc()
+        for it in self.profiles.items:
+            p = it["profile"]
+            interval = p.get("dynUpdateInterval") or 0
+            last = parse_time(p["dynUpdateTime"]) if "dynUpdateTime" in p else None
+            if (
+                p["chargingProfileKind"] == "Dynamic"
+                and interval > 0
+                and (last is None or (now - last).total_seconds() >= interval)
+            ):
+                self._pulling = True
+                self._spawn(self._pull(p["id"]))
+                return
+
+    async def _pull(self, profile_id: int) -> None:
+        try:
+            peer = self.peer
+            if peer is None:
+                return
+            try:
+                res = await peer.request("PullDynamicScheduleUpdate", {"chargingProfileId": profile_id})
+            except (protocol.CallFailed, protocol.BadAnswer, TimeoutError) as exc:
+                log.warning("ocpp: PullDynamicScheduleUpdate of profile %d failed: %s", profile_id, exc)
+                res = {}
+            update = res.get("scheduleUpdate", {}) if res.get("status") == "Accepted" else {}
+            # no update (refused, failed): the same values, and a whole interval before asking again
+            self.profiles.update_dynamic(profile_id, update, self.utc())
+            self.publish(force=True)
+        finally:
+            self._pulling = False
 
     def _charging_needs(self, img: Image) -> None:
         """NotifyEVChargingNeeds (2.1) inside a transaction, when the EV's needs change materially."""
