@@ -98,6 +98,12 @@ def test_central_setpoint_asks_the_scan_and_publishes_the_limits(tmp_path: Path,
             assert 3590 < first["expiry_s"] <= 3599  # the period ends at START + 1 h
             assert h.writes["ocpp.operation_mode"] == "CentralSetpoint"
             assert h.writes["ocpp.limit_charge"] == 7000.0 and h.writes["ocpp.limit_discharge"] == 6000.0
+            res = await csms.stations["CP-1"].request("GetCompositeSchedule", {"duration": 7200, "evseId": 1})
+            p0, p1, p2 = res["schedule"]["chargingSchedulePeriod"]  # the profile ends at START + 2 h
+            assert p0["operationMode"] == "CentralSetpoint" and p0["setpoint"] == max(setpoint, -6000.0)
+            assert p0["limit"] == 7000.0 and p0["dischargeLimit"] == -6000.0
+            assert p1["operationMode"] == "ChargingOnly" and p1["dischargeLimit"] == 0.0 and p1["limit"] == 3000.0
+            assert p2 == {"startPeriod": p2["startPeriod"], "limit": 11000.0}  # the rating, no mode
             await h.publish(dt_s=3600.0)  # the next period: ChargingOnly, the local plan within 3 kW, no discharge
             await until(lambda: len(modes(h)) == 2)
             assert modes(h)[1] == {"mode": "local"}

@@ -114,8 +114,9 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         if req["evseId"] not in (0, st.p.evse_id):
             return {"status": "Rejected", "statusInfo": {"reasonCode": "UnknownEvse"}}
         sched = st.profiles.composite(
-            st.utc(), req["duration"], req.get("chargingRateUnit", "W"), st.tx.st.tx_id, st.tx_start()
-        )
+            st.utc(), req["duration"], req.get("chargingRateUnit", "W"), st.tx.st.tx_id, st.tx_start(),
+            v2x=st.version.name == "2.1",
+        )  # fmt: skip
         sched["evseId"] = req["evseId"]
         return {"status": "Accepted", "schedule": sched}
 

@@ -375,21 +375,33 @@ class Profiles:
                     yield t
 
     def composite(
-        self, t0: dt.datetime, duration_s: int, unit: str, tx_id: str | None = None, tx_start: dt.datetime | None = None
+        self,
+        t0: dt.datetime,
+        duration_s: int,
+        unit: str,
+        tx_id: str | None = None,
+        tx_start: dt.datetime | None = None,
+        v2x: bool = False,
     ) -> dict[str, Any]:
         """GetCompositeSchedule (K08): the limit over [t0, t0 + duration) as periods, in W or A; a duration
-        beyond a week is answered for a week (the ``duration`` field says so)."""
+        beyond a week is answered for a week (the ``duration`` field says so). ``v2x`` (a 2.1 link): each
+        period also carries the operation mode in force, its set point and discharge limit (<= 0)."""
         duration_s = min(duration_s, COMPOSITE_MAX_S)
         t1 = t0 + dt.timedelta(seconds=duration_s)
         points = sorted({b for b in self._breakpoints(t0, t1, tx_start) if t0 <= b < t1})
+        scale = 1.0 if unit == "W" else 1.0 / (self.voltage * self.phases)
         periods: list[dict[str, Any]] = []
         for b in points:
-            w = self.limit_w(b, tx_id, tx_start)
-            value = w if unit == "W" else w / (self.voltage * self.phases)
-            value = round(value, 1)
-            if periods and periods[-1]["limit"] == value:
+            inf = self.in_force(b, tx_id, tx_start, until=False)
+            period: dict[str, Any] = {"limit": round(inf.charge_w * scale, 1)}
+            if v2x and inf.mode:
+                period["operationMode"] = inf.mode
+                period["dischargeLimit"] = -round(inf.discharge_w * scale, 1) or 0.0
+                if inf.setpoint_w is not None:
+                    period["setpoint"] = round(inf.setpoint_w * scale, 1)
+            if periods and {k: v for k, v in periods[-1].items() if k != "startPeriod"} == period:
                 continue
-            periods.append({"startPeriod": int((b - t0).total_seconds()), "limit": value})
+            periods.append({"startPeriod": int((b - t0).total_seconds()), **period})
         return {
             "evseId": self.evse_id,
             "duration": duration_s,
