@@ -7,6 +7,8 @@ Actions that are not here are answered NotSupported (a 2.0.1 action) or NotImple
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from typing import TYPE_CHECKING, Any
 
 from runtime.tasks.ocpp import der, protocol
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from runtime.tasks.ocpp.station import Station
 
 Payload = dict[str, Any]
+log = logging.getLogger("v2g_plc.ocpp")
 COMPONENTS = frozenset(d.component for d in VARDEFS)
 
 
@@ -246,6 +249,21 @@ def table(st: Station) -> dict[str, protocol.Handler]:
             return refused(reason, "InvalidValue")
         return {"status": "Accepted"}
 
+    def certificate_signed(req: Payload) -> Payload:
+        """A03: the chain for the CSR the station sent, verified (rotation.py) and installed as a trial;
+        the station reconnects with it and keeps the old pair until the new connection works."""
+        if req.get("certificateType", "ChargingStationCertificate") != "ChargingStationCertificate":
+            return refused("only the ChargingStationCertificate is managed here", "UnsupportedCertType")
+        why = st.certs.verify(req["certificateChain"], dt.datetime.now(dt.UTC))
+        if why:
+            log.error("ocpp: CertificateSigned rejected: %s", why)
+            st.security_event("InvalidChargingStationCertificate")
+            return refused(why, "InvalidCertificate")
+        st.certs.install_trial(req["certificateChain"])
+        log.warning("ocpp: a renewed station certificate is installed: reconnecting with it")
+        st.reconnect_soon()
+        return {"status": "Accepted"}
+
     def update_dynamic_schedule(req: Payload) -> Payload:
         """2.1 K: new values for a Dynamic profile's period, in force at once."""
         status = st.profiles.update_dynamic(req["chargingProfileId"], req["scheduleUpdate"], st.utc())
@@ -255,6 +273,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         return {"status": status}
 
     return {
+        "CertificateSigned": certificate_signed,
         "UpdateDynamicSchedule": update_dynamic_schedule,
         "SetDERControl": set_der_control,
         "GetDERControl": get_der_control,

@@ -20,7 +20,7 @@ from ocpp.exceptions import OCPPError
 from websockets.exceptions import ConnectionClosed
 
 from runtime.tags import US
-from runtime.tasks.ocpp import boot, protocol
+from runtime.tasks.ocpp import boot, protocol, rotation
 from runtime.tasks.ocpp import connection as conn
 from runtime.tasks.ocpp.smart import parse_time
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from runtime.tasks.ocpp.variables import DeviceModel, OcppParams
 
 log = logging.getLogger("v2g_plc.ocpp")
+
+RENEWAL_RETRY_S = 3600.0  # a renewal the CSMS did not complete is asked for again after this (real time)
 
 
 class LinkSide:
@@ -51,6 +53,8 @@ class LinkSide:
     status_changes: collections.deque[tuple[str, str]]
     outbox: collections.deque[tuple[str, dict[str, Any]]]
     security_events: collections.deque[str]
+    certs: rotation.Certificates
+    renewal_asked: float
     wake: asyncio.Event
 
     if TYPE_CHECKING:  # the image side's, in Station
@@ -61,15 +65,32 @@ class LinkSide:
 
     def endpoint(self) -> conn.Endpoint:
         p = self.p
+        cert, key = self.certs.in_use()  # a renewed (or trial) pair before the operator's files
         return conn.Endpoint(
             conn.endpoint_url(p.csms_url, p.identity),
             p.identity,
             p.security_profile,
             self.vars.password() if p.security_profile in (1, 2) else None,
             Path(p.ca_file),
-            Path(p.cert_file),
-            Path(p.key_file),
+            cert,
+            key,
         )
+
+    def renewal_due(self) -> bool:
+        """Profile 3: the certificate in use expires within ``renew_before_days`` (system UTC)."""
+        if self.p.security_profile != 3 or self.certs.trying:
+            return False
+        end = self.certs.expires()
+        return end is not None and end - dt.datetime.now(dt.UTC) < dt.timedelta(days=self.p.renew_before_days)
+
+    def ask_renewal(self) -> None:
+        """SignCertificate (A02) with a CSR of a new key; CertificateSigned follows from the CSMS."""
+        log.warning("ocpp: the station certificate expires %s: asking the CSMS for a new one", self.certs.expires())
+        self.outbox.append(
+            ("SignCertificate", {"csr": self.certs.csr(), "certificateType": "ChargingStationCertificate"})
+        )
+        self.renewal_asked = time.monotonic()
+        self.wake.set()
 
     async def link_loop(self) -> None:
         """Connect, run a session, and after every failure or loss wait per RetryBackOff* (the doubling
@@ -85,7 +106,10 @@ class LinkSide:
                 log.warning("ocpp: %s", line)
                 if event:
                     self.security_events.append(event)
+                if self.certs.trying:
+                    self.certs.drop_trial()  # the renewed certificate does not connect: the old one again
             else:
+                self.certs.confirm()  # a renewed certificate on trial just worked
                 if await self.session(ws):
                     waits = None
             if waits is None:
@@ -185,6 +209,8 @@ class LinkSide:
         outage = None if self.offline_since_us is None else (self.now_us - self.offline_since_us) / US
         if outage is not None and outage > self.vars["OfflineThreshold"]:
             self.sent_status = None  # re-send every status after a long outage (B04)
+        if self.renewal_due() and time.monotonic() - self.renewal_asked > RENEWAL_RETRY_S:
+            self.ask_renewal()
         while self.security_events:
             ev = self.security_events.popleft()
             self.outbox.append(("SecurityEventNotification", {"type": ev, "timestamp": self.stamp()}))

@@ -76,6 +76,12 @@ class StationLink(ChargePoint):
         log.info("CSMS: BootNotification from %s (%s, %s): %s", self.id, charging_station.get("model"), reason, status)
         return call_result.BootNotification(current_time=_now(), interval=self.csms.interval_s, status=status)
 
+    @on("SignCertificate")
+    def on_sign(self, csr: str, **_: Any) -> Any:
+        log.info("CSMS: %s asks for a new certificate", self.id)
+        self.csms.csrs.append((self.id, csr))
+        return call_result.SignCertificate(status="Accepted")
+
     @on("Authorize")
     def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
         status = "Blocked" if id_token["id_token"] in self.csms.blocked_tokens else "Accepted"
@@ -191,7 +197,11 @@ class LocalCsms:
         self.interval_s = interval_s
         self.subprotocols = subprotocols  # the versions it speaks, in its order of preference
         self.blocked_tokens = blocked_tokens  # Authorize answers Blocked for these, Accepted for the others
-        self.dynamic_updates: dict[int, dict[str, Any]] = {}  # profile id -> its PullDynamicScheduleUpdate
+        self.dynamic_updates: dict[int, dict[str, Any]] = {}
+        self.csrs: list[tuple[str, str]] = []  # (identity, CSR PEM) of SignCertificate requests
+        self.peer_certs: list[
+            dict[str, Any] | None
+        ] = []  # the client certificate of every TLS connection  # profile id -> its PullDynamicScheduleUpdate
         self.received: list[Received] = []
         self.stations: dict[str, StationLink] = {}
         self.connects = 0
@@ -240,6 +250,8 @@ class LocalCsms:
         link.csms = self
         self.stations[identity] = link
         self.connects += 1
+        tls = ws.transport.get_extra_info("ssl_object") if self.ssl else None
+        self.peer_certs.append(tls.getpeercert() if tls is not None else None)
         log.info("CSMS: %s connected (%s)", identity, ws.subprotocol)
         self.changed.set()
         try:

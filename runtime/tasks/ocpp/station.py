@@ -20,7 +20,7 @@ from typing import Any
 
 from runtime.tags import US, Image, Quality
 from runtime.tasks.base import TaskContext
-from runtime.tasks.ocpp import boot, der, needs, protocol, v2x
+from runtime.tasks.ocpp import boot, der, needs, protocol, rotation, v2x
 from runtime.tasks.ocpp.link import LinkSide
 from runtime.tasks.ocpp.queue import MessageQueue
 from runtime.tasks.ocpp.smart import InForce, Profiles, parse_time, stamp
@@ -49,6 +49,11 @@ class Station(LinkSide):
         self.version = versions[0]
         state_dir.mkdir(parents=True, exist_ok=True)
         self.vars = DeviceModel(params, state_dir)
+        self.certs = rotation.Certificates(
+            state_dir, Path(params.cert_file), Path(params.key_file),
+            Path(params.station_ca_file or params.ca_file), params.serial or params.identity,
+        )  # fmt: skip
+        self.renewal_asked = -1e9
         self.queue = MessageQueue(state_dir / "queue.sqlite", params.queue_max_bytes)
         self.tx = Transactions(
             params.evse_id, params.connector_id, params.power_threshold_w, TxState.from_json(self.queue.state("tx"))
@@ -212,6 +217,14 @@ class Station(LinkSide):
             self._notify_trip(self.trip, s.trip)  # no event stream (a station driven by images alone)
         self.trip = s.trip
         self.publish()
+
+    def security_event(self, kind: str) -> None:
+        """SecurityEventNotification now while online, else at the start of the next link."""
+        if self.online:
+            self.outbox.append(("SecurityEventNotification", {"type": kind, "timestamp": self.stamp()}))
+            self.wake.set()
+        else:
+            self.security_events.append(kind)
 
     def _v21(self, action: str, payload: dict[str, Any]) -> None:
         """A message only OCPP 2.1 has: sent over a 2.1 link, dropped (logged) over 2.0.1."""

@@ -81,7 +81,9 @@ def _resolved(p: OcppParams, base_dir: Path) -> OcppParams:
     def absolute(v: str) -> str:
         return str(Path(v) if Path(v).is_absolute() else base_dir / v)
 
-    keys = ["state_dir", "ca_file", "cert_file", "key_file"] + (["password_file"] if p.password_file else [])
+    keys = ["state_dir", "ca_file", "cert_file", "key_file"] + [
+        k for k in ("password_file", "station_ca_file") if getattr(p, k)
+    ]
     q = p.model_copy(update={k: absolute(getattr(p, k)) for k in keys})
     need = {1: ["password_file"], 2: ["password_file", "ca_file"], 3: ["ca_file", "cert_file", "key_file"]}
     for k in need[q.security_profile]:

@@ -50,6 +50,12 @@ class OcppParams(Params):
     ca_file: str = "/etc/v2g-plc/certs/csms-root-ca.pem"
     cert_file: str = "/etc/v2g-plc/certs/station.pem"
     key_file: str = "/etc/v2g-plc/certs/station.key"
+    station_ca_file: str | None = Field(
+        None, description="profile 3: the CA that issues the station's certificates (default: ca_file)"
+    )
+    renew_before_days: float = Field(
+        30.0, ge=0, le=365, description="profile 3: ask the CSMS for a new station certificate this long before expiry"
+    )
     state_dir: str = Field("var/ocpp", description="queue, variables, profiles (relative: to the site file)")
     evse_id: int = Field(1, ge=1, le=255)
     connector_id: int = Field(1, ge=1, le=255)
