@@ -187,6 +187,7 @@ def test_max_offline_duration_ends_the_central_mode(tmp_path: Path, invalid_afte
             await until(lambda: h.writes.get("ocpp.connected") is False)
             await h.publish(dt_s=100.0)
             assert h.writes["ocpp.operation_mode"] == "CentralSetpoint"  # within maxOfflineDuration
+            assert len(modes(h)) == 1  # and not asked again while the CSMS is away
             await h.publish(dt_s=30.0)
             await until(lambda: len(modes(h)) == 2)
             assert modes(h)[1] == {"mode": "local"} and h.writes["ocpp.operation_mode"] == ""

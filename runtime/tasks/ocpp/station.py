@@ -378,7 +378,8 @@ class Station(LinkSide):
 
     def steer(self, inf: InForce) -> None:
         """The operation mode in force as a mode request to the scan (v2x.py): sent when it changes and
-        again before half of its expiry has run; nothing is handed back before anything was asked."""
+        again before half of its expiry has run; nothing is handed back before anything was asked, and
+        while the link is down only ``local`` is sent (a profile's maxOfflineDuration running out)."""
         if self.cx is None or self._steering:
             return
         want = v2x.mode_request(inf, self.utc())
@@ -386,6 +387,8 @@ class Station(LinkSide):
         due = sent is not None and "expiry_s" in sent and self.now_us - self.mode_sent_us >= sent["expiry_s"] * US / 2
         if (sent is None and want == v2x.LOCAL) or (v2x.same(sent, want) and not due):
             return
+        if not self.online and want != v2x.LOCAL:
+            return  # nothing new from a CSMS that is away: what it asked expires with its period
         want = v2x.mode_request(self.in_force(until=True), self.utc())  # now with the period's end
         self.mode_sent, self.mode_sent_us, self._steering = want, self.now_us, True
         self._spawn(self._ask_mode(want))
