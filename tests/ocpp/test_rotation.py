@@ -101,3 +101,51 @@ def test_a_trial_certificate_that_cannot_connect_falls_back_to_the_old_one(tmp_p
         )  # the operator's certificate again
 
     asyncio.run(main())
+
+
+def test_install_list_and_delete_a_csms_root(tmp_path: Path) -> None:
+    """M03/M04/M05: a CSMS root installed by the CSMS is trusted from the next connection on (a CSMS
+    moving to a certificate of another CA); only a CA certificate is accepted; only an installed one goes."""
+    pki = make_pki(tmp_path / "pki")
+    pw = "0123456789abcdef-operator"
+
+    async def main() -> None:
+        port = free_port()
+        csms = await LocalCsms("127.0.0.1", port, ssl_context=pki.server_context(), passwords={"CP-1": pw}).start()
+        p = params(csms.url, tmp_path / "s", security_profile=2, ca_file=str(pki.ca))
+        h = await Harness(p).start()
+        try:
+            await h.publish()
+            await until(lambda: "CP-1" in csms.stations)
+            link = csms.stations["CP-1"]
+            leaf = (pki.dir / "server.pem").read_text()
+            res = await link.request(
+                "InstallCertificate", {"certificateType": "CSMSRootCertificate", "certificate": leaf}
+            )
+            assert res["status"] == "Rejected"  # not a CA
+            root = (pki.dir / "other-ca.pem").read_text()
+            res = await link.request(
+                "InstallCertificate", {"certificateType": "CSMSRootCertificate", "certificate": root}
+            )
+            assert res["status"] == "Accepted"
+            ids = await link.request("GetInstalledCertificateIds", {"certificateType": ["CSMSRootCertificate"]})
+            (entry,) = ids["certificateHashDataChain"]
+            want = x509.load_pem_x509_certificate(root.encode()).serial_number
+            assert int(entry["certificateHashData"]["serialNumber"], 16) == want
+            await csms.close()
+            await csms.drop_connections()
+            # the same back office, now with a certificate of the other CA
+            csms = LocalCsms("127.0.0.1", port, ssl_context=pki.server_context("foreign"), passwords={"CP-1": pw})
+            await csms.start()
+            await until(lambda: "CP-1" in csms.stations, timeout_s=20)
+            link = csms.stations["CP-1"]
+            bogus = {**entry["certificateHashData"], "serialNumber": "abc"}
+            assert (await link.request("DeleteCertificate", {"certificateHashData": bogus}))["status"] == "NotFound"
+            gone = await link.request("DeleteCertificate", {"certificateHashData": entry["certificateHashData"]})
+            assert gone["status"] == "Accepted"
+            assert (await link.request("GetInstalledCertificateIds", {}))["status"] == "NotFound"
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())

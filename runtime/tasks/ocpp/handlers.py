@@ -264,6 +264,26 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         st.reconnect_soon()
         return {"status": "Accepted"}
 
+    def install_certificate(req: Payload) -> Payload:
+        """M05: a CSMS root, trusted from the next connection on; other kinds are not kept here."""
+        if req["certificateType"] != "CSMSRootCertificate":
+            return refused(f"{req['certificateType']} is not kept by this station", "UnsupportedCertType")
+        why = st.roots.install(req["certificate"], dt.datetime.now(dt.UTC))
+        return refused(why, "InvalidCertificate") if why else {"status": "Accepted"}
+
+    def get_installed_certificate_ids(req: Payload) -> Payload:
+        """M03: the CSMS roots the CSMS installed (the operator's ca_file is not the CSMS's to manage)."""
+        types = req.get("certificateType")
+        ids = st.roots.ids() if types is None or "CSMSRootCertificate" in types else []
+        if not ids:
+            return {"status": "NotFound"}
+        chain = [{"certificateType": "CSMSRootCertificate", "certificateHashData": h} for h in ids]
+        return {"status": "Accepted", "certificateHashDataChain": chain}
+
+    def delete_certificate(req: Payload) -> Payload:
+        """M04: only a root the CSMS installed."""
+        return {"status": "Accepted" if st.roots.delete(req["certificateHashData"]) else "NotFound"}
+
     def update_dynamic_schedule(req: Payload) -> Payload:
         """2.1 K: new values for a Dynamic profile's period, in force at once."""
         status = st.profiles.update_dynamic(req["chargingProfileId"], req["scheduleUpdate"], st.utc())
@@ -274,6 +294,9 @@ def table(st: Station) -> dict[str, protocol.Handler]:
 
     return {
         "CertificateSigned": certificate_signed,
+        "InstallCertificate": install_certificate,
+        "GetInstalledCertificateIds": get_installed_certificate_ids,
+        "DeleteCertificate": delete_certificate,
         "UpdateDynamicSchedule": update_dynamic_schedule,
         "SetDERControl": set_der_control,
         "GetDERControl": get_der_control,

@@ -54,6 +54,7 @@ class LinkSide:
     outbox: collections.deque[tuple[str, dict[str, Any]]]
     security_events: collections.deque[str]
     certs: rotation.Certificates
+    roots: rotation.Roots
     renewal_asked: float
     wake: asyncio.Event
 
@@ -74,6 +75,7 @@ class LinkSide:
             Path(p.ca_file),
             cert,
             key,
+            tuple(self.roots.files()),
         )
 
     def renewal_due(self) -> bool:

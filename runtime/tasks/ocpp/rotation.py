@@ -14,10 +14,13 @@ Files (``state_dir/certs``): ``pending.key`` (the key of a CSR sent), ``trial.pe
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -123,3 +126,58 @@ class Certificates:
         for name in ("trial.pem", "trial.key"):
             self._p(name).unlink(missing_ok=True)
         log.error("ocpp: the renewed station certificate did not connect: the previous one is used again")
+
+
+def hash_data(cert: x509.Certificate) -> dict[str, str]:
+    """CertificateHashDataType (2.0.1 part 2, M): SHA256 of the issuer's name and key, the serial in hex.
+    A root is its own issuer, so its own key is the issuer key."""
+    name = hashlib.sha256(cert.issuer.public_bytes()).hexdigest()
+    key = hashlib.sha256(
+        cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
+    return {"hashAlgorithm": "SHA256", "issuerNameHash": name, "issuerKeyHash": key,
+            "serialNumber": format(cert.serial_number, "x")}  # fmt: skip
+
+
+class Roots:
+    """CSMS root certificates the CSMS installed (M05), trusted beside the operator's ``ca_file``; only
+    those can be deleted (M04), never the operator's file."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "certs" / "roots"
+
+    def files(self) -> list[Path]:
+        return sorted(self.dir.glob("*.pem")) if self.dir.exists() else []
+
+    def install(self, pem: str, now: dt.datetime) -> str:
+        """Why the certificate is refused ("" when installed): a CA certificate valid now."""
+        try:
+            cert = x509.load_pem_x509_certificate(pem.encode())
+            ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except (ValueError, x509.ExtensionNotFound):
+            return "not a CA certificate in PEM"
+        if not ca:
+            return "not a CA certificate"
+        if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+            return "CertificateExpired: not valid now"
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write(self.dir / f"{hash_data(cert)['serialNumber']}.pem", pem.encode(), 0o644)
+        log.warning("ocpp: CSMS root certificate %s installed", cert.subject.rfc4514_string())
+        return ""
+
+    def ids(self) -> list[dict[str, str]]:
+        out = []
+        for f in self.files():
+            with contextlib.suppress(ValueError):
+                out.append(hash_data(x509.load_pem_x509_certificate(f.read_bytes())))
+        return out
+
+    def delete(self, want: dict[str, Any]) -> bool:
+        keys = ("issuerNameHash", "issuerKeyHash", "serialNumber")
+        for f in self.files():
+            got = hash_data(x509.load_pem_x509_certificate(f.read_bytes()))
+            if all(str(want.get(k, "")).lower().lstrip("0") == got[k].lstrip("0") for k in keys):
+                f.unlink()
+                log.warning("ocpp: CSMS root certificate %s deleted", got["serialNumber"])
+                return True
+        return False

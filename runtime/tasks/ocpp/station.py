@@ -53,6 +53,7 @@ class Station(LinkSide):
             state_dir, Path(params.cert_file), Path(params.key_file),
             Path(params.station_ca_file or params.ca_file), params.serial or params.identity,
         )  # fmt: skip
+        self.roots = rotation.Roots(state_dir)
         self.renewal_asked = -1e9
         self.queue = MessageQueue(state_dir / "queue.sqlite", params.queue_max_bytes)
         self.tx = Transactions(
