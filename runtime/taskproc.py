@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -268,6 +269,7 @@ class TaskSupervisor:
         self._stopping = False
         self.snapshot: Path | None = None  # the running revision's text: started from it, never the edited file
         self._restart_now = False
+        self.runtime_id = uuid.uuid4().hex  # one per runtime start: every task process it spawns gets it
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -288,6 +290,8 @@ class TaskSupervisor:
             "--parent",
             str(os.getpid()),
             *(("--snapshot", str(self.snapshot)) if self.snapshot is not None else ()),
+            "--runtime-id",
+            self.runtime_id,
         ]
         # systemd's notification variables belong to the scan process alone (NotifyAccess=main).
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
@@ -408,7 +412,13 @@ def snapshot_site(site_path: Path, snapshot: Path | None) -> Any:
 
 
 async def child_main(
-    site_path: Path, fd: int, speed: int, start: dt.datetime, parent: int, snapshot: Path | None = None
+    site_path: Path,
+    fd: int,
+    speed: int,
+    start: dt.datetime,
+    parent: int,
+    snapshot: Path | None = None,
+    runtime_id: str = "",
 ) -> None:
     from runtime.site import build_site
     from runtime.tasks.base import TaskContext
@@ -482,7 +492,7 @@ async def child_main(
             waiting.pop(cid, None)
 
     contexts = [
-        TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}"), command, t.events)
+        TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}"), command, t.events, runtime_id)
         for t in built.tasks
     ]
     position = EventPosition(built.loaded.state_dir / "task-events.json")
@@ -578,11 +588,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", required=True)
     ap.add_argument("--parent", type=int, default=os.getppid())
     ap.add_argument("--snapshot", type=Path, help="the running revision's text (online change)")
+    ap.add_argument("--runtime-id", default="", help="one per runtime start (TaskContext.runtime_id)")
     a = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s tasks %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(child_main(a.site, a.fd, a.speed, dt.datetime.fromisoformat(a.start), a.parent, a.snapshot))
+    asyncio.run(
+        child_main(a.site, a.fd, a.speed, dt.datetime.fromisoformat(a.start), a.parent, a.snapshot, a.runtime_id)
+    )
     return 0
 
 

@@ -34,8 +34,12 @@ class TaskContext:
         log: logging.Logger,
         command: Callable[[str, str, Mapping[str, Any], str], Awaitable[tuple[bool, str]]] | None = None,
         events: bool = False,
+        runtime_id: str = "",
     ):
         self.name = name
+        # One per runtime start (a new scan process), the same across task-process restarts: a task tells
+        # a reboot of the station (OCPP BootNotification) from a restart of its own process (nothing).
+        self.runtime_id = runtime_id
         self._send = send
         self._command = command
         self.start = start  # site-local calendar time of cycle-clock zero

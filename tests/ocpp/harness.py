@@ -13,7 +13,7 @@ from typing import Any
 
 from runtime.tags import US, Image, Quality, TagValue
 from runtime.tasks.base import TaskContext
-from runtime.tasks.ocpp.protocol import V201
+from runtime.tasks.ocpp.protocol import VERSIONS
 from runtime.tasks.ocpp.station import Station
 from runtime.tasks.ocpp.variables import OcppParams
 
@@ -55,14 +55,33 @@ def params(url: str, state_dir: Path, **kw: Any) -> OcppParams:
 
 
 class Harness:
-    def __init__(self, p: OcppParams, voltage: float = 240.0, phases: int = 1) -> None:
+    def __init__(
+        self,
+        p: OcppParams,
+        voltage: float = 240.0,
+        phases: int = 1,
+        runtime_id: str = "runtime-1",
+        events: bool = False,
+    ) -> None:
+        """``runtime_id``: the runtime start this station belongs to; a second Harness on the same state
+        with the same id is a task-process restart, with another id a runtime start. ``events``: the
+        station reads the event stream (fed by ``cx._event``)."""
         self.writes: dict[str, Any] = {}
         self.quality: dict[str, Quality] = {}
-        self.cx = TaskContext("ocpp", self._send, START, logging.getLogger("test.ocpp"))
-        self.station = Station(p, Path(p.state_dir), voltage, phases, [V201])
+        # the commands the station asked the scan for, and the scan's answer to each (a test may change it)
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+        self.answer: Callable[[str, dict[str, Any]], tuple[bool, str]] = lambda kind, args: (True, "")
+        self.cx = TaskContext(
+            "ocpp", self._send, START, logging.getLogger("test.ocpp"), self._command, events, runtime_id
+        )
+        self.station = Station(p, Path(p.state_dir), voltage, phases, list(VERSIONS.values()))  # 2.1, 2.0.1
         self.now_us = 0
         self.values = dict(PLUGGED, **{"ev.connected": False, "inverter.power": 0.0, "inverter.setpoint": 0.0})
         self._task: asyncio.Task[None] | None = None
+
+    async def _command(self, source: str, kind: str, args: Any, by: str) -> tuple[bool, str]:
+        self.commands.append((kind, dict(args)))
+        return self.answer(kind, dict(args))
 
     def _send(self, tag: str, value: Any, quality: Quality) -> None:
         self.writes[tag] = value

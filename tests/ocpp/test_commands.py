@@ -5,6 +5,7 @@ with what the scan decided; the outputs follow through safety's last word, for b
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from runtime.tasks.base import TaskContext
 from runtime.tasks.ocpp.local_csms import LocalCsms
+from runtime.tasks.ocpp.smart import stamp
 from tests.ocpp.harness import START, Harness, params, until
 from tests.ocpp.test_in_runtime import SITE as OCPP_SITE
 from tests.ports import free_port
@@ -152,3 +154,41 @@ def test_notify_event_comes_from_the_event_stream_even_for_a_trip_no_image_showe
         assert len(csms.actions("NotifyEvent")) == 2
 
     asyncio.run(main())
+
+
+def test_a_central_setpoint_profile_reaches_the_scan_as_a_mode_request(tmp_path: Path) -> None:
+    """End to end over OCPP 2.1: a CSMS profile with operationMode CentralSetpoint becomes a mode request
+    that the real scan accepts (its allowlist and validation), and the mode in force is a shared tag. What
+    the mode authority then does with it is its own test (the set point follows there)."""
+
+    async def main() -> str:
+        csms = LocalCsms("127.0.0.1", free_port(), passwords={"CP-RT": PW}, subprotocols=("ocpp2.1", "ocpp2.0.1"))
+        await csms.start()
+        (tmp_path / "password").write_text(PW + "\n")
+        site = write_site(tmp_path, site_text(csms.port, 0.5, "[mode_request]"))
+        sock = tmp_path / "var" / "control.sock"
+        proc = start_cli("run", str(site))
+        try:
+            await csms.wait_for(lambda: "CP-RT" in csms.stations and csms.actions("TransactionEvent"), 30)
+            periods = [{"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -4000.0,
+                        "dischargeLimit": -5000.0}]  # fmt: skip
+            now = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=5)
+            prof = {"id": 9, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+                    "chargingProfileKind": "Absolute",
+                    "chargingSchedule": [{"id": 1, "chargingRateUnit": "W", "startSchedule": stamp(now),
+                                          "duration": 600, "chargingSchedulePeriod": periods}]}  # fmt: skip
+            res = await csms.stations["CP-RT"].request("SetChargingProfile", {"evseId": 1, "chargingProfile": prof})
+            assert res["status"] == "Accepted"
+            end = asyncio.get_running_loop().time() + 15
+            while await tag(sock, "ocpp.operation_mode") != "CentralSetpoint":
+                assert asyncio.get_running_loop().time() < end, "ocpp.operation_mode never CentralSetpoint"
+                await asyncio.sleep(0.05)
+            assert await tag(sock, "ocpp.limit_discharge") == 5000.0
+        finally:
+            err = stop_cli(proc)
+            await csms.close()
+        return err
+
+    err = asyncio.run(main())
+    line = next((ln for ln in err.splitlines() if "mode request" in ln), "")
+    assert "'mode': 'remote', 'setpoint_w': -4000.0" in line and "accepted by the scan" in line, err[-3000:]

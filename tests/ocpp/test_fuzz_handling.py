@@ -93,6 +93,7 @@ def test_any_call_gets_one_schema_valid_answer(tmp_path: Path) -> None:
     def check(action: str, payload: dict[str, Any], uid: str) -> None:
         before = len(wire.sent)
         loop.run_until_complete(peer.route_message(json.dumps([2, uid, action, payload])))
+        loop.run_until_complete(peer.answered())  # answered beside the receive loop
         assert len(wire.sent) == before + 1, "exactly one answer"
         answer = json.loads(wire.sent[-1])
         assert answer[1] == uid
@@ -117,6 +118,7 @@ def test_garbage_frames_are_dropped_without_an_answer_or_an_exception(tmp_path: 
     @given(st.text(max_size=80) | json_values.map(json.dumps))
     def check(text: str) -> None:
         loop.run_until_complete(peer.route_message(text))
+        loop.run_until_complete(peer.answered())
         for sent in wire.sent:
             json.loads(sent)  # whatever it answered is JSON
 

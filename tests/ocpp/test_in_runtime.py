@@ -109,3 +109,63 @@ def test_check_shows_the_effective_variables_a_csms_changed(tmp_path: Path) -> N
     assert DeviceModel(task.params, task.state_dir()).write(d, "5") == "Accepted"  # as SetVariables does
     r = cli("check", str(site))
     assert r.returncode == 0 and "SampledDataCtrlr.TxUpdatedInterval=5" in r.stdout, r.stdout
+
+
+def test_runtime_start_boots_task_process_restart_does_not_at_speed(tmp_path: Path) -> None:
+    """At --speed the cycle clock runs minutes ahead while a task process starts: the runtime id, not the
+    clock, tells a runtime start (BootNotification PowerUp, then ApplicationReset) from a task-process
+    restart (a reconnect, no BootNotification)."""
+    import os
+    import re
+
+    port = free_port()
+    (tmp_path / "password").write_text("0123456789abcdef-operator\n")
+    site = write_site(tmp_path, SITE.format(port=port))
+    csms = subprocess.Popen(
+        [sys.executable, "-m", "runtime.tasks.ocpp.local_csms", "--port", str(port)],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    assert csms.stderr is not None
+    threading.Thread(target=lambda: lines.extend(iter(csms.stderr.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+
+    def boots() -> list[str]:
+        return [m.group(1) for ln in lines if (m := re.search(r"BootNotification from CP-RT \(v2g-plc, (\w+)\)", ln))]
+
+    def connects() -> int:
+        return sum("CP-RT connected" in ln for ln in lines)
+
+    err: list[str] = []
+    proc = start_cli("run", str(site), "--speed", "50")
+    assert proc.stderr is not None
+    threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        wait_for(lambda: boots() == ["PowerUp"], what="the first boot")
+        wait_for(lambda: any("Started seqNo 0" in ln for ln in lines), what="Started")
+        pid = wait_for(
+            lambda: next(
+                (int(m.group(1)) for ln in err if (m := re.search(r"task process started \(pid (\d+)\)", ln))), None
+            ),
+            what="the task process's pid",
+        )
+        os.kill(pid, signal.SIGKILL)  # the task process alone dies; the supervisor starts another
+        wait_for(lambda: connects() >= 2, what="the reconnect of the new task process")
+        n = sum("seqNo" in ln for ln in lines)
+        wait_for(lambda: sum("seqNo" in ln for ln in lines) > n, what="transaction messages after the restart")
+        assert boots() == ["PowerUp"]  # no BootNotification for a task-process restart
+        assert not any("Ended" in ln for ln in lines)  # and the transaction goes on
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc = start_cli("run", str(site), "--speed", "50")  # a runtime start on the same machine boot
+        wait_for(lambda: boots() == ["PowerUp", "ApplicationReset"], what="the second runtime's boot")
+        wait_for(lambda: any("Ended" in ln and "Reboot" in ln for ln in lines), what="the open transaction ended")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print("".join(err)[-4000:], "".join(lines)[-3000:])  # shown when the test failed
+        csms.terminate()
+        csms.wait(timeout=10)

@@ -158,3 +158,31 @@ def test_profile_3_without_client_certificate_is_refused(tmp_path: Path, caplog:
 
     with caplog.at_level(logging.WARNING, "v2g_plc.ocpp"):
         asyncio.run(main())
+
+
+def test_accepted_does_not_flicker_at_speed_and_ends_offline_threshold_after_the_loss(tmp_path: Path) -> None:
+    """Hours of cycle clock between two heartbeats (a site at --speed) keep ``ocpp.accepted``: the live link
+    is the contact. Once the link is lost, OfflineThreshold runs on the cycle clock, then no discharge."""
+
+    async def main() -> None:
+        csms = await _csms(passwords={"CP-1": PW})
+        p = params(csms.url, tmp_path / "s", variables={"OfflineThreshold": 60, "RetryBackOffWaitMinimum": 30})
+        h = await Harness(p).start()
+        try:
+            await h.publish()
+            await until(lambda: h.writes.get("ocpp.accepted") is True)
+            for _ in range(5):
+                await h.publish(dt_s=3600.0)  # an hour of cycle clock per image, no traffic in between
+                assert h.writes["ocpp.accepted"] is True and h.writes["ocpp.limit_discharge"] == 11000.0
+            await csms.close()
+            await csms.drop_connections()
+            await until(lambda: h.writes.get("ocpp.connected") is False)
+            await h.publish(dt_s=30.0)
+            assert h.writes["ocpp.accepted"] is True  # offline 30 s of 60
+            await h.publish(dt_s=31.0)
+            assert h.writes["ocpp.accepted"] is False and h.writes["ocpp.limit_discharge"] == 0.0
+            assert h.writes["ocpp.limit_charge"] == 11000.0  # departure charging goes on
+        finally:
+            await h.stop()
+
+    asyncio.run(main())

@@ -143,3 +143,49 @@ def test_strict_peer_session_profiles_variables(tmp_path: Path, profile: int) ->
         assert tx[0]["eventType"] == "Started" and tx[-1]["eventType"] == "Ended"
 
     asyncio.run(main())
+
+
+def test_strict_peer_over_ocpp_2_1_v2x_and_der(tmp_path: Path) -> None:
+    """The same independent peer with the official OCPP 2.1 schemas (strict both ways): the station and the
+    CSMS select 2.1, a session, a V2X profile with a central set point, DER control and its report."""
+    _need_peer()
+
+    async def main() -> None:
+        csms = await NodeCsms.start("--protocols", "ocpp2.1,ocpp2.0.1")
+        h = Harness(params(f"ws://127.0.0.1:{csms.port}/ocpp", tmp_path / "s", variables={"TxUpdatedInterval": 5}))
+        await h.start()
+        try:
+            await h.publish()
+            await until(lambda: bool(csms.calls("StatusNotification")), timeout_s=20)
+            assert [e["protocol"] for e in csms.events if e["event"] == "connected"] == ["ocpp2.1"]
+            for i in range(8):
+                await h.publish(**plugged(inverter__power=-6000.0, meter__energy_export=500.0 + i))
+            await until(lambda: len(csms.calls("TransactionEvent")) >= 2)
+            periods = [{"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -4000.0,
+                        "dischargeLimit": -5000.0, "limit": 7000.0}]  # fmt: skip
+            prof = {"id": 2, "stackLevel": 1, "chargingProfilePurpose": "TxDefaultProfile",
+                    "chargingProfileKind": "Absolute", "maxOfflineDuration": 300,
+                    "chargingSchedule": [{"id": 1, "chargingRateUnit": "W", "startSchedule": "2027-01-04T17:30:00Z",
+                                          "chargingSchedulePeriod": periods}]}  # fmt: skip
+            res = await csms.request("SetChargingProfile", {"evseId": 1, "chargingProfile": prof})
+            assert res["status"] == "Accepted"
+            await h.publish(**plugged(inverter__power=-4000.0))
+            await until(lambda: any(k == "mode_request" for k, _ in h.commands))
+            assert ("mode_request", {"mode": "remote", "setpoint_w": -4000.0, "expiry_s": 86400.0}) in h.commands
+            assert h.writes["ocpp.limit_discharge"] == 5000.0
+            curve = {"priority": 0, "yUnit": "Not_Applicable", "curveData": [{"x": 1.2, "y": 0.16}]}
+            req = {"isDefault": True, "controlId": "hv", "controlType": "HVMustTrip", "curve": curve}
+            assert (await csms.request("SetDERControl", req))["status"] == "Accepted"
+            overlay = {"hv": {"control_type": "HVMustTrip", "is_default": True, "ocpp": curve}}
+            await h.publish(**plugged(inverter__power=-4000.0), safety__der_overlay=json.dumps(overlay))
+            assert (await csms.request("GetDERControl", {"requestId": 5}))["status"] == "Accepted"
+            await until(lambda: bool(csms.calls("ReportDERControl")))
+            await h.publish(ev__connected=False, inverter__power=0.0)
+            await until(lambda: any(c["params"]["eventType"] == "Ended" for c in csms.calls("TransactionEvent")))
+        finally:
+            await h.stop()
+            await csms.stop()
+        assert csms.invalid() == []
+        assert csms.calls("ReportDERControl")[0]["params"]["curve"][0]["curve"] == curve
+
+    asyncio.run(main())

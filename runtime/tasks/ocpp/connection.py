@@ -32,6 +32,7 @@ class Endpoint:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    extra_cas: tuple[Path, ...] = ()  # CSMS roots the CSMS installed (InstallCertificate), beside ca_file
 
 
 def endpoint_url(csms_url: str, identity: str) -> str:
@@ -51,6 +52,8 @@ def tls_context(ep: Endpoint) -> ssl.SSLContext | None:
     if ep.ca_file is None:
         raise ValueError("security profiles 2 and 3 need ca_file")
     ctx.load_verify_locations(cafile=str(ep.ca_file))
+    for extra in ep.extra_cas:
+        ctx.load_verify_locations(cafile=str(extra))
     # OCPP 2.0.1 part 2, A00.FR.318: conformance tests accept TLS_RSA_WITH_AES_*_GCM for RSA keys,
     # which Python's default cipher list leaves out.
     ctx.set_ciphers(ssl._DEFAULT_CIPHERS + ":AES128-GCM-SHA256:AES256-GCM-SHA384")

@@ -7,15 +7,18 @@ Actions that are not here are answered NotSupported (a 2.0.1 action) or NotImple
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from typing import TYPE_CHECKING, Any
 
-from runtime.tasks.ocpp import protocol
+from runtime.tasks.ocpp import der, protocol
 from runtime.tasks.ocpp.variables import VARDEFS
 
 if TYPE_CHECKING:
     from runtime.tasks.ocpp.station import Station
 
 Payload = dict[str, Any]
+log = logging.getLogger("v2g_plc.ocpp")
 COMPONENTS = frozenset(d.component for d in VARDEFS)
 
 
@@ -77,7 +80,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         return {"status": "Accepted"}
 
     def set_charging_profile(req: Payload) -> Payload:
-        status, reason = st.profiles.set(req["evseId"], req["chargingProfile"], st.tx.st.tx_id)
+        status, reason = st.profiles.set(req["evseId"], req["chargingProfile"], st.tx.st.tx_id, st.version.name)
         st.publish(force=True)
         out: Payload = {"status": status}
         if reason:
@@ -114,8 +117,9 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         if req["evseId"] not in (0, st.p.evse_id):
             return {"status": "Rejected", "statusInfo": {"reasonCode": "UnknownEvse"}}
         sched = st.profiles.composite(
-            st.utc(), req["duration"], req.get("chargingRateUnit", "W"), st.tx.st.tx_id, st.tx_start()
-        )
+            st.utc(), req["duration"], req.get("chargingRateUnit", "W"), st.tx.st.tx_id, st.tx_start(),
+            v2x=st.version.name == "2.1",
+        )  # fmt: skip
         sched["evseId"] = req["evseId"]
         return {"status": "Accepted", "schedule": sched}
 
@@ -165,6 +169,10 @@ def table(st: Station) -> dict[str, protocol.Handler]:
             return refused(f"no EVSE {req.get('evseId')} here", "UnknownEvse")
         if not st.available:
             return refused("the EVSE is Inoperative", "Unavailable")
+        if st.p.authorize_remote_start:  # AuthCtrlr.AuthorizeRemoteStart (F01.FR.02): the CSMS's Authorize
+            status = await st.authorize(req["idToken"])
+            if status != "Accepted":
+                return refused(f"idToken not authorized: {status}", "InvalidIdToken")
         ok, reason = await st.command("start", {"remote_id": req["remoteStartId"]})
         if not ok:
             return refused(reason)
@@ -173,6 +181,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
             out["transactionId"] = st.tx.st.tx_id
         else:
             st.tx.remote_start_id = req["remoteStartId"]
+            st.tx.id_token = req["idToken"]
             st.tx.wait_for_unplug = False  # a new transaction may start with the EV already plugged in
         return out
 
@@ -210,7 +219,88 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         st.wake.set()
         return {"status": "Accepted"}
 
+    async def set_der_control(req: Payload) -> Payload:
+        """R (2.1): the scan's safety layer validates against IEEE 1547 for the site's category, applies at
+        a cycle boundary and persists; its refusal is Rejected with the reason."""
+        cmd, status, why = der.set_command(req)
+        if cmd is None:
+            return {"status": status, "statusInfo": {"reasonCode": "UnsupportedParam", "additionalInfo": why[:512]}}
+        ok, reason = await st.command("der_control", cmd)
+        if not ok:
+            return refused(reason, "InvalidValue")
+        return {"status": "Accepted"}
+
+    def get_der_control(req: Payload) -> Payload:
+        """R (2.1): the controls in force (the scan's ``safety.der_overlay``) follow as ReportDERControl."""
+        found = der.matching(st.der_overlay, req)
+        if not found:
+            return {"status": "NotFound"}
+        st.outbox.append(("ReportDERControl", der.report(req["requestId"], found)))
+        st.wake.set()
+        return {"status": "Accepted"}
+
+    async def clear_der_control(req: Payload) -> Payload:
+        found = der.matching(st.der_overlay, req)
+        if not found:
+            return {"status": "NotFound"}
+        args = {"action": "clear", "control_id": req.get("controlId"), "control_type": req.get("controlType")}
+        ok, reason = await st.command("der_control", args)
+        if not ok:
+            return refused(reason, "InvalidValue")
+        return {"status": "Accepted"}
+
+    def certificate_signed(req: Payload) -> Payload:
+        """A03: the chain for the CSR the station sent, verified (rotation.py) and installed as a trial;
+        the station reconnects with it and keeps the old pair until the new connection works."""
+        if req.get("certificateType", "ChargingStationCertificate") != "ChargingStationCertificate":
+            return refused("only the ChargingStationCertificate is managed here", "UnsupportedCertType")
+        why = st.certs.verify(req["certificateChain"], dt.datetime.now(dt.UTC))
+        if why:
+            log.error("ocpp: CertificateSigned rejected: %s", why)
+            st.security_event("InvalidChargingStationCertificate")
+            return refused(why, "InvalidCertificate")
+        st.certs.install_trial(req["certificateChain"])
+        log.warning("ocpp: a renewed station certificate is installed: reconnecting with it")
+        st.reconnect_soon()
+        return {"status": "Accepted"}
+
+    def install_certificate(req: Payload) -> Payload:
+        """M05: a CSMS root, trusted from the next connection on; other kinds are not kept here."""
+        if req["certificateType"] != "CSMSRootCertificate":
+            return refused(f"{req['certificateType']} is not kept by this station", "UnsupportedCertType")
+        why = st.roots.install(req["certificate"], dt.datetime.now(dt.UTC))
+        return refused(why, "InvalidCertificate") if why else {"status": "Accepted"}
+
+    def get_installed_certificate_ids(req: Payload) -> Payload:
+        """M03: the CSMS roots the CSMS installed (the operator's ca_file is not the CSMS's to manage)."""
+        types = req.get("certificateType")
+        ids = st.roots.ids() if types is None or "CSMSRootCertificate" in types else []
+        if not ids:
+            return {"status": "NotFound"}
+        chain = [{"certificateType": "CSMSRootCertificate", "certificateHashData": h} for h in ids]
+        return {"status": "Accepted", "certificateHashDataChain": chain}
+
+    def delete_certificate(req: Payload) -> Payload:
+        """M04: only a root the CSMS installed."""
+        return {"status": "Accepted" if st.roots.delete(req["certificateHashData"]) else "NotFound"}
+
+    def update_dynamic_schedule(req: Payload) -> Payload:
+        """2.1 K: new values for a Dynamic profile's period, in force at once."""
+        status = st.profiles.update_dynamic(req["chargingProfileId"], req["scheduleUpdate"], st.utc())
+        st.publish(force=True)
+        if status != "Accepted":
+            return {"status": status, "statusInfo": {"reasonCode": "InvalidSchedule"}}
+        return {"status": status}
+
     return {
+        "CertificateSigned": certificate_signed,
+        "InstallCertificate": install_certificate,
+        "GetInstalledCertificateIds": get_installed_certificate_ids,
+        "DeleteCertificate": delete_certificate,
+        "UpdateDynamicSchedule": update_dynamic_schedule,
+        "SetDERControl": set_der_control,
+        "GetDERControl": get_der_control,
+        "ClearDERControl": clear_der_control,
         "ChangeAvailability": change_availability,
         "Reset": reset,
         "RequestStartTransaction": request_start,

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ocpp.exceptions import OCPPError
 from websockets.exceptions import ConnectionClosed
 
 from runtime.tags import US
+from runtime.tasks.ocpp import boot, protocol, rotation
 from runtime.tasks.ocpp import connection as conn
-from runtime.tasks.ocpp import protocol
 from runtime.tasks.ocpp.smart import parse_time
 
 if TYPE_CHECKING:
@@ -29,17 +30,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("v2g_plc.ocpp")
 
-RUNTIME_START_US = 60 * US  # a first image younger than this: the runtime (not only the task) started
+RENEWAL_RETRY_S = 3600.0  # a renewal the CSMS did not complete is asked for again after this (real time)
 
 
 class LinkSide:
     p: OcppParams
     versions: list[protocol.Version]
+    version: protocol.Version  # the one the CSMS selected on the current (or last) link
     vars: DeviceModel
     queue: MessageQueue
     peer: Any
     online: bool
     accepted_once: bool
+    start: boot.Start
     last_traffic: float
     last_contact_us: int | None
     offline_since_us: int | None
@@ -50,24 +53,46 @@ class LinkSide:
     status_changes: collections.deque[tuple[str, str]]
     outbox: collections.deque[tuple[str, dict[str, Any]]]
     security_events: collections.deque[str]
+    certs: rotation.Certificates
+    roots: rotation.Roots
+    renewal_asked: float
     wake: asyncio.Event
 
     if TYPE_CHECKING:  # the image side's, in Station
 
         def publish(self, force: bool = False) -> None: ...
         def stamp(self, now_us: int | None = None) -> str: ...
+        def save_runtime(self, **changes: Any) -> None: ...
 
     def endpoint(self) -> conn.Endpoint:
         p = self.p
+        cert, key = self.certs.in_use()  # a renewed (or trial) pair before the operator's files
         return conn.Endpoint(
             conn.endpoint_url(p.csms_url, p.identity),
             p.identity,
             p.security_profile,
             self.vars.password() if p.security_profile in (1, 2) else None,
             Path(p.ca_file),
-            Path(p.cert_file),
-            Path(p.key_file),
+            cert,
+            key,
+            tuple(self.roots.files()),
         )
+
+    def renewal_due(self) -> bool:
+        """Profile 3: the certificate in use expires within ``renew_before_days`` (system UTC)."""
+        if self.p.security_profile != 3 or self.certs.trying:
+            return False
+        end = self.certs.expires()
+        return end is not None and end - dt.datetime.now(dt.UTC) < dt.timedelta(days=self.p.renew_before_days)
+
+    def ask_renewal(self) -> None:
+        """SignCertificate (A02) with a CSR of a new key; CertificateSigned follows from the CSMS."""
+        log.warning("ocpp: the station certificate expires %s: asking the CSMS for a new one", self.certs.expires())
+        self.outbox.append(
+            ("SignCertificate", {"csr": self.certs.csr(), "certificateType": "ChargingStationCertificate"})
+        )
+        self.renewal_asked = time.monotonic()
+        self.wake.set()
 
     async def link_loop(self) -> None:
         """Connect, run a session, and after every failure or loss wait per RetryBackOff* (the doubling
@@ -83,7 +108,10 @@ class LinkSide:
                 log.warning("ocpp: %s", line)
                 if event:
                     self.security_events.append(event)
+                if self.certs.trying:
+                    self.certs.drop_trial()  # the renewed certificate does not connect: the old one again
             else:
+                self.certs.confirm()  # a renewed certificate on trial just worked
                 if await self.session(ws):
                     waits = None
             if waits is None:
@@ -100,6 +128,7 @@ class LinkSide:
             log.warning("ocpp: the CSMS selected no subprotocol we offered (%r): closing", ws.subprotocol)
             await ws.close()
             return False
+        self.version = version
         peer = protocol.make_peer(
             version, self.p.identity, ws, self.handlers(), timeout_s=self.p.call_timeout_s,
             on_rtt=self._on_rtt, on_traffic=self._on_traffic,
@@ -127,7 +156,7 @@ class LinkSide:
             self.peer = None
             reached = self.online
             if self.online:
-                self.offline_since_us = self.now_us
+                self.offline_since_us = self.last_contact_us = self.now_us  # OfflineThreshold runs from here
             self.online = False
             log.info("ocpp: disconnected from the CSMS (%d transaction messages queued)", len(self.queue))
             self.publish(force=True)
@@ -145,7 +174,7 @@ class LinkSide:
 
     async def boot(self, peer: Any) -> None:
         """BootNotification until Accepted (B01-B03); nothing else is sent meanwhile."""
-        reason = "PowerUp" if self.now_us < RUNTIME_START_US else "Unknown"
+        reason = self.start.reason
         while True:
             cs = {"model": self.p.model, "vendorName": self.p.vendor, "serialNumber": self.p.serial or self.p.identity,
                   "firmwareVersion": self.p.firmware}  # fmt: skip
@@ -174,6 +203,7 @@ class LinkSide:
         if not self.accepted_once:
             await self.boot(peer)
             self.accepted_once = True
+            self.save_runtime(accepted=True)  # a task-process restart from now on owes no BootNotification
             # security event of OCPP 2.0.1 part 2, appendix "Security events": the station (re)started
             self.security_events.appendleft("StartupOfTheDevice")
         self.online = True
@@ -181,6 +211,8 @@ class LinkSide:
         outage = None if self.offline_since_us is None else (self.now_us - self.offline_since_us) / US
         if outage is not None and outage > self.vars["OfflineThreshold"]:
             self.sent_status = None  # re-send every status after a long outage (B04)
+        if self.renewal_due() and time.monotonic() - self.renewal_asked > RENEWAL_RETRY_S:
+            self.ask_renewal()
         while self.security_events:
             ev = self.security_events.popleft()
             self.outbox.append(("SecurityEventNotification", {"type": ev, "timestamp": self.stamp()}))
@@ -212,15 +244,8 @@ class LinkSide:
                     # on the next connection (a timeout never loses a transaction message)
                     log.warning("ocpp: no answer to %s %s: reconnecting", item.action, item.unique_id)
                     raise
-                except protocol.CallFailed as exc:
-                    # refused: tried MessageAttempts times, MessageAttemptInterval x attempt apart (E13)
-                    n = self.queue.attempted(item.unique_id)
-                    if n >= self.vars["MessageAttempts"]:
-                        log.error("ocpp: %s %s dropped after %d refusals (%s)", item.action, item.unique_id, n, exc)
-                        self.queue.remove(item.unique_id)
-                    else:
-                        retry_at = time.monotonic() + self.vars["MessageAttemptInterval"] * n
-                        log.warning("ocpp: %s refused (%s): attempt %d again later", item.action, exc, n)
+                except (protocol.CallFailed, protocol.BadAnswer) as exc:
+                    retry_at = time.monotonic() + self._refused(item, exc)
                 self.publish()
                 continue
             if self.outbox:
@@ -240,13 +265,39 @@ class LinkSide:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
 
+    def _refused(self, item: Any, exc: Exception) -> float:
+        """A stored message the CSMS refused (CALLERROR) or answered with an invalid CALLRESULT: one
+        attempt counted (E13: MessageAttempts, MessageAttemptInterval x attempt apart); returns the wait.
+
+        Refused: never dropped, so the CSMS never sees a gap in ``seqNo`` (docs/design.md "Delivery" wins
+        over E13's discard): after MessageAttempts refusals it is tried again every MessageAttemptInterval x
+        MessageAttempts, logged as an error each time, and later transaction messages wait behind it (their
+        order holds; the queue thins periodic ones). An invalid answer still carries the message's id, so
+        the CSMS has the message: after MessageAttempts such answers it counts as delivered and goes."""
+        n = self.queue.attempted(item.unique_id)
+        attempts, interval = self.vars["MessageAttempts"], self.vars["MessageAttemptInterval"]
+        if n < attempts:
+            log.warning("ocpp: %s %s: %s: attempt %d of %d", item.action, item.unique_id, exc, n + 1, attempts)
+            return float(interval * n)
+        if isinstance(exc, protocol.BadAnswer):
+            log.error("ocpp: %s %s: %d invalid answers (%s): taken as received", item.action, item.unique_id, n, exc)
+            self.queue.remove(item.unique_id)
+            return 0.0
+        log.error(
+            "ocpp: %s %s refused %d times (%s): kept (no seqNo gap); later transaction messages wait behind it",
+            item.action, item.unique_id, n, exc,
+        )  # fmt: skip
+        return float(interval * attempts)
+
     async def _send_other(self, peer: Any, action: str, payload: dict[str, Any]) -> None:
         """A message that is not stored: a CALLERROR answer is logged and the message given up; a timeout
         ends the session (the link is presumed dead) and the message stays for the next one."""
         try:
             await peer.request(action, payload)
-        except protocol.CallFailed as exc:
+        except (protocol.CallFailed, protocol.BadAnswer) as exc:
             log.warning("ocpp: the CSMS refused %s (%s): not sent again", action, exc)
+        except OCPPError as exc:  # our own payload failed the version's schema: a bug, never a reconnect loop
+            log.error("ocpp: %s not sent: it fails the OCPP %s schema: %s", action, self.version.name, exc)
 
     # ------------------------------------------------------------------ the CSMS's requests
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from ocpp.messages import Call, MessageType, unpack, validate_payload
 from ocpp.routing import on
+from ocpp.v21 import call_result as call_result_21
 from ocpp.v201 import ChargePoint, call_result
 from websockets.asyncio.server import Server, ServerConnection, serve
 
@@ -75,6 +76,18 @@ class StationLink(ChargePoint):
         log.info("CSMS: BootNotification from %s (%s, %s): %s", self.id, charging_station.get("model"), reason, status)
         return call_result.BootNotification(current_time=_now(), interval=self.csms.interval_s, status=status)
 
+    @on("SignCertificate")
+    def on_sign(self, csr: str, **_: Any) -> Any:
+        log.info("CSMS: %s asks for a new certificate", self.id)
+        self.csms.csrs.append((self.id, csr))
+        return call_result.SignCertificate(status="Accepted")
+
+    @on("Authorize")
+    def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
+        status = "Blocked" if id_token["id_token"] in self.csms.blocked_tokens else "Accepted"
+        log.info("CSMS: %s Authorize %s: %s", self.id, id_token["id_token"], status)
+        return call_result.Authorize(id_token_info={"status": status})
+
     @on("Heartbeat")
     def on_heartbeat(self, **_: Any) -> Any:
         return call_result.Heartbeat(current_time=_now())
@@ -93,9 +106,10 @@ class StationLink(ChargePoint):
             for sv in mv["sampled_value"]
         }
         log.info(
-            "CSMS: %s transaction %s %s seqNo %d (%s%s%s) %s",
+            "CSMS: %s transaction %s %s seqNo %d (%s%s%s%s) %s",
             self.id, info["transaction_id"][:8], event_type, seq_no, trigger_reason,
             ", " + info["charging_state"] if "charging_state" in info else "",
+            ", stoppedReason " + info["stopped_reason"] if "stopped_reason" in info else "",
             ", offline" if kw.get("offline") else "",
             " ".join(f"{k}={v}" for k, v in values.items()),
         )  # fmt: skip
@@ -125,6 +139,42 @@ class StationLink(ChargePoint):
         return call_result.SecurityEventNotification()
 
 
+class StationLink21(StationLink):
+    """The same back office over OCPP 2.1 (the answers above have the same fields in both versions)."""
+
+    _call_result = call_result_21
+    _ocpp_version = "2.1"
+
+    @on("NotifyDERAlarm")
+    def on_der_alarm(self, control_type: str, **kw: Any) -> Any:
+        log.info("CSMS: %s DER alarm %s%s", self.id, control_type, " ended" if kw.get("alarm_ended") else "")
+        return call_result_21.NotifyDERAlarm()
+
+    @on("NotifyDERStartStop")
+    def on_der_start_stop(self, control_id: str, started: bool, **_: Any) -> Any:
+        log.info("CSMS: %s DER control %s %s", self.id, control_id, "started" if started else "stopped")
+        return call_result_21.NotifyDERStartStop()
+
+    @on("ReportDERControl")
+    def on_report_der(self, **_: Any) -> Any:
+        return call_result_21.ReportDERControl()
+
+    @on("PullDynamicScheduleUpdate")
+    def on_pull(self, charging_profile_id: int, **_: Any) -> Any:
+        update = self.csms.dynamic_updates.get(charging_profile_id)
+        log.info("CSMS: %s pulls dynamic profile %d: %s", self.id, charging_profile_id, update)
+        if update is None:
+            return call_result_21.PullDynamicScheduleUpdate(status="Rejected")
+        return call_result_21.PullDynamicScheduleUpdate(status="Accepted", schedule_update=update)
+
+    @on("NotifyEVChargingNeeds")
+    def on_needs(self, **_: Any) -> Any:
+        return call_result_21.NotifyEVChargingNeeds(status="Accepted")
+
+
+LINKS = {"ocpp2.0.1": StationLink, "ocpp2.1": StationLink21}
+
+
 class LocalCsms:
     def __init__(
         self,
@@ -135,6 +185,8 @@ class LocalCsms:
         passwords: dict[str, str] | None = None,
         boot_statuses: list[str] | None = None,
         interval_s: int = 300,
+        blocked_tokens: frozenset[str] = frozenset(),
+        subprotocols: tuple[str, ...] = ("ocpp2.0.1",),
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError("the local CSMS serves loopback only")
@@ -143,6 +195,13 @@ class LocalCsms:
         self.passwords = passwords
         self.boot_statuses = list(boot_statuses or [])
         self.interval_s = interval_s
+        self.subprotocols = subprotocols  # the versions it speaks, in its order of preference
+        self.blocked_tokens = blocked_tokens  # Authorize answers Blocked for these, Accepted for the others
+        self.dynamic_updates: dict[int, dict[str, Any]] = {}
+        self.csrs: list[tuple[str, str]] = []  # (identity, CSR PEM) of SignCertificate requests
+        self.peer_certs: list[
+            dict[str, Any] | None
+        ] = []  # the client certificate of every TLS connection  # profile id -> its PullDynamicScheduleUpdate
         self.received: list[Received] = []
         self.stations: dict[str, StationLink] = {}
         self.connects = 0
@@ -181,12 +240,19 @@ class LocalCsms:
             return connection.respond(HTTPStatus.UNAUTHORIZED, "wrong password\n")
         return None
 
+    def _select(self, connection: ServerConnection, offered: Any) -> Any:
+        """The CSMS's own preference among what the station offers (OCPP-J part 4, 3.1.2)."""
+        return next((sp for sp in self.subprotocols if sp in offered), None)
+
     async def _handler(self, ws: ServerConnection) -> None:
         identity = (ws.request.path if ws.request else "/").rstrip("/").rsplit("/", 1)[-1]
-        link = StationLink(identity, ws, response_timeout=10)
+        link = LINKS[ws.subprotocol or "ocpp2.0.1"](identity, ws, response_timeout=10)
         link.csms = self
         self.stations[identity] = link
         self.connects += 1
+        tls = ws.transport.get_extra_info("ssl_object") if self.ssl else None
+        self.peer_certs.append(tls.getpeercert() if tls is not None else None)
+        log.info("CSMS: %s connected (%s)", identity, ws.subprotocol)
         self.changed.set()
         try:
             await link.start()
@@ -202,7 +268,8 @@ class LocalCsms:
             self._handler,
             self.host,
             self.port,
-            subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+            subprotocols=list(self.subprotocols),  # type: ignore[arg-type]
+            select_subprotocol=self._select,
             process_request=self._process_request,
             ssl=self.ssl,
             ping_interval=None,
@@ -234,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     async def run() -> None:
-        csms = await LocalCsms(a.host, a.port, interval_s=a.interval).start()
+        csms = await LocalCsms(a.host, a.port, interval_s=a.interval, subprotocols=("ocpp2.1", "ocpp2.0.1")).start()
         log.info("CSMS: listening on %s", csms.url)
         await asyncio.Event().wait()
 

@@ -67,8 +67,9 @@ def _actions(module: str) -> frozenset[str]:
 
 
 V201 = Version("2.0.1", "ocpp2.0.1", "ocpp.v201")
-VERSIONS: dict[str, Version] = {V201.subprotocol: V201}
-"""By subprotocol, in order of preference (2.1 joins here with its own handlers)."""
+V21 = Version("2.1", "ocpp2.1", "ocpp.v21")
+VERSIONS: dict[str, Version] = {V21.subprotocol: V21, V201.subprotocol: V201}
+"""By subprotocol, in order of preference: the station offers both, the CSMS selects."""
 
 
 class CallFailed(Exception):
@@ -77,6 +78,11 @@ class CallFailed(Exception):
     def __init__(self, code: str, description: str) -> None:
         super().__init__(f"{code}: {description}")
         self.code = code
+
+
+class BadAnswer(Exception):
+    """The CSMS answered a CALL with a CALLRESULT that fails the action's response schema: it received the
+    message (the answer carries its id) but said nothing usable."""
 
 
 def call_text(unique_id: str, action: str, payload: Payload) -> str:
@@ -110,6 +116,7 @@ class _PeerMixin:
     on_rtt: Callable[[str, float], None] | None = None
     on_traffic: Callable[[], None] | None = None
     after_answer: Callable[[], None] | None = None  # once, after the current answer went out
+    _answering: set[asyncio.Task[None]]
 
     if TYPE_CHECKING:  # the package's, typed here
 
@@ -125,9 +132,18 @@ class _PeerMixin:
             log.warning("%s: unreadable OCPP message from the CSMS (%s): %.200s", self.id, exc, raw_msg)
             return
         if msg.message_type_id == MessageType.Call:
-            await self._answer(msg)
+            # answered beside the receive loop, which goes on reading: a handler may wait for the scan or
+            # for a CALL of its own (Authorize) without stalling the answers to the station's CALLs
+            job = asyncio.get_running_loop().create_task(self._answer(msg))
+            self._answering.add(job)
+            job.add_done_callback(self._answering.discard)
         elif msg.message_type_id in (MessageType.CallResult, MessageType.CallError):
             self._response_queue.put_nowait(msg)
+
+    async def answered(self) -> None:
+        """Wait until every CALL received so far has been answered."""
+        while self._answering:
+            await asyncio.wait(set(self._answering))
 
     async def _answer(self, msg: Call) -> None:
         try:
@@ -158,7 +174,8 @@ class _PeerMixin:
         """Send a serialised CALL and wait for its answer (one CALL in flight, OCPP-J 4.1.1).
 
         Raises ``asyncio.TimeoutError`` (not delivered: send it again, the same text), ``CallFailed`` (the
-        CSMS answered with a CALLERROR) or ``ConnectionClosed``.
+        CSMS answered with a CALLERROR), ``BadAnswer`` (a CALLRESULT that fails the schema) or
+        ``ConnectionClosed``.
         """
         async with self._call_lock:
             t0 = time.monotonic()
@@ -172,7 +189,10 @@ class _PeerMixin:
             raise CallFailed(response.error_code, response.error_description)
         assert isinstance(response, CallResult)
         response.action = action
-        await validate_payload(response, self._ocpp_version)
+        try:
+            await validate_payload(response, self._ocpp_version)
+        except OCPPError as exc:
+            raise BadAnswer(f"{action} answered with an invalid payload: {exc}") from exc
         payload: Payload = response.payload
         return payload
 
@@ -196,7 +216,8 @@ def make_peer(
 ) -> Any:
     """A connected peer speaking ``version``: ``await peer.start()`` runs its receive loop."""
     peer: Any = _peer_class(version)(identity, connection, response_timeout=timeout_s, logger=_QUIET)
-    peer.handlers = handlers
+    peer.handlers = {a: h for a, h in handlers.items() if a in version.actions}  # 2.1's only over 2.1
+    peer._answering = set()
     peer.known = version.actions
     peer.on_rtt = on_rtt
     peer.on_traffic = on_traffic

@@ -7,6 +7,13 @@ overrides the TxDefaultProfile; the ChargingStationMaxProfile caps the result. A
 the site's nominal voltage and phases. What is published is a magnitude in W within [0, rating]: no
 profile in force is the charger's rating (docs/design.md "Limits from outside"), zero means zero, an
 expired profile stops limiting.
+
+OCPP 2.1 (V2X) adds to a period ``operationMode``, a signed ``setpoint`` (+ into the EV), ``dischargeLimit``
+(<= 0), ``v2xBaseline`` and ``v2xFreqWattCurve``, and to a profile ``maxOfflineDuration`` /
+``invalidAfterOfflineDuration``. The operation mode, set point and curve come from the Tx(Default)Profile
+in force; the discharge limit is the smallest magnitude of the station maximum's and the Tx(Default)'s;
+on a profile set over 2.1 a Tx(Default) period without ``operationMode`` is ChargingOnly (no discharge),
+while a profile set over 2.0.1 (which has no discharge) limits charging only.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,7 @@ from runtime.tasks.ocpp.variables import _write_atomic
 SCHEMA = 1
 PURPOSES = ("ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile")
 _RECUR = {"Daily": dt.timedelta(days=1), "Weekly": dt.timedelta(days=7)}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 COMPOSITE_MAX_S = 7 * 86_400  # GetCompositeSchedule answers at most a week: the walk must stay short
 log = logging.getLogger("v2g_plc.ocpp")
 
@@ -43,6 +52,41 @@ def _bad_times(profile: dict[str, Any]) -> str:
             parse_time(str(value))
         except ValueError:
             return f"{key} {value!r} is not a date-time"
+    return ""
+
+
+FREQUENCY_MODES = ("CentralFrequency", "LocalFrequency")
+SETPOINT_MODES = ("CentralSetpoint", "CentralFrequency")  # need a setpoint (2.1 part 2, Q "V2X")
+
+
+@dataclass(frozen=True)
+class InForce:
+    """What the CSMS's profiles make of one instant. Limits are magnitudes in W within [0, rating]."""
+
+    charge_w: float
+    discharge_w: float
+    mode: str = ""  # OperationModeEnumType of the Tx(Default)Profile set over 2.1; "" without one
+    setpoint_w: float | None = None  # signed, + into the EV, within [-discharge_w, charge_w]
+    baseline_w: float | None = None  # v2xBaseline
+    curve: tuple[tuple[float, float], ...] = ()  # v2xFreqWattCurve: (Hz, W signed), by frequency
+    until: dt.datetime | None = None  # when the period in force ends (None: not within a day)
+
+
+def _bad_v2x(sched: dict[str, Any]) -> str:
+    """What is wrong with a 2.1 schedule's V2X fields (empty: nothing)."""
+    for q in sched["chargingSchedulePeriod"]:
+        if q.get("limit", 0) < 0:
+            return "a negative limit"
+        if q.get("dischargeLimit", 0) > 0:
+            return "a positive dischargeLimit (it is <= 0)"
+        mode = q.get("operationMode", "ChargingOnly")
+        if mode in SETPOINT_MODES and "setpoint" not in q:
+            return f"{mode} without a setpoint"
+        if mode in FREQUENCY_MODES:
+            hz = [pt["frequency"] for pt in q.get("v2xFreqWattCurve", [])]
+            # the mode_request contract: 2-10 points at distinct frequencies within 45-65 Hz (sent sorted)
+            if not 2 <= len(hz) <= 10 or len(set(hz)) != len(hz) or not all(45 <= f <= 65 for f in hz):
+                return f"{mode} needs a v2xFreqWattCurve of 2-10 points at distinct frequencies within 45-65 Hz"
     return ""
 
 
@@ -75,8 +119,8 @@ class Profiles:
 
     # ---- SetChargingProfile / ClearChargingProfile / GetChargingProfiles (K01, K10, K09)
 
-    def set(self, evse_id: int, profile: dict[str, Any], tx_id: str | None) -> tuple[str, str]:
-        """(status, reason code for statusInfo)."""
+    def set(self, evse_id: int, profile: dict[str, Any], tx_id: str | None, version: str = "2.0.1") -> tuple[str, str]:
+        """(status, reason code for statusInfo); ``version``: the OCPP version of the link it came over."""
         purpose = profile["chargingProfilePurpose"]
         if purpose not in PURPOSES:
             return "Rejected", "UnsupportedPurpose"
@@ -95,7 +139,10 @@ class Profiles:
             periods = [p["startPeriod"] for p in sched["chargingSchedulePeriod"]]
             if periods[0] != 0 or periods != sorted(set(periods)):
                 return "Rejected", "InvalidSchedule"  # K01.FR.31: the first period starts at 0
-            if any(p["limit"] < 0 for p in sched["chargingSchedulePeriod"]):
+            if version == "2.1" and _bad_v2x(sched):
+                log.info("ocpp: profile %s rejected: %s", profile["id"], _bad_v2x(sched))
+                return "Rejected", "InvalidSchedule"
+            if any(p.get("limit", 0) < 0 for p in sched["chargingSchedulePeriod"]):
                 return "Rejected", "InvalidSchedule"
         # K01.FR.05: the same id, or the same stackLevel + purpose + EVSE, is replaced
         self.items = [
@@ -108,7 +155,7 @@ class Profiles:
                 and it["profile"]["chargingProfilePurpose"] == purpose
             )
         ]
-        self.items.append({"evseId": evse_id, "profile": profile})
+        self.items.append({"evseId": evse_id, "profile": profile, "ocpp": version})
         self._save()
         return "Accepted", ""
 
@@ -132,6 +179,24 @@ class Profiles:
             self.items = keep
             self._save()
         return gone
+
+    def update_dynamic(self, profile_id: int, update: dict[str, Any], now: dt.datetime) -> str:
+        """UpdateDynamicSchedule / a PullDynamicScheduleUpdate's answer: the new values replace those of
+        the profile's period in force (a dynamic schedule has one); the ChargingProfileStatusEnumType."""
+        for it in self.items:
+            p = it["profile"]
+            if p["id"] != profile_id or p["chargingProfileKind"] != "Dynamic":
+                continue
+            period = p["chargingSchedule"][0]["chargingSchedulePeriod"][0]
+            trial = {**period, **{k: v for k, v in update.items() if k != "customData"}}
+            if _bad_v2x({"chargingSchedulePeriod": [trial]}):
+                return "Rejected"
+            period.clear()
+            period.update(trial)
+            p["dynUpdateTime"] = stamp(now)
+            self._save()
+            return "Accepted"
+        return "Rejected"
 
     def end_transaction(self, tx_id: str) -> None:
         """A TxProfile lives as long as its transaction (K01.FR.?? "TxProfile ... for the duration of the
@@ -174,6 +239,8 @@ class Profiles:
         kind = profile["chargingProfileKind"]
         if kind == "Relative":
             return tx_start
+        if kind == "Dynamic" and "startSchedule" not in sched:
+            return _EPOCH  # in force from the moment it was set, its values replaced by updates
         start = parse_time(sched["startSchedule"]) if "startSchedule" in sched else None
         if start is None:
             return None
@@ -183,7 +250,8 @@ class Profiles:
                 start += step * ((t - start) // step)
         return start
 
-    def _limit(self, it: dict[str, Any], t: dt.datetime, tx_start: dt.datetime | None) -> float | None:
+    def _period(self, it: dict[str, Any], t: dt.datetime, tx_start: dt.datetime | None) -> tuple[Any, str] | None:
+        """The period of a profile in force at ``t`` and its schedule's unit, or None."""
         p = it["profile"]
         if "validFrom" in p and t < parse_time(p["validFrom"]):
             return None
@@ -198,37 +266,91 @@ class Profiles:
                 continue
             active = [q for q in sched["chargingSchedulePeriod"] if q["startPeriod"] <= elapsed]
             if active:
-                q = active[-1]
-                return self._watts(q["limit"], sched["chargingRateUnit"], q.get("numberPhases"))
+                return active[-1], sched["chargingRateUnit"]
         return None
 
-    def _purpose_limit(
-        self, purpose: str, t: dt.datetime, tx_id: str | None, tx_start: dt.datetime | None
-    ) -> float | None:
+    def _top(
+        self, purpose: str, t: dt.datetime, tx_id: str | None, tx_start: dt.datetime | None, offline_s: float
+    ) -> tuple[dict[str, Any], Any, str] | None:
+        """The item, period and unit of the highest stack level of ``purpose`` in force at ``t``."""
         cands = [
             it
             for it in self.items
             if it["profile"]["chargingProfilePurpose"] == purpose
             and it["evseId"] in (0, self.evse_id)
             and (purpose != "TxProfile" or (tx_id is not None and it["profile"].get("transactionId") == tx_id))
+            and offline_s <= it["profile"].get("maxOfflineDuration", float("inf"))
         ]
         for it in sorted(cands, key=lambda i: -i["profile"]["stackLevel"]):
-            lim = self._limit(it, t, tx_start)
-            if lim is not None:
-                return lim
+            got = self._period(it, t, tx_start)
+            if got is not None:
+                return it, got[0], got[1]
         return None
+
+    def expire_offline(self, offline_s: float) -> None:
+        """A profile with ``invalidAfterOfflineDuration`` whose ``maxOfflineDuration`` ran out while offline
+        is gone for good (2.1 K01); without it, it only stops counting until the link is back (``_top``)."""
+        keep = [
+            it
+            for it in self.items
+            if not (
+                it["profile"].get("invalidAfterOfflineDuration")
+                and offline_s > it["profile"].get("maxOfflineDuration", float("inf"))
+            )
+        ]
+        if len(keep) != len(self.items):
+            log.warning(
+                "ocpp: %d profiles invalid after %.0f s offline: removed", len(self.items) - len(keep), offline_s
+            )
+            self.items = keep
+            self._save()
+
+    def in_force(
+        self,
+        t: dt.datetime,
+        tx_id: str | None = None,
+        tx_start: dt.datetime | None = None,
+        offline_s: float = 0.0,
+        until: bool = True,
+    ) -> InForce:
+        """What the profiles make of the instant ``t`` (``offline_s``: how long the CSMS has been away;
+        ``until``: also find when the period ends, a walk over a day of breakpoints)."""
+        station = self._top("ChargingStationMaxProfile", t, tx_id, tx_start, offline_s)
+        tx = self._top("TxProfile", t, tx_id, tx_start, offline_s) or self._top(
+            "TxDefaultProfile", t, tx_id, tx_start, offline_s
+        )
+        charge = discharge = self.rating
+        for got in (station, tx):
+            if got is None:
+                continue
+            _, q, unit = got
+            if "limit" in q:
+                charge = min(charge, self._watts(q["limit"], unit, q.get("numberPhases")))
+            if "dischargeLimit" in q:
+                discharge = min(discharge, self._watts(-q["dischargeLimit"], unit, q.get("numberPhases")))
+        charge, discharge = max(0.0, charge), max(0.0, discharge)
+        if tx is None or tx[0].get("ocpp") != "2.1":
+            return InForce(charge, discharge, until=self._next_change(t, tx_start) if until else None)
+        _, q, unit = tx
+        mode = q.get("operationMode", "ChargingOnly")
+        if mode == "ChargingOnly":
+            discharge = 0.0
+        sp = q.get("setpoint")
+        setpoint = None if sp is None else min(charge, max(-discharge, self._watts(sp, unit, q.get("numberPhases"))))
+        base = q.get("v2xBaseline")
+        curve = tuple(sorted((float(pt["frequency"]), float(pt["power"])) for pt in q.get("v2xFreqWattCurve", [])))
+        return InForce(
+            charge, discharge, mode, setpoint, None if base is None else float(base), curve,
+            self._next_change(t, tx_start) if until else None,
+        )  # fmt: skip
+
+    def _next_change(self, t: dt.datetime, tx_start: dt.datetime | None) -> dt.datetime | None:
+        later = [b for b in self._breakpoints(t, t + dt.timedelta(days=1), tx_start) if b > t]
+        return min(later) if later else None
 
     def limit_w(self, t: dt.datetime, tx_id: str | None = None, tx_start: dt.datetime | None = None) -> float:
         """The charging limit in force at ``t``: W in [0, rating]."""
-        station = self._purpose_limit("ChargingStationMaxProfile", t, tx_id, tx_start)
-        tx = self._purpose_limit("TxProfile", t, tx_id, tx_start)
-        if tx is None:
-            tx = self._purpose_limit("TxDefaultProfile", t, tx_id, tx_start)
-        lim = self.rating
-        for x in (station, tx):
-            if x is not None:
-                lim = min(lim, x)
-        return max(0.0, lim)
+        return self.in_force(t, tx_id, tx_start, until=False).charge_w
 
     def _breakpoints(self, t0: dt.datetime, t1: dt.datetime, tx_start: dt.datetime | None) -> Iterator[dt.datetime]:
         yield t0
@@ -253,21 +375,33 @@ class Profiles:
                     yield t
 
     def composite(
-        self, t0: dt.datetime, duration_s: int, unit: str, tx_id: str | None = None, tx_start: dt.datetime | None = None
+        self,
+        t0: dt.datetime,
+        duration_s: int,
+        unit: str,
+        tx_id: str | None = None,
+        tx_start: dt.datetime | None = None,
+        v2x: bool = False,
     ) -> dict[str, Any]:
         """GetCompositeSchedule (K08): the limit over [t0, t0 + duration) as periods, in W or A; a duration
-        beyond a week is answered for a week (the ``duration`` field says so)."""
+        beyond a week is answered for a week (the ``duration`` field says so). ``v2x`` (a 2.1 link): each
+        period also carries the operation mode in force, its set point and discharge limit (<= 0)."""
         duration_s = min(duration_s, COMPOSITE_MAX_S)
         t1 = t0 + dt.timedelta(seconds=duration_s)
         points = sorted({b for b in self._breakpoints(t0, t1, tx_start) if t0 <= b < t1})
+        scale = 1.0 if unit == "W" else 1.0 / (self.voltage * self.phases)
         periods: list[dict[str, Any]] = []
         for b in points:
-            w = self.limit_w(b, tx_id, tx_start)
-            value = w if unit == "W" else w / (self.voltage * self.phases)
-            value = round(value, 1)
-            if periods and periods[-1]["limit"] == value:
+            inf = self.in_force(b, tx_id, tx_start, until=False)
+            period: dict[str, Any] = {"limit": round(inf.charge_w * scale, 1)}
+            if v2x and inf.mode:
+                period["operationMode"] = inf.mode
+                period["dischargeLimit"] = -round(inf.discharge_w * scale, 1) or 0.0
+                if inf.setpoint_w is not None:
+                    period["setpoint"] = round(inf.setpoint_w * scale, 1)
+            if periods and {k: v for k, v in periods[-1].items() if k != "startPeriod"} == period:
                 continue
-            periods.append({"startPeriod": int((b - t0).total_seconds()), "limit": value})
+            periods.append({"startPeriod": int((b - t0).total_seconds()), **period})
         return {
             "evseId": self.evse_id,
             "duration": duration_s,

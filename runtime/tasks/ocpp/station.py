@@ -20,16 +20,24 @@ from typing import Any
 
 from runtime.tags import US, Image, Quality
 from runtime.tasks.base import TaskContext
-from runtime.tasks.ocpp import protocol
-from runtime.tasks.ocpp.link import RUNTIME_START_US, LinkSide
+from runtime.tasks.ocpp import boot, der, needs, protocol, rotation, v2x
+from runtime.tasks.ocpp.link import LinkSide
 from runtime.tasks.ocpp.queue import MessageQueue
-from runtime.tasks.ocpp.smart import Profiles, parse_time, stamp
+from runtime.tasks.ocpp.smart import InForce, Profiles, parse_time, stamp
 from runtime.tasks.ocpp.transactions import Sample, Transactions, TxState, connector_status, meter_value
 from runtime.tasks.ocpp.variables import VARDEFS, DeviceModel, OcppParams, find
 
 log = logging.getLogger("v2g_plc.ocpp")
 
 PUBLISH_EVERY_S = 1.0
+_DATA_TYPES = {  # DataEnumType of the variables that are not integers or strings
+    "measurands": "MemberList",
+    "authorize_remote_start": "boolean",
+    "v2x_available": "boolean",
+    "v2x_enabled": "boolean",
+    "v2x_transfer_modes": "MemberList",
+    "v2x_operation_modes": "MemberList",
+}
 
 
 class Station(LinkSide):
@@ -38,8 +46,15 @@ class Station(LinkSide):
     ) -> None:
         self.p = params
         self.versions = versions
+        self.version = versions[0]
         state_dir.mkdir(parents=True, exist_ok=True)
         self.vars = DeviceModel(params, state_dir)
+        self.certs = rotation.Certificates(
+            state_dir, Path(params.cert_file), Path(params.key_file),
+            Path(params.station_ca_file or params.ca_file), params.serial or params.identity,
+        )  # fmt: skip
+        self.roots = rotation.Roots(state_dir)
+        self.renewal_asked = -1e9
         self.queue = MessageQueue(state_dir / "queue.sqlite", params.queue_max_bytes)
         self.tx = Transactions(
             params.evse_id, params.connector_id, params.power_threshold_w, TxState.from_json(self.queue.state("tx"))
@@ -50,6 +65,8 @@ class Station(LinkSide):
         self.peer: Any = None
         self.online = False  # connected and accepted
         self.accepted_once = False
+        self.start = boot.Start(True, "PowerUp", False)  # decided in run(), from the task's runtime id
+        self.runtime_state: dict[str, Any] = {}
         self.last_traffic = time.monotonic()
         self.last_contact_us: int | None = None
         self.offline_since_us: int | None = None
@@ -71,6 +88,13 @@ class Station(LinkSide):
         self.available = True  # the scan's runtime.available (persisted there); Unavailable when false
         self.reset_when_idle = False  # a Reset OnIdle came during a transaction
         self._jobs: set[asyncio.Task[Any]] = set()
+        self._pulling = False  # a PullDynamicScheduleUpdate is on its way
+        self.needs_sent: dict[str, Any] | None = None  # the EV's charging needs the CSMS last got
+        self.der_overlay: dict[str, dict[str, Any]] = {}  # the scan's DER controls in force
+        self.cessation = ""  # the momentary cessation under way (its DER control type), for its end
+        self.mode_sent: dict[str, Any] | None = None  # the last mode request asked of the scan
+        self.mode_sent_us = 0
+        self._steering = False  # a mode request is on its way
 
     # ------------------------------------------------------------------ commands to the scan
 
@@ -88,8 +112,22 @@ class Station(LinkSide):
         ok, reason = await self.command("reset", {})
         if not ok:
             return {"status": "Rejected", "statusInfo": {"reasonCode": "NotAllowed", "additionalInfo": reason[:512]}}
+        self.save_runtime(reset=True)  # the next runtime start boots with reason RemoteReset
         log.warning("ocpp: Reset accepted by the scan: the runtime restarts")
         return {"status": "Accepted"}
+
+    async def authorize(self, id_token: dict[str, Any]) -> str:
+        """Authorize (C01) with the CSMS: its AuthorizationStatusEnumType, or why there is none. Only the
+        CSMS decides: the station keeps no local authorization list or cache."""
+        peer = self.peer
+        if peer is None or not self.online:
+            return "NoLink"
+        try:
+            res = await peer.request("Authorize", {"idToken": id_token})
+        except (protocol.CallFailed, protocol.BadAnswer, TimeoutError) as exc:
+            log.warning("ocpp: Authorize of a remote start failed: %s", exc)
+            return "NoAnswer"
+        return str(res["idTokenInfo"]["status"])
 
     def stop_transaction(self, trigger: str, reason: str) -> None:
         """End the transaction now; no new one while the EV stays plugged in."""
@@ -147,12 +185,13 @@ class Station(LinkSide):
         available = img.value("runtime.available")
         if available is not None:
             self.available = bool(available)
+        self._der_started_stopped(der.overlay(img.value("safety.der_overlay")))
         was_waiting = self.tx.wait_for_unplug
         if self.first_image:
             self.first_image = False
-            if self.tx.active and now_us < RUNTIME_START_US:
+            if self.tx.active and self.start.runtime_start:
                 # the runtime restarted inside a transaction: end it with the last known values (E01/E06)
-                self._store(*self.tx.end(self.stamp(), not self.online, "AbnormalCondition", "PowerLoss"))
+                self._store(*self.tx.end(self.stamp(), not self.online, "AbnormalCondition", self.start.stopped_reason))
         interval = self.vars["TxUpdatedInterval"]
         if time.monotonic() - self.last_periodic < self.p.sample_floor_s:
             interval = 1 << 40  # the floor: a site run faster than real time does not flood its CSMS
@@ -167,6 +206,8 @@ class Station(LinkSide):
             self.reset_when_idle = False
             self._spawn(self.reset_now())
         self._clock_aligned(s)
+        self._charging_needs(img)
+        self._pull_dynamic()
         status = connector_status(s, self.available)
         if status is not None and status != self.status:
             self.status = status
@@ -177,6 +218,86 @@ class Station(LinkSide):
             self._notify_trip(self.trip, s.trip)  # no event stream (a station driven by images alone)
         self.trip = s.trip
         self.publish()
+
+    def security_event(self, kind: str) -> None:
+        """SecurityEventNotification now while online, else at the start of the next link."""
+        if self.online:
+            self.outbox.append(("SecurityEventNotification", {"type": kind, "timestamp": self.stamp()}))
+            self.wake.set()
+        else:
+            self.security_events.append(kind)
+
+    def _v21(self, action: str, payload: dict[str, Any]) -> None:
+        """A message only OCPP 2.1 has: sent over a 2.1 link, dropped (logged) over 2.0.1."""
+        if self.version.name != "2.1":
+            log.info("ocpp: %s not sent: the CSMS speaks OCPP %s", action, self.version.name)
+            return
+        self.outbox.append((action, payload))
+        self.wake.set()
+
+    def _der_started_stopped(self, now: dict[str, dict[str, Any]]) -> None:
+        """NotifyDERStartStop (2.1 R) for a scheduled (not default) control that came into or left force."""
+        before, self.der_overlay = self.der_overlay, now
+        if self.first_image:
+            return  # what was in force before this task started is no news
+        for cid in sorted(set(before) ^ set(now)):
+            c = now.get(cid) or before[cid]
+            if not c.get("is_default") and self.cx is not None:
+                self._v21("NotifyDERStartStop", {"controlId": cid, "started": cid in now, "timestamp": self.stamp()})
+
+    def _pull_dynamic(self) -> None:
+        """PullDynamicScheduleUpdate (2.1 K) for each Dynamic profile whose ``dynUpdateInterval`` has run
+        since its last update (on the cycle clock), one at a time, only over a 2.1 link."""
+        if self.version.name != "2.1" or not self.online or self._pulling:
+            return
+        now = self.utc()
+        for it in self.profiles.items:
+            p = it["profile"]
+            interval = p.get("dynUpdateInterval") or 0
+            last = parse_time(p["dynUpdateTime"]) if "dynUpdateTime" in p else None
+            if (
+                p["chargingProfileKind"] == "Dynamic"
+                and interval > 0
+                and (last is None or (now - last).total_seconds() >= interval)
+            ):
+                self._pulling = True
+                self._spawn(self._pull(p["id"]))
+                return
+
+    async def _pull(self, profile_id: int) -> None:
+        try:
+            peer = self.peer
+            if peer is None:
+                return
+            try:
+                res = await peer.request("PullDynamicScheduleUpdate", {"chargingProfileId": profile_id})
+            except (protocol.CallFailed, protocol.BadAnswer, TimeoutError) as exc:
+                log.warning("ocpp: PullDynamicScheduleUpdate of profile %d failed: %s", profile_id, exc)
+                res = {}
+            update = res.get("scheduleUpdate", {}) if res.get("status") == "Accepted" else {}
+            # no update (refused, failed): the same values, and a whole interval before asking again
+            self.profiles.update_dynamic(profile_id, update, self.utc())
+            self.publish(force=True)
+        finally:
+            self._pulling = False
+
+    def _charging_needs(self, img: Image) -> None:
+        """NotifyEVChargingNeeds (2.1) inside a transaction, when the EV's needs change materially."""
+        if not self.tx.active:
+            self.needs_sent = None
+            return
+        soc, capacity = img.value(self.p.tags.soc), img.value(self.p.tags.capacity)
+        if self.version.name != "2.1" or not self.online or soc is None or not capacity:
+            return
+        now = needs.needs(
+            float(soc), float(capacity), img.value(self.p.tags.reserve_soc),
+            target_soc=self.p.target_soc, soc_max=self.p.soc_max, max_charge_w=self.p.rated_power_w,
+            max_discharge_w=self.p.rated_power_w, transfer_mode=self.p.energy_transfer_modes[0],
+        )  # fmt: skip
+        if needs.material(self.needs_sent, now):
+            self.needs_sent = now
+            payload = {"evseId": self.p.evse_id, "chargingNeeds": now, "timestamp": self.stamp()}
+            self._v21("NotifyEVChargingNeeds", payload)
 
     def _clock_aligned(self, s: Sample) -> None:
         """AlignedDataCtrlr.Interval (J01): a sample at every multiple of the interval past midnight UTC,
@@ -227,16 +348,61 @@ class Station(LinkSide):
         self.wake.set()
 
     def accepted_recently(self) -> bool:
+        """Accepted and online, or offline for at most OfflineThreshold (on the cycle clock, like every
+        offline duration). While the link is up it is the contact: a dead link is found in real time by the
+        Heartbeat's answer (at most HeartbeatInterval + call_timeout_s), the floor that keeps a site run at
+        ``--speed`` (300 s of cycle clock pass in under a real second at 400x) from flickering between two
+        heartbeats."""
+        if self.online:
+            return True
         return self.last_contact_us is not None and self.now_us - self.last_contact_us <= (
             self.vars["OfflineThreshold"] * US
         )
 
-    def limits(self) -> tuple[float, float]:
-        charge = self.profiles.limit_w(self.utc(), self.tx.st.tx_id, self.tx_start())
-        discharge = self.p.rated_power_w
+    def offline_s(self) -> float:
+        """How long the CSMS has been away, on the cycle clock (0 while online or never connected)."""
+        if self.online or self.offline_since_us is None:
+            return 0.0
+        return (self.now_us - self.offline_since_us) / US
+
+    def in_force(self, until: bool = False) -> InForce:
+        offline = self.offline_s()
+        if offline:
+            self.profiles.expire_offline(offline)
+        return self.profiles.in_force(self.utc(), self.tx.st.tx_id, self.tx_start(), offline, until)
+
+    def limits(self, inf: InForce) -> tuple[float, float]:
+        discharge = inf.discharge_w
         if self.p.discharge_requires_csms and not self.accepted_recently():
             discharge = 0.0
-        return charge, discharge
+        return inf.charge_w, discharge
+
+    def steer(self, inf: InForce) -> None:
+        """The operation mode in force as a mode request to the scan (v2x.py): sent when it changes and
+        again before half of its expiry has run; nothing is handed back before anything was asked, and
+        while the link is down only ``local`` is sent (a profile's maxOfflineDuration running out)."""
+        if self.cx is None or self._steering:
+            return
+        want = v2x.mode_request(inf, self.utc())
+        sent = self.mode_sent
+        due = sent is not None and "expiry_s" in sent and self.now_us - self.mode_sent_us >= sent["expiry_s"] * US / 2
+        if (sent is None and want == v2x.LOCAL) or (v2x.same(sent, want) and not due):
+            return
+        if not self.online and want != v2x.LOCAL:
+            return  # nothing new from a CSMS that is away: what it asked expires with its period
+        want = v2x.mode_request(self.in_force(until=True), self.utc())  # now with the period's end
+        self.mode_sent, self.mode_sent_us, self._steering = want, self.now_us, True
+        self._spawn(self._ask_mode(want))
+
+    async def _ask_mode(self, args: dict[str, Any]) -> None:
+        try:
+            ok, reason = await self.command("mode_request", args)
+        finally:
+            self._steering = False
+        if ok:
+            log.info("ocpp: mode request %s accepted by the scan", args)
+        else:
+            log.warning("ocpp: mode request %s refused by the scan: %s", args, reason)
 
     def tx_start(self) -> dt.datetime | None:
         return parse_time(self.tx.st.started) if self.tx.active and self.tx.st.started else None
@@ -244,10 +410,13 @@ class Station(LinkSide):
     def publish(self, force: bool = False) -> None:
         if self.cx is None:
             return
-        charge, discharge = self.limits()
+        inf = self.in_force()
+        self.steer(inf)
+        charge, discharge = self.limits(inf)
         values: dict[str, Any] = {
+            "ocpp.operation_mode": inf.mode,
             "ocpp.connected": self.peer is not None,
-            "ocpp.accepted": self.online and self.accepted_recently(),
+            "ocpp.accepted": self.accepted_recently(),
             "ocpp.limit_charge": charge,
             "ocpp.limit_discharge": discharge,
             "ocpp.queue": len(self.queue),
@@ -279,7 +448,10 @@ class Station(LinkSide):
                 self._notify_trip("", code)
             elif e["kind"] == "reset" and code:
                 self._notify_trip(code, "")
-            elif e["kind"] == "gap":
+            fields, self.cessation = der.alarm(e, self.cessation)
+            if fields is not None:  # NotifyDERAlarm (2.1 R): a trip or momentary cessation starts or ends
+                self._v21("NotifyDERAlarm", {**fields, "timestamp": self.stamp()})
+            if e["kind"] == "gap":
                 log.error("ocpp: scan events %s-%s were lost before NotifyEvent", e["from"], e["to"])
 
     def report(self, request_id: int) -> None:
@@ -293,7 +465,7 @@ class Station(LinkSide):
             if d.instance:
                 var["instance"] = d.instance
             chars: dict[str, Any] = {
-                "dataType": "integer" if d.key[0].isupper() else ("MemberList" if d.key == "measurands" else "string"),
+                "dataType": "integer" if d.key[0].isupper() else _DATA_TYPES.get(d.key, "string"),
                 "supportsMonitoring": False,
             }
             if d.unit:
@@ -311,7 +483,18 @@ class Station(LinkSide):
     def find_var(self, component: str, variable: str, instance: str | None) -> Any:
         return find(component, variable, instance)
 
+    def save_runtime(self, **changes: Any) -> None:
+        self.runtime_state = {**self.runtime_state, **changes}
+        self.queue.save_state("runtime", self.runtime_state)
+
     async def run(self, cx: TaskContext) -> None:
+        self.start, self.runtime_state = boot.classify(
+            self.queue.state("runtime"), cx.runtime_id, boot.machine_boot_id()
+        )
+        self.queue.save_state("runtime", self.runtime_state)
+        self.accepted_once = self.start.accepted
+        if not self.start.runtime_start:
+            log.info("ocpp: task process restarted inside runtime %s: no BootNotification", cx.runtime_id)
         log.info("ocpp: station %r, effective variables %s", self.p.identity, self.vars.effective())
         jobs = [asyncio.create_task(self.image_loop(cx)), asyncio.create_task(self.link_loop())]
         if cx.reads_events:

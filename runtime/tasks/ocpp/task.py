@@ -7,7 +7,7 @@ from pathlib import Path
 from runtime.api import ParamError, SiteInfo
 from runtime.tags import Direction, TagSpec, TagType
 from runtime.tasks.base import Task, TaskContext, register_task
-from runtime.tasks.ocpp.protocol import V201
+from runtime.tasks.ocpp.protocol import VERSIONS
 from runtime.tasks.ocpp.variables import OcppParams
 
 STALE_S = 10.0  # the station publishes at least every second while the task lives
@@ -54,12 +54,23 @@ class OcppTask(Task):
                 "ocpp.limit_discharge", TagType.FLOAT, "W", S, None, STALE_S, "0 unless the CSMS accepted us lately"
             ),
             TagSpec("ocpp.queue", TagType.INT, "", S, 0, STALE_S, "transaction messages waiting for the CSMS"),
+            TagSpec(
+                "ocpp.operation_mode",
+                TagType.STR,
+                "",
+                S,
+                "",
+                STALE_S,
+                "OCPP 2.1 operationMode in force ('' none); ExternalSetpoint/ExternalLimits: the local EMS may steer",
+            ),
         ]
 
     async def run(self, cx: TaskContext) -> None:
         from runtime.tasks.ocpp.station import Station
 
-        st = Station(self.params, self.state_dir(), self.site.nominal_voltage, self.site.phases, [V201])
+        st = Station(
+            self.params, self.state_dir(), self.site.nominal_voltage, self.site.phases, list(VERSIONS.values())
+        )
         await st.run(cx)
 
 
@@ -70,7 +81,9 @@ def _resolved(p: OcppParams, base_dir: Path) -> OcppParams:
     def absolute(v: str) -> str:
         return str(Path(v) if Path(v).is_absolute() else base_dir / v)
 
-    keys = ["state_dir", "ca_file", "cert_file", "key_file"] + (["password_file"] if p.password_file else [])
+    keys = ["state_dir", "ca_file", "cert_file", "key_file"] + [
+        k for k in ("password_file", "station_ca_file") if getattr(p, k)
+    ]
     q = p.model_copy(update={k: absolute(getattr(p, k)) for k in keys})
     need = {1: ["password_file"], 2: ["password_file", "ca_file"], 3: ["ca_file", "cert_file", "key_file"]}
     for k in need[q.security_profile]:

@@ -92,6 +92,7 @@ class Transactions:
         self.threshold = power_threshold_w
         self.st = state
         self.remote_start_id: int | None = None  # RequestStartTransaction before the plug: for Started
+        self.id_token: dict[str, Any] | None = None  # its authorized idToken, also for Started (E02)
         self.wait_for_unplug = False  # after a remote stop: no new transaction while the EV stays
 
     @property
@@ -146,7 +147,10 @@ class Transactions:
             info: dict[str, Any] = {"chargingState": st.charging}
             if self.remote_start_id is not None:
                 info["remoteStartId"], self.remote_start_id = self.remote_start_id, None
-            return "TransactionEvent", self._event("Started", "CablePluggedIn", stamp, offline, info, mv), False
+            p = self._event("Started", "CablePluggedIn", stamp, offline, info, mv)
+            if self.id_token is not None:
+                p["idToken"], self.id_token = self.id_token, None
+            return "TransactionEvent", p, False
         st.last = _sample_json(s) if s.connected else st.last
         if not s.connected:
             return self.end(stamp, offline, "EVDeparted", "EVDisconnected", s)

@@ -50,6 +50,12 @@ class OcppParams(Params):
     ca_file: str = "/etc/v2g-plc/certs/csms-root-ca.pem"
     cert_file: str = "/etc/v2g-plc/certs/station.pem"
     key_file: str = "/etc/v2g-plc/certs/station.key"
+    station_ca_file: str | None = Field(
+        None, description="profile 3: the CA that issues the station's certificates (default: ca_file)"
+    )
+    renew_before_days: float = Field(
+        30.0, ge=0, le=365, description="profile 3: ask the CSMS for a new station certificate this long before expiry"
+    )
     state_dir: str = Field("var/ocpp", description="queue, variables, profiles (relative: to the site file)")
     evse_id: int = Field(1, ge=1, le=255)
     connector_id: int = Field(1, ge=1, le=255)
@@ -65,6 +71,21 @@ class OcppParams(Params):
     queue_max_bytes: int = Field(4_000_000, ge=10_000, le=1_000_000_000, description="offline queue bound")
     sample_floor_s: float = Field(
         1.0, ge=0, le=60, description="real seconds at least between periodic samples (a site run at --speed)"
+    )
+    energy_transfer_modes: list[Literal["AC_BPT", "AC_BPT_DER", "DC_BPT", "DC_ACDP_BPT"]] = Field(
+        default_factory=lambda: ["AC_BPT"],
+        min_length=1,
+        description="V2XChargingCtrlr.SupportedEnergyTransferModes (EnergyTransferModeEnumType, bidirectional)",
+    )
+    target_soc: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="departure SoC for NotifyEVChargingNeeds (the planner's reserve, if any, is the V2X floor)",
+    )
+    soc_max: float = Field(0.9, ge=0, le=1, description="SoC ceiling for NotifyEVChargingNeeds")
+    authorize_remote_start: bool = Field(
+        True, description="AuthCtrlr.AuthorizeRemoteStart: a remote start's idToken is authorized by the CSMS"
     )
     power_threshold_w: float = Field(50.0, ge=0, le=10000, description="|power| above: energy is flowing")
     tags: TagMap = Field(default_factory=lambda: TagMap())
@@ -92,6 +113,8 @@ class TagMap(Params):
     soc: TagName = "ev.soc"
     voltage: TagName = "grid.voltage"
     trip: TagName = "safety.trip"
+    capacity: TagName = "ev.capacity_wh"
+    reserve_soc: TagName = "plan.reserve_soc"
 
 
 OcppParams.model_rebuild()
@@ -121,7 +144,16 @@ VARDEFS: tuple[VarDef, ...] = (
     VarDef("SecurityCtrlr", "Identity", "identity", "ReadOnly", None),
     VarDef("SecurityCtrlr", "BasicAuthPassword", "password", "WriteOnly", None),
     VarDef("SampledDataCtrlr", "TxUpdatedMeasurands", "measurands", "ReadOnly", None),
+    VarDef("AuthCtrlr", "AuthorizeRemoteStart", "authorize_remote_start", "ReadOnly", None),
+    # OCPP 2.1 part 2, appendix "V2XChargingCtrlr": what the station offers for bidirectional charging
+    VarDef("V2XChargingCtrlr", "Available", "v2x_available", "ReadOnly", None),
+    VarDef("V2XChargingCtrlr", "Enabled", "v2x_enabled", "ReadOnly", None),
+    VarDef("V2XChargingCtrlr", "SupportedEnergyTransferModes", "v2x_transfer_modes", "ReadOnly", None),
+    VarDef("V2XChargingCtrlr", "SupportedOperationModes", "v2x_operation_modes", "ReadOnly", None),
 )
+
+# the operation modes the site carries out (docs/ocpp.md "OCPP 2.1"), in OperationModeEnumType's order
+OPERATION_MODES = "Idle,ChargingOnly,CentralSetpoint,ExternalSetpoint,ExternalLimits,CentralFrequency,LocalFrequency"
 
 MEASURANDS = (
     "Energy.Active.Import.Register,Energy.Active.Export.Register,Power.Active.Import,Power.Active.Export,SoC,Voltage"
@@ -193,6 +225,14 @@ class DeviceModel:
             return self.params.identity
         if d.key == "measurands":
             return MEASURANDS
+        if d.key == "authorize_remote_start":
+            return "true" if self.params.authorize_remote_start else "false"
+        if d.key in ("v2x_available", "v2x_enabled"):
+            return "true"
+        if d.key == "v2x_transfer_modes":
+            return ",".join(self.params.energy_transfer_modes)
+        if d.key == "v2x_operation_modes":
+            return OPERATION_MODES
         return str(self[d.key])
 
     def write(self, d: VarDef, text: str) -> str:

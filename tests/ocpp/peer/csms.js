@@ -1,14 +1,15 @@
 // An independent CSMS for the OCPP tests: ocpp-rpc in strict mode (every message validated against the
-// official OCPP 2.0.1 JSON schemas). Loopback only. Talks to the test as JSON lines:
+// official OCPP 2.0.1 and 2.1 JSON schemas). Loopback only. Talks to the test as JSON lines:
 //   stdout: {"event":"listening","port"}, {"event":"call",...} for every request a station sends,
 //           {"event":"invalid",...} for every message that failed strict validation, {"event":"reply",...}
 //   stdin:  {"id":n,"identity":"CP-1","method":"SetChargingProfile","params":{...}} -> a request to the station
 // Usage: node csms.js [--password IDENTITY:PASSWORD] [--cert server.pem --key server.key [--ca clients-ca.pem]]
+//                     [--protocols ocpp2.1,ocpp2.0.1]   (the CSMS's order of preference; default ocpp2.0.1)
 'use strict';
 const fs = require('fs');
 const https = require('https');
 const readline = require('readline');
-const { RPCServer, createRPCError } = require('ocpp-rpc');
+const { RPCServer, createRPCError, createValidator } = require('ocpp-rpc');
 
 const args = process.argv.slice(2);
 const opt = (name) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined; };
@@ -19,7 +20,15 @@ for (let i = 0; i < args.length; i++) {
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 const now = () => new Date().toISOString();
 
-const server = new RPCServer({ protocols: ['ocpp2.0.1'], strictMode: true, callTimeoutMs: 10000 });
+// ocpp-rpc ships the official 2.1 schemas with ids of the form urn:<Action>Request / urn:<Action>Response,
+// while its strict mode looks them up as urn:<Action>.req / urn:<Action>.conf: the same schemas, re-keyed.
+const schemas21 = require('ocpp-rpc/lib/schemas/ocpp2_1.json').map((s) => ({
+  ...s, $id: s.$id.replace(/Request$/, '.req').replace(/Response$/, '.conf'),
+}));
+const protocols = (opt('--protocols') || 'ocpp2.0.1').split(',');
+const server = new RPCServer({
+  protocols, strictMode: true, strictModeValidators: [createValidator('ocpp2.1', schemas21)], callTimeoutMs: 10000,
+});
 const clients = {};
 
 server.auth((accept, reject, handshake) => {
@@ -45,10 +54,16 @@ const answers = {
   NotifyReport: () => ({}),
   ReportChargingProfiles: () => ({}),
   SecurityEventNotification: () => ({}),
+  Authorize: () => ({ idTokenInfo: { status: 'Accepted' } }),
+  NotifyDERAlarm: () => ({}),
+  NotifyDERStartStop: () => ({}),
+  ReportDERControl: () => ({}),
+  NotifyEVChargingNeeds: () => ({ status: 'Accepted' }),
 };
 
 server.on('client', (client) => {
   clients[client.identity] = client;
+  out({ event: 'connected', identity: client.identity, protocol: client.protocol });
   client.on('strictValidationFailure', (e) => out({ event: 'invalid', identity: client.identity, outbound: e.outbound, message: String(e.error && e.error.message), details: e.error && e.error.details }));
   client.on('close', () => { if (clients[client.identity] === client) delete clients[client.identity]; });
   client.handle(({ method, params, messageId }) => {
