@@ -30,11 +30,12 @@ Tags read:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
 
-from runtime.api import Cycle, Params, Program, TagName, register_program
+from runtime.api import Cycle, Params, ParamsModel, Program, TagName, register_program
 from runtime.tags import Direction, Image, TagSpec, TagType
 
 
@@ -101,6 +102,12 @@ def _current(cx: Cycle, tag: str | None) -> Any:
 class Dispatch(Program):
     Params = DispatchParams
     params: DispatchParams
+
+    def reconfigure(self, params: ParamsModel) -> Callable[[], None]:
+        """Limits, ramps and the real-time rule change live: dispatch keeps nothing derived from them."""
+        assert isinstance(params, DispatchParams)
+        self.check_same_tags(params)
+        return lambda: setattr(self, "params", params)
 
     def requires(self) -> list[str]:
         p = self.params

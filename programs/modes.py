@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import Field, model_validator
 from transitions import Machine
 
-from runtime.api import Cycle, Outputs, Params, Program, SiteInfo, TagName, register_program
+from runtime.api import Cycle, Outputs, Params, ParamsModel, Program, SiteInfo, TagName, register_program
 from runtime.tags import Direction, Image, TagSpec, TagType
 
 STATES: tuple[str, ...] = ("idle", "charge", "discharge", "remote", "frequency", "safe_state")
@@ -363,6 +363,16 @@ class Modes(Program):
             ]
             for s, ts in handlers().items()
         }
+
+    def reconfigure(self, params: ParamsModel) -> Callable[[], None]:
+        """Thresholds change live; the state, and the condition handlers bound to the model, stay."""
+        assert isinstance(params, ModeParams)
+        self.check_same_tags(params)
+
+        def swap() -> None:
+            self.params = self.model.p = params
+
+        return swap
 
     def requires(self) -> list[str]:
         p = self.params

@@ -286,6 +286,15 @@ class Program(Plugin):
         invalidate, so a component is live-changeable only where it says so."""
         raise NotLive(f"{type(self).__name__} {self.name!r} does not change its params while running")
 
+    def check_same_tags(self, params: ParamsModel) -> None:
+        """For a ``reconfigure`` that swaps plain numbers: the tags a component declares and requires are
+        the site's tag set, which only a restart changes (docs/online-change.md). Raises ``NotLive``."""
+        twin = type(self)(self.name, params, self.site)
+        if sorted(twin.requires()) != sorted(self.requires()) or [
+            (t.name, t.type, t.direction) for t in twin.declare()
+        ] != [(t.name, t.type, t.direction) for t in self.declare()]:
+            raise NotLive(f"{type(self).__name__} {self.name!r}: a tag it reads or writes changed (restart)")
+
 
 register_program = PROGRAMS.register
 register_interlock = INTERLOCKS.register
