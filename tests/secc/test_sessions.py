@@ -176,3 +176,33 @@ def test_the_service_killed_mid_session_is_restarted_and_its_tags_were_stale(tmp
     finally:
         netns.stop(ev)
         stop_cli(proc)
+
+
+# The other shipped EV configurations: the fallbacks the SECC offers (-20 without BPT, -2, DIN). Slow tier.
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config", "protocol"),
+    [
+        ("-20 DC", "ISO_15118_20_DC"),
+        ("-20 AC", "ISO_15118_20_AC"),
+        ("-2 DC", "ISO_15118_2"),
+        ("-2 AC", "ISO_15118_2"),
+        ("DIN", "DIN_SPEC_70121"),
+    ],
+)
+def test_every_other_ev_configuration_completes_a_session(
+    tmp_path: Path, pair: netns.Pair, config: str, protocol: str
+) -> None:
+    proc, sock = _run(tmp_path, pair, request_w=7000.0)
+    ev = netns.start_ev(pair, netns.ev_config(config, tmp_path), tmp_path / "ev.log")
+    try:
+        wait_for(lambda: _tag(sock, "secc.session") is True, SESSION_S, "a session")
+        wait_for(lambda: _tag(sock, "secc.protocol") != "", SESSION_S, "the protocol agreed")
+        assert _tag(sock, "secc.protocol") == protocol
+        wait_for(lambda: ev.poll() is not None, SESSION_S, "the EV to finish its session")
+        assert ev.returncode == 0
+        wait_for(lambda: _tag(sock, "secc.session") is False, 10, "the session's end")
+        assert _tag(sock, "secc.sessions") == 1 and _tag(sock, "secc.soc") is None
+    finally:
+        netns.stop(ev)
+        stop_cli(proc)
