@@ -78,7 +78,7 @@ class BoundedCodec(ExificientEXICodec):
 WARMUP = Path(__file__).with_name("warmup.jsonl")
 
 
-def warm_up(codec: ExificientEXICodec, rounds: int = 3) -> float:
+def warm_up(codec: ExificientEXICodec, rounds: int = 1) -> float:
     """Encode and decode every -20 and SAP message once per round before the SECC listens: the codec's
     first use of a schema grammar loads and interprets it for up to a second, longer than the EV waits
     for a -20 charge loop answer (0.5 s). Returns the seconds it took. The messages are ones a session

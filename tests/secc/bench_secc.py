@@ -114,7 +114,10 @@ def main() -> None:
         for i in range(a.sessions):
             ev = netns.start_ev(pair, netns.ev_config(a.config, tmp), tmp / f"ev{i}.log", patience=1.0)
             t0 = time.monotonic()
-            rc = ev.wait(300)
+            try:
+                rc = ev.wait(120)
+            except subprocess.TimeoutExpired:  # an EV whose session failed can linger: bounded
+                rc = netns.stop(ev)
             rss, cpu = usage(svc.pid)
             rows.append((i + 1, rc, time.monotonic() - t0, rss, cpu - cpu0))
             print(f"session {i + 1}: EV exit {rc}, {rows[-1][2]:.1f} s, RSS {rss:.0f} MB, CPU {cpu - cpu0:.2f} s")

@@ -57,7 +57,7 @@ def _run(tmp_path: Path, pair: netns.Pair, **kw: Any) -> tuple[Any, Path]:
     proc = start_runtime(path)
     sock = tmp_path / "control.sock"
     try:
-        wait_for(lambda: proc.poll() is not None or _tag(sock, "secc.state") == "Idle", 90, "the SECC to listen")
+        wait_for(lambda: proc.poll() is not None or _tag(sock, "secc.state") == "Idle", 180, "the SECC to listen")
         assert proc.poll() is None
     except AssertionError:
         err = stop_cli(proc)
