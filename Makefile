@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow soak lint bench check clean docs
+.PHONY: run test test-slow soak lint bench check clean docs secc-venv
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,5 +48,16 @@ check: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m runtime.docgen
 
+# The ISO 15118 SECC service's own virtualenv (docs/iso15118.md): the `iso15118` package pins pydantic 1, so
+# it never shares .venv. aiofile: its EV simulator needs it and does not declare it. Java runs its EXI codec.
+SECC_VENV := .venv-secc
+SECC_STAMP := $(SECC_VENV)/.installed
+$(SECC_STAMP):
+	$(PY) -m venv $(SECC_VENV)
+	$(SECC_VENV)/bin/pip install --quiet --upgrade pip
+	$(SECC_VENV)/bin/pip install --quiet 'iso15118==0.31.*' 'aiofile>=3.8,<4'
+	touch $(SECC_STAMP)
+secc-venv: $(SECC_STAMP)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(SECC_VENV) build *.egg-info

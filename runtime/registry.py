@@ -16,7 +16,7 @@ import pkgutil
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-PLUGIN_PACKAGES = ("programs", "safety", "runtime.io", "runtime.tasks")
+PLUGIN_PACKAGES = ("programs", "safety", "runtime.io", "runtime.tasks", "runtime.secc")
 
 C = TypeVar("C", bound=type)
 

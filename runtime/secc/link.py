@@ -1,0 +1,50 @@
+"""The interlock that tells the SECC what the safety layer committed (docs/iso15118.md "Set point").
+
+Listed last under ``safety:``, it sees the outputs after every other interlock had its word, so the EV is
+told exactly the power the inverter is told: the committed set point (signed W, + = into the EV), the
+permit, the safety layer's charge and discharge limits, and whether a trip is latched (which ends the
+session). It writes only the SECC's own outputs; it never loosens anything.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from runtime.api import Cycle, Params, Program, SiteInfo, TagName, register_interlock
+from runtime.secc.driver import PREFIX, link_outputs
+
+
+class SeccLinkParams(Params):
+    prefix: str = Field("secc", pattern=PREFIX, description="the SECC device's tag prefix (its `prefix` param)")
+    setpoint_tag: TagName = Field("inverter.setpoint", description="the committed set point, W signed")
+    enable_tag: TagName = Field("inverter.enable", description="the committed permit to energize")
+    trip_tag: TagName = Field("safety.trip", description="the latched trip code, empty when none")
+    limit_charge_tag: TagName = Field("safety.limit_charge", description="charge allowed now, W >= 0")
+    limit_discharge_tag: TagName = Field("safety.limit_discharge", description="discharge allowed now, W >= 0")
+
+
+@register_interlock("secc_link")
+class SeccLink(Program):
+    """Copies, never decides: what the scan committed, to the SECC."""
+
+    Params = SeccLinkParams
+    params: SeccLinkParams
+
+    def __init__(self, name: str, params: SeccLinkParams, site: SiteInfo):
+        super().__init__(name, params, site)
+        self.out = link_outputs(params.prefix)
+
+    def requires(self) -> list[str]:
+        p = self.params
+        return [p.setpoint_tag, p.enable_tag, p.trip_tag, p.limit_charge_tag, p.limit_discharge_tag, *self.out.values()]
+
+    def scan(self, cx: Cycle) -> None:
+        p, out, o = self.params, cx.out, self.out
+        trip = out[p.trip_tag]
+        enable = out[p.enable_tag] is True and not trip
+        sp = float(out[p.setpoint_tag] or 0.0) if enable else 0.0
+        out[o["setpoint_w"]] = sp if sp != 0 else 0.0
+        out[o["enable"]] = enable
+        out[o["terminate"]] = bool(trip)
+        out[o["max_charge_w"]] = max(float(out[p.limit_charge_tag] or 0.0), 0.0)
+        out[o["max_discharge_w"]] = max(float(out[p.limit_discharge_tag] or 0.0), 0.0)

@@ -1,0 +1,366 @@
+"""The SECC service of one EVSE: the `iso15118` package's SECC with a controller that asks the runtime.
+
+Why a separate process with its own interpreter: `iso15118` pins pydantic 1 and an old `cryptography`,
+which the runtime (pydantic 2) cannot import. So this file uses only the standard library and `iso15118`
+and never imports the runtime; it talks to the runtime over one inherited stream socket in JSON lines
+(docs/iso15118.md "The channel"):
+
+  runtime -> service  {"setpoint_w": W signed (+ = into the EV), "enable": bool, "terminate": bool,
+                       "max_charge_w": W >= 0, "max_discharge_w": W >= 0}   (every scan cycle or so)
+  service -> runtime  {"status": {...}} the session as the EV tells it, on every change and every
+                       HEARTBEAT_S (it doubles as the heartbeat);
+                      {"ended": {"state": str, "reason": str}} a session ended (cleared data follows).
+
+A set point older than ``--stale-s`` counts as 0 W: the runtime stopped talking, so the EV is told no
+power either way. ``terminate`` (a latched safety trip) ends the session through the protocol's own way
+(-20: EVSENotification Terminate in the charge loop answer; -2/DIN: EVSE shutdown), after the scan has
+already zeroed the power stage in the same cycle it saw the trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from iso15118.secc import SECCHandler
+from iso15118.secc.controller.ev_data import EVDataContext
+from iso15118.secc.controller.interface import ServiceStatus
+from iso15118.secc.controller.simulator import SimEVSEController
+from iso15118.secc.secc_settings import Config
+from iso15118.shared.exificient_exi_codec import ExificientEXICodec
+from iso15118.shared.messages.enums import Namespace
+from iso15118.shared.messages.iso15118_20.common_types import EVSENotification, EVSEStatus
+from iso15118.shared.settings import JAR_FILE_PATH
+
+log = logging.getLogger("v2g_plc.secc")
+
+HEARTBEAT_S = 0.5
+
+# The EXI codec's JVM with bounded memory and JIT: with Java's defaults it grows from 110 to 350 MB over
+# three sessions and takes ~4.6 CPU-s a session; with these it stays near 135 MB and ~2.7 CPU-s
+# (measured on this project's 2-core machine, BENCHMARKS.md "ISO 15118").
+BOUNDED_JVM = [
+    "-Xms16m",
+    "-Xmx64m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:CICompilerCount=1",
+    "-XX:ReservedCodeCacheSize=16m",
+    "-XX:MaxMetaspaceSize=48m",
+    "-Xss512k",
+]
+
+
+class BoundedCodec(ExificientEXICodec):
+    """The package's Exificient codec, started with BOUNDED_JVM (the codec class is pluggable)."""
+
+    def __init__(self, javaopts: list[str]) -> None:
+        from py4j.java_gateway import JavaGateway
+
+        logging.getLogger("py4j").setLevel(logging.CRITICAL)
+        self.gateway = JavaGateway.launch_gateway(
+            classpath=JAR_FILE_PATH,
+            die_on_exit=True,
+            javaopts=["--add-opens", "java.base/java.lang=ALL-UNNAMED", *javaopts],
+        )
+        self.exi_codec = self.gateway.jvm.com.siemens.ct.exi.main.cmd.EXICodec()
+
+
+WARMUP = Path(__file__).with_name("warmup.jsonl")
+
+
+def warm_up(codec: ExificientEXICodec, rounds: int = 1) -> float:
+    """Encode and decode every -20 and SAP message once per round before the SECC listens: the codec's
+    first use of a schema grammar loads and interprets it for up to a second, longer than the EV waits
+    for a -20 charge loop answer (0.5 s). Returns the seconds it took. The messages are ones a session
+    here exchanged (warmup.jsonl)."""
+    t0 = time.monotonic()
+    lines = [json.loads(line) for line in WARMUP.read_text().splitlines() if line.strip()]
+    for _ in range(rounds):
+        for m in lines:
+            ns = Namespace[m["ns"]].value
+            codec.decode(codec.encode(json.dumps(m["message"]), ns), ns)
+    return time.monotonic() - t0
+
+
+class Link:
+    """The runtime's side of the socket: the latest command in, status lines out (never blocks the SECC
+    on the runtime: a line that does not fit the socket buffer waits in a bounded queue)."""
+
+    def __init__(self, sock: socket.socket, stale_s: float) -> None:
+        self.sock = sock
+        self.stale_s = stale_s
+        self.cmd: dict[str, Any] = {}
+        self.cmd_t = -math.inf
+        self.writer: asyncio.StreamWriter | None = None
+        self.closed = asyncio.Event()
+
+    async def open(self) -> None:
+        reader, self.writer = await asyncio.open_connection(sock=self.sock)
+        asyncio.get_running_loop().create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await reader.readline()
+            except (ConnectionError, ValueError):  # ValueError: a line over the stream limit
+                line = b""
+            if not line:
+                self.closed.set()  # the runtime is gone: this service ends, its supervisor starts a new one
+                return
+            try:
+                cmd = json.loads(line)
+                if not isinstance(cmd, dict):
+                    raise ValueError("a command is an object")
+            except ValueError as exc:
+                log.error("runtime sent a malformed line (%s); ignored", exc)
+                continue
+            self.cmd, self.cmd_t = cmd, time.monotonic()
+
+    def send(self, obj: dict[str, Any]) -> None:
+        w = self.writer
+        if w is None or w.is_closing():
+            return
+        if w.transport.get_write_buffer_size() > 1 << 20:
+            return  # the runtime is not reading; it will see this service as silent and restart it
+        w.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+    def number(self, key: str) -> float:
+        """A finite number from the latest fresh command, else 0 (stale or missing: no power)."""
+        if time.monotonic() - self.cmd_t > self.stale_s:
+            return 0.0
+        v = self.cmd.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return 0.0
+        return float(v)
+
+    def flag(self, key: str) -> bool:
+        return time.monotonic() - self.cmd_t <= self.stale_s and self.cmd.get(key) is True
+
+    def setpoint_w(self) -> float:
+        """The committed set point, clamped to the safety layer's limits; 0 unless enabled and fresh."""
+        if not self.flag("enable") or self.flag("terminate"):
+            return 0.0
+        sp = self.number("setpoint_w")
+        return (
+            min(sp, max(self.number("max_charge_w"), 0.0))
+            if sp > 0
+            else max(sp, -max(self.number("max_discharge_w"), 0.0))
+        )
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+class SessionData(EVDataContext):
+    """The package's EV data, plus the SoC of the -20 AC charge loop: its AC loop update (0.31) skips the
+    DisplayParameters that its DC loop update reads (ISO 15118-20 AC_ChargeLoopReq carries them too)."""
+
+    def update_ac_charge_loop_v20(self, req: Any, *args: Any, **kwargs: Any) -> None:
+        super().update_ac_charge_loop_v20(req, *args, **kwargs)
+        if getattr(req, "display_parameters", None):
+            self._update_display_parameters(req.display_parameters)
+
+
+class RuntimeEVSEController(SimEVSEController):
+    """The package's simulated EVSE for everything the site has no say in (EVSE id, services, cable
+    check), with the power, the session limits and the session's end taken from the runtime."""
+
+    def __init__(self, link: Link) -> None:
+        super().__init__()
+        self.link = link
+        self.ev_data_context = SessionData()
+        self.state = "Starting"  # until the codec is warm and the SECC listens; then Idle between sessions
+        self.protocol = ""
+        self.in_session = False
+        self.sessions = 0
+        self._last_status: dict[str, Any] = {}
+        self._departure: tuple[float, float] | None = None  # (seconds from then as the EV said, when)
+
+    # -- what the runtime says ------------------------------------------------------------------
+    def _apply_setpoint(self) -> float:
+        """The set point into the session limits the library answers from. -20 AC: the EVSE target
+        active power is max_charge_power or minus max_discharge_power (ISO 15118-20 AC_ChargeLoopRes,
+        EVSETargetActivePower). -20 DC: the EV regulates current, so the window [sp, sp] pins it
+        (EVSEMaximum/MinimumCharge/DischargePower)."""
+        sp = self.link.setpoint_w()
+        charge, discharge = max(sp, 0.0), max(-sp, 0.0)
+        ac = self.evse_data_context.session_limits.ac_limits
+        ac.max_charge_power, ac.max_discharge_power = charge, discharge
+        ac.max_charge_power_l2 = ac.max_charge_power_l3 = None
+        ac.max_discharge_power_l2 = ac.max_discharge_power_l3 = None
+        ac.max_charge_reactive_power = ac.max_discharge_reactive_power = 0.0
+        ac.max_charge_reactive_power_l2 = ac.max_charge_reactive_power_l3 = None
+        ac.max_discharge_reactive_power_l2 = ac.max_discharge_reactive_power_l3 = None
+        dc = self.evse_data_context.session_limits.dc_limits
+        dc.max_charge_power = dc.min_charge_power = charge
+        dc.max_discharge_power = dc.min_discharge_power = discharge
+        return sp
+
+    async def get_ac_charge_loop_params_v20(self, control_mode: Any, selected_service: Any) -> Any:
+        self._apply_setpoint()
+        return await super().get_ac_charge_loop_params_v20(control_mode, selected_service)
+
+    async def get_dc_charge_loop_params_v20(self, control_mode: Any, selected_service: Any) -> Any:
+        self._apply_setpoint()
+        return await super().get_dc_charge_loop_params_v20(control_mode, selected_service)
+
+    async def get_evse_status(self) -> EVSEStatus | None:
+        """A latched trip: tell the EV to end the session (ISO 15118-20 8.3.5.3.26, EVSENotification)."""
+        if self.link.flag("terminate"):
+            return EVSEStatus(notification_max_delay=0, evse_notification=EVSENotification.TERMINATE)
+        return None
+
+    def ready_to_charge(self) -> bool:
+        return not self.link.flag("terminate")
+
+    async def is_contactor_closed(self) -> bool | None:
+        return not self.link.flag("terminate")
+
+    # -- what the EV says -----------------------------------------------------------------------
+    async def set_present_protocol_state(self, state: Any) -> None:
+        name = str(state)
+        evcc_id = getattr(getattr(state, "comm_session", None), "evcc_id", None)
+        if evcc_id and not self.ev_data_context.evcc_id:  # -20 keeps it on the session, -2/DIN here too
+            self.ev_data_context.evcc_id = evcc_id if isinstance(evcc_id, str) else evcc_id.hex().upper()
+        if not self.in_session:
+            self.in_session = True
+            self.sessions += 1
+        self.state = name
+        self.report()
+
+    def set_selected_protocol(self, protocol: Any) -> None:
+        super().set_selected_protocol(protocol)
+        self.protocol = getattr(protocol, "name", str(protocol))
+
+    async def session_ended(self, current_state: str, reason: str) -> None:
+        self.link.send({"ended": {"state": str(current_state), "reason": str(reason)}})
+        self.reset_ev_data_context()  # the package keeps it across sessions otherwise
+        self.in_session, self.state, self.protocol, self._departure = False, "Idle", "", None
+        self.report()
+
+    def reset_ev_data_context(self) -> None:
+        self.ev_data_context = SessionData()
+
+    def status(self) -> dict[str, Any]:
+        ev = self.ev_data_context
+        rated, sess = ev.rated_limits, ev.session_limits
+        ac = self.protocol.endswith("_AC") or "AC" in str(getattr(ev, "selected_energy_mode", "") or "")
+        r = rated.ac_limits if ac else rated.dc_limits
+        s = sess.ac_limits if ac else sess.dc_limits
+        dep = _num(ev.departure_time)
+        if dep is None:
+            self._departure = None
+        elif self._departure is None or self._departure[0] != dep:  # ISO 15118-20: seconds from the message
+            self._departure = (dep, round(time.time() + dep, 3))
+        return {
+            "session": self.in_session,
+            "sessions": self.sessions,
+            "state": self.state,
+            "protocol": self.protocol,
+            "evcc_id": ev.evcc_id or "",
+            "soc": _num(ev.present_soc),
+            "departure_time": None if self._departure is None else self._departure[1],
+            "target_energy_wh": _num(ev.target_energy_request),
+            "min_energy_wh": _num(ev.min_energy_request),
+            "max_energy_wh": _num(ev.max_energy_request),
+            "min_v2x_energy_wh": _num(ev.min_v2x_energy_request),
+            "max_v2x_energy_wh": _num(ev.max_v2x_energy_request),
+            "max_charge_w": _num(s.max_charge_power)
+            if _num(s.max_charge_power) is not None
+            else _num(r.max_charge_power),
+            "max_discharge_w": (
+                _num(s.max_discharge_power) if _num(s.max_discharge_power) is not None else _num(r.max_discharge_power)
+            ),
+            "setpoint_w": self.link.setpoint_w(),
+        }
+
+    def report(self, force: bool = False) -> None:
+        st = self.status()
+        if force or st != self._last_status:
+            self._last_status = st
+            self.link.send({"status": st})
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The package reads its settings from the environment: set them from our arguments, never from a
+    stray .env file in the working directory."""
+    os.environ.update(
+        {
+            "NETWORK_INTERFACE": args.iface,
+            "PROTOCOLS": args.protocols,
+            "AUTH_MODES": args.auth_modes,
+            "SECC_ENFORCE_TLS": "true" if args.tls else "false",
+            "ENABLE_TLS_1_3": "true" if args.tls else "false",
+            "FREE_CHARGING_SERVICE": "false",
+            "MESSAGE_LOG_JSON": "true" if args.log_messages else "false",
+            "LOG_LEVEL": "INFO" if args.log_messages else "WARNING",
+        }
+    )
+    if args.pki_path:
+        os.environ["PKI_PATH"] = args.pki_path
+    cfg = Config()
+    cfg.load_envs(os.devnull)
+    return cfg
+
+
+async def main(args: argparse.Namespace) -> int:
+    link = Link(socket.socket(fileno=args.fd), args.stale_s)
+    await link.open()
+    ctrl = RuntimeEVSEController(link)
+    await ctrl.set_status(ServiceStatus.STARTING)
+    loop = asyncio.get_running_loop()
+
+    async def beat() -> None:
+        while True:
+            ctrl.report(force=True)  # the heartbeat carries the whole status
+            await asyncio.sleep(HEARTBEAT_S)
+
+    hb = loop.create_task(beat())  # heard from the start: the warm-up below takes seconds
+    codec = await asyncio.to_thread(BoundedCodec, BOUNDED_JVM if args.bounded_jvm else [])
+    log.info("EXI codec warmed up in %.1f s", await asyncio.to_thread(warm_up, codec))
+    handler = SECCHandler(exi_codec=codec, evse_controller=ctrl, config=_config(args))
+    secc = loop.create_task(handler.start(args.iface))
+    ctrl.state = "Idle"
+    closed = loop.create_task(link.closed.wait())
+    done, _ = await asyncio.wait({secc, closed}, return_when=asyncio.FIRST_COMPLETED)
+    hb.cancel()
+    if secc in done:
+        log.error("SECC stopped: %s", secc.exception())
+        return 1
+    return 0
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fd", type=int, required=True, help="the inherited stream socket to the runtime")
+    ap.add_argument("--iface", required=True, help="the interface towards the EV (an IPv6 link-local address)")
+    ap.add_argument("--protocols", default="ISO_15118_20_DC,ISO_15118_20_AC,ISO_15118_2,DIN_SPEC_70121")
+    ap.add_argument("--auth-modes", default="EIM")
+    ap.add_argument("--tls", action="store_true", help="TLS 1.3 (the site has a PKI at --pki-path)")
+    ap.add_argument("--pki-path", default="")
+    ap.add_argument("--stale-s", type=float, default=1.0)
+    ap.add_argument("--bounded-jvm", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--log-messages", action="store_true", help="log every decoded message (tests, benchmarks)")
+    return ap.parse_args(argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    sys.exit(asyncio.run(main(parse(sys.argv[1:]))))

@@ -1,0 +1,59 @@
+"""A site whose only field device besides memory is the SECC: the set point comes from a memory input,
+and a test trips it by forcing the trip output the ``secc_link`` interlock reads (commissioning)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from tests.secc.netns import Pair
+
+SITE = """\
+site:
+  name: secc-test
+  nominal_voltage: 240.0
+  nominal_frequency: 60
+scan:
+  period_ms: 20
+  overrun_fault_after: 50
+commissioning: true
+state_dir: {tmp}/var
+control_socket: {tmp}/control.sock
+devices:
+  - name: dev
+    type: memory
+    params:
+      poll_s: 0.05
+      tags:
+        - {{name: test.request_w, unit: W, value: {request_w}, stale_after_s: 1.0}}
+        - {{name: inverter.setpoint, unit: W, direction: output, value: 0.0}}
+        - {{name: inverter.enable, type: bool, direction: output, value: true}}
+        - {{name: test.trip, type: str, direction: output, value: ""}}
+        - {{name: test.limit_charge, unit: W, direction: output, value: 11000.0}}
+        - {{name: test.limit_discharge, unit: W, direction: output, value: 11000.0}}
+  - name: secc
+    type: secc
+    params:
+      iface: {iface}
+      netns: {netns}
+      tls: false
+      log_file: secc.log
+      log_messages: true
+      heartbeat_s: {heartbeat_s}
+      backoff_s: 0.5
+programs:
+  - type: example_copy
+    name: request
+    params: {{source: test.request_w, target: inverter.setpoint, declare_target: false}}
+safety:
+  - type: secc_link
+    name: secc_link
+    params: {{trip_tag: test.trip, limit_charge_tag: test.limit_charge, limit_discharge_tag: test.limit_discharge}}
+"""
+
+
+def write(tmp: Path, pair: Pair, *, request_w: float = -7000.0, heartbeat_s: float = 3.0) -> Path:
+    path = tmp / "site.yaml"
+    text = SITE.format(tmp=tmp, iface=pair.secc_if, netns=pair.secc_ns, request_w=request_w, heartbeat_s=heartbeat_s)
+    path.write_text(textwrap.dedent(text))
+    return path
