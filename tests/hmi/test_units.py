@@ -265,3 +265,21 @@ def test_the_scan_takes_forces_from_the_hmi_only_while_commissioning() -> None:
     assert gate(False).check(Request("4", "reset_trip", "hmi", "olivia", {}), 0).args["by"] == "olivia"
     with pytest.raises(Refused, match="availability not allowed for hmi"):
         gate(True).check(Request("5", "availability", "hmi", "olivia", {"operative": False}), 0)
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [
+        ("cert_file: nowhere.pem, key_file: nowhere.key", "nowhere.pem does not exist"),
+        ("cert_file: nowhere.pem", "cert_file and key_file go together"),
+        ("port: 0", "port"),
+        ("push_s: .nan", "push_s"),
+    ],
+)
+def test_a_bad_hmi_block_fails_check_with_its_key(tmp_path: Path, params: str, why: str) -> None:
+    from tests.runtime.helpers import cli, write_site
+
+    site = write_site(tmp_path, extra=f"tasks:\n  - {{type: hmi, name: hmi, params: {{{params}}}}}\n")
+    res = cli("check", str(site))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and why in out and "site.yaml" in out, out
