@@ -138,6 +138,15 @@ def test_login_csrf_roles_and_the_scans_answers_over_http(tmp_path: Path) -> Non
         status, text = viewer.action({"action": "reset_trip"})
         assert status == 403 and "viewer" in text
 
+        # a demotion in the users file takes effect at the next action, not at the next login
+        demoted = Client(port)
+        add_user(tmp_path / "var" / "hmi" / "users.json", "dora", "operator", "operator-pass-2")
+        assert demoted.login("dora", "operator-pass-2")[0] == 200
+        assert demoted.action({"action": "reset_trip"})[1]["accepted"] is True
+        add_user(tmp_path / "var" / "hmi" / "users.json", "dora", "viewer", "operator-pass-2")
+        status, text = demoted.action({"action": "reset_trip"})
+        assert status == 403 and "dora is a viewer" in text
+
         # live values by server-sent events
         c = op.conn()
         c.request("GET", "/api/stream", headers={"Cookie": op.cookie})

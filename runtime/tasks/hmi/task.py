@@ -150,8 +150,16 @@ class Hmi(Task):
             raise web.HTTPUnauthorized(text="log in first")
         if post and not csrf_ok(s, request.headers.get("X-CSRF-Token")):
             raise web.HTTPForbidden(text="missing or wrong CSRF token")
-        if operator and s.user.role != "operator":
-            raise web.HTTPForbidden(text=f"{s.user.name} is a viewer: actions need the operator role")
+        if operator:
+            try:
+                role = self.users.role(s.user.name)
+            except UserError as exc:
+                log.error("hmi: %s", exc)
+                role = None
+            if role != "operator":
+                raise web.HTTPForbidden(
+                    text=f"{s.user.name} is a {role or 'removed user'}: actions need the operator role"
+                )
         return s
 
     async def page(self, request: Any) -> Any:

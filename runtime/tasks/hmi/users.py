@@ -117,6 +117,12 @@ class UserStore:
             raise UserError(f"{self.path}: user {name!r} has no usable scrypt entry ({exc})") from exc
         return User(name, entry["role"]) if hmac.compare_digest(got, want) else None
 
+    def role(self, name: str) -> str | None:
+        """The role the file gives ``name`` now (None: no such user): a demotion or removal takes effect at
+        the next action, not only at the next login."""
+        entry = _load(self.path)["users"].get(name)
+        return entry.get("role") if isinstance(entry, dict) and entry.get("role") in ROLES else None
+
     def count(self) -> int:
         return len(_load(self.path)["users"])
 
