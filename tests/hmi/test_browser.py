@@ -40,9 +40,12 @@ def calm_site(tmp: Path) -> tuple[Path, int]:
 
 
 def until(driver: Any, cond: Callable[[Any], Any], timeout: float, what: str) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(cond, message=what)
+    # live pages rebuild their tables at every push: an element found a moment ago may be gone; poll again
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(cond, message=what)
 
 
 def by_id(driver: Any, eid: str) -> Any:
@@ -99,7 +102,7 @@ def test_operator_and_viewer_in_a_real_browser(tmp_path: Path) -> None:
     with chromium() as driver, PlantThread(site, SPEED) as plant:
         proc = start_cli("run", str(site), "--no-plant", "--speed", str(SPEED))
         try:
-            wait_for(lambda: http_up(base + "login"), 60, "the HMI listening")
+            wait_for(lambda: http_up(base + "login"), 120, "the HMI listening")  # a loaded CI machine
             login(driver, base, OPERATOR, OPERATOR_PW)
 
             # the live SoC moves while the plant charges (server-sent events, no reload)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import importlib
 import json
 import logging
 import ssl
@@ -63,8 +64,9 @@ class Hmi(Task):
     # ---- the task -----------------------------------------------------------------------------------
 
     async def run(self, cx: TaskContext) -> None:
-        from aiohttp import web
-
+        # aiohttp is imported in a thread: an import of a second or more on a busy controller would block
+        # the task process's loop, and with it the heartbeat the supervisor judges a hang by.
+        web = await asyncio.to_thread(importlib.import_module, "aiohttp.web")
         self.cx = cx
         self.users = UserStore(Path(self.params.users_file))
         self.sessions = Sessions(self.params.session_s, time.monotonic)

@@ -157,10 +157,12 @@
     for (const v of values) if (!have.has(v)) { const o = document.createElement("option"); o.value = v; o.textContent = v; sel.appendChild(o); }
     sel.value = cur;
   }
+  let evRequest = 0;  // only the answer to the latest filter is shown: an older one may arrive after it
   async function loadEvents() {
+    const mine = ++evRequest;
     const q = new URLSearchParams({kind: $("ev-kind").value, source: $("ev-source").value, q: $("ev-text").value, limit: "500"});
     const r = await api("GET", "/api/events?" + q);
-    if (!r) return;
+    if (!r || mine !== evRequest) return;
     fillSelect($("ev-kind"), r.kinds); fillSelect($("ev-source"), r.sources);
     const body = $("ev-table").tBodies[0]; body.textContent = "";
     for (const e of r.events) body.appendChild(evRow(e));
