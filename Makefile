@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 # `make run ARGS="--speed 1"` runs it in real time; Ctrl-C stops it cleanly.
 ARGS ?= --speed 400
 run: $(STAMP)
+	@echo "HMI: http://127.0.0.1:15512/ (no user until you make one: $(BIN)/python -m runtime.tasks.hmi.users add NAME operator; docs/hmi.md)"
 	$(BIN)/v2g-plc run $(ARGS)
 
 # Tiers: `make test` (everything not marked slow, 2 workers), `make test-slow` (kill loops, long

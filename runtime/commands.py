@@ -5,8 +5,8 @@ its source (the task's name, or ``control`` for the local control socket) and th
 asked (the CSMS's identity, a socket peer). The site file's ``commands:`` section allowlists kinds per
 source task type (default: nothing). The scan checks every request again here (kind, arguments, range,
 allowlist), applies it at the next cycle boundary, records it, and answers accepted or refused with a
-reason. ``force`` comes only from the control socket, and only while the site says
-``commissioning: true``: a network-facing process never forces (docs/threat-model.md).
+reason. ``force`` comes only from the control socket or the operator HMI (task type ``hmi``), and only
+while the site says ``commissioning: true`` (docs/threat-model.md); no other network-facing task forces.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pydantic import Field, model_validator
 
 from runtime.api import Command, Params
 
-CONTROL = "control"  # the source name of the local control socket (and, later, the HMI)
+CONTROL = "control"  # the source name of the local control socket
+HMI = "hmi"  # the task type of the operator HMI: besides the control socket, the only source of forces
 
 TaskKind = Literal["reset_trip", "availability", "start", "stop", "mode_request", "reset", "der_control"]
 TASK_KINDS: tuple[str, ...] = ("reset_trip", "availability", "start", "stop", "mode_request", "reset", "der_control")
@@ -202,7 +203,8 @@ def _curve(points: Any) -> list[list[float]]:
 
 class Gate:
     """The scan's check of every request: source known, kind allowlisted for it, arguments typed and in
-    range, force only from the control socket while commissioning, and a rate limit per source."""
+    range, force only from the control socket or the HMI while commissioning (releasing a force is
+    always allowed: it only takes an override away), and a rate limit per source."""
 
     def __init__(
         self,
@@ -232,8 +234,8 @@ class Gate:
         if r.source != CONTROL and r.source not in self.task_types:
             raise Refused(f"unknown source {r.source!r}")
         if r.kind in ("force", "unforce"):
-            if r.source != CONTROL:
-                raise Refused(f"{r.kind} only from the local control socket")
+            if r.source != CONTROL and self.task_types.get(r.source) != HMI:
+                raise Refused(f"{r.kind} only from the local control socket")  # or the HMI (task type hmi)
             if r.kind == "force" and not self.commissioning:
                 raise Refused("force only while the site file says commissioning: true")
         elif r.kind not in self.allowed(r.source):
