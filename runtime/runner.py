@@ -602,6 +602,11 @@ class Runner:
         for r in reqs:
             try:
                 c = self.gate.check(r, now_us)
+                if c.name in ("force", "unforce"):  # the HMI's: the engine's own check, so the answer is true
+                    try:
+                        self._check_force(c.args["tag"], c.args["value"] if c.name == "force" else None)
+                    except (KeyError, ValueError, TypeError) as exc:
+                        raise Refused(str(exc)) from None
             except Refused as exc:
                 log.error("command %s from %s refused (asked by %s): %s", r.kind, r.source, r.by, exc)
                 if id(r) in from_task:

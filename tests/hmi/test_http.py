@@ -189,6 +189,12 @@ def test_https_when_a_certificate_is_configured(tmp_path: Path) -> None:
                 "kind": "force",
             }
 
+        # a force the engine would refuse is answered refused, with the engine's reason, not "accepted"
+        status, answer = op.action({"action": "force", "tag": "no.such_tag", "value": 1.0})
+        assert answer["accepted"] is False and "unknown tag 'no.such_tag'" in answer["reason"]
+        status, answer = op.action({"action": "force", "tag": "inverter.enable", "value": 3000.0})
+        assert answer["accepted"] is False and answer["reason"]
+
         def forces() -> list[Any]:
             return list(op.req("GET", "/api/snapshot")[2]["overview"]["forces"])
 
