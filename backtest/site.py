@@ -36,7 +36,8 @@ nothing, the outputs hold until the row ends, or until the SoC reaches a level a
 the row one 10 s scan in ``idle``, as a real site loses one 20 ms scan, and the row's grid power in the
 trace is the mean over its scans. A row in which nothing can change (settled in idle, see ``_quiet``)
 is not scanned at all: the battery does exactly what its one scan would have left it to do, so a 2-year
-run is about 7,600 scans instead of 21,000, with the same trace byte for byte. Before the
+run is about 7,300 scans instead of 21,000, with the same trace byte for byte; a row held at the
+charger's full rating is skipped the same way (``_held``). Before the
 first row the site runs through IEEE 1547 enter service (delay, then ramp) with the EV plugged in, as
 a site energized before the series starts would have.
 
