@@ -13,7 +13,7 @@ import datetime as dt
 import time
 from typing import TYPE_CHECKING, Literal
 
-from programs.planner.model import Plan, PlanInterval, PlanRequest
+from programs.planner.model import Plan, PlanRequest
 
 if TYPE_CHECKING:
     from programs.planner.lp import LpInput
@@ -150,24 +150,27 @@ def _to_plan(
         ci, di = float(c[i]), float(d[i])
         cost += price * dt_h * (ci - di) / 1000.0 + inp.deg_per_mwh * dt_h * di / inp.eta_d / 1000.0
         intervals.append(
-            PlanInterval(
-                start=s,
-                end=s + step,
-                price=price,
-                forecast=i >= request.n_published,
-                connected=bool(inp.connected[i]),
-                power_w=round((ci - di) * 1000.0, 3),
-                soc_end=min(1.0, max(0.0, float(e[i]) / cap)),
-            )
+            {
+                "start": s,
+                "end": s + step,
+                "price": price,
+                "forecast": i >= request.n_published,
+                "connected": bool(inp.connected[i]),
+                "power_w": round((ci - di) * 1000.0, 3),
+                "soc_end": min(1.0, max(0.0, float(e[i]) / cap)),
+            }
         )
     cost -= inp.value_end_per_mwh * float(e[-1]) / 1000.0
-    return Plan(
-        created=request.start,
-        status=status,
-        reason=reason,
-        soc_start=request.soc,
-        objective=round(cost, 6),
-        solve_time_s=secs,
-        prices_key=request.prices_key,
-        intervals=tuple(intervals),
+    # validated in one call (the intervals as plain dicts): the backtest makes thousands of plans
+    return Plan.model_validate(
+        {
+            "created": request.start,
+            "status": status,
+            "reason": reason,
+            "soc_start": request.soc,
+            "objective": round(cost, 6),
+            "solve_time_s": secs,
+            "prices_key": request.prices_key,
+            "intervals": intervals,
+        }
     )

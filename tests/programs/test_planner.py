@@ -319,3 +319,36 @@ def test_terminal_value_carries_energy_only_when_refilling_costs_more(nights: fl
     value = refill_value(past, [nights if t.hour < 6 else 200.0 for t in past], 0.9)
     p = plan(req([50.0] * 4, soc=0.5, soc_max=0.9, eta_c=0.9, value=value))
     assert p.intervals[-1].soc_end == pytest.approx(carried)
+
+
+def test_reused_solver_instance_gives_what_a_fresh_one_gives_and_keeps_its_time_limit():
+    # lp.solve reuses one HiGHS instance per thread: a MIP round, a time-out and many plans before must
+    # leave no trace in the next solution, and the instance's run clock (which counts every run) must not
+    # eat a later plan's time limit.
+    from programs.planner import lp
+    from programs.planner.planner import lp_input
+
+    cases = [
+        req([-500.0], soc=0.9, soc_max=0.9, eta_c=0.9, eta_d=0.9),  # a MIP round
+        req([10.0, 50.0, 30.0] * 20, soc=0.5).model_copy(update={"time_limit_s": 1e-9}),  # times out
+        req([10.0, 50.0, 30.0, -20.0, 80.0] * 8, soc=0.3, eta_c=0.9, eta_d=0.95, deg=5.0),
+        req([40.0, 10.0, 90.0], soc=0.5, pc=5.0, pd=5.0),
+    ]
+    fresh = []
+    for r in cases:
+        lp._LOCAL.highs = None
+        fresh.append(lp.solve(lp_input(r)))
+    reused = [lp.solve(lp_input(r)) for r in cases]
+    for a, b in zip(fresh, reused):
+        assert (a.ok, a.message, a.mip_rounds) == (b.ok, b.message, b.mip_rounds)
+        if a.ok:
+            assert a.charge_kw.tobytes() == b.charge_kw.tobytes()
+            assert a.discharge_kw.tobytes() == b.discharge_kw.tobytes()
+            assert a.objective == b.objective
+    limited = lp_input(cases[2].model_copy(update={"time_limit_s": 0.5}))
+    h = lp._highs()
+    for _ in range(5000):  # until the instance has run for longer than one plan's limit (bounded)
+        assert lp.solve(limited).ok
+        if h.getRunTime() > 1.0:
+            break
+    assert h.getRunTime() > 1.0
