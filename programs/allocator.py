@@ -16,9 +16,9 @@ limits again afterwards with its own arithmetic. When the requests do not fit:
 
 A request is only ever reduced toward 0, never turned around. Each EVSE says whether and why it was cut
 (``evse<n>.alloc.cut``) and what it got (``evse<n>.alloc.granted_w``); a change of who is cut is an event.
-Departure time and target come per EVSE as shared tags (``evse<n>.depot.departure``, seconds of the cycle
-clock; ``evse<n>.depot.target_soc``), written by the fleet plan or the back office; without them an EVSE's
-urgency is 0.
+Departure and target come per EVSE where the site has them (``evse<n>.ev.departure_s``, seconds until the EV
+leaves, as ISO 15118-20 reports DepartureTime; ``evse<n>.ev.target_soc``): from the charger's map, or shared
+tags of the fleet plan or back office. Without them (or while they are not good) an EVSE's urgency is 0.
 """
 
 from __future__ import annotations
@@ -62,8 +62,11 @@ class AllocatorParams(Params):
     soc_tag: TagName = "ev.soc"
     capacity_tag: TagName = Field("ev.capacity_wh", description="the EV's usable energy (Wh), from its charger")
     trip_tag: TagName = Field("safety.trip", description="the EVSE's own interlock's trip code: non-empty = out")
-    departure_tag: TagName = Field("depot.departure", description="declared per EVSE: departure, s of cycle clock")
-    target_tag: TagName = Field("depot.target_soc", description="declared per EVSE: SoC wanted at departure")
+    departure_tag: TagName | None = Field(
+        "ev.departure_s",
+        description="seconds until the EV leaves (ISO 15118-20 DepartureTime, or the fleet schedule); optional",
+    )
+    target_tag: TagName | None = Field("ev.target_soc", description="SoC the EV wants at departure; optional")
 
     @model_validator(mode="after")
     def _distinct(self) -> AllocatorParams:
@@ -122,18 +125,18 @@ class Claim:
     cut: str = ""
 
 
-def departure_need(img: Image, p: AllocatorParams, n: int | None, now_s: float, dt_s: float) -> float:
+def departure_need(img: Image, p: AllocatorParams, n: int | None, dt_s: float) -> float:
     """W the EV must take from now on average to leave at its target SoC: the allocator's urgency."""
     soc = img.value(evse_tag(n, p.soc_tag))
     cap = img.value(evse_tag(n, p.capacity_tag))
-    dep = img.value(evse_tag(n, p.departure_tag))
-    target = img.value(evse_tag(n, p.target_tag))
+    dep = img.value(evse_tag(n, p.departure_tag)) if p.departure_tag else None
+    target = img.value(evse_tag(n, p.target_tag)) if p.target_tag else None
     if soc is None or cap is None or dep is None or target is None:
         return 0.0
     energy_wh = max(0.0, (float(target) - float(soc)) * float(cap))
     if energy_wh <= 0.0:
         return 0.0
-    left_s = max(float(dep) - now_s, dt_s)  # past its departure and still short: all of it, now
+    left_s = max(float(dep), dt_s)  # due now and still short: all of it, now
     return energy_wh * 3600.0 / left_s
 
 
@@ -194,7 +197,7 @@ class Allocator(Program):
         self._cuts: dict[int | None, str] = {}
 
     def declare(self) -> list[TagSpec]:
-        p, m, s = self.params, Direction.MEMORY, Direction.SHARED
+        m = Direction.MEMORY
         specs = [
             TagSpec(OUT_HIGH, TagType.FLOAT, "W", m, 0.0, description="most the EVSEs together may draw now"),
             TagSpec(OUT_LOW, TagType.FLOAT, "W", m, 0.0, description="least (most negative) they may draw now"),
@@ -203,8 +206,6 @@ class Allocator(Program):
             specs += [
                 TagSpec(evse_tag(n, OUT_GRANTED), TagType.FLOAT, "W", m, 0.0, description="set point allowed, W"),
                 TagSpec(evse_tag(n, OUT_CUT), TagType.STR, "", m, "", description="why it got less than asked"),
-                TagSpec(evse_tag(n, p.departure_tag), TagType.FLOAT, "s", s, None, description="leaves at (cycle s)"),
-                TagSpec(evse_tag(n, p.target_tag), TagType.FLOAT, "", s, None, description="SoC wanted at departure"),
             ]
         return specs
 
@@ -224,7 +225,7 @@ class Allocator(Program):
             if not why and not img.good(evse_tag(n, p.power_tag)):
                 why = "no measurement (comms lost)"
             request = float(out[evse_tag(n, p.setpoint_tag)])
-            claims.append(Claim(n, request, departure_need(img, p, n, cx.now, cx.dt), why))
+            claims.append(Claim(n, request, departure_need(img, p, n, cx.dt), why))
         return claims
 
     def scan(self, cx: Cycle) -> None:

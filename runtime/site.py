@@ -128,16 +128,21 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
     for part in (*built.programs, *built.interlocks):
         if isinstance(part, EvseComponent):
             part.bind(frozenset(n for n in built.tags.specs if n.startswith(part.prefix)))
+    missing: dict[tuple[str, str], list[int]] = {}  # (component, plain tag) -> EVSEs: one line per cause
     for part in (*built.programs, *built.interlocks):
         if isinstance(part, EvseComponent):
-            for name in part.requires():
+            for plain, name in zip(part.inner.requires(), part.requires(), strict=True):
                 if name not in built.tags:
-                    issues.append(
-                        doc.issue(
-                            ("evses", "template"),
-                            f"{part.name} needs tag {name!r}, which no device, program or task provides",
-                        )
-                    )
+                    missing.setdefault((part.inner.name, plain), []).append(part.evse)
+    for (comp, plain), evses in missing.items():
+        more = f" and {len(evses) - 1} more" if len(evses) > 1 else ""
+        where = f"as {prefix_of(evses[0])}{plain} for EVSE {evses[0]}{more}"
+        issues.append(
+            doc.issue(
+                ("evses", "template"),
+                f"{comp} needs tag {plain!r} ({where}), which no device, program or task provides",
+            )
+        )
     issues += _plant_issues(loaded)
     sock = loaded.control_socket
     if len(bytes(sock)) > MAX_SOCKET_PATH:

@@ -75,6 +75,8 @@ class DepotRig(CycleRig):
                 TagSpec(f"evse{i}.inverter.power", TagType.FLOAT, "W", Direction.INPUT),
                 TagSpec(f"evse{i}.ev.soc", TagType.FLOAT, "", Direction.INPUT),
                 TagSpec(f"evse{i}.ev.capacity_wh", TagType.FLOAT, "Wh", Direction.INPUT),
+                TagSpec(f"evse{i}.ev.departure_s", TagType.FLOAT, "s", Direction.INPUT),
+                TagSpec(f"evse{i}.ev.target_soc", TagType.FLOAT, "", Direction.INPUT),
             ]
         super().__init__(site, [self.req, self.alloc, Bypass(site, self.req)], [self.conn], plant=plant)
         self.period_us = period_ms * 1000
@@ -84,6 +86,7 @@ class DepotRig(CycleRig):
         self.comms = {i: True for i in self.ids}
         self.meter_ok = True
         self.extra: list[TagUpdate] = []
+        self.departure: dict[int, tuple[float, float]] = {}  # EVSE -> (leaves at, s of cycle clock; target SoC)
 
     def inputs(self) -> list[TagUpdate]:
         ups = [
@@ -98,15 +101,18 @@ class DepotRig(CycleRig):
                 TagUpdate(f"evse{i}.ev.soc", self.soc[i], q),
                 TagUpdate(f"evse{i}.ev.capacity_wh", CAPACITY_WH, q),
             ]
+            if i in self.departure:  # the charger reports the time left, as ISO 15118-20 DepartureTime does
+                at, target = self.departure[i]
+                ups += [
+                    TagUpdate(f"evse{i}.ev.departure_s", max(0.0, at - self.now_us / 1e6), q),
+                    TagUpdate(f"evse{i}.ev.target_soc", target, q),
+                ]
         ups, self.extra = ups + self.extra, []
         return ups
 
     def departs(self, n: int, in_s: float, target_soc: float) -> None:
         """The fleet schedule says EVSE n's EV leaves in ``in_s`` with ``target_soc``."""
-        self.extra += [
-            TagUpdate(f"evse{n}.depot.departure", self.now_us / 1e6 + in_s),
-            TagUpdate(f"evse{n}.depot.target_soc", target_soc),
-        ]
+        self.departure[n] = (self.now_us / 1e6 + in_s, target_soc)
 
     def step_once(self) -> StepResult:
         res = self.step(self.inputs())
