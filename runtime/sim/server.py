@@ -163,6 +163,8 @@ class VirtualPlant:
         self.events = sorted(events, key=lambda e: e.t)
         self._next = 0
         self.servers: list[Any] = []
+        self.requests = {"reads": 0, "writes": 0}  # Modbus requests served (the depot's I/O load)
+        self._stale: set[str] = set()  # devices whose registers lag the physics (encoded on the next request)
         self._publish()
 
     # -- simulated time --------------------------------------------------------------------------
@@ -184,7 +186,10 @@ class VirtualPlant:
                     for tag, v in dev.outputs.items():
                         self.owner[name].command(tag, v)
         self._fire_events()
-        self._publish()
+        if self.servers:  # serving: each device encodes its registers when a request comes (see _action)
+            self._stale = set(self.devices)
+        else:
+            self._publish()
 
     def _step_depot(self, h: float) -> None:
         """The chargers see the site's grid; the meter reads the building plus every charger."""
@@ -238,6 +243,14 @@ class VirtualPlant:
         for name, dev in self.devices.items():
             n = self.evse_of.get(name)
             dev.publish(values if n is None else per[n], self.plant.t)
+        self._stale = set()
+
+    def _publish_one(self, name: str) -> None:
+        """One device's registers from the physics now: a depot of 20 chargers stepped every few ms would
+        spend its time encoding registers nobody reads before the next step."""
+        n = self.evse_of.get(name)
+        self.devices[name].publish(self.site_values() if n is None else self.evse_values(n), self.plant.t)
+        self._stale.discard(name)
 
     def site_values(self) -> dict[str, Any]:
         """What the site's devices show; at a depot the meter reads the building plus every charger."""
@@ -269,7 +282,7 @@ class VirtualPlant:
         path = Path(self.params.report)
         path = path if path.is_absolute() else self.base_dir / path
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.stats.as_json()))
+        tmp.write_text(json.dumps({**self.stats.as_json(), "modbus_requests": self.requests}))
         os.replace(tmp, path)
 
     def inject(self, device: str, fault: Fault | None) -> None:
@@ -280,6 +293,7 @@ class VirtualPlant:
         from pymodbus.constants import ExcCodes
 
         owner = self.owner[dev.name]
+        counts = self.requests
 
         async def action(
             function_code: int,
@@ -289,6 +303,9 @@ class VirtualPlant:
             current_registers: list[int],
             set_values: list[int] | None,
         ) -> Any:
+            counts["writes" if set_values is not None else "reads"] += 1
+            if dev.name in self._stale:
+                self._publish_one(dev.name)
             f = dev.fault
             if f is not None:
                 hit = f.addresses is None or any(a in f.addresses for a in range(address, address + count))

@@ -202,3 +202,18 @@ def test_connection_interlock_scales_every_evse_when_a_program_overshoots(
     assert -20_000 - TOL <= rig.site_import() <= 30_000 + TOL
     scaled = any(expect[i] != requests[i] for i in rig.ids)
     assert (rig.image("connection.reason") != "") is scaled
+
+
+def test_a_building_step_is_absorbed_at_the_next_cycle_within_the_stated_bound() -> None:
+    """docs/depot.md "Overshoot": the meter shows a building step one read later; the cycle that sees it
+    brings the import back under the limit, and until then the excess is the step less the margin."""
+    rig = DepotRig(import_limit_w=30_000, margin_w=1_000)
+    rig.building = 5_000
+    rig.req.request = dict.fromkeys(rig.ids, 11_000.0)
+    rig.settle()
+    assert rig.site_import() == pytest.approx(29_000)
+    rig.building = 12_000  # a 7 kW step between two reads
+    over = rig.site_import() - 30_000
+    assert over == pytest.approx(7_000 - 1_000)  # what the plant's meter sees until the next cycle
+    rig.step_once()
+    assert rig.site_import() == pytest.approx(29_000)

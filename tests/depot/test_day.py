@@ -12,7 +12,7 @@ import pytest
 from tests.depot.coupled import Coupled
 
 DEPOT = Path(__file__).resolve().parents[2] / "runtime" / "sites" / "depot.yaml"
-SPEED = 600  # each 50 ms cycle covers 30 s of the plant: a day in 2,880 cycles
+SPEED = 300  # each 100 ms cycle covers 30 s of the plant: a day in 2,880 cycles
 IMPORT_LIMIT_W = 100_000.0
 MARGIN_W = 3_000.0  # the allocator's margin in depot.yaml
 
