@@ -82,12 +82,15 @@ def evse_tag(n: int | None, name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """What the EVSEs together may draw now: ``low <= sum(set points) <= high`` (W, charge-positive)."""
+    """What the EVSEs together may draw now: ``low <= sum(set points) <= high`` (W, charge-positive), and
+    how much more import (``room_import``) and export (``room_export``) the meter shows free right now."""
 
     high: float
     low: float
     import_limit_w: float
     export_limit_w: float
+    room_import: float = 0.0
+    room_export: float = 0.0
 
 
 def _external(img: Image, tag: str | None, own: float) -> float:
@@ -104,11 +107,15 @@ def budget(img: Image, p: AllocatorParams, evses: list[int | None]) -> Budget:
     imp = _external(img, p.import_limit_tag, p.import_limit_w)
     exp = _external(img, p.export_limit_tag, p.export_limit_w)
     meter = img.value(p.meter_power_tag)
-    if meter is None:
+    if meter is None:  # no room can be seen: what the assumed building leaves beside last cycle's set points
         hi_b, lo_b = (p.import_limit_w if p.building_max_w is None else p.building_max_w), 0.0
-    else:
-        hi_b = lo_b = float(meter) - sum(img.value(evse_tag(n, p.power_tag), 0.0) for n in evses)
-    return Budget(imp - p.margin_w - hi_b, -(exp - p.margin_w) - lo_b, imp, exp)
+        high, low = imp - p.margin_w - hi_b, -(exp - p.margin_w) - lo_b
+        now = sum(img.value(evse_tag(n, p.setpoint_tag), 0.0) for n in evses)
+        return Budget(high, low, imp, exp, high - now, now - low)
+    hi_b = lo_b = float(meter) - sum(img.value(evse_tag(n, p.power_tag), 0.0) for n in evses)
+    room_import = imp - p.margin_w - float(meter)
+    room_export = exp - p.margin_w + float(meter)
+    return Budget(imp - p.margin_w - hi_b, -(exp - p.margin_w) - lo_b, imp, exp, room_import, room_export)
 
 
 OUT_GRANTED, OUT_CUT = "alloc.granted_w", "alloc.cut"
@@ -123,6 +130,7 @@ class Claim:
     out: str = ""  # why it is out of service, "" when in
     granted: float = 0.0
     cut: str = ""
+    before: float = 0.0  # W signed, the set point committed last cycle
 
 
 def departure_need(img: Image, p: AllocatorParams, n: int | None, dt_s: float) -> float:
@@ -181,6 +189,25 @@ def allocate(claims: list[Claim], b: Budget) -> None:
     share_import(live, b.high - discharge)
     charge = sum(c.granted for c in live if c.request > 0)
     share_export(live, charge - b.low)
+    rise_into_room(live, b)
+
+
+def rise_into_room(claims: list[Claim], b: Budget) -> None:
+    """Break before make: a cut acts at once, but the EVSEs' rises together take only the room the meter
+    shows free now. Set points reach the chargers over separate links at different times; if one EVSE
+    rose while another's cut was still on its way, the connection would see both. The room a cut frees
+    is seen at the meter a read later, and then given."""
+    for sign, room in ((1.0, b.room_import), (-1.0, b.room_export)):
+        rises = {id(c): max(0.0, sign * c.granted - max(0.0, sign * c.before)) for c in claims if sign * c.granted > 0}
+        total = sum(rises.values())
+        if total <= max(0.0, room):
+            continue
+        f = max(0.0, room) / total
+        for c in claims:
+            r = rises.get(id(c), 0.0)
+            if r > 0.0:
+                c.granted = sign * (max(0.0, sign * c.before) + r * f)
+                c.cut = c.cut or ("import" if sign > 0 else "export")
 
 
 @register_program("allocator")
@@ -225,7 +252,8 @@ class Allocator(Program):
             if not why and not img.good(evse_tag(n, p.power_tag)):
                 why = "no measurement (comms lost)"
             request = float(out[evse_tag(n, p.setpoint_tag)])
-            claims.append(Claim(n, request, departure_need(img, p, n, cx.dt), why))
+            before = img.value(evse_tag(n, p.setpoint_tag), 0.0)  # as committed last cycle
+            claims.append(Claim(n, request, departure_need(img, p, n, cx.dt), why, before=float(before)))
         return claims
 
     def scan(self, cx: Cycle) -> None:

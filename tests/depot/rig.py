@@ -86,6 +86,8 @@ class DepotRig(CycleRig):
         self.comms = {i: True for i in self.ids}
         self.meter_ok = True
         self.extra: list[TagUpdate] = []
+        self.slow: set[int] = set()
+        self.pending = {i: 0.0 for i in self.ids}
         self.departure: dict[int, tuple[float, float]] = {}  # EVSE -> (leaves at, s of cycle clock; target SoC)
 
     def inputs(self) -> list[TagUpdate]:
@@ -117,7 +119,9 @@ class DepotRig(CycleRig):
     def step_once(self) -> StepResult:
         res = self.step(self.inputs())
         for i in self.ids:  # the chargers follow within a cycle; a charger without comms stops (reversion)
-            self.power[i] = res.outputs[f"evse{i}.inverter.setpoint"] if self.comms[i] else 0.0
+            now = res.outputs[f"evse{i}.inverter.setpoint"] if self.comms[i] else 0.0
+            # a slow link: this charger takes the set point of the cycle before (a write still on its way)
+            self.power[i], self.pending[i] = (self.pending[i], now) if i in self.slow else (now, now)
         self.advance(self.period_us)
         return res
 
