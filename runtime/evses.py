@@ -82,10 +82,7 @@ class _RenamedOutputs(Outputs):
     def __init__(self, inner: Outputs, names: _Names):  # no super().__init__: every access is forwarded
         self._inner = inner
         self._n = names
-
-    @property  # type: ignore[override]
-    def dirty(self) -> set[str]:
-        return self._inner.dirty
+        self.dirty = inner.dirty  # the same set: what this EVSE's components write is dirty in the cycle's image
 
     def __getitem__(self, name: str) -> Any:
         return self._inner[self._n(name)]

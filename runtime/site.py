@@ -134,13 +134,13 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
             for plain, name in zip(part.inner.requires(), part.requires(), strict=True):
                 if name not in built.tags:
                     missing.setdefault((part.inner.name, plain), []).append(part.evse)
-    for (comp, plain), evses in missing.items():
+    for (label, plain), evses in missing.items():
         more = f" and {len(evses) - 1} more" if len(evses) > 1 else ""
-        where = f"as {prefix_of(evses[0])}{plain} for EVSE {evses[0]}{more}"
+        named = f"as {prefix_of(evses[0])}{plain} for EVSE {evses[0]}{more}"
         issues.append(
             doc.issue(
                 ("evses", "template"),
-                f"{comp} needs tag {plain!r} ({where}), which no device, program or task provides",
+                f"{label} needs tag {plain!r} ({named}), which no device, program or task provides",
             )
         )
     issues += _plant_issues(loaded)

@@ -101,7 +101,7 @@ def visits(m: DepotModel) -> dict[int, list[Visit]]:
     rng = random.Random(f.seed)
     out: dict[int, list[Visit]] = {}
     for n in range(1, m.chargers + 1):
-        stays = []
+        stays: list[Visit] = []
         for d in range(f.days):
             a = max(0.0, d * DAY_S + f.arrive_s + rng.gauss(0.0, f.arrive_sd_s))
             b = max(a + 600.0, d * DAY_S + f.depart_s + rng.gauss(0.0, f.depart_sd_s))

@@ -111,7 +111,7 @@ class VirtualPlant:
         self.ports: dict[str, int] = {}
         self.owner: dict[str, Plant] = {}  # device -> the plant behind it
         self.evse_of: dict[str, int] = {}
-        devices = [(d, self.plant, None) for d in params.devices]
+        devices: list[tuple[PlantDevice, Plant, int | None]] = [(d, self.plant, None) for d in params.devices]
         dm = params.depot
         events = list(params.events)
         self.stats = DepotStats(import_limit_w=None if dm is None else dm.import_limit_w)
@@ -122,13 +122,15 @@ class VirtualPlant:
                 ev.connected = False
                 ev.load_w = 0.0
                 self.next_departure[n] = None
-                for kind, m, port in (
+                for kind, map_name, port in (
                     ("charger", dm.charger_map, dm.charger_port),
                     ("session", dm.session_map, dm.session_port),
                 ):
                     devices.append(
                         (
-                            PlantDevice(name=f"evse{n}.{kind}", map=m, port=port, unit=n, sunspec_base=dm.sunspec_base),
+                            PlantDevice(
+                                name=f"evse{n}.{kind}", map=map_name, port=port, unit=n, sunspec_base=dm.sunspec_base
+                            ),
                             ev,
                             n,
                         )
@@ -138,7 +140,7 @@ class VirtualPlant:
                     events.append(ScenarioEvent(t=v.arrive, event="plug_in", soc=v.soc, evse=n))
                     events.append(ScenarioEvent(t=v.depart, event="depart", trip_wh=v.trip_wh, evse=n))
             self.plant.load_w = dm.building_at(0.0)
-        for d, owner, n in devices:
+        for d, owner, evse in devices:
             path = resolve_map_path(d.map, base_dir)
             if not path.exists():
                 raise ConfigError(
@@ -152,8 +154,8 @@ class VirtualPlant:
             self.devices[d.name] = SimModbusDevice(d.name, m, d.unit, d.sunspec_base, clamp=clamp)
             self.ports[d.name] = d.port
             self.owner[d.name] = owner
-            if n is not None:
-                self.evse_of[d.name] = n
+            if evse is not None:
+                self.evse_of[d.name] = evse
         if params.scenario:
             p = Path(params.scenario)
             events += load_scenario(p if p.is_absolute() else base_dir / p).events

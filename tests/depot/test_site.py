@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ def test_template_params_take_the_evse_id_and_per_evse_overrides(tmp_path: Path)
     )
     path.write_text(text)
     built = build_site(path)
-    chargers = {d.name: d.params for d in built.drivers if d.name.endswith(".charger")}
+    chargers: dict[str, Any] = {d.name: d.params for d in built.drivers if d.name.endswith(".charger")}
     assert chargers["evse7.charger"].units[0].unit == 7
     assert chargers["evse7.charger"].units[0].prefix == "evse7."
     assert chargers["evse2.charger"].timeout_s == 0.9 and chargers["evse1.charger"].timeout_s == 0.5
@@ -79,7 +80,7 @@ def test_a_site_without_evses_is_unchanged(tmp_path: Path) -> None:
     assert "inverter.setpoint" in built.tags and not any(n.startswith("evse") for n in built.tags.specs)
 
 
-def _charging(tmp_path: Path, **kw: float) -> Drive:
+def _charging(tmp_path: Path, **kw: Any) -> Drive:
     built = build_site(depot_site(tmp_path, **kw))
     d = Drive(built, IDS)
     d.run(4.0)  # enter service (1 s delay, 2 s ramp here) and the fallback charge: every EVSE charging
