@@ -78,11 +78,45 @@ def live(seconds: float) -> dict[str, object]:
     }
 
 
+def fleet(evs: int, hours: int = 48, dt_h: float = 0.25, seed: int = 1) -> dict[str, float]:
+    """One joint solve: ``evs`` EVs, ``hours`` at ``dt_h``, evening arrivals and morning departures, a
+    connection of 5 kW per EV beside a building, a price day that repeats."""
+    import random
+
+    import numpy as np
+
+    from programs.planner.fleet import FleetEv, FleetInput, solve_fleet
+
+    rng = random.Random(seed)
+    n = round(hours / dt_h)
+    day = round(24 / dt_h)
+    t = np.arange(n)
+    price = 60 + 40 * np.sin(2 * np.pi * (t % day) / day) + np.array([rng.uniform(-5, 5) for _ in t])
+    ev_list = []
+    for _ in range(evs):
+        conn = np.zeros(n, dtype=bool)
+        need = np.zeros(n)
+        for d0 in range(0, n, day):
+            a = d0 + round((1 + rng.uniform(0, 2)) / dt_h)
+            b = min(n, d0 + round((13 + rng.uniform(0, 1.5)) / dt_h))
+            conn[a:b] = True
+            need[b - 1] = 45.6
+        ev_list.append(FleetEv(rng.uniform(12, 28), conn, need, 5.7, 57.0, 11.0, 11.0))
+    inp = FleetInput(price, np.full(n, 30.0), 30.0 + 5.0 * evs, 3.0 * evs, tuple(ev_list), dt_h, deg_per_mwh=20.0)
+    plan = solve_fleet(inp)
+    return {"evs": evs, "intervals": n, "ok": plan.ok, "solve_s": round(plan.solve_s, 4), "both": plan.both}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=500)
     ap.add_argument("--live", type=float, default=0.0, metavar="SECONDS")
+    ap.add_argument("--fleet", action="store_true", help="only the fleet LP's solve time against EV count")
     a = ap.parse_args()
+    if a.fleet:
+        for evs in (1, 10, 50, 200):
+            print(json.dumps(fleet(evs)), flush=True)
+        return
     for n in COUNTS:
         print(json.dumps(compute(n, a.cycles)), flush=True)
     if a.live:
