@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,6 +103,45 @@ class TaskProcessSection(Params):
     restart_backoff_max_s: float = Field(30.0, gt=0, le=600)
 
 
+class EvseTemplate(Params):
+    """The devices, programs and interlocks of one EVSE, written once with plain tag names."""
+
+    devices: list[Component] = Field(default_factory=list)
+    programs: list[Component] = Field(default_factory=list)
+    safety: list[Component] = Field(default_factory=list)
+
+
+class EvseEntry(Params):
+    id: int = Field(ge=1, le=999, description="EVSE n: OCPP evseId n, tag prefix evse<n>.")
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="component name -> params laid over the template's for this EVSE"
+    )
+
+
+class EvsesSection(Params):
+    """A depot: EVSE n's components are the template's, run on the tags under ``evse<n>.`` (docs/depot.md)."""
+
+    template: EvseTemplate
+    each: list[EvseEntry] = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> EvsesSection:
+        ids = [e.id for e in self.each]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"EVSE ids must be distinct: {dup} given twice")
+        names = {c.label for sec in ("devices", "programs", "safety") for c in getattr(self.template, sec)}
+        for e in self.each:
+            unknown = sorted(set(e.params) - names)
+            if unknown:
+                raise ValueError(f"EVSE {e.id}: params for {unknown}, which the template does not name")
+        return self
+
+    @property
+    def ids(self) -> list[int]:
+        return [e.id for e in self.each]
+
+
 class SiteConfig(Params):
     site: SiteSection
     scan: ScanSection
@@ -110,6 +150,7 @@ class SiteConfig(Params):
     safety: list[Component] = Field(description="interlocks in evaluation order; the last word on outputs")
     tasks: list[Component] = Field(default_factory=list)
     tags: list[TagDecl] = Field(default_factory=list)
+    evses: EvsesSection | None = Field(None, description="a depot's EVSEs; omit for a site of one charger")
     plant: Component | None = Field(None, description="virtual plant started beside the runtime")
     watchdog: WatchdogSection = Field(default_factory=WatchdogSection)
     task_process: TaskProcessSection = Field(default_factory=TaskProcessSection)
@@ -183,6 +224,80 @@ def components(config: SiteConfig, section: str) -> list[Component]:
     return entries
 
 
+@dataclass(frozen=True)
+class EvseInstance:
+    """One template component of one EVSE, with that EVSE's params (overrides laid over, ``${id}`` set)."""
+
+    evse: int
+    section: str
+    index: int  # in the template's section
+    comp: Component
+    params: Params
+
+    @property
+    def where(self) -> tuple[str, ...]:
+        return ("evses", "template", self.section, self.index)  # type: ignore[return-value]
+
+
+def evse_instances(site: LoadedSite, issues: list[ConfigIssue]) -> list[EvseInstance]:
+    """Every EVSE's components, validated against their types; problems are added to ``issues`` (once
+    each: a template error is the same for every EVSE)."""
+    from runtime.evses import merge, prefix_device_params, prefix_of, substitute
+
+    ev = site.config.evses
+    if ev is None:
+        return []
+    doc = site.doc
+    out: list[EvseInstance] = []
+    seen: set[ConfigIssue] = set()
+
+    def note(issue: ConfigIssue) -> None:
+        if issue not in seen:
+            seen.add(issue)
+            issues.append(issue)
+
+    for reg in SECTIONS:
+        if reg.section == "tasks":
+            continue
+        comps: list[Component] = getattr(ev.template, reg.section)
+        local: list[ConfigIssue] = []
+        _unique(doc, reg.section, comps, local)
+        for issue in local:
+            note(doc.issue(("evses", "template", reg.section), issue.message))
+        for j, comp in enumerate(comps):
+            where = ("evses", "template", reg.section, j)
+            cls = reg.get(comp.type)
+            if cls is None:
+                known = ", ".join(sorted(reg)) or "none"
+                note(doc.issue((*where, "type"), f"unknown {reg.section} type {comp.type!r} (known: {known})"))
+                continue
+            for e in ev.each:
+                data = substitute(merge(comp.params, e.params.get(comp.label, {})), e.id)
+                try:
+                    if reg.section == "devices":
+                        data = prefix_device_params(data, prefix_of(e.id))
+                except ValueError as exc:
+                    note(doc.issue(where, str(exc)))
+                    continue
+                try:
+                    params = validate(cls.Params, data, doc, (*where, "params"))
+                except ConfigError as exc:
+                    for issue in exc.issues:
+                        note(issue)
+                    continue
+                out.append(EvseInstance(e.id, reg.section, j, comp, params))
+    return out
+
+
+def with_evses(cfg: SiteConfig, comp: Component, registry: Mapping[str, Any]) -> Component:
+    """A site component whose params have an ``evses`` list (the allocator, the site interlock) serves every
+    EVSE of the site unless it names them itself."""
+    cls = registry.get(comp.type)
+    if cfg.evses is None or cls is None or "evses" not in cls.Params.model_fields or "evses" in comp.params:
+        return comp
+    return comp.model_copy(update={"params": {**comp.params, "evses": cfg.evses.ids}})
+
+
 def check_components(site: LoadedSite) -> dict[tuple[str, int], Params]:
     """Validate every component's params against its registered type; collect all errors at once."""
     doc, cfg = site.doc, site.config
@@ -193,13 +308,14 @@ def check_components(site: LoadedSite) -> dict[tuple[str, int], Params]:
         _unique(doc, reg.section, comps, issues)
         for i, comp in enumerate(comps):
             try:
-                out[(reg.section, i)] = component_params(doc, reg.section, i, comp, reg)
+                out[(reg.section, i)] = component_params(doc, reg.section, i, with_evses(cfg, comp, reg), reg)
             except ConfigError as exc:
                 issues.extend(exc.issues)
     for source in cfg.commands.allow:
         if source not in TASKS:
             known = ", ".join(sorted(TASKS)) or "none"
             issues.append(doc.issue(("commands", "allow", source), f"unknown task type {source!r} (known: {known})"))
+    evse_instances(site, issues)
     if not cfg.safety:
         issues.append(doc.issue(("safety",), "a site needs at least one interlock: safety has the last word"))
     if issues:

@@ -20,7 +20,17 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from runtime.api import SITE_FILE, TagName, TimeZoneName
-from runtime.config import HardwareWatchdog, ScanSection, SiteSection, TagDecl, TaskProcessSection, WatchdogSection
+from runtime.config import (
+    EvseEntry,
+    EvsesSection,
+    EvseTemplate,
+    HardwareWatchdog,
+    ScanSection,
+    SiteSection,
+    TagDecl,
+    TaskProcessSection,
+    WatchdogSection,
+)
 from runtime.registry import SECTIONS
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -103,11 +113,14 @@ def render() -> str:
         ("watchdog", WatchdogSection),
         ("watchdog.hardware", HardwareWatchdog),
         ("task_process", TaskProcessSection),
+        ("evses", EvsesSection),
+        ("evses.template", EvseTemplate),
+        ("evses.each[]", EvseEntry),
     ):
         parts += [f"## `{title}`", "", table(model), ""]
     parts += [
         "Other top-level keys: `devices`, `programs`, `safety` (interlocks, in evaluation order; at least "
-        "one), `tasks`, `plant` (the virtual plant), `state_dir`, `control_socket`. Each component is "
+        "one), `tasks`, `plant` (the virtual plant), `state_dir`, `control_socket`, `evses` (a depot: one template, one entry per EVSE, docs/depot.md). Each component is "
         "`{type, name, params}`; the `params` of each type follow. No number anywhere may be NaN or "
         "infinite. A parameter of type *tag name* is `device.quantity` in lower case; one of type *file* "
         "is a path relative to the site file, which `check` and `run` require to exist.",

@@ -10,14 +10,15 @@ are reported like schema errors: file, line, key.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from runtime.api import ParamError, Params, Plugin, Program, SiteInfo, site_files
-from runtime.config import LoadedSite, check_components, components, load_site
+from runtime.config import LoadedSite, check_components, components, evse_instances, load_site
 from runtime.engine import RUNTIME_TAGS, Engine
+from runtime.evses import EvseComponent, prefix_of
 from runtime.io.driver import Driver
 from runtime.registry import SECTIONS
 from runtime.tags import TagSpec, TagTable
@@ -109,10 +110,13 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
                 continue
             built.parts[reg.section].append(obj)
             add(specs, f"{reg.section}[{i}] {comp.label!r}", where)
+    _build_evses(built, loaded, info, add, issues)
     for j, decl in enumerate(cfg.tags):
         add([decl.spec()], f"tags[{j}]", ("tags", j))
     for reg in SECTIONS:
         for i, obj in enumerate(built.parts[reg.section]):
+            if isinstance(obj, EvseComponent):
+                continue  # checked below, once their names are bound to their EVSE
             for name in obj.requires():
                 if name not in built.tags:
                     issues.append(
@@ -121,6 +125,24 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
                             f"needs tag {name!r}, which no device, program or task provides",
                         )
                     )
+    for part in (*built.programs, *built.interlocks):
+        if isinstance(part, EvseComponent):
+            part.bind(frozenset(n for n in built.tags.specs if n.startswith(part.prefix)))
+    missing: dict[tuple[str, str], list[int]] = {}  # (component, plain tag) -> EVSEs: one line per cause
+    for part in (*built.programs, *built.interlocks):
+        if isinstance(part, EvseComponent):
+            for plain, name in zip(part.inner.requires(), part.requires(), strict=True):
+                if name not in built.tags:
+                    missing.setdefault((part.inner.name, plain), []).append(part.evse)
+    for (label, plain), evses in missing.items():
+        more = f" and {len(evses) - 1} more" if len(evses) > 1 else ""
+        named = f"as {prefix_of(evses[0])}{plain} for EVSE {evses[0]}{more}"
+        issues.append(
+            doc.issue(
+                ("evses", "template"),
+                f"{label} needs tag {plain!r} ({named}), which no device, program or task provides",
+            )
+        )
     issues += _plant_issues(loaded)
     sock = loaded.control_socket
     if len(bytes(sock)) > MAX_SOCKET_PATH:
@@ -129,6 +151,43 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
     if issues:
         raise ConfigError(issues)
     return built
+
+
+def _build_evses(
+    built: BuiltSite,
+    loaded: LoadedSite,
+    info: SiteInfo,
+    add: Callable[[Iterable[TagSpec], str, Path_], None],
+    issues: list[ConfigIssue],
+) -> None:
+    """Each EVSE's devices, programs and interlocks from the template. Per-EVSE programs and interlocks run
+    before the site's own (EVSE by EVSE, in template order), so a site program such as the allocator sees
+    every EVSE's request of this cycle and a site interlock such as the connection limit has the last word."""
+    doc = loaded.doc
+    evse_parts: dict[str, list[Any]] = {reg.section: [] for reg in SECTIONS}
+    for inst in evse_instances(loaded, issues):
+        reg = next(r for r in SECTIONS if r.section == inst.section)
+        where = inst.where
+        issues.extend(_file_issues(loaded, inst.params, (*where, "params")))
+        try:
+            if inst.section == "devices":
+                obj: Plugin = reg[inst.comp.type](prefix_of(inst.evse) + inst.comp.label, inst.params, info)
+            else:
+                obj = EvseComponent(reg[inst.comp.type](inst.comp.label, inst.params, info), inst.evse)
+            specs = obj.declare()
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+            continue
+        except ParamError as exc:
+            issues.append(doc.issue((*where, "params", *exc.key), f"EVSE {inst.evse}: {exc.message}"))
+            continue
+        except (ValueError, OSError) as exc:
+            issues.append(doc.issue(where, f"EVSE {inst.evse}: {exc}"))
+            continue
+        evse_parts[inst.section].append(obj)
+        add(specs, f"EVSE {inst.evse} {inst.section} {inst.comp.label!r}", where)
+    for section, objs in evse_parts.items():
+        built.parts[section][:0] = objs
 
 
 def _file_issues(loaded: LoadedSite, params: Params, where: Path_) -> list[ConfigIssue]:

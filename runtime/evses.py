@@ -1,0 +1,195 @@
+"""EVSEs of a depot: one declaration of a charger's devices, programs and interlocks, instantiated per EVSE.
+
+EVSE n = OCPP evseId n = tag prefix ``evse<n>.`` (docs/depot.md). Every tag a per-EVSE component declares
+lives under the prefix (the charger map's ``grid.*`` included); a tag it reads that no component of that
+EVSE declares is a site tag (``meter.*``, ``site.*``, ``runtime.*``, ``prices.*``) and is read unprefixed.
+So ``modes``, ``dispatch`` and ``v2g_safety`` run per EVSE unchanged: they are written against plain names
+and see their own EVSE's tags through a renaming view, instead of every tag name being copied into the
+site file once per charger.
+
+A site without ``evses:`` is EVSE 1 with an empty prefix: nothing here runs for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from runtime.api import Cycle, Outputs, Program
+from runtime.tags import Image, TagSpec, TagValue
+
+PREFIX = "evse{n}."
+
+
+def prefix_of(n: int) -> str:
+    return PREFIX.format(n=n)
+
+
+class _Names:
+    """Plain name -> site name for one EVSE: the EVSE's own tags prefixed, every other tag as it is."""
+
+    __slots__ = ("_cache", "local", "prefix")
+
+    def __init__(self, prefix: str, local: frozenset[str]):
+        self.prefix = prefix
+        self.local = local  # the site names (prefixed) this EVSE's components declare
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        site = self._cache.get(name)
+        if site is None:
+            p = self.prefix + name
+            site = self._cache[name] = p if p in self.local else name
+        return site
+
+
+class _RenamedValues(Mapping[str, TagValue]):
+    """The frozen image as one EVSE's components see it (the backing store of an ``Image``)."""
+
+    __slots__ = ("_d", "_n")
+
+    def __init__(self, d: Mapping[str, TagValue], names: _Names):
+        self._d = d
+        self._n = names
+
+    def __getitem__(self, name: str) -> TagValue:
+        return self._d[self._n(name)]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._d.get(self._n(name), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._n(name) in self._d
+
+    def __iter__(self) -> Iterator[str]:
+        # This EVSE's tags by their plain names, then the site's own tags; other EVSEs' tags are not seen.
+        pre, n = self._n.prefix, len(self._n.prefix)
+        for name in self._d:
+            if name.startswith(pre):
+                yield name[n:]
+            elif not name.startswith("evse"):
+                yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class _RenamedOutputs(Outputs):
+    """The output image as one EVSE's components see it: reads and writes go to the EVSE's own tags."""
+
+    __slots__ = ("_inner", "_n")
+
+    def __init__(self, inner: Outputs, names: _Names):  # no super().__init__: every access is forwarded
+        self._inner = inner
+        self._n = names
+        self.dirty = inner.dirty  # the same set: what this EVSE's components write is dirty in the cycle's image
+
+    def __getitem__(self, name: str) -> Any:
+        return self._inner[self._n(name)]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._inner.get(self._n(name), default)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._inner[self._n(name)] = value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._n(name) in self._inner
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._inner.snapshot()
+
+
+class EvseComponent(Program):
+    """A program or interlock of one EVSE: the plain-named component, run on its EVSE's tags.
+
+    The wrapper's name (``evse3.safety``) is the one events, persisted state and faults carry; the inner
+    component keeps its plain name and never knows which EVSE it serves.
+    """
+
+    def __init__(self, inner: Program, n: int):
+        super().__init__(prefix_of(n) + inner.name, inner.params, inner.site)
+        self.inner = inner
+        self.evse = n
+        self.prefix = prefix_of(n)
+        self._names = _Names(self.prefix, frozenset())
+
+    def bind(self, local: frozenset[str]) -> None:
+        """Called once the site's tags are all declared: which site names belong to this EVSE."""
+        self._names = _Names(self.prefix, local)
+
+    def declare(self) -> list[TagSpec]:
+        return [rename_spec(s, self.prefix) for s in self.inner.declare()]
+
+    def requires(self) -> list[str]:
+        return [self._names(t) for t in self.inner.requires()]
+
+    def scan(self, cx: Cycle) -> None:
+        n = self._names
+        img = Image.__new__(Image)
+        img._d = _RenamedValues(cx.inputs._d, n)  # type: ignore[assignment]
+        inner = Cycle(cx.k, cx.now_us, cx.period_us, img, _RenamedOutputs(cx.out, n), cx.site, cx.commands)
+        inner._events = cx._events
+        inner._source = self.name
+        self.inner.scan(inner)
+
+    def persist(self) -> Mapping[str, Any] | None:
+        return self.inner.persist()
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.inner.restore(state)
+
+    def __getattr__(self, attr: str) -> Any:
+        # What tests and tools ask of the component itself (its latches, its reads) is the inner one's.
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
+
+
+def rename_spec(spec: TagSpec, prefix: str) -> TagSpec:
+    return TagSpec(
+        prefix + spec.name, spec.type, spec.unit, spec.direction, spec.default, spec.stale_after_s, spec.description
+    )
+
+
+def evse_of(name: str) -> int | None:
+    """The EVSE number a site tag belongs to (``evse12.ev.soc`` -> 12), None for a site tag."""
+    if not name.startswith("evse"):
+        return None
+    head = name.split(".", 1)[0][4:]
+    return int(head) if head.isdigit() else None
+
+
+def substitute(value: Any, n: int) -> Any:
+    """``${id}`` in a template's params: a string that is exactly ``${id}`` becomes the number, one that
+    contains it gets the number written in (a port, a unit id, a file name per charger)."""
+    if isinstance(value, str):
+        if value == "${id}":
+            return n
+        return value.replace("${id}", str(n))
+    if isinstance(value, dict):
+        return {k: substitute(v, n) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, n) for v in value]
+    return value
+
+
+def merge(base: Any, over: Any) -> Any:
+    """A per-EVSE override laid over the template's params: mappings merge key by key, anything else
+    (a number, a list) replaces."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = merge(base.get(k), v) if k in base else v
+        return out
+    return over
+
+
+def prefix_device_params(params: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A per-EVSE device declares its tags under the prefix: every Modbus unit gets it in front of its own
+    ``prefix`` (the drivers' existing naming), so ``grid.voltage`` of charger 3 is ``evse3.grid.voltage``.
+    ValueError for a device whose tags cannot be prefixed that way."""
+    units = params.get("units")
+    if not isinstance(units, list) or not all(isinstance(u, dict) for u in units):
+        raise ValueError("a per-EVSE device is a Modbus device (units: [...]): its tags are prefixed per unit")
+    return {**params, "units": [{**u, "prefix": prefix + str(u.get("prefix", ""))} for u in units]}
