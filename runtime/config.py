@@ -158,7 +158,7 @@ class SiteConfig(Params):
     control_socket: str | None = Field(
         None, description="Unix socket for reset-trip/force; default state_dir/control.sock"
     )
-    commissioning: bool = Field(False, description="forces allowed (control socket only); never in service")
+    commissioning: bool = Field(False, description="forces allowed (control socket or operator HMI); never in service")
     commands: CommandsSection = Field(
         default_factory=CommandsSection, description="typed commands each task type may send to the scan"
     )

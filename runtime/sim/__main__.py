@@ -53,7 +53,7 @@ async def _main(site: Path, speed: float, watch_stdin: bool) -> int:
     if plant.params.csms_port is not None:  # the simulated world's back office, beside its devices
         from runtime.tasks.ocpp.local_csms import LocalCsms
 
-        csms = await LocalCsms(plant.params.host, plant.params.csms_port).start()
+        csms = await LocalCsms(plant.params.host, plant.params.csms_port, subprotocols=("ocpp2.1", "ocpp2.0.1")).start()
         logging.getLogger("v2g_plc.csms").setLevel(logging.INFO)  # boot, statuses, transactions: the demo
         logging.getLogger("v2g_plc.csms").info("CSMS: listening on %s", csms.url)
     print("READY", flush=True)

@@ -156,6 +156,7 @@ def test_overview_shows_sign_quality_age_and_forces() -> None:
             "ev.soc": TagValue(0.5, Quality.STALE, 0),
             "meter.power": TagValue(None, Quality.BAD, 0),
             "safety.trip": TagValue("write_mismatch", Quality.GOOD, 0),
+            "runtime.revision": TagValue("3f9a1c0d2b7e", Quality.GOOD, 0),
         }
     )
     cal = dt.datetime(2027, 1, 4, 17, 30, tzinfo=dt.UTC)
@@ -164,6 +165,7 @@ def test_overview_shows_sign_quality_age_and_forces() -> None:
     assert o["power"]["age_s"] == 2.0 and o["setpoint"]["forced"] and not o["power"]["forced"]
     assert o["soc"]["quality"] == "stale" and o["trip"]["value"] == "write_mismatch"
     assert o["grid_voltage"]["quality"] == "missing"
+    assert o["revision"]["value"] == "3f9a1c0d2b7e"  # the running configuration (online change)
     assert o["forces"] == [{"tag": "inverter.setpoint", "value": 5000.0}]
     meter = next(c for c in o["comms"] if c["device"] == "meter")
     assert meter["not_good"] == ["meter.power"] and meter["good"] == 0

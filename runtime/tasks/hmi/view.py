@@ -114,6 +114,7 @@ def overview(image: Image, now_us: int, calendar: dt.datetime, forces: Mapping[s
         "cycle_time": t("runtime.cycle_time"),
         "overruns": t("runtime.overruns"),
         "task_process_alive": t("runtime.task_process_alive"),
+        "revision": t("runtime.revision"),  # the running site file's revision (docs/online-change.md)
         "comms": comms_health(image, now_us),
         "forces": [{"tag": k, "value": _jsonable(v)} for k, v in sorted(forces.items())],
     }

@@ -77,7 +77,8 @@
     const scan = $("scan"); scan.textContent = "";
     const ms = (v) => (v * 1000).toFixed(3) + " ms";
     for (const [label, t, f] of [["lateness", o.lateness, ms], ["cycle time", o.cycle_time, ms], ["overruns", o.overruns, String],
-                                 ["task process", o.task_process_alive, (v) => v ? "alive" : "DOWN"], ["site time", {quality: "good", value: o.time}, (v) => v.replace("T", " ").slice(0, 19)]]) {
+                                 ["task process", o.task_process_alive, (v) => v ? "alive" : "DOWN"],
+                                 ["configuration", o.revision, (v) => String(v).slice(0, 12) || "-"], ["site time", {quality: "good", value: o.time}, (v) => v.replace("T", " ").slice(0, 19)]]) {
       const tr = scan.insertRow(); cell(tr, label); qual(cell(tr, show(t, f)), t);
     }
     const fb = $("forces-banner");
