@@ -120,7 +120,8 @@ def render() -> str:
         parts += [f"## `{title}`", "", table(model), ""]
     parts += [
         "Other top-level keys: `devices`, `programs`, `safety` (interlocks, in evaluation order; at least "
-        "one), `tasks`, `plant` (the virtual plant), `state_dir`, `control_socket`, `evses` (a depot: one template, one entry per EVSE, docs/depot.md). Each component is "
+        "one), `tasks`, `plant` (the virtual plant), `state_dir`, `control_socket`, `evses` (a depot: "
+        "docs/depot.md). Each component is "
         "`{type, name, params}`; the `params` of each type follow. No number anywhere may be NaN or "
         "infinite. A parameter of type *tag name* is `device.quantity` in lower case; one of type *file* "
         "is a path relative to the site file, which `check` and `run` require to exist.",

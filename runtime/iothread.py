@@ -136,7 +136,7 @@ class ControlServer:
     ``IDLE_S`` is closed.
     """
 
-    COMMANDS = ("reset_trip", "force", "unforce", "mode_request", "status", "read")
+    COMMANDS: tuple[str, ...] = ("reset_trip", "force", "unforce", "mode_request", "status", "read")
     MAX_REQUEST = 64 * 1024
     MAX_CLIENTS = 8
     IDLE_S = 60.0

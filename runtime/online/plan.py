@@ -59,9 +59,9 @@ def classify(running: Mapping[str, Any], new: Mapping[str, Any]) -> Plan:
     diff: dict[str, list[Any]] = {}
     components: dict[str, Any] = {}
     tasks: list[str] = []
-    for key, d in diff_values(running["config"], new["config"]).items():
-        restart.append(f"{key} changed ({d[0]!r} -> {d[1]!r})")
-        diff[key] = d
+    for key, change in diff_values(running["config"], new["config"]).items():
+        restart.append(f"{key} changed ({change[0]!r} -> {change[1]!r})")
+        diff[key] = change
     for section in COMPONENT_SECTIONS:
         old_c, new_c = running["components"][section], new["components"][section]
         if _labels(old_c) != _labels(new_c):

@@ -24,6 +24,11 @@ log = logging.getLogger("v2g_plc.ocpp")
 SCHEMA = 1  # of variables.json
 
 
+TransferMode = Literal[
+    "AC_BPT", "AC_BPT_DER", "DC_BPT", "DC_ACDP_BPT"
+]  # OCPP 2.1 EnergyTransferModeEnumType, bidirectional
+
+
 class Variables(Params):
     """Device-model variables (OCPP 2.0.1 part 2, appendix "Controller components"), in the site file."""
 
@@ -72,8 +77,8 @@ class OcppParams(Params):
     sample_floor_s: float = Field(
         1.0, ge=0, le=60, description="real seconds at least between periodic samples (a site run at --speed)"
     )
-    energy_transfer_modes: list[Literal["AC_BPT", "AC_BPT_DER", "DC_BPT", "DC_ACDP_BPT"]] = Field(
-        default_factory=lambda: ["AC_BPT"],
+    energy_transfer_modes: list[TransferMode] = Field(
+        default_factory=lambda: list[TransferMode](["AC_BPT"]),
         min_length=1,
         description="V2XChargingCtrlr.SupportedEnergyTransferModes (EnergyTransferModeEnumType, bidirectional)",
     )
