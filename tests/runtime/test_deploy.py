@@ -106,7 +106,9 @@ def test_hardening_that_does_not_contradict(unit: dict[str, dict[str, list[str]]
     assert one(unit, "ProtectHome") == "yes"
     assert one(unit, "NoNewPrivileges") == "yes"
     assert one(unit, "PrivateTmp") == "yes"
-    assert one(unit, "CapabilityBoundingSet") == ""
+    # port 502 for the local API's Modbus server, nothing else (issue: "CAP_NET_BIND_SERVICE")
+    assert one(unit, "CapabilityBoundingSet") == "CAP_NET_BIND_SERVICE"
+    assert one(unit, "AmbientCapabilities") == "CAP_NET_BIND_SERVICE"
     assert "/var/lib/v2g-plc" in one(unit, "ReadWritePaths").split()
     assert one(unit, "StateDirectory") == "v2g-plc"
     assert "AF_UNIX" in one(unit, "RestrictAddressFamilies").split()  # NOTIFY_SOCKET is AF_UNIX
@@ -215,6 +217,21 @@ def test_nftables_modbus_only_into_the_field_vlan() -> None:
     assert modbus_accepts == ["oifname $field_if ip daddr $field_net tcp dport 502 accept"]
     assert any("dport 502" in r and "reject" in r for r in rules)
     assert "policy drop" in NFT.read_text()
+
+
+def test_nftables_local_api_and_hmi_only_from_their_clients() -> None:
+    rules = [ln.split("#")[0].strip() for ln in NFT.read_text().splitlines()]
+    inbound = {
+        r.split(" tcp dport ")[1].split()[0]: r.split(" tcp dport ")[0]
+        for r in rules
+        if " tcp dport $" in r and r.startswith("ip saddr")
+    }
+    assert inbound == {
+        "$localapi_port": "ip saddr $ems",
+        "$metrics_port": "ip saddr $scraper",
+        "$hmi_port": "ip saddr $mgmt_net",
+    }
+    assert "ip daddr $amqp_broker tcp dport $amqp_port accept" in rules
 
 
 @needs("systemd-sysusers", SYSTEMD)
