@@ -3,13 +3,16 @@ the task process, the task channel and the scan's gate; the scan applies it at a
 a command event with who asked, and its answer comes back on the response topic. A trip reset that the
 site file does not allow is refused by the scan, and that answer comes back too.
 
-The mode authority (what a mode request does to the set point) is another part's; this test proves the
-way in and the answer, not the set point that follows."""
+The second test goes on to the set point: on a site without OCPP whose authority has ``local_control:
+true``, an MQTT mode request moves the committed ``inverter.setpoint`` (both signs and zero, read from the
+memory device's journal of output writes), and handing back, or the request's expiry on the cycle clock,
+gives the site back to its plan."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +80,113 @@ def test_mqtt_mode_request_reaches_the_scan_and_is_answered(mosquitto: Mosquitto
     e = events[0]
     assert e["source"] == "mqtt" and "mode_request asked by mqtt:v2g/live/set/mode" in e["message"]
     assert e["data"]["setpoint_w"] == -2500.0 and e["data"]["mode"] == "remote"
+
+
+# A site without OCPP whose authority lets the local EMS steer: the plan charges at 1500 W.
+E2E_SITE = """\
+site:
+  name: e2e
+  nominal_voltage: 240.0
+  nominal_frequency: 60
+scan:
+  period_ms: 20
+  overrun_fault_after: 5
+devices:
+  - name: dev
+    type: memory
+    params:
+      journal: journal.jsonl
+      poll_s: 0.05
+      tags:
+        - {{name: grid.voltage, unit: V, value: 240.0, stale_after_s: 1.0}}
+        - {{name: grid.frequency, unit: Hz, value: 60.0, stale_after_s: 1.0}}
+        - {{name: ev.connected, type: bool, value: true, stale_after_s: 1.0}}
+        - {{name: ev.soc, value: 0.5, stale_after_s: 1.0}}
+        - {{name: plc.snr, value: 20.0, stale_after_s: 1.0}}
+        - {{name: plan.power, unit: W, value: 1500.0, stale_after_s: 1.0}}
+        - {{name: plan.reserve_soc, value: 0.2, stale_after_s: 1.0}}
+        - {{name: plan.interval_end, type: int, value: 0, stale_after_s: 1.0}}
+        - {{name: safety.limit_charge, unit: W, value: 11000.0, stale_after_s: 1.0}}
+        - {{name: safety.limit_discharge, unit: W, value: 11000.0, stale_after_s: 1.0}}
+        - {{name: safety.trip, type: str, value: "", stale_after_s: 1.0}}
+        - {{name: inverter.setpoint, unit: W, direction: output, value: 0.0}}
+        - {{name: inverter.enable, type: bool, direction: output, value: false}}
+programs:
+  - type: authority
+    name: authority
+    params: {{local_control: true}}
+  - type: modes
+    name: modes
+  - type: dispatch
+    name: dispatch
+    params: {{plan_soc_tag: null, ramp_w_per_s: 10000000}}
+safety:
+  - type: example_clamp
+    name: clamp
+    params: {{tag: inverter.setpoint, limit: 11000}}
+task_process:
+  heartbeat_s: 1.0
+commands:
+  allow:
+    localapi_mqtt: [mode_request]
+tasks:
+  - type: localapi_mqtt
+    name: mqtt
+    params: {{port: {port}, site: live, tags: [ev.soc], ha_discovery: false, reconnect_s: 0.1}}
+"""
+
+
+def test_mqtt_mode_request_moves_the_committed_setpoint(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    site = write_site(tmp_path, E2E_SITE.format(port=mosquitto.port))
+    journal = tmp_path / "journal.jsonl"
+    proc = start_cli("run", str(site), "--for", "120")
+    answers: list[dict[str, Any]] = []
+    online: list[bytes] = []
+
+    def setpoint() -> float | None:
+        """The last committed inverter.setpoint the device was written."""
+        sps = [j["writes"]["inverter.setpoint"] for j in read_jsonl(journal) if "inverter.setpoint" in j["writes"]]
+        return sps[-1] if sps else None
+
+    async def main() -> None:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="ems-e2e") as c:
+            await c.subscribe(f"{BASE}/#", qos=1)
+
+            async def collect() -> None:
+                async for m in c.messages:
+                    assert isinstance(m.payload, bytes)
+                    if str(m.topic) == f"{BASE}/response":
+                        answers.append(json.loads(m.payload))
+                    elif str(m.topic) == f"{BASE}/availability":
+                        online.append(m.payload)
+
+            async def ask(doc: dict[str, Any], expect: float, what: str) -> None:
+                n = len(answers)
+                await c.publish(f"{BASE}/set/mode", json.dumps(doc).encode(), qos=1)
+                await until(lambda: len(answers) > n, f"the scan's answer ({what})", timeout=20)
+                assert answers[-1]["accepted"] is True, answers[-1]
+                await until(lambda: setpoint() == expect, f"the set point {expect} ({what})", timeout=20)
+
+            collector = asyncio.create_task(collect())
+            try:
+                await until(lambda: online[-1:] == [b"online"], "the runtime's MQTT task", timeout=40)
+                await until(lambda: setpoint() == 1500.0, "the plan's 1500 W", timeout=20)
+                await ask({"mode": "remote", "setpoint_w": 3000, "expiry_s": 60}, 3000.0, "charge")
+                await ask({"mode": "remote", "setpoint_w": -2500, "expiry_s": 60}, -2500.0, "discharge")
+                await ask({"mode": "remote", "setpoint_w": 0, "expiry_s": 60}, 0.0, "zero")
+                await ask({"mode": "local"}, 1500.0, "handed back to the plan")
+                # the reversion: a request that is not refreshed expires on the cycle clock
+                await ask({"mode": "remote", "setpoint_w": -4000, "expiry_s": 2}, -4000.0, "short request")
+                await until(lambda: setpoint() == 1500.0, "the plan back after the expiry", timeout=20)
+            finally:
+                collector.cancel()
+                await asyncio.wait({collector}, timeout=5)
+
+    try:
+        asyncio.run(main())
+    finally:
+        err = stop_cli(proc)
+    sps = [j["writes"]["inverter.setpoint"] for j in read_jsonl(journal) if "inverter.setpoint" in j["writes"]]
+    zero = sps.index(0.0, sps.index(-2500.0))
+    assert math.copysign(1.0, sps[zero]) == 1.0, "the zero request committed -0.0"
+    assert sps[-1] == 0.0, err[-3000:]  # a clean stop writes the safe output
