@@ -6,7 +6,8 @@ site file does not allow is refused by the scan, and that answer comes back too.
 The second test goes on to the set point: on a site without OCPP whose authority has ``local_control:
 true``, an MQTT mode request moves the committed ``inverter.setpoint`` (both signs and zero, read from the
 memory device's journal of output writes), and handing back, or the request's expiry on the cycle clock,
-gives the site back to its plan."""
+gives the site back to its plan. The third does the same with a SunSpec EMS writing 704 WSet over Modbus
+while the CSMS delegates (``ocpp.operation_mode`` ExternalSetpoint) and ``local_control`` is off."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import sunspec2.modbus.client as ssc
 
 from tests.localapi.conftest import Mosquitto
+from tests.ports import free_port
 from tests.runtime.helpers import read_jsonl, start_cli, stop_cli, wait_for, write_site
 from tests.waiting import until
 
@@ -111,10 +114,10 @@ devices:
         - {{name: safety.trip, type: str, value: "", stale_after_s: 1.0}}
         - {{name: inverter.setpoint, unit: W, direction: output, value: 0.0}}
         - {{name: inverter.enable, type: bool, direction: output, value: false}}
-programs:
+{extra_tags}programs:
   - type: authority
     name: authority
-    params: {{local_control: true}}
+    params: {{local_control: {local_control}}}
   - type: modes
     name: modes
   - type: dispatch
@@ -128,24 +131,33 @@ task_process:
   heartbeat_s: 1.0
 commands:
   allow:
-    localapi_mqtt: [mode_request]
+    {task_type}: [mode_request]
 tasks:
+{task}"""
+MQTT_TASK = """\
   - type: localapi_mqtt
     name: mqtt
     params: {{port: {port}, site: live, tags: [ev.soc], ha_discovery: false, reconnect_s: 0.1}}
 """
 
 
+def setpoints(journal: Path) -> list[float]:
+    """Every committed inverter.setpoint the memory device was written, in order."""
+    return [j["writes"]["inverter.setpoint"] for j in read_jsonl(journal) if "inverter.setpoint" in j["writes"]]
+
+
 def test_mqtt_mode_request_moves_the_committed_setpoint(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    site = write_site(tmp_path, E2E_SITE.format(port=mosquitto.port))
+    task = MQTT_TASK.format(port=mosquitto.port)
+    site = write_site(
+        tmp_path, E2E_SITE.format(extra_tags="", local_control="true", task_type="localapi_mqtt", task=task)
+    )
     journal = tmp_path / "journal.jsonl"
     proc = start_cli("run", str(site), "--for", "120")
     answers: list[dict[str, Any]] = []
     online: list[bytes] = []
 
     def setpoint() -> float | None:
-        """The last committed inverter.setpoint the device was written."""
-        sps = [j["writes"]["inverter.setpoint"] for j in read_jsonl(journal) if "inverter.setpoint" in j["writes"]]
+        sps = setpoints(journal)
         return sps[-1] if sps else None
 
     async def main() -> None:
@@ -186,7 +198,77 @@ def test_mqtt_mode_request_moves_the_committed_setpoint(mosquitto: Mosquitto, tm
         asyncio.run(main())
     finally:
         err = stop_cli(proc)
-    sps = [j["writes"]["inverter.setpoint"] for j in read_jsonl(journal) if "inverter.setpoint" in j["writes"]]
+    sps = setpoints(journal)
     zero = sps.index(0.0, sps.index(-2500.0))
     assert math.copysign(1.0, sps[zero]) == 1.0, "the zero request committed -0.0"
     assert sps[-1] == 0.0, err[-3000:]  # a clean stop writes the safe output
+
+
+# The CSMS delegates (OCPP 2.1 operationMode ExternalSetpoint, as the OCPP task would publish it) and
+# local_control is off: the EMS's 704 writes steer all the same.
+DELEGATED = """\
+        - {{name: ocpp.operation_mode, type: str, value: ExternalSetpoint, stale_after_s: 1.0}}
+        - {{name: ocpp.accepted, type: bool, value: true, stale_after_s: 1.0}}
+"""
+MODBUS_TASK = """\
+  - type: localapi_modbus
+    name: modbus
+    params:
+      port: {port}
+      allow: [{{address: 127.0.0.1, role: read_write}}]
+      max_charge_w: 11000
+      max_discharge_w: 11000
+"""
+
+
+def test_modbus_wset_moves_the_committed_setpoint_while_the_csms_delegates(tmp_path: Path) -> None:
+    port = free_port()
+    text = E2E_SITE.format(
+        extra_tags=DELEGATED.format(),
+        local_control="false",
+        task_type="localapi_modbus",
+        task=MODBUS_TASK.format(port=port),
+    )
+    site = write_site(tmp_path, text)
+    journal = tmp_path / "journal.jsonl"
+    proc = start_cli("run", str(site), "--for", "120")
+
+    def setpoint() -> float | None:
+        sps = setpoints(journal)
+        return sps[-1] if sps else None
+
+    def connect() -> ssc.SunSpecModbusClientDeviceTCP | None:
+        d = ssc.SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=port, timeout=2)
+        try:
+            d.scan()
+            return d
+        except Exception:  # not listening yet
+            d.close()
+            return None
+
+    try:
+        d = wait_for(connect, timeout=40, what="the SunSpec server")
+        try:
+            ctl = d.models[704][0]
+
+            def write(expect: float, what: str, **points: float) -> None:
+                for name, value in points.items():
+                    getattr(ctl, name).cvalue = value
+                ctl.write()  # pysunspec2 writes each changed point on its own: each is a request
+                wait_for(lambda: setpoint() == expect, timeout=20, what=f"the set point {expect} ({what})")
+
+            wait_for(lambda: setpoint() == 1500.0, timeout=20, what="the plan's 1500 W")
+            # SunSpec sign: WSet + = discharge; the project's set point + = into the EV
+            write(-4000.0, "discharge", WSetRvrtTms=60, WSet=4000, WSetEna=1)
+            write(3000.0, "charge", WSet=-3000)
+            write(0.0, "zero", WSet=0)
+            write(1500.0, "handed back to the plan", WSetEna=0)
+            write(2000.0, "short request", WSetRvrtTms=2, WSet=-2000, WSetEna=1)
+            wait_for(lambda: setpoint() == 1500.0, timeout=20, what="the plan back after the reversion timeout")
+        finally:
+            d.close()
+    finally:
+        err = stop_cli(proc)
+    sps = setpoints(journal)
+    assert math.copysign(1.0, sps[sps.index(0.0, sps.index(3000.0))]) == 1.0, "zero committed as -0.0"
+    assert sps[-1] == 0.0, err[-3000:]
