@@ -227,10 +227,14 @@ def test_outage_keeps_events_in_order_and_drops_telemetry(rabbitmq: RabbitMQ, ca
         await proxy.start()
         url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
         task, cx = make_task(url, tags=["ev.soc"], interval_s=0.05, buffer=10)
+        writes: dict[str, list[Any]] = {}  # the link-state tags the task sends to the scan (metrics read them)
+        cx._send = lambda tag, value, quality: writes.setdefault(tag, []).append(value)
         async with Consumer(rabbitmq.url, "v2g_test", "amqp-site.#") as c:
             runner = asyncio.create_task(task.run(cx))
             try:
                 await until(lambda: task.connected, "the connection")
+                await cx._publish(image("idle", soc=0.5), 1 * US)
+                await until(lambda: writes.get("amqp.connected") == [True], "the link reported up")
                 cx._event(event(0, "transition"))
                 await until(lambda: len(c.events()) == 1, "the first event")
                 proxy.cut()
@@ -244,6 +248,8 @@ def test_outage_keeps_events_in_order_and_drops_telemetry(rabbitmq: RabbitMQ, ca
                 assert task.outbox is not None
                 assert task.outbox.dropped > 0 and task.outbox.events() == 20
                 assert task.outbox.over_bound > 0  # 20 events in a 10-message outbox: kept anyway
+                assert writes["amqp.connected"][-1] is False
+                assert max(writes["amqp.outbox"]) >= 20  # the backlog is visible while it waits
                 proxy.up = True
                 await until(lambda: len(c.events()) == 21, "every event after the outage", timeout=30)
             finally:

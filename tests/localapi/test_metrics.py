@@ -84,8 +84,10 @@ def test_scrape() -> None:
                 (0.015, "charge", "ov2"),
                 (0.0001, "safe_state", ""),
             ]
+            links = {"ocpp.connected": True, "ocpp.accepted": False, "ocpp.queue": 4, "mqtt.connected": False}
+            links |= {"amqp.outbox": 0}  # amqp.connected absent (no such task): no sample, not a false 0
             for k, (late, mode, trip) in enumerate(steps):
-                await cx._publish(image(late, mode, trip), k * SITE.period_us)
+                await cx._publish(image(late, mode, trip, **(links if k == 3 else {})), k * SITE.period_us)
                 await until(lambda k=k: task._now_us == k * SITE.period_us, "the task to see the image")
             m = await asyncio.to_thread(scrape, port)
         finally:
@@ -116,5 +118,11 @@ def test_scrape() -> None:
         assert m[("v2g_plc_mode_transitions_total", (("to", "safe_state"),))] == 1
         assert m[("v2g_plc_commands_total", (("kind", "mode_request"),))] == 1
         assert m[("v2g_plc_events_lost_total", ())] == 3
+        assert m[("v2g_plc_link_up", (("link", "ocpp"),))] == 1
+        assert m[("v2g_plc_link_up", (("link", "mqtt"),))] == 0
+        assert ("v2g_plc_link_up", (("link", "amqp"),)) not in m
+        assert m[("v2g_plc_ocpp_accepted", ())] == 0
+        assert m[("v2g_plc_link_queue_messages", (("link", "ocpp"),))] == 4
+        assert m[("v2g_plc_link_queue_messages", (("link", "amqp"),))] == 0
 
     asyncio.run(main())

@@ -53,6 +53,13 @@ GOOD_TAGS: dict[str, Any] = {
     "safety.limit_discharge": 8000.0,
     "plan.power": -6000.0,
     "inverter.setpoint": -5000.0,
+    # the task clock starts at 2027-01-04 00:00 (naive: UTC); negative prices happen
+    "prices.day_ahead": [
+        {"start": "2027-01-04T00:00:00+00:00", "end": "2027-01-04T01:00:00+00:00", "price": -12.34},
+        {"start": "2027-01-04T01:00:00+00:00", "end": "2027-01-04T02:00:00+00:00", "price": 87.5},
+    ],
+    "prices.real_time": 95.67,
+    "plan.price": -12.3,
 }
 
 
@@ -159,6 +166,9 @@ def test_discovery_every_model_sign_and_sentinels() -> None:
                 assert v.Mode.value == 2 and v.Trip.value == 0 and v.TripCode.value in ("", None)
                 assert v.WLimCha.cvalue == 11000 and v.WLimDis.cvalue == 8000
                 assert v.WPlan.cvalue == 6000 and v.WSetOut.cvalue == 5000  # SunSpec sign: + = discharge
+                assert v.Prc_SF.value == -2
+                assert v.PrcDA.cvalue == pytest.approx(-12.34) and v.PrcRT.cvalue == pytest.approx(95.67)
+                assert v.PrcPlan.cvalue == pytest.approx(-12.3)
 
                 # charging: SunSpec W is negative; a bad tag reads as the sentinel; a trip sets its alarm bit
                 tags = {
@@ -168,7 +178,7 @@ def test_discovery_every_model_sign_and_sentinels() -> None:
                     "safety.reason": "ov2: grid.voltage 1.21 pu",
                     "mode.state": "safe_state",
                 }
-                await cx._publish(image(tags, bad=("ev.soc", "grid.frequency")), 2 * US)
+                await cx._publish(image(tags, bad=("ev.soc", "grid.frequency", "prices.real_time")), 2 * US)
                 for mid in (701, 713, 64901):
                     await asyncio.to_thread(d.models[mid][0].read)
                 v = d.models[64901][0]
@@ -178,10 +188,18 @@ def test_discovery_every_model_sign_and_sentinels() -> None:
                 assert m.W.cvalue == -7000
                 assert m.Hz.value is None and st.SoC.value is None
                 assert m.Alrm.value == 1 << 10  # AC_OVER_VOLT
-                # zero power is a value, not a sentinel
-                await cx._publish(image({**GOOD_TAGS, "inverter.power": 0.0}), 3 * US)
-                await asyncio.to_thread(d.models[701][0].read)
+                assert v.PrcDA.cvalue == pytest.approx(-12.34) and v.PrcRT.value is None  # bad price: sentinel
+                # zero power is a value, not a sentinel; an hour on, the next day-ahead interval
+                await cx._publish(image({**GOOD_TAGS, "inverter.power": 0.0, "prices.real_time": 0.0}), 3601 * US)
+                for mid in (701, 64901):
+                    await asyncio.to_thread(d.models[mid][0].read)
                 assert d.models[701][0].W.value == 0
+                v = d.models[64901][0]
+                assert v.PrcDA.cvalue == pytest.approx(87.5) and v.PrcRT.value == 0
+                # past the known curve, a price that does not fit int32 at 0.01: not implemented, never wrapped
+                await cx._publish(image({**GOOD_TAGS, "prices.real_time": 3e7}), 7201 * US)
+                await asyncio.to_thread(v.read)
+                assert v.PrcDA.value is None and v.PrcRT.value is None and v.PrcPlan.cvalue == pytest.approx(-12.3)
             finally:
                 d.close()
 
@@ -442,6 +460,7 @@ def test_evse_units_use_their_prefix() -> None:
                 assert d1.models[701][0].W.cvalue == 5000
                 assert d2.models[701][0].W.cvalue == -3000 and d2.models[1][0].DA.value == 2
                 assert d2.models[713][0].SoC.value is None  # evse1.ev.soc is not in the image
+                assert d2.models[64901][0].PrcRT.cvalue == pytest.approx(95.67)  # prices are the site's
             finally:
                 d1.close()
                 d2.close()

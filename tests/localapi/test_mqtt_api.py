@@ -186,24 +186,49 @@ def test_broker_restart_reconnects(tmp_path: Path, caplog: pytest.LogCaptureFixt
     broker = Mosquitto(tmp_path)
     params = MqttApiParams(port=broker.port, tags=["ev.soc"], interval_s=0.05, reconnect_s=0.05, reconnect_max_s=0.2)
     task = MqttApi("mqtt", params, SITE)
-    cx = TaskContext("mqtt", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+    writes: list[tuple[str, Any, int]] = []  # the shared tags the task sends to the scan, with the cycle clock
+
+    def send(tag: str, value: Any, quality: Quality) -> None:
+        writes.append((tag, value, cx.now_us))
+
+    cx = TaskContext("mqtt", send, dt.datetime(2027, 1, 4), logging.getLogger("t"))
+
+    def link() -> list[Any]:
+        """``mqtt.connected`` as the scan would see it, repeats (the refresh) folded."""
+        seen = [v for tag, v, _ in writes if tag == "mqtt.connected"]
+        return [v for k, v in enumerate(seen) if k == 0 or seen[k - 1] != v]
+
+    async def scan() -> None:  # one publication per 10 ms of real time, 20 ms of cycle clock each
+        k = 1
+        while True:
+            await cx._publish(image(ev__soc=0.5), k * SITE.period_us)
+            k += 1
+            await asyncio.sleep(0.01)
 
     async def main() -> None:
-        await cx._publish(image(ev__soc=0.5), 1 * US)
+        pump = asyncio.create_task(scan())
         runner = asyncio.create_task(task.run(cx))
         try:
             await until(lambda: caplog.text.count("retrying in") >= 2, "retries while the broker is down")
+            await until(lambda: link() == [False], "the link reported down")
             await asyncio.to_thread(broker.start)
             await until(lambda: task.connected, "the first connection")
+            await until(lambda: link() == [False, True], "the link reported up")
             await asyncio.to_thread(broker.stop)  # no persistence: the retained state is gone with it
             await until(lambda: not task.connected, "the loss")
+            await until(lambda: link() == [False, True, False], "the loss reported")
             await asyncio.to_thread(broker.start)
             await until(lambda: task.connected, "the reconnection")
+            await until(lambda: link() == [False, True, False, True], "the reconnection reported")
+            n = len(writes)  # steady: refreshed once per second of cycle clock (stale after 10), not every cycle
+            await until(lambda: len(writes) >= n + 2, "two refreshes")
+            assert writes[n + 1][2] - writes[n][2] >= US and writes[n + 1][1] is True
             async with Listener(broker.port) as late:
                 await until(lambda: late.state("ev.soc") is not None, "state republished after reconnect")
                 assert late.state("ev.soc")["value"] == 0.5
         finally:
             await cancel_and_wait(runner)
+            await cancel_and_wait(pump)
             broker.stop()
 
     need = broker.exe  # skip/fail decided in the constructor

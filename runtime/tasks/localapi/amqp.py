@@ -31,8 +31,10 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from runtime.api import SiteInfo
+from runtime.tags import TagSpec
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.localapi.cancel import still_running
+from runtime.tasks.localapi.linkstate import connected_spec, publish_state, queue_spec
 from runtime.tasks.localapi.outbox import Outbox, Outgoing
 from runtime.tasks.localapi.requests import InterfaceParams, Requests, parse_mode_request, parse_trip_reset
 from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
@@ -89,6 +91,12 @@ class AmqpApi(Task):
         self.linked = False
         self.requests: Requests | None = None
 
+    def declare(self) -> list[TagSpec]:
+        return [connected_spec("amqp"), queue_spec("amqp.outbox", "messages in the AMQP outbox, not yet confirmed")]
+
+    def _link_state(self) -> dict[str, object]:
+        return {"amqp.connected": self.connected, "amqp.outbox": len(self.outbox) if self.outbox is not None else 0}
+
     # -- producing (independent of the link) --------------------------------------------------------
     async def _events(self, cx: TaskContext) -> None:
         """Every event of the scan's stream into the outbox, in order (sorted keys: a resend is byte-identical)."""
@@ -133,7 +141,11 @@ class AmqpApi(Task):
         self.outbox = Outbox(p.buffer, self.outbox_path / "amqp-outbox.sqlite")
         if len(self.outbox):
             log.info("AMQP outbox: %d messages from before the restart go first", len(self.outbox))
-        producers = [asyncio.create_task(self._events(cx)), asyncio.create_task(self._telemetry(cx))]
+        producers = [
+            asyncio.create_task(self._events(cx)),
+            asyncio.create_task(self._telemetry(cx)),
+            asyncio.create_task(publish_state(cx, self._link_state)),
+        ]
         backoff = p.reconnect_s
         try:
             while True:

@@ -34,6 +34,35 @@ log = logging.getLogger("v2g_plc.localapi.metrics")
 BUCKETS_S: tuple[float, ...] = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 
 
+# The links other tasks publish as shared tags (runtime/tasks/ocpp/task.py, localapi/linkstate.py): a link
+# whose task is absent or dead (tag bad or stale) has no sample, so an alert can tell "down" from "unknown".
+LINKS: tuple[str, ...] = ("ocpp", "mqtt", "amqp")
+QUEUES: dict[str, str] = {"ocpp": "ocpp.queue", "amqp": "amqp.outbox"}
+
+
+def link_metrics(image: Image) -> Iterator[Any]:
+    """Link state and queue depths of the back office and the buses, from their tags."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    up = GaugeMetricFamily("v2g_plc_link_up", "1 while the link to the peer is open", labels=["link"])
+    for link in LINKS:
+        t = image.tag(f"{link}.connected")
+        if t.good and t.value is not None:
+            up.add_metric([link], 1.0 if t.value else 0.0)
+    yield up
+    accepted = GaugeMetricFamily("v2g_plc_ocpp_accepted", "1 while boot is accepted and the CSMS heard lately")
+    t = image.tag("ocpp.accepted")
+    if t.good and t.value is not None:
+        accepted.add_metric([], 1.0 if t.value else 0.0)
+    yield accepted
+    queue = GaugeMetricFamily("v2g_plc_link_queue_messages", "messages waiting for the peer", labels=["link"])
+    for link, tag in QUEUES.items():
+        t = image.tag(tag)
+        if t.good and isinstance(t.value, int | float):
+            queue.add_metric([link], float(t.value))
+    yield queue
+
+
 class MetricsParams(Params):
     host: str = Field("127.0.0.1", description="bind address (loopback unless a scraper elsewhere needs it)")
     port: int = Field(9108, ge=1, le=65535)
@@ -42,7 +71,8 @@ class MetricsParams(Params):
 
 @register_task("localapi_metrics")
 class Metrics(Task):
-    """Serves scan statistics, tag values and qualities, mode, trips and event counters."""
+    """Serves scan statistics, tag values and qualities, mode, trips and event counters, and the link
+    state and queue depths of OCPP, MQTT and AMQP."""
 
     Params = MetricsParams
     params: MetricsParams
@@ -137,6 +167,7 @@ class Metrics(Task):
         for name, n in sorted(commands.items()):
             cm.add_metric([name], n)
         yield cm
+        yield from link_metrics(image)
         ls = CounterMetricFamily("v2g_plc_events_lost", "events lost before this task saw them (stream gaps)")
         ls.add_metric([], lost)
         yield ls

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import logging
 from importlib import metadata
 from typing import Any
@@ -69,6 +70,14 @@ def _version() -> str:
         return "0"
 
 
+def site_now_utc(cx: TaskContext) -> dt.datetime:
+    """The cycle clock as an aware UTC instant; elapsed time is added in UTC so DST never shifts it (as the
+    price feeds do). A naive start is taken as UTC."""
+    start = cx.calendar(0)
+    start = start.astimezone(dt.UTC) if start.tzinfo is not None else start.replace(tzinfo=dt.UTC)
+    return start + dt.timedelta(microseconds=cx.now_us)
+
+
 @register_task("localapi_modbus")
 class ModbusServer(Task):
     """Serves the published image as SunSpec models 1/701/702/704/713 and vendor 64901 to allowlisted clients."""
@@ -105,8 +114,9 @@ class ModbusServer(Task):
         """Encode the latest publication, at most once per image (reads drive it, not the scan)."""
         if cx.now_us != self._seen_us:
             self._seen_us = cx.now_us
+            now = site_now_utc(cx)
             for img in self.images.values():
-                img.update(cx.image)
+                img.update(cx.image, now)
 
     def _action(self, unit: int, cx: TaskContext) -> Any:
         from pymodbus.constants import ExcCodes

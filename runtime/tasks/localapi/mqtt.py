@@ -26,9 +26,11 @@ from typing import Any
 from pydantic import Field
 
 from runtime.api import SiteInfo
+from runtime.tags import TagSpec
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.localapi.cancel import still_running
 from runtime.tasks.localapi.homeassistant import discovery
+from runtime.tasks.localapi.linkstate import connected_spec, publish_state
 from runtime.tasks.localapi.requests import InterfaceParams, Requests, parse_mode_request, parse_trip_reset
 from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
 
@@ -77,6 +79,9 @@ class MqttApi(Task):
         self.rejected = 0
         self.requests: Requests | None = None
 
+    def declare(self) -> list[TagSpec]:
+        return [connected_spec("mqtt")]
+
     def _path(self, name: str | None) -> str | None:
         if name is None:
             return None
@@ -93,9 +98,12 @@ class MqttApi(Task):
                 ca_certs=self._path(p.tls_ca), certfile=self._path(p.tls_cert), keyfile=self._path(p.tls_key)
             )
         self.requests = Requests(cx, "mqtt", p)
+        state = asyncio.create_task(publish_state(cx, lambda: {"mqtt.connected": self.connected}))
         try:
             await self._link(cx, aiomqtt, tls)
         finally:
+            state.cancel()
+            await asyncio.wait({state}, timeout=2)
             await self.requests.close()
 
     async def _link(self, cx: TaskContext, aiomqtt: Any, tls: Any) -> None:

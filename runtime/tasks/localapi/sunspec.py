@@ -18,6 +18,7 @@ the server sends them to the scan, and the registers then show what the scan dec
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ SCALE: dict[tuple[int, str], int] = {
     (713, "WH_SF"): 1,
     (713, "Pct_SF"): -1,
     (VENDOR_ID, "W_SF"): 0,
+    (VENDOR_ID, "Prc_SF"): -2,  # 0.01 per MWh; int32 holds +-21 million, far past any market's price cap
 }
 
 # 701 Alrm bits (SunSpec model 701 Alrm symbols) for the safety layer's trip codes.
@@ -80,8 +82,10 @@ class Measure:
     model: int
     point: str
     tag: str
-    convert: Callable[[Any], Any]  # to SunSpec units and sign; None = not implemented
+    convert: Callable[..., Any]  # to SunSpec units and sign; None = not implemented
     note: str
+    site: bool = False  # a site-wide tag (prices): read without the unit's EVSE prefix
+    timed: bool = False  # convert(value, now): the value depends on the site clock (UTC, None unknown)
 
 
 def _same(v: Any) -> float:
@@ -102,6 +106,16 @@ def _flag(v: Any) -> int:
 
 def _text(v: Any) -> str:
     return str(v)
+
+
+def price_now(curve: Any, now: dt.datetime | None) -> float | None:
+    """The price of the interval of a day-ahead curve (runtime/tasks/prices.py's format) that holds ``now``."""
+    if now is None or not isinstance(curve, list):
+        return None
+    for iv in curve:
+        if dt.datetime.fromisoformat(iv["start"]) <= now < dt.datetime.fromisoformat(iv["end"]):
+            return float(iv["price"])
+    return None  # now is outside the known curve
 
 
 _TRIP_NOTE = ", ".join(f"{i} {c or 'none'}" for i, c in enumerate(TRIPS)) + ", 0xFFFE other"
@@ -129,6 +143,9 @@ MEASURES: tuple[Measure, ...] = (
     Measure(VENDOR_ID, "WLimDis", "safety.limit_discharge", _same, "magnitude"),
     Measure(VENDOR_ID, "WPlan", "plan.power", _neg, "negated: + = discharge"),
     Measure(VENDOR_ID, "WSetOut", "inverter.setpoint", _neg, "the committed set point, negated: + = discharge"),
+    Measure(VENDOR_ID, "PrcDA", "prices.day_ahead", price_now, "the interval that holds now", site=True, timed=True),
+    Measure(VENDOR_ID, "PrcRT", "prices.real_time", _same, "currency/MWh", site=True),
+    Measure(VENDOR_ID, "PrcPlan", "plan.price", _same, "currency/MWh", site=True),
 )
 
 
@@ -293,15 +310,16 @@ class SunSpecImage:
         return float(p.value) * 10 ** (SCALE.get((mid, sf_name), 0) if sf_name else 0)
 
     # -- reads ---------------------------------------------------------------------------------------
-    def update(self, image: Image) -> None:
-        """Fill every measured point from the image: good tags give values, others the sentinel."""
+    def update(self, image: Image, now: dt.datetime | None = None) -> None:
+        """Fill every measured point from the image: good tags give values, others the sentinel. ``now``
+        (aware, the site clock) places the day-ahead price; without it that point reads not implemented."""
         for m in MEASURES:
-            tv = image.tag(self.prefix + m.tag)
+            tv = image.tag(m.tag if m.site else self.prefix + m.tag)
             value = None
             if tv.good and tv.value is not None:
                 try:
-                    value = m.convert(tv.value)
-                except (TypeError, ValueError):
+                    value = m.convert(tv.value, now) if m.timed else m.convert(tv.value)
+                except (TypeError, ValueError, KeyError):
                     value = None
             self._set(m.model, m.point, value)
         self._regs = None

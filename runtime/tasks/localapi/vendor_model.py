@@ -1,5 +1,5 @@
-"""The vendor SunSpec model 64901 "V2G site": what SunSpec's DER models lack (mode, trip, limits, plan, the
-scan's answer to the last write, a trip reset).
+"""The vendor SunSpec model 64901 "V2G site": what SunSpec's DER models lack (mode, trip, limits, plan,
+prices, the scan's answer to the last write, a trip reset).
 
 SunSpec reserves model ids 64000-65535 for vendors. The definition below is in pysunspec2's JSON model
 format (the same as the official models), so an EMS using pysunspec2 reads it by name once the JSON is on
@@ -63,6 +63,13 @@ POINTS: list[dict[str, Any]] = [
     _point("CmdRsn", "string", 16, "Why the scan refused the last write, truncated to 32 bytes"),
     _point("TripRst", "uint16", 1, "Write 1: ask for a trip reset (only with trip_reset: true); reads 0", access="RW"),
     _point("W_SF", "sunssf", 1, "Scale factor of the W points"),
+    # Prices in the feed's currency per MWh (runtime/tasks/prices.py), signed: negative prices happen.
+    _point("PrcDA", "int32", 2, "Day-ahead price of the interval now (prices.day_ahead)", sf="Prc_SF", units="/MWh"),
+    _point("PrcRT", "int32", 2, "Real-time price of the interval now (prices.real_time)", sf="Prc_SF", units="/MWh"),
+    _point(
+        "PrcPlan", "int32", 2, "Price the plan assumed for the interval now (plan.price)", sf="Prc_SF", units="/MWh"
+    ),
+    _point("Prc_SF", "sunssf", 1, "Scale factor of the price points"),
 ]
 POINTS[1]["value"] = sum(p["size"] for p in POINTS[2:])
 
