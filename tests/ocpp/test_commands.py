@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from runtime.tasks.ocpp.smart import stamp
 from tests.ocpp.harness import START, Harness, params, until
 from tests.ocpp.test_in_runtime import SITE as OCPP_SITE
 from tests.ports import free_port
-from tests.runtime.helpers import read_tag, start_cli, stop_cli, write_site
+from tests.runtime.helpers import ROOT, bundled_site_copy, read_tag, start_cli, stop_cli, write_site
 
 PW = "0123456789abcdef-operator"
 ALL = "[availability, start, stop, reset]"
@@ -40,8 +41,8 @@ async def tag(sock: Path, name: str) -> Any:
     return None if not t else t["value"]
 
 
-async def setpoint_becomes(sock: Path, want: float) -> None:
-    end = asyncio.get_running_loop().time() + 15
+async def setpoint_becomes(sock: Path, want: float, within_s: float = 15) -> None:
+    end = asyncio.get_running_loop().time() + within_s
     while (got := await tag(sock, "inverter.setpoint")) != want:
         if asyncio.get_running_loop().time() > end:
             raise AssertionError(f"inverter.setpoint {got}, expected {want}")
@@ -192,3 +193,86 @@ def test_a_central_setpoint_profile_reaches_the_scan_as_a_mode_request(tmp_path:
     err = asyncio.run(main())
     line = next((ln for ln in err.splitlines() if "mode request" in ln), "")
     assert "'mode': 'remote', 'setpoint_w': -4000.0" in line and "accepted by the scan" in line, err[-3000:]
+
+
+def bundled_site_on(tmp: Path, csms_port: int) -> Path:
+    """The bundled site (its authority, modes and safety as `make run` has them), its back office pointed at
+    ``csms_port``. Enter service without the 300 s default delay (IEEE 1547-2018 Table 39 allows 0-600 s, ramp
+    1-1000 s), so that discharge is possible within the test."""
+    import yaml
+
+    path = bundled_site_copy(tmp)
+    site = yaml.safe_load(path.read_text())
+    (tmp / "password").write_text(PW + "\n")
+    for t in site["tasks"]:
+        if t["type"] == "ocpp":
+            t["params"].update(csms_url=f"ws://127.0.0.1:{csms_port}/ocpp", identity="CP-RT")
+            t["params"]["password_file"] = str(tmp / "password")
+    for s in site["safety"]:
+        if s["type"] == "v2g_safety":
+            s["params"]["enter_service"] = {"delay_s": 0.0, "ramp_s": 1.0}
+    path.write_text(yaml.safe_dump(site, sort_keys=False))
+    return path
+
+
+def central_setpoint(w: float) -> dict[str, Any]:
+    """A TxDefaultProfile whose one period is CentralSetpoint at ``w`` (OCPP 2.1 part 2, 2.12
+    ChargingSchedulePeriodType: setpoint signed, + = charging), limits wide enough not to bind. Relative:
+    from the transaction's start, on the site's own calendar (the bundled site's clock is the plant's)."""
+    periods = [{"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": w, "limit": 11000.0,
+                "dischargeLimit": -11000.0}]  # fmt: skip
+    return {"id": 9, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Relative",
+            "chargingSchedule": [{"id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": periods}]}  # fmt: skip
+
+
+def test_a_central_setpoint_moves_the_bundled_sites_setpoint_and_link_loss_hands_it_back(tmp_path: Path) -> None:
+    """End to end through the bundled site's own programs: a real CSMS's CentralSetpoint profile becomes a
+    mode request, the authority hands the remote source the site, modes follows it, the safety layer lets
+    it through, and the committed ``inverter.setpoint`` is the CSMS's value, for charge, zero and
+    discharge. Then the link drops: the set point leaves the remote value (the safety layer zeroes a mode
+    that follows a lost back office, and the authority falls back to the local plan)."""
+    import subprocess
+    import sys
+
+    async def main() -> list[float]:
+        csms = LocalCsms("127.0.0.1", free_port(), passwords={"CP-RT": PW}, subprotocols=("ocpp2.1", "ocpp2.0.1"))
+        await csms.start()
+        site = bundled_site_on(tmp_path, csms.port)
+        sock = tmp_path / "var" / "control.sock"
+        log = tmp_path / "stderr.log"  # a file: the bundled site logs more than a pipe holds unread
+        with log.open("w") as errf:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runtime.cli", "run", str(site), "--no-watch"], cwd=ROOT, stderr=errf
+            )
+        seen: list[float] = []
+        try:
+            await csms.wait_for(lambda: "CP-RT" in csms.stations and csms.actions("TransactionEvent"), 60)
+            for w in (3000.0, 0.0, -4000.0):  # both signs and zero
+                res = await csms.stations["CP-RT"].request(
+                    "SetChargingProfile", {"evseId": 1, "chargingProfile": central_setpoint(w)}
+                )
+                assert res["status"] == "Accepted", res
+                await setpoint_becomes(sock, w, 30)
+                seen.append(w)
+            await csms.close()  # the link is lost
+            end = asyncio.get_running_loop().time() + 30
+            while (got := await tag(sock, "inverter.setpoint")) == -4000.0:
+                assert asyncio.get_running_loop().time() < end, "the set point kept the remote value after link loss"
+                await asyncio.sleep(0.05)
+            seen.append(got)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            await csms.close()
+        return seen
+
+    try:
+        seen = asyncio.run(main())
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{(tmp_path / 'stderr.log').read_text()[-4000:]}") from e
+    assert seen[:3] == [3000.0, 0.0, -4000.0] and seen[3] != -4000.0
