@@ -83,7 +83,8 @@ def describe(built: BuiltSite, text: str) -> dict[str, Any]:
         "ok": True,
         "revision": h.hexdigest()[:12],
         "text": text,
-        "config": cfg.model_dump(mode="json", exclude=set(COMPONENT_SECTIONS)),
+        # a depot's EVSEs are compared as the components they expand into (evse<n>.<name>), not as text
+        "config": cfg.model_dump(mode="json", exclude={*COMPONENT_SECTIONS, "evses"}),
         "components": components,
         "tags": tags,
         "watch": sorted(set(watched)),
@@ -91,7 +92,19 @@ def describe(built: BuiltSite, text: str) -> dict[str, Any]:
 
 
 def _type_of(cfg: SiteConfig, section: str, name: str) -> str:
-    return next(c.type for c in getattr(cfg, section) if c.label == name)
+    """The type a built component was declared with: in the site's own section, or, for a depot's
+    ``evse<n>.<name>``, in the EVSE template's (docs/depot.md)."""
+    from runtime.evses import evse_of
+
+    for c in getattr(cfg, section):
+        if c.label == name:
+            return str(c.type)
+    if cfg.evses is not None and evse_of(name) is not None:
+        plain = name.split(".", 1)[1]
+        for c in getattr(cfg.evses.template, section):
+            if c.label == plain:
+                return str(c.type)
+    raise KeyError(f"{section}: no component named {name!r} in the site file")
 
 
 def validate_site(path: Path, text: str | None = None) -> dict[str, Any]:
