@@ -15,9 +15,10 @@ Layout (``<state_dir>/amqp-outbox.sqlite``, schema 1): ``meta(key, value)`` with
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.store import open_store
 
 SCHEMA = 1
 
@@ -40,28 +41,13 @@ class Outbox:
         self.dropped = 0  # telemetry messages dropped because the outbox was full
         self.over_bound = 0  # events kept although the outbox was full
         self._ready = asyncio.Event()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                self.db.execute(
-                    "CREATE TABLE messages (pos INTEGER PRIMARY KEY AUTOINCREMENT, routing_key TEXT NOT NULL, "
-                    "body BLOB NOT NULL, event INTEGER NOT NULL, message_id TEXT)"
-                )
-                self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
-            elif int(row[0]) != SCHEMA:
-                raise ValueError(f"{path}: outbox schema {row[0]}, this runtime reads {SCHEMA}")
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            self.db.close()
-            raise
+        self.db = open_store(
+            path,
+            SCHEMA,
+            "CREATE TABLE messages (pos INTEGER PRIMARY KEY AUTOINCREMENT, routing_key TEXT NOT NULL, "
+            "body BLOB NOT NULL, event INTEGER NOT NULL, message_id TEXT)",
+            "outbox",
+        )
         if len(self):
             self._ready.set()
 

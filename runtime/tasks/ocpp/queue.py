@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.store import open_store
 from runtime.tasks.ocpp.protocol import call_text
 
 log = logging.getLogger("v2g_plc.ocpp")
@@ -35,25 +35,16 @@ class Item:
 
 class MessageQueue:
     def __init__(self, path: Path, max_bytes: int = 4_000_000) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                self.db.execute(
-                    "CREATE TABLE messages (pos INTEGER PRIMARY KEY AUTOINCREMENT, uid TEXT UNIQUE NOT NULL, "
-                    "action TEXT NOT NULL, text TEXT NOT NULL, periodic INTEGER NOT NULL, "
-                    "attempts INTEGER NOT NULL DEFAULT 0)"
-                )
-                self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
-            elif int(row[0]) != SCHEMA:
-                raise ValueError(f"{path}: queue schema {row[0]}, this runtime reads {SCHEMA}")
-            self.db.execute("COMMIT")
+        self.db = open_store(
+            path,
+            SCHEMA,
+            "CREATE TABLE messages (pos INTEGER PRIMARY KEY AUTOINCREMENT, uid TEXT UNIQUE NOT NULL, "
+            "action TEXT NOT NULL, text TEXT NOT NULL, periodic INTEGER NOT NULL, "
+            "attempts INTEGER NOT NULL DEFAULT 0)",
+            "queue",
+            check_same_thread=False,
+        )
 
     def close(self) -> None:
         self.db.close()
