@@ -19,9 +19,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import yaml
 from pymodbus.client import ModbusTcpClient
 
@@ -108,6 +110,8 @@ def site_for(tmp: Path, load: bool, mqtt_port: int | None, amqp_url: str | None)
 def one_run(tmp: Path, load: bool, seconds: float, amqp: bool) -> dict[str, Any]:
     brokers: list[Mosquitto | RabbitMQ] = []
     poller: Poller | None = None
+    sub: mqtt.Client | None = None
+    per_topic: Counter[str] = Counter()
     try:
         mqtt_port = amqp_url = None
         if load:
@@ -128,8 +132,23 @@ def one_run(tmp: Path, load: bool, seconds: float, amqp: bool) -> dict[str, Any]
         if load:
             port = next(t["params"]["port"] for t in conf["tasks"] if t["type"] == "localapi_modbus")
             poller = Poller(port, seconds)
-        late_ms, bare_out, err = run_beside_bare(tmp, site, conf, seconds, poller.start if poller else None)
+
+        def beside() -> None:
+            nonlocal sub
+            if poller is not None:
+                poller.start()
+            if mqtt_port is not None:  # a subscriber counts what the MQTT task publishes in the window
+                sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+                sub.on_message = lambda _c, _u, msg: per_topic.update([msg.topic])
+                sub.on_connect = lambda c, *_: c.subscribe("#")
+                sub.connect("127.0.0.1", mqtt_port)
+                sub.loop_start()
+
+        late_ms, bare_out, err = run_beside_bare(tmp, site, conf, seconds, beside if load else None)
     finally:
+        if sub is not None:
+            sub.disconnect()
+            sub.loop_stop()
         if poller is not None and poller.is_alive():
             poller.stop.set()
             poller.join(timeout=10)
@@ -147,6 +166,14 @@ def one_run(tmp: Path, load: bool, seconds: float, amqp: bool) -> dict[str, Any]
         "mqtt_connected": "MQTT connected" in err if load else None,
         "amqp_connected": ("AMQP connected" in err) if load and amqp else None,
     }
+    if sub is not None:
+        state = {t: n for t, n in per_topic.items() if "/state/" in t}
+        # each topic's first message is its retained copy, delivered on subscribe
+        res["mqtt"] = {
+            "state_topics": len(state),
+            "state_msgs_per_s": round(sum(n - 1 for n in state.values()) / seconds, 2),
+            "max_per_tag_per_s": round(max((n - 1 for n in state.values()), default=0) / seconds, 2),
+        }
     if poller is not None:
         lat = poller.lat_ms
         res["modbus"] = {
