@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,12 @@ def summary(late_ms: list[float]) -> dict[str, float]:
     }
 
 
-def one_run(tmp: Path, ocpp: bool, seconds: float, tx_interval: int) -> dict[str, Any]:
-    """One runtime of the bundled site and, beside it, the bare loop for the same ``seconds``."""
-    site, conf = site_for(tmp, ocpp, tx_interval)
+def run_beside_bare(
+    tmp: Path, site: Path, conf: dict[str, Any], seconds: float, beside: Callable[[], None] | None = None
+) -> tuple[list[float], dict[str, Any], str]:
+    """One runtime of ``site`` and, beside it, the bare loop for the same ``seconds`` (``beside`` is called
+    once the runtime is past warm-up, just before the bare loop starts: a load that runs in that window).
+    Returns the runtime's lateness past warm-up (ms), the bare loop's figures and the runtime's stderr."""
     period_ms = float(conf["scan"]["period_ms"])
     rt = conf["scan"].get("realtime_priority")
     sock, rec = tmp / "var" / "control.sock", tmp / "rec.jsonl"
@@ -83,6 +87,8 @@ def one_run(tmp: Path, ocpp: bool, seconds: float, tx_interval: int) -> dict[str
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the runtime did not start")
             time.sleep(0.1)
+        if beside is not None:
+            beside()
         bare_cmd = [sys.executable, "-m", "tests.bench.bench_scan", "--bare", str(period_ms), "--seconds", str(seconds)]
         bare = subprocess.run(
             bare_cmd + (["--rt", str(rt)] if rt else []),
@@ -106,19 +112,31 @@ def one_run(tmp: Path, ocpp: bool, seconds: float, tx_interval: int) -> dict[str
         v = f["tags"].get("runtime.lateness")
         if f["k"] > WARMUP_CYCLES and isinstance(v, (int, float)):
             late_ms.append(float(v) * 1e3)
+    return late_ms, bare_out, err
+
+
+def bare_summary(bare_out: dict[str, Any]) -> dict[str, float]:
+    return {
+        "cycles": bare_out["cycles"],
+        "p50_ms": round(bare_out["p50"], 4),
+        "p99_ms": round(bare_out["p99"], 3),
+        "max_ms": round(bare_out["max"], 3),
+    }
+
+
+def one_run(tmp: Path, ocpp: bool, seconds: float, tx_interval: int) -> dict[str, Any]:
+    """One runtime of the bundled site and, beside it, the bare loop for the same ``seconds``."""
+    site, conf = site_for(tmp, ocpp, tx_interval)
+    late_ms, bare_out, err = run_beside_bare(tmp, site, conf, seconds)
+    period_ms = float(conf["scan"]["period_ms"])
     rt_sum = summary(late_ms)
     return {
         "variant": "ocpp" if ocpp else "none",
         "period_ms": period_ms,
-        "realtime_priority": rt,
         "runtime": rt_sum,
         "overruns": sum(1 for x in late_ms if x > period_ms),
-        "bare": {
-            "cycles": bare_out["cycles"],
-            "p50_ms": round(bare_out["p50"], 4),
-            "p99_ms": round(bare_out["p99"], 3),
-            "max_ms": round(bare_out["max"], 3),
-        },
+        "realtime_priority": conf["scan"].get("realtime_priority"),
+        "bare": bare_summary(bare_out),
         "p99_ratio": round(rt_sum["p99_ms"] / bare_out["p99"], 2) if bare_out["p99"] > 0 else None,
         "ocpp_connected": "connected to" in err if ocpp else None,
         "transaction_events": err.count(" transaction ") if ocpp else 0,  # the demo CSMS logs each one it takes
