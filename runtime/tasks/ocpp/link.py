@@ -310,4 +310,4 @@ class LinkSide:
         """Close the link after the current answer went out (a new password takes effect on reconnect)."""
         peer = self.peer
         if peer is not None:
-            peer.after_answer = lambda: asyncio.get_running_loop().create_task(peer._connection.close())
+            peer.after_this_answer(lambda: asyncio.get_running_loop().create_task(peer._connection.close()))

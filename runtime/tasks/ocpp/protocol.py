@@ -15,6 +15,7 @@ what the station needs on top of it in one place, for 2.0.1 now and 2.1 next (do
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import logging
@@ -35,6 +36,10 @@ log = logging.getLogger("v2g_plc.ocpp")
 
 Payload = dict[str, Any]
 Handler = Callable[[Payload], Payload | Awaitable[Payload]]
+
+
+# what runs once the answer being computed went out: per answer task (_PeerMixin.after_this_answer)
+_AFTER_ANSWER: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("after_answer", default=None)
 
 
 @dataclass(frozen=True)
@@ -115,13 +120,18 @@ class _PeerMixin:
     known: frozenset[str]
     on_rtt: Callable[[str, float], None] | None = None
     on_traffic: Callable[[], None] | None = None
-    after_answer: Callable[[], None] | None = None  # once, after the current answer went out
     _answering: set[asyncio.Task[None]]
 
     if TYPE_CHECKING:  # the package's, typed here
 
         async def _send(self, message: str) -> None: ...
         async def _get_specific_response(self, unique_id: str, timeout: float) -> Any: ...
+
+    def after_this_answer(self, then: Callable[[], None]) -> None:
+        """Run ``then`` once the answer the calling handler is computing went out (a reconnect with a new
+        password or certificate must not cut its own answer off). Per answer: every CALL is answered in a
+        task of its own, whose context holds this, so two answers in flight never take each other's."""
+        _AFTER_ANSWER.set(then)
 
     async def route_message(self, raw_msg: str) -> None:
         if self.on_traffic:
@@ -146,6 +156,7 @@ class _PeerMixin:
             await asyncio.wait(set(self._answering))
 
     async def _answer(self, msg: Call) -> None:
+        _AFTER_ANSWER.set(None)  # this task's own context (create_task copies it)
         try:
             handler = self.handlers.get(msg.action)
             if handler is None:
@@ -166,7 +177,7 @@ class _PeerMixin:
             log.exception("%s: handling %s failed", self.id, msg.action)
             text = msg.create_call_error(exc).to_json()  # InternalError
         await self._send(text)
-        then, self.after_answer = self.after_answer, None
+        then = _AFTER_ANSWER.get()
         if then is not None:
             then()
 
