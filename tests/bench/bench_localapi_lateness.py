@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from pymodbus.client import ModbusTcpClient
 
-from tests.bench.bench_ocpp_lateness import bare_summary, run_beside_bare, summary
+from tests.bench.bench_ocpp_lateness import alternate, bare_summary, run_beside_bare, summary
 from tests.bench.bench_scan import pct
 from tests.localapi.conftest import Mosquitto, RabbitMQ
 from tests.runtime.helpers import bundled_site_copy
@@ -188,14 +187,7 @@ def one_run(tmp: Path, load: bool, seconds: float, amqp: bool) -> dict[str, Any]
 
 
 def measure(seconds: float, rounds: int, amqp: bool) -> list[dict[str, Any]]:
-    runs = []
-    for r in range(rounds):
-        for load in (True, False) if r % 2 == 0 else (False, True):  # interleaved, alternating which goes first
-            with tempfile.TemporaryDirectory() as d:
-                res = one_run(Path(d), load, seconds, amqp)
-            print(json.dumps(res), flush=True)
-            runs.append(res)
-    return runs
+    return alternate(rounds, lambda tmp, load: one_run(tmp, load, seconds, amqp))
 
 
 def main(argv: list[str] | None = None) -> int:

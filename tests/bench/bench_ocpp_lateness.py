@@ -143,15 +143,21 @@ def one_run(tmp: Path, ocpp: bool, seconds: float, tx_interval: int) -> dict[str
     }
 
 
-def measure(seconds: float, rounds: int, tx_interval: int) -> list[dict[str, Any]]:
+def alternate(rounds: int, run: Callable[[Path, bool], dict[str, Any]]) -> list[dict[str, Any]]:
+    """``run(tmp, variant)`` for both variants each round, alternating which goes first, so that slow
+    drift of a shared machine's load falls on both; each result printed as it comes."""
     runs = []
     for r in range(rounds):
-        for ocpp in (True, False) if r % 2 == 0 else (False, True):  # interleaved, alternating which goes first
+        for variant in (True, False) if r % 2 == 0 else (False, True):
             with tempfile.TemporaryDirectory() as d:
-                res = one_run(Path(d), ocpp, seconds, tx_interval)
+                res = run(Path(d), variant)
             print(json.dumps(res), flush=True)
             runs.append(res)
     return runs
+
+
+def measure(seconds: float, rounds: int, tx_interval: int) -> list[dict[str, Any]]:
+    return alternate(rounds, lambda tmp, ocpp: one_run(tmp, ocpp, seconds, tx_interval))
 
 
 def main(argv: list[str] | None = None) -> int:
