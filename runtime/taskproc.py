@@ -14,7 +14,7 @@ size, never dropped for its size):
                 ["c", {"id", "kind", "source", "by", "args"}] a typed command (runtime/commands.py),
                 checked again by the scan and answered with an "ack";
                 ["sub", stream | null, next_seq | null] where the event stream resumes (runtime/eventstream.py).
-  scan -> task: pickled ("img", now_us, full, {tag: (value, quality, t_us)}): the committed image;
+  scan -> task: pickled ("img", now_us, full, {tag: (value, quality, t_us, forced)}): the committed image;
                 ("ack", id, accepted, reason): the answer to a command, after the cycle that applied it;
                 ("ev", stream, [event, ...]) numbered events; ("gap", stream, from_seq, to_seq, dropped).
 """
@@ -88,7 +88,7 @@ class TaskChannel:
         self.last_heard_ns = 0
         self.attached_ns = 0
         self.heard = False  # the current task process has said something since it was attached
-        self._pending: dict[str, tuple[Any, str, int]] = {}
+        self._pending: dict[str, tuple[Any, str, int, bool]] = {}
         self._acks: list[tuple[str, bool, str]] = []
         self.limit = MAX_MSG  # halved when the kernel says a message is too long (EMSGSIZE)
         self.requests: list[Request] = []  # typed commands received, for the runner to check and apply
@@ -202,7 +202,7 @@ class TaskChannel:
             self._acks.pop(0)
         src = image if self._full or changed is None else changed
         for name, tv in src.items():
-            self._pending[name] = (tv.value, tv.quality.value, tv.t_us)
+            self._pending[name] = (tv.value, tv.quality.value, tv.t_us, tv.forced)
         items = list(self._pending.items())
         sent = 0
         try:
@@ -545,8 +545,8 @@ async def child_main(
             _kind, now_us, full, chunk = msg
             if full:
                 values.clear()
-            for name, (v, q, t) in chunk.items():
-                values[name] = TagValue(v, Quality(q), t)
+            for name, (v, q, t, f) in chunk.items():
+                values[name] = TagValue(v, Quality(q), t, f)
             latest = now_us
         if latest is not None:
             image = Image(values)

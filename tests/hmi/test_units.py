@@ -182,6 +182,21 @@ def test_forces_follow_the_force_events() -> None:
     assert forces == {"c.d": True}
 
 
+def test_forces_in_force_come_from_the_image_flag() -> None:
+    """A force set before the HMI subscribed shows (the image says forced); a value the operator asked
+    for wins over the image's post-safety value; a force the image no longer has is not shown."""
+    image = Image(
+        {
+            "inverter.setpoint": TagValue(0.0, Quality.GOOD, 0, True),  # forced to -3000, safety said 0
+            "plc.snr": TagValue(25.0, Quality.GOOD, 0, True),  # forced before the HMI subscribed
+            "ev.soc": TagValue(0.5, Quality.GOOD, 0, False),
+        }
+    )
+    asked = {"inverter.setpoint": -3000.0, "ev.soc": 0.9}  # ev.soc released while nobody listened
+    assert view.forces_in_force(image, asked) == {"inverter.setpoint": -3000.0, "plc.snr": 25.0}
+    assert view.forces_in_force(image, {}) == {"inverter.setpoint": 0.0, "plc.snr": 25.0}
+
+
 def test_event_filters() -> None:
     rows = [
         {"seq": 1, "kind": "trip", "source": "safety", "message": "trip write_mismatch"},

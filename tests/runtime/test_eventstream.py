@@ -140,13 +140,14 @@ def test_an_oversized_image_is_split_by_size_and_never_lost(pair) -> None:
     scan, task = pair
     ch = TaskChannel()
     ch.attach(scan)
-    big = {f"t.big{i}": TagValue(str(i) * 50_000, Quality.GOOD, 0) for i in range(8)}
+    big = {f"t.big{i}": TagValue(str(i) * 50_000, Quality.GOOD, 0, i == 3) for i in range(8)}
     ch.publish(0, Image(big), None)
     msgs = received(task)
     assert len(msgs) >= 4 and all(m[0] == "img" for m in msgs)
     assert [m[2] for m in msgs] == [True] + [False] * (len(msgs) - 1)  # "full" only on the first
     got = {k: v for m in msgs for k, v in m[3].items()}
-    assert got == {k: (tv.value, "good", 0) for k, tv in big.items()}
+    # the forced flag travels with the value: a task that subscribes late still sees what is forced
+    assert got == {k: (tv.value, "good", 0, k == "t.big3") for k, tv in big.items()}
 
 
 def test_emsgsize_shrinks_the_messages_and_loses_nothing(pair) -> None:
@@ -165,7 +166,7 @@ def test_emsgsize_shrinks_the_messages_and_loses_nothing(pair) -> None:
         if len(got) == len(tags):
             break
     assert ch.limit < MAX_MSG
-    assert got == {k: (tv.value, "good", 0) for k, tv in tags.items()}
+    assert got == {k: (tv.value, "good", 0, False) for k, tv in tags.items()}
 
 
 # ------------------------------------------------------------------------------- a real task process

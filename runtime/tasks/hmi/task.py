@@ -238,9 +238,10 @@ class Hmi(Task):
     def _state(self) -> dict[str, Any]:
         cx = self.cx
         image: Image = cx.image
+        forces = view.forces_in_force(image, self.forces)
         return {
-            "overview": view.overview(image, cx.now_us, cx.calendar(), self.forces),
-            "tags": view.tags(image, cx.now_us, self.forces),
+            "overview": view.overview(image, cx.now_us, cx.calendar(), forces),
+            "tags": view.tags(image, cx.now_us, forces),
         }
 
     async def snapshot(self, request: Any) -> Any:

@@ -229,6 +229,13 @@ def filter_events(
     return out
 
 
+def forces_in_force(image: Image, asked: Mapping[str, Any]) -> dict[str, Any]:
+    """Which tags are forced comes from the image (its ``forced`` flag), so a force set before the HMI
+    subscribed shows too; the value shown is the one the operator asked for when a ``force`` event
+    told it (a forced output's image value is what safety let through), else the image's."""
+    return {n: asked.get(n, image[n].value) for n in image if image[n].forced}
+
+
 def forces_from_event(forces: dict[str, Any], e: Mapping[str, Any]) -> None:
     """Keep the forces in force up to date from the stream's ``force`` events (the engine says
     ``{tag, value}`` when it forces and ``{tag}`` alone when it releases)."""
