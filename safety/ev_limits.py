@@ -5,16 +5,17 @@ bypassed by whoever is in charge (the back office in ``remote``, a grid service 
 limits over ISO 15118-20 (``EVMaximumChargePower`` / ``EVMaximumDischargePower``, ISO 15118-20 section 8.3.5)
 are a fact about the battery, like the SoC window. This interlock reads them straight from the SECC
 device's inputs (never from a program's output: it judges what programs did, so it does not stand on
-them), clamps the committed set point to them less ``margin_pct``, and lowers the safety layer's
-directional limits (``safety.limit_charge`` / ``safety.limit_discharge``) to the same, so that dispatch
-and the SECC link see the bound the next cycle and the EV is told it.
+them) and clamps the committed set point to them less ``margin_pct``. It writes nothing else but the
+permit on doubt and its reason: the safety layer's directional limits stay the supervisor's (a tag that
+no one rewrites each cycle would keep a lowered limit for good), and the EV knows its own limits.
 
 - No session (the SECC says so, good): no EV, no EV limit; the other interlocks decide.
 - In a session, a limit the EV does not give (None: DIN SPEC 70121 and ISO 15118-2 have no discharge
   limit) bounds nothing in that direction; a limit that is not good (stale, bad, forced) is 0 W.
-- The SECC not heard (its session input stale, bad or forced): doubt. The set point is 0 W both ways and
-  the permit is withdrawn until it is heard again; nothing latches (the service restarts by itself,
-  docs/iso15118.md "The channel").
+- The SECC not heard while a session ran (its session input stale or bad after a good "in session"), or
+  the session input forced: doubt. The set point is 0 W both ways and the permit is withdrawn until it
+  is heard again; nothing latches (the service restarts by itself, docs/iso15118.md "The channel"). An
+  SECC never heard (start-up) or last heard idle has no session to protect: no EV limit.
 
 List it after ``v2g_safety`` (it tightens what the supervisor committed) and before ``secc_link`` (which
 tells the EV what was committed). It says why in ``safety.reason`` and with a ``limit`` event.
@@ -45,9 +46,7 @@ class EvLimitsParams(Params):
     )
     setpoint_tag: TagName = "inverter.setpoint"
     enable_tag: TagName = "inverter.enable"
-    limit_charge_tag: TagName = "safety.limit_charge"
-    limit_discharge_tag: TagName = "safety.limit_discharge"
-    reason_tag: TagName = "safety.reason"
+    reason_tag: TagName = Field("safety.reason", description="where it says why it acts (appended)")
 
 
 def _doubt(img: Image, name: str) -> str:
@@ -58,23 +57,28 @@ def _doubt(img: Image, name: str) -> str:
     return f"{name} is forced" if tv.forced else ""
 
 
-def ev_bounds(img: Image, p: EvLimitsParams) -> tuple[float, float, str]:
-    """(charge W, discharge W, doubt): the EV's bounds on this cycle's set point, ``inf`` where it gives
-    none; ``doubt`` says which input is no evidence (then both bounds are 0). Pure."""
-    why = _doubt(img, p.session_tag)
-    if why:
-        return 0.0, 0.0, why
-    if img.value(p.session_tag) is not True:
-        return INF, INF, ""
+def ev_bounds(img: Image, p: EvLimitsParams, was_in_session: bool) -> tuple[float, float, str, bool]:
+    """(charge W, discharge W, doubt, in session): the EV's bounds on this cycle's set point, ``inf`` where
+    it gives none; ``doubt`` says which input is no evidence (then both bounds are 0); ``in session`` is
+    what to remember for the next cycle. Pure.
+
+    A session input that is not good counts as doubt only when the last good one said a session was
+    running: an SECC never heard, or last heard idle, has no EV in a session to protect (and without the
+    service no session can start). A forced session input is always doubt, or a force could hide one."""
+    tv = img.tag(p.session_tag)
+    if tv.forced or (not tv.good and was_in_session):
+        return 0.0, 0.0, _doubt(img, p.session_tag), was_in_session
+    if not tv.good or tv.value is not True:
+        return INF, INF, "", False
     keep = 1.0 - p.margin_pct / 100.0
     out: list[float] = []
     for tag in (p.max_charge_tag, p.max_discharge_tag):
         why = _doubt(img, tag)
         if why:
-            return 0.0, 0.0, why
+            return 0.0, 0.0, why, True
         v = img.value(tag)
         out.append(INF if v is None else abs(float(v)) * keep)
-    return out[0], out[1], ""
+    return out[0], out[1], "", True
 
 
 @register_interlock("ev_limits")
@@ -87,6 +91,8 @@ class EvLimits(Program):
     def __init__(self, name: str, params: EvLimitsParams, site: SiteInfo):
         super().__init__(name, params, site)
         self.acting = ""  # the kind of what acted last cycle: a limit event says when it changes
+        self.in_session = False  # the last good session input said a session runs
+        self.said = ""  # what this interlock appended to the reason tag last cycle (taken off again first)
 
     def requires(self) -> list[str]:
         p = self.params
@@ -96,37 +102,29 @@ class EvLimits(Program):
             p.max_discharge_tag,
             p.setpoint_tag,
             p.enable_tag,
-            p.limit_charge_tag,
-            p.limit_discharge_tag,
             p.reason_tag,
         ]
 
     def scan(self, cx: Cycle) -> None:
         p, out = self.params, cx.out
-        lc, ld, doubt = ev_bounds(cx.inputs, p)
-        sp = float(out[p.setpoint_tag] or 0.0)
-        sp = min(sp, lc) if sp > 0 else max(sp, -ld)
+        lc, ld, doubt, self.in_session = ev_bounds(cx.inputs, p, self.in_session)
+        asked = float(out[p.setpoint_tag] or 0.0)
+        sp = min(asked, lc) if asked > 0 else max(asked, -ld)
         out[p.setpoint_tag] = sp if sp != 0 else 0.0  # never -0.0
         if doubt:
             out[p.enable_tag] = False
-        parts, kinds = [], []
-        for tag, lim, which in ((p.limit_charge_tag, lc, "charge"), (p.limit_discharge_tag, ld, "discharge")):
-            was = float(out[tag] or 0.0)
-            if lim < was:
-                out[tag] = lim
-                if not doubt:
-                    parts.append(f"{which} {lim:.0f} W")
-                    kinds.append(which)
-        if doubt:
             reason, kind = f"EV limits unknown ({doubt}): 0 W, no permit", "unknown"
-        elif parts:
-            reason = f"EV limits: {', '.join(parts)} (the EV's own less {p.margin_pct:g} %)"
-            kind = "+".join(kinds)
+        elif sp != asked:
+            kind = "charge" if asked > 0 else "discharge"
+            reason = f"EV limits: {kind} {abs(sp):.0f} W (the EV's own less {p.margin_pct:g} %)"
         else:
             reason, kind = "", ""
-        if reason:
-            before = out[p.reason_tag] or ""
-            out[p.reason_tag] = f"{before}; {reason}" if before else reason
+        before = out[p.reason_tag] or ""
+        if self.said and before.endswith(self.said):  # not rewritten since: ours from last cycle
+            before = before[: -len(self.said)]
+        self.said = (f"; {reason}" if before else reason) if reason else ""
+        if self.said or out[p.reason_tag] != before:
+            out[p.reason_tag] = before + self.said
         if kind != self.acting:
             w = {k: None if v == INF else v for k, v in (("charge_w", lc), ("discharge_w", ld))}  # JSON has no inf
             cx.event("limit", reason or "EV limits no longer acting", ev_limits=kind, **w)
