@@ -25,7 +25,12 @@ Tags read:
   now;
 - ``inverter.setpoint`` as committed by the previous cycle: the ramp (on increases of magnitude) starts
   from what was really sent after safety;
-- ``safety.limit_charge`` / ``safety.limit_discharge`` (W >= 0, previous cycle): not good means 0.
+- ``safety.limit_charge`` / ``safety.limit_discharge`` (W >= 0, previous cycle): not good means 0;
+- ``ev.max_charge_w`` / ``ev.max_discharge_w`` (W magnitudes, this cycle, written by ``programs/ev_source.py``
+  before dispatch): the EV's own power limits over ISO 15118 (its ``EVMaximumCharge/DischargePower``).
+  None means the EV gives no limit (another protocol, no session): only the rating and safety bound it.
+  They bound every mode's set point, ``remote`` and ``frequency`` included: the back office cannot ask an
+  EV for more than the EV itself allows. The safety layer checks them again (``safety/ev_limits.py``).
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ class DispatchParams(Params):
     enable_tag: TagName = "inverter.enable"
     safety_charge_tag: TagName | None = "safety.limit_charge"
     safety_discharge_tag: TagName | None = "safety.limit_discharge"
+    ev_max_charge_tag: TagName | None = Field(
+        None, description="the EV's own charge limit, W magnitude (ev.max_charge_w); None: the site has none"
+    )
+    ev_max_discharge_tag: TagName | None = Field(
+        None, description="the EV's own discharge limit, W magnitude (ev.max_discharge_w); None: the site has none"
+    )
     rt_price_tag: TagName | None = Field(
         None, description="real-time price of the current interval (prices.real_time); None: day-ahead plan only"
     )
@@ -89,6 +100,14 @@ def _safety_limit(img: Image, tag: str | None) -> float:
         return float("inf")
     v = img.value(tag)
     return 0.0 if v is None else max(0.0, float(v))
+
+
+def _ev_limit(cx: Cycle, tag: str | None) -> float:
+    """The EV's own limit as ``ev_source`` wrote it this cycle: None (the EV gives none) bounds nothing.
+    A magnitude by contract; a negative number is read as its magnitude (some EVs send the discharge
+    limit signed), never as permission to reverse."""
+    v = _current(cx, tag)
+    return float("inf") if v is None else abs(float(v))
 
 
 def _current(cx: Cycle, tag: str | None) -> Any:
@@ -123,6 +142,8 @@ class Dispatch(Program):
                 p.plan_end_tag,
                 p.safety_charge_tag,
                 p.safety_discharge_tag,
+                p.ev_max_charge_tag,
+                p.ev_max_discharge_tag,
                 p.rt_price_tag,
                 p.plan_price_tag if p.rt_price_tag else None,
             )
@@ -211,7 +232,8 @@ class Dispatch(Program):
         self, cx: Cycle, sign: float, target: float, p: DispatchParams, ramp: bool = True, share: float = 1.0
     ) -> tuple[float, str]:
         """(setpoint, limit): ``target``'s magnitude in the direction ``sign`` (never the other sign), after
-        the ramp (unless ``ramp`` is false), ``share`` of the rating, and the safety limits."""
+        the ramp (unless ``ramp`` is false), ``share`` of the rating, the EV's own limit and the safety
+        limits."""
         img = cx.inputs
         mag = max(0.0, sign * target)  # the magnitude in the mode's direction; never the other sign
         out, limit = mag, ""
@@ -225,6 +247,7 @@ class Dispatch(Program):
         rating = p.max_charge_w if sign > 0 else p.max_discharge_w
         bounds = (
             ("rating", rating) if share >= 1.0 else ("limit_pct", rating * share),
+            ("ev", _ev_limit(cx, p.ev_max_charge_tag if sign > 0 else p.ev_max_discharge_tag)),
             ("safety", _safety_limit(img, p.safety_charge_tag if sign > 0 else p.safety_discharge_tag)),
         )
         for name, lim in bounds:

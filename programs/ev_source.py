@@ -32,6 +32,7 @@ class EvSourceParams(Params):
 
 
 # target suffix -> (type, unit, the secc suffix it comes from, scale)
+MAGNITUDES = frozenset({"max_charge_w", "max_discharge_w"})  # limits are W >= 0; some EVs sign the discharge one
 FIELDS: dict[str, tuple[TagType, str, str, float]] = {
     "soc": (TagType.FLOAT, "", "soc", 0.01),  # ISO 15118 percent -> fraction
     "departure_time": (TagType.FLOAT, "s", "departure_time", 1.0),
@@ -71,6 +72,8 @@ class EvSource(Program):
                 v: Any = cx.inputs.value(f"{p.secc_prefix}.{src}")
                 if v is not None and not isinstance(v, bool):
                     v = float(v) * scale
+                    if key in MAGNITUDES:
+                        v = abs(v)
                 out[self.targets[key]] = v
             return
         for key in FIELDS:

@@ -6,6 +6,9 @@ Reads from the scan's published image:
   Optionally ``forecast_tag`` in the same format, for intervals beyond the known curve.
 - ``prices.updated`` (the feed's revision counter) to tell new prices from the curve sliding forward.
 - ``ev.connected`` and ``ev.soc``.
+- ``ev.departure_time`` (UTC epoch s) and ``ev.energy_request_wh`` (Wh to the EV's target SoC), written by
+  ``programs/ev_source.py`` when an ISO 15118 session gives them: the EV's own word, ahead of the site's
+  departure routine (``ev_windows``); None (no session, stale source) falls back to the routine.
 
 Writes (shared tags, each with an age limit so that a dead task turns them stale and dispatch stops
 following a plan nobody maintains):
@@ -20,7 +23,9 @@ following a plan nobody maintains):
   rule,
 - ``plan.json`` (TagType.JSON) the whole plan, as ``programs/planner/plan.schema.json`` describes.
 
-Re-plans when ``needs_replan`` says so (new prices, plug-in/unplug, drift, plan running out). Without a
+Re-plans when ``needs_replan`` says so (new prices, plug-in/unplug, drift, plan running out) or when the
+EV's own goal changes materially (``ev_goal_change``: it appears or goes, its departure moves by more than
+``ev_departure_change_s``, its target SoC by more than ``ev_target_change``). Without a
 good price curve covering now (missing, stale, gaps) it publishes the rule-based fallback plan instead.
 Plans are computed in planner-visible time: intervals are absolute instants (UTC), while the driver's
 routine and the terminal value's price history use the site's local calendar.
@@ -32,17 +37,19 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import math
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from programs.planner.model import Battery, Charger, Plan, PlanRequest
+from programs.planner.model import Battery, Charger, Plan, PlanRequest, PlugWindow
 from programs.planner.replan import needs_replan
 from programs.planner.reserve import reserve_soc
 from programs.planner.routine import Routine, routine_windows
 from runtime.api import Params, SiteInfo, TagName
-from runtime.tags import US, Direction, Quality, TagSpec, TagType
+from runtime.tags import US, Direction, Image, Quality, TagSpec, TagType
 from runtime.tasks.base import Task, TaskContext, register_task
 
 UTC = dt.UTC
@@ -74,6 +81,24 @@ class PlannerTaskParams(Params):
     max_horizon_h: float = Field(48.0, gt=0, le=24 * 14)
     drift_soc: float = Field(0.05, gt=0, le=1, description="re-plan when the SoC differs from the plan by this much")
     time_limit_s: float = Field(2.0, gt=0, le=600)
+    ev_departure_tag: TagName | None = Field(
+        "ev.departure_time", description="the EV's own departure (UTC epoch s, ISO 15118); None: the routine only"
+    )
+    ev_energy_tag: TagName | None = Field(
+        "ev.energy_request_wh",
+        description="the EV's own energy request to its target SoC (Wh, battery side); None: the routine only",
+    )
+    # Material changes of the EV's goal. A departure is planned on the price curve's intervals (15 min at
+    # the finest, the EU day-ahead market's), so a move inside one is no new plan; the EV recomputes its
+    # seconds-to-departure every message, which jitters the epoch by a message's latency. The target SoC
+    # is derived as SoC + request / capacity, which steps with the SoC's whole percent (ISO 15118 reports
+    # SoC in percent): two steps is a change.
+    ev_departure_change_s: float = Field(
+        900.0, gt=0, le=86_400, description="re-plan when the EV's departure moves by more than this"
+    )
+    ev_target_change: float = Field(
+        0.02, gt=0, le=1, description="re-plan when the EV's target SoC (from its energy request) moves this much"
+    )
     heartbeat_s: float = Field(60.0, gt=0, le=3600, description="rewrite the plan tags at least this often")
     stale_after_s: float = Field(
         300.0, gt=0, le=3600, description="age limit of the plan tags: without a good plan, no discharge"
@@ -131,6 +156,84 @@ def contiguous_from(
             break
         prices += [p] * (length // step)
     return s0, int(step.total_seconds()), prices
+
+
+@dataclass(frozen=True, slots=True)
+class EvGoal:
+    """What the EV itself asks for: when it leaves and the SoC it wants then; None where it does not say."""
+
+    departure: dt.datetime | None = None
+    target_soc: float | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.departure is not None or self.target_soc is not None
+
+    def describe(self) -> str:
+        dep = "routine" if self.departure is None else self.departure.isoformat(timespec="minutes")
+        soc = "routine" if self.target_soc is None else f"{self.target_soc:.3f}"
+        return f"departure {dep}, target SoC {soc}"
+
+
+def ev_goal(
+    departure_s: Any, energy_wh: Any, soc: float | None, now: dt.datetime, battery: Battery, tz: dt.tzinfo | None
+) -> EvGoal:
+    """The EV's goal from its own data: a departure still ahead of ``now`` (UTC epoch s; on a naive site
+    clock read as the site's wall clock, as the price feed is), and the target SoC its energy request
+    leads to from the present SoC (battery side, as ISO 15118-20 EVTargetEnergyRequest is), capped at
+    the battery's window. Anything missing, non-finite or past is None: the routine decides there."""
+    departure = None
+    if isinstance(departure_s, (int, float)) and math.isfinite(departure_s):
+        try:
+            departure = dt.datetime.fromtimestamp(float(departure_s), UTC)
+        except (OverflowError, OSError, ValueError):
+            departure = None
+        if departure is not None and tz is None:
+            departure = departure.replace(tzinfo=None)
+        if departure is not None and departure <= now:
+            departure = None
+    target = None
+    if isinstance(energy_wh, (int, float)) and math.isfinite(energy_wh) and soc is not None:
+        target = min(battery.soc_max, max(0.0, soc + float(energy_wh) / (battery.capacity_kwh * 1000.0)))
+    return EvGoal(departure, target)
+
+
+def ev_goal_change(old: EvGoal, new: EvGoal, departure_s: float, target: float) -> str | None:
+    """Why the EV's goal changed materially since the plan was made, or None (pure, for tables)."""
+    o_dep, n_dep, o_soc, n_soc = old.departure, new.departure, old.target_soc, new.target_soc
+    moved = (
+        (o_dep is None) != (n_dep is None)
+        or (o_soc is None) != (n_soc is None)
+        or (o_dep is not None and n_dep is not None and abs((n_dep - o_dep).total_seconds()) > departure_s)
+        or (o_soc is not None and n_soc is not None and abs(n_soc - o_soc) > target)
+    )
+    return f"EV data: {new.describe()} (was {old.describe()})" if moved else None
+
+
+def ev_windows(
+    routine: tuple[PlugWindow, ...], goal: EvGoal, start: dt.datetime, end: dt.datetime, departure_soc: float
+) -> tuple[PlugWindow, ...]:
+    """The routine's plug-in windows with the EV's own goal laid over the current one (connected now).
+
+    The current window ends at the EV's departure (else the routine's, else the horizon) and asks for
+    the EV's target SoC (else the routine's ``departure_soc``) when that departure lies inside the
+    horizon. The routine's later windows are kept from the EV's departure on; one that would start
+    before it is dropped (the routine did not foresee this trip; the next arrival it knows stands)."""
+    if not goal.given or not routine or routine[0].start > start:
+        return routine
+    cur = routine[0]
+    if goal.departure is not None:
+        dep, inside = min(goal.departure, end), goal.departure <= end
+    else:
+        dep, inside = cur.end, cur.departure_soc_min is not None
+    soc = goal.target_soc if goal.target_soc is not None else departure_soc
+    first = PlugWindow(
+        start=cur.start,
+        end=max(dep, cur.start + dt.timedelta(seconds=1)),
+        departure_soc_min=soc if inside else None,
+        trip_energy_kwh=cur.trip_energy_kwh,
+    )
+    return (first, *(w for w in routine[1:] if w.start >= first.end))
 
 
 def prices_key(*values: Any) -> str:
@@ -217,6 +320,7 @@ class PlannerTask(Task):
         forecast: list,
         tz: dt.tzinfo | None,
         key: str = "",
+        goal: EvGoal = EvGoal(),
     ) -> PlanRequest:
         p = self.params
         start, step_s, prices = contiguous_from(curve, now, dt.timedelta(hours=p.max_horizon_h))
@@ -243,11 +347,19 @@ class PlannerTask(Task):
             battery=p.battery,
             charger=p.charger,
             degradation_cost_per_mwh=p.degradation_cost_per_mwh,
-            windows=routine_windows(p.routine, start, horizon_end, connected, tz),
+            windows=self.windows(start, horizon_end, connected, tz, goal),
             terminal_value_per_mwh=value,
             time_limit_s=p.time_limit_s,
             prices_key=key,
         )
+
+    def windows(
+        self, start: dt.datetime, end: dt.datetime, connected: bool, tz: dt.tzinfo | None, goal: EvGoal
+    ) -> tuple[PlugWindow, ...]:
+        """The routine's windows, with the EV's own goal over the current one while it is connected."""
+        r = self.params.routine
+        base = routine_windows(r, start, end, connected, tz)
+        return ev_windows(base, goal, start, end, r.departure_soc_min) if connected else base
 
     def _refill_value(self, start: dt.datetime, step_s: int, published: list[float], tz: dt.tzinfo | None) -> float:
         """programs/planner/terminal.py over the remembered week and the published horizon, plugged-in
@@ -278,6 +390,7 @@ class PlannerTask(Task):
         p = self.params
         last_write_us = -1
         last_sig: tuple | None = None
+        planned_goal = EvGoal()  # the EV's goal the current plan was made with
         while True:
             img = await cx.next_image()
             local = cx.calendar()
@@ -310,17 +423,23 @@ class PlannerTask(Task):
                 key = prices_key("revision", rev, forecast)
             else:
                 key = prices_key(curve, forecast)
+            goal = self.ev_goal(img, soc, now, tz) if connected else EvGoal()
             reason = needs_replan(self.plan, now, prices_key=key, connected=connected, soc=soc, drift_soc=p.drift_soc)
+            if reason is None and self.plan is not None:
+                reason = ev_goal_change(planned_goal, goal, p.ev_departure_change_s, p.ev_target_change)
             if reason is not None and soc is not None:
+                if goal.given:
+                    reason = f"{reason}; EV's own {goal.describe()}"
                 try:
                     if problem is not None:
                         raise ValueError(problem)
-                    req = self.build_request(now, soc, bool(connected), curve, forecast, tz, key)
+                    req = self.build_request(now, soc, bool(connected), curve, forecast, tz, key, goal)
                     self.plan = await asyncio.to_thread(make_plan, req, reason)
                 except ValueError as exc:  # no usable prices: the fallback needs none
-                    req = self._fallback_request(now, soc, bool(connected), tz, key)
+                    req = self._fallback_request(now, soc, bool(connected), tz, key, goal)
                     self.plan = make_plan(req, f"{reason}; {exc}", use_solver=False)
                 self.reserve = reserve_soc(req)
+                planned_goal = goal
                 cx.log.info("plan %s (%s): %s", self.plan.status, reason, self.plan.reason)
             if self.plan is None:
                 continue
@@ -330,8 +449,14 @@ class PlannerTask(Task):
                 self._publish(cx, iv, now, connected is not False)
                 last_sig, last_write_us = sig, cx.now_us
 
+    def ev_goal(self, img: Image, soc: float | None, now: dt.datetime, tz: dt.tzinfo | None) -> EvGoal:
+        p = self.params
+        dep = img.value(p.ev_departure_tag) if p.ev_departure_tag else None
+        energy = img.value(p.ev_energy_tag) if p.ev_energy_tag else None
+        return ev_goal(dep, energy, soc, now, p.battery, tz)
+
     def _fallback_request(
-        self, now: dt.datetime, soc: float, connected: bool, tz: dt.tzinfo | None, key: str
+        self, now: dt.datetime, soc: float, connected: bool, tz: dt.tzinfo | None, key: str, goal: EvGoal = EvGoal()
     ) -> PlanRequest:
         """24 hourly intervals of price 0 from this hour: the plan ``use_solver=False`` turns into the
         rule-based fallback (charge on plug-in to the departure SoC, never discharge)."""
@@ -346,7 +471,7 @@ class PlannerTask(Task):
             soc=min(1.0, max(0.0, soc)),
             battery=p.battery,
             charger=p.charger,
-            windows=routine_windows(p.routine, start, start + dt.timedelta(hours=n), connected, tz),
+            windows=self.windows(start, start + dt.timedelta(hours=n), connected, tz, goal),
             prices_key=key,
         )
 

@@ -31,6 +31,7 @@ devices:
         - {{name: test.trip, type: str, direction: output, value: ""}}
         - {{name: test.limit_charge, unit: W, direction: output, value: 11000.0}}
         - {{name: test.limit_discharge, unit: W, direction: output, value: 11000.0}}
+        - {{name: test.reason, type: str, direction: output, value: ""}}
   - name: secc
     type: secc
     params:
@@ -46,6 +47,9 @@ programs:
     name: request
     params: {{source: test.request_w, target: inverter.setpoint, declare_target: false}}
 safety:
+  - type: ev_limits
+    name: ev_limits
+    params: {{reason_tag: test.reason}}
   - type: secc_link
     name: secc_link
     params: {{trip_tag: test.trip, limit_charge_tag: test.limit_charge, limit_discharge_tag: test.limit_discharge}}
