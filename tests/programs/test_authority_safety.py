@@ -94,3 +94,49 @@ def test_frequency_step_reaches_the_inverter_within_two_cycles_through_safety() 
         got = [committed(r) for _ in range(2) if r.step()]
         assert got[-1] == pytest.approx(expected, abs=1e-6), (hz, got)
         assert got[0] == pytest.approx(expected, abs=1e-6), f"{hz} Hz: took two cycles ({got})"
+
+
+DER_GATE = Gate(
+    {"backoffice": "ocpp"}, CommandsSection.model_validate({"allow": {"ocpp": ["der_control"]}}), False, 20_000
+)
+# IEEE 1547-2018 Table 24, Category III: 0.036 Hz band, 5 % droop (11 kW per 3 Hz at the 11 kW rating)
+DROOP = {"priority": 0, "overFreq": 60.036, "underFreq": 59.964, "overDroop": 0.05, "underDroop": 0.05}
+
+
+def test_a_freq_droop_set_as_a_der_control_drives_frequency_response_through_safety() -> None:
+    """The CSMS's FreqDroop reaches the safety layer as a DER control; from the next cycle on it is the
+    curve of the frequency request, and the committed set point follows it: both signs and zero."""
+    r = site()
+    r.step((ask("frequency", curve=[[59.0, 9000.0], [61.0, -9000.0]]),))
+    setc = {"action": "set", "control_type": "FreqDroop", "control_id": "fd", "is_default": True}
+    c = DER_GATE.check(
+        Request("d", "der_control", "backoffice", "csms", {**setc, "ocpp": DROOP | {"responseTime": 5.0}}), 0
+    )
+    r.set(grid__frequency=60.336)
+    r.step((c,))  # applied by the safety layer in this cycle, published for the next
+    for hz, expected in ((60.336, 1100.0), (59.664, -1100.0), (60.0, 0.0), (60.636, 2200.0)):
+        r.set(grid__frequency=hz)
+        r.step()
+        assert tag(r, "authority.curve_from") == "der_freq_droop"
+        assert committed(r) == pytest.approx(expected, abs=1e-6), hz
+
+
+@pytest.mark.parametrize(("hz", "expected"), [(60.3, 5000.0), (59.7, -3000.0), (59.85, 0.0)])
+def test_the_sites_own_frequency_service_passes_through_safety(hz: float, expected: float) -> None:
+    safety: dict[str, Any] = {"thermal": {"tau_s": None}}
+    probe = Rig(**safety)
+    lf = {"curve": [[59.5, -10000.0], [60.5, 10000.0]], "deadband_hz": 0.1, "baseline_w": 1000.0}
+    progs = [
+        Authority("authority", AuthorityParams(local_frequency=lf), probe.site),
+        Modes("modes", ModeParams(), probe.site),
+        Dispatch("dispatch", DispatchParams(ramp_w_per_s=1e7, plan_soc_tag=None, plan_end_tag=None), probe.site),
+    ]
+    r = Rig(extra_inputs=PLANT, programs=progs, **safety)
+    r.set(ev__connected=True, plan__power=0.0, plan__reserve_soc=0.2)
+    r.settle()
+    r.set(grid__frequency=hz)
+    r.step()
+    assert tag(r, "authority.source") == "site" and committed(r) == pytest.approx(expected, abs=1e-6)
+    r.set(grid__voltage=1.25 * 240.0)  # over-voltage: the safety layer ceases whatever the service asks
+    r.step()
+    assert committed(r) == 0.0
