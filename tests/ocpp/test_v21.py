@@ -258,3 +258,57 @@ def test_dynamic_profile_updated_and_pulled(tmp_path: Path) -> None:
             await csms.close()
 
     asyncio.run(main())
+
+
+# (period, charge limit W, discharge limit W, set point W) on the harness's site: 1 phase at 240 V, 11 kW
+PHASE_CASES: list[tuple[dict[str, Any], float, float, float]] = [
+    # W, all three phases given: the field is L1; the single-phase site counts L1 only
+    ({"limit": 4000.0, "limit_L2": 1000.0, "limit_L3": 2000.0, "setpoint": 3000.0, "setpoint_L2": 500.0,
+      "setpoint_L3": 500.0, "dischargeLimit": -2500.0, "dischargeLimit_L2": -100.0, "dischargeLimit_L3": -100.0},
+     4000.0, 2500.0, 3000.0),
+    ({"limit": 4000.0, "setpoint": -2000.0, "dischargeLimit": -5000.0}, 4000.0, 5000.0, -2000.0),  # sums
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("extra", "charge", "discharge", "setpoint"), PHASE_CASES)
+def test_per_phase_values_compose_as_the_2_1_schema_says(
+    tmp_path: Path, extra: dict[str, Any], charge: float, discharge: float, setpoint: float
+) -> None:
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            period = {"startPeriod": 0, "operationMode": "CentralSetpoint", **extra}
+            res = await csms.stations["CP-1"].request(
+                "SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile([period])}
+            )
+            assert res["status"] == "Accepted"
+            await h.publish()
+            await until(lambda: bool(modes(h)))
+            assert modes(h)[0]["setpoint_w"] == setpoint
+            assert h.writes["ocpp.limit_charge"] == charge and h.writes["ocpp.limit_discharge"] == discharge
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())
+
+
+def test_setpoint_reactive_and_half_given_phases_are_refused_with_their_reason(tmp_path: Path) -> None:
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            link = csms.stations["CP-1"]
+            for key in ("setpointReactive", "setpointReactive_L2"):
+                period = {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": 1000.0, key: 500.0}
+                res = await link.request("SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile([period])})
+                assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "UnsupportedParam"
+                assert key in res["statusInfo"]["additionalInfo"] and "reactive" in res["statusInfo"]["additionalInfo"]
+            half = {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": 1000.0, "setpoint_L2": 500.0}
+            res = await link.request("SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile([half])})
+            assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "InvalidSchedule"
+            assert h.station.profiles.items == [] and not modes(h)
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())

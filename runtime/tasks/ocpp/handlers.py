@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from runtime.tasks.ocpp import der, protocol
+from runtime.tasks.ocpp import der, protocol, smart
 from runtime.tasks.ocpp.variables import VARDEFS
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         return {"status": "Accepted"}
 
     def set_charging_profile(req: Payload) -> Payload:
+        if st.version.name == "2.1" and (why := smart.unsupported(req["chargingProfile"])):
+            return refused(why, "UnsupportedParam")
         status, reason = st.profiles.set(req["evseId"], req["chargingProfile"], st.tx.st.tx_id, st.version.name)
         st.publish(force=True)
         out: Payload = {"status": status}

@@ -14,6 +14,15 @@ OCPP 2.1 (V2X) adds to a period ``operationMode``, a signed ``setpoint`` (+ into
 in force; the discharge limit is the smallest magnitude of the station maximum's and the Tx(Default)'s;
 on a profile set over 2.1 a Tx(Default) period without ``operationMode`` is ChargingOnly (no discharge),
 while a profile set over 2.0.1 (which has no discharge) limits charging only.
+
+Per-phase values (2.1): ``limit``, ``dischargeLimit`` and ``setpoint`` are the sum of all phases, "unless
+values are provided for L2 and L3, in which case this field represents phase L1" (2.1 schemas,
+ChargingSchedulePeriodType; both ``_L2`` and ``_L3``, or neither). This site's converter takes one set
+point for all its phases and shares it evenly, so per-phase limits compose to the site's phase count
+times the tightest phase (no phase is ever asked above its own limit), and per-phase set points to their
+sum; a site with fewer phases counts its first phases only. ``setpointReactive`` (and its ``_L2``/``_L3``)
+is refused: no inverter map of this project writes a reactive power set point (io_maps/), so the
+station could not follow it and says so (Rejected, UnsupportedParam) instead of ignoring it.
 """
 
 from __future__ import annotations
@@ -57,6 +66,21 @@ def _bad_times(profile: dict[str, Any]) -> str:
 
 FREQUENCY_MODES = ("CentralFrequency", "LocalFrequency")
 SETPOINT_MODES = ("CentralSetpoint", "CentralFrequency")  # need a setpoint (2.1 part 2, Q "V2X")
+PHASED = ("limit", "dischargeLimit", "setpoint")  # the fields with _L2/_L3 this site composes
+REACTIVE = ("setpointReactive", "setpointReactive_L2", "setpointReactive_L3")
+
+
+def unsupported(profile: dict[str, Any]) -> str:
+    """Why this site cannot follow a 2.1 profile at all (empty: it can), for statusInfo.additionalInfo."""
+    for sched in profile.get("chargingSchedule", []):
+        for q in sched.get("chargingSchedulePeriod", []):
+            found = [k for k in REACTIVE if k in q]
+            if found:
+                return (
+                    f"{found[0]} (period at {q.get('startPeriod')} s): this site's inverter map has no reactive "
+                    "power set point, so it cannot follow one"
+                )
+    return ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,13 @@ class InForce:
 def _bad_v2x(sched: dict[str, Any]) -> str:
     """What is wrong with a 2.1 schedule's V2X fields (empty: nothing)."""
     for q in sched["chargingSchedulePeriod"]:
+        if any(k in q for k in REACTIVE):
+            return "a setpointReactive (no reactive power set point on this site)"
+        for key in PHASED:
+            if (f"{key}_L2" in q) != (f"{key}_L3" in q) or (f"{key}_L2" in q and key not in q):
+                return f"{key}_L2/_L3 given without all of {key}, {key}_L2 and {key}_L3"
+        if any(q.get(f"limit{ph}", 0) < 0 for ph in ("_L2", "_L3")):
+            return "a negative per-phase limit"
         if q.get("limit", 0) < 0:
             return "a negative limit"
         if q.get("dischargeLimit", 0) > 0:
@@ -233,6 +264,16 @@ class Profiles:
         n = min(phases or self.phases, self.phases)
         return float(limit) * self.voltage * n
 
+    def _total(self, q: dict[str, Any], key: str, unit: str) -> float:
+        """A period's ``key`` (limit, dischargeLimit or setpoint) in W for all phases (module docstring)."""
+        if f"{key}_L2" not in q:
+            return self._watts(q[key], unit, q.get("numberPhases"))
+        n = min(q.get("numberPhases") or self.phases, self.phases)
+        per = [self._watts(v, unit, 1) for v in (q[key], q[f"{key}_L2"], q[f"{key}_L3"])[:n]]
+        if key == "setpoint":
+            return sum(per)
+        return n * (min(per) if key == "limit" else max(per))  # dischargeLimit <= 0: the smallest magnitude
+
     def _starts(
         self, profile: dict[str, Any], sched: dict[str, Any], t: dt.datetime, tx_start: dt.datetime | None
     ) -> dt.datetime | None:
@@ -325,9 +366,9 @@ class Profiles:
                 continue
             _, q, unit = got
             if "limit" in q:
-                charge = min(charge, self._watts(q["limit"], unit, q.get("numberPhases")))
+                charge = min(charge, self._total(q, "limit", unit))
             if "dischargeLimit" in q:
-                discharge = min(discharge, self._watts(-q["dischargeLimit"], unit, q.get("numberPhases")))
+                discharge = min(discharge, -self._total(q, "dischargeLimit", unit))
         charge, discharge = max(0.0, charge), max(0.0, discharge)
         if tx is None or tx[0].get("ocpp") != "2.1":
             return InForce(charge, discharge, until=self._next_change(t, tx_start) if until else None)
@@ -336,7 +377,7 @@ class Profiles:
         if mode == "ChargingOnly":
             discharge = 0.0
         sp = q.get("setpoint")
-        setpoint = None if sp is None else min(charge, max(-discharge, self._watts(sp, unit, q.get("numberPhases"))))
+        setpoint = None if sp is None else min(charge, max(-discharge, self._total(q, "setpoint", unit)))
         base = q.get("v2xBaseline")
         curve = tuple(sorted((float(pt["frequency"]), float(pt["power"])) for pt in q.get("v2xFreqWattCurve", [])))
         return InForce(
