@@ -27,7 +27,9 @@ Rules:
   curve (a period's ``v2xFreqWattCurve``, the site file's) applies without one. The baseline stays the
   request's. docs/modes.md "Frequency response" states the precedence and its source.
 - In ``frequency`` the set point is ``baseline_w`` + the curve at this cycle's ``grid.frequency``
-  (programs/freqwatt.py); a frequency that is not good gives 0 W (doubt is zero).
+  (programs/freqwatt.py) + the signal curve at this cycle's AFRR signal (``ocpp.afrr_signal``, OCPP 2.1
+  v2xSignalWattCurve), each where the request has one; an input it needs that is not good gives 0 W
+  (doubt is zero).
 - Live requests persist across a restart with the time they had left, rounded up to the minute (so the
   state file is written at most once a minute while a request lives): a restart neither drops an
   operator's override silently nor keeps it past its expiry by more than that minute.
@@ -84,9 +86,11 @@ class Held:
     expires_us: int
     seq: int  # arrival order: among equals the latest wins
     by: str
+    signal_curve: Curve = ()  # (signal, w): OCPP 2.1 v2xSignalWattCurve, at the AFRR signal in force
 
     def describe(self) -> str:
-        what = f"{self.setpoint_w:.0f} W" if self.mode == "remote" else f"curve + {self.baseline_w:.0f} W"
+        curves = " + ".join(n for n, c in (("curve", self.curve), ("signal curve", self.signal_curve)) if c)
+        what = f"{self.setpoint_w:.0f} W" if self.mode == "remote" else f"{curves} + {self.baseline_w:.0f} W"
         return f"{self.cls} {self.source} ({self.by}): {self.mode} {what}"
 
 
@@ -143,6 +147,9 @@ class AuthorityParams(Params):
         "safety.der_freq_droop",
         description="the DER control FreqDroop in force (JSON, empty: none), published by the safety layer; "
         "when present it is the curve of every frequency request",
+    )
+    signal_tag: TagName | None = Field(
+        "ocpp.afrr_signal", description="the AFRR signal in force (OCPP 2.1 AFRRSignal), the signal curve's input"
     )
     rated_w: float = Field(
         11_000.0, gt=0, le=MAX_SETPOINT_W, description="the rated power a FreqDroop's per-unit droop refers to (W)"
@@ -219,6 +226,7 @@ class Authority(Program):
             d = asdict(h)
             del d["expires_us"], d["seq"]
             d["curve"] = [list(p) for p in h.curve]
+            d["signal_curve"] = [list(p) for p in h.signal_curve]
             out.append({**d, "left_s": left_s})
         return {"requests": out}
 
@@ -238,11 +246,12 @@ class Authority(Program):
                     round(float(d["left_s"]) * US),
                     self._seq + 1,
                     str(d["by"]),
+                    tuple((float(a), float(b)) for a, b in d.get("signal_curve", ())),
                 )
                 if (
                     h.cls not in RANK
                     or h.mode not in ("remote", "frequency")
-                    or (h.mode == "frequency") != bool(h.curve)
+                    or (h.mode == "frequency") != bool(h.curve or h.signal_curve)
                 ):
                     raise ValueError(f"class {h.cls!r}, mode {h.mode!r}")
             except (KeyError, TypeError, ValueError) as exc:
@@ -296,6 +305,7 @@ class Authority(Program):
             cx.now_us + round(expiry_s * US),
             self._seq,
             by,
+            tuple((float(x), float(w)) for x, w in a.get("signal_curve") or ()),
         )
         self.held[src] = h
         cx.event("authority", f"request held for {expiry_s:g} s: {h.describe()}", cls=cls, mode=h.mode)
@@ -348,19 +358,28 @@ class Authority(Program):
             self._droop = (text, curve)
         return self._droop[1]
 
-    def _frequency_w(self, win: Held, img: Image) -> tuple[float | None, str]:
-        """The set point of a frequency request at this cycle's frequency (None: not good) and whose curve."""
-        hz = img.value(self.params.frequency_tag)
+    def _frequency_w(self, win: Held, img: Image) -> tuple[float | None, str, str]:
+        """The set point of a frequency request this cycle, whose frequency curve is in force, and what
+        input was not good (then the set point is None)."""
+        p = self.params
+        sp, curve_from = win.baseline_w, ""
+        if win.signal_curve:
+            signal = img.value(p.signal_tag) if p.signal_tag is not None else None
+            if signal is None:
+                return None, "", f"{p.signal_tag} not good"
+            sp += curve_w(win.signal_curve, float(signal))
+        if not win.curve:
+            return sp, curve_from, ""
+        hz = img.value(p.frequency_tag)
         if hz is None:
-            return None, ""
+            return None, "", f"{p.frequency_tag} not good"
         droop = self._droop_in_force(img)
         if droop is not None:
-            return win.baseline_w + curve_w(droop, float(hz)), "der_freq_droop"
-        lf = self.params.local_frequency
-        if win.cls == SITE and lf is not None:
-            f = dead_band_hz(float(hz), self.site.nominal_frequency, lf.deadband_hz)
-            return win.baseline_w + curve_w(win.curve, f), SITE
-        return win.baseline_w + curve_w(win.curve, float(hz)), "request"
+            return sp + curve_w(droop, float(hz)), "der_freq_droop", ""
+        if win.cls == SITE and p.local_frequency is not None:
+            f = dead_band_hz(float(hz), self.site.nominal_frequency, p.local_frequency.deadband_hz)
+            return sp + curve_w(win.curve, f), SITE, ""
+        return sp + curve_w(win.curve, float(hz)), "request", ""
 
     def _delegated(self, img: Image) -> bool:
         if self._has_ocpp_task(img):
@@ -373,9 +392,9 @@ class Authority(Program):
         if win is not None and win.mode == "remote":
             sp = win.setpoint_w
         elif win is not None:
-            got, curve_from = self._frequency_w(win, cx.inputs)
+            got, curve_from, bad = self._frequency_w(win, cx.inputs)
             if got is None:
-                reason += f"; {self.params.frequency_tag} not good: 0 W"
+                reason += f"; {bad}: 0 W"
             else:
                 sp = got
         now = (win.source, win.mode) if win else ("", PLAN)

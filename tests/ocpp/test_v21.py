@@ -5,6 +5,7 @@ right arguments: the scan's side is the mode authority's), and what is in force 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,10 @@ def test_a_session_over_2_1_is_schema_valid_both_ways(tmp_path: Path) -> None:
             sched = await link.request("GetCompositeSchedule", {"duration": 600, "evseId": 1})
             assert sched["status"] == "Accepted"
             # a 2.1-only action the station does not support gets NotSupported, one unknown to 2.1 NotImplemented
-            for action, code in (("AFRRSignal", "NotSupported"), ("FlyToTheMoon", "NotImplemented")):
+            for action, code in (("UsePriorityCharging", "NotSupported"), ("FlyToTheMoon", "NotImplemented")):
                 with pytest.raises(Exception) as err:
                     await link.request(
-                        action, {"timestamp": stamp(START), "signal": 0} if action != "FlyToTheMoon" else {}
+                        action, {"transactionId": "t", "activate": True} if action != "FlyToTheMoon" else {}
                     )
                 assert code in repr(err.value) or type(err.value).__name__.startswith(code)
         finally:
@@ -307,6 +308,50 @@ def test_setpoint_reactive_and_half_given_phases_are_refused_with_their_reason(t
             res = await link.request("SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile([half])})
             assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "InvalidSchedule"
             assert h.station.profiles.items == [] and not modes(h)
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())
+
+
+def test_afrr_signal_drives_the_signal_watt_curve_from_its_timestamp(tmp_path: Path) -> None:
+    """CentralFrequency with a v2xSignalWattCurve: the curve goes to the scan with the mode request, each
+    AFRRSignal is published as ``ocpp.afrr_signal`` from its timestamp on; without a signal curve in force
+    a signal is Rejected with the reason."""
+
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            link = csms.stations["CP-1"]
+            res = await link.request("AFRRSignal", {"timestamp": stamp(START), "signal": 10})
+            assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "NotEnabled"
+            signal_curve = [{"signal": 100, "power": 5000.0}, {"signal": -100, "power": -5000.0}]
+            periods = [
+                {"startPeriod": 0, "operationMode": "CentralFrequency", "setpoint": 1000.0,
+                 "v2xSignalWattCurve": signal_curve},
+                {"startPeriod": 600, "operationMode": "ChargingOnly", "limit": 3000.0},
+            ]  # fmt: skip
+            res = await link.request("SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile(periods)})
+            assert res["status"] == "Accepted"
+            await h.publish()
+            await until(lambda: bool(modes(h)))
+            req = modes(h)[0]
+            assert req["mode"] == "frequency" and "curve" not in req and req["baseline_w"] == 1000.0
+            assert req["signal_curve"] == [[-100, -5000.0], [100, 5000.0]]  # by signal
+            now = START + dt.timedelta(seconds=1)
+            res = await link.request("AFRRSignal", {"timestamp": stamp(now), "signal": 40})
+            assert res["status"] == "Accepted" and h.writes["ocpp.afrr_signal"] == 40
+            later = now + dt.timedelta(seconds=10)
+            res = await link.request("AFRRSignal", {"timestamp": stamp(later), "signal": -60})
+            assert res["status"] == "Accepted" and h.writes["ocpp.afrr_signal"] == 40  # not yet active
+            await h.publish(dt_s=10.0)
+            assert h.writes["ocpp.afrr_signal"] == -60
+            await h.publish(dt_s=600.0)  # the period ends: the scan is handed back, the signal moves nothing
+            await until(lambda: modes(h)[-1] == {"mode": "local"})
+            late = START + dt.timedelta(seconds=700)
+            res = await link.request("AFRRSignal", {"timestamp": stamp(late), "signal": 5})
+            assert res["status"] == "Rejected"
         finally:
             await h.stop()
             await csms.close()

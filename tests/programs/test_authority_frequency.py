@@ -147,3 +147,57 @@ def test_no_droop_without_a_frequency_request() -> None:
     r = site(ocpp=True)
     run(r, {**BASE, "grid.frequency": 60.3, "safety.der_freq_droop": json.dumps(DROOP)})
     assert r.value("authority.mode") == "plan" and r.value("authority.curve_from") == ""
+
+
+SIGNAL_TAG = TagSpec("ocpp.afrr_signal", TagType.INT, "", Direction.SHARED, None, 10.0)
+SIGNAL_CURVE = [[-100, -5000.0], [100, 5000.0]]
+# (signal, committed set point): baseline 1 kW + 50 W per unit of signal, held beyond +-100
+SIGNAL_STEPS = [(0, 1000.0), (40, 3000.0), (-60, -2000.0), (-20, 0.0), (500, 6000.0), (-500, -4000.0)]
+
+
+def signal_site() -> Rig:
+    progs = [
+        Authority("authority", AuthorityParams(), SITE),
+        Modes("modes", ModeParams(), SITE),
+        Dispatch("dispatch", DispatchParams(ramp_w_per_s=1e7, plan_soc_tag=None), SITE),
+    ]
+    return Rig(progs, extra=(GRID, DROOP_TAG, SIGNAL_TAG, *OCPP))
+
+
+def test_an_afrr_signal_reaches_the_committed_setpoint_in_the_cycle_that_sees_it() -> None:
+    r = signal_site()
+    run(
+        r, {**BASE, "ocpp.afrr_signal": 0}, ask("backoffice", "frequency", signal_curve=SIGNAL_CURVE, baseline_w=1000.0)
+    )
+    assert r.value("mode.state") == "frequency"
+    for signal, expected in SIGNAL_STEPS:
+        run(r, {**BASE, "ocpp.afrr_signal": signal, "safety.der_freq_droop": json.dumps(DROOP)})
+        assert sp(r) == pytest.approx(expected, abs=1e-6), signal  # a droop has no say over a signal curve
+    r.step(BASE, bad=("ocpp.afrr_signal",))
+    assert sp(r) == 0.0 and "ocpp.afrr_signal not good: 0 W" in r.value("authority.reason")
+
+
+def test_frequency_and_signal_curves_add_up_on_the_baseline() -> None:
+    r = signal_site()
+    curve = [[59.5, -10000.0], [60.5, 10000.0]]
+    run(r, {**BASE, "ocpp.afrr_signal": 40}, ask("backoffice", "frequency", curve=curve, signal_curve=SIGNAL_CURVE))
+    run(r, {**BASE, "ocpp.afrr_signal": 40, "grid.frequency": 59.9})
+    assert sp(r) == pytest.approx(2000.0 - 2000.0, abs=1e-6)
+    run(r, {**BASE, "ocpp.afrr_signal": -40, "grid.frequency": 59.9})
+    assert sp(r) == pytest.approx(-4000.0, abs=1e-6)
+    r.step({**BASE, "ocpp.afrr_signal": 40}, bad=("grid.frequency",))
+    assert sp(r) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("signal_curve", "words"),
+    [
+        ([[1.5, 0.0], [2, 1.0]], "not an integer"),
+        ([[2, 0.0], [1, 1.0]], "signals must increase strictly"),
+        ([[0, 0.0]], "2-10"),
+        ([[0, 0.0], [2**31, 1.0]], "outside"),
+    ],
+)
+def test_a_bad_signal_curve_is_refused_at_the_gate(signal_curve: list[list[float]], words: str) -> None:
+    with pytest.raises(Exception, match=words):
+        ask("backoffice", "frequency", signal_curve=signal_curve)

@@ -28,15 +28,15 @@ def ask(mode: str, **args: Any) -> Command:
     return GATE.check(Request("1", "mode_request", CONTROL, "operator", {"mode": mode, **args}), 0)
 
 
-def site(**safety: Any) -> Rig:
+def site(authority: dict[str, Any] | None = None, extra: tuple[TagSpec, ...] = (), **safety: Any) -> Rig:
     safety.setdefault("thermal", {"tau_s": None})
     probe = Rig(**safety)  # only for the site facts the programs need
     progs = [
-        Authority("authority", AuthorityParams(), probe.site),
+        Authority("authority", AuthorityParams(**(authority or {})), probe.site),
         Modes("modes", ModeParams(), probe.site),
         Dispatch("dispatch", DispatchParams(ramp_w_per_s=1e7, plan_soc_tag=None, plan_end_tag=None), probe.site),
     ]
-    r = Rig(extra_inputs=PLANT, programs=progs, **safety)
+    r = Rig(extra_inputs=(*PLANT, *extra), programs=progs, **safety)
     r.set(ev__connected=True, plan__power=0.0, plan__reserve_soc=0.2)
     r.settle()  # through start-up enter service
     return r
@@ -123,20 +123,28 @@ def test_a_freq_droop_set_as_a_der_control_drives_frequency_response_through_saf
 
 @pytest.mark.parametrize(("hz", "expected"), [(60.3, 5000.0), (59.7, -3000.0), (59.85, 0.0)])
 def test_the_sites_own_frequency_service_passes_through_safety(hz: float, expected: float) -> None:
-    safety: dict[str, Any] = {"thermal": {"tau_s": None}}
-    probe = Rig(**safety)
     lf = {"curve": [[59.5, -10000.0], [60.5, 10000.0]], "deadband_hz": 0.1, "baseline_w": 1000.0}
-    progs = [
-        Authority("authority", AuthorityParams(local_frequency=lf), probe.site),
-        Modes("modes", ModeParams(), probe.site),
-        Dispatch("dispatch", DispatchParams(ramp_w_per_s=1e7, plan_soc_tag=None, plan_end_tag=None), probe.site),
-    ]
-    r = Rig(extra_inputs=PLANT, programs=progs, **safety)
-    r.set(ev__connected=True, plan__power=0.0, plan__reserve_soc=0.2)
-    r.settle()
+    r = site({"local_frequency": lf})
     r.set(grid__frequency=hz)
     r.step()
     assert tag(r, "authority.source") == "site" and committed(r) == pytest.approx(expected, abs=1e-6)
     r.set(grid__voltage=1.25 * 240.0)  # over-voltage: the safety layer ceases whatever the service asks
+    r.step()
+    assert committed(r) == 0.0
+
+
+def test_an_afrr_signal_request_passes_through_safety_both_signs_and_zero() -> None:
+    """A CentralFrequency period's signal-watt curve with the real safety layer in the path: the
+    committed set point follows the AFRR signal in the cycle that sees it; a signal that is not good is
+    0 W; an over-voltage ceases whatever the signal asks."""
+    r = site(extra=(TagSpec("ocpp.afrr_signal", TagType.INT),))
+    r.set(ocpp__afrr_signal=0)
+    r.step()
+    r.step((ask("frequency", signal_curve=[[-100, -5000.0], [100, 5000.0]], baseline_w=1000.0),))
+    for signal, expected in ((40, 3000.0), (-60, -2000.0), (-20, 0.0)):
+        r.set(ocpp__afrr_signal=signal)
+        r.step()
+        assert committed(r) == pytest.approx(expected, abs=1e-6), signal
+    r.set(grid__voltage=1.25 * 240.0)
     r.step()
     assert committed(r) == 0.0

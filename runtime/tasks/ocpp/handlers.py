@@ -232,6 +232,21 @@ def table(st: Station) -> dict[str, protocol.Handler]:
             return refused(reason, "InvalidValue")
         return {"status": "Accepted"}
 
+    def afrr_signal(req: Payload) -> Payload:
+        """2.1 AFRRSignal: the signal a CentralFrequency period's v2xSignalWattCurve maps to power. Kept
+        from its timestamp on and published as ``ocpp.afrr_signal``; the scan computes the power every
+        cycle (programs/authority.py). Rejected when no signal-watt curve is in force at that time, so the
+        CSMS learns the signal moves nothing."""
+        try:
+            at = smart.parse_time(req["timestamp"])
+        except ValueError:
+            return refused(f"timestamp {req['timestamp']!r} is not a date-time", "InvalidValue")
+        if not st.profiles.in_force(max(at, st.utc()), st.tx.st.tx_id, st.tx_start()).signal_curve:
+            return refused("no v2xSignalWattCurve (CentralFrequency) is in force at that time", "NotEnabled")
+        st.afrr = sorted([*st.afrr, (at, int(req["signal"]))], key=lambda x: x[0])[-16:]
+        st.publish(force=True)
+        return {"status": "Accepted"}
+
     def get_der_control(req: Payload) -> Payload:
         """R (2.1): the controls in force (the scan's ``safety.der_overlay``) follow as ReportDERControl."""
         found = der.matching(st.der_overlay, req)
@@ -300,6 +315,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         "GetInstalledCertificateIds": get_installed_certificate_ids,
         "DeleteCertificate": delete_certificate,
         "UpdateDynamicSchedule": update_dynamic_schedule,
+        "AFRRSignal": afrr_signal,
         "SetDERControl": set_der_control,
         "GetDERControl": get_der_control,
         "ClearDERControl": clear_der_control,

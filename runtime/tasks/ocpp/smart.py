@@ -93,6 +93,7 @@ class InForce:
     setpoint_w: float | None = None  # signed, + into the EV, within [-discharge_w, charge_w]
     baseline_w: float | None = None  # v2xBaseline
     curve: tuple[tuple[float, float], ...] = ()  # v2xFreqWattCurve: (Hz, W signed), by frequency
+    signal_curve: tuple[tuple[float, float], ...] = ()  # v2xSignalWattCurve: (AFRR signal, W signed), by signal
     until: dt.datetime | None = None  # when the period in force ends (None: not within a day)
 
 
@@ -114,9 +115,15 @@ def _bad_v2x(sched: dict[str, Any]) -> str:
         if mode in SETPOINT_MODES and "setpoint" not in q:
             return f"{mode} without a setpoint"
         if mode in FREQUENCY_MODES:
+            # the mode_request contract: 2-10 points at distinct frequencies within 45-65 Hz or distinct
+            # signals (sent sorted); CentralFrequency may follow the CSMS's AFRR signal instead (or as well)
             hz = [pt["frequency"] for pt in q.get("v2xFreqWattCurve", [])]
-            # the mode_request contract: 2-10 points at distinct frequencies within 45-65 Hz (sent sorted)
-            if not 2 <= len(hz) <= 10 or len(set(hz)) != len(hz) or not all(45 <= f <= 65 for f in hz):
+            sig = [pt["signal"] for pt in q.get("v2xSignalWattCurve", [])]
+            if sig and (mode != "CentralFrequency" or not 2 <= len(sig) <= 10 or len(set(sig)) != len(sig)):
+                return "a v2xSignalWattCurve needs CentralFrequency and 2-10 points at distinct signals"
+            if (hz or not sig) and (
+                not 2 <= len(hz) <= 10 or len(set(hz)) != len(hz) or not all(45 <= f <= 65 for f in hz)
+            ):
                 return f"{mode} needs a v2xFreqWattCurve of 2-10 points at distinct frequencies within 45-65 Hz"
     return ""
 
@@ -380,8 +387,9 @@ class Profiles:
         setpoint = None if sp is None else min(charge, max(-discharge, self._total(q, "setpoint", unit)))
         base = q.get("v2xBaseline")
         curve = tuple(sorted((float(pt["frequency"]), float(pt["power"])) for pt in q.get("v2xFreqWattCurve", [])))
+        signal = tuple(sorted((float(pt["signal"]), float(pt["power"])) for pt in q.get("v2xSignalWattCurve", [])))
         return InForce(
-            charge, discharge, mode, setpoint, None if base is None else float(base), curve,
+            charge, discharge, mode, setpoint, None if base is None else float(base), curve, signal,
             self._next_change(t, tx_start) if until else None,
         )  # fmt: skip
 

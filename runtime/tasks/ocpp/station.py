@@ -95,6 +95,7 @@ class Station(LinkSide):
         self.mode_sent: dict[str, Any] | None = None  # the last mode request asked of the scan
         self.mode_sent_us = 0
         self._steering = False  # a mode request is on its way
+        self.afrr: list[tuple[dt.datetime, int]] = []  # AFRRSignals by timestamp: the last one due is in force
 
     # ------------------------------------------------------------------ commands to the scan
 
@@ -377,6 +378,16 @@ class Station(LinkSide):
             discharge = 0.0
         return inf.charge_w, discharge
 
+    def afrr_signal(self) -> int | None:
+        """The AFRR signal in force: the latest whose timestamp has come (2.1 AFRRSignalRequest.timestamp,
+        "Time when signal becomes active"); older ones are dropped."""
+        now = self.utc()
+        due = [i for i, (t, _) in enumerate(self.afrr) if t <= now]
+        if not due:
+            return None
+        del self.afrr[: due[-1]]
+        return self.afrr[0][1]
+
     def steer(self, inf: InForce) -> None:
         """The operation mode in force as a mode request to the scan (v2x.py): sent when it changes and
         again before half of its expiry has run; nothing is handed back before anything was asked, and
@@ -422,11 +433,14 @@ class Station(LinkSide):
             "ocpp.queue": len(self.queue),
         }
         values["ocpp.rtt"] = self.rtt_s if self.peer is not None else None
+        values["ocpp.afrr_signal"] = self.afrr_signal()
         now = time.monotonic()
         if not force and values == self._published and now - self._published_at < PUBLISH_EVERY_S:
             return
         for k, v in values.items():
-            if v is None:  # no link, or no round trip measured yet: the back office's supervision sees "bad"
+            if v is None and k == "ocpp.afrr_signal":
+                self.cx.write(k, 0, Quality.BAD)  # no signal yet: the scan gives a signal-watt request 0 W
+            elif v is None:  # no link, or no round trip measured yet: the back office's supervision sees "bad"
                 self.cx.write(k, self.rtt_s or 0.0, Quality.BAD)
             else:
                 self.cx.write(k, v, Quality.GOOD)

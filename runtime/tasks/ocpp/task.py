@@ -63,6 +63,15 @@ class OcppTask(Task):
                 STALE_S,
                 "OCPP 2.1 operationMode in force ('' none); ExternalSetpoint/ExternalLimits: the local EMS may steer",
             ),
+            TagSpec(
+                "ocpp.afrr_signal",
+                TagType.INT,
+                "",
+                S,
+                None,
+                STALE_S,
+                "OCPP 2.1 AFRRSignal in force (from its timestamp on), the v2xSignalWattCurve's input; bad: none yet",
+            ),
         ]
 
     async def run(self, cx: TaskContext) -> None:
