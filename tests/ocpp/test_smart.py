@@ -160,3 +160,18 @@ def test_a_negative_per_phase_limit_or_a_reactive_set_point_is_never_stored(tmp_
         p["chargingSchedule"][0]["chargingSchedulePeriod"] = [period]
         assert pr.set(1, p, None, "2.1") == ("Rejected", "InvalidSchedule"), period
     assert pr.items == []
+
+
+def test_local_load_balancing_makes_the_periods_limits_the_connections(tmp_path: Path) -> None:
+    """LocalLoadBalancing: limit and dischargeLimit bound the site meter (for the allocator), not the EV,
+    whose limits stay the station maximum's; another mode has no connection limit."""
+    pr = Profiles(tmp_path / "p.json", 1, 230.0, 1, 11000.0)
+    llb = {"startPeriod": 0, "operationMode": "LocalLoadBalancing", "limit": 8000.0, "dischargeLimit": -4000.0}
+    p = profile(1, "TxDefaultProfile", 0, [(0, 0.0)], duration=600)
+    p["chargingSchedule"][0]["chargingSchedulePeriod"] = [llb]
+    assert pr.set(1, p, None, "2.1") == ("Accepted", "")
+    assert pr.set(0, profile(2, "ChargingStationMaxProfile", 0, [(0, 9000.0)]), None)[0] == "Accepted"
+    inf = pr.in_force(at(1), until=False)
+    assert inf.mode == "LocalLoadBalancing" and inf.connection == (8000.0, 4000.0)
+    assert (inf.charge_w, inf.discharge_w) == (9000.0, 11000.0)
+    assert pr.in_force(at(601), until=False).connection is None  # the profile ended

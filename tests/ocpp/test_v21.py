@@ -357,3 +357,32 @@ def test_afrr_signal_drives_the_signal_watt_curve_from_its_timestamp(tmp_path: P
             await csms.close()
 
     asyncio.run(main())
+
+
+def test_local_load_balancing_publishes_the_connection_limits_and_hands_back(tmp_path: Path) -> None:
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            periods = [
+                {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": 2000.0},
+                {"startPeriod": 60, "operationMode": "LocalLoadBalancing", "limit": 8000.0, "dischargeLimit": -3000.0},
+                {"startPeriod": 120, "operationMode": "ChargingOnly", "limit": 5000.0},
+            ]  # fmt: skip
+            res = await csms.stations["CP-1"].request(
+                "SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile(periods)}
+            )
+            assert res["status"] == "Accepted"
+            await h.publish()
+            assert h.writes["ocpp.connection_import_w"] == h.writes["ocpp.connection_export_w"] == 1e8
+            await h.publish(dt_s=60.0)
+            await until(lambda: modes(h)[-1] == {"mode": "local"})  # the local plan asks, the allocator cuts
+            assert h.writes["ocpp.operation_mode"] == "LocalLoadBalancing"
+            assert h.writes["ocpp.connection_import_w"] == 8000.0 and h.writes["ocpp.connection_export_w"] == 3000.0
+            assert h.writes["ocpp.limit_charge"] == 11000.0 and h.writes["ocpp.limit_discharge"] == 11000.0
+            await h.publish(dt_s=60.0)
+            assert h.writes["ocpp.connection_import_w"] == 1e8 and h.writes["ocpp.limit_charge"] == 5000.0
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())

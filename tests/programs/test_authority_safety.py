@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from programs.allocator import Allocator, AllocatorParams
 from programs.authority import Authority, AuthorityParams
 from programs.dispatch import Dispatch, DispatchParams
 from programs.modes import ModeParams, Modes
-from runtime.api import Command
+from runtime.api import Command, Program
 from runtime.commands import CONTROL, CommandsSection, Gate, Request
 from runtime.tags import TagSpec, TagType
 from tests.safety.rig import Rig
@@ -28,14 +29,21 @@ def ask(mode: str, **args: Any) -> Command:
     return GATE.check(Request("1", "mode_request", CONTROL, "operator", {"mode": mode, **args}), 0)
 
 
-def site(authority: dict[str, Any] | None = None, extra: tuple[TagSpec, ...] = (), **safety: Any) -> Rig:
+def site(
+    authority: dict[str, Any] | None = None,
+    extra: tuple[TagSpec, ...] = (),
+    allocator: dict[str, Any] | None = None,
+    **safety: Any,
+) -> Rig:
     safety.setdefault("thermal", {"tau_s": None})
     probe = Rig(**safety)  # only for the site facts the programs need
-    progs = [
+    progs: list[Program] = [
         Authority("authority", AuthorityParams(**(authority or {})), probe.site),
         Modes("modes", ModeParams(), probe.site),
         Dispatch("dispatch", DispatchParams(ramp_w_per_s=1e7, plan_soc_tag=None, plan_end_tag=None), probe.site),
     ]
+    if allocator is not None:
+        progs.append(Allocator("allocator", AllocatorParams(**allocator), probe.site))
     r = Rig(extra_inputs=(*PLANT, *extra), programs=progs, **safety)
     r.set(ev__connected=True, plan__power=0.0, plan__reserve_soc=0.2)
     r.settle()  # through start-up enter service
@@ -145,6 +153,40 @@ def test_an_afrr_signal_request_passes_through_safety_both_signs_and_zero() -> N
         r.set(ocpp__afrr_signal=signal)
         r.step()
         assert committed(r) == pytest.approx(expected, abs=1e-6), signal
+    r.set(grid__voltage=1.25 * 240.0)
+    r.step()
+    assert committed(r) == 0.0
+
+
+LLB = {
+    "import_limit_w": 60_000.0,
+    "export_limit_w": 60_000.0,
+    "import_limit_tag": "ocpp.connection_import_w",
+    "export_limit_tag": "ocpp.connection_export_w",
+}
+LLB_TAGS = (
+    TagSpec("ocpp.connection_import_w", TagType.FLOAT, "W"),
+    TagSpec("ocpp.connection_export_w", TagType.FLOAT, "W"),
+    TagSpec("ev.capacity_wh", TagType.FLOAT, "Wh"),
+)
+
+
+@pytest.mark.parametrize(
+    ("plan", "building", "imp", "exp", "expected"),
+    [(11_000.0, 5_000.0, 8_000.0, 1e8, 3_000.0), (-11_000.0, 1_000.0, 1e8, 4_000.0, -5_000.0),
+     (11_000.0, 9_000.0, 8_000.0, 1e8, 0.0)],
+)  # fmt: skip
+def test_local_load_balancing_through_safety(
+    plan: float, building: float, imp: float, exp: float, expected: float
+) -> None:
+    """LocalLoadBalancing's limits at the meter through the allocator, with the real safety layer after it:
+    both signs and zero; an over-voltage ceases whatever the allocator granted."""
+    r = site(extra=LLB_TAGS, allocator=LLB)
+    r.set(plan__power=plan, ocpp__connection_import_w=imp, ocpp__connection_export_w=exp, ev__capacity_wh=6e4)
+    for _ in range(40):  # the charger follows (the rig), the meter reads building + charger
+        r.set(meter__power=building + float(r.values["inverter.power"]))
+        r.step()
+    assert committed(r) == pytest.approx(expected, abs=1e-6)
     r.set(grid__voltage=1.25 * 240.0)
     r.step()
     assert committed(r) == 0.0

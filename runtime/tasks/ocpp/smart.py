@@ -15,6 +15,13 @@ in force; the discharge limit is the smallest magnitude of the station maximum's
 on a profile set over 2.1 a Tx(Default) period without ``operationMode`` is ChargingOnly (no discharge),
 while a profile set over 2.0.1 (which has no discharge) limits charging only.
 
+LocalLoadBalancing (2.1): the station balances its own load against a connection limit. On this site that
+is the depot allocator with one EVSE (docs/design.md): the period's ``limit`` and ``dischargeLimit`` become
+the connection's import and export limits (``InForce.connection``, published as
+``ocpp.connection_import_w``/``ocpp.connection_export_w`` for the allocator's limit tags), not the EV's; the
+EV's own limits are the station maximum's alone, and the local plan asks while the allocator keeps the site
+meter within the period's limits with the EV as the flexible load.
+
 Per-phase values (2.1): ``limit``, ``dischargeLimit`` and ``setpoint`` are the sum of all phases, "unless
 values are provided for L2 and L3, in which case this field represents phase L1" (2.1 schemas,
 ChargingSchedulePeriodType; both ``_L2`` and ``_L3``, or neither). This site's converter takes one set
@@ -66,6 +73,9 @@ def _bad_times(profile: dict[str, Any]) -> str:
 
 FREQUENCY_MODES = ("CentralFrequency", "LocalFrequency")
 SETPOINT_MODES = ("CentralSetpoint", "CentralFrequency")  # need a setpoint (2.1 part 2, Q "V2X")
+# LocalLoadBalancing without a limit in a direction, and every other mode: the CSMS does not lower the
+# connection's own limit (the allocator takes the smaller of its own and this; 1e8 W is its MAX_W).
+NO_LIMIT_W = 1e8
 PHASED = ("limit", "dischargeLimit", "setpoint")  # the fields with _L2/_L3 this site composes
 REACTIVE = ("setpointReactive", "setpointReactive_L2", "setpointReactive_L3")
 
@@ -95,6 +105,7 @@ class InForce:
     curve: tuple[tuple[float, float], ...] = ()  # v2xFreqWattCurve: (Hz, W signed), by frequency
     signal_curve: tuple[tuple[float, float], ...] = ()  # v2xSignalWattCurve: (AFRR signal, W signed), by signal
     until: dt.datetime | None = None  # when the period in force ends (None: not within a day)
+    connection: tuple[float, float] | None = None  # LocalLoadBalancing: (import, export) limit at the meter, W
 
 
 def _bad_v2x(sched: dict[str, Any]) -> str:
@@ -367,17 +378,16 @@ class Profiles:
         tx = self._top("TxProfile", t, tx_id, tx_start, offline_s) or self._top(
             "TxDefaultProfile", t, tx_id, tx_start, offline_s
         )
-        charge = discharge = self.rating
-        for got in (station, tx):
-            if got is None:
-                continue
-            _, q, unit = got
-            if "limit" in q:
-                charge = min(charge, self._total(q, "limit", unit))
-            if "dischargeLimit" in q:
-                discharge = min(discharge, -self._total(q, "dischargeLimit", unit))
-        charge, discharge = max(0.0, charge), max(0.0, discharge)
-        if tx is None or tx[0].get("ocpp") != "2.1":
+        charge, discharge = self._limits(station, self.rating, self.rating)
+        v21 = tx is not None and tx[0].get("ocpp") == "2.1"
+        if tx is not None and v21 and tx[1].get("operationMode") == "LocalLoadBalancing":
+            imp, exp = self._limits(tx, NO_LIMIT_W, NO_LIMIT_W)  # the meter's limits, not the EV's
+            return InForce(
+                charge, discharge, "LocalLoadBalancing", until=self._next_change(t, tx_start) if until else None,
+                connection=(imp, exp),
+            )  # fmt: skip
+        charge, discharge = self._limits(tx, charge, discharge)
+        if tx is None or not v21:
             return InForce(charge, discharge, until=self._next_change(t, tx_start) if until else None)
         _, q, unit = tx
         mode = q.get("operationMode", "ChargingOnly")
@@ -392,6 +402,18 @@ class Profiles:
             charge, discharge, mode, setpoint, None if base is None else float(base), curve, signal,
             self._next_change(t, tx_start) if until else None,
         )  # fmt: skip
+
+    def _limits(
+        self, got: tuple[dict[str, Any], Any, str] | None, charge: float, discharge: float
+    ) -> tuple[float, float]:
+        """``charge``/``discharge`` (W magnitudes) lowered by the period's limit and dischargeLimit, >= 0."""
+        if got is not None:
+            _, q, unit = got
+            if "limit" in q:
+                charge = min(charge, self._total(q, "limit", unit))
+            if "dischargeLimit" in q:
+                discharge = min(discharge, -self._total(q, "dischargeLimit", unit))
+        return max(0.0, charge), max(0.0, discharge)
 
     def _next_change(self, t: dt.datetime, tx_start: dt.datetime | None) -> dt.datetime | None:
         later = [b for b in self._breakpoints(t, t + dt.timedelta(days=1), tx_start) if b > t]

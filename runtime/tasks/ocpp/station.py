@@ -23,7 +23,7 @@ from runtime.tasks.base import TaskContext
 from runtime.tasks.ocpp import boot, der, needs, protocol, rotation, v2x
 from runtime.tasks.ocpp.link import LinkSide
 from runtime.tasks.ocpp.queue import MessageQueue
-from runtime.tasks.ocpp.smart import InForce, Profiles, parse_time, stamp
+from runtime.tasks.ocpp.smart import NO_LIMIT_W, InForce, Profiles, parse_time, stamp
 from runtime.tasks.ocpp.transactions import Sample, Transactions, TxState, connector_status, meter_value
 from runtime.tasks.ocpp.variables import VARDEFS, DeviceModel, OcppParams, find
 
@@ -434,6 +434,8 @@ class Station(LinkSide):
         }
         values["ocpp.rtt"] = self.rtt_s if self.peer is not None else None
         values["ocpp.afrr_signal"] = self.afrr_signal()
+        imp, exp = inf.connection or (NO_LIMIT_W, NO_LIMIT_W)
+        values["ocpp.connection_import_w"], values["ocpp.connection_export_w"] = imp, exp
         now = time.monotonic()
         if not force and values == self._published and now - self._published_at < PUBLISH_EVERY_S:
             return

@@ -158,7 +158,9 @@ VARDEFS: tuple[VarDef, ...] = (
 )
 
 # the operation modes the site carries out (docs/ocpp.md "OCPP 2.1"), in OperationModeEnumType's order
-OPERATION_MODES = "Idle,ChargingOnly,CentralSetpoint,ExternalSetpoint,ExternalLimits,CentralFrequency,LocalFrequency"
+OPERATION_MODES = (
+    "Idle,ChargingOnly,CentralSetpoint,ExternalSetpoint,ExternalLimits,CentralFrequency,LocalFrequency,LocalLoadBalancing"
+)
 
 MEASURANDS = (
     "Energy.Active.Import.Register,Energy.Active.Export.Register,Power.Active.Import,Power.Active.Export,SoC,Voltage"
