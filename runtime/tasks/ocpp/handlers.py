@@ -224,7 +224,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
     async def set_der_control(req: Payload) -> Payload:
         """R (2.1): the scan's safety layer validates against IEEE 1547 for the site's category, applies at
         a cycle boundary and persists; its refusal is Rejected with the reason."""
-        cmd, status, why = der.set_command(req)
+        cmd, status, why = der.set_command(req, st.utc())
         if cmd is None:
             return {"status": status, "statusInfo": {"reasonCode": "UnsupportedParam", "additionalInfo": why[:512]}}
         ok, reason = await st.command("der_control", cmd)

@@ -193,6 +193,9 @@ class Station(LinkSide):
             if self.tx.active and self.start.runtime_start:
                 # the runtime restarted inside a transaction: end it with the last known values (E01/E06)
                 self._store(*self.tx.end(self.stamp(), not self.online, "AbnormalCondition", self.start.stopped_reason))
+            if self.start.runtime_start:  # scheduled DER controls end at their absolute time (der.py)
+                for cmd in der.resume(self.der_overlay, self.utc()):
+                    self._spawn(self._resume_der(cmd))
         interval = self.vars["TxUpdatedInterval"]
         if time.monotonic() - self.last_periodic < self.p.sample_floor_s:
             interval = 1 << 40  # the floor: a site run faster than real time does not flood its CSMS
@@ -235,6 +238,15 @@ class Station(LinkSide):
             return
         self.outbox.append((action, payload))
         self.wake.set()
+
+    async def _resume_der(self, cmd: dict[str, Any]) -> None:
+        ok, reason = await self.command("der_control", cmd)
+        what = f"DER control {cmd['control_id']}: " + ("cleared, its end passed" if cmd["action"] == "clear" else
+                                                      f"{cmd['ocpp']['duration']:g} s left of it")  # fmt: skip
+        if ok:
+            log.warning("ocpp: after the runtime start, %s", what)
+        else:
+            log.error("ocpp: after the runtime start, %s refused by the scan: %s", what, reason)
 
     def _der_started_stopped(self, now: dict[str, dict[str, Any]]) -> None:
         """NotifyDERStartStop (2.1 R) for a scheduled (not default) control that came into or left force."""
