@@ -142,7 +142,9 @@ response the site's standing request (source and class `site`):
   response starts at the band's edge without a step (IEEE 1547-2018 6.5.2.7).
 - It ranks below every live request: an operator, a CSMS whose link is accepted, or a delegated local
   EMS overrides it while it asks, and the site returns to it (not to the plan) when that request ends or
-  waits. It never expires (`authority.expires_us` 0) and is not persisted: it is the site file's.
+  waits. It never expires (`authority.expires_us` 0) and is not persisted: it is the site file's. A
+  CSMS that hands back (`local`, e.g. ChargingOnly) does not stop it, but its limits still bound it: they
+  reach the safety layer as external limits (ChargingOnly: 0 W discharge).
 - A frequency that is not good gives 0 W; the safety layer keeps the last word
   (`tests/programs/test_authority_frequency.py`, `tests/programs/test_authority_safety.py`).
 

@@ -7,6 +7,7 @@ every frequency request (docs/modes.md "Frequency response")."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +16,12 @@ from pydantic import ValidationError
 from programs.authority import Authority, AuthorityParams, LocalFrequency
 from programs.dispatch import Dispatch, DispatchParams
 from programs.modes import ModeParams, Modes
+from runtime.site import build_site
 from runtime.tags import Direction, TagSpec, TagType
+from runtime.yamlload import ConfigError
 from tests.programs.conftest import SITE, Rig
 from tests.programs.test_authority import BASE, GRID, NO_OCPP, OCPP, ask, run, sp
+from tests.runtime.helpers import BASE_SITE, write_site
 
 # A service with its power rising with frequency (+ into the EV): 10 kW at +-0.5 Hz, linear, 0.1 Hz band
 LOCAL = {"curve": [[59.5, -10000.0], [60.5, 10000.0]], "deadband_hz": 0.1, "baseline_w": 1000.0}
@@ -201,3 +205,23 @@ def test_frequency_and_signal_curves_add_up_on_the_baseline() -> None:
 def test_a_bad_signal_curve_is_refused_at_the_gate(signal_curve: list[list[float]], words: str) -> None:
     with pytest.raises(Exception, match=words):
         ask("backoffice", "frequency", signal_curve=signal_curve)
+
+
+def test_a_bad_service_in_the_site_file_names_file_line_and_key(tmp_path: Path) -> None:
+
+    text = BASE_SITE.format(period_ms=20).replace(
+        "programs:\n",
+        "programs:\n  - type: authority\n    name: authority\n    params:\n      local_frequency:\n"
+        "        curve: [[59.5, 10000], [60.5, -10000]]\n        deadband_hz: 0.036\n",
+    )
+    site = write_site(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        build_site(site)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "curve: [[59.5" in t)
+    assert any(
+        i.file == str(site)
+        and i.line == line
+        and i.key == "programs[0].params.local_frequency.curve"
+        and "power falls" in i.message
+        for i in err.value.issues
+    ), str(err.value)
