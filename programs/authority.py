@@ -44,15 +44,22 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
 from programs.freqwatt import Curve, curve_w, dead_band_hz, droop_curve
 from runtime.api import Command, Cycle, Params, Program, SiteInfo, TagName, register_program
-from runtime.commands import MAX_SETPOINT_W, Refused, check_args
 from runtime.tags import US, Direction, Image, TagSpec, TagType
 
+# The curve contract of a mode request (runtime/commands.py CURVE_POINTS, CURVE_HZ, MAX_SETPOINT_W), stated
+# again for the site file's own curve: programs/ may not import the runtime's command gate (docs/design.md
+# "Layout and import rules"), and both must admit the same curves (tests/programs/test_authority_frequency.py).
+CURVE_POINTS = (2, 10)
+CURVE_HZ = (45.0, 65.0)
+MAX_SETPOINT_W = 1_000_000.0
+Hz = Annotated[float, Field(ge=CURVE_HZ[0], le=CURVE_HZ[1])]
+Watts = Annotated[float, Field(ge=-MAX_SETPOINT_W, le=MAX_SETPOINT_W)]
 PLAN = "plan"
 RANK: dict[str, int] = {"operator": 3, "ocpp": 2, "localapi": 1, "site": 0}
 SITE = "site"  # the source (and class) of the site file's standing frequency service
@@ -97,7 +104,9 @@ class Held:
 class LocalFrequency(Params):
     """The site's own frequency service (no OCPP): ``baseline_w`` + the curve at the measured frequency."""
 
-    curve: list[tuple[float, float]] = Field(
+    curve: list[tuple[Hz, Watts]] = Field(
+        min_length=CURVE_POINTS[0],
+        max_length=CURVE_POINTS[1],
         description="[[hz, w], ...]: 2-10 points, frequencies strictly increasing within 45-65 Hz, power "
         "(+ into the EV) not falling as frequency rises; linear between points, the end values beyond them",
     )
@@ -112,18 +121,16 @@ class LocalFrequency(Params):
 
     @field_validator("curve")
     @classmethod
-    def _curve(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        try:  # the same rule as a mode request's curve (runtime/commands.py), written once
-            pts = check_args("mode_request", {"mode": "frequency", "curve": [list(p) for p in v]})["curve"]
-        except Refused as exc:
-            raise ValueError(str(exc)) from None
+    def _curve(cls, pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
         for (f0, w0), (f1, w1) in pairwise(pts):
+            if f1 <= f0:
+                raise ValueError(f"frequencies must increase strictly ({f1:g} Hz after {f0:g} Hz)")
             if w1 < w0:
                 raise ValueError(
                     f"power falls from {w0:g} W at {f0:g} Hz to {w1:g} W at {f1:g} Hz: a frequency service takes "
                     "more (+ into the EV) as frequency rises, or it pushes the grid further away"
                 )
-        return [(float(a), float(b)) for a, b in pts]
+        return pts
 
 
 class AuthorityParams(Params):

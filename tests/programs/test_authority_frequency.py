@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from programs import authority
 from programs.authority import Authority, AuthorityParams, LocalFrequency
 from programs.dispatch import Dispatch, DispatchParams
 from programs.modes import ModeParams, Modes
+from runtime import commands
 from runtime.site import build_site
 from runtime.tags import Direction, TagSpec, TagType
 from runtime.yamlload import ConfigError
@@ -94,10 +96,13 @@ def test_a_local_ems_ranks_above_the_standing_service() -> None:
     ("service", "words"),
     [
         ({"curve": [[59.5, 10000.0], [60.5, -10000.0]]}, "power falls"),
-        ({"curve": [[60.0, 0.0]]}, "2-10"),
+        ({"curve": [[60.0, 0.0]]}, "at least 2 items"),
+        ({"curve": [[45.0 + i, 0.0] for i in range(11)]}, "at most 10 items"),
         ({"curve": [[60.0, 0.0], [59.0, 1.0]]}, "increase strictly"),
-        ({"curve": [[44.0, 0.0], [60.0, 1.0]]}, "outside"),
-        ({"curve": [[59.0, 0.0], [61.0, 2e6]]}, "outside"),
+        ({"curve": [[44.0, 0.0], [60.0, 1.0]]}, "greater than or equal to 45"),
+        ({"curve": [[59.0, 0.0], [66.0, 1.0]]}, "less than or equal to 65"),
+        ({"curve": [[59.0, 0.0], [61.0, 2e6]]}, "less than or equal to 1000000"),
+        ({"curve": [[59.0, 0.0], [61.0, float("inf")]]}, "finite"),
         ({"curve": [[59.0, 0.0], [61.0, 1.0]], "deadband_hz": 1.5}, "less than or equal to 1"),
         ({"curve": [[59.0, 0.0], [61.0, 1.0]], "deadband_hz": float("nan")}, "finite"),
         ({"curve": [[59.0, 0.0], [61.0, 1.0]], "baseline_w": 2e6}, "less than or equal to"),
@@ -107,6 +112,12 @@ def test_a_local_ems_ranks_above_the_standing_service() -> None:
 def test_a_bad_service_is_refused_with_its_reason(service: dict[str, Any], words: str) -> None:
     with pytest.raises(ValidationError, match=words):
         AuthorityParams(local_frequency=service)
+
+
+def test_the_site_files_curve_and_a_mode_requests_have_one_contract() -> None:
+    """Stated twice because programs/ may not import the command gate: the numbers must agree."""
+    assert (authority.CURVE_POINTS, authority.CURVE_HZ) == (commands.CURVE_POINTS, commands.CURVE_HZ)
+    assert authority.MAX_SETPOINT_W == commands.MAX_SETPOINT_W
 
 
 def test_a_flat_curve_is_a_valid_service() -> None:
