@@ -316,7 +316,7 @@ def test_setpoint_reactive_and_half_given_phases_are_refused_with_their_reason(t
 
 
 def test_afrr_signal_drives_the_signal_watt_curve_from_its_timestamp(tmp_path: Path) -> None:
-    """CentralFrequency with a v2xSignalWattCurve: the curve goes to the scan with the mode request, each
+    """LocalFrequency with aFRR's v2xSignalWattCurve (Q08): both curves go to the scan with the mode request, each
     AFRRSignal is published as ``ocpp.afrr_signal`` from its timestamp on; without a signal curve in force
     a signal is Rejected with the reason."""
 
@@ -325,10 +325,11 @@ def test_afrr_signal_drives_the_signal_watt_curve_from_its_timestamp(tmp_path: P
         try:
             link = csms.stations["CP-1"]
             res = await link.request("AFRRSignal", {"timestamp": stamp(START), "signal": 10})
-            assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "NotEnabled"
+            assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "NoSignalWattCurve"
             signal_curve = [{"signal": 100, "power": 5000.0}, {"signal": -100, "power": -5000.0}]
             periods = [
-                {"startPeriod": 0, "operationMode": "CentralFrequency", "setpoint": 1000.0,
+                {"startPeriod": 0, "operationMode": "LocalFrequency", "v2xBaseline": 1000.0,
+                 "v2xFreqWattCurve": [{"frequency": 59.5, "power": -4000.0}, {"frequency": 60.5, "power": 4000.0}],
                  "v2xSignalWattCurve": signal_curve},
                 {"startPeriod": 600, "operationMode": "ChargingOnly", "limit": 3000.0},
             ]  # fmt: skip
@@ -337,7 +338,8 @@ def test_afrr_signal_drives_the_signal_watt_curve_from_its_timestamp(tmp_path: P
             await h.publish()
             await until(lambda: bool(modes(h)))
             req = modes(h)[0]
-            assert req["mode"] == "frequency" and "curve" not in req and req["baseline_w"] == 1000.0
+            assert req["mode"] == "frequency" and req["baseline_w"] == 1000.0
+            assert req["curve"] == [[59.5, -4000.0], [60.5, 4000.0]]
             assert req["signal_curve"] == [[-100, -5000.0], [100, 5000.0]]  # by signal
             now = START + dt.timedelta(seconds=1)
             res = await link.request("AFRRSignal", {"timestamp": stamp(now), "signal": 40})
@@ -381,6 +383,27 @@ def test_local_load_balancing_publishes_the_connection_limits_and_hands_back(tmp
             assert h.writes["ocpp.limit_charge"] == 11000.0 and h.writes["ocpp.limit_discharge"] == 11000.0
             await h.publish(dt_s=60.0)
             assert h.writes["ocpp.connection_import_w"] == 1e8 and h.writes["ocpp.limit_charge"] == 5000.0
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())
+
+
+def test_local_frequency_without_its_curve_is_rejected_no_freq_watt_curve(tmp_path: Path) -> None:
+    """Q08.FR.03: a LocalFrequency period needs a v2xFreqWattCurve; aFRR's signal curve alone is not one."""
+
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            sig = [{"signal": -100, "power": -5000.0}, {"signal": 100, "power": 5000.0}]
+            for period in ({"startPeriod": 0, "operationMode": "LocalFrequency", "v2xBaseline": 0.0},
+                           {"startPeriod": 0, "operationMode": "LocalFrequency", "v2xSignalWattCurve": sig}):  # fmt: skip
+                res = await csms.stations["CP-1"].request(
+                    "SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile([period])}
+                )
+                assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "NoFreqWattCurve"
+            assert h.station.profiles.items == []
         finally:
             await h.stop()
             await csms.close()

@@ -233,16 +233,16 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         return {"status": "Accepted"}
 
     def afrr_signal(req: Payload) -> Payload:
-        """2.1 AFRRSignal: the signal a CentralFrequency period's v2xSignalWattCurve maps to power. Kept
+        """2.1 AFRRSignal (Q08, aFRR): the signal a frequency period's v2xSignalWattCurve maps to power. Kept
         from its timestamp on and published as ``ocpp.afrr_signal``; the scan computes the power every
-        cycle (programs/authority.py). Rejected when no signal-watt curve is in force at that time, so the
-        CSMS learns the signal moves nothing."""
+        cycle (programs/authority.py). Rejected (NoSignalWattCurve, Q08.FR.11) when no signal-watt curve is
+        in force at that time, so the CSMS learns the signal moves nothing."""
         try:
             at = smart.parse_time(req["timestamp"])
         except ValueError:
             return refused(f"timestamp {req['timestamp']!r} is not a date-time", "InvalidValue")
         if not st.profiles.in_force(max(at, st.utc()), st.tx.st.tx_id, st.tx_start()).signal_curve:
-            return refused("no v2xSignalWattCurve (CentralFrequency) is in force at that time", "NotEnabled")
+            return refused("no period with a v2xSignalWattCurve is in force at that time", "NoSignalWattCurve")
         st.afrr = sorted([*st.afrr, (at, int(req["signal"]))], key=lambda x: x[0])[-16:]
         st.publish(force=True)
         return {"status": "Accepted"}

@@ -76,7 +76,10 @@ SETPOINT_MODES = ("CentralSetpoint", "CentralFrequency")  # need a setpoint (2.1
 # LocalLoadBalancing without a limit in a direction, and every other mode: the CSMS does not lower the
 # connection's own limit (the allocator takes the smaller of its own and this; 1e8 W is its MAX_W).
 NO_LIMIT_W = 1e8
-PHASED = ("limit", "dischargeLimit", "setpoint")  # the fields with _L2/_L3 this site composes
+PHASED = ("limit", "dischargeLimit", "setpoint")
+NO_FREQ_WATT_CURVE = (
+    "LocalFrequency without a v2xFreqWattCurve of at least 2 points"  # the fields with _L2/_L3 this site composes
+)
 REACTIVE = ("setpointReactive", "setpointReactive_L2", "setpointReactive_L3")
 
 
@@ -127,11 +130,14 @@ def _bad_v2x(sched: dict[str, Any]) -> str:
             return f"{mode} without a setpoint"
         if mode in FREQUENCY_MODES:
             # the mode_request contract: 2-10 points at distinct frequencies within 45-65 Hz or distinct
-            # signals (sent sorted); CentralFrequency may follow the CSMS's AFRR signal instead (or as well)
+            # signals (sent sorted). LocalFrequency needs its frequency-watt curve (Q08.FR.03: reason
+            # NoFreqWattCurve) and may add aFRR's signal-watt curve; CentralFrequency needs one of them.
             hz = [pt["frequency"] for pt in q.get("v2xFreqWattCurve", [])]
             sig = [pt["signal"] for pt in q.get("v2xSignalWattCurve", [])]
-            if sig and (mode != "CentralFrequency" or not 2 <= len(sig) <= 10 or len(set(sig)) != len(sig)):
-                return "a v2xSignalWattCurve needs CentralFrequency and 2-10 points at distinct signals"
+            if sig and (not 2 <= len(sig) <= 10 or len(set(sig)) != len(sig)):
+                return "a v2xSignalWattCurve needs 2-10 points at distinct signals"
+            if mode == "LocalFrequency" and len(hz) < 2:
+                return NO_FREQ_WATT_CURVE
             if (hz or not sig) and (
                 not 2 <= len(hz) <= 10 or len(set(hz)) != len(hz) or not all(45 <= f <= 65 for f in hz)
             ):
@@ -188,9 +194,9 @@ class Profiles:
             periods = [p["startPeriod"] for p in sched["chargingSchedulePeriod"]]
             if periods[0] != 0 or periods != sorted(set(periods)):
                 return "Rejected", "InvalidSchedule"  # K01.FR.31: the first period starts at 0
-            if version == "2.1" and _bad_v2x(sched):
-                log.info("ocpp: profile %s rejected: %s", profile["id"], _bad_v2x(sched))
-                return "Rejected", "InvalidSchedule"
+            if version == "2.1" and (why := _bad_v2x(sched)):
+                log.info("ocpp: profile %s rejected: %s", profile["id"], why)
+                return "Rejected", "NoFreqWattCurve" if why == NO_FREQ_WATT_CURVE else "InvalidSchedule"
             if any(p.get("limit", 0) < 0 for p in sched["chargingSchedulePeriod"]):
                 return "Rejected", "InvalidSchedule"
         # K01.FR.05: the same id, or the same stackLevel + purpose + EVSE, is replaced

@@ -6,8 +6,8 @@ The CSMS's operation mode in force (smart.InForce) becomes one ``mode_request`` 
 - CentralSetpoint: mode ``remote`` with the signed set point (already clamped to the CSMS's own limits);
 - Idle: mode ``remote`` with 0 W, which is what Idle means (no power either way);
 - CentralFrequency, LocalFrequency: mode ``frequency`` with the curve ``[[hz, w], ...]`` and the baseline
-  (``v2xBaseline``, else the set point, else 0 W), computed in the scan every cycle; a CentralFrequency
-  period's ``v2xSignalWattCurve`` goes with it as ``signal_curve`` ``[[signal, w], ...]``, which the scan
+  (``v2xBaseline``, else the set point, else 0 W), computed in the scan every cycle; a frequency period's
+  ``v2xSignalWattCurve`` (aFRR, 2.1 Q08) goes with it as ``signal_curve`` ``[[signal, w], ...]``, which the scan
   applies to the AFRR signal the station publishes (``ocpp.afrr_signal``); with both, their powers add up
   on the baseline (2.1 schemas: v2xBaseline "on top of which values from v2xFreqWattCurve and
   v2xSignalWattCurve are added");
