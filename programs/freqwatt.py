@@ -15,6 +15,7 @@ positive into the EV battery.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Mapping
 
 Curve = tuple[tuple[float, float], ...]
 """Points ``(hz, w)``, frequencies strictly increasing: checked where the request enters the scan
@@ -30,3 +31,30 @@ def curve_w(curve: Curve, hz: float) -> float:
     i = bisect_right([p[0] for p in curve], hz)  # curve[i-1].hz <= hz < curve[i].hz
     (f0, w0), (f1, w1) = curve[i - 1], curve[i]
     return w0 + (w1 - w0) * (hz - f0) / (f1 - f0)
+
+
+def droop_curve(droop: Mapping[str, float], rated_w: float, nominal_hz: float) -> Curve:
+    """An OCPP 2.1 FreqDroop control (the safety layer's ``safety.der_freq_droop``) as a curve.
+
+    IEEE 1547-2018 6.5.2.8 (Table 24): outside the dead band (``overFreq``/``underFreq``, absolute Hz in
+    OCPP) the power changes by the rated power for a frequency change of ``k`` per unit of nominal
+    (``overDroop``/``underDroop``), held beyond that. A DER that generates lowers its output as frequency
+    rises; an EV battery (+ into it) takes more: + at over-frequency, - at under-frequency, 0 in the band.
+    The response time (``responseTime``) is the inverter's own: the scan answers in the cycle it sees."""
+    over, under = float(droop["overFreq"]), float(droop["underFreq"])
+    return (
+        (under - float(droop["underDroop"]) * nominal_hz, -rated_w),
+        (under, 0.0),
+        (over, 0.0),
+        (over + float(droop["overDroop"]) * nominal_hz, rated_w),
+    )
+
+
+def dead_band_hz(hz: float, nominal_hz: float, band_hz: float) -> float:
+    """The frequency a curve behind a dead band sees: nominal inside ``nominal +- band``, the deviation
+    less the band outside it, so the response starts at the band's edge without a step (IEEE 1547-2018
+    6.5.2.7, the dead band of frequency response)."""
+    dev = hz - nominal_hz
+    if abs(dev) <= band_hz:
+        return nominal_hz
+    return nominal_hz + dev - band_hz if dev > 0 else nominal_hz + dev + band_hz

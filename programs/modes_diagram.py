@@ -74,11 +74,13 @@ operator (control socket, HMI), the back office (OCPP) and a local energy manage
 Modbus, MQTT and AMQP interfaces) send alike. The `authority` program (`programs/authority.py`) keeps
 one live request per source and publishes the one in charge as `authority.source`, `authority.mode`
 (`plan`, `remote` or `frequency`), `authority.setpoint_w` (signed), `authority.limit_pct`,
-`authority.expires_us` (cycle clock), `authority.reason` (who is in charge and why the others wait) and
-`authority.requests` (every live request).
+`authority.expires_us` (cycle clock), `authority.reason` (who is in charge and why the others wait),
+`authority.curve_from` (in `frequency`: whose curve is in force) and `authority.requests` (every live
+request).
 
 - **Rank.** The local operator (`control`, `hmi`) over the back office (`ocpp`) over the local EMS
-  (`localapi*`) over the local plan. Among requests of one rank the latest wins.
+  (`localapi*`) over the site's own standing frequency service (`site`, below) over the local plan.
+  Among requests of one rank the latest wins.
 - **The back office** counts only while its link is accepted (`ocpp.accepted` good and true). When the
   link fails, the safety layer zeroes the output in that cycle (its comms supervision) and the
   authority hands the site down in the same cycle, so the machine leaves `remote` or `frequency` at
@@ -116,6 +118,48 @@ In `frequency` the set point is `baseline_w` plus the request's frequency-watt c
 them, so a dead band is two points of equal power). It is computed in the scan that sees the frequency
 and committed in that scan (tested cycle by cycle in `tests/programs/test_authority.py`). A frequency
 that is not good gives 0 W.
+
+## Frequency response
+
+**The site's own service, without OCPP.** The authority's parameter `local_frequency` makes frequency
+response the site's standing request (source and class `site`):
+
+```yaml
+  - type: authority
+    name: authority
+    params:
+      local_frequency:
+        curve: [[59.5, -10000], [60.5, 10000]]  # [hz, w], + into the EV
+        deadband_hz: 0.036                       # IEEE 1547-2018 Table 24: 0.017-1.0 Hz (Cat. III)
+        baseline_w: 0                            # power at nominal frequency
+```
+
+- The curve has 2-10 points, frequencies strictly increasing within 45-65 Hz, power within +-1 MW and
+  never falling as frequency rises (an EV takes more as frequency rises, or the service pushes the grid
+  further away); `deadband_hz` is 0-1 Hz (the top of IEEE 1547-2018 Table 24's dead-band range);
+  `baseline_w` within +-1 MW. Anything else stops `v2g-plc check` with file, line and key.
+- Inside nominal +- `deadband_hz` the curve sees nominal; outside, the deviation less the band, so the
+  response starts at the band's edge without a step (IEEE 1547-2018 6.5.2.7).
+- It ranks below every live request: an operator, a CSMS whose link is accepted, or a delegated local
+  EMS overrides it while it asks, and the site returns to it (not to the plan) when that request ends or
+  waits. It never expires (`authority.expires_us` 0) and is not persisted: it is the site file's. A
+  CSMS that hands back (`local`, e.g. ChargingOnly) does not stop it, but its limits still bound it: they
+  reach the safety layer as external limits (ChargingOnly: 0 W discharge).
+- A frequency that is not good gives 0 W; the safety layer keeps the last word
+  (`tests/programs/test_authority_frequency.py`, `tests/programs/test_authority_safety.py`).
+
+**A DER control FreqDroop wins over a request's curve.** When the safety layer has a FreqDroop in force
+(OCPP 2.1 SetDERControl, checked against IEEE 1547-2018 Table 24 and published as
+`safety.der_freq_droop`), it is the curve of every frequency request (the CSMS's CentralFrequency or
+LocalFrequency, the operator's, the site's own service), from the cycle after the safety layer applied
+it; the request's baseline stays. Its curve: 0 W between `underFreq` and `overFreq`, the rated power
+(`rated_w`, 11 kW by default) for a deviation of `overDroop`/`underDroop` per unit of nominal beyond
+them (IEEE 1547-2018 6.5.2.8), held beyond that; + at over-frequency, - at under-frequency. Why this
+order: OCPP 2.1 carries two frequency-watt functions, the DER control FreqDroop (part 2, R "DER control")
+and a period's `v2xFreqWattCurve` (part 2, Q "V2X"), and its schemas state no precedence between them.
+This site lets the DER control win, because it is the grid code the DER must carry out whatever the
+operating mode, while a period's curve is one back-office service among others. `authority.curve_from`
+says which one is in force (`der_freq_droop`, `request` or `site`).
 
 ## Without a planner
 

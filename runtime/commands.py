@@ -37,6 +37,9 @@ MAX_EXPIRY_S = 86_400.0  # a mode request lasts at most a day
 # 60 Hz: the under-frequency trips may sit as low as 50 Hz); beyond its end points the curve holds.
 CURVE_POINTS = (2, 10)
 CURVE_HZ = (45.0, 65.0)
+# A signal-watt curve (OCPP 2.1 v2xSignalWattCurve, the CSMS's AFRRSignal as its input): the same 2-10
+# points, signals integers (AFRRSignalRequest.signal is an integer) strictly increasing within int32.
+SIGNAL_RANGE = (-(2**31), 2**31 - 1)
 # der_control (the CSMS's DER controls, applied by the safety layer): OCPP 2.1 controlId is string(36); the
 # control object is at most a 10-point curve with a few scalars, so 16 KiB leaves room for customData
 # while a flood cannot make a cycle parse megabytes.
@@ -94,7 +97,7 @@ def check_args(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
         "availability": ("operative",),
         "start": ("remote_id",),
         "stop": ("remote_id",),
-        "mode_request": ("mode", "setpoint_w", "expiry_s", "limit_pct", "curve", "baseline_w"),
+        "mode_request": ("mode", "setpoint_w", "expiry_s", "limit_pct", "curve", "baseline_w", "signal_curve"),
         "reset": (),
         "der_control": ("action", "control_type", "control_id", "is_default", "ocpp"),
         "force": ("tag", "value"),
@@ -161,8 +164,9 @@ def _der_control(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _mode_request(args: Mapping[str, Any]) -> dict[str, Any]:
-    """remote needs ``setpoint_w``; frequency needs ``curve`` (``baseline_w`` optional); local needs
-    neither. Every number finite and in range, so the scan never checks a shape again."""
+    """remote needs ``setpoint_w``; frequency needs ``curve`` or ``signal_curve`` or both (added up, over
+    ``baseline_w``, optional); local needs neither. Every number finite and in range, so the scan never
+    checks a shape again."""
     mode = args.get("mode")
     if mode not in MODES:
         raise Refused(f"mode must be one of {', '.join(MODES)}")
@@ -174,8 +178,10 @@ def _mode_request(args: Mapping[str, Any]) -> dict[str, Any]:
         raise Refused("mode remote needs setpoint_w")
     if args.get("curve") is not None:
         out["curve"] = _curve(args["curve"])
-    elif mode == "frequency":
-        raise Refused("mode frequency needs curve")
+    if args.get("signal_curve") is not None:
+        out["signal_curve"] = _curve(args["signal_curve"], "signal_curve", SIGNAL_RANGE, integer=True)
+    if mode == "frequency" and "curve" not in out and "signal_curve" not in out:
+        raise Refused("mode frequency needs curve (or signal_curve)")
     if args.get("expiry_s") is not None:
         out["expiry_s"] = _number(args, "expiry_s", 0.0, MAX_EXPIRY_S)
         if out["expiry_s"] <= 0:
@@ -185,19 +191,26 @@ def _mode_request(args: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _curve(points: Any) -> list[list[float]]:
-    """``[[hz, w], ...]``: CURVE_POINTS points, finite, hz strictly increasing within CURVE_HZ."""
+def _curve(
+    points: Any, name: str = "curve", x_range: tuple[float, float] = CURVE_HZ, integer: bool = False
+) -> list[list[float]]:
+    """``[[x, w], ...]``: CURVE_POINTS points, finite, x strictly increasing within ``x_range`` (hz for a
+    frequency-watt curve, an integer signal for a signal-watt curve)."""
+    x_name = "signal" if integer else "hz"
     if not isinstance(points, (list, tuple)) or not CURVE_POINTS[0] <= len(points) <= CURVE_POINTS[1]:
-        raise Refused(f"curve must be a list of {CURVE_POINTS[0]}-{CURVE_POINTS[1]} [hz, w] points")
+        raise Refused(f"{name} must be a list of {CURVE_POINTS[0]}-{CURVE_POINTS[1]} [{x_name}, w] points")
     out: list[list[float]] = []
     for i, pt in enumerate(points):
         if not isinstance(pt, (list, tuple)) or len(pt) != 2:
-            raise Refused(f"curve point {i} must be [hz, w]")
-        hz = _number({"hz": pt[0]}, "hz", *CURVE_HZ)
+            raise Refused(f"{name} point {i} must be [{x_name}, w]")
+        x = _number({x_name: pt[0]}, x_name, *x_range)
+        if integer and x != int(x):
+            raise Refused(f"{name} point {i}: {x_name} {x:g} is not an integer")
         w = _number({"w": pt[1]}, "w", -MAX_SETPOINT_W, MAX_SETPOINT_W)
-        if out and hz <= out[-1][0]:
-            raise Refused(f"curve point {i}: frequencies must increase strictly ({hz:g} Hz after {out[-1][0]:g} Hz)")
-        out.append([hz, w])
+        if out and x <= out[-1][0]:
+            what = "frequencies" if x_name == "hz" else "signals"
+            raise Refused(f"{name} point {i}: {what} must increase strictly ({x:g} after {out[-1][0]:g})")
+        out.append([x, w])
     return out
 
 

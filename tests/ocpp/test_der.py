@@ -6,6 +6,7 @@ from the event stream; the controls stay camelCase as on the wire."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 
 from runtime.tasks.ocpp.local_csms import LocalCsms
-from tests.ocpp.harness import Harness, params, until
+from runtime.tasks.ocpp.smart import stamp
+from tests.ocpp.harness import START, Harness, params, until
 from tests.ports import free_port
 
 PW = "0123456789abcdef-operator"
@@ -164,5 +166,53 @@ def test_the_packages_name_conversion_would_break_v21_fields_ours_keeps_them(tmp
             await h.stop()
             await csms.close()
         assert csms.actions("NotifyEVChargingNeeds")[0].payload == needs
+
+    asyncio.run(main())
+
+
+def _overlay(**controls: tuple[bool, dict[str, Any]]) -> str:
+    return json.dumps(
+        {cid: {"control_type": "LimitMaxDischarge", "is_default": d, "ocpp": o} for cid, (d, o) in controls.items()}
+    )
+
+
+def test_a_scheduled_control_keeps_its_absolute_end_across_a_runtime_start(tmp_path: Path) -> None:
+    """SetDERControl stamps startTime on a scheduled control; after a runtime start the station gives each
+    restored scheduled control only what is left of it, clears one whose end passed while the runtime was
+    down, and leaves defaults alone; a task-process restart changes nothing."""
+
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        link = csms.stations["CP-1"]
+        try:
+            req = {"isDefault": False, "controlId": "s1", "controlType": "LimitMaxDischarge",
+                   "limitMaxDischarge": {**LIMIT, "duration": 600.0}}  # fmt: skip
+            assert (await link.request("SetDERControl", req))["status"] == "Accepted"
+            assert ders(h)[-1]["ocpp"]["startTime"] == h.station.stamp()  # now: its end is kept with it
+        finally:
+            await h.stop()
+            await csms.close()
+        t = START + dt.timedelta(seconds=1)  # the first image's calendar time in a new Harness
+        overlay = _overlay(
+            left=(False, {**LIMIT, "startTime": stamp(t - dt.timedelta(seconds=100)), "duration": 300}),
+            gone=(False, {**LIMIT, "startTime": stamp(t - dt.timedelta(seconds=400)), "duration": 300}),
+            default=(True, LIMIT),
+            legacy=(False, {**LIMIT, "duration": 300}),
+        )
+        for runtime_id, expect in (("runtime-2", True), ("runtime-2", False)):  # a start, then a task restart
+            h2 = await Harness(params("ws://127.0.0.1:9/ocpp", tmp_path / "s"), runtime_id=runtime_id).start()
+            try:
+                await h2.publish(safety__der_overlay=overlay)
+                if expect:
+                    await until(lambda h2=h2: len(ders(h2)) == 2)
+                    got = {c["control_id"]: c for c in ders(h2)}
+                    assert got["gone"] == {"action": "clear", "control_id": "gone", "control_type": None}
+                    assert got["left"]["ocpp"]["duration"] == 200.0 and got["left"]["ocpp"]["startTime"] == stamp(t)
+                    assert got["left"]["is_default"] is False and got["left"]["control_type"] == "LimitMaxDischarge"
+                else:
+                    await h2.publish(safety__der_overlay=overlay)
+                    assert ders(h2) == []
+            finally:
+                await h2.stop()
 
     asyncio.run(main())

@@ -189,3 +189,46 @@ def test_strict_peer_over_ocpp_2_1_v2x_and_der(tmp_path: Path) -> None:
         assert csms.calls("ReportDERControl")[0]["params"]["curve"][0]["curve"] == curve
 
     asyncio.run(main())
+
+
+def test_strict_peer_over_ocpp_2_1_afrr_signal_per_phase_and_reactive(tmp_path: Path) -> None:
+    """Strict 2.1 both ways: a CentralFrequency profile with a v2xSignalWattCurve and per-phase values, an
+    AFRRSignal that the scan gets as ``ocpp.afrr_signal``, and a setpointReactive refused with its reason."""
+    _need_peer()
+
+    async def main() -> None:
+        csms = await NodeCsms.start("--protocols", "ocpp2.1,ocpp2.0.1")
+        h = Harness(params(f"ws://127.0.0.1:{csms.port}/ocpp", tmp_path / "s"))
+        await h.start()
+        try:
+            await h.publish()
+            await until(lambda: bool(csms.calls("StatusNotification")), timeout_s=20)
+            periods = [{"startPeriod": 0, "operationMode": "CentralFrequency", "setpoint": 1000.0,
+                        "setpoint_L2": 0.0, "setpoint_L3": 0.0, "limit": 7000.0, "limit_L2": 7000.0,
+                        "limit_L3": 7000.0, "v2xSignalWattCurve": [{"signal": -100, "power": -5000.0},
+                                                                 {"signal": 100, "power": 5000.0}]}]  # fmt: skip
+            prof = {"id": 3, "stackLevel": 1, "chargingProfilePurpose": "TxDefaultProfile",
+                    "chargingProfileKind": "Absolute",
+                    "chargingSchedule": [{"id": 1, "chargingRateUnit": "W", "startSchedule": "2027-01-04T17:30:00Z",
+                                          "chargingSchedulePeriod": periods}]}  # fmt: skip
+            assert (await csms.request("SetChargingProfile", {"evseId": 1, "chargingProfile": prof}))[
+                "status"
+            ] == "Accepted"
+            await h.publish()
+            await until(lambda: any(k == "mode_request" for k, _ in h.commands))
+            req = next(a for k, a in h.commands if k == "mode_request")
+            assert req["signal_curve"] == [[-100, -5000.0], [100, 5000.0]] and req["baseline_w"] == 1000.0
+            assert h.writes["ocpp.limit_charge"] == 7000.0  # the single-phase site counts L1
+            res = await csms.request("AFRRSignal", {"timestamp": "2027-01-04T17:30:01Z", "signal": -30})
+            assert res["status"] == "Accepted" and h.writes["ocpp.afrr_signal"] == -30
+            periods[0]["setpointReactive"] = 300.0
+            prof["id"] = 4
+            res = await csms.request("SetChargingProfile", {"evseId": 1, "chargingProfile": prof})
+            assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "UnsupportedParam"
+            assert "setpointReactive" in res["statusInfo"]["additionalInfo"]
+        finally:
+            await h.stop()
+            await csms.stop()
+        assert csms.invalid() == []
+
+    asyncio.run(main())

@@ -125,3 +125,53 @@ def test_profiles_over_the_wire_publish_the_limit(tmp_path: Path) -> None:
             await csms.close()
 
     asyncio.run(main())
+
+
+def test_per_phase_limits_bind_the_tightest_phase_and_set_points_add_up(tmp_path: Path) -> None:
+    """A three-phase site at 230 V: limits compose to 3 x the tightest phase (the converter shares evenly),
+    set points to their sum; in A each phase is converted with the phase voltage."""
+    pr = Profiles(tmp_path / "p.json", 1, 230.0, 3, 22000.0)
+    period = {"startPeriod": 0, "operationMode": "CentralSetpoint", "limit": 6000.0, "limit_L2": 4000.0,
+              "limit_L3": 5000.0, "dischargeLimit": -3000.0, "dischargeLimit_L2": -1000.0,
+              "dischargeLimit_L3": -2000.0, "setpoint": 1000.0, "setpoint_L2": 1200.0, "setpoint_L3": 800.0}  # fmt: skip
+    p = profile(1, "TxDefaultProfile", 0, [(0, 0.0)])
+    p["chargingSchedule"][0]["chargingSchedulePeriod"] = [period]
+    assert pr.set(1, p, None, "2.1") == ("Accepted", "")
+    inf = pr.in_force(at(1), until=False)
+    assert (inf.charge_w, inf.discharge_w, inf.setpoint_w) == (12000.0, 3000.0, 3000.0)
+    amps = {"startPeriod": 0, "operationMode": "CentralSetpoint", "limit": 10.0, "limit_L2": 8.0, "limit_L3": 16.0,
+            "setpoint": -2.0, "setpoint_L2": -2.0, "setpoint_L3": -2.0, "dischargeLimit": -10.0}  # fmt: skip
+    p = profile(2, "TxDefaultProfile", 1, [(0, 0.0)], unit="A")
+    p["chargingSchedule"][0]["chargingSchedulePeriod"] = [amps]
+    assert pr.set(1, p, None, "2.1") == ("Accepted", "")
+    inf = pr.in_force(at(1), until=False)
+    assert inf.charge_w == 3 * 8.0 * 230.0 and inf.discharge_w == 10.0 * 230.0 * 3
+    assert inf.setpoint_w == -6.0 * 230.0
+
+
+def test_a_negative_per_phase_limit_or_a_reactive_set_point_is_never_stored(tmp_path: Path) -> None:
+    pr = Profiles(tmp_path / "p.json", 1, 230.0, 3, 22000.0)
+    for period in (
+        {"startPeriod": 0, "limit": 6000.0, "limit_L2": -1.0, "limit_L3": 1.0},
+        {"startPeriod": 0, "limit": 6000.0, "setpointReactive": 100.0},
+        {"startPeriod": 0, "limit_L2": 1.0, "limit_L3": 1.0},  # L1 missing
+    ):
+        p = profile(1, "TxDefaultProfile", 0, [(0, 0.0)])
+        p["chargingSchedule"][0]["chargingSchedulePeriod"] = [period]
+        assert pr.set(1, p, None, "2.1") == ("Rejected", "InvalidSchedule"), period
+    assert pr.items == []
+
+
+def test_local_load_balancing_makes_the_periods_limits_the_connections(tmp_path: Path) -> None:
+    """LocalLoadBalancing: limit and dischargeLimit bound the site meter (for the allocator), not the EV,
+    whose limits stay the station maximum's; another mode has no connection limit."""
+    pr = Profiles(tmp_path / "p.json", 1, 230.0, 1, 11000.0)
+    llb = {"startPeriod": 0, "operationMode": "LocalLoadBalancing", "limit": 8000.0, "dischargeLimit": -4000.0}
+    p = profile(1, "TxDefaultProfile", 0, [(0, 0.0)], duration=600)
+    p["chargingSchedule"][0]["chargingSchedulePeriod"] = [llb]
+    assert pr.set(1, p, None, "2.1") == ("Accepted", "")
+    assert pr.set(0, profile(2, "ChargingStationMaxProfile", 0, [(0, 9000.0)]), None)[0] == "Accepted"
+    inf = pr.in_force(at(1), until=False)
+    assert inf.mode == "LocalLoadBalancing" and inf.connection == (8000.0, 4000.0)
+    assert (inf.charge_w, inf.discharge_w) == (9000.0, 11000.0)
+    assert pr.in_force(at(601), until=False).connection is None  # the profile ended

@@ -5,6 +5,7 @@ right arguments: the scan's side is the mode authority's), and what is in force 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,10 @@ def test_a_session_over_2_1_is_schema_valid_both_ways(tmp_path: Path) -> None:
             sched = await link.request("GetCompositeSchedule", {"duration": 600, "evseId": 1})
             assert sched["status"] == "Accepted"
             # a 2.1-only action the station does not support gets NotSupported, one unknown to 2.1 NotImplemented
-            for action, code in (("AFRRSignal", "NotSupported"), ("FlyToTheMoon", "NotImplemented")):
+            for action, code in (("UsePriorityCharging", "NotSupported"), ("FlyToTheMoon", "NotImplemented")):
                 with pytest.raises(Exception) as err:
                     await link.request(
-                        action, {"timestamp": stamp(START), "signal": 0} if action != "FlyToTheMoon" else {}
+                        action, {"transactionId": "t", "activate": True} if action != "FlyToTheMoon" else {}
                     )
                 assert code in repr(err.value) or type(err.value).__name__.startswith(code)
         finally:
@@ -253,6 +254,156 @@ def test_dynamic_profile_updated_and_pulled(tmp_path: Path) -> None:
             await until(lambda: modes(h)[-1].get("setpoint_w") == 2000.0)
             await h.publish(dt_s=10.0)
             assert len(csms.actions("PullDynamicScheduleUpdate")) == 1  # the next one a whole interval later
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())
+
+
+# (period, charge limit W, discharge limit W, set point W) on the harness's site: 1 phase at 240 V, 11 kW
+PHASE_CASES: list[tuple[dict[str, Any], float, float, float]] = [
+    # W, all three phases given: the field is L1; the single-phase site counts L1 only
+    ({"limit": 4000.0, "limit_L2": 1000.0, "limit_L3": 2000.0, "setpoint": 3000.0, "setpoint_L2": 500.0,
+      "setpoint_L3": 500.0, "dischargeLimit": -2500.0, "dischargeLimit_L2": -100.0, "dischargeLimit_L3": -100.0},
+     4000.0, 2500.0, 3000.0),
+    ({"limit": 4000.0, "setpoint": -2000.0, "dischargeLimit": -5000.0}, 4000.0, 5000.0, -2000.0),  # sums
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("extra", "charge", "discharge", "setpoint"), PHASE_CASES)
+def test_per_phase_values_compose_as_the_2_1_schema_says(
+    tmp_path: Path, extra: dict[str, Any], charge: float, discharge: float, setpoint: float
+) -> None:
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            period = {"startPeriod": 0, "operationMode": "CentralSetpoint", **extra}
+            res = await csms.stations["CP-1"].request(
+                "SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile([period])}
+            )
+            assert res["status"] == "Accepted"
+            await h.publish()
+            await until(lambda: bool(modes(h)))
+            assert modes(h)[0]["setpoint_w"] == setpoint
+            assert h.writes["ocpp.limit_charge"] == charge and h.writes["ocpp.limit_discharge"] == discharge
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())
+
+
+def test_setpoint_reactive_and_half_given_phases_are_refused_with_their_reason(tmp_path: Path) -> None:
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            link = csms.stations["CP-1"]
+            for key in ("setpointReactive", "setpointReactive_L2"):
+                period = {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": 1000.0, key: 500.0}
+                res = await link.request("SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile([period])})
+                assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "UnsupportedParam"
+                assert key in res["statusInfo"]["additionalInfo"] and "reactive" in res["statusInfo"]["additionalInfo"]
+            half = {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": 1000.0, "setpoint_L2": 500.0}
+            res = await link.request("SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile([half])})
+            assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "InvalidSchedule"
+            assert h.station.profiles.items == [] and not modes(h)
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())
+
+
+def test_afrr_signal_drives_the_signal_watt_curve_from_its_timestamp(tmp_path: Path) -> None:
+    """LocalFrequency with aFRR's v2xSignalWattCurve (Q08): both curves go to the scan with the mode request, each
+    AFRRSignal is published as ``ocpp.afrr_signal`` from its timestamp on; without a signal curve in force
+    a signal is Rejected with the reason."""
+
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            link = csms.stations["CP-1"]
+            res = await link.request("AFRRSignal", {"timestamp": stamp(START), "signal": 10})
+            assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "NoSignalWattCurve"
+            signal_curve = [{"signal": 100, "power": 5000.0}, {"signal": -100, "power": -5000.0}]
+            periods = [
+                {"startPeriod": 0, "operationMode": "LocalFrequency", "v2xBaseline": 1000.0,
+                 "v2xFreqWattCurve": [{"frequency": 59.5, "power": -4000.0}, {"frequency": 60.5, "power": 4000.0}],
+                 "v2xSignalWattCurve": signal_curve},
+                {"startPeriod": 600, "operationMode": "ChargingOnly", "limit": 3000.0},
+            ]  # fmt: skip
+            res = await link.request("SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile(periods)})
+            assert res["status"] == "Accepted"
+            await h.publish()
+            await until(lambda: bool(modes(h)))
+            req = modes(h)[0]
+            assert req["mode"] == "frequency" and req["baseline_w"] == 1000.0
+            assert req["curve"] == [[59.5, -4000.0], [60.5, 4000.0]]
+            assert req["signal_curve"] == [[-100, -5000.0], [100, 5000.0]]  # by signal
+            now = START + dt.timedelta(seconds=1)
+            res = await link.request("AFRRSignal", {"timestamp": stamp(now), "signal": 40})
+            assert res["status"] == "Accepted" and h.writes["ocpp.afrr_signal"] == 40
+            later = now + dt.timedelta(seconds=10)
+            res = await link.request("AFRRSignal", {"timestamp": stamp(later), "signal": -60})
+            assert res["status"] == "Accepted" and h.writes["ocpp.afrr_signal"] == 40  # not yet active
+            await h.publish(dt_s=10.0)
+            assert h.writes["ocpp.afrr_signal"] == -60
+            await h.publish(dt_s=600.0)  # the period ends: the scan is handed back, the signal moves nothing
+            await until(lambda: modes(h)[-1] == {"mode": "local"})
+            late = START + dt.timedelta(seconds=700)
+            res = await link.request("AFRRSignal", {"timestamp": stamp(late), "signal": 5})
+            assert res["status"] == "Rejected"
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())
+
+
+def test_local_load_balancing_publishes_the_connection_limits_and_hands_back(tmp_path: Path) -> None:
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            periods = [
+                {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": 2000.0},
+                {"startPeriod": 60, "operationMode": "LocalLoadBalancing", "limit": 8000.0, "dischargeLimit": -3000.0},
+                {"startPeriod": 120, "operationMode": "ChargingOnly", "limit": 5000.0},
+            ]  # fmt: skip
+            res = await csms.stations["CP-1"].request(
+                "SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile(periods)}
+            )
+            assert res["status"] == "Accepted"
+            await h.publish()
+            assert h.writes["ocpp.connection_import_w"] == h.writes["ocpp.connection_export_w"] == 1e8
+            await h.publish(dt_s=60.0)
+            await until(lambda: modes(h)[-1] == {"mode": "local"})  # the local plan asks, the allocator cuts
+            assert h.writes["ocpp.operation_mode"] == "LocalLoadBalancing"
+            assert h.writes["ocpp.connection_import_w"] == 8000.0 and h.writes["ocpp.connection_export_w"] == 3000.0
+            assert h.writes["ocpp.limit_charge"] == 11000.0 and h.writes["ocpp.limit_discharge"] == 11000.0
+            await h.publish(dt_s=60.0)
+            assert h.writes["ocpp.connection_import_w"] == 1e8 and h.writes["ocpp.limit_charge"] == 5000.0
+        finally:
+            await h.stop()
+            await csms.close()
+
+    asyncio.run(main())
+
+
+def test_local_frequency_without_its_curve_is_rejected_no_freq_watt_curve(tmp_path: Path) -> None:
+    """Q08.FR.03: a LocalFrequency period needs a v2xFreqWattCurve; aFRR's signal curve alone is not one."""
+
+    async def main() -> None:
+        csms, h = await _online(tmp_path)
+        try:
+            sig = [{"signal": -100, "power": -5000.0}, {"signal": 100, "power": 5000.0}]
+            for period in ({"startPeriod": 0, "operationMode": "LocalFrequency", "v2xBaseline": 0.0},
+                           {"startPeriod": 0, "operationMode": "LocalFrequency", "v2xSignalWattCurve": sig}):  # fmt: skip
+                res = await csms.stations["CP-1"].request(
+                    "SetChargingProfile", {"evseId": 1, "chargingProfile": v2x_profile([period])}
+                )
+                assert res["status"] == "Rejected" and res["statusInfo"]["reasonCode"] == "NoFreqWattCurve"
+            assert h.station.profiles.items == []
         finally:
             await h.stop()
             await csms.close()

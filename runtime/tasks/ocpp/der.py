@@ -7,13 +7,23 @@ force comes back as the shared tag ``safety.der_overlay`` (JSON: control_id -> {
 ocpp}), which answers GetDERControl (ReportDERControl) and drives NotifyDERStartStop. Controls stay as
 camelCase dicts, exactly as on the wire: the ``ocpp`` package's v21 conversion would break their field
 names (docs/reference.md "OCPP").
+
+A scheduled control (``isDefault`` false) ends at its absolute time, ``startTime`` + ``duration``, across a
+runtime restart too: the station stamps ``startTime`` (now) on one that comes without it, so the persisted
+overlay carries its end; the safety layer, which has no calendar, counts ``duration`` on the cycle clock
+from when it applied the control and starts that count again after a restart. So after a runtime start the
+station puts each restored scheduled control back with what is left of it (``resume``), or clears it when
+its end has passed while the runtime was down.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
+
+from runtime.tasks.ocpp.smart import parse_time, stamp
 
 # DERControlEnumType -> the request's field that carries it, for the IEEE 1547 functions the safety layer
 # implements: must-trip curves, momentary cessation, enter service, limit max discharge, frequency droop
@@ -48,7 +58,7 @@ def overlay(text: Any) -> dict[str, dict[str, Any]]:
     return {str(k): v for k, v in doc.items() if isinstance(v, dict)} if isinstance(doc, dict) else {}
 
 
-def set_command(req: dict[str, Any]) -> tuple[dict[str, Any] | None, str, str]:
+def set_command(req: dict[str, Any], now: dt.datetime) -> tuple[dict[str, Any] | None, str, str]:
     """The ``der_control`` command for a SetDERControl, or None with the answer's status and why."""
     ctype = req["controlType"]
     key = OBJECT_KEY.get(ctype)
@@ -56,14 +66,39 @@ def set_command(req: dict[str, Any]) -> tuple[dict[str, Any] | None, str, str]:
         return None, "NotSupported", f"{ctype} is not a function this site's safety layer carries out"
     if key not in req:
         return None, "Rejected", f"a {ctype} control carries {key}"
+    obj = req[key]
+    if not req["isDefault"] and isinstance(obj, dict) and "duration" in obj and "startTime" not in obj:
+        obj = {**obj, "startTime": stamp(now)}  # its absolute end, kept with it (module docstring)
     cmd = {
         "action": "set",
         "control_type": ctype,
         "control_id": req["controlId"],
         "is_default": bool(req["isDefault"]),
-        "ocpp": req[key],
+        "ocpp": obj,
     }
     return cmd, "Accepted", ""
+
+
+def resume(controls: dict[str, dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
+    """After a runtime start: the ``der_control`` commands that give each restored scheduled control only
+    what is left of it (``startTime`` now, ``duration`` to its old end), or clear it when that end passed."""
+    out: list[dict[str, Any]] = []
+    for cid, c in sorted(controls.items()):
+        obj = c.get("ocpp")
+        if c.get("is_default") or not isinstance(obj, dict) or "startTime" not in obj or "duration" not in obj:
+            continue
+        try:
+            end = parse_time(str(obj["startTime"])) + dt.timedelta(seconds=float(obj["duration"]))
+        except (TypeError, ValueError, OverflowError):
+            continue  # the safety layer checked duration; a startTime it cannot read keeps the full duration
+        left = (end - now).total_seconds()
+        if left <= 0:
+            out.append({"action": "clear", "control_id": cid, "control_type": None})
+        elif left < float(obj["duration"]):
+            ocpp = {**obj, "startTime": stamp(now), "duration": round(left, 3)}
+            out.append({"action": "set", "control_type": c.get("control_type"), "control_id": cid,
+                        "is_default": False, "ocpp": ocpp})  # fmt: skip
+    return out
 
 
 def matching(controls: dict[str, dict[str, Any]], req: dict[str, Any]) -> dict[str, dict[str, Any]]:

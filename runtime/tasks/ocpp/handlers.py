@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from runtime.tasks.ocpp import der, protocol
+from runtime.tasks.ocpp import der, protocol, smart
 from runtime.tasks.ocpp.variables import VARDEFS
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         return {"status": "Accepted"}
 
     def set_charging_profile(req: Payload) -> Payload:
+        if st.version.name == "2.1" and (why := smart.unsupported(req["chargingProfile"])):
+            return refused(why, "UnsupportedParam")
         status, reason = st.profiles.set(req["evseId"], req["chargingProfile"], st.tx.st.tx_id, st.version.name)
         st.publish(force=True)
         out: Payload = {"status": status}
@@ -222,12 +224,27 @@ def table(st: Station) -> dict[str, protocol.Handler]:
     async def set_der_control(req: Payload) -> Payload:
         """R (2.1): the scan's safety layer validates against IEEE 1547 for the site's category, applies at
         a cycle boundary and persists; its refusal is Rejected with the reason."""
-        cmd, status, why = der.set_command(req)
+        cmd, status, why = der.set_command(req, st.utc())
         if cmd is None:
             return {"status": status, "statusInfo": {"reasonCode": "UnsupportedParam", "additionalInfo": why[:512]}}
         ok, reason = await st.command("der_control", cmd)
         if not ok:
             return refused(reason, "InvalidValue")
+        return {"status": "Accepted"}
+
+    def afrr_signal(req: Payload) -> Payload:
+        """2.1 AFRRSignal (Q08, aFRR): the signal a frequency period's v2xSignalWattCurve maps to power. Kept
+        from its timestamp on and published as ``ocpp.afrr_signal``; the scan computes the power every
+        cycle (programs/authority.py). Rejected (NoSignalWattCurve, Q08.FR.11) when no signal-watt curve is
+        in force at that time, so the CSMS learns the signal moves nothing."""
+        try:
+            at = smart.parse_time(req["timestamp"])
+        except ValueError:
+            return refused(f"timestamp {req['timestamp']!r} is not a date-time", "InvalidValue")
+        if not st.profiles.in_force(max(at, st.utc()), st.tx.st.tx_id, st.tx_start()).signal_curve:
+            return refused("no period with a v2xSignalWattCurve is in force at that time", "NoSignalWattCurve")
+        st.afrr = sorted([*st.afrr, (at, int(req["signal"]))], key=lambda x: x[0])[-16:]
+        st.publish(force=True)
         return {"status": "Accepted"}
 
     def get_der_control(req: Payload) -> Payload:
@@ -298,6 +315,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         "GetInstalledCertificateIds": get_installed_certificate_ids,
         "DeleteCertificate": delete_certificate,
         "UpdateDynamicSchedule": update_dynamic_schedule,
+        "AFRRSignal": afrr_signal,
         "SetDERControl": set_der_control,
         "GetDERControl": get_der_control,
         "ClearDERControl": clear_der_control,

@@ -14,6 +14,22 @@ OCPP 2.1 (V2X) adds to a period ``operationMode``, a signed ``setpoint`` (+ into
 in force; the discharge limit is the smallest magnitude of the station maximum's and the Tx(Default)'s;
 on a profile set over 2.1 a Tx(Default) period without ``operationMode`` is ChargingOnly (no discharge),
 while a profile set over 2.0.1 (which has no discharge) limits charging only.
+
+LocalLoadBalancing (2.1): the station balances its own load against a connection limit. On this site that
+is the depot allocator with one EVSE (docs/design.md): the period's ``limit`` and ``dischargeLimit`` become
+the connection's import and export limits (``InForce.connection``, published as
+``ocpp.connection_import_w``/``ocpp.connection_export_w`` for the allocator's limit tags), not the EV's; the
+EV's own limits are the station maximum's alone, and the local plan asks while the allocator keeps the site
+meter within the period's limits with the EV as the flexible load.
+
+Per-phase values (2.1): ``limit``, ``dischargeLimit`` and ``setpoint`` are the sum of all phases, "unless
+values are provided for L2 and L3, in which case this field represents phase L1" (2.1 schemas,
+ChargingSchedulePeriodType; both ``_L2`` and ``_L3``, or neither). This site's converter takes one set
+point for all its phases and shares it evenly, so per-phase limits compose to the site's phase count
+times the tightest phase (no phase is ever asked above its own limit), and per-phase set points to their
+sum; a site with fewer phases counts its first phases only. ``setpointReactive`` (and its ``_L2``/``_L3``)
+is refused: no inverter map of this project writes a reactive power set point (io_maps/), so the
+station could not follow it and says so (Rejected, UnsupportedParam) instead of ignoring it.
 """
 
 from __future__ import annotations
@@ -57,6 +73,27 @@ def _bad_times(profile: dict[str, Any]) -> str:
 
 FREQUENCY_MODES = ("CentralFrequency", "LocalFrequency")
 SETPOINT_MODES = ("CentralSetpoint", "CentralFrequency")  # need a setpoint (2.1 part 2, Q "V2X")
+# LocalLoadBalancing without a limit in a direction, and every other mode: the CSMS does not lower the
+# connection's own limit (the allocator takes the smaller of its own and this; 1e8 W is its MAX_W).
+NO_LIMIT_W = 1e8
+PHASED = ("limit", "dischargeLimit", "setpoint")
+NO_FREQ_WATT_CURVE = (
+    "LocalFrequency without a v2xFreqWattCurve of at least 2 points"  # the fields with _L2/_L3 this site composes
+)
+REACTIVE = ("setpointReactive", "setpointReactive_L2", "setpointReactive_L3")
+
+
+def unsupported(profile: dict[str, Any]) -> str:
+    """Why this site cannot follow a 2.1 profile at all (empty: it can), for statusInfo.additionalInfo."""
+    for sched in profile.get("chargingSchedule", []):
+        for q in sched.get("chargingSchedulePeriod", []):
+            found = [k for k in REACTIVE if k in q]
+            if found:
+                return (
+                    f"{found[0]} (period at {q.get('startPeriod')} s): this site's inverter map has no reactive "
+                    "power set point, so it cannot follow one"
+                )
+    return ""
 
 
 @dataclass(frozen=True)
@@ -69,12 +106,21 @@ class InForce:
     setpoint_w: float | None = None  # signed, + into the EV, within [-discharge_w, charge_w]
     baseline_w: float | None = None  # v2xBaseline
     curve: tuple[tuple[float, float], ...] = ()  # v2xFreqWattCurve: (Hz, W signed), by frequency
+    signal_curve: tuple[tuple[float, float], ...] = ()  # v2xSignalWattCurve: (AFRR signal, W signed), by signal
     until: dt.datetime | None = None  # when the period in force ends (None: not within a day)
+    connection: tuple[float, float] | None = None  # LocalLoadBalancing: (import, export) limit at the meter, W
 
 
 def _bad_v2x(sched: dict[str, Any]) -> str:
     """What is wrong with a 2.1 schedule's V2X fields (empty: nothing)."""
     for q in sched["chargingSchedulePeriod"]:
+        if any(k in q for k in REACTIVE):
+            return "a setpointReactive (no reactive power set point on this site)"
+        for key in PHASED:
+            if (f"{key}_L2" in q) != (f"{key}_L3" in q) or (f"{key}_L2" in q and key not in q):
+                return f"{key}_L2/_L3 given without all of {key}, {key}_L2 and {key}_L3"
+        if any(q.get(f"limit{ph}", 0) < 0 for ph in ("_L2", "_L3")):
+            return "a negative per-phase limit"
         if q.get("limit", 0) < 0:
             return "a negative limit"
         if q.get("dischargeLimit", 0) > 0:
@@ -83,9 +129,18 @@ def _bad_v2x(sched: dict[str, Any]) -> str:
         if mode in SETPOINT_MODES and "setpoint" not in q:
             return f"{mode} without a setpoint"
         if mode in FREQUENCY_MODES:
+            # the mode_request contract: 2-10 points at distinct frequencies within 45-65 Hz or distinct
+            # signals (sent sorted). LocalFrequency needs its frequency-watt curve (Q08.FR.03: reason
+            # NoFreqWattCurve) and may add aFRR's signal-watt curve; CentralFrequency needs one of them.
             hz = [pt["frequency"] for pt in q.get("v2xFreqWattCurve", [])]
-            # the mode_request contract: 2-10 points at distinct frequencies within 45-65 Hz (sent sorted)
-            if not 2 <= len(hz) <= 10 or len(set(hz)) != len(hz) or not all(45 <= f <= 65 for f in hz):
+            sig = [pt["signal"] for pt in q.get("v2xSignalWattCurve", [])]
+            if sig and (not 2 <= len(sig) <= 10 or len(set(sig)) != len(sig)):
+                return "a v2xSignalWattCurve needs 2-10 points at distinct signals"
+            if mode == "LocalFrequency" and len(hz) < 2:
+                return NO_FREQ_WATT_CURVE
+            if (hz or not sig) and (
+                not 2 <= len(hz) <= 10 or len(set(hz)) != len(hz) or not all(45 <= f <= 65 for f in hz)
+            ):
                 return f"{mode} needs a v2xFreqWattCurve of 2-10 points at distinct frequencies within 45-65 Hz"
     return ""
 
@@ -139,9 +194,9 @@ class Profiles:
             periods = [p["startPeriod"] for p in sched["chargingSchedulePeriod"]]
             if periods[0] != 0 or periods != sorted(set(periods)):
                 return "Rejected", "InvalidSchedule"  # K01.FR.31: the first period starts at 0
-            if version == "2.1" and _bad_v2x(sched):
-                log.info("ocpp: profile %s rejected: %s", profile["id"], _bad_v2x(sched))
-                return "Rejected", "InvalidSchedule"
+            if version == "2.1" and (why := _bad_v2x(sched)):
+                log.info("ocpp: profile %s rejected: %s", profile["id"], why)
+                return "Rejected", "NoFreqWattCurve" if why == NO_FREQ_WATT_CURVE else "InvalidSchedule"
             if any(p.get("limit", 0) < 0 for p in sched["chargingSchedulePeriod"]):
                 return "Rejected", "InvalidSchedule"
         # K01.FR.05: the same id, or the same stackLevel + purpose + EVSE, is replaced
@@ -233,6 +288,16 @@ class Profiles:
         n = min(phases or self.phases, self.phases)
         return float(limit) * self.voltage * n
 
+    def _total(self, q: dict[str, Any], key: str, unit: str) -> float:
+        """A period's ``key`` (limit, dischargeLimit or setpoint) in W for all phases (module docstring)."""
+        if f"{key}_L2" not in q:
+            return self._watts(q[key], unit, q.get("numberPhases"))
+        n = min(q.get("numberPhases") or self.phases, self.phases)
+        per = [self._watts(v, unit, 1) for v in (q[key], q[f"{key}_L2"], q[f"{key}_L3"])[:n]]
+        if key == "setpoint":
+            return sum(per)
+        return n * (min(per) if key == "limit" else max(per))  # dischargeLimit <= 0: the smallest magnitude
+
     def _starts(
         self, profile: dict[str, Any], sched: dict[str, Any], t: dt.datetime, tx_start: dt.datetime | None
     ) -> dt.datetime | None:
@@ -319,30 +384,42 @@ class Profiles:
         tx = self._top("TxProfile", t, tx_id, tx_start, offline_s) or self._top(
             "TxDefaultProfile", t, tx_id, tx_start, offline_s
         )
-        charge = discharge = self.rating
-        for got in (station, tx):
-            if got is None:
-                continue
-            _, q, unit = got
-            if "limit" in q:
-                charge = min(charge, self._watts(q["limit"], unit, q.get("numberPhases")))
-            if "dischargeLimit" in q:
-                discharge = min(discharge, self._watts(-q["dischargeLimit"], unit, q.get("numberPhases")))
-        charge, discharge = max(0.0, charge), max(0.0, discharge)
-        if tx is None or tx[0].get("ocpp") != "2.1":
+        charge, discharge = self._limits(station, self.rating, self.rating)
+        v21 = tx is not None and tx[0].get("ocpp") == "2.1"
+        if tx is not None and v21 and tx[1].get("operationMode") == "LocalLoadBalancing":
+            imp, exp = self._limits(tx, NO_LIMIT_W, NO_LIMIT_W)  # the meter's limits, not the EV's
+            return InForce(
+                charge, discharge, "LocalLoadBalancing", until=self._next_change(t, tx_start) if until else None,
+                connection=(imp, exp),
+            )  # fmt: skip
+        charge, discharge = self._limits(tx, charge, discharge)
+        if tx is None or not v21:
             return InForce(charge, discharge, until=self._next_change(t, tx_start) if until else None)
         _, q, unit = tx
         mode = q.get("operationMode", "ChargingOnly")
         if mode == "ChargingOnly":
             discharge = 0.0
         sp = q.get("setpoint")
-        setpoint = None if sp is None else min(charge, max(-discharge, self._watts(sp, unit, q.get("numberPhases"))))
+        setpoint = None if sp is None else min(charge, max(-discharge, self._total(q, "setpoint", unit)))
         base = q.get("v2xBaseline")
         curve = tuple(sorted((float(pt["frequency"]), float(pt["power"])) for pt in q.get("v2xFreqWattCurve", [])))
+        signal = tuple(sorted((float(pt["signal"]), float(pt["power"])) for pt in q.get("v2xSignalWattCurve", [])))
         return InForce(
-            charge, discharge, mode, setpoint, None if base is None else float(base), curve,
+            charge, discharge, mode, setpoint, None if base is None else float(base), curve, signal,
             self._next_change(t, tx_start) if until else None,
         )  # fmt: skip
+
+    def _limits(
+        self, got: tuple[dict[str, Any], Any, str] | None, charge: float, discharge: float
+    ) -> tuple[float, float]:
+        """``charge``/``discharge`` (W magnitudes) lowered by the period's limit and dischargeLimit, >= 0."""
+        if got is not None:
+            _, q, unit = got
+            if "limit" in q:
+                charge = min(charge, self._total(q, "limit", unit))
+            if "dischargeLimit" in q:
+                discharge = min(discharge, -self._total(q, "dischargeLimit", unit))
+        return max(0.0, charge), max(0.0, discharge)
 
     def _next_change(self, t: dt.datetime, tx_start: dt.datetime | None) -> dt.datetime | None:
         later = [b for b in self._breakpoints(t, t + dt.timedelta(days=1), tx_start) if b > t]

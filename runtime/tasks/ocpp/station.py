@@ -23,7 +23,7 @@ from runtime.tasks.base import TaskContext
 from runtime.tasks.ocpp import boot, der, needs, protocol, rotation, v2x
 from runtime.tasks.ocpp.link import LinkSide
 from runtime.tasks.ocpp.queue import MessageQueue
-from runtime.tasks.ocpp.smart import InForce, Profiles, parse_time, stamp
+from runtime.tasks.ocpp.smart import NO_LIMIT_W, InForce, Profiles, parse_time, stamp
 from runtime.tasks.ocpp.transactions import Sample, Transactions, TxState, connector_status, meter_value
 from runtime.tasks.ocpp.variables import VARDEFS, DeviceModel, OcppParams, find
 
@@ -95,6 +95,7 @@ class Station(LinkSide):
         self.mode_sent: dict[str, Any] | None = None  # the last mode request asked of the scan
         self.mode_sent_us = 0
         self._steering = False  # a mode request is on its way
+        self.afrr: list[tuple[dt.datetime, int]] = []  # AFRRSignals by timestamp: the last one due is in force
 
     # ------------------------------------------------------------------ commands to the scan
 
@@ -192,6 +193,9 @@ class Station(LinkSide):
             if self.tx.active and self.start.runtime_start:
                 # the runtime restarted inside a transaction: end it with the last known values (E01/E06)
                 self._store(*self.tx.end(self.stamp(), not self.online, "AbnormalCondition", self.start.stopped_reason))
+            if self.start.runtime_start:  # scheduled DER controls end at their absolute time (der.py)
+                for cmd in der.resume(self.der_overlay, self.utc()):
+                    self._spawn(self._resume_der(cmd))
         interval = self.vars["TxUpdatedInterval"]
         if time.monotonic() - self.last_periodic < self.p.sample_floor_s:
             interval = 1 << 40  # the floor: a site run faster than real time does not flood its CSMS
@@ -234,6 +238,15 @@ class Station(LinkSide):
             return
         self.outbox.append((action, payload))
         self.wake.set()
+
+    async def _resume_der(self, cmd: dict[str, Any]) -> None:
+        ok, reason = await self.command("der_control", cmd)
+        what = f"DER control {cmd['control_id']}: " + ("cleared, its end passed" if cmd["action"] == "clear" else
+                                                      f"{cmd['ocpp']['duration']:g} s left of it")  # fmt: skip
+        if ok:
+            log.warning("ocpp: after the runtime start, %s", what)
+        else:
+            log.error("ocpp: after the runtime start, %s refused by the scan: %s", what, reason)
 
     def _der_started_stopped(self, now: dict[str, dict[str, Any]]) -> None:
         """NotifyDERStartStop (2.1 R) for a scheduled (not default) control that came into or left force."""
@@ -377,6 +390,16 @@ class Station(LinkSide):
             discharge = 0.0
         return inf.charge_w, discharge
 
+    def afrr_signal(self) -> int | None:
+        """The AFRR signal in force: the latest whose timestamp has come (2.1 AFRRSignalRequest.timestamp,
+        "Time when signal becomes active"); older ones are dropped."""
+        now = self.utc()
+        due = [i for i, (t, _) in enumerate(self.afrr) if t <= now]
+        if not due:
+            return None
+        del self.afrr[: due[-1]]
+        return self.afrr[0][1]
+
     def steer(self, inf: InForce) -> None:
         """The operation mode in force as a mode request to the scan (v2x.py): sent when it changes and
         again before half of its expiry has run; nothing is handed back before anything was asked, and
@@ -422,11 +445,16 @@ class Station(LinkSide):
             "ocpp.queue": len(self.queue),
         }
         values["ocpp.rtt"] = self.rtt_s if self.peer is not None else None
+        values["ocpp.afrr_signal"] = self.afrr_signal()
+        imp, exp = inf.connection or (NO_LIMIT_W, NO_LIMIT_W)
+        values["ocpp.connection_import_w"], values["ocpp.connection_export_w"] = imp, exp
         now = time.monotonic()
         if not force and values == self._published and now - self._published_at < PUBLISH_EVERY_S:
             return
         for k, v in values.items():
-            if v is None:  # no link, or no round trip measured yet: the back office's supervision sees "bad"
+            if v is None and k == "ocpp.afrr_signal":
+                self.cx.write(k, 0, Quality.BAD)  # no signal yet: the scan gives a signal-watt request 0 W
+            elif v is None:  # no link, or no round trip measured yet: the back office's supervision sees "bad"
                 self.cx.write(k, self.rtt_s or 0.0, Quality.BAD)
             else:
                 self.cx.write(k, v, Quality.GOOD)

@@ -63,6 +63,33 @@ class OcppTask(Task):
                 STALE_S,
                 "OCPP 2.1 operationMode in force ('' none); ExternalSetpoint/ExternalLimits: the local EMS may steer",
             ),
+            TagSpec(
+                "ocpp.connection_import_w",
+                TagType.FLOAT,
+                "W",
+                S,
+                None,
+                STALE_S,
+                "LocalLoadBalancing: the period's limit at the site meter, for the allocator; 1e8 W: none",
+            ),
+            TagSpec(
+                "ocpp.connection_export_w",
+                TagType.FLOAT,
+                "W",
+                S,
+                None,
+                STALE_S,
+                "LocalLoadBalancing: the period's dischargeLimit magnitude at the site meter; 1e8 W: none",
+            ),
+            TagSpec(
+                "ocpp.afrr_signal",
+                TagType.INT,
+                "",
+                S,
+                None,
+                STALE_S,
+                "OCPP 2.1 AFRRSignal in force (from its timestamp on), the v2xSignalWattCurve's input; bad: none yet",
+            ),
         ]
 
     async def run(self, cx: TaskContext) -> None:

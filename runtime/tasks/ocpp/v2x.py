@@ -6,7 +6,11 @@ The CSMS's operation mode in force (smart.InForce) becomes one ``mode_request`` 
 - CentralSetpoint: mode ``remote`` with the signed set point (already clamped to the CSMS's own limits);
 - Idle: mode ``remote`` with 0 W, which is what Idle means (no power either way);
 - CentralFrequency, LocalFrequency: mode ``frequency`` with the curve ``[[hz, w], ...]`` and the baseline
-  (``v2xBaseline``, else the set point, else 0 W), computed in the scan every cycle;
+  (``v2xBaseline``, else the set point, else 0 W), computed in the scan every cycle; a frequency period's
+  ``v2xSignalWattCurve`` (aFRR, 2.1 Q08) goes with it as ``signal_curve`` ``[[signal, w], ...]``, which the scan
+  applies to the AFRR signal the station publishes (``ocpp.afrr_signal``); with both, their powers add up
+  on the baseline (2.1 schemas: v2xBaseline "on top of which values from v2xFreqWattCurve and
+  v2xSignalWattCurve are added");
 - ChargingOnly, ExternalLimits, ExternalSetpoint, LocalLoadBalancing, or no 2.1 profile: mode ``local``
   (the CSMS hands authority back; its limits stay in force as ``ocpp.limit_charge``/``ocpp.limit_discharge``,
   ChargingOnly's with 0 W discharge, and ``ocpp.operation_mode`` tells the local EMS whether it may steer).
@@ -35,9 +39,14 @@ def mode_request(inf: InForce, now: dt.datetime) -> dict[str, Any]:
         return {"mode": "remote", "setpoint_w": inf.setpoint_w, "expiry_s": expiry}
     if inf.mode == "Idle":
         return {"mode": "remote", "setpoint_w": 0.0, "expiry_s": expiry}
-    if inf.mode in FREQUENCY_MODES and inf.curve:
+    if inf.mode in FREQUENCY_MODES and (inf.curve or inf.signal_curve):
         base = inf.baseline_w if inf.baseline_w is not None else inf.setpoint_w or 0.0
-        return {"mode": "frequency", "curve": [[hz, w] for hz, w in inf.curve], "baseline_w": base, "expiry_s": expiry}
+        out: dict[str, Any] = {"mode": "frequency", "baseline_w": base, "expiry_s": expiry}
+        if inf.curve:
+            out["curve"] = [[hz, w] for hz, w in inf.curve]
+        if inf.signal_curve:
+            out["signal_curve"] = [[int(s), w] for s, w in inf.signal_curve]
+        return out
     return dict(LOCAL)
 
 

@@ -158,7 +158,10 @@ VARDEFS: tuple[VarDef, ...] = (
 )
 
 # the operation modes the site carries out (docs/ocpp.md "OCPP 2.1"), in OperationModeEnumType's order
-OPERATION_MODES = "Idle,ChargingOnly,CentralSetpoint,ExternalSetpoint,ExternalLimits,CentralFrequency,LocalFrequency"
+OPERATION_MODES = ",".join(
+    ("Idle", "ChargingOnly", "CentralSetpoint", "ExternalSetpoint", "ExternalLimits", "CentralFrequency",
+     "LocalFrequency", "LocalLoadBalancing")
+)  # fmt: skip
 
 MEASURANDS = (
     "Energy.Active.Import.Register,Energy.Active.Export.Register,Power.Active.Import,Power.Active.Export,SoC,Voltage"
