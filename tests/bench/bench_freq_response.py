@@ -52,9 +52,11 @@ BASELINE_W = 1000.0
 # IEEE 1547-2018 Table 24's default dead band (0.036 Hz) around 60 Hz, 6 kW at +-0.5 Hz: the curve a
 # CentralFrequency profile would carry in v2xFreqWattCurve, as [hz, W].
 CURVE = [[59.5, -6000.0], [59.964, 0.0], [60.036, 0.0], [60.5, 6000.0]]
-# Steps inside IEEE 1547 Category III continuous operation (no trip, no ride-through): each one moves the
-# set point (no two neighbours give the same value).
-STEPS_HZ = (59.8, 60.0, 60.2, 60.0, 59.7, 60.3, 60.0, 59.9, 60.1)
+# Steps inside IEEE 1547 Category III continuous operation, each one moving the set point, none larger than
+# 0.2 Hz: over the safety layer's 0.1 s ROCOF window that is at most 2 Hz/s, inside the Category III ROCOF
+# ride-through (3 Hz/s, IEEE 1547-2018 Table 21), so no step is an islanding event (a 0.5 Hz step is: it
+# tripped the ROCOF protection now and then, depending on when the reads fell).
+STEPS_HZ = (59.8, 60.0, 60.2, 60.0, 59.9, 59.7, 59.9, 60.1, 60.3, 60.1, 60.0)
 TOL_W = 2.0  # the SunSpec WSet register holds whole watts
 
 

@@ -266,7 +266,9 @@ def test_every_operation_mode_reaches_the_plants_inverter(tmp_path: Path) -> Non
                                            "v2xFreqWattCurve": CURVE}))  # fmt: skip
                 await rig.tag_becomes("ocpp.operation_mode", mode, 20)
                 for hz in (60.0, 59.8, 59.3, 60.02, 60.25, 61.0, 60.0):
-                    p.grid_f = hz
+                    # ramped at 1 Hz/s, as a grid moves: a step of 0.5 Hz is a ROCOF of 5 Hz/s over the safety
+                    # layer's 0.1 s window, beyond the Category III ride-through (3 Hz/s): an islanding trip
+                    p.set("grid.frequency", hz, ramp_s=abs(hz - p.grid_f))
                     await rig.register_becomes(1000.0 + curve_at(hz), what=f"{mode} at {hz} Hz")
                 assert await rig.tag("mode.state") == "frequency"
 
