@@ -86,6 +86,18 @@ OUT_DER_OVERLAY, OUT_DER_DROOP = "safety.der_overlay", "safety.der_freq_droop"
 
 RESTORED = " (latched before restart)"
 
+PLC_HANDSHAKE_TIMEOUTS_WEAK = 3  # ISO 15118 handshake timeouts in a row that make a marginal PLC link weak
+
+
+def plc_handshake_timeouts(comms: Any) -> tuple[str | None, int]:
+    """The tag counting ISO 15118 handshake timeouts in a row (the SECC device's ``secc.handshake_timeouts``,
+    or ``evse<n>.secc.handshake_timeouts``) and how many make a marginal link weak: the settings
+    ``comms.handshake_timeouts_tag`` / ``comms.handshake_timeouts_weak``, read so until the settings model
+    names them (None: not read, as before)."""
+    return getattr(comms, "handshake_timeouts_tag", None), getattr(
+        comms, "handshake_timeouts_weak", PLC_HANDSHAKE_TIMEOUTS_WEAK
+    )
+
 
 @register_interlock("v2g_safety")
 class SafetySupervisor(Program):
@@ -201,6 +213,7 @@ class SafetySupervisor(Program):
             p.battery.soh_tag,
             p.battery.temperature_tag,
             p.comms.snr_tag,
+            plc_handshake_timeouts(p.comms)[0],
             p.comms.rtt_tag,
             p.comms.write_mismatch_tag,
             p.limits.rating_charge_tag,
@@ -750,6 +763,18 @@ class SafetySupervisor(Program):
             # the threshold neither makes the limit come and go nor steps the discharge back up.
             healthy_db = p.comms.snr_min_db + (p.comms.snr_hysteresis_db if self.snr_cap is not None else 0.0)
             weak = snr is None or snr < healthy_db
+            # ISO 15118 handshakes timing out in a row (SupportedAppProtocol and setup requests lost) while the
+            # SNR is in the hysteresis band, short of healthy: the SNR average hides the frames the link
+            # loses, the failures show them, so the link counts as weak too (docs/iso15118.md).
+            fails_tag, fails_weak = plc_handshake_timeouts(p.comms)
+            fails = val(img, fails_tag) if fails_tag else None
+            handshakes_fail = (
+                isinstance(fails, int)
+                and fails >= fails_weak
+                and snr is not None
+                and snr < p.comms.snr_min_db + p.comms.snr_hysteresis_db
+            )
+            weak = weak or handshakes_fail
             if weak:
                 # no new discharge; the present one ramps down
                 self.snr_cap = (
@@ -761,6 +786,9 @@ class SafetySupervisor(Program):
                 reasons["plc"] = (
                     "PLC link quality unknown"
                     if snr is None
+                    else f"weak PLC link ({fails} ISO 15118 handshakes timed out in a row at {snr:.1f} dB): "
+                    "no new discharge"
+                    if handshakes_fail
                     else f"weak PLC link ({snr:.1f} dB, healthy from {healthy_db:g} dB): no new discharge"
                 )
             else:

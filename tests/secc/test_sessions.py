@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,6 @@ from tests.runtime.helpers import control, read_tag, start_cli, stop_cli, wait_f
 from tests.secc import netns, site
 
 SESSION_S = 90.0  # a -20 session takes ~15 s here with the bounded JVM; generous for a loaded CI machine
-
-
-@pytest.fixture
-def pair() -> Iterator[netns.Pair]:
-    netns.require_peers()
-    with netns.veth_pair() as p:
-        yield p
 
 
 def _tag(sock: Path, name: str) -> Any:
