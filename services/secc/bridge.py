@@ -37,7 +37,15 @@ from typing import Any
 
 import failures  # services/secc/failures.py: this script's folder is on sys.path
 from iso15118.secc import SECCHandler
-from iso15118.secc.controller.ev_data import EVDataContext
+from iso15118.secc.controller.ev_data import (
+    EVACCLLimits,
+    EVACCPDLimits,
+    EVDataContext,
+    EVDCCLLimits,
+    EVDCCPDLimits,
+    EVRatedLimits,
+    EVSessionLimits,
+)
 from iso15118.secc.controller.interface import ServiceStatus
 from iso15118.secc.controller.simulator import SimEVSEController
 from iso15118.secc.secc_settings import Config
@@ -50,6 +58,18 @@ from iso15118.shared.settings import JAR_FILE_PATH
 log = logging.getLogger("v2g_plc.secc")
 
 HEARTBEAT_S = 0.5
+# The status keys that carry what the EV said (cleared between sessions).
+EV_DATA = (
+    "soc",
+    "departure_time",
+    "target_energy_wh",
+    "min_energy_wh",
+    "max_energy_wh",
+    "min_v2x_energy_wh",
+    "max_v2x_energy_wh",
+    "max_charge_w",
+    "max_discharge_w",
+)
 
 # The EXI codec's JVM with bounded memory and JIT: with Java's defaults it grows from 110 to 350 MB over
 # three sessions and takes ~4.6 CPU-s a session; with these it stays near 135 MB and ~2.7 CPU-s
@@ -176,7 +196,17 @@ def _num(v: Any) -> float | None:
 
 class SessionData(EVDataContext):
     """The package's EV data, plus the SoC of the -20 AC charge loop: its AC loop update (0.31) skips the
-    DisplayParameters that its DC loop update reads (ISO 15118-20 AC_ChargeLoopReq carries them too)."""
+    DisplayParameters that its DC loop update reads (ISO 15118-20 AC_ChargeLoopReq carries them too).
+
+    Its limits are fresh objects per session: the package's constructor defaults them to one shared
+    instance each (a default argument evaluated once), so a new context would carry the last EV's power
+    limits into the next session."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            rated_limits=EVRatedLimits(ac_limits=EVACCPDLimits(), dc_limits=EVDCCPDLimits()),
+            session_limits=EVSessionLimits(ac_limits=EVACCLLimits(), dc_limits=EVDCCLLimits()),
+        )
 
     def update_ac_charge_loop_v20(self, req: Any, *args: Any, **kwargs: Any) -> None:
         super().update_ac_charge_loop_v20(req, *args, **kwargs)
@@ -270,7 +300,7 @@ class RuntimeEVSEController(SimEVSEController):
     def reset_ev_data_context(self) -> None:
         self.ev_data_context = SessionData()
 
-    def status(self) -> dict[str, Any]:
+    def _status(self) -> dict[str, Any]:
         ev = self.ev_data_context
         rated, sess = ev.rated_limits, ev.session_limits
         ac = self.protocol.endswith("_AC") or "AC" in str(getattr(ev, "selected_energy_mode", "") or "")
@@ -302,6 +332,14 @@ class RuntimeEVSEController(SimEVSEController):
             ),
             "setpoint_w": self.link.setpoint_w(),
         }
+
+    def status(self) -> dict[str, Any]:
+        """What the EV said, only while its session runs (None between sessions, whatever the package's
+        context holds then: its limits' defaults are 0 W, not "unknown")."""
+        st = self._status()
+        if not self.in_session:
+            st.update({k: None for k in EV_DATA})
+        return st
 
     def report(self, force: bool = False) -> None:
         st = self.status()

@@ -72,6 +72,7 @@ def test_bpt_session_completes_and_the_ev_gets_the_discharge_setpoint(
         # cleared at session end, and the end is reported with its reason
         wait_for(lambda: _tag(sock, "secc.session") is False, 10, "the session's end")
         assert _tag(sock, "secc.soc") is None and _tag(sock, "secc.protocol") == ""
+        assert _tag(sock, "secc.ev_max_charge_w") is None and _tag(sock, "secc.ev_max_discharge_w") is None
         assert "terminated" in (_tag(sock, "secc.end_reason") or "").lower()
         assert _tag(sock, "secc.sessions") == 1
     finally:
