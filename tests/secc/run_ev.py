@@ -68,14 +68,20 @@ def wait_listening(sock: Path, stop: threading.Event, timeout_s: float = 300.0) 
 
 
 def ev_loop(
-    pair: netns.Pair, config: Path, log: Path, stop: threading.Event, patience: float = 1.0, sock: Path | None = None
+    pair: netns.Pair,
+    config: Path,
+    log: Path,
+    stop: threading.Event,
+    patience: float = 1.0,
+    sock: Path | None = None,
+    nice: int = -5,
 ) -> None:
     """One EV session after another (the package's EV ends after one), a second apart; with ``sock``,
     each once the SECC listens."""
     while not stop.is_set():
         if sock is not None and not wait_listening(sock, stop):
             return
-        ev = netns.start_ev(pair, config, log, patience=patience)
+        ev = netns.start_ev(pair, config, log, patience=patience, nice=nice)
         end = time.monotonic() + EV_LIFE_S
         while ev.poll() is None and time.monotonic() < end and not stop.wait(0.5):
             pass
