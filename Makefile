@@ -60,5 +60,13 @@ $(SECC_STAMP):
 	touch $(SECC_STAMP)
 secc-venv: $(SECC_STAMP)
 
+# The bundled site with an SECC and the package's EV simulator over ISO 15118-20, one session after another
+# (root: network namespaces; docs/iso15118.md "Running the bundled site with a simulated EV"). `make run` is
+# unchanged. EV_ARGS="--speed 1 --config '-20 AC BPT'".
+.PHONY: run-ev
+EV_ARGS ?=
+run-ev: $(STAMP) $(SECC_STAMP)
+	$(BIN)/python -m tests.secc.run_ev $(EV_ARGS)
+
 clean:
 	rm -rf $(VENV) $(SECC_VENV) build *.egg-info

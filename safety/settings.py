@@ -163,6 +163,16 @@ class Comms(Params):
     snr_hysteresis_db: float = Field(
         2.0, ge=0, le=20, description="a weak link counts as healthy again at snr_min_db plus this (no chatter)"
     )
+    handshake_timeouts_tag: TagName | None = Field(
+        None,
+        description="ISO 15118 handshake timeouts in a row (the SECC device's secc.handshake_timeouts); None: not read",
+    )
+    handshake_timeouts_weak: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="this many in a row with the SNR under snr_min_db + snr_hysteresis_db: a weak PLC link",
+    )
     rtt_tag: TagName | None = Field(None, description="measured back-office round trip, s")
     rtt_max_s: float = Field(0.5, gt=0, le=0.5, description="above: leave grid services (issue 4: 500 ms)")
     external_tags: list[TagName] = Field(

@@ -201,6 +201,7 @@ class SafetySupervisor(Program):
             p.battery.soh_tag,
             p.battery.temperature_tag,
             p.comms.snr_tag,
+            p.comms.handshake_timeouts_tag,
             p.comms.rtt_tag,
             p.comms.write_mismatch_tag,
             p.limits.rating_charge_tag,
@@ -750,6 +751,18 @@ class SafetySupervisor(Program):
             # the threshold neither makes the limit come and go nor steps the discharge back up.
             healthy_db = p.comms.snr_min_db + (p.comms.snr_hysteresis_db if self.snr_cap is not None else 0.0)
             weak = snr is None or snr < healthy_db
+            # ISO 15118 handshakes timing out in a row (SupportedAppProtocol and setup requests lost) while the
+            # SNR is in the hysteresis band, short of healthy: the SNR average hides the frames the link
+            # loses, the failures show them, so the link counts as weak too (docs/iso15118.md).
+            fails_tag, fails_weak = p.comms.handshake_timeouts_tag, p.comms.handshake_timeouts_weak
+            fails = val(img, fails_tag) if fails_tag else None
+            handshakes_fail = (
+                isinstance(fails, int)
+                and fails >= fails_weak
+                and snr is not None
+                and snr < p.comms.snr_min_db + p.comms.snr_hysteresis_db
+            )
+            weak = weak or handshakes_fail
             if weak:
                 # no new discharge; the present one ramps down
                 self.snr_cap = (
@@ -761,6 +774,9 @@ class SafetySupervisor(Program):
                 reasons["plc"] = (
                     "PLC link quality unknown"
                     if snr is None
+                    else f"weak PLC link ({fails} ISO 15118 handshakes timed out in a row at {snr:.1f} dB): "
+                    "no new discharge"
+                    if handshakes_fail
                     else f"weak PLC link ({snr:.1f} dB, healthy from {healthy_db:g} dB): no new discharge"
                 )
             else:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from runtime.api import Params, SiteInfo
+from runtime.api import ParamError, Params, SiteInfo
 from runtime.io.driver import Driver, IOContext, register_driver
 from runtime.tags import Direction, Quality, TagSpec, TagType, TagUpdate
 
@@ -38,6 +38,14 @@ PREFIX = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
 ROOT = Path(__file__).resolve().parents[2]  # the repository: services/ and .venv-secc/ live there
 BRIDGE = ROOT / "services" / "secc" / "bridge.py"
 DEFAULT_PYTHON = ROOT / ".venv-secc" / "bin" / "python"
+# What the SECC's TLS 1.3 server reads from the site's PKI folder: its chain (SECC leaf first, then the CPO
+# sub-CAs), its key and the key's password, and the OEM root it checks the EV's certificate against.
+PKI_FILES = (
+    "certs/cpoCertChain.pem",
+    "private_keys/seccLeaf.key",
+    "private_keys/seccLeafPassword.txt",
+    "certs/oemRootCACert.pem",
+)
 SEND_EVERY_S = 0.2  # the command is re-sent at least this often, well inside the service's stale_s
 
 Protocol = Literal["ISO_15118_20_DC", "ISO_15118_20_AC", "ISO_15118_2", "DIN_SPEC_70121"]
@@ -60,6 +68,11 @@ INPUTS: dict[str, tuple[str, TagType, str, str]] = {
     "setpoint_w": ("ev_setpoint_w", TagType.FLOAT, "W", "the set point the EV is told now, + = into the EV"),
     "sessions": ("sessions", TagType.INT, "", "sessions since this service started"),
 }
+
+
+def failure_tags(prefix: str) -> dict[str, str]:
+    """The session failure tags this device keeps and the ``secc_link`` interlock turns into events."""
+    return {"count": f"{prefix}.failures", "last": f"{prefix}.failure", "handshake": f"{prefix}.handshake_timeouts"}
 
 
 def link_outputs(prefix: str) -> dict[str, str]:
@@ -88,10 +101,11 @@ class SeccParams(Params):
     log_messages: bool = Field(False, description="log every decoded message (tests, benchmarks)")
     bounded_jvm: bool = Field(True, description="the EXI codec's JVM with small heap, serial GC, reduced JIT")
     nice: int = Field(
-        -5,
+        5,
         ge=-20,
         le=19,
-        description="the service's scheduling niceness: -20 charge loop answers are due within 0.5 s",
+        description="added to the runtime's niceness for the service: its answers are due within 0.5 s, the "
+        "scan's within one period, and the runtime's own threads hold the interpreter lock the scan needs",
     )
     heartbeat_s: float = Field(3.0, ge=0.5, le=60, description="silent this long: hung, killed and restarted")
     startup_grace_s: float = Field(30.0, ge=1, le=300, description="time to the first word after a start")
@@ -119,6 +133,10 @@ class SeccDriver(Driver):
         self.inputs = {k: (f"{p.prefix}.{suffix}", t, unit, d) for k, (suffix, t, unit, d) in INPUTS.items()}
         self.alive_tag = f"{p.prefix}.alive"
         self.end_tag = f"{p.prefix}.end_reason"
+        self.failure_tags = failure_tags(p.prefix)
+        self.failures = 0  # session failures since the runtime started (the service may restart)
+        self.handshake_timeouts = 0  # sessions that timed out before power transfer, in a row
+        self.last_failure = ""
         self.outputs = link_outputs(p.prefix)
         self._cmd: dict[str, Any] = {"setpoint_w": 0.0, "enable": False, "terminate": False}
         self._sent: tuple[dict[str, Any], float] = ({}, -math.inf)
@@ -126,6 +144,19 @@ class SeccDriver(Driver):
         self._io: IOContext | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
+        self.check_pki()
+
+    def check_pki(self) -> None:
+        """The files the package's TLS 1.3 server loads from the site's PKI folder (its shared/security.py
+        CertPath, KeyPath, KeyPasswordPath), checked when the site is built: a missing one would make the
+        package fall back to plain TCP (the bridge refuses that too, but at run time)."""
+        p = self.params
+        if not p.tls:
+            return
+        base = self._path(p.pki_path or "") / "iso15118_2"
+        missing = [f for f in PKI_FILES if not (base / f).is_file()]
+        if missing:
+            raise ParamError(("pki_path",), f"the PKI at {base.parent} lacks {', '.join(missing)} (under iso15118_2/)")
 
     def declare(self) -> list[TagSpec]:
         # Inputs age to stale after a missed heartbeat or two: the service reports at least every 0.5 s.
@@ -135,6 +166,20 @@ class SeccDriver(Driver):
             TagSpec(self.alive_tag, TagType.BOOL, "", Direction.INPUT, None, None, "the SECC service is heard")
         )
         specs.append(TagSpec(self.end_tag, TagType.STR, "", Direction.INPUT, None, None, "why the last session ended"))
+        f = self.failure_tags
+        specs += [
+            TagSpec(f["count"], TagType.INT, "", Direction.INPUT, None, None, "session failures since the start"),
+            TagSpec(f["last"], TagType.STR, "", Direction.INPUT, None, None, "the last failure: kind: reason"),
+            TagSpec(
+                f["handshake"],
+                TagType.INT,
+                "",
+                Direction.INPUT,
+                None,
+                None,
+                "handshake timeouts in a row (a weak link's mark)",
+            ),
+        ]
         o = self.outputs
         specs += [
             TagSpec(
@@ -190,7 +235,27 @@ class SeccDriver(Driver):
             e = msg["ended"]
             reason = f"{e.get('reason', '')} (in {e.get('state', '?')})"
             log.info("%s: session ended: %s", self.name, reason)
-            self._io.deliver([TagUpdate(self.end_tag, reason[:500], Quality.GOOD, now)])
+            ups = [TagUpdate(self.end_tag, reason[:500], Quality.GOOD, now)]
+            kind = e.get("failure")
+            if kind is not None:
+                self.failures += 1
+                self.last_failure = f"{kind}: {reason}"[:500]
+                log.warning("%s: ISO 15118 session failed: %s", self.name, self.last_failure)
+            # A handshake timeout counts on; a session that got through (to power, or to a normal end) ends
+            # the run. A TLS or protocol failure before power says nothing about the link: the run stays.
+            if kind == "handshake_timeout":
+                self.handshake_timeouts += 1
+            elif kind is None or e.get("handshake") is not True:
+                self.handshake_timeouts = 0
+            self._io.deliver([*ups, *self._failure_updates(now)])
+
+    def _failure_updates(self, now: int) -> list[TagUpdate]:
+        f = self.failure_tags
+        return [
+            TagUpdate(f["count"], self.failures, Quality.GOOD, now),
+            TagUpdate(f["last"], self.last_failure, Quality.GOOD, now),
+            TagUpdate(f["handshake"], self.handshake_timeouts, Quality.GOOD, now),
+        ]
 
     async def _spawn(self) -> tuple[asyncio.StreamReader, int]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -260,6 +325,7 @@ class SeccDriver(Driver):
         self._io = io
         backoff = self.params.backoff_s
         self._deliver_stale()  # nothing is known until the service speaks
+        io.deliver(self._failure_updates(io.now_us()))  # counted here, so known from the start
         while True:
             started = time.monotonic()
             try:

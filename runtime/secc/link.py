@@ -4,6 +4,11 @@ Listed last under ``safety:``, it sees the outputs after every other interlock h
 told exactly the power the inverter is told: the committed set point (signed W, + = into the EV), the
 permit, the safety layer's charge and discharge limits, and whether a trip is latched (which ends the
 session). It writes only the SECC's own outputs; it never loosens anything.
+
+It also turns the SECC device's failure counter into events (kind ``warning``, one per failed session,
+with its kind and reason: docs/iso15118.md "Session failures"). The device counts and this interlock
+tells, because a device has no event interface: events are made by cycles, so they carry the cycle that
+saw the failure and land in the event log and the event stream like every other.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from runtime.api import Cycle, Params, Program, SiteInfo, TagName, register_interlock
-from runtime.secc.driver import PREFIX, link_outputs
+from runtime.secc.driver import PREFIX, failure_tags, link_outputs
 
 
 class SeccLinkParams(Params):
@@ -33,12 +38,36 @@ class SeccLink(Program):
     def __init__(self, name: str, params: SeccLinkParams, site: SiteInfo):
         super().__init__(name, params, site)
         self.out = link_outputs(params.prefix)
+        self.failure = failure_tags(params.prefix)
+        self.seen: int | None = None  # the failure count already told
 
     def requires(self) -> list[str]:
         p = self.params
-        return [p.setpoint_tag, p.enable_tag, p.trip_tag, p.limit_charge_tag, p.limit_discharge_tag, *self.out.values()]
+        return [
+            p.setpoint_tag,
+            p.enable_tag,
+            p.trip_tag,
+            p.limit_charge_tag,
+            p.limit_discharge_tag,
+            *self.out.values(),
+            *self.failure.values(),
+        ]
+
+    def _tell_failures(self, cx: Cycle) -> None:
+        f = self.failure
+        count = cx.inputs.value(f["count"])
+        if not isinstance(count, int):
+            return
+        if self.seen is not None and count > self.seen:
+            last = str(cx.inputs.value(f["last"]) or "")
+            kind = last.split(":", 1)[0]
+            in_row = cx.inputs.value(f["handshake"])
+            more = f" ({count - self.seen} failures since the last cycle)" if count - self.seen > 1 else ""
+            cx.event("warning", f"ISO 15118 session failed{more}: {last}", failure=kind, handshake_timeouts=in_row)
+        self.seen = count
 
     def scan(self, cx: Cycle) -> None:
+        self._tell_failures(cx)
         p, out, o = self.params, cx.out, self.out
         trip = out[p.trip_tag]
         enable = out[p.enable_tag] is True and not trip

@@ -9,7 +9,10 @@ and never imports the runtime; it talks to the runtime over one inherited stream
                        "max_charge_w": W >= 0, "max_discharge_w": W >= 0}   (every scan cycle or so)
   service -> runtime  {"status": {...}} the session as the EV tells it, on every change and every
                        HEARTBEAT_S (it doubles as the heartbeat);
-                      {"ended": {"state": str, "reason": str}} a session ended (cleared data follows).
+                      {"ended": {"state": str, "reason": str, "failure": kind | null, "handshake":
+                       bool}} a session ended (cleared data follows); ``failure`` is one of
+                       failures.KINDS, null for a normal end; ``handshake``: it ended before power
+                       transfer. A failed TLS handshake, never a session, is reported so too.
 
 A set point older than ``--stale-s`` counts as 0 W: the runtime stopped talking, so the EV is told no
 power either way. ``terminate`` (a latched safety trip) ends the session through the protocol's own way
@@ -26,24 +29,47 @@ import logging
 import math
 import os
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import failures  # services/secc/failures.py: this script's folder is on sys.path
 from iso15118.secc import SECCHandler
-from iso15118.secc.controller.ev_data import EVDataContext
+from iso15118.secc.controller.ev_data import (
+    EVACCLLimits,
+    EVACCPDLimits,
+    EVDataContext,
+    EVDCCLLimits,
+    EVDCCPDLimits,
+    EVRatedLimits,
+    EVSessionLimits,
+)
 from iso15118.secc.controller.interface import ServiceStatus
 from iso15118.secc.controller.simulator import SimEVSEController
 from iso15118.secc.secc_settings import Config
 from iso15118.shared.exificient_exi_codec import ExificientEXICodec
 from iso15118.shared.messages.enums import Namespace
 from iso15118.shared.messages.iso15118_20.common_types import EVSENotification, EVSEStatus
+from iso15118.shared.security import get_ssl_context
 from iso15118.shared.settings import JAR_FILE_PATH
 
 log = logging.getLogger("v2g_plc.secc")
 
 HEARTBEAT_S = 0.5
+# The status keys that carry what the EV said (cleared between sessions).
+EV_DATA = (
+    "soc",
+    "departure_time",
+    "target_energy_wh",
+    "min_energy_wh",
+    "max_energy_wh",
+    "min_v2x_energy_wh",
+    "max_v2x_energy_wh",
+    "max_charge_w",
+    "max_discharge_w",
+)
 
 # The EXI codec's JVM with bounded memory and JIT: with Java's defaults it grows from 110 to 350 MB over
 # three sessions and takes ~4.6 CPU-s a session; with these it stays near 135 MB and ~2.7 CPU-s
@@ -170,7 +196,17 @@ def _num(v: Any) -> float | None:
 
 class SessionData(EVDataContext):
     """The package's EV data, plus the SoC of the -20 AC charge loop: its AC loop update (0.31) skips the
-    DisplayParameters that its DC loop update reads (ISO 15118-20 AC_ChargeLoopReq carries them too)."""
+    DisplayParameters that its DC loop update reads (ISO 15118-20 AC_ChargeLoopReq carries them too).
+
+    Its limits are fresh objects per session: the package's constructor defaults them to one shared
+    instance each (a default argument evaluated once), so a new context would carry the last EV's power
+    limits into the next session."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            rated_limits=EVRatedLimits(ac_limits=EVACCPDLimits(), dc_limits=EVDCCPDLimits()),
+            session_limits=EVSessionLimits(ac_limits=EVACCLLimits(), dc_limits=EVDCCLLimits()),
+        )
 
     def update_ac_charge_loop_v20(self, req: Any, *args: Any, **kwargs: Any) -> None:
         super().update_ac_charge_loop_v20(req, *args, **kwargs)
@@ -192,6 +228,7 @@ class RuntimeEVSEController(SimEVSEController):
         self.sessions = 0
         self._last_status: dict[str, Any] = {}
         self._departure: tuple[float, float] | None = None  # (seconds from then as the EV said, when)
+        self._states: set[str] = set()  # the protocol states this session went through
 
     # -- what the runtime says ------------------------------------------------------------------
     def _apply_setpoint(self) -> float:
@@ -243,6 +280,7 @@ class RuntimeEVSEController(SimEVSEController):
             self.in_session = True
             self.sessions += 1
         self.state = name
+        self._states.add(name)
         self.report()
 
     def set_selected_protocol(self, protocol: Any) -> None:
@@ -250,7 +288,11 @@ class RuntimeEVSEController(SimEVSEController):
         self.protocol = getattr(protocol, "name", str(protocol))
 
     async def session_ended(self, current_state: str, reason: str) -> None:
-        self.link.send({"ended": {"state": str(current_state), "reason": str(reason)}})
+        reached = failures.powered(self._states | {str(current_state)})
+        failure = failures.classify(str(reason), reached)
+        ended = {"state": str(current_state), "reason": str(reason), "failure": failure, "handshake": not reached}
+        self.link.send({"ended": ended})
+        self._states = set()
         self.reset_ev_data_context()  # the package keeps it across sessions otherwise
         self.in_session, self.state, self.protocol, self._departure = False, "Idle", "", None
         self.report()
@@ -258,7 +300,7 @@ class RuntimeEVSEController(SimEVSEController):
     def reset_ev_data_context(self) -> None:
         self.ev_data_context = SessionData()
 
-    def status(self) -> dict[str, Any]:
+    def _status(self) -> dict[str, Any]:
         ev = self.ev_data_context
         rated, sess = ev.rated_limits, ev.session_limits
         ac = self.protocol.endswith("_AC") or "AC" in str(getattr(ev, "selected_energy_mode", "") or "")
@@ -291,11 +333,52 @@ class RuntimeEVSEController(SimEVSEController):
             "setpoint_w": self.link.setpoint_w(),
         }
 
+    def status(self) -> dict[str, Any]:
+        """What the EV said, only while its session runs (None between sessions, whatever the package's
+        context holds then: its limits' defaults are 0 W, not "unknown")."""
+        st = self._status()
+        if not self.in_session:
+            st.update({k: None for k in EV_DATA})
+        return st
+
     def report(self, force: bool = False) -> None:
         st = self.status()
         if force or st != self._last_status:
             self._last_status = st
             self.link.send({"status": st})
+
+
+def watch_tls(ctx: ssl.SSLContext, link: Link) -> ssl.SSLContext:
+    """Report every failed TLS handshake on ``ctx`` to the runtime. asyncio drops a server-side handshake
+    error without a word (an SSLError is an OSError, logged only in the loop's debug mode) and the
+    package never hears of the connection, so the SSL objects the server makes report it themselves
+    (``SSLContext.sslobject_class``)."""
+
+    class Watched(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+                log.info("TLS handshake with the EV: %s, %s", self.version(), (self.cipher() or ("?",))[0])
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                why = f"TLS handshake failed: {exc.reason or exc}"
+                log.error(why)
+                ended = {"state": "TLS handshake", "reason": why, "failure": failures.TLS, "handshake": True}
+                link.send({"ended": ended})
+                raise
+
+    ctx.sslobject_class = Watched
+    return ctx
+
+
+def tls_context(link: Link) -> ssl.SSLContext:
+    """The SECC's TLS 1.3 context from the site's PKI, or SystemExit. The package falls back to plain TCP
+    when it cannot make one (tcp_server: "SSL context not created"); TLS off is the site's word only."""
+    ctx = get_ssl_context(True)
+    if ctx is None:
+        raise SystemExit("TLS is on but the SECC's certificate chain or key in the site's PKI does not load")
+    return watch_tls(ctx, link)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -335,7 +418,13 @@ async def main(args: argparse.Namespace) -> int:
     hb = loop.create_task(beat())  # heard from the start: the warm-up below takes seconds
     codec = await asyncio.to_thread(BoundedCodec, BOUNDED_JVM if args.bounded_jvm else [])
     log.info("EXI codec warmed up in %.1f s", await asyncio.to_thread(warm_up, codec))
-    handler = SECCHandler(exi_codec=codec, evse_controller=ctrl, config=_config(args))
+    config = _config(args)
+    if args.tls:
+        from iso15118.secc.transport import tcp_server
+
+        ctx = tls_context(link)  # checked before the SECC listens: never a silent plain-TCP fallback
+        tcp_server.get_ssl_context = lambda server_side: ctx
+    handler = SECCHandler(exi_codec=codec, evse_controller=ctrl, config=config)
     secc = loop.create_task(handler.start(args.iface))
     ctrl.state = "Idle"
     closed = loop.create_task(link.closed.wait())

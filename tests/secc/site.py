@@ -3,6 +3,7 @@ and a test trips it by forcing the trip output the ``secc_link`` interlock reads
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -37,7 +38,8 @@ devices:
     params:
       iface: {iface}
       netns: {netns}
-      tls: false
+      protocols: {protocols}
+{tls}
       log_file: secc.log
       log_messages: true
       heartbeat_s: {heartbeat_s}
@@ -56,8 +58,29 @@ safety:
 """
 
 
-def write(tmp: Path, pair: Pair, *, request_w: float = -7000.0, heartbeat_s: float = 3.0) -> Path:
+PROTOCOLS = ["ISO_15118_20_DC", "ISO_15118_20_AC", "ISO_15118_2", "DIN_SPEC_70121"]
+
+
+def write(
+    tmp: Path,
+    pair: Pair,
+    *,
+    request_w: float = -7000.0,
+    heartbeat_s: float = 3.0,
+    protocols: list[str] | None = None,
+    pki: Path | None = None,
+) -> Path:
+    """The site file in ``tmp``; TLS on with the PKI at ``pki``, else off (the site says so)."""
     path = tmp / "site.yaml"
-    text = SITE.format(tmp=tmp, iface=pair.secc_if, netns=pair.secc_ns, request_w=request_w, heartbeat_s=heartbeat_s)
+    tls = f"      tls: true\n      pki_path: {pki}" if pki else "      tls: false"
+    text = SITE.format(
+        tmp=tmp,
+        iface=pair.secc_if,
+        netns=pair.secc_ns,
+        request_w=request_w,
+        heartbeat_s=heartbeat_s,
+        protocols=json.dumps(protocols or PROTOCOLS),
+        tls=tls,
+    )
     path.write_text(textwrap.dedent(text))
     return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,6 @@ from tests.runtime.helpers import control, read_tag, start_cli, stop_cli, wait_f
 from tests.secc import netns, site
 
 SESSION_S = 90.0  # a -20 session takes ~15 s here with the bounded JVM; generous for a loaded CI machine
-
-
-@pytest.fixture
-def pair() -> Iterator[netns.Pair]:
-    netns.require_peers()
-    with netns.veth_pair() as p:
-        yield p
 
 
 def _tag(sock: Path, name: str) -> Any:
@@ -80,6 +72,7 @@ def test_bpt_session_completes_and_the_ev_gets_the_discharge_setpoint(
         # cleared at session end, and the end is reported with its reason
         wait_for(lambda: _tag(sock, "secc.session") is False, 10, "the session's end")
         assert _tag(sock, "secc.soc") is None and _tag(sock, "secc.protocol") == ""
+        assert _tag(sock, "secc.ev_max_charge_w") is None and _tag(sock, "secc.ev_max_discharge_w") is None
         assert "terminated" in (_tag(sock, "secc.end_reason") or "").lower()
         assert _tag(sock, "secc.sessions") == 1
     finally:
