@@ -153,6 +153,7 @@ class PlannerStrategy(Strategy):
     solve_times: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     last_plan: Plan | None = None
+    _days: tuple[tuple[dt.datetime, ...], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def uses_forecasts(self) -> bool:  # type: ignore[override]
@@ -182,24 +183,19 @@ class PlannerStrategy(Strategy):
             q = float(self.terminal_value.split(":", 1)[1])
             value = float(np.quantile(view.history[-7 * steps_per_day :], q))
         elif self.terminal_value.startswith("refill"):  # "refill" or "refill:<days>"
-            from programs.planner.terminal import refill_value
+            from programs.planner.terminal import daily_minima, value_of_minima
 
             days = int(self.terminal_value.split(":", 1)[1]) if ":" in self.terminal_value else 7
             lo = max(0, view.t - days * steps_per_day)
             known = np.concatenate([view.history[len(view.history) - (view.t - lo) :], view.prices])
             span = slice(lo, lo + len(known))
-            v = refill_value(
-                view.times[span],
-                known.tolist(),
-                sc.charger.efficiency_charge,
-                days,
-                view.calendar.connected[span].tolist(),
-            )
+            minima = daily_minima(self._day_numbers(view.times)[span], known, view.calendar.connected[span])
+            v = value_of_minima(minima, sc.charger.efficiency_charge, days)
             value = 0.0 if v is None else v
         return PlanRequest(
             start=view.times[view.t],
             step_s=view.step_s,
-            prices=tuple(float(p) for p in prices),
+            prices=tuple(prices.tolist()),
             n_published=min(len(view.prices), n),
             soc=min(1.0, max(0.0, view.soc)),
             battery=sc.plan_battery(),
@@ -210,6 +206,16 @@ class PlannerStrategy(Strategy):
             terminal_value_per_mwh=value,
             ends_operation=view.t + n >= len(view.times),
         )
+
+    def _day_numbers(self, times: tuple[dt.datetime, ...]) -> np.ndarray:
+        """The calendar day of every row, worked out once per series (``terminal.day_numbers``)."""
+        import numpy as np
+
+        from programs.planner.terminal import day_numbers
+
+        if self._days is None or self._days[0] is not times:
+            self._days = (times, np.asarray(day_numbers(times)))
+        return self._days[1]
 
     def decide(self, view: DecisionView) -> np.ndarray:
         import numpy as np
