@@ -12,10 +12,11 @@ definition is handed the whole series when it is constructed (an upper bound, no
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from programs.planner.model import Plan, PlanRequest, PlugWindow
+from programs.planner.model import Battery, Charger, Plan, PlanRequest, PlugWindow
 from programs.planner.scenario import Calendar, Scenario
 
 if TYPE_CHECKING:
@@ -198,14 +199,19 @@ class PlannerStrategy(Strategy):
             prices=tuple(prices.tolist()),
             n_published=min(len(view.prices), n),
             soc=min(1.0, max(0.0, view.soc)),
-            battery=sc.plan_battery(),
-            charger=sc.plan_charger(),
+            battery=self._plan_models[0],
+            charger=self._plan_models[1],
             degradation_cost_per_mwh=sc.degradation_cost_per_mwh,
             windows=tuple(windows_from_calendar(view, view.t + n, sc)),
             terminal_soc_min=sc.availability.terminal_soc_min if view.t + n >= len(view.times) else None,
             terminal_value_per_mwh=value,
             ends_operation=view.t + n >= len(view.times),
         )
+
+    @functools.cached_property
+    def _plan_models(self) -> tuple[Battery, Charger]:
+        """The scenario's battery and charger as the planner's frozen models, built once, not per re-plan."""
+        return self.sc.plan_battery(), self.sc.plan_charger()
 
     def _day_numbers(self, times: tuple[dt.datetime, ...]) -> np.ndarray:
         """The calendar day of every row, worked out once per series (``terminal.day_numbers``)."""
@@ -247,27 +253,19 @@ def windows_from_calendar(view: DecisionView, stop: int, sc: Scenario) -> list[P
     step = dt.timedelta(seconds=view.step_s)
     n = len(times)
     out = []
-    arrivals = set(cal.arrival_rows)
-    departures = set(cal.departure_rows)
+    first, after = cal.runs
+    arrivals, departures = cal.arrivals, cal.departures
     r = view.t
     if not cal.connected[r]:  # away now: the previous window tells how much of the trip is behind us
-        p = r
-        while p > 0 and not cal.connected[p - 1]:
-            p -= 1
+        p = first[r]
         if p > 0:
-            s = p - 1
-            while s > 0 and cal.connected[s - 1]:
-                s -= 1
-            out.append(PlugWindow(start=times[s], end=times[p]))
+            out.append(PlugWindow(start=times[first[p - 1]], end=times[p]))
     while r < stop:
         if not cal.connected[r]:
-            r += 1
+            r = after[r]
             continue
-        s = r
-        # a run that started before t: find its real start (for the trip energy already used)
-        while s > 0 and cal.connected[s - 1]:
-            s -= 1
-        e = _window_end(cal, r)
+        # a run that started before t: its real start (for the trip energy already used)
+        s, e = first[r], after[r]
         end_t = times[e] if e < n else times[-1] + step
         out.append(
             PlugWindow(

@@ -5,6 +5,7 @@ presolve off (programs/planner/lp.py ``PRESOLVE``) equal to the optimum with it 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -111,3 +112,53 @@ def test_presolve_off_finds_the_same_optimum(prices: list[float], soc: float, wi
         lp.PRESOLVE = "off"
     assert fast.ok and slow.ok
     assert fast.objective == pytest.approx(slow.objective, rel=1e-9, abs=1e-9)
+
+
+def walked_windows(conn: list[bool], t: int, stop: int) -> list[tuple[int, int]]:
+    """The plug-in windows' (first row, row after) of rows [t, stop) found by walking the rows, as
+    ``windows_from_calendar`` did before it looked them up in ``Calendar.runs``."""
+    out = []
+    r = t
+    if not conn[r]:
+        p = r
+        while p > 0 and not conn[p - 1]:
+            p -= 1
+        if p > 0:
+            s = p - 1
+            while s > 0 and conn[s - 1]:
+                s -= 1
+            out.append((s, p))
+    while r < stop:
+        if not conn[r]:
+            r += 1
+            continue
+        s = r
+        while s > 0 and conn[s - 1]:
+            s -= 1
+        e = r
+        while e < len(conn) and conn[e]:
+            e += 1
+        out.append((s, e))
+        r = e
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=80), st.data())
+def test_plug_in_windows_from_the_calendar_runs_are_the_walked_ones(conn: list[bool], data: st.DataObject) -> None:
+    import numpy as np
+
+    from backtest.data import load_scenario
+    from programs.planner.scenario import Calendar
+    from programs.planner.strategies import DecisionView, windows_from_calendar
+
+    n = len(conn)
+    t = data.draw(st.integers(0, n - 1))
+    stop = data.draw(st.integers(t, n))
+    times = tuple(T0 + i * Q for i in range(n))
+    cal = Calendar(np.array(conn), np.zeros(n), np.zeros(n), (), ())
+    view = DecisionView(t, 0.5, times, 900, cal, np.zeros(0), {}, np.zeros(0))
+    sc = load_scenario(Path(__file__).resolve().parents[2] / "runtime/data/scenarios/commuter.yaml")
+    got = [(w.start, w.end) for w in windows_from_calendar(view, stop, sc)]
+    want = [(times[s], times[e] if e < n else times[-1] + Q) for s, e in walked_windows(conn, t, stop)]
+    assert got == want
