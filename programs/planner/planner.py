@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Literal
 
 from programs.planner.model import Plan, PlanRequest
@@ -57,22 +58,22 @@ def interval_flags(request: PlanRequest) -> tuple[list[bool], list[float], dict[
     n = len(request.prices)
     step = request.step
     starts = [request.start + i * step for i in range(n)]
+    ends = [s + step for s in starts]
     conn = [False] * n
     drive = [0.0] * n
     floors: dict[int, float] = {}
     windows = sorted(request.windows, key=lambda w: w.start)
     prev_end: dt.datetime | None = None
+    # intervals wholly inside [a, b): from the first starting at or after a to the last ending at or before b
     for w in windows:
-        for i, s in enumerate(starts):
-            if w.start <= s and s + step <= w.end:
-                conn[i] = True
+        for i in range(bisect_left(starts, w.start), bisect_right(ends, w.end)):
+            conn[i] = True
         if w.trip_energy_kwh > 0:
             lo = prev_end if prev_end is not None else request.start
             n_gap = max(1, round((w.start - lo) / step))
             share = w.trip_energy_kwh / n_gap
-            for i, s in enumerate(starts):
-                if lo <= s and s + step <= w.start:
-                    drive[i] += share
+            for i in range(bisect_left(starts, lo), bisect_right(ends, w.start)):
+                drive[i] += share
         if w.departure_soc_min is not None:
             j = round((w.end - request.start) / step) - 1
             if 0 <= j < n:
@@ -145,9 +146,11 @@ def _to_plan(
     dt_h = inp.dt_h
     cost = 0.0
     intervals = []
+    # Python floats (the same doubles): indexing numpy arrays per interval costs a re-plan more
+    c, d, e = (x.tolist() if hasattr(x, "tolist") else list(x) for x in (c, d, e))
     for i, price in enumerate(request.prices):
         s = request.start + i * step
-        ci, di = float(c[i]), float(d[i])
+        ci, di = c[i], d[i]
         cost += price * dt_h * (ci - di) / 1000.0 + inp.deg_per_mwh * dt_h * di / inp.eta_d / 1000.0
         intervals.append(
             {

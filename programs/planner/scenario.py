@@ -18,6 +18,7 @@ Every rule here is read from the scenario file as written (runtime/data/scenario
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -109,6 +110,27 @@ class Calendar:
     floor_soc: np.ndarray  # SoC floor at the END of the row (soc_min, departures, terminal)
     departure_rows: tuple[int, ...]  # rows whose END is a departure
     arrival_rows: tuple[int, ...]  # first connected row after a trip (plug-in)
+
+    @functools.cached_property
+    def runs(self) -> tuple[list[int], list[int]]:
+        """For every row, the first row of its run (connected or away) and the first row after that run:
+        worked out once, so each re-plan finds its plug-in windows without walking the rows."""
+        conn = self.connected.tolist()
+        n = len(conn)
+        first, after = [0] * n, [n] * n
+        for r in range(1, n):
+            first[r] = first[r - 1] if conn[r] == conn[r - 1] else r
+        for r in range(n - 2, -1, -1):
+            after[r] = after[r + 1] if conn[r] == conn[r + 1] else r + 1
+        return first, after
+
+    @functools.cached_property
+    def departures(self) -> frozenset[int]:
+        return frozenset(self.departure_rows)
+
+    @functools.cached_property
+    def arrivals(self) -> frozenset[int]:
+        return frozenset(self.arrival_rows)
 
 
 def calendar(times: tuple[dt.datetime, ...], sc: Scenario) -> Calendar:

@@ -12,10 +12,11 @@ definition is handed the whole series when it is constructed (an upper bound, no
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from programs.planner.model import Plan, PlanRequest, PlugWindow
+from programs.planner.model import Battery, Charger, Plan, PlanRequest, PlugWindow
 from programs.planner.scenario import Calendar, Scenario
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ class PlannerStrategy(Strategy):
     solve_times: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     last_plan: Plan | None = None
+    _days: tuple[tuple[dt.datetime, ...], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def uses_forecasts(self) -> bool:  # type: ignore[override]
@@ -182,34 +184,44 @@ class PlannerStrategy(Strategy):
             q = float(self.terminal_value.split(":", 1)[1])
             value = float(np.quantile(view.history[-7 * steps_per_day :], q))
         elif self.terminal_value.startswith("refill"):  # "refill" or "refill:<days>"
-            from programs.planner.terminal import refill_value
+            from programs.planner.terminal import daily_minima, value_of_minima
 
             days = int(self.terminal_value.split(":", 1)[1]) if ":" in self.terminal_value else 7
             lo = max(0, view.t - days * steps_per_day)
             known = np.concatenate([view.history[len(view.history) - (view.t - lo) :], view.prices])
             span = slice(lo, lo + len(known))
-            v = refill_value(
-                view.times[span],
-                known.tolist(),
-                sc.charger.efficiency_charge,
-                days,
-                view.calendar.connected[span].tolist(),
-            )
+            minima = daily_minima(self._day_numbers(view.times)[span], known, view.calendar.connected[span])
+            v = value_of_minima(minima, sc.charger.efficiency_charge, days)
             value = 0.0 if v is None else v
         return PlanRequest(
             start=view.times[view.t],
             step_s=view.step_s,
-            prices=tuple(float(p) for p in prices),
+            prices=tuple(prices.tolist()),
             n_published=min(len(view.prices), n),
             soc=min(1.0, max(0.0, view.soc)),
-            battery=sc.plan_battery(),
-            charger=sc.plan_charger(),
+            battery=self._plan_models[0],
+            charger=self._plan_models[1],
             degradation_cost_per_mwh=sc.degradation_cost_per_mwh,
             windows=tuple(windows_from_calendar(view, view.t + n, sc)),
             terminal_soc_min=sc.availability.terminal_soc_min if view.t + n >= len(view.times) else None,
             terminal_value_per_mwh=value,
             ends_operation=view.t + n >= len(view.times),
         )
+
+    @functools.cached_property
+    def _plan_models(self) -> tuple[Battery, Charger]:
+        """The scenario's battery and charger as the planner's frozen models, built once, not per re-plan."""
+        return self.sc.plan_battery(), self.sc.plan_charger()
+
+    def _day_numbers(self, times: tuple[dt.datetime, ...]) -> np.ndarray:
+        """The calendar day of every row, worked out once per series (``terminal.day_numbers``)."""
+        import numpy as np
+
+        from programs.planner.terminal import day_numbers
+
+        if self._days is None or self._days[0] is not times:
+            self._days = (times, np.asarray(day_numbers(times)))
+        return self._days[1]
 
     def decide(self, view: DecisionView) -> np.ndarray:
         import numpy as np
@@ -241,27 +253,19 @@ def windows_from_calendar(view: DecisionView, stop: int, sc: Scenario) -> list[P
     step = dt.timedelta(seconds=view.step_s)
     n = len(times)
     out = []
-    arrivals = set(cal.arrival_rows)
-    departures = set(cal.departure_rows)
+    first, after = cal.runs
+    arrivals, departures = cal.arrivals, cal.departures
     r = view.t
     if not cal.connected[r]:  # away now: the previous window tells how much of the trip is behind us
-        p = r
-        while p > 0 and not cal.connected[p - 1]:
-            p -= 1
+        p = first[r]
         if p > 0:
-            s = p - 1
-            while s > 0 and cal.connected[s - 1]:
-                s -= 1
-            out.append(PlugWindow(start=times[s], end=times[p]))
+            out.append(PlugWindow(start=times[first[p - 1]], end=times[p]))
     while r < stop:
         if not cal.connected[r]:
-            r += 1
+            r = after[r]
             continue
-        s = r
-        # a run that started before t: find its real start (for the trip energy already used)
-        while s > 0 and cal.connected[s - 1]:
-            s -= 1
-        e = _window_end(cal, r)
+        # a run that started before t: its real start (for the trip energy already used)
+        s, e = first[r], after[r]
         end_t = times[e] if e < n else times[-1] + step
         out.append(
             PlugWindow(

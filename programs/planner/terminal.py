@@ -14,24 +14,39 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from statistics import median
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Per MWh, taken off the value: buying now and refilling later at the same price are worth the same, and
 # the tie goes to not buying (energy carried for nothing only ties up the battery).
 TIE_BREAK = 0.01
 
 
+def day_numbers(times: Sequence[dt.datetime]) -> list[int]:
+    """Each time's calendar day (of its own clock) as a number: the backtest works them out once per series."""
+    return [t.date().toordinal() for t in times]
+
+
 def daily_minima(
-    times: Sequence[dt.datetime], prices: Sequence[float], connected: Sequence[bool] | None = None
+    days: Sequence[int] | np.ndarray,
+    prices: Sequence[float] | np.ndarray,
+    connected: Sequence[bool] | np.ndarray | None = None,
 ) -> list[float]:
-    """The cheapest price of each calendar day (of ``times``' own clock) among the intervals in which
-    the car is plugged in (all of them when ``connected`` is None), in time order."""
-    out: dict[dt.date, float] = {}
-    for i, (t, p) in enumerate(zip(times, prices)):
-        if connected is not None and not connected[i]:
-            continue
-        d = t.date()
-        out[d] = min(p, out.get(d, p))
-    return list(out.values())
+    """The cheapest price of each calendar day (``days``: each interval's day number, in time order)
+    among the intervals in which the car is plugged in (all of them when ``connected`` is None)."""
+    import numpy as np
+
+    d = np.asarray(days)
+    p = np.asarray(prices, dtype=float)
+    if connected is not None:
+        keep = np.asarray(connected, dtype=bool)
+        d, p = d[keep], p[keep]
+    if not len(p):
+        return []
+    first = np.flatnonzero(np.concatenate(([True], d[1:] != d[:-1])))
+    return [float(x) for x in np.minimum.reduceat(p, first)]
 
 
 def refill_value(
@@ -43,6 +58,11 @@ def refill_value(
 ) -> float | None:
     """Per MWh in the battery: the median of the last ``days`` days' cheapest plugged-in prices over
     the charge efficiency; None without prices. Plugged-in only: a midday low (solar) while the car is
-    at work refills nothing."""
-    minima = daily_minima(times, prices, connected)[-days:]
-    return median(minima) / eta_charge - TIE_BREAK if minima else None
+    at work refills nothing. ``times`` in time order."""
+    return value_of_minima(daily_minima(day_numbers(times), prices, connected), eta_charge, days)
+
+
+def value_of_minima(minima: Sequence[float], eta_charge: float, days: int = 7) -> float | None:
+    """``refill_value`` from the daily minima (the backtest numbers the days once per series)."""
+    last = list(minima)[-days:]
+    return median(last) / eta_charge - TIE_BREAK if last else None
