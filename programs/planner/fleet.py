@@ -124,6 +124,9 @@ def solve_fleet(inp: FleetInput) -> FleetPlan:
     t0 = time.perf_counter()
     n, m, dt = len(inp.price), len(inp.evs), inp.dt_h
     price = np.asarray(inp.price, dtype=float)
+    if m == 0:  # nobody plugged in: nothing to plan, and nothing for HiGHS to fail on
+        z = np.zeros((0, n))
+        return FleetPlan(True, "optimal", z, z, z, 0.0, time.perf_counter() - t0, 0, np.zeros(0))
     # Triplets (row, col, value), then one sort into the column-wise matrix HiGHS takes in one call.
     rows, cols, vals = [], [], []
     cost, col_lo, col_hi, row_lo, row_hi = [], [], [], [], []
