@@ -52,7 +52,10 @@ PLAN_TAGS = ("plan.power", "plan.soc_target", "plan.interval_end", "plan.price",
 
 class FleetTaskParams(Params):
     evses: list[EvseId] = Field(
-        default_factory=list, max_length=200, description="EVSE ids planned; filled from evses: when omitted"
+        default_factory=list,
+        max_length=200,
+        description="EVSE ids planned; filled from the site's evses: when omitted (a site of one charger has "
+        "the planner task instead)",
     )
     import_limit_w: float = Field(ge=0, le=MAX_W, description="service rating, import (W), as the allocator's")
     export_limit_w: float = Field(ge=0, le=MAX_W, description="export limit (W), as the allocator's")
@@ -107,6 +110,8 @@ class FleetTaskParams(Params):
             raise ValueError("heartbeat_s must be at most half of stale_after_s (the plan tags would go stale)")
         if not self.soc_min < self.soc_max:
             raise ValueError("need soc_min < soc_max")
+        if not self.evses:
+            raise ValueError("the fleet plan needs a depot's EVSEs (evses: in the site file, or this list)")
         if len(set(self.evses)) != len(self.evses):
             raise ValueError("evses lists an EVSE twice")
         for hhmm, _ in self.building_w or []:
