@@ -71,7 +71,7 @@ class FleetTaskParams(Params):
     target_soc: float = Field(0.8, ge=0, le=1, description="departure SoC when ev.target_soc is not good")
     # ISO 15118-2 reports the SoC in whole percent: a plan that lands exactly on the target can leave a
     # van one reading short of it.
-    target_margin_soc: float = Field(0.01, ge=0, le=0.2, description="planned above each departure's target")
+    target_margin_soc: float = Field(0.03, ge=0, le=0.2, description="planned above each departure's target")
     max_charge_w: float = Field(11_000.0, ge=0, le=1e6, description="per charger, grid side")
     max_discharge_w: float = Field(11_000.0, ge=0, le=1e6, description="per charger, grid side")
     efficiency_charge: float = Field(0.95, gt=0, le=1)
@@ -91,8 +91,9 @@ class FleetTaskParams(Params):
         0.1,
         ge=0,
         le=0.5,
-        description="share of each charger's rating the plan leaves unused, for catching up when a van falls "
-        "behind its plan (allocator cuts, ramps); a van that needs the whole rating gets it",
+        description="share of each charger's rating and of the connection's import the plan leaves unused, "
+        "for catching up when a van falls behind its plan (allocator cuts, ramps); a van that needs its whole "
+        "rating gets it",
     )
     max_horizon_h: float = Field(48.0, gt=0, le=24 * 14)
     # Tighter than the single-EV planner's 0.05: at a depot the allocator cuts one van for another's SoC
@@ -323,7 +324,8 @@ class FleetPlanner:
         inp = FleetInput(
             np.asarray(prices, dtype=float),
             self.building_kw(local, step_s, n, building_w),
-            max(0.0, p.import_limit_w - p.margin_w) / 1000.0,
+            # the headroom of the connection too: when the connection binds, a van's own headroom is no room
+            max(0.0, p.import_limit_w - p.margin_w) * (1.0 - p.headroom) / 1000.0,
             max(0.0, p.export_limit_w - p.margin_w) / 1000.0,
             tuple(out),
             dt_h,
