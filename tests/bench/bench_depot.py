@@ -18,12 +18,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from runtime.site import build_site
 from tests.depot.drive import Drive
 from tests.depot.sites import depot_site
 
 COUNTS = (1, 5, 20, 50)
+FLEET_COUNTS = (1, 10, 50, 200)
 
 
 def compute(n: int, cycles: int) -> dict[str, float]:
@@ -78,14 +80,14 @@ def live(seconds: float) -> dict[str, object]:
     }
 
 
-def fleet(evs: int, hours: int = 48, dt_h: float = 0.25, seed: int = 1) -> dict[str, float]:
-    """One joint solve: ``evs`` EVs, ``hours`` at ``dt_h``, evening arrivals and morning departures, a
-    connection of 5 kW per EV beside a building, a price day that repeats."""
+def fleet_input(evs: int, hours: int = 48, dt_h: float = 0.25, seed: int = 1) -> tuple[Any, ...]:
+    """``evs`` EVs over ``hours`` at ``dt_h``: evening arrivals and morning departures, a connection of
+    5 kW per EV beside a 30 kW building, a price day that repeats. (price, building, import, export,
+    EVs as (e0, connected, need, e_min, e_max, max charge, max discharge), dt, degradation): plain
+    values, so that an older version of programs/planner/fleet.py solves the same fleet."""
     import random
 
     import numpy as np
-
-    from programs.planner.fleet import FleetEv, FleetInput, solve_fleet
 
     rng = random.Random(seed)
     n = round(hours / dt_h)
@@ -101,10 +103,51 @@ def fleet(evs: int, hours: int = 48, dt_h: float = 0.25, seed: int = 1) -> dict[
             b = min(n, d0 + round((13 + rng.uniform(0, 1.5)) / dt_h))
             conn[a:b] = True
             need[b - 1] = 45.6
-        ev_list.append(FleetEv(rng.uniform(12, 28), conn, need, 5.7, 57.0, 11.0, 11.0))
-    inp = FleetInput(price, np.full(n, 30.0), 30.0 + 5.0 * evs, 3.0 * evs, tuple(ev_list), dt_h, deg_per_mwh=20.0)
-    plan = solve_fleet(inp)
-    return {"evs": evs, "intervals": n, "ok": plan.ok, "solve_s": round(plan.solve_s, 4), "both": plan.both}
+        ev_list.append((rng.uniform(12, 28), conn, need, 5.7, 57.0, 11.0, 11.0))
+    return price, np.full(n, 30.0), 30.0 + 5.0 * evs, 3.0 * evs, tuple(ev_list), dt_h, 20.0
+
+
+def fleet_module(commit: str | None) -> Any:
+    """programs/planner/fleet.py as it is, or as it was at ``commit`` (the before of a before/after)."""
+    import importlib
+    import subprocess
+    import sys
+    import types
+
+    if commit is None:
+        return importlib.import_module("programs.planner.fleet")
+    root = Path(__file__).resolve().parents[2]
+    src = subprocess.run(
+        ["git", "show", f"{commit}:programs/planner/fleet.py"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    mod = types.ModuleType(f"fleet_{commit}")
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up
+    exec(compile(src, f"fleet.py@{commit}", "exec"), mod.__dict__)
+    return mod
+
+
+def fleet(evs: int, commit: str | None = None, repeat: int = 3) -> dict[str, Any]:
+    """One joint solve of ``fleet_input(evs)``, best of ``repeat``: wall time and the process's CPU time
+    (HiGHS runs on this thread; on a shared machine the wall time includes waiting for a core)."""
+    mod = fleet_module(commit)
+    price, building, imp, exp, evs_raw, dt_h, deg = fleet_input(evs)
+    inp = mod.FleetInput(price, building, imp, exp, tuple(mod.FleetEv(*e) for e in evs_raw), dt_h, deg_per_mwh=deg)
+    wall, cpu = [], []
+    for _ in range(repeat):
+        w0, c0 = time.perf_counter(), time.process_time()
+        plan = mod.solve_fleet(inp)
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return {
+        "version": commit or "now",
+        "evs": evs,
+        "intervals": len(price),
+        "ok": plan.ok,
+        "cost": round(plan.cost, 4),
+        "cpu_s": round(min(cpu), 4),
+        "wall_s": round(min(wall), 4),
+        "both": plan.both,
+    }
 
 
 def main() -> None:
@@ -112,10 +155,12 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=500)
     ap.add_argument("--live", type=float, default=0.0, metavar="SECONDS")
     ap.add_argument("--fleet", action="store_true", help="only the fleet LP's solve time against EV count")
+    ap.add_argument("--before", metavar="COMMIT", help="with --fleet: also solve with fleet.py as of COMMIT")
     a = ap.parse_args()
     if a.fleet:
-        for evs in (1, 10, 50, 200):
-            print(json.dumps(fleet(evs)), flush=True)
+        for evs in FLEET_COUNTS:
+            for commit in ([a.before] if a.before else []) + [None]:
+                print(json.dumps(fleet(evs, commit)), flush=True)
         return
     for n in COUNTS:
         print(json.dumps(compute(n, a.cycles)), flush=True)
