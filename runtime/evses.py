@@ -241,3 +241,55 @@ def prefix_device_params(params: dict[str, Any], prefix: str) -> dict[str, Any]:
     if not isinstance(units, list) or not all(isinstance(u, dict) for u in units):
         raise ValueError("a per-EVSE device is a Modbus device (units: [...]): its tags are prefixed per unit")
     return {**params, "units": [{**u, "prefix": prefix + str(u.get("prefix", ""))} for u in units]}
+
+
+# One character per EVSE in the runner's status line (docs/depot.md "The status line").
+STATE_CHARS = {"trip": "!", "blind": "?", "charge": "C", "charge_cut": "c", "discharge": "D", "discharge_cut": "d"}
+IDLE = "."
+
+
+def evse_state(img: Image, n: int) -> str:
+    """What one EVSE is doing, as committed: tripped first, then blind (its measured power not good), then
+    the sign of its set point, and whether the allocator cut it."""
+    p = prefix_of(n)
+    if img.value(p + "safety.trip"):
+        return STATE_CHARS["trip"]
+    if not img.good(p + "inverter.power"):
+        return STATE_CHARS["blind"]
+    sp = img.value(p + "inverter.setpoint", 0.0) or 0.0
+    if sp == 0:
+        return IDLE
+    cut = bool(img.value(p + "alloc.cut"))
+    return STATE_CHARS[("charge" if sp > 0 else "discharge") + ("_cut" if cut else "")]
+
+
+def depot_status(img: Image, ids: list[int]) -> str:
+    """The site's totals and every EVSE in one line: ``evses=CCcc.!?`` (one character each, in ``ids``
+    order), the trips by code with the EVSEs that have them, the site meter, and the sums of the set
+    points and of the measured power (kW, + charging)."""
+    states = "".join(evse_state(img, n) for n in ids)
+    trips: dict[str, list[int]] = {}
+    for n in ids:
+        code = img.value(prefix_of(n) + "safety.trip")
+        if code:
+            trips.setdefault(str(code), []).append(n)
+    trip = (
+        " ".join(
+            f"{code}({'all' if len(who) == len(ids) else ','.join(map(str, who))})"
+            for code, who in sorted(trips.items())
+        )
+        or "-"
+    )
+    sp = sum(img.value(prefix_of(n) + "inverter.setpoint", 0.0) or 0.0 for n in ids)
+    meas = [img.value(prefix_of(n) + "inverter.power") for n in ids]
+    power = f"{sum(m for m in meas if m is not None) / 1000:+.1f}kW" + ("" if None not in meas else "?")
+
+    def site(name: str, fmt: str) -> str:
+        v = img.value(name)
+        return "-" if v is None else fmt.format(v)
+
+    return (
+        f"evses={states} trip={trip} grid={site('meter.power', '{:.0f}')}W "
+        f"V={site('meter.voltage', '{:.1f}')} f={site('meter.frequency', '{:.2f}')} "
+        f"sp={sp / 1000:+.1f}kW P={power}"
+    )

@@ -33,6 +33,7 @@ from runtime.commands import CONTROL, RESET_EXIT, Gate, Refused, Request
 from runtime.engine import PERSIST_FAULT, REVISION, Engine, StepResult
 from runtime.eventlog import EventFile, EventLimiter
 from runtime.eventstream import EventStream
+from runtime.evses import depot_status
 from runtime.io.driver import IOContext
 from runtime.iothread import IOThread
 from runtime.online.service import SNAPSHOT, OnlineChange, OnlineControlServer, write_snapshot
@@ -551,11 +552,14 @@ class Runner:
             tv = img.tag(n)
             return "-" if tv.value is None else (fmt.format(tv.value) + ("" if tv.good else f"({tv.quality.value})"))
 
+        tail = f"late_p99={lat['p99']:.3f}ms overruns={self.pacer.overruns}"
+        if self.cfg.evses is not None:
+            return alarm + f"k={res.k} {depot_status(img, self.cfg.evses.ids)} {tail}"
         return alarm + (
             f"k={res.k} mode={val('mode.state')} trip={val('safety.trip') or '-'} "
             f"V={val('grid.voltage', '{:.1f}')} f={val('grid.frequency', '{:.2f}')} "
             f"P={val('inverter.power', '{:.0f}')}W sp={val('inverter.setpoint', '{:.0f}')}W "
-            f"soc={val('ev.soc', '{:.3f}')} late_p99={lat['p99']:.3f}ms overruns={self.pacer.overruns}"
+            f"soc={val('ev.soc', '{:.3f}')} {tail}"
         )
 
     async def _status_loop(self) -> None:
