@@ -149,7 +149,7 @@ class ReadState:
     rejected: set[tuple[str, int]] = field(default_factory=set)  # never bridged by a read again
     sf: dict[str, int | None] = field(default_factory=dict)  # absent: not read yet; None: unreadable
     plans: dict[frozenset[PollClass], list[Request]] = field(default_factory=dict)
-    last_poll: dict[PollClass, float] = field(default_factory=dict)
+    last_poll: dict[PollClass, float] = field(default_factory=dict)  # s of the link's real clock
     readback_due: set[PollClass] = field(default_factory=set)  # poll classes holding just-written set points
 
 
@@ -446,7 +446,15 @@ class ModbusDriver(Driver):
 
     @staticmethod
     def _due(u: UnitState, io: IOContext) -> set[PollClass]:
-        now = io.now_us() / US  # the cycle clock (x speed on a fast simulated site), as staleness is
+        """The fast class every round (every scan); the others when their period has passed in real time.
+
+        Poll periods count on the same clock as the staleness that judges the reads: real time, also on a
+        simulated site run at --speed N (docs/depot.md "Poll periods under --speed"). A site at N x is then the
+        real site time-lapsed: the same requests per second on the wire and the same margin between a
+        class's period and its staleness bound, while each read covers N x more of the plant's time, as
+        each scan does. On the cycle clock every class fell due every scan at N = 100, the I/O fell behind
+        and the fast points went stale (comms_lost)."""
+        now = io.link_us() / US
         due = {PollClass.FAST}
         periods = u.cfg.poll or u.map.poll
         for cls, per in ((PollClass.NORMAL, periods.normal_s), (PollClass.SLOW, periods.slow_s)):
@@ -488,7 +496,7 @@ class ModbusDriver(Driver):
     async def _read(self, u: UnitState, io: IOContext, classes: set[PollClass]) -> None:
         """Read the points of these poll classes and deliver them (and the read-back checks) as one batch."""
         started = time.monotonic()
-        now_s = io.now_us() / US
+        now_s = io.link_us() / US
         for cls in classes:
             u.rd.last_poll[cls] = now_s
         raw: dict[str, list[int]] = {}

@@ -1,0 +1,69 @@
+"""Poll periods count in real time, as staleness does, also on a simulated site run at --speed N: the site
+at N x is the real site time-lapsed (the same requests per second on the wire), so the I/O of a depot
+does not fall behind at speed and its fast points do not go stale (comms_lost)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from runtime.io.driver import IOContext
+from runtime.io.maps import PollClass
+from runtime.io.modbus_common import ModbusDriver
+from runtime.tags import US
+from tests.io.helpers import Tags, free_port, plant, tcp_driver, teardown, wait_for
+
+METER = "site_meter_tcp"  # meter.power fast, meter.current normal
+SPEED = 100
+NORMAL_S = 0.25  # real seconds
+WINDOW_S = 1.5  # real seconds of cycles counted
+CYCLE_S = 0.02  # the scan's period that wakes the driver each cycle (what the runner does)
+
+
+def test_due_counts_real_time_not_the_cycle_clock() -> None:
+    """The due rule alone, with the link's clock moved by hand: at x100 one real second is 100 s of the
+    cycle clock, far past a 2 s period on the cycle clock, and still half of it in real time."""
+    drv = tcp_driver(free_port(), METER, units=[{"unit": 1, "map": METER, "poll": {"normal_s": 2.0, "slow_s": 60}}])
+    u = drv.units[0]
+    io = IOContext(speed=SPEED)
+    start = io.link_us() / US
+    u.rd.last_poll = {cls: start for cls in PollClass}
+    io.t0_ns -= 1_000_000_000  # one real second later: 100 s of the cycle clock
+    assert ModbusDriver._due(u, io) == {PollClass.FAST}
+    io.t0_ns -= 1_100_000_000  # 2.1 real seconds after the last poll
+    assert ModbusDriver._due(u, io) == {PollClass.FAST, PollClass.NORMAL}
+    io.t0_ns -= 58_000_000_000  # 60.1 real seconds
+    assert ModbusDriver._due(u, io) == set(PollClass)
+
+
+def test_at_speed_the_normal_class_is_read_on_its_real_period_and_the_fast_one_every_cycle() -> None:
+    async def main() -> None:
+        port = free_port()
+        vp = plant([{"name": "dev", "map": METER, "port": port}], step_s=0.1)
+        await vp.start()
+        drv = tcp_driver(port, METER, units=[{"unit": 1, "map": METER, "poll": {"normal_s": NORMAL_S, "slow_s": 600}}])
+        io = IOContext(speed=SPEED)
+        tags = Tags(io)
+        task = asyncio.create_task(drv.run(io))
+        try:
+            await wait_for(lambda: tags.good("meter.power", "meter.current"), 10, "first reads")
+            tags.poll()
+            tags.count.clear()
+            loop = asyncio.get_running_loop()
+            end = loop.time() + WINDOW_S
+            cycles = 0
+            while loop.time() < end:  # the scan's cycles: each wakes the driver for a round
+                drv.on_outputs(io.now_us(), {}, {})
+                cycles += 1
+                await asyncio.sleep(CYCLE_S)
+            tags.poll()
+            fast = tags.count.get("meter.power", 0)
+            normal = tags.count.get("meter.current", 0)
+            # fast: about every cycle (a loaded machine runs fewer rounds than cycles, never more)
+            assert fast >= cycles / 3, (fast, cycles)
+            # normal: on its real period (on the cycle clock x100 it would be every round, like fast)
+            assert 2 <= normal <= WINDOW_S / NORMAL_S + 2, (normal, fast)
+            assert normal < fast / 2, (normal, fast)
+        finally:
+            await teardown([task], [drv], [vp])
+
+    asyncio.run(main())
