@@ -1,6 +1,7 @@
 """Poll periods count in real time, as staleness does, also on a simulated site run at --speed N: the site
 at N x is the real site time-lapsed (the same requests per second on the wire), so the I/O of a depot
-does not fall behind at speed and its fast points do not go stale (comms_lost)."""
+does not fall behind at speed and its fast points do not go stale (comms_lost). And what one missed poll
+means: a lost answer is retried inside the poll; a poll unanswered after its retries is bad at once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import asyncio
 from runtime.io.driver import IOContext
 from runtime.io.maps import PollClass
 from runtime.io.modbus_common import ModbusDriver
-from runtime.tags import US
+from runtime.tags import US, Quality
+from tests.faults.proxy import Rule
+from tests.faults.rig import rig
 from tests.io.helpers import Tags, free_port, plant, tcp_driver, teardown, wait_for
 
 METER = "site_meter_tcp"  # meter.power fast, meter.current normal
@@ -65,5 +68,47 @@ def test_at_speed_the_normal_class_is_read_on_its_real_period_and_the_fast_one_e
             assert normal < fast / 2, (normal, fast)
         finally:
             await teardown([task], [drv], [vp])
+
+    asyncio.run(main())
+
+
+async def _power_updates(r, rule: Rule, what: str) -> list[Quality]:  # type: ignore[no-untyped-def]
+    """The qualities of meter.power delivered from the moment ``rule`` is injected until it has acted and
+    one good read came after it."""
+    seen: list[Quality] = []
+    r.io.drain()
+    r.proxy.inject(rule)
+
+    def done() -> bool:
+        seen.extend(u.quality for u in r.io.drain() if u.name == "meter.power")
+        return rule.hits >= (rule.times or 0) and bool(seen) and seen[-1] is Quality.GOOD
+
+    await wait_for(done, 10, what)
+    return seen
+
+
+def test_one_lost_answer_is_retried_and_no_tag_turns_bad() -> None:
+    """One missed answer is not a missed poll: the request is retried inside the poll (``retries``)."""
+
+    async def main() -> None:
+        async with rig(METER, retries=1, timeout_s=0.3) as r:
+            await wait_for(lambda: r.tags.good(*r.inputs), 10, "first reads")
+            seen = await _power_updates(r, Rule("drop", function={4}, times=1), "a read after the drop")
+            assert Quality.BAD not in seen, seen
+
+    asyncio.run(main())
+
+
+def test_a_poll_unanswered_after_its_retries_turns_its_tags_bad_at_once() -> None:
+    """Every attempt of one poll unanswered: bad at once (docs/depot.md "One missed poll"), good again at
+    the next answered poll."""
+
+    async def main() -> None:
+        async with rig(METER, retries=1, timeout_s=0.3) as r:
+            await wait_for(lambda: r.tags.good(*r.inputs), 10, "first reads")
+            seen = await _power_updates(r, Rule("drop", function={4}, times=2), "bad, then good again")
+            assert Quality.BAD in seen, seen
+            first_bad = seen.index(Quality.BAD)
+            assert seen[first_bad + 1 :] and Quality.GOOD in seen[first_bad + 1 :]
 
     asyncio.run(main())
