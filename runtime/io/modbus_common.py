@@ -8,9 +8,14 @@ share one RS-485 line necessarily share its timeouts. A unit's state is three pa
 times), ``WriteState`` (queued, held, sent, expected, refused set points); a round is write -> read ->
 read-back (``_round``). Faults and their recovery: docs/io.md "Faults".
 
-Writes are driven only by the scan (``on_outputs``): on change, and again every ``refresh_s`` of the
-*cycle* clock for volatile setpoints. There is no driver-side timer, so when the scan stops the refresh
-stops and the device's reversion (communication-loss) timer expires as its vendor intends.
+Writes are driven only by the scan (``on_outputs``): on change, and again every ``refresh_s`` for volatile
+setpoints. There is no driver-side timer, so when the scan stops the refresh stops and the device's
+reversion (communication-loss) timer expires as its vendor intends.
+
+Supervision of the link counts in real time, also on a simulated site run at --speed N (docs/depot.md
+"Poll periods under --speed"): poll periods, the refresh, and the reversion timeout the driver writes to
+the device (N x the map's seconds, because the simulated device counts the plant's time), as the engine
+judges staleness in real time.
 """
 
 from __future__ import annotations
@@ -185,7 +190,7 @@ class WriteState:
     refused: dict[str, Refusal] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(eq=False)  # one object per unit: hashed by identity (the round's set of units writing)
 class UnitState:
     """One unit (device id) on the link: its map and naming (fixed), and its discovery, read and write state."""
 
@@ -268,6 +273,8 @@ class ModbusDriver(Driver):
         self._invalid_streak = 0  # invalid answers in a row on this link
         self._dropped: str | None = None  # why the framing screen dropped an answer since the last request
         self.requests = 0  # request counter (benchmarks)
+        # How long a round's reads wait for the other devices' writes of the cycle: half the scan's real period.
+        self._settle_s = site.period_us / site.speed / US / 2
         self.faults: Counter[str] = Counter()  # faults seen on the wire, by kind (diagnostics, tests)
 
     # -- interface ----------------------------------------------------------------------------
@@ -315,6 +322,8 @@ class ModbusDriver(Driver):
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 self.connected = False
+                for u in self.units:
+                    io.wrote(u)
             if self._closed:
                 break
             self._all_bad(f"lost connection to {self.describe()}")
@@ -356,11 +365,15 @@ class ModbusDriver(Driver):
                     last is None
                     or tag in changed
                     or last[0] != value
-                    or (not p.nonvolatile and now_us - last[1] >= self.units[i].map.refresh_s * US)
+                    or (not p.nonvolatile and now_us - last[1] >= self.units[i].map.refresh_s * US * self.site.speed)
                 )
             if due:
                 wr.pending[p.key] = value
                 wr.last_sent[p.key] = (value, now_us)
+        if self._io is not None and self.connected:
+            for u in self.units:
+                if u.wr.pending:
+                    self._io.writing(u)
         # Every cycle wakes the units: writes go out at once and the fast poll runs right after the scan
         # committed, in the idle part of the period, never racing the next deadline for the GIL.
         for u in self.units:
@@ -412,8 +425,8 @@ class ModbusDriver(Driver):
         u.reconnected()
         await self._discover(u, io)
         await self._read(u, io, set(PollClass))  # every point once: the scale factors before any write
-        u.wr.pending.update({w.point: w.value for w in u.map.init})
-        period = self.site.period_us / US
+        u.wr.pending.update(self._init_writes(u))
+        period = self.site.period_us / self.site.speed / US  # the scan's real period
         assert u.wake is not None
         while True:
             u.wake.clear()
@@ -430,6 +443,17 @@ class ModbusDriver(Driver):
             except TimeoutError:
                 pass
 
+    def _init_writes(self, u: UnitState) -> dict[str, Any]:
+        """The map's writes at connect. The reversion timeout is written as the map says times the speed:
+        a simulated device counts it in the plant's time, and at --speed N the refresh that holds it off
+        comes every ``refresh_s`` of real time (on a real site the speed is 1)."""
+        out: dict[str, Any] = {w.point: w.value for w in u.map.init}
+        rv = u.map.reversion
+        tp = rv.timeout_point if rv is not None else None
+        if tp is not None and tp in out and self.site.speed != 1:
+            out[tp] = out[tp] * self.site.speed
+        return out
+
     async def _round(self, u: UnitState, io: IOContext) -> None:
         """One round, always in this order: write -> read -> read-back.
 
@@ -440,6 +464,8 @@ class ModbusDriver(Driver):
            clearing time, not a poll period later. Values and comparisons are delivered as one batch.
         """
         await self._write(u)
+        while not await io.writes_settled(u, self._settle_s):
+            await self._write(u)
         due = self._due(u, io) | u.rd.readback_due
         u.rd.readback_due = set()
         await self._read(u, io, due)
@@ -703,6 +729,13 @@ class ModbusDriver(Driver):
 
     async def _write(self, u: UnitState) -> None:
         """Write the pending set points (contiguous ones in one request); note what the read-back expects."""
+        try:
+            await self._write_pending(u)
+        finally:
+            if self._io is not None:
+                self._io.wrote(u)
+
+    async def _write_pending(self, u: UnitState) -> None:
         wr = u.wr
         if not wr.pending:
             return

@@ -1,19 +1,23 @@
-"""Poll periods count in real time, as staleness does, also on a simulated site run at --speed N: the site
-at N x is the real site time-lapsed (the same requests per second on the wire), so the I/O of a depot
-does not fall behind at speed and its fast points do not go stale (comms_lost). And what one missed poll
-means: a lost answer is retried inside the poll; a poll unanswered after its retries is bad at once."""
+"""Supervision of the link counts in real time, as staleness does, also on a simulated site run at --speed
+N: poll periods, the set point refresh and the device's reversion timeout (docs/depot.md "Poll periods
+under --speed"). The site at N x is the real site time-lapsed (the same requests per second on the wire),
+so the I/O of a depot does not fall behind at speed and its fast points do not go stale (comms_lost).
+A cycle's writes go out before the cycle's reads. And what one missed poll means: a lost answer is
+retried inside the poll; a poll unanswered after its retries is bad at once."""
 
 from __future__ import annotations
 
 import asyncio
 
+from runtime.api import SiteInfo
 from runtime.io.driver import IOContext
 from runtime.io.maps import PollClass
 from runtime.io.modbus_common import ModbusDriver
+from runtime.io.modbus_tcp import ModbusTcpDriver
 from runtime.tags import US, Quality
 from tests.faults.proxy import Rule
 from tests.faults.rig import rig
-from tests.io.helpers import Tags, free_port, plant, tcp_driver, teardown, wait_for
+from tests.io.helpers import ROOT, Tags, free_port, inputs, plant, tcp_driver, teardown, wait_for
 
 METER = "site_meter_tcp"  # meter.power fast, meter.current normal
 SPEED = 100
@@ -110,5 +114,73 @@ def test_a_poll_unanswered_after_its_retries_turns_its_tags_bad_at_once() -> Non
             assert Quality.BAD in seen, seen
             first_bad = seen.index(Quality.BAD)
             assert seen[first_bad + 1 :] and Quality.GOOD in seen[first_bad + 1 :]
+
+    asyncio.run(main())
+
+
+INV = "sunspec_der_inverter"  # refresh_s 2 s; reversion timeout 10 s written at connect (WSetRvrtTms)
+FAST_SITE = SiteInfo("test", 240.0, 60.0, 20_000 * SPEED, base_dir=ROOT, speed=SPEED)
+
+
+def test_at_speed_the_refresh_and_the_reversion_timeout_count_real_time() -> None:
+    """At x100 a 2 s refresh on the cycle clock was a write every 20 ms cycle; it is one every 2 real
+    seconds, and the device (which counts the plant's time) is told 100 x 10 s, so it still reverts 10 real
+    seconds after the scan stops, as on the real site."""
+
+    async def main() -> None:
+        port = free_port()
+        vp = plant([{"name": "dev", "map": INV, "port": port}])
+        await vp.start()
+        params = {"host": "127.0.0.1", "port": port, "timeout_s": 0.3, "retries": 0, "units": [{"unit": 1, "map": INV}]}
+        drv = ModbusTcpDriver("dev", ModbusTcpDriver.Params.model_validate(params), FAST_SITE)
+        io = IOContext(speed=SPEED)
+        tags = Tags(io)
+        task = asyncio.create_task(drv.run(io))
+        try:
+            await wait_for(lambda: tags.good(*inputs(drv)), 10, "all tags good")
+            dev = vp.devices["dev"]
+            await wait_for(lambda: dev.config.get("WSetRvrtTms") is not None, 5, "reversion timeout written")
+            assert dev.config["WSetRvrtTms"] == 10 * SPEED
+            u = drv.units[0]
+            wset = u.disc.addr["WSet"][1]
+            outs = {"inverter.setpoint": -7000.0, "inverter.enable": True}
+            cycle_us = 20_000 * SPEED  # a 20 ms scan at x100: 2 s of the cycle clock per cycle
+            refresh_cycles = round(u.map.refresh_s * US / 20_000)  # 100 cycles of 20 ms: 2 real seconds
+            for k in range(3 * refresh_cycles + 1):
+                drv.on_outputs(k * cycle_us, outs, outs if k == 0 else {})
+                await asyncio.sleep(0)
+            await wait_for(lambda: not u.wr.pending, 5)
+            # once on change, then once per 2 real seconds of cycles: 4, not one per cycle (301)
+            assert len([w for w in dev.writes if w[1] == wset]) == 4
+        finally:
+            await teardown([task], [drv], [vp])
+
+    asyncio.run(main())
+
+
+def test_reads_wait_for_the_cycles_writes_of_every_unit_bounded() -> None:
+    """The barrier alone: a reader waits while another unit still has this cycle's set points to send,
+    goes on when they are sent, never longer than its bound, and is sent back at once to write its own
+    when a new cycle gave it some."""
+
+    async def main() -> None:
+        io = IOContext()
+        charger, meter = object(), object()
+        assert await io.writes_settled(meter, 5.0)  # nobody writing: no wait
+        io.writing(charger)
+        waiting = asyncio.create_task(io.writes_settled(meter, 5.0))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # the meter's read waits for the charger's write
+        io.wrote(charger)
+        assert await asyncio.wait_for(waiting, 1.0)
+        io.writing(charger)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert await io.writes_settled(meter, 0.05)  # a charger that never writes: read anyway after 50 ms
+        assert loop.time() - t0 < 1.0
+        io.writing(meter)
+        assert not await io.writes_settled(meter, 5.0)  # its own new set points first
+        io.wrote(meter)
+        io.wrote(charger)
 
     asyncio.run(main())
