@@ -8,7 +8,6 @@ that a stuck scan lets the device's reversion (communication-loss) timer expire.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Mapping
@@ -27,8 +26,6 @@ class IOContext:
         self._staged: list[TagUpdate] = []
         self.t0_ns = time.monotonic_ns() if t0_ns is None else t0_ns
         self.speed = speed  # a simulated site run faster than real time: its clock runs x speed
-        self._writers: set[object] = set()  # units with set points of this cycle not yet on the wire
-        self._changed = asyncio.Event()  # the set of writers changed
 
     def now_us(self) -> int:
         """Microseconds since the run started, on the same clock as the cycles' ``now_us``."""
@@ -39,41 +36,6 @@ class IOContext:
         ``speed`` x the plant moves faster, but a request still takes its real time and a value's staleness
         is judged in real time (``Engine(age_scale=speed)``), so what paces the reads counts here."""
         return (time.monotonic_ns() - self.t0_ns) // 1000
-
-    # -- a round of the site's I/O: every device's writes before any device's reads (I/O loop only) --
-    # A cycle's set points go out before the cycle's reads, so that the reads of one cycle (the site
-    # meter's, the chargers') see one state of the plant, after the scan's commands, not a mix of before
-    # and after. The allocator's building estimate (meter less chargers) depends on it; at --speed N a
-    # charger answers a write within a fraction of a millisecond and the mix was whole chargers wrong.
-    def writing(self, unit: object) -> None:
-        """``unit`` has set points of this cycle to send (called from a driver's ``on_outputs``)."""
-        self._writers.add(unit)
-        self._changed.set()
-
-    def wrote(self, unit: object) -> None:
-        """``unit`` sent them, gave up, or its link went down."""
-        self._writers.discard(unit)
-        self._changed.set()
-
-    async def writes_settled(self, unit: object, within_s: float) -> bool:
-        """Wait until every other unit sent this cycle's set points, for at most ``within_s`` (then read
-        anyway: a slow or dead link never holds the others' reads back by more). False, at once, when
-        ``unit`` itself has set points to send again (a new cycle came meanwhile): send them first."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + within_s
-        while self._writers:
-            if unit in self._writers:
-                return False
-            left = end - loop.time()
-            if left <= 0:
-                break
-            self._changed.clear()
-            try:
-                async with asyncio.timeout(left):  # not wait_for: it may swallow a cancellation
-                    await self._changed.wait()
-            except TimeoutError:
-                break
-        return True
 
     def deliver(self, updates: list[TagUpdate]) -> None:
         with self._lock:

@@ -190,7 +190,7 @@ class WriteState:
     refused: dict[str, Refusal] = field(default_factory=dict)
 
 
-@dataclass(eq=False)  # one object per unit: hashed by identity (the round's set of units writing)
+@dataclass
 class UnitState:
     """One unit (device id) on the link: its map and naming (fixed), and its discovery, read and write state."""
 
@@ -273,8 +273,6 @@ class ModbusDriver(Driver):
         self._invalid_streak = 0  # invalid answers in a row on this link
         self._dropped: str | None = None  # why the framing screen dropped an answer since the last request
         self.requests = 0  # request counter (benchmarks)
-        # How long a round's reads wait for the other devices' writes of the cycle: half the scan's real period.
-        self._settle_s = site.period_us / site.speed / US / 2
         self.faults: Counter[str] = Counter()  # faults seen on the wire, by kind (diagnostics, tests)
 
     # -- interface ----------------------------------------------------------------------------
@@ -322,8 +320,6 @@ class ModbusDriver(Driver):
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 self.connected = False
-                for u in self.units:
-                    io.wrote(u)
             if self._closed:
                 break
             self._all_bad(f"lost connection to {self.describe()}")
@@ -370,10 +366,6 @@ class ModbusDriver(Driver):
             if due:
                 wr.pending[p.key] = value
                 wr.last_sent[p.key] = (value, now_us)
-        if self._io is not None and self.connected:
-            for u in self.units:
-                if u.wr.pending:
-                    self._io.writing(u)
         # Every cycle wakes the units: writes go out at once and the fast poll runs right after the scan
         # committed, in the idle part of the period, never racing the next deadline for the GIL.
         for u in self.units:
@@ -464,8 +456,6 @@ class ModbusDriver(Driver):
            clearing time, not a poll period later. Values and comparisons are delivered as one batch.
         """
         await self._write(u)
-        while not await io.writes_settled(u, self._settle_s):
-            await self._write(u)
         due = self._due(u, io) | u.rd.readback_due
         u.rd.readback_due = set()
         await self._read(u, io, due)
@@ -729,13 +719,6 @@ class ModbusDriver(Driver):
 
     async def _write(self, u: UnitState) -> None:
         """Write the pending set points (contiguous ones in one request); note what the read-back expects."""
-        try:
-            await self._write_pending(u)
-        finally:
-            if self._io is not None:
-                self._io.wrote(u)
-
-    async def _write_pending(self, u: UnitState) -> None:
         wr = u.wr
         if not wr.pending:
             return
