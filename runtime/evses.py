@@ -7,18 +7,30 @@ So ``modes``, ``dispatch`` and ``v2g_safety`` run per EVSE unchanged: they are w
 and see their own EVSE's tags through a renaming view, instead of every tag name being copied into the
 site file once per charger.
 
+The view is also where one EVSE's failure stays its own: a per-EVSE program or interlock that raises takes
+its EVSE's outputs to their safe values (0 W, permit withdrawn) and says so in a ``fault`` event, and its
+EVSE's interlocks then read that fault as ``runtime.fault`` (their ``program_fault`` trip), while the other
+EVSEs run on. The engine's rule, which makes the whole site safe, stays for site-level components: one
+charger's software must not stop a depot, but the allocator or the connection interlock failing must.
+
 A site without ``evses:`` is EVSE 1 with an empty prefix: nothing here runs for it.
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from runtime.api import Cycle, Outputs, Program
-from runtime.tags import Image, TagSpec, TagValue
+from runtime.api import Cycle, Event, Outputs, Program
+from runtime.engine import _safe
+from runtime.tags import Direction, Image, TagSpec, TagType, TagValue
+
+log = logging.getLogger("v2g_plc.evses")
 
 PREFIX = "evse{n}."
+FAULT_TAG = "runtime.fault"  # the engine's: this cycle's program or interlock exception, read by v2g_safety
 
 
 def prefix_of(n: int) -> str:
@@ -75,20 +87,24 @@ class _RenamedValues(Mapping[str, TagValue]):
 
 
 class _RenamedOutputs(Outputs):
-    """The output image as one EVSE's components see it: reads and writes go to the EVSE's own tags."""
+    """The output image as one EVSE's components see it: reads and writes go to the EVSE's own tags, and
+    ``runtime.fault`` is this EVSE's own fault of the cycle when it has one, the site's otherwise."""
 
-    __slots__ = ("_inner", "_n")
+    __slots__ = ("_fault", "_inner", "_n")
 
-    def __init__(self, inner: Outputs, names: _Names):  # no super().__init__: every access is forwarded
+    def __init__(self, inner: Outputs, names: _Names, fault: str = ""):  # no super().__init__: all forwarded
         self._inner = inner
         self._n = names
+        self._fault = fault
         self.dirty = inner.dirty  # the same set: what this EVSE's components write is dirty in the cycle's image
 
     def __getitem__(self, name: str) -> Any:
-        return self._inner[self._n(name)]
+        site = self._n(name)
+        return self._fault if self._fault and site == FAULT_TAG else self._inner[site]
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._inner.get(self._n(name), default)
+        site = self._n(name)
+        return self._fault if self._fault and site == FAULT_TAG else self._inner.get(site, default)
 
     def __setitem__(self, name: str, value: Any) -> None:
         self._inner[self._n(name)] = value
@@ -113,6 +129,7 @@ class EvseComponent(Program):
         self.evse = n
         self.prefix = prefix_of(n)
         self._names = _Names(self.prefix, frozenset())
+        self._logged = ""
 
     def bind(self, local: frozenset[str]) -> None:
         """Called once the site's tags are all declared: which site names belong to this EVSE."""
@@ -128,10 +145,41 @@ class EvseComponent(Program):
         n = self._names
         img = Image.__new__(Image)
         img._d = _RenamedValues(cx.inputs._d, n)  # type: ignore[assignment]
-        inner = Cycle(cx.k, cx.now_us, cx.period_us, img, _RenamedOutputs(cx.out, n), cx.site, cx.commands)
+        out = _RenamedOutputs(cx.out, n, self._own_fault(cx._events, cx.k))
+        inner = Cycle(cx.k, cx.now_us, cx.period_us, img, out, cx.site, cx.commands)
         inner._events = cx._events
         inner._source = self.name
-        self.inner.scan(inner)
+        try:
+            self.inner.scan(inner)
+        except Exception as exc:  # this EVSE goes safe; the engine never sees it, so the rest run on
+            self._isolate(cx, exc)
+        else:
+            self._logged = ""
+
+    def _own_fault(self, events: list[Event], k: int) -> str:
+        """The last exception of one of this EVSE's components in this cycle ('' if none)."""
+        for e in reversed(events):
+            if e.kind == "fault" and e.k == k and e.source.startswith(self.prefix):
+                return e.message
+        return ""
+
+    def _isolate(self, cx: Cycle, exc: Exception) -> None:
+        """Every output of this EVSE at its safe value (what the engine does to every output when a site
+        interlock raises), and a ``fault`` event naming the EVSE, as the engine's own fault event does.
+        Text outputs (a trip code, its reason) are status, never a command to the charger: they keep what
+        they say, so the allocator still sees the EVSE's trip and the operator its cause."""
+        msg = f"{self.name}: {type(exc).__name__}: {exc}"
+        out = cx.out
+        specs = out._specs
+        for name in self._names.local:
+            spec = specs.get(name)
+            if spec is not None and spec.direction is Direction.OUTPUT and spec.type is not TagType.STR:
+                out[name] = _safe(spec)
+        tb = traceback.format_exception_only(exc)[-1].strip()
+        cx._events.append(Event(cx.k, cx.now_us, "fault", self.name, msg, {"traceback": tb, "evse": self.evse}))
+        if self._logged != msg:  # once per new exception, not every cycle it repeats
+            log.error("EVSE %d taken safe, the others run on: %s", self.evse, msg)
+        self._logged = msg
 
     def persist(self) -> Mapping[str, Any] | None:
         return self.inner.persist()
@@ -193,3 +241,55 @@ def prefix_device_params(params: dict[str, Any], prefix: str) -> dict[str, Any]:
     if not isinstance(units, list) or not all(isinstance(u, dict) for u in units):
         raise ValueError("a per-EVSE device is a Modbus device (units: [...]): its tags are prefixed per unit")
     return {**params, "units": [{**u, "prefix": prefix + str(u.get("prefix", ""))} for u in units]}
+
+
+# One character per EVSE in the runner's status line (docs/depot.md "The status line").
+STATE_CHARS = {"trip": "!", "blind": "?", "charge": "C", "charge_cut": "c", "discharge": "D", "discharge_cut": "d"}
+IDLE = "."
+
+
+def evse_state(img: Image, n: int) -> str:
+    """What one EVSE is doing, as committed: tripped first, then blind (its measured power not good), then
+    the sign of its set point, and whether the allocator cut it."""
+    p = prefix_of(n)
+    if img.value(p + "safety.trip"):
+        return STATE_CHARS["trip"]
+    if not img.good(p + "inverter.power"):
+        return STATE_CHARS["blind"]
+    sp = img.value(p + "inverter.setpoint", 0.0) or 0.0
+    if sp == 0:
+        return IDLE
+    cut = bool(img.value(p + "alloc.cut"))
+    return STATE_CHARS[("charge" if sp > 0 else "discharge") + ("_cut" if cut else "")]
+
+
+def depot_status(img: Image, ids: list[int]) -> str:
+    """The site's totals and every EVSE in one line: ``evses=CCcc.!?`` (one character each, in ``ids``
+    order), the trips by code with the EVSEs that have them, the site meter, and the sums of the set
+    points and of the measured power (kW, + charging)."""
+    states = "".join(evse_state(img, n) for n in ids)
+    trips: dict[str, list[int]] = {}
+    for n in ids:
+        code = img.value(prefix_of(n) + "safety.trip")
+        if code:
+            trips.setdefault(str(code), []).append(n)
+    trip = (
+        " ".join(
+            f"{code}({'all' if len(who) == len(ids) else ','.join(map(str, who))})"
+            for code, who in sorted(trips.items())
+        )
+        or "-"
+    )
+    sp = sum(img.value(prefix_of(n) + "inverter.setpoint", 0.0) or 0.0 for n in ids)
+    meas = [img.value(prefix_of(n) + "inverter.power") for n in ids]
+    power = f"{sum(m for m in meas if m is not None) / 1000:+.1f}kW" + ("" if None not in meas else "?")
+
+    def site(name: str, fmt: str) -> str:
+        v = img.value(name)
+        return "-" if v is None else fmt.format(v)
+
+    return (
+        f"evses={states} trip={trip} grid={site('meter.power', '{:.0f}')}W "
+        f"V={site('meter.voltage', '{:.1f}')} f={site('meter.frequency', '{:.2f}')} "
+        f"sp={sp / 1000:+.1f}kW P={power}"
+    )

@@ -33,6 +33,7 @@ from runtime.commands import CONTROL, RESET_EXIT, Gate, Refused, Request
 from runtime.engine import PERSIST_FAULT, REVISION, Engine, StepResult
 from runtime.eventlog import EventFile, EventLimiter
 from runtime.eventstream import EventStream
+from runtime.evses import depot_status, prefix_of
 from runtime.io.driver import IOContext
 from runtime.iothread import IOThread
 from runtime.online.service import SNAPSHOT, OnlineChange, OnlineControlServer, write_snapshot
@@ -40,7 +41,7 @@ from runtime.online.validate import describe, load_site_text, read_text
 from runtime.recording import Writer, frame_line, output_line
 from runtime.site import BuiltSite
 from runtime.statefile import Persister
-from runtime.tags import US, Direction, TagUpdate
+from runtime.tags import US, Direction, Image, TagUpdate
 from runtime.taskproc import TaskChannel, TaskSupervisor
 from runtime.watchdog import Supervisor, WatchdogError
 from runtime.yamlload import ConfigError
@@ -509,6 +510,16 @@ class Runner:
             "persist_error": p.error if p else None,
             "revision": self.engine.revision,
             **({"reload": dict(self.online.status)} if self.online is not None else {}),
+            **(self._evses_status(img) if self.cfg.evses is not None else {}),
+        }
+
+    def _evses_status(self, img: Image) -> dict[str, Any]:
+        """On a depot (no unprefixed mode or trip): each EVSE's trip code, and the status line's summary."""
+        assert self.cfg.evses is not None
+        ids = self.cfg.evses.ids
+        return {
+            "evses": {str(n): {"trip": img.value(f"{prefix_of(n)}safety.trip") or ""} for n in ids},
+            "summary": depot_status(img, ids),
         }
 
     def read_tags(self, names: list[str]) -> dict[str, Any]:
@@ -551,11 +562,14 @@ class Runner:
             tv = img.tag(n)
             return "-" if tv.value is None else (fmt.format(tv.value) + ("" if tv.good else f"({tv.quality.value})"))
 
+        tail = f"late_p99={lat['p99']:.3f}ms overruns={self.pacer.overruns}"
+        if self.cfg.evses is not None:
+            return alarm + f"k={res.k} {depot_status(img, self.cfg.evses.ids)} {tail}"
         return alarm + (
             f"k={res.k} mode={val('mode.state')} trip={val('safety.trip') or '-'} "
             f"V={val('grid.voltage', '{:.1f}')} f={val('grid.frequency', '{:.2f}')} "
             f"P={val('inverter.power', '{:.0f}')}W sp={val('inverter.setpoint', '{:.0f}')}W "
-            f"soc={val('ev.soc', '{:.3f}')} late_p99={lat['p99']:.3f}ms overruns={self.pacer.overruns}"
+            f"soc={val('ev.soc', '{:.3f}')} {tail}"
         )
 
     async def _status_loop(self) -> None:

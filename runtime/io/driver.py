@@ -29,7 +29,13 @@ class IOContext:
 
     def now_us(self) -> int:
         """Microseconds since the run started, on the same clock as the cycles' ``now_us``."""
-        return (time.monotonic_ns() - self.t0_ns) // 1000 * self.speed
+        return self.link_us() * self.speed
+
+    def link_us(self) -> int:
+        """Real microseconds since the run started: the clock of the wire. On a simulated site run at
+        ``speed`` x the plant moves faster, but a request still takes its real time and a value's staleness
+        is judged in real time (``Engine(age_scale=speed)``), so what paces the reads counts here."""
+        return (time.monotonic_ns() - self.t0_ns) // 1000
 
     def deliver(self, updates: list[TagUpdate]) -> None:
         with self._lock:

@@ -8,9 +8,14 @@ share one RS-485 line necessarily share its timeouts. A unit's state is three pa
 times), ``WriteState`` (queued, held, sent, expected, refused set points); a round is write -> read ->
 read-back (``_round``). Faults and their recovery: docs/io.md "Faults".
 
-Writes are driven only by the scan (``on_outputs``): on change, and again every ``refresh_s`` of the
-*cycle* clock for volatile setpoints. There is no driver-side timer, so when the scan stops the refresh
-stops and the device's reversion (communication-loss) timer expires as its vendor intends.
+Writes are driven only by the scan (``on_outputs``): on change, and again every ``refresh_s`` for volatile
+setpoints. There is no driver-side timer, so when the scan stops the refresh stops and the device's
+reversion (communication-loss) timer expires as its vendor intends.
+
+Supervision of the link counts in real time, also on a simulated site run at --speed N (docs/depot.md
+"Poll periods under --speed"): poll periods, the refresh, and the reversion timeout the driver writes to
+the device (N x the map's seconds, because the simulated device counts the plant's time), as the engine
+judges staleness in real time.
 """
 
 from __future__ import annotations
@@ -149,7 +154,7 @@ class ReadState:
     rejected: set[tuple[str, int]] = field(default_factory=set)  # never bridged by a read again
     sf: dict[str, int | None] = field(default_factory=dict)  # absent: not read yet; None: unreadable
     plans: dict[frozenset[PollClass], list[Request]] = field(default_factory=dict)
-    last_poll: dict[PollClass, float] = field(default_factory=dict)
+    last_poll: dict[PollClass, float] = field(default_factory=dict)  # s of the link's real clock
     readback_due: set[PollClass] = field(default_factory=set)  # poll classes holding just-written set points
 
 
@@ -356,7 +361,7 @@ class ModbusDriver(Driver):
                     last is None
                     or tag in changed
                     or last[0] != value
-                    or (not p.nonvolatile and now_us - last[1] >= self.units[i].map.refresh_s * US)
+                    or (not p.nonvolatile and now_us - last[1] >= self.units[i].map.refresh_s * US * self.site.speed)
                 )
             if due:
                 wr.pending[p.key] = value
@@ -412,8 +417,8 @@ class ModbusDriver(Driver):
         u.reconnected()
         await self._discover(u, io)
         await self._read(u, io, set(PollClass))  # every point once: the scale factors before any write
-        u.wr.pending.update({w.point: w.value for w in u.map.init})
-        period = self.site.period_us / US
+        u.wr.pending.update(self._init_writes(u))
+        period = self.site.period_us / self.site.speed / US  # the scan's real period
         assert u.wake is not None
         while True:
             u.wake.clear()
@@ -429,6 +434,17 @@ class ModbusDriver(Driver):
                     await u.wake.wait()
             except TimeoutError:
                 pass
+
+    def _init_writes(self, u: UnitState) -> dict[str, Any]:
+        """The map's writes at connect. The reversion timeout is written as the map says times the speed:
+        a simulated device counts it in the plant's time, and at --speed N the refresh that holds it off
+        comes every ``refresh_s`` of real time (on a real site the speed is 1)."""
+        out: dict[str, Any] = {w.point: w.value for w in u.map.init}
+        rv = u.map.reversion
+        tp = rv.timeout_point if rv is not None else None
+        if tp is not None and tp in out and self.site.speed != 1:
+            out[tp] = out[tp] * self.site.speed
+        return out
 
     async def _round(self, u: UnitState, io: IOContext) -> None:
         """One round, always in this order: write -> read -> read-back.
@@ -446,7 +462,15 @@ class ModbusDriver(Driver):
 
     @staticmethod
     def _due(u: UnitState, io: IOContext) -> set[PollClass]:
-        now = io.now_us() / US  # the cycle clock (x speed on a fast simulated site), as staleness is
+        """The fast class every round (every scan); the others when their period has passed in real time.
+
+        Poll periods count on the same clock as the staleness that judges the reads: real time, also on a
+        simulated site run at --speed N (docs/depot.md "Poll periods under --speed"). A site at N x is then the
+        real site time-lapsed: the same requests per second on the wire and the same margin between a
+        class's period and its staleness bound, while each read covers N x more of the plant's time, as
+        each scan does. On the cycle clock every class fell due every scan at N = 100, the I/O fell behind
+        and the fast points went stale (comms_lost)."""
+        now = io.link_us() / US
         due = {PollClass.FAST}
         periods = u.cfg.poll or u.map.poll
         for cls, per in ((PollClass.NORMAL, periods.normal_s), (PollClass.SLOW, periods.slow_s)):
@@ -488,7 +512,7 @@ class ModbusDriver(Driver):
     async def _read(self, u: UnitState, io: IOContext, classes: set[PollClass]) -> None:
         """Read the points of these poll classes and deliver them (and the read-back checks) as one batch."""
         started = time.monotonic()
-        now_s = io.now_us() / US
+        now_s = io.link_us() / US
         for cls in classes:
             u.rd.last_poll[cls] = now_s
         raw: dict[str, list[int]] = {}
