@@ -37,7 +37,7 @@ class Rig:
 @contextlib.asynccontextmanager
 async def rig(map_: str, *, start: bool = True, speed: int = 1, **drv_kw: Any) -> AsyncIterator[Rig]:
     """A plant serving ``map_`` behind a proxy, and a driver polling through the proxy. ``speed``: the
-    cycle clock runs that many times real time (retry schedules and poll periods are on it)."""
+    cycle clock runs that many times real time (retry schedules are on it; poll periods count real time)."""
     vp = plant([{"name": "dev", "map": map_, "port": free_port()}])
     await vp.start()
     proxy = FaultProxy(vp.ports["dev"])
