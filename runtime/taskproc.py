@@ -61,7 +61,7 @@ CHUNK = 400  # tags per message at most; then split further by size
 MAX_MSG = 64 * 1024  # bytes per message: far below the socket buffer (1 MiB), so a send never needs more
 DRAIN_BUDGET = 1024 * 1024  # bytes the scan thread reads from the task process in one cycle: a flood waits
 COMMAND_TIMEOUT_S = 5.0  # a task's command unanswered this long counts as refused ("no answer")
-ALIVE = "runtime.task_process_alive"  # true only while every task process is alive (what interlocks read)
+ALIVE = "runtime.task_process_alive"  # true only while every task process is alive: its meaning of one process
 
 
 def alive_tag(group: str) -> str:
