@@ -103,6 +103,39 @@ class TaskProcessSection(Params):
     restart_backoff_max_s: float = Field(30.0, gt=0, le=600)
 
 
+PROCESS_NAME = r"^[a-z][a-z0-9_]{0,23}$"  # becomes part of a tag name: runtime.tasks.<process>.alive
+
+
+class TaskComponent(Component):
+    """A task, and the supervised task process it runs in (docs/architecture.md#task-processes)."""
+
+    process: str | None = Field(
+        None,
+        pattern=PROCESS_NAME,
+        description="task process group (a-z, 0-9, _; at most 24); default by type: ocpp -> backoffice, "
+        "localapi_* and hmi -> local, anything else -> planning",
+    )
+
+    @property
+    def group(self) -> str:
+        """The task process this task runs in: one hung integration never takes another group's down."""
+        if self.process is not None:
+            return self.process
+        if self.type == "ocpp":
+            return "backoffice"
+        if self.type == "hmi" or self.type.startswith("localapi_"):
+            return "local"
+        return "planning"
+
+
+def task_groups(tasks: list[TaskComponent]) -> dict[str, list[str]]:
+    """Task process group -> the labels of its tasks, groups in order of their first task."""
+    out: dict[str, list[str]] = {}
+    for t in tasks:
+        out.setdefault(t.group, []).append(t.label)
+    return out
+
+
 class EvseTemplate(Params):
     """The devices, programs and interlocks of one EVSE, written once with plain tag names."""
 
@@ -148,7 +181,7 @@ class SiteConfig(Params):
     devices: list[Component] = Field(default_factory=list)
     programs: list[Component] = Field(default_factory=list)
     safety: list[Component] = Field(description="interlocks in evaluation order; the last word on outputs")
-    tasks: list[Component] = Field(default_factory=list)
+    tasks: list[TaskComponent] = Field(default_factory=list)
     tags: list[TagDecl] = Field(default_factory=list)
     evses: EvsesSection | None = Field(None, description="a depot's EVSEs; omit for a site of one charger")
     plant: Component | None = Field(None, description="virtual plant started beside the runtime")

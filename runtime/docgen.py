@@ -28,6 +28,7 @@ from runtime.config import (
     ScanSection,
     SiteSection,
     TagDecl,
+    TaskComponent,
     TaskProcessSection,
     WatchdogSection,
 )
@@ -113,6 +114,7 @@ def render() -> str:
         ("watchdog", WatchdogSection),
         ("watchdog.hardware", HardwareWatchdog),
         ("task_process", TaskProcessSection),
+        ("tasks[]", TaskComponent),
         ("evses", EvsesSection),
         ("evses.template", EvseTemplate),
         ("evses.each[]", EvseEntry),

@@ -8,8 +8,10 @@ watchdogs if the cycle was healthy. Nothing on this thread blocks on a socket, a
 from __future__ import annotations
 
 import array
+import asyncio
 import contextlib
 import datetime as dt
+import functools
 import gc
 import json
 import logging
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,16 @@ from runtime.recording import Writer, frame_line, output_line
 from runtime.site import BuiltSite
 from runtime.statefile import Persister
 from runtime.tags import US, Direction, Image, TagUpdate
-from runtime.taskproc import TaskChannel, TaskSupervisor
+from runtime.taskproc import (
+    ALIVE,
+    Channels,
+    TaskChannel,
+    TaskSupervisor,
+    restart_groups,
+    site_channels,
+    site_groups,
+    stop_all,
+)
 from runtime.watchdog import Supervisor, WatchdogError
 from runtime.yamlload import ConfigError
 
@@ -202,14 +214,12 @@ class Runner:
         self.first_cycle_s: float | None = None
         self.pacer = Pacer(0, self.period_ns, cfg.scan.overrun_fault_after)  # replaced when the scan starts
         self.out_names = sorted(s.name for s in built.tags.by_direction(Direction.OUTPUT, Direction.MEMORY))
-        self.channel = TaskChannel(
-            frozenset(s.name for t in built.tasks for s in t.declare() if s.direction is Direction.SHARED)
-        )
+        self.channel = Channels(site_channels(built))  # one per task process group
         # Set by start(); every one of them is None until then.
         self.io: IOContext | None = None
         self.iot: IOThread | None = None
-        self.supervisor: TaskSupervisor | None = None
-        self.stream: EventStream | None = None
+        self.supervisors: list[TaskSupervisor] = []
+        self.streams: list[EventStream] = []
         self.online: OnlineChange | None = None
         self.persister: Persister | None = None
         self.watchdog: Supervisor | None = None
@@ -259,39 +269,36 @@ class Runner:
         write_snapshot(self.state_dir / SNAPSHOT, running["text"])  # before any child process starts
         self._install_signals()
         self.io = io = IOContext(self.clock.now_ns(), speed=opts.speed)
-        if built.tasks:
-            tp = cfg.task_process
-            self.supervisor = TaskSupervisor(
+        tp, groups, runtime_id = cfg.task_process, site_groups(built), uuid.uuid4().hex
+        for group, tasks in groups.items():
+            sup = TaskSupervisor(
                 built.path,
-                self.channel,
+                self.channel.groups[group],
                 speed=opts.speed,
                 start=site_start(built),
                 heartbeat_s=tp.heartbeat_s,
                 backoff_s=tp.restart_backoff_s,
                 backoff_max_s=tp.restart_backoff_max_s,
+                group=group,
+                tasks=[t.name for t in tasks],
+                runtime_id=runtime_id,  # a task-process restart is not a reboot: the same for every group
             )
-            self.supervisor.snapshot = self.state_dir / SNAPSHOT  # never the edited file (docs/online-change.md)
-            stack.callback(self.supervisor.stop)  # after the safe outputs (below) are written
+            sup.snapshot = self.state_dir / SNAPSHOT  # never the edited file (docs/online-change.md)
+            self.supervisors.append(sup)
+        sups = self.supervisors
+        stack.callback(stop_all, sups)  # after the safe outputs (below) are written
         owners = {s.name: d for d in built.drivers for s in d.declare() if s.direction is Direction.OUTPUT}
         self.iot = iot = IOThread(built.drivers, owners, io)
         iot.start()
-        if self.supervisor is not None:
-            stream = self.stream = EventStream(lambda: self.channel.sock, iot.loop)
-
-            def subscribe(sid: str | None, seq: int | None) -> None:
-                iot.loop.call_soon_threadsafe(stream.subscribe, sid, seq)
-
-            def detach() -> None:
-                iot.loop.call_soon_threadsafe(stream.detach)
-
-            self.channel.on_subscribe, self.channel.on_detach = subscribe, detach
+        for sup in sups:  # an event stream for each group that has a task reading events
+            if any(t.events for t in groups[sup.group]):
+                self.streams.append(self._event_stream(sup.channel, iot.loop))
         stack.callback(self._stop_io)
         self.persister = Persister(
             self.state_file, states, iot.loop, write=self.state_writer, on_change=self._persist_changed
         )
-        if self.supervisor is not None:
-            iot.spawn(self.supervisor.run)
-        sup = self.supervisor
+        for sup in sups:
+            iot.spawn(sup.run)
         self.online = online = OnlineChange(
             built.path,
             running,
@@ -299,7 +306,7 @@ class Runner:
             iot.loop,
             self._reconfigure.put,
             self._note,
-            sup.restart if sup is not None else None,
+            functools.partial(restart_groups, sups) if sups else None,
         )
         stack.callback(online.close)
         if opts.watch:
@@ -341,6 +348,20 @@ class Runner:
             len(built.interlocks),
             len(built.tasks),
         )
+
+    @staticmethod
+    def _event_stream(channel: TaskChannel, loop: asyncio.AbstractEventLoop) -> EventStream:
+        """The scan's events to one task process, resumed where it says (on the I/O loop)."""
+        stream = EventStream(lambda: channel.sock, loop)
+
+        def subscribe(sid: str | None, seq: int | None) -> None:
+            loop.call_soon_threadsafe(stream.subscribe, sid, seq)
+
+        def detach() -> None:
+            loop.call_soon_threadsafe(stream.detach)
+
+        channel.on_subscribe, channel.on_detach = subscribe, detach
+        return stream
 
     def _stop_io(self) -> None:
         assert self.iot is not None
@@ -405,7 +426,8 @@ class Runner:
             TagUpdate("runtime.lateness", late / 1e9),
             TagUpdate("runtime.overruns", self.pacer.overruns),
             TagUpdate("runtime.overrun_fault", self.pacer.overrun_fault),
-            TagUpdate("runtime.task_process_alive", alive),
+            TagUpdate(ALIVE, alive),
+            *self.channel.alive_updates(),
             TagUpdate(PERSIST_FAULT, self.persister.fault),
             TagUpdate("runtime.available", self.engine.availability.operative),
             TagUpdate(REVISION, self.engine.revision),
@@ -417,10 +439,10 @@ class Runner:
         assert self.iot is not None and self.persister is not None
         iot = self.iot
         iot.submit_outputs(res.now_us, res.outputs, res.changed_outputs)
-        if self.supervisor is not None:
-            self.channel.publish(res.now_us, res.image, res.changed)
-        if res.events and self.stream is not None:  # every event, unfolded: the log folds storms, tasks count
-            iot.loop.call_soon_threadsafe(self.stream.feed, res.events)
+        self.channel.publish(res.now_us, res.image, res.changed)  # to every task process attached
+        if res.events:  # every event, unfolded: the log folds storms, tasks count
+            for stream in self.streams:
+                iot.loop.call_soon_threadsafe(stream.feed, res.events)
         if res.events or self.limiter.active:
             events = self.limiter.feed(res.k, res.now_us, res.events)
             if events:
@@ -462,8 +484,8 @@ class Runner:
         k, t = (res.k, res.now_us) if res is not None else (0, 0)
         ev = [Event(k, t, kind, "online", message, data)]
         self.events.write(ev)
-        if self.stream is not None:
-            self.stream.feed(ev)
+        for stream in self.streams:
+            stream.feed(ev)
 
     # -- persisted state --------------------------------------------------------------------------
     def restore_state(self) -> dict[str, Any]:

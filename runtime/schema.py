@@ -12,10 +12,11 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, create_model
 
 from runtime.api import Params
-from runtime.config import SiteConfig
+from runtime.config import SiteConfig, TaskComponent
 from runtime.registry import SECTIONS
 
 _NAME: Any = (str | None, None)  # every component's optional ``name``
+_TASK_FIELDS = {"process": (str | None, TaskComponent.model_fields["process"])}  # a task's process group
 
 
 def _literal(value: str) -> Any:
@@ -23,7 +24,7 @@ def _literal(value: str) -> Any:
     return Literal.__getitem__(value)
 
 
-def _union(section: str, reg: Mapping[str, Any]) -> Any:
+def _union(section: str, reg: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Any:
     variants = []
     for type_name, cls in sorted(reg.items()):
         model = create_model(
@@ -32,6 +33,7 @@ def _union(section: str, reg: Mapping[str, Any]) -> Any:
             __doc__=(cls.__doc__ or "").strip().split("\n\n")[0] or None,
             type=(_literal(type_name), ...),
             name=_NAME,
+            **(extra or {}),
             params=(
                 cls.Params,
                 Field(default_factory=dict)
@@ -63,7 +65,7 @@ def _plant() -> Any:
 def site_model() -> type[Params]:
     sections: dict[str, Any] = {
         reg.section: (
-            list[_union(reg.kind, reg)],  # type: ignore[misc]
+            list[_union(reg.kind, reg, _TASK_FIELDS if reg.section == "tasks" else None)],  # type: ignore[misc]
             ... if reg.section == "safety" else Field(default_factory=list),
         )
         for reg in SECTIONS

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from runtime.api import ParamError, Params, Plugin, Program, SiteInfo, site_files
-from runtime.config import LoadedSite, check_components, components, evse_instances, load_site
+from runtime.config import LoadedSite, check_components, components, evse_instances, load_site, task_groups
 from runtime.engine import RUNTIME_TAGS, Engine
 from runtime.evses import EvseComponent, prefix_of
 from runtime.io.driver import Driver
 from runtime.registry import SECTIONS
 from runtime.tags import TagSpec, TagTable
+from runtime.taskproc import group_alive_specs
 from runtime.tasks.base import Task
 from runtime.yamlload import ConfigError, ConfigIssue, Path_
 
@@ -92,6 +93,7 @@ def build_site(path_or_loaded: str | Path | LoadedSite, *, speed: int = 1) -> Bu
                 issues.append(doc.issue(where, str(exc)))
 
     add(RUNTIME_TAGS, "runtime", ())
+    add(group_alive_specs(list(task_groups(cfg.tasks))), "runtime", ())  # runtime.tasks.<group>.alive
     for reg in SECTIONS:
         for i, comp in enumerate(components(cfg, reg.section)):
             where = (reg.section, i)

@@ -6,6 +6,10 @@ The two processes talk over a ``SOCK_SEQPACKET`` socket pair: message boundaries
 side is non-blocking both ways, so the scan never waits for the task process. If the task process dies or
 hangs, the scan keeps running, its shared tags age to ``stale`` and the supervisor restarts it.
 
+Tasks are grouped into several such processes (``process:`` on a task; by default ``backoffice`` for OCPP,
+``local`` for the local APIs and the HMI, ``planning`` for the rest), each with its own channel, supervisor
+and alive tag ``runtime.tasks.<group>.alive``, so that one hung integration never takes another down.
+
 Messages, over an inherited socket (never a network), each at most ``MAX_MSG`` bytes (a batch is split by
 size, never dropped for its size):
   task -> scan: JSON because the task process talks to networks: the scan takes data from it, never code.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import itertools
@@ -39,10 +44,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from runtime.commands import Request
-from runtime.tags import Image, Quality, TagUpdate, TagValue
+from runtime.tags import Direction, Image, Quality, TagSpec, TagType, TagUpdate, TagValue
+
+if TYPE_CHECKING:
+    from runtime.site import BuiltSite
+    from runtime.tasks.base import Task
 
 log = logging.getLogger("v2g_plc.tasks")
 
@@ -52,6 +61,27 @@ CHUNK = 400  # tags per message at most; then split further by size
 MAX_MSG = 64 * 1024  # bytes per message: far below the socket buffer (1 MiB), so a send never needs more
 DRAIN_BUDGET = 1024 * 1024  # bytes the scan thread reads from the task process in one cycle: a flood waits
 COMMAND_TIMEOUT_S = 5.0  # a task's command unanswered this long counts as refused ("no answer")
+ALIVE = "runtime.task_process_alive"  # true only while every task process is alive: its meaning of one process
+
+
+def alive_tag(group: str) -> str:
+    return f"runtime.tasks.{group}.alive"
+
+
+def group_alive_specs(groups: Sequence[str]) -> tuple[TagSpec, ...]:
+    """One alive tag per task process group: which integration is down, beside the site-wide ALIVE."""
+    return tuple(
+        TagSpec(
+            alive_tag(g),
+            TagType.BOOL,
+            "",
+            Direction.INPUT,
+            False,
+            description=f"the task process {g!r} answered within its heartbeat limit",
+        )
+        for g in groups
+    )
+
 
 T = TypeVar("T")
 
@@ -240,6 +270,42 @@ def _request(obj: Any) -> Request:
     return Request(fields["id"], fields["kind"], fields["source"], fields["by"], args)
 
 
+class Channels:
+    """The channels of every task process group, seen by the runner as one: writes and commands from all,
+    the image to all, each answer to the channel its command came from. A command's id is prefixed with
+    its group on the way in (``group/id``), so two task processes can never answer each other's."""
+
+    def __init__(self, channels: Mapping[str, TaskChannel]) -> None:
+        self.groups = dict(channels)
+        self.alive: dict[str, bool] = dict.fromkeys(self.groups, False)
+
+    def check_alive(self, now_ns: int, heartbeat_ns: int) -> bool:
+        """Every group's liveness (kept for ``alive_updates``); true only when all are alive. A site without
+        tasks has no task process: false, as it always was."""
+        for g, ch in self.groups.items():
+            self.alive[g] = ch.check_alive(now_ns, heartbeat_ns)
+        return bool(self.alive) and all(self.alive.values())
+
+    def alive_updates(self) -> list[TagUpdate]:
+        return [TagUpdate(alive_tag(g), a) for g, a in self.alive.items()]
+
+    def drain(self) -> list[TagUpdate]:
+        return [u for ch in self.groups.values() for u in ch.drain()]
+
+    def take_requests(self) -> list[Request]:
+        return [dataclasses.replace(r, id=f"{g}/{r.id}") for g, ch in self.groups.items() for r in ch.take_requests()]
+
+    def ack(self, cid: str, accepted: bool, reason: str = "") -> None:
+        group, _, own = cid.partition("/")
+        ch = self.groups.get(group)
+        if ch is not None:
+            ch.ack(own, accepted, reason)
+
+    def publish(self, now_us: int, image: Image, changed: Mapping[str, TagValue] | None) -> None:
+        for ch in self.groups.values():
+            ch.publish(now_us, image, changed)
+
+
 class TaskSupervisor:
     """Starts the task process, restarts it with backoff when it dies or stops talking.
 
@@ -256,9 +322,14 @@ class TaskSupervisor:
         heartbeat_s: float,
         backoff_s: float,
         backoff_max_s: float,
+        group: str = "tasks",
+        tasks: Sequence[str] = (),
+        runtime_id: str | None = None,
     ):
         self.site_path = site_path
         self.channel = channel
+        self.group = group  # the task process group this supervisor starts (named in its logs)
+        self.tasks = tuple(tasks)  # the labels of its tasks; none: every task of the site
         self.speed = speed
         self.start = start
         self.heartbeat_ns = int(heartbeat_s * 1e9)
@@ -269,7 +340,8 @@ class TaskSupervisor:
         self._stopping = False
         self.snapshot: Path | None = None  # the running revision's text: started from it, never the edited file
         self._restart_now = False
-        self.runtime_id = uuid.uuid4().hex  # one per runtime start: every task process it spawns gets it
+        # One per runtime start: every task process of every group gets it (a restart is not a reboot).
+        self.runtime_id = runtime_id or uuid.uuid4().hex
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -292,13 +364,16 @@ class TaskSupervisor:
             *(("--snapshot", str(self.snapshot)) if self.snapshot is not None else ()),
             "--runtime-id",
             self.runtime_id,
+            "--group",
+            self.group,
+            *(a for t in self.tasks for a in ("--task", t)),
         ]
         # systemd's notification variables belong to the scan process alone (NotifyAccess=main).
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         self.channel.attach(ours)
-        log.info("task process started (pid %d)", self.proc.pid)
+        log.info("task process started (pid %d): %s", self.proc.pid, self.group)
 
     async def run(self) -> None:
         backoff = self.backoff_s
@@ -309,7 +384,12 @@ class TaskSupervisor:
                 await asyncio.sleep(0.1)
                 assert self.proc is not None
                 if self.proc.poll() is not None:
-                    log.error("task process exited with code %s; restarting in %.1f s", self.proc.returncode, backoff)
+                    log.error(
+                        "task process %s exited with code %s; restarting in %.1f s",
+                        self.group,
+                        self.proc.returncode,
+                        backoff,
+                    )
                     break
                 ch = self.channel
                 silent = (
@@ -318,7 +398,7 @@ class TaskSupervisor:
                     else time.monotonic_ns() - ch.attached_ns > STARTUP_GRACE_NS
                 )
                 if silent:
-                    log.error("task process silent (hung); killing it")
+                    log.error("task process %s silent (hung); killing it", self.group)
                     self.proc.kill()
                     await asyncio.to_thread(self.proc.wait)
                     break
@@ -343,16 +423,50 @@ class TaskSupervisor:
             proc.terminate()
 
     def stop(self) -> None:
-        self._stopping = True
-        proc = self.proc
+        stop_all([self])
+
+
+def stop_all(supervisors: Sequence[TaskSupervisor], timeout_s: float = 3.0) -> None:
+    """Stop every task process at once: all are asked (SIGTERM) first, then each gets what is left of one
+    ``timeout_s`` before it is killed, so the teardown is bounded by ``timeout_s`` however many groups."""
+    for sup in supervisors:
+        sup._stopping = True
+        if sup.proc is not None and sup.proc.poll() is None:
+            sup.proc.terminate()
+    deadline = time.monotonic() + timeout_s
+    for sup in supervisors:
+        proc = sup.proc
         if proc is not None and proc.poll() is None:
-            proc.terminate()
             try:
-                proc.wait(timeout=3)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self.channel.detach()
+        sup.channel.detach()
+
+
+def restart_groups(supervisors: Sequence[TaskSupervisor], tasks: Sequence[str] | None = None) -> None:
+    """Online change of task params: restart the groups that run one of ``tasks`` (every group when not
+    named), so that a new planner setting never drops the back-office connection."""
+    for sup in supervisors:
+        if tasks is None or not sup.tasks or set(tasks) & set(sup.tasks):
+            sup.restart()
+
+
+def site_groups(built: BuiltSite) -> dict[str, list[Task]]:
+    """The site's built tasks by task process group (``process:``, or the default of their type)."""
+    from runtime.config import task_groups
+
+    by_label = {t.name: t for t in built.tasks}
+    return {g: [by_label[n] for n in names] for g, names in task_groups(built.loaded.config.tasks).items()}
+
+
+def site_channels(built: BuiltSite) -> dict[str, TaskChannel]:
+    """A channel per group that accepts writes only to the shared tags its own tasks declared."""
+    return {
+        g: TaskChannel(frozenset(s.name for t in tasks for s in t.declare() if s.direction is Direction.SHARED))
+        for g, tasks in site_groups(built).items()
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -419,11 +533,16 @@ async def child_main(
     parent: int,
     snapshot: Path | None = None,
     runtime_id: str = "",
+    group: str = "tasks",
+    only: Sequence[str] = (),
 ) -> None:
     from runtime.site import build_site
     from runtime.tasks.base import TaskContext
 
     built = build_site(snapshot_site(site_path, snapshot), speed=speed)
+    # The tasks the scan started this group with, by label, even if a later revision moved one: the scan
+    # accepts its shared tags from this group's channel only.
+    tasks = [t for t in built.tasks if not only or t.name in only]
     cfg = built.loaded.config.task_process
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
@@ -493,9 +612,9 @@ async def child_main(
 
     contexts = [
         TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}"), command, t.events, runtime_id)
-        for t in built.tasks
+        for t in tasks
     ]
-    position = EventPosition(built.loaded.state_dir / "task-events.json")
+    position = EventPosition(built.loaded.state_dir / f"task-events.{group}.json")
     commands.append(json.dumps(["sub", position.stream, position.next]).encode())
     _schedule()
 
@@ -570,7 +689,7 @@ async def child_main(
     jobs = [loop.create_task(heartbeat())]
     jobs += [
         loop.create_task(_run_task(t, cx, cfg.restart_backoff_s, cfg.restart_backoff_max_s))
-        for t, cx in zip(built.tasks, contexts)
+        for t, cx in zip(tasks, contexts, strict=True)
     ]
     await stop.wait()
     for j in jobs:
@@ -589,13 +708,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parent", type=int, default=os.getppid())
     ap.add_argument("--snapshot", type=Path, help="the running revision's text (online change)")
     ap.add_argument("--runtime-id", default="", help="one per runtime start (TaskContext.runtime_id)")
+    ap.add_argument("--group", default="tasks", help="the task process group (logs, event position file)")
+    ap.add_argument("--task", action="append", default=[], help="a task of this group (repeated); none: all")
     a = ap.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s tasks %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s tasks[{a.group}] %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(
-        child_main(a.site, a.fd, a.speed, dt.datetime.fromisoformat(a.start), a.parent, a.snapshot, a.runtime_id)
-    )
+    start = dt.datetime.fromisoformat(a.start)
+    asyncio.run(child_main(a.site, a.fd, a.speed, start, a.parent, a.snapshot, a.runtime_id, a.group, a.task))
     return 0
 
 

@@ -44,6 +44,14 @@ def good_pid(sock: Path) -> int | None:
     return t["value"] if t and t["quality"] == "good" and t["value"] else None
 
 
+def alive(sock: Path) -> tuple[bool, bool]:
+    """The site-wide alive tag and the planning group's, from one cycle's image."""
+    tags = control(sock, {"cmd": "read", "tags": ["runtime.task_process_alive", "runtime.tasks.planning.alive"]})[
+        "tags"
+    ]
+    return tags["runtime.task_process_alive"]["value"], tags["runtime.tasks.planning.alive"]["value"]
+
+
 def cycle(sock: Path) -> int:
     return read_tag(sock, "runtime.overruns")["k"]
 
@@ -59,13 +67,13 @@ def test_task_process_death_or_hang_keeps_the_scan_and_stales_its_tags(running, 
     try:
         k0 = cycle(sock)
         wait_for(lambda: read_tag(sock, "counter.count")["quality"] == "stale", what="shared tags to turn stale")
-        wait_for(lambda: read_tag(sock, "runtime.task_process_alive")["value"] is False, what="alive=false")
+        wait_for(lambda: alive(sock) == (False, False), what="alive=false, and its group's (the only one)")
         assert cycle(sock) > k0  # the scan kept running
         assert proc.poll() is None
         new = wait_for(lambda: (p := good_pid(sock)) and p != pid and p, timeout=30, what="a restarted task process")
         assert new != pid
         wait_for(lambda: read_tag(sock, "counter.count")["quality"] == "good", what="fresh tags again")
-        wait_for(lambda: read_tag(sock, "runtime.task_process_alive")["value"] is True, what="alive again")
+        wait_for(lambda: alive(sock) == (True, True), what="alive again")
     finally:
         if how == "hang":
             try:
