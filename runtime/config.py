@@ -99,6 +99,13 @@ class TaskProcessSection(Params):
         description="task process counts as hung after this silence "
         "(it sends a heartbeat every 0.5 s, so at least 1 s)",
     )
+    startup_grace_s: float = Field(
+        60.0,
+        ge=5,
+        le=600,
+        description="a new task process counts as hung only after this long without its first word (imports "
+        "and the site build: about 1 s of CPU, far more wall time on a loaded machine)",
+    )
     restart_backoff_s: float = Field(1.0, gt=0, le=60)
     restart_backoff_max_s: float = Field(30.0, gt=0, le=600)
 

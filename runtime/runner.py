@@ -277,6 +277,7 @@ class Runner:
                 speed=opts.speed,
                 start=site_start(built),
                 heartbeat_s=tp.heartbeat_s,
+                startup_grace_s=tp.startup_grace_s,
                 backoff_s=tp.restart_backoff_s,
                 backoff_max_s=tp.restart_backoff_max_s,
                 group=group,

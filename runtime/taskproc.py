@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("v2g_plc.tasks")
 
 HEARTBEAT_S = 0.5
-STARTUP_GRACE_NS = 20_000_000_000  # imports and site build before the first heartbeat
 CHUNK = 400  # tags per message at most; then split further by size
 MAX_MSG = 64 * 1024  # bytes per message: far below the socket buffer (1 MiB), so a send never needs more
 DRAIN_BUDGET = 1024 * 1024  # bytes the scan thread reads from the task process in one cycle: a flood waits
@@ -320,6 +319,7 @@ class TaskSupervisor:
         speed: int,
         start: dt.datetime,
         heartbeat_s: float,
+        startup_grace_s: float = 60.0,
         backoff_s: float,
         backoff_max_s: float,
         group: str = "tasks",
@@ -333,6 +333,7 @@ class TaskSupervisor:
         self.speed = speed
         self.start = start
         self.heartbeat_ns = int(heartbeat_s * 1e9)
+        self.startup_grace_ns = int(startup_grace_s * 1e9)  # imports and site build before the first word
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.proc: subprocess.Popen[bytes] | None = None
@@ -395,7 +396,7 @@ class TaskSupervisor:
                 silent = (
                     time.monotonic_ns() - ch.last_heard_ns > self.heartbeat_ns
                     if ch.heard
-                    else time.monotonic_ns() - ch.attached_ns > STARTUP_GRACE_NS
+                    else time.monotonic_ns() - ch.attached_ns > self.startup_grace_ns
                 )
                 if silent:
                     log.error("task process %s silent (hung); killing it", self.group)

@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +61,11 @@ class OnlineChange:
         loop: asyncio.AbstractEventLoop,
         submit: Callable[[Command], None],
         note: Callable[[str, str, dict[str, Any]], None],
-        restart_tasks: Callable[[], None] | None = None,
+        restart_tasks: Callable[[Sequence[str]], None] | None = None,
     ):
         """``snapshot`` holds ``running["text"]`` already (written before any child starts); ``submit`` hands
         the scan a command (thread-safe); ``note`` writes an event of the I/O thread; ``restart_tasks``
-        restarts the task process (which starts from ``snapshot``)."""
+        restarts the task processes that run the named tasks (each starts from ``snapshot``)."""
         self.site_path = site_path
         self.running = dict(running)
         self.snapshot = snapshot
@@ -161,8 +161,10 @@ class OnlineChange:
         self.running = new
         await asyncio.to_thread(write_snapshot, self.snapshot, new["text"])
         if plan.tasks and self.restart_tasks is not None:
-            log.info("task params changed (%s): the task process restarts from revision %s", plan.tasks, plan.revision)
-            self.restart_tasks()
+            log.info(
+                "task params changed (%s): their task processes restart from revision %s", plan.tasks, plan.revision
+            )
+            self.restart_tasks(plan.tasks)
         self._rewatch()
         return "applied", f"revision {plan.revision} running: " + (", ".join(plan.diff) or "text only"), data
 

@@ -125,7 +125,7 @@ def site_for(tmp: Path) -> tuple[Path, dict[str, Any]]:
     # planner with its prices (the mode machine and dispatch read the plan); not the local API or the HMI:
     # they touch neither the frequency path nor the scan's work, and a task process that imports them all
     # took longer than the 20 s start-up grace on a machine at a load average of 30, again and again
-    # (runtime/taskproc.py STARTUP_GRACE_NS).
+    # (task_process.startup_grace_s, now 60 s by default).
     site["tasks"] = [t for t in site["tasks"] if t["type"] in ("ocpp", "planner", "prices_csv")]
     for s in site["safety"]:  # in service at once: IEEE 1547-2018 Table 39 allows a 0-600 s delay, 1-1000 s ramp
         if s["type"] == "v2g_safety":  # (the default 300 s delay restarts whenever a step leaves 59.5-60.1 Hz)

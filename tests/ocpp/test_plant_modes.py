@@ -144,7 +144,7 @@ def site_for(tmp: Path, csms_port: int, api_port: int) -> Path:
                                         "RetryBackOffRepeatTimes": 0}  # fmt: skip
     site["commands"]["allow"]["localapi_modbus"] = ["mode_request"]
     # Not the HMI or the metrics: no mode goes through them, and a task process importing everything missed
-    # its 20 s start-up grace again and again at a load average of 30 (runtime/taskproc.py STARTUP_GRACE_NS).
+    # its 20 s start-up grace again and again at a load average of 30 (task_process.startup_grace_s, now 60 s by default).
     site["tasks"] = [t for t in site["tasks"] if t["type"] not in ("hmi", "localapi_metrics")]
     # A steady plant (the EV plugged in, as the plant starts): the test steps it itself. The bundled scenario's
     # own frequency ramp, run at x20 beside a loaded machine's jitter, tripped the ROCOF protection once.
