@@ -347,7 +347,7 @@ def test_reused_solver_instance_gives_what_a_fresh_one_gives_and_keeps_its_time_
             assert a.objective == b.objective
     limited = lp_input(cases[2].model_copy(update={"time_limit_s": 0.5}))
     h = lp._highs()
-    for _ in range(5000):  # until the instance has run for longer than one plan's limit (bounded)
+    for _ in range(50_000):  # until the instance has run for longer than one plan's limit (bounded)
         assert lp.solve(limited).ok
         if h.getRunTime() > 1.0:
             break
