@@ -173,8 +173,8 @@ class Planned:
 def reserve_kwh(evs: list[FleetEv], known: list[bool], room_kw: Any, dt_h: float) -> list[Any]:
     """Each EV's departure reserve (kWh at the end of each interval until it leaves; None for an EV whose
     departure is not ``known``): its need less what its fair share of the connection still brings before
-    it leaves. The fair share in an interval is its rating or the import room (``room_kw``, the planned
-    limit less the building) over the EVs connected then, whichever is less.
+    it leaves. Its fair share in an interval is its rating or its part of the import room (``room_kw``)
+    among the EVs connected then, in proportion to the energy each still needs, whichever is less.
 
     Why this is the rule the departures rest on: if every van is at or above its reserve, all charging at
     their fair shares at once fits the connection and meets every departure, whatever the prices. So the
@@ -184,13 +184,16 @@ def reserve_kwh(evs: list[FleetEv], known: list[bool], room_kw: Any, dt_h: float
     import numpy as np
 
     room = np.maximum(0.0, np.asarray(room_kw, dtype=float))
-    count = np.maximum(1, np.sum([fe.connected for fe in evs], axis=0)) if evs else None
+    # in proportion to the energy each still needs: the reserves then bind together, as late as the room
+    # allows, not the neediest van's first (equal shares: 20-van day 0.42 of perfect foresight, this 0.49)
+    gap = [max(0.0, float(fe.need_kwh.max()) - fe.e0_kwh) + 1e-3 for fe in evs]
+    total = np.maximum(1e-9, np.sum([g * fe.connected for g, fe in zip(gap, evs, strict=True)], axis=0))
     out: list[Any] = []
-    for fe, k in zip(evs, known, strict=True):
+    for fe, k, g in zip(evs, known, gap, strict=True):
         if not k:
             out.append(None)
             continue
-        gain = np.minimum(fe.max_charge_kw, room / count) * fe.eta_c * dt_h * fe.connected
+        gain = np.minimum(fe.max_charge_kw, room * g / total) * fe.eta_c * dt_h * fe.connected
         later = np.concatenate([np.cumsum(gain[::-1])[::-1][1:], [0.0]])  # what the intervals after each bring
         leave = int(np.flatnonzero(fe.connected)[-1])
         out.append(np.where(fe.connected, fe.need_kwh[leave] - later, 0.0))
