@@ -13,16 +13,21 @@ which halves a depot's model: vans are away half the day): grid-side charge ``c_
     e_ik - e_i,k-1 - eta_c*dt*c_ik + dt/eta_d*d_ik = -drain_i(k-1, k]     (e_i,-1 = the EV's energy now;
                                                                           drain: trips between two stays)
     e_ik + s_ik >= need_ik                                                (each departure)
+    e_ik + u_ik >= floor_ik                                               (each interval with a floor)
     -(export_limit + building_t) <= sum_i (c_it - d_it) <= import_limit - building_t   (kW, each t)
 
 Cost = sum price_t*dt*(c_it - d_it)/1000 + deg*dt*d_it/(eta_d*1000), the single-EV planner's accounting
-(programs/planner/lp.py), plus SHORTFALL_COST per kWh of shortfall. The shortfall keeps the plan feasible
-when the fleet's needs together do not fit the connection (each need alone is already lowered to what
-the EV's full power can reach): the plan then says which departure falls short and by how much, instead
-of failing and leaving every EVSE to its fallback. A connection row whose building load alone breaks the
-limit is relaxed to "no net charge" (import) or "no net discharge" (export): like the allocator, the plan
-never makes the fleet cover the building. Simultaneous charge and discharge of one EV only pays at prices
-far below zero (lp.py explains); the fleet LP does not add the binaries that exclude it and reports it.
+(programs/planner/lp.py), plus SHORTFALL_COST per kWh of shortfall and FLOOR_COST per kWh-hour below a
+floor. The floor is the caller's (runtime/tasks/fleet_task.py sets each van's departure reserve: the
+energy from which its fair share of the connection still reaches its departure); soft, because a van the
+allocator cut may already be below it, and then the cheapest plan charges that van now, before the cheap
+hours. The shortfall keeps the plan feasible when the fleet's needs together do not fit the connection
+(each need alone is already lowered to what the EV's full power can reach): the plan then says which
+departure falls short and by how much, instead of failing and leaving every EVSE to its fallback. A
+connection row whose building load alone breaks the limit is relaxed to "no net charge" (import) or "no
+net discharge" (export): like the allocator, the plan never makes the fleet cover the building.
+Simultaneous charge and discharge of one EV only pays at prices far below zero (lp.py explains); the
+fleet LP does not add the binaries that exclude it and reports it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ if TYPE_CHECKING:  # numpy loads with the first solve, not with the plug-in regi
     import numpy as np
 
 SHORTFALL_COST = 1000.0  # currency per kWh missing at a departure: above any price a market has cleared at
+# currency per kWh below an EV's floor, per hour it stays there: above any price spread a day's hours show
+# (10 per kWh-hour = 2.5 per kWh-quarter-hour, i.e. 2500 /MWh), so a van below its floor charges now rather
+# than in the cheap hours; below SHORTFALL_COST over a night (12 h = 120), so a floor never costs a departure.
+FLOOR_COST = 10.0
 # Dual simplex: on the model without the away columns it beats interior point (0.36 s) and primal simplex
 # (0.37 s) at 50 EVs, 0.22 s of CPU; at 200 EVs 1.2 s against 3.2 s (BENCHMARKS.md "Fleet plan solve time").
 SOLVER = "simplex"
@@ -54,6 +63,8 @@ class FleetEv:
     eta_c: float = 0.95
     eta_d: float = 0.95
     drain_kwh: np.ndarray | None = field(default=None)  # energy a trip takes per interval (away only), or None
+    # soft floor of the energy at the end of each interval (kWh), or None: see the module's docstring
+    floor_kwh: np.ndarray | None = field(default=None)
 
 
 @dataclass(frozen=True)
@@ -130,7 +141,8 @@ def solve_fleet(inp: FleetInput) -> FleetPlan:
     # Triplets (row, col, value), then one sort into the column-wise matrix HiGHS takes in one call.
     rows, cols, vals = [], [], []
     cost, col_lo, col_hi, row_lo, row_hi = [], [], [], [], []
-    where: list[tuple[np.ndarray, int, int]] = []  # per EV: its connected intervals, first column, first need col
+    # per EV: its connected intervals, first column, first shortfall column, departures
+    where: list[tuple[np.ndarray, int, int, int]] = []
     nrow = n  # rows 0..n-1: the connection
     ncol = 0
     for ev in inp.evs:
@@ -179,9 +191,24 @@ def solve_fleet(inp: FleetInput) -> FleetPlan:
         col_hi.append(need[need_at])
         row_lo.append(need[need_at])
         row_hi.append(np.full(q, np.inf))
-        where.append((ks, c0, ncol))
+        where.append((ks, c0, ncol, q))
         nrow += q
         ncol += q
+        if ev.floor_kwh is not None:  # e + u >= floor where the floor is above the window's bottom
+            fl = np.minimum(np.asarray(ev.floor_kwh, dtype=float)[ks], hi[ks])
+            at = np.flatnonzero(fl > lo[ks] + 1e-9)
+            f = len(at)
+            fr = nrow + np.arange(f)
+            rows += [fr, fr]
+            cols += [e0c + at, ncol + np.arange(f)]
+            vals += [np.ones(f), np.ones(f)]
+            cost.append(np.full(f, FLOOR_COST * dt))
+            col_lo.append(np.zeros(f))
+            col_hi.append(fl[at] - lo[ks][at])
+            row_lo.append(fl[at])
+            row_hi.append(np.full(f, np.inf))
+            nrow += f
+            ncol += f
     b = np.asarray(inp.building_kw, dtype=float)
     conn_hi = np.maximum(0.0, inp.import_limit_kw - b)
     conn_lo = np.minimum(0.0, -(inp.export_limit_kw + b))
@@ -219,12 +246,11 @@ def solve_fleet(inp: FleetInput) -> FleetPlan:
         return _failed(f"HiGHS: {h.modelStatusToString(status)}", shape, t0)
     x = np.asarray(h.getSolution().col_value)
     ch, dis, short = np.zeros(shape), np.zeros(shape), np.zeros(m)
-    for i, (ks, c0, s0) in enumerate(where):
+    for i, (ks, c0, s0, q) in enumerate(where):
         L = len(ks)
         ch[i, ks] = x[c0 : c0 + L]
         dis[i, ks] = x[c0 + L : c0 + 2 * L]
-        nxt = where[i + 1][1] if i + 1 < m else ncol
-        short[i] = x[s0:nxt].sum()
+        short[i] = x[s0 : s0 + q].sum()
     ch = np.where(ch > EPS_KW, ch, 0.0)
     dis = np.where(dis > EPS_KW, dis, 0.0)
     energy = np.empty(shape)

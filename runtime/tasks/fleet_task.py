@@ -14,8 +14,9 @@ ISO 15118-20 DepartureTime) and ``ev.target_soc``.
 
 Re-plans (``FleetPlanner.reason``) on: no plan yet, new prices, an arrival or a departure (the set of
 connected EVs with a known SoC changes), a departure time that moved by more than ``departure_shift_s``,
-drift (an EV's SoC more than ``drift_soc`` from what its plan expects now; at most every
-``min_drift_replan_s``), and a plan with less than an hour left.
+drift (an EV's SoC more than ``drift_soc`` from what its plan expects now) or an EV below its departure
+reserve that its plan expected above it (both at most every ``min_drift_replan_s``), and a plan with less
+than an hour left. The reserve (``reserve_kwh``) is the rule that departures are met by.
 
 Without a plan (no usable prices, a failed solve) every EVSE's ``plan.power`` and ``plan.reserve_soc`` are
 written bad: each EVSE's mode machine then takes its fallback (charge to ``fallback_soc``, never
@@ -28,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, model_validator
@@ -40,7 +41,7 @@ from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.planner_task import contiguous_from, parse_curve, prices_key
 
 if TYPE_CHECKING:
-    from programs.planner.fleet import FleetInput, FleetPlan
+    from programs.planner.fleet import FleetEv, FleetInput, FleetPlan
 
 UTC = dt.UTC
 MAX_W = 1e8  # as the allocator: far beyond any depot's service, finite and checked
@@ -91,9 +92,9 @@ class FleetTaskParams(Params):
         0.1,
         ge=0,
         le=0.5,
-        description="share of each charger's rating and of the connection's import the plan leaves unused, "
-        "for catching up when a van falls behind its plan (allocator cuts, ramps); a van that needs its whole "
-        "rating gets it",
+        description="share of each charger's rating and of the connection's import the plan leaves unused "
+        "(building steps, ramps; a van that needs its whole rating gets it), and share of the rest the "
+        "departure reserves leave free for catching up a van the allocator cut",
     )
     max_horizon_h: float = Field(48.0, gt=0, le=24 * 14)
     # Tighter than the single-EV planner's 0.05: at a depot the allocator cuts one van for another's SoC
@@ -167,6 +168,36 @@ class Planned:
         before = self.evs[j].soc * self.evs[j].capacity_kwh if i == 0 else e[i - 1]
         frac = ((now - self.start).total_seconds() - i * self.step_s) / self.step_s
         return float(before + frac * (e[i] - before)) / self.evs[j].capacity_kwh
+
+
+def reserve_kwh(evs: list[FleetEv], known: list[bool], room_kw: Any, dt_h: float) -> list[Any]:
+    """Each EV's departure reserve (kWh at the end of each interval until it leaves; None for an EV whose
+    departure is not ``known``): its need less what its fair share of the connection still brings before
+    it leaves. Its fair share in an interval is its rating or its part of the import room (``room_kw``)
+    among the EVs connected then, in proportion to the energy each still needs, whichever is less.
+
+    Why this is the rule the departures rest on: if every van is at or above its reserve, all charging at
+    their fair shares at once fits the connection and meets every departure, whatever the prices. So the
+    plan keeps each van there (the LP's floor) and the modes program never discharges a van at or below
+    it; a van that the allocator cut below it is charged first at the next plan (the floor's cost beats
+    any price spread), and crossing it is a re-plan trigger (``FleetPlanner.reason``)."""
+    import numpy as np
+
+    room = np.maximum(0.0, np.asarray(room_kw, dtype=float))
+    # in proportion to the energy each still needs: the reserves then bind together, as late as the room
+    # allows, not the neediest van's first (equal shares: 20-van day 0.42 of perfect foresight, this 0.49)
+    gap = [max(0.0, float(fe.need_kwh.max()) - fe.e0_kwh) + 1e-3 for fe in evs]
+    total = np.maximum(1e-9, np.sum([g * fe.connected for g, fe in zip(gap, evs, strict=True)], axis=0))
+    out: list[Any] = []
+    for fe, k, g in zip(evs, known, gap, strict=True):
+        if not k:
+            out.append(None)
+            continue
+        gain = np.minimum(fe.max_charge_kw, room * g / total) * fe.eta_c * dt_h * fe.connected
+        later = np.concatenate([np.cumsum(gain[::-1])[::-1][1:], [0.0]])  # what the intervals after each bring
+        leave = int(np.flatnonzero(fe.connected)[-1])
+        out.append(np.where(fe.connected, fe.need_kwh[leave] - later, 0.0))
+    return out
 
 
 class FleetPlanner:
@@ -257,6 +288,10 @@ class FleetPlanner:
             for j, e in enumerate(pl.evs):
                 cur = next(x for x in evs if x.evse == e.evse)
                 exp = pl.expected_soc(j, now)
+                res = pl.reserve[e.evse][i - 1] if i > 0 else None  # the reserve at this interval's start
+                if res is not None and exp is not None and cur.soc < res <= exp:
+                    self.last_drift_us = now_us
+                    return f"evse{e.evse} below its reserve: SoC {cur.soc:.3f}, reserve {res:.3f}"
                 if exp is not None and abs(cur.soc - exp) > self.p.drift_soc:
                     self.last_drift_us = now_us
                     return f"drift of evse{e.evse}: SoC {cur.soc:.3f}, plan {exp:.3f}"
@@ -321,13 +356,20 @@ class FleetPlanner:
                     p.efficiency_discharge,
                 )
             )
+        building = self.building_kw(local, step_s, n, building_w)
+        # the headroom of the connection too: the meter sees a building step a read late, and the plan's
+        # power must leave room for it
+        import_kw = max(0.0, p.import_limit_w - p.margin_w) * (1.0 - p.headroom) / 1000.0
+        # the reserves from the plan's room less the headroom again: vans at their reserves leave that share
+        # of it free, for the plan to catch up a van the allocator cut
+        known = [e.departure_at_s is not None for e in evs]
+        floors = reserve_kwh(out, known, (import_kw - building) * (1.0 - p.headroom), dt_h)
         inp = FleetInput(
             np.asarray(prices, dtype=float),
-            self.building_kw(local, step_s, n, building_w),
-            # the headroom of the connection too: when the connection binds, a van's own headroom is no room
-            max(0.0, p.import_limit_w - p.margin_w) * (1.0 - p.headroom) / 1000.0,
+            building,
+            import_kw,
             max(0.0, p.export_limit_w - p.margin_w) / 1000.0,
-            tuple(out),
+            tuple(replace(fe, floor_kwh=f) for fe, f in zip(out, floors, strict=True)),
             dt_h,
             p.degradation_cost_per_mwh,
             p.time_limit_s,
@@ -376,28 +418,17 @@ class FleetPlanner:
         self.failed_key = (key, frozenset(e.evse for e in evs))
 
     def _reserve(self, inp: FleetInput, plan: FleetPlan, evs: list[Ev]) -> dict[int, list[float | None]]:
-        """plan.reserve_soc per EV and interval: the least SoC at the interval's end from which charging
-        at its share of the connection (its rating, or the import room over the EVs planned, whichever is
-        less) still meets its departure. No reserve (bad: no discharge) for an EV that did not say when it
-        leaves."""
-        import numpy as np
-
-        room = float(max(0.0, inp.import_limit_kw - float(np.max(inp.building_kw))))
+        """plan.reserve_soc per EV and interval: its floor in the plan (``reserve_kwh``) as SoC; none (bad:
+        no discharge) for an EV that did not say when it leaves, or after it leaves."""
         out: dict[int, list[float | None]] = {}
         for e, fe in zip(evs, inp.evs, strict=True):
-            if e.departure_at_s is None:
+            if fe.floor_kwh is None:
                 out[e.evse] = [None] * len(inp.price)
                 continue
-            rate = min(fe.max_charge_kw, room / max(1, len(evs))) * fe.eta_c * inp.dt_h
-            ks = np.flatnonzero(fe.connected)
-            leave = int(ks[-1]) + 1
-            need = float(fe.need_kwh[leave - 1])
-            r: list[float | None] = []
-            for i in range(len(inp.price)):
-                left = max(0, leave - 1 - i)
-                v = (need - rate * left) / e.capacity_kwh if i < leave else None
-                r.append(None if v is None else min(1.0, max(self.p.soc_min, v)))
-            out[e.evse] = r
+            out[e.evse] = [
+                None if not c else min(1.0, max(self.p.soc_min, float(f) / e.capacity_kwh))
+                for c, f in zip(fe.connected, fe.floor_kwh, strict=True)
+            ]
         return out
 
     # -- publishing ------------------------------------------------------------------------------

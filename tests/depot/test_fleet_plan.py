@@ -92,3 +92,23 @@ def test_trips_between_stays_are_planned_for() -> None:
     assert (plan.power_kw()[0, 4:8] == 0.0).all()  # away: no columns, no power
     # the cheap first stay carries the second departure as far as 11 kW for an hour can
     assert e[3] == pytest.approx(35.0 + 4 * 11.0 * 0.95 * DT)
+
+
+def test_an_ev_below_its_floor_charges_now_ahead_of_the_cheap_hours() -> None:
+    """The floor (the task's departure reserve) is soft: an EV below it is charged at once though the
+    price is high, up to the floor and no further; without it the same EV waits for the cheap hours."""
+    n = 16  # 4 hours
+    price = np.full(n, 200.0)
+    price[8:] = 10.0  # the last two hours are cheap
+    base = _ev(n, 20.0, 40.0, 16)
+    floor = np.full(n, 30.0)
+    floor[-1] = 40.0
+    free = solve_fleet(FleetInput(price, np.zeros(n), 50.0, 50.0, (base,), DT))
+    assert free.charge_kw[0, :8].sum() == 0.0  # nothing in the dear hours
+    below = FleetEv(20.0, base.connected, base.need_kwh, 6.0, 57.0, 11.0, 11.0, floor_kwh=floor)
+    plan = solve_fleet(FleetInput(price, np.zeros(n), 50.0, 50.0, (below,), DT))
+    assert plan.ok, plan.message
+    assert plan.charge_kw[0, 0] == pytest.approx(11.0)  # at its rating from the first interval
+    assert plan.energy_kwh[0, :8].max() == pytest.approx(30.0, abs=1e-6)  # to the floor, not above it
+    assert plan.energy_kwh[0, -1] == pytest.approx(40.0, abs=1e-6)
+    assert plan.shortfall_kwh.sum() == 0.0
