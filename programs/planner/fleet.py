@@ -255,7 +255,7 @@ def solve_fleet(inp: FleetInput) -> FleetPlan:
     dis = np.where(dis > EPS_KW, dis, 0.0)
     energy = np.empty(shape)
     for i, ev in enumerate(inp.evs):
-        drain = 0.0 if ev.drain_kwh is None else np.asarray(ev.drain_kwh, dtype=float)
+        drain = np.zeros(n) if ev.drain_kwh is None else np.asarray(ev.drain_kwh, dtype=float)
         energy[i] = ev.e0_kwh + np.cumsum(ev.eta_c * dt * ch[i] - dt / ev.eta_d * dis[i] - drain)
     both = int(np.count_nonzero(((ch > 0) & (dis > 0)).any(axis=0)))
     deg = sum(inp.deg_per_mwh * dt * dis[i].sum() / (ev.eta_d * 1000.0) for i, ev in enumerate(inp.evs))

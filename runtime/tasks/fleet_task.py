@@ -434,7 +434,8 @@ class FleetPlanner:
     # -- publishing ------------------------------------------------------------------------------
     def writes(self, now: dt.datetime, now_s: float) -> list[Write]:
         """Every EVSE's plan tags for the interval holding ``now``, and the fleet's status."""
-        p, pl, out = self.p, self.planned, []
+        p, pl = self.p, self.planned
+        out: list[Write] = []
         i = None if pl is None else pl.index(now)
         rows = {} if pl is None else {e.evse: j for j, e in enumerate(pl.evs)}
         for n in p.evses:
