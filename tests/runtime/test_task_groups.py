@@ -19,7 +19,7 @@ import pytest
 from runtime.commands import Request
 from runtime.site import build_site
 from runtime.tags import Image, Quality, TagValue
-from runtime.taskproc import ALIVE, Channels, TaskChannel, alive_tag, site_channels, site_groups
+from runtime.taskproc import ALIVE, Channels, TaskChannel, TaskSupervisor, alive_tag, site_channels, site_groups
 from runtime.yamlload import ConfigError
 from tests.runtime.helpers import bundled_site_copy, read_tag, start_cli, stop_cli, wait_for, write_site
 
@@ -264,23 +264,29 @@ IGNORES_SIGTERM = (
 )
 
 
+def bare_supervisor(tmp_path: Path, group: str, tasks: list[str] | None = None) -> TaskSupervisor:
+    """A group's supervisor whose process the test starts itself (a stand-in, not a task process)."""
+    return TaskSupervisor(
+        tmp_path / "none.yaml",
+        TaskChannel(),
+        speed=1,
+        start=dt.datetime.now(dt.UTC),
+        heartbeat_s=1,
+        backoff_s=1,
+        backoff_max_s=1,
+        group=group,
+        tasks=tasks or (),
+    )
+
+
 def test_stopping_several_groups_is_bounded_by_one_timeout(tmp_path: Path) -> None:
     """Every child is asked at once, then killed when the one deadline passes: a child that ignores
     SIGTERM costs the timeout once, not once per group."""
-    from runtime.taskproc import TaskSupervisor, stop_all
+    from runtime.taskproc import stop_all
 
     sups = []
     for g in ("a", "b", "c"):
-        sup = TaskSupervisor(
-            tmp_path / "none.yaml",
-            TaskChannel(),
-            speed=1,
-            start=dt.datetime.now(dt.UTC),
-            heartbeat_s=1,
-            backoff_s=1,
-            backoff_max_s=1,
-            group=g,
-        )
+        sup = bare_supervisor(tmp_path, g)
         sup.proc = subprocess.Popen(  # a stand-in that ignores SIGTERM, like a hung task process
             [sys.executable, "-c", IGNORES_SIGTERM],
             stdout=subprocess.PIPE,
@@ -297,22 +303,12 @@ def test_stopping_several_groups_is_bounded_by_one_timeout(tmp_path: Path) -> No
 
 
 def test_an_online_change_of_task_params_restarts_only_the_groups_that_run_them(tmp_path: Path) -> None:
-    from runtime.taskproc import TaskSupervisor, restart_groups, stop_all
+    from runtime.taskproc import restart_groups, stop_all
 
     groups = {"backoffice": ["backoffice"], "local": ["hmi", "metrics"], "planning": ["prices", "planner"]}
     sups = []
     for g, tasks in groups.items():
-        sup = TaskSupervisor(
-            tmp_path / "none.yaml",
-            TaskChannel(),
-            speed=1,
-            start=dt.datetime.now(dt.UTC),
-            heartbeat_s=1,
-            backoff_s=1,
-            backoff_max_s=1,
-            group=g,
-            tasks=tasks,
-        )
+        sup = bare_supervisor(tmp_path, g, tasks)
         sup.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a task process
         sups.append(sup)
     by_group = {s.group: s for s in sups}
