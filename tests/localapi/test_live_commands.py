@@ -39,6 +39,16 @@ tasks:
 BASE = "v2g/live"
 
 
+async def collect(c: aiomqtt.Client, answers: list[dict[str, Any]], online: list[bytes]) -> None:
+    """Keep the runtime's answers and its availability as they arrive."""
+    async for m in c.messages:
+        assert isinstance(m.payload, bytes)
+        if str(m.topic) == f"{BASE}/response":
+            answers.append(json.loads(m.payload))
+        elif str(m.topic) == f"{BASE}/availability":
+            online.append(m.payload)
+
+
 def test_mqtt_mode_request_reaches_the_scan_and_is_answered(mosquitto: Mosquitto, tmp_path: Path) -> None:
     site = write_site(tmp_path, extra=EXTRA.format(port=mosquitto.port))
     proc = start_cli("run", str(site), "--for", "60")
@@ -49,15 +59,7 @@ def test_mqtt_mode_request_reaches_the_scan_and_is_answered(mosquitto: Mosquitto
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="ems") as c:
             await c.subscribe(f"{BASE}/#", qos=1)
 
-            async def collect() -> None:
-                async for m in c.messages:
-                    assert isinstance(m.payload, bytes)
-                    if str(m.topic) == f"{BASE}/response":
-                        answers.append(json.loads(m.payload))
-                    elif str(m.topic) == f"{BASE}/availability":
-                        online.append(m.payload)
-
-            collector = asyncio.create_task(collect())
+            collector = asyncio.create_task(collect(c, answers, online))
             try:
                 await until(lambda: online[-1:] == [b"online"], "the runtime's MQTT task", timeout=40)
                 await c.publish(f"{BASE}/set/mode", b'{"mode": "remote", "setpoint_w": -2500, "expiry_s": 60}', qos=1)
@@ -164,14 +166,6 @@ def test_mqtt_mode_request_moves_the_committed_setpoint(mosquitto: Mosquitto, tm
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="ems-e2e") as c:
             await c.subscribe(f"{BASE}/#", qos=1)
 
-            async def collect() -> None:
-                async for m in c.messages:
-                    assert isinstance(m.payload, bytes)
-                    if str(m.topic) == f"{BASE}/response":
-                        answers.append(json.loads(m.payload))
-                    elif str(m.topic) == f"{BASE}/availability":
-                        online.append(m.payload)
-
             async def ask(doc: dict[str, Any], expect: float, what: str) -> None:
                 n = len(answers)
                 await c.publish(f"{BASE}/set/mode", json.dumps(doc).encode(), qos=1)
@@ -179,7 +173,7 @@ def test_mqtt_mode_request_moves_the_committed_setpoint(mosquitto: Mosquitto, tm
                 assert answers[-1]["accepted"] is True, answers[-1]
                 await until(lambda: setpoint() == expect, f"the set point {expect} ({what})", timeout=20)
 
-            collector = asyncio.create_task(collect())
+            collector = asyncio.create_task(collect(c, answers, online))
             try:
                 await until(lambda: online[-1:] == [b"online"], "the runtime's MQTT task", timeout=40)
                 await until(lambda: setpoint() == 1500.0, "the plan's 1500 W", timeout=20)
