@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,6 +46,14 @@ SIGNAL_RANGE = (-(2**31), 2**31 - 1)
 DER_CONTROL_ID_MAX = 36
 DER_OCPP_MAX_BYTES = 16_384
 RESET_EXIT = 75  # the runtime's exit status after an accepted reset (deploy: RestartForceExitStatus=75)
+# The EVSE a command is for (docs/depot.md "Back office"): ``evse: n`` in its args, n = OCPP evseId = the tag
+# prefix ``evse<n>.``. On a depot the EVSE view hands EVSE n only its own commands and those naming none.
+EVSE_KINDS = ("start", "stop", "mode_request")  # act on one EVSE: on a depot they must name it
+SITE_OR_EVSE = ("availability", "der_control", "reset_trip")  # no EVSE (or 0, OCPP's station): the whole site
+# The engine holds the whole site on these (Engine.take_commands / hold_by_command: one availability, one
+# remote stop); until it can hold one EVSE, naming an EVSE on a depot is refused, never accepted and ignored.
+SITE_HOLDS = ("availability", "start", "stop")
+MAX_EVSE = 999  # config.EvseEntry.id
 
 
 class CommandsSection(Params):
@@ -89,7 +97,9 @@ def _number(args: Mapping[str, Any], key: str, lo: float, hi: float) -> float:
 
 
 def check_args(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
-    """The arguments of one kind, typed and in range; Refused otherwise. Unknown keys are refused too."""
+    """The arguments of one kind, typed and in range; Refused otherwise. Unknown keys are refused too.
+    ``evse`` (EVSE_KINDS: 1..MAX_EVSE; SITE_OR_EVSE: 0..MAX_EVSE, 0 dropped) says which EVSE it is for;
+    whether the site has that EVSE is the Gate's question (``Gate.route``)."""
     if not isinstance(args, Mapping):
         raise Refused("args must be an object")
     allowed: dict[str, tuple[str, ...]] = {
@@ -103,10 +113,17 @@ def check_args(kind: str, args: Mapping[str, Any]) -> dict[str, Any]:
         "force": ("tag", "value"),
         "unforce": ("tag",),
     }
-    extra = set(args) - set(allowed[kind])
+    extra = set(args) - set(allowed[kind]) - ({"evse"} if kind in (*EVSE_KINDS, *SITE_OR_EVSE) else set())
     if extra:
         raise Refused(f"unknown argument {sorted(extra)[0]!r} for {kind}")
     out: dict[str, Any] = {}
+    if args.get("evse") is not None:
+        n = args["evse"]
+        lo = 0 if kind in SITE_OR_EVSE else 1
+        if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= MAX_EVSE:
+            raise Refused(f"evse must be an EVSE number {lo}..{MAX_EVSE}")
+        if n:  # 0 is OCPP's whole station: the same as naming none
+            out["evse"] = n
     if kind == "availability":
         if not isinstance(args.get("operative"), bool):
             raise Refused("operative must be true or false")
@@ -140,7 +157,7 @@ def _der_control(args: Mapping[str, Any]) -> dict[str, Any]:
         for key, v in (("control_type", ctype), ("control_id", cid)):
             if v is not None and (not isinstance(v, str) or not 0 < len(v) <= DER_CONTROL_ID_MAX):
                 raise Refused(f"{key} must be a string of 1-{DER_CONTROL_ID_MAX} characters or null")
-        if set(args) - {"action", "control_type", "control_id"}:
+        if set(args) - {"action", "control_type", "control_id", "evse"}:
             raise Refused("clear takes only control_id and control_type")
         return {"action": "clear", "control_type": ctype, "control_id": cid}
     if action != "set":
@@ -225,6 +242,7 @@ class Gate:
         section: CommandsSection,
         commissioning: bool,
         period_us: int,
+        evses: Iterable[int] = (),
     ) -> None:
         self.task_types = dict(task_types)  # task name -> task type
         self.section = section
@@ -233,7 +251,40 @@ class Gate:
         self._recent: dict[str, list[int]] = {}
         self._period_us = period_us
         # Interlocks' own verdicts (``check_command``), so that a task's answer carries the scan's reason.
-        self.validators: list[Callable[[str, Mapping[str, Any]], str]] = []
+        self._validators: list[Callable[[str, Mapping[str, Any]], str]] = []
+        # A depot's EVSE ids (empty: a site of one charger, EVSE 1). Given, or learnt from the validators of
+        # the EVSEs' interlocks (runtime.evses.EvseComponent.check_command, bound to its EVSE) when the
+        # runner hands them over.
+        self.evses: frozenset[int] = frozenset(evses)
+        self._evses_given = bool(self.evses)
+
+    @property
+    def validators(self) -> list[Callable[[str, Mapping[str, Any]], str]]:
+        return self._validators
+
+    @validators.setter
+    def validators(self, fs: list[Callable[[str, Mapping[str, Any]], str]]) -> None:
+        self._validators = list(fs)
+        if not self._evses_given:
+            owners = (getattr(f, "__self__", None) for f in fs)
+            self.evses = frozenset(n for o in owners if isinstance(n := getattr(o, "evse", None), int))
+
+    def route(self, kind: str, args: Mapping[str, Any]) -> None:
+        """Refused when the EVSE a command names (``evse``, checked by check_args) is not one of this site's,
+        or when a per-EVSE kind names none on a depot: before it reaches the scan."""
+        n = args.get("evse")
+        if not self.evses:
+            if n not in (None, 1):
+                raise Refused(f"no EVSE {n} on this site (a site of one charger is EVSE 1)")
+            return
+        if n is None:
+            if kind in EVSE_KINDS:
+                raise Refused(f"{kind} on a depot must name its EVSE (evse: 1..{max(self.evses)})")
+            return
+        if n not in self.evses:
+            raise Refused(f"no EVSE {n} on this site (EVSEs {_ranges(sorted(self.evses))})")
+        if kind in SITE_HOLDS:
+            raise Refused(f"{kind} of one EVSE is not supported: the scan holds the whole site (ask without evse)")
 
     def allowed(self, source: str) -> tuple[str, ...]:
         if source == CONTROL:
@@ -255,6 +306,7 @@ class Gate:
             typ = self.task_types.get(r.source, r.source)
             raise Refused(f"{r.kind} not allowed for {typ} (site file commands.allow.{typ})")
         args = check_args(r.kind, r.args)
+        self.route(r.kind, args)
         for validate in self.validators:
             why = validate(r.kind, args)
             if why:
@@ -268,3 +320,17 @@ class Gate:
             self._recent[r.source] = recent
         typ = CONTROL if r.source == CONTROL else self.task_types[r.source]
         return Command(r.kind, {**args, "source": r.source, "source_type": typ, "by": r.by, "id": r.id})
+
+
+def _ranges(ids: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``1-3, 5``: the EVSEs a refusal names, short however many a depot has."""
+    out: list[str] = []
+    start = prev = ids[0]
+    for n in [*ids[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(out)

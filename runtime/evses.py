@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from runtime.api import Cycle, Event, Outputs, Program
+from runtime.api import Command, Cycle, Event, Outputs, Program
 from runtime.engine import _safe
 from runtime.tags import Direction, Image, TagSpec, TagType, TagValue
 
@@ -146,7 +146,7 @@ class EvseComponent(Program):
         img = Image.__new__(Image)
         img._d = _RenamedValues(cx.inputs._d, n)  # type: ignore[assignment]
         out = _RenamedOutputs(cx.out, n, self._own_fault(cx._events, cx.k))
-        inner = Cycle(cx.k, cx.now_us, cx.period_us, img, out, cx.site, cx.commands)
+        inner = Cycle(cx.k, cx.now_us, cx.period_us, img, out, cx.site, self._commands(cx.commands))
         inner._events = cx._events
         inner._source = self.name
         try:
@@ -155,6 +155,21 @@ class EvseComponent(Program):
             self._isolate(cx, exc)
         else:
             self._logged = ""
+
+    def _commands(self, cmds: tuple[Command, ...]) -> tuple[Command, ...]:
+        """This EVSE's commands: those naming it (``evse: n``) and the site's (naming none). The gate has
+        refused a per-EVSE kind naming no EVSE, or one this site does not have (runtime/commands.py)."""
+        if not cmds:
+            return cmds
+        return tuple(c for c in cmds if c.args.get("evse") in (None, self.evse))
+
+    def check_command(self, kind: str, args: Mapping[str, Any]) -> str:
+        """The verdict of the inner interlock's ``check_command`` on a command for this EVSE ('' for one
+        naming another EVSE). Bound to this EVSE, it also tells the runner's gate which EVSEs the site has."""
+        if args.get("evse") not in (None, self.evse):
+            return ""
+        check = getattr(self.inner, "check_command", None)
+        return str(check(kind, args)) if check is not None else ""
 
     def _own_fault(self, events: list[Event], k: int) -> str:
         """The last exception of one of this EVSE's components in this cycle ('' if none)."""
