@@ -37,7 +37,7 @@ def at(s: float) -> dt.datetime:
 
 
 def test_composition_stacking_purposes_units_zero_and_expiry(tmp_path: Path) -> None:
-    pr = Profiles(tmp_path / "p.json", 1, 240.0, 1, 11000.0)
+    pr = Profiles(tmp_path / "p.json", (1,), 240.0, 1, 11000.0)
     assert pr.limit_w(at(0)) == 11000.0  # no profile: the rating, never infinity
     assert pr.set(1, profile(1, "TxDefaultProfile", 0, [(0, 6000.0)]), None) == ("Accepted", "")
     assert pr.set(1, profile(2, "TxDefaultProfile", 1, [(0, 4000.0), (600, 0.0)], duration=1200), None)[0] == "Accepted"
@@ -65,7 +65,7 @@ def test_composition_stacking_purposes_units_zero_and_expiry(tmp_path: Path) -> 
     pr.set(1, profile(2, "TxDefaultProfile", 1, [(0, 50000.0)]), None)
     assert pr.limit_w(at(10)) == 1000.0 and pr.limit_w(at(60)) == 11000.0
     # persisted: a new instance (a restart) composes the same
-    again = Profiles(tmp_path / "p.json", 1, 240.0, 1, 11000.0)
+    again = Profiles(tmp_path / "p.json", (1,), 240.0, 1, 11000.0)
     assert [again.limit_w(at(s), "tx-1") for s in (10, 60, 700)] == [pr.limit_w(at(s), "tx-1") for s in (10, 60, 700)]
     assert again.clear(None, {"chargingProfilePurpose": "TxProfile"}) and not again.clear(4, None)
     pr.end_transaction("tx-1")
@@ -73,7 +73,7 @@ def test_composition_stacking_purposes_units_zero_and_expiry(tmp_path: Path) -> 
 
 
 def test_recurring_daily_and_composite_schedule(tmp_path: Path) -> None:
-    pr = Profiles(tmp_path / "p.json", 1, 230.0, 3, 22000.0)
+    pr = Profiles(tmp_path / "p.json", (1,), 230.0, 3, 22000.0)
     # every day from 17:30: 2 h at 16 A (3 x 230 V x 16 A = 11040 W), then unlimited
     pr.set(
         1,
@@ -130,7 +130,7 @@ def test_profiles_over_the_wire_publish_the_limit(tmp_path: Path) -> None:
 def test_per_phase_limits_bind_the_tightest_phase_and_set_points_add_up(tmp_path: Path) -> None:
     """A three-phase site at 230 V: limits compose to 3 x the tightest phase (the converter shares evenly),
     set points to their sum; in A each phase is converted with the phase voltage."""
-    pr = Profiles(tmp_path / "p.json", 1, 230.0, 3, 22000.0)
+    pr = Profiles(tmp_path / "p.json", (1,), 230.0, 3, 22000.0)
     period = {"startPeriod": 0, "operationMode": "CentralSetpoint", "limit": 6000.0, "limit_L2": 4000.0,
               "limit_L3": 5000.0, "dischargeLimit": -3000.0, "dischargeLimit_L2": -1000.0,
               "dischargeLimit_L3": -2000.0, "setpoint": 1000.0, "setpoint_L2": 1200.0, "setpoint_L3": 800.0}  # fmt: skip
@@ -150,7 +150,7 @@ def test_per_phase_limits_bind_the_tightest_phase_and_set_points_add_up(tmp_path
 
 
 def test_a_negative_per_phase_limit_or_a_reactive_set_point_is_never_stored(tmp_path: Path) -> None:
-    pr = Profiles(tmp_path / "p.json", 1, 230.0, 3, 22000.0)
+    pr = Profiles(tmp_path / "p.json", (1,), 230.0, 3, 22000.0)
     for period in (
         {"startPeriod": 0, "limit": 6000.0, "limit_L2": -1.0, "limit_L3": 1.0},
         {"startPeriod": 0, "limit": 6000.0, "setpointReactive": 100.0},
@@ -165,7 +165,7 @@ def test_a_negative_per_phase_limit_or_a_reactive_set_point_is_never_stored(tmp_
 def test_local_load_balancing_makes_the_periods_limits_the_connections(tmp_path: Path) -> None:
     """LocalLoadBalancing: limit and dischargeLimit bound the site meter (for the allocator), not the EV,
     whose limits stay the station maximum's; another mode has no connection limit."""
-    pr = Profiles(tmp_path / "p.json", 1, 230.0, 1, 11000.0)
+    pr = Profiles(tmp_path / "p.json", (1,), 230.0, 1, 11000.0)
     llb = {"startPeriod": 0, "operationMode": "LocalLoadBalancing", "limit": 8000.0, "dischargeLimit": -4000.0}
     p = profile(1, "TxDefaultProfile", 0, [(0, 0.0)], duration=600)
     p["chargingSchedule"][0]["chargingSchedulePeriod"] = [llb]

@@ -16,7 +16,7 @@ from tests.ocpp.test_smart import at, profile
 
 @pytest.mark.parametrize("field", ["validFrom", "validTo", "startSchedule"])
 def test_an_unparsable_date_time_is_refused_and_never_stored(tmp_path: Path, field: str) -> None:
-    pr = Profiles(tmp_path / "p.json", 1, 240.0, 1, 11000.0)
+    pr = Profiles(tmp_path / "p.json", (1,), 240.0, 1, 11000.0)
     bad = profile(1, "TxDefaultProfile", 0, [(0, 6000.0)])
     if field == "startSchedule":
         bad["chargingSchedule"][0]["startSchedule"] = "not-a-date"
@@ -28,19 +28,19 @@ def test_an_unparsable_date_time_is_refused_and_never_stored(tmp_path: Path, fie
 
 def test_a_stored_unparsable_profile_is_dropped_and_the_good_ones_kept(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
-    pr = Profiles(path, 1, 240.0, 1, 11000.0)
+    pr = Profiles(path, (1,), 240.0, 1, 11000.0)
     assert pr.set(1, profile(1, "TxDefaultProfile", 0, [(0, 6000.0)]), None)[0] == "Accepted"
     doc = json.loads(path.read_text())
     broken = profile(2, "TxDefaultProfile", 1, [(0, 1000.0)], validFrom="not-a-date")
     doc["profiles"].append({"evseId": 1, "profile": broken})
     path.write_text(json.dumps(doc))
-    again = Profiles(path, 1, 240.0, 1, 11000.0)
+    again = Profiles(path, (1,), 240.0, 1, 11000.0)
     assert [it["profile"]["id"] for it in again.items] == [1]
     assert again.limit_w(at(10)) == 6000.0
 
 
 def test_a_huge_composite_duration_is_answered_for_a_week(tmp_path: Path) -> None:
-    pr = Profiles(tmp_path / "p.json", 1, 240.0, 1, 11000.0)
+    pr = Profiles(tmp_path / "p.json", (1,), 240.0, 1, 11000.0)
     periods = [(i * 60, 1000.0 + (i % 2) * 500.0) for i in range(1024)]
     assert pr.set(1, profile(1, "TxDefaultProfile", 0, periods, kind="Recurring", recurrencyKind="Daily"), None)[0] == (
         "Accepted"

@@ -15,6 +15,7 @@ from runtime.tasks.ocpp import der, protocol, smart
 from runtime.tasks.ocpp.variables import VARDEFS
 
 if TYPE_CHECKING:
+    from runtime.tasks.ocpp.evse import Evse
     from runtime.tasks.ocpp.station import Station
 
 Payload = dict[str, Any]
@@ -79,10 +80,17 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         st.report(req["requestId"])
         return {"status": "Accepted"}
 
+    def evse(n: Any) -> Evse | None:
+        """This station's EVSE ``n`` (None: it has none of that number)."""
+        return st.evses.get(n) if isinstance(n, int) else None
+
     def set_charging_profile(req: Payload) -> Payload:
+        """K01: per evseId (0: every EVSE, or the station's maximum); a TxProfile of that EVSE's transaction."""
         if st.version.name == "2.1" and (why := smart.unsupported(req["chargingProfile"])):
             return refused(why, "UnsupportedParam")
-        status, reason = st.profiles.set(req["evseId"], req["chargingProfile"], st.tx.st.tx_id, st.version.name)
+        e = evse(req["evseId"])
+        tx_id = e.tx.st.tx_id if e is not None else None
+        status, reason = st.profiles.set(req["evseId"], req["chargingProfile"], tx_id, st.version.name)
         st.publish(force=True)
         out: Payload = {"status": status}
         if reason:
@@ -115,12 +123,14 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         return {"status": "Accepted"}
 
     def get_composite_schedule(req: Payload) -> Payload:
-        """K08: only this station's EVSE (or 0, the station)."""
-        if req["evseId"] not in (0, st.p.evse_id):
+        """K08: one of this station's EVSEs (or 0, the station)."""
+        e = evse(req["evseId"])
+        if e is None and req["evseId"] != 0:
             return {"status": "Rejected", "statusInfo": {"reasonCode": "UnknownEvse"}}
+        tx_id, start = (e.tx.st.tx_id, st.tx_start(e)) if e is not None else (None, None)
         sched = st.profiles.composite(
-            st.utc(), req["duration"], req.get("chargingRateUnit", "W"), st.tx.st.tx_id, st.tx_start(),
-            v2x=st.version.name == "2.1",
+            st.utc(), req["duration"], req.get("chargingRateUnit", "W"), tx_id, start,
+            v2x=st.version.name == "2.1", evse=req["evseId"],
         )  # fmt: skip
         sched["evseId"] = req["evseId"]
         return {"status": "Accepted", "schedule": sched}
@@ -131,7 +141,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         out: Payload = {"messagesInQueue": queued}
         tid = req.get("transactionId")
         if tid is not None:
-            out["ongoingIndicator"] = st.tx.st.tx_id == tid
+            out["ongoingIndicator"] = st.evse_of_tx(tid) is not None
         return out
 
     def refused(reason: str, code: str = "NotAllowed") -> Payload:
@@ -140,12 +150,14 @@ def table(st: Station) -> dict[str, protocol.Handler]:
 
     async def change_availability(req: Payload) -> Payload:
         """G03/G04: Inoperative holds the site at 0 W both ways with the permit withdrawn, in the scan
-        (persisted there, so a restart keeps it); Operative releases it. Only this EVSE or the station."""
-        evse = (req.get("evse") or {}).get("id", 0)
-        if evse not in (0, st.p.evse_id):
-            return refused(f"no EVSE {evse} here", "UnknownEvse")
+        (persisted there, so a restart keeps it); Operative releases it. The station (EVSE 0) or one of its
+        EVSEs: on a depot the scan decides whether it can take one EVSE out (runtime/commands.py)."""
+        n = (req.get("evse") or {}).get("id", 0)
+        if n != 0 and evse(n) is None:
+            return refused(f"no EVSE {n} here", "UnknownEvse")
         operative = req["operationalStatus"] == "Operative"
-        ok, reason = await st.command("availability", {"operative": operative})
+        args = {"operative": operative, **({"evse": n} if st.p.evses and n else {})}
+        ok, reason = await st.command("availability", args)
         if not ok:
             return refused(reason)
         st.available = operative
@@ -159,7 +171,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         Scheduled: the reset follows when it ends. A reset of one EVSE is not supported (one scan)."""
         if req.get("evseId") not in (None, 0):
             return refused("this station resets as a whole", "UnsupportedRequest")
-        if req["type"] == "OnIdle" and st.tx.active:
+        if req["type"] == "OnIdle" and any(e.tx.active for e in st.evses.values()):
             st.reset_when_idle = True
             return {"status": "Scheduled"}
         return await st.reset_now()
@@ -167,53 +179,64 @@ def table(st: Station) -> dict[str, protocol.Handler]:
     async def request_start(req: Payload) -> Payload:
         """F01/F02: releases a remote stop in the scan; the transaction itself starts with the plug (its
         Started event carries the remoteStartId)."""
-        if req.get("evseId") not in (None, st.p.evse_id):
-            return refused(f"no EVSE {req.get('evseId')} here", "UnknownEvse")
+        n = req.get("evseId")
+        if n is None and len(st.evses) == 1:
+            n = next(iter(st.evses))
+        e = evse(n)
+        if e is None:  # a station of several EVSEs starts on the one the CSMS names
+            return refused(f"no EVSE {n} here" if n is not None else "name the EVSE (evseId)", "UnknownEvse")
         if not st.available:
             return refused("the EVSE is Inoperative", "Unavailable")
         if st.p.authorize_remote_start:  # AuthCtrlr.AuthorizeRemoteStart (F01.FR.02): the CSMS's Authorize
             status = await st.authorize(req["idToken"])
             if status != "Accepted":
                 return refused(f"idToken not authorized: {status}", "InvalidIdToken")
-        ok, reason = await st.command("start", {"remote_id": req["remoteStartId"]})
+        ok, reason = await st.command("start", {"remote_id": req["remoteStartId"], **st._evse_arg(e)})
         if not ok:
             return refused(reason)
         out: Payload = {"status": "Accepted"}
-        if st.tx.active:
-            out["transactionId"] = st.tx.st.tx_id
+        if e.tx.active:
+            out["transactionId"] = e.tx.st.tx_id
         else:
-            st.tx.remote_start_id = req["remoteStartId"]
-            st.tx.id_token = req["idToken"]
-            st.tx.wait_for_unplug = False  # a new transaction may start with the EV already plugged in
+            e.tx.remote_start_id = req["remoteStartId"]
+            e.tx.id_token = req["idToken"]
+            e.tx.wait_for_unplug = False  # a new transaction may start with the EV already plugged in
         return out
 
     async def request_stop(req: Payload) -> Payload:
         """F03: the scan holds 0 W (both ways) until the EV leaves or a remote start; the transaction
         ends with triggerReason RemoteStop, stoppedReason Remote."""
-        if not st.tx.active or req["transactionId"] != st.tx.st.tx_id:
+        e = st.evse_of_tx(req["transactionId"])
+        if e is None:
             return refused("no such transaction in progress", "TxNotFound")
-        ok, reason = await st.command("stop", {})
+        ok, reason = await st.command("stop", st._evse_arg(e))
         if not ok:
             return refused(reason)
-        st.stop_transaction("RemoteStop", "Remote")
+        st.stop_transaction(e, "RemoteStop", "Remote")
         return {"status": "Accepted"}
 
     def trigger_message(req: Payload) -> Payload:
         """F06: what the station can send again on request."""
         what = req["requestedMessage"]
-        evse = (req.get("evse") or {}).get("id")
-        if evse not in (None, 0, st.p.evse_id):
-            return refused(f"no EVSE {evse} here", "UnknownEvse")
+        n = (req.get("evse") or {}).get("id")
+        if n not in (None, 0) and evse(n) is None:
+            return refused(f"no EVSE {n} here", "UnknownEvse")
+        one = evse(n)
+        which = [one] if one is not None else list(st.evses.values())
         if what == "BootNotification":
             return refused("the boot was accepted already", "NotEnabled")
+        active = [e for e in which if e.tx.active]
         if what == "Heartbeat":
             st.outbox.append(("Heartbeat", {}))
         elif what == "StatusNotification":
-            st.sent_status = None  # the sender sends the current status again
+            for e in which:
+                e.sent_status = None  # the sender sends the current status again
         elif what == "MeterValues":
-            st.trigger_meter_values()
-        elif what == "TransactionEvent" and st.tx.active:
-            st.trigger_transaction_event()
+            for e in which:
+                st.trigger_meter_values(e)
+        elif what == "TransactionEvent" and active:
+            for e in active:
+                st.trigger_transaction_event(e)
         elif what == "TransactionEvent":
             return refused("no transaction in progress", "TxNotFound")
         else:
@@ -241,7 +264,10 @@ def table(st: Station) -> dict[str, protocol.Handler]:
             at = smart.parse_time(req["timestamp"])
         except ValueError:
             return refused(f"timestamp {req['timestamp']!r} is not a date-time", "InvalidValue")
-        if not st.profiles.in_force(max(at, st.utc()), st.tx.st.tx_id, st.tx_start()).signal_curve:
+        t = max(at, st.utc())
+        if not any(
+            st.profiles.in_force(t, e.tx.st.tx_id, st.tx_start(e), evse=e.n).signal_curve for e in st.evses.values()
+        ):
             return refused("no period with a v2xSignalWattCurve is in force at that time", "NoSignalWattCurve")
         st.afrr = sorted([*st.afrr, (at, int(req["signal"]))], key=lambda x: x[0])[-16:]
         st.publish(force=True)

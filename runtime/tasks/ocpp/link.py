@@ -25,6 +25,7 @@ from runtime.tasks.ocpp import connection as conn
 from runtime.tasks.ocpp.smart import parse_time
 
 if TYPE_CHECKING:
+    from runtime.tasks.ocpp.evse import Evse
     from runtime.tasks.ocpp.queue import MessageQueue
     from runtime.tasks.ocpp.variables import DeviceModel, OcppParams
 
@@ -48,9 +49,7 @@ class LinkSide:
     offline_since_us: int | None
     now_us: int
     rtt_s: float | None
-    status: str | None
-    sent_status: str | None
-    status_changes: collections.deque[tuple[str, str]]
+    evses: dict[int, Evse]  # statuses per EVSE
     outbox: collections.deque[tuple[str, dict[str, Any]]]
     security_events: collections.deque[str]
     certs: rotation.Certificates
@@ -210,7 +209,8 @@ class LinkSide:
         self.last_contact_us = self.now_us
         outage = None if self.offline_since_us is None else (self.now_us - self.offline_since_us) / US
         if outage is not None and outage > self.vars["OfflineThreshold"]:
-            self.sent_status = None  # re-send every status after a long outage (B04)
+            for each in self.evses.values():
+                each.sent_status = None  # re-send every status after a long outage (B04)
         if self.renewal_due() and time.monotonic() - self.renewal_asked > RENEWAL_RETRY_S:
             self.ask_renewal()
         while self.security_events:
@@ -220,18 +220,18 @@ class LinkSide:
         retry_at = 0.0
         while True:
             self.wake.clear()
-            if self.status_changes or (self.status is not None and self.status != self.sent_status):
+            e = self._status_due()
+            if e is not None:
                 # peeked, taken only once sent: a timeout (reconnect) must not lose a status change
-                when, status = self.status_changes[0] if self.status_changes else (self.stamp(), self.status)
+                when, status = e.status_changes[0] if e.status_changes else (self.stamp(), e.status)
                 await self._send_other(
                     peer,
                     "StatusNotification",
-                    {"timestamp": when, "connectorStatus": status, "evseId": self.p.evse_id,
-                     "connectorId": self.p.connector_id},
-                )  # fmt: skip
-                if self.status_changes and self.status_changes[0] == (when, status):
-                    self.status_changes.popleft()
-                self.sent_status = status
+                    {"timestamp": when, "connectorStatus": status, "evseId": e.n, "connectorId": self.p.connector_id},
+                )
+                if e.status_changes and e.status_changes[0] == (when, status):
+                    e.status_changes.popleft()
+                e.sent_status = status
                 continue
             item = self.queue.head()
             if item is not None and time.monotonic() >= retry_at:
@@ -264,6 +264,13 @@ class LinkSide:
                 timeout = min(timeout, max(0.0, retry_at - now))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
+
+    def _status_due(self) -> Evse | None:
+        """The first EVSE with a connector status the CSMS does not have yet."""
+        for e in self.evses.values():
+            if e.status_changes or (e.status is not None and e.status != e.sent_status):
+                return e
+        return None
 
     def _refused(self, item: Any, exc: Exception) -> float:
         """A stored message the CSMS refused (CALLERROR) or answered with an invalid CALLRESULT: one

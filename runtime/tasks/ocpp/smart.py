@@ -22,6 +22,12 @@ the connection's import and export limits (``InForce.connection``, published as
 EV's own limits are the station maximum's alone, and the local plan asks while the allocator keeps the site
 meter within the period's limits with the EV as the flexible load.
 
+A depot (docs/depot.md "Back office"): one station, EVSE n = evseId n. Profiles of evseId n limit EVSE n,
+those of evseId 0 every EVSE (a TxDefaultProfile) or the station (ChargingStationMaxProfile). The station
+maximum is then not each EV's cap but the whole station's, which this site holds where it holds the
+connection: it becomes the allocator's import and export limits at the site meter (``InForce.connection``,
+as LocalLoadBalancing's). The meter also carries the building, so that is the conservative reading.
+
 Per-phase values (2.1): ``limit``, ``dischargeLimit`` and ``setpoint`` are the sum of all phases, "unless
 values are provided for L2 and L3, in which case this field represents phase L1" (2.1 schemas,
 ChargingSchedulePeriodType; both ``_L2`` and ``_L3``, or neither). This site's converter takes one set
@@ -37,7 +43,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,9 +157,15 @@ def stamp(t: dt.datetime) -> str:
 
 
 class Profiles:
-    def __init__(self, path: Path, evse_id: int, voltage: float, phases: int, rating_w: float) -> None:
+    def __init__(
+        self, path: Path, evses: Collection[int], voltage: float, phases: int, rating_w: float, depot: bool = False
+    ) -> None:
+        """``evses``: the station's EVSE ids (the first is the default of every per-EVSE question);
+        ``depot``: the station maximum limits the connection, not each EV (module docstring)."""
         self.path = path
-        self.evse_id = evse_id
+        self.evses = tuple(evses)
+        self.evse_id = self.evses[0]
+        self.depot = depot
         self.voltage = voltage
         self.phases = phases
         self.rating = rating_w
@@ -179,7 +191,7 @@ class Profiles:
         purpose = profile["chargingProfilePurpose"]
         if purpose not in PURPOSES:
             return "Rejected", "UnsupportedPurpose"
-        if evse_id not in (0, self.evse_id):
+        if evse_id != 0 and evse_id not in self.evses:
             return "Rejected", "UnknownEvse"
         if purpose == "ChargingStationMaxProfile" and evse_id != 0:
             return "Rejected", "InvalidEvse"  # K01.FR.38
@@ -335,14 +347,21 @@ class Profiles:
         return None
 
     def _top(
-        self, purpose: str, t: dt.datetime, tx_id: str | None, tx_start: dt.datetime | None, offline_s: float
+        self,
+        purpose: str,
+        t: dt.datetime,
+        tx_id: str | None,
+        tx_start: dt.datetime | None,
+        offline_s: float,
+        evse: int,
     ) -> tuple[dict[str, Any], Any, str] | None:
-        """The item, period and unit of the highest stack level of ``purpose`` in force at ``t``."""
+        """The item, period and unit of the highest stack level of ``purpose`` in force at ``t`` for ``evse``
+        (its own profiles and the station's, evseId 0; ``evse`` 0: the station's only)."""
         cands = [
             it
             for it in self.items
             if it["profile"]["chargingProfilePurpose"] == purpose
-            and it["evseId"] in (0, self.evse_id)
+            and it["evseId"] in (0, evse)
             and (purpose != "TxProfile" or (tx_id is not None and it["profile"].get("transactionId") == tx_id))
             and offline_s <= it["profile"].get("maxOfflineDuration", float("inf"))
         ]
@@ -377,24 +396,34 @@ class Profiles:
         tx_start: dt.datetime | None = None,
         offline_s: float = 0.0,
         until: bool = True,
+        evse: int | None = None,
     ) -> InForce:
-        """What the profiles make of the instant ``t`` (``offline_s``: how long the CSMS has been away;
-        ``until``: also find when the period ends, a walk over a day of breakpoints)."""
-        station = self._top("ChargingStationMaxProfile", t, tx_id, tx_start, offline_s)
-        tx = self._top("TxProfile", t, tx_id, tx_start, offline_s) or self._top(
-            "TxDefaultProfile", t, tx_id, tx_start, offline_s
+        """What the profiles make of the instant ``t`` for ``evse`` (default: the first; 0 the station's own
+        profiles) (``offline_s``: how long the CSMS has been away; ``until``: also find when the period
+        ends, a walk over a day of breakpoints)."""
+        n = self.evse_id if evse is None else evse
+        station = self._top("ChargingStationMaxProfile", t, tx_id, tx_start, offline_s, n)
+        tx = self._top("TxProfile", t, tx_id, tx_start, offline_s, n) or self._top(
+            "TxDefaultProfile", t, tx_id, tx_start, offline_s, n
         )
+        connection = None
+        if self.depot and n != 0:  # the station maximum is the connection's, not this EV's (module docstring)
+            connection = None if station is None else self._limits(station, NO_LIMIT_W, NO_LIMIT_W)
+            station = None
         charge, discharge = self._limits(station, self.rating, self.rating)
         v21 = tx is not None and tx[0].get("ocpp") == "2.1"
         if tx is not None and v21 and tx[1].get("operationMode") == "LocalLoadBalancing":
             imp, exp = self._limits(tx, NO_LIMIT_W, NO_LIMIT_W)  # the meter's limits, not the EV's
+            if connection is not None:
+                imp, exp = min(imp, connection[0]), min(exp, connection[1])
             return InForce(
                 charge, discharge, "LocalLoadBalancing", until=self._next_change(t, tx_start) if until else None,
                 connection=(imp, exp),
             )  # fmt: skip
         charge, discharge = self._limits(tx, charge, discharge)
         if tx is None or not v21:
-            return InForce(charge, discharge, until=self._next_change(t, tx_start) if until else None)
+            end = self._next_change(t, tx_start) if until else None
+            return InForce(charge, discharge, until=end, connection=connection)
         _, q, unit = tx
         mode = q.get("operationMode", "ChargingOnly")
         if mode == "ChargingOnly":
@@ -406,7 +435,7 @@ class Profiles:
         signal = tuple(sorted((float(pt["signal"]), float(pt["power"])) for pt in q.get("v2xSignalWattCurve", [])))
         return InForce(
             charge, discharge, mode, setpoint, None if base is None else float(base), curve, signal,
-            self._next_change(t, tx_start) if until else None,
+            self._next_change(t, tx_start) if until else None, connection,
         )  # fmt: skip
 
     def _limits(
@@ -425,9 +454,11 @@ class Profiles:
         later = [b for b in self._breakpoints(t, t + dt.timedelta(days=1), tx_start) if b > t]
         return min(later) if later else None
 
-    def limit_w(self, t: dt.datetime, tx_id: str | None = None, tx_start: dt.datetime | None = None) -> float:
+    def limit_w(
+        self, t: dt.datetime, tx_id: str | None = None, tx_start: dt.datetime | None = None, evse: int | None = None
+    ) -> float:
         """The charging limit in force at ``t``: W in [0, rating]."""
-        return self.in_force(t, tx_id, tx_start, until=False).charge_w
+        return self.in_force(t, tx_id, tx_start, until=False, evse=evse).charge_w
 
     def _breakpoints(self, t0: dt.datetime, t1: dt.datetime, tx_start: dt.datetime | None) -> Iterator[dt.datetime]:
         yield t0
@@ -459,17 +490,19 @@ class Profiles:
         tx_id: str | None = None,
         tx_start: dt.datetime | None = None,
         v2x: bool = False,
+        evse: int | None = None,
     ) -> dict[str, Any]:
         """GetCompositeSchedule (K08): the limit over [t0, t0 + duration) as periods, in W or A; a duration
         beyond a week is answered for a week (the ``duration`` field says so). ``v2x`` (a 2.1 link): each
-        period also carries the operation mode in force, its set point and discharge limit (<= 0)."""
+        period also carries the operation mode in force, its set point and discharge limit (<= 0). ``evse``:
+        whose schedule (default the first EVSE; 0 the station's own profiles)."""
         duration_s = min(duration_s, COMPOSITE_MAX_S)
         t1 = t0 + dt.timedelta(seconds=duration_s)
         points = sorted({b for b in self._breakpoints(t0, t1, tx_start) if t0 <= b < t1})
         scale = 1.0 if unit == "W" else 1.0 / (self.voltage * self.phases)
         periods: list[dict[str, Any]] = []
         for b in points:
-            inf = self.in_force(b, tx_id, tx_start, until=False)
+            inf = self.in_force(b, tx_id, tx_start, until=False, evse=evse)
             period: dict[str, Any] = {"limit": round(inf.charge_w * scale, 1)}
             if v2x and inf.mode:
                 period["operationMode"] = inf.mode
@@ -480,7 +513,7 @@ class Profiles:
                 continue
             periods.append({"startPeriod": int((b - t0).total_seconds()), **period})
         return {
-            "evseId": self.evse_id,
+            "evseId": self.evse_id if evse is None else evse,
             "duration": duration_s,
             "scheduleStart": stamp(t0),
             "chargingRateUnit": unit,

@@ -18,13 +18,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from runtime.evses import evse_of
 from runtime.tags import US, Image, Quality
 from runtime.tasks.base import TaskContext
 from runtime.tasks.ocpp import boot, der, needs, protocol, rotation, v2x
+from runtime.tasks.ocpp.evse import Evse
 from runtime.tasks.ocpp.link import LinkSide
 from runtime.tasks.ocpp.queue import MessageQueue
 from runtime.tasks.ocpp.smart import NO_LIMIT_W, InForce, Profiles, parse_time, stamp
-from runtime.tasks.ocpp.transactions import Sample, Transactions, TxState, connector_status, meter_value
+from runtime.tasks.ocpp.transactions import Sample, TxState, connector_status, meter_value
 from runtime.tasks.ocpp.variables import VARDEFS, DeviceModel, OcppParams, find
 
 log = logging.getLogger("v2g_plc.ocpp")
@@ -56,10 +58,15 @@ class Station(LinkSide):
         self.roots = rotation.Roots(state_dir)
         self.renewal_asked = -1e9
         self.queue = MessageQueue(state_dir / "queue.sqlite", params.queue_max_bytes)
-        self.tx = Transactions(
-            params.evse_id, params.connector_id, params.power_threshold_w, TxState.from_json(self.queue.state("tx"))
+        depot = bool(params.evses)
+        self.evses: dict[int, Evse] = {}
+        for n in params.evse_ids:
+            e = Evse(params, n, depot, TxState())
+            e.tx.st = TxState.from_json(self.queue.state(e.state_key))
+            self.evses[n] = e
+        self.profiles = Profiles(
+            state_dir / "profiles.json", params.evse_ids, voltage, phases, params.rated_power_w, depot
         )
-        self.profiles = Profiles(state_dir / "profiles.json", params.evse_id, voltage, phases, params.rated_power_w)
         self.outbox: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=1000)
         self.wake = asyncio.Event()
         self.peer: Any = None
@@ -70,16 +77,9 @@ class Station(LinkSide):
         self.last_traffic = time.monotonic()
         self.last_contact_us: int | None = None
         self.offline_since_us: int | None = None
-        self.status: str | None = None
-        self.sent_status: str | None = None
-        self.status_changes: collections.deque[tuple[str, str]] = collections.deque(maxlen=100)
-        self.trip = ""
         self.event_seq = 0
         self.now_us = 0
         self.first_image = True
-        self.last_sample: Sample | None = None
-        self.aligned_slot: int | None = None
-        self.last_periodic = -1e9
         self.rtt_s: float | None = None
         self._published: dict[str, Any] = {}
         self._published_at = 0.0
@@ -89,12 +89,8 @@ class Station(LinkSide):
         self.reset_when_idle = False  # a Reset OnIdle came during a transaction
         self._jobs: set[asyncio.Task[Any]] = set()
         self._pulling = False  # a PullDynamicScheduleUpdate is on its way
-        self.needs_sent: dict[str, Any] | None = None  # the EV's charging needs the CSMS last got
         self.der_overlay: dict[str, dict[str, Any]] = {}  # the scan's DER controls in force
         self.cessation = ""  # the momentary cessation under way (its DER control type), for its end
-        self.mode_sent: dict[str, Any] | None = None  # the last mode request asked of the scan
-        self.mode_sent_us = 0
-        self._steering = False  # a mode request is on its way
         self.afrr: list[tuple[dt.datetime, int]] = []  # AFRRSignals by timestamp: the last one due is in force
 
     # ------------------------------------------------------------------ commands to the scan
@@ -108,8 +104,9 @@ class Station(LinkSide):
     async def reset_now(self) -> dict[str, Any]:
         """End a transaction in progress (ImmediateReset), then ask the scan to reset; the answer to the
         CSMS says whether the scan accepted (it then exits with the restart code)."""
-        if self.tx.active:
-            self.stop_transaction("ResetCommand", "ImmediateReset")
+        for e in self.evses.values():
+            if e.tx.active:
+                self.stop_transaction(e, "ResetCommand", "ImmediateReset")
         ok, reason = await self.command("reset", {})
         if not ok:
             return {"status": "Rejected", "statusInfo": {"reasonCode": "NotAllowed", "additionalInfo": reason[:512]}}
@@ -130,19 +127,23 @@ class Station(LinkSide):
             return "NoAnswer"
         return str(res["idTokenInfo"]["status"])
 
-    def stop_transaction(self, trigger: str, reason: str) -> None:
-        """End the transaction now; no new one while the EV stays plugged in."""
-        self._store(*self.tx.end(self.stamp(), not self.online, trigger, reason))
-        self.tx.wait_for_unplug = True
+    def stop_transaction(self, e: Evse, trigger: str, reason: str) -> None:
+        """End EVSE ``e``'s transaction now; no new one while its EV stays plugged in."""
+        self._store(e, *e.tx.end(self.stamp(), not self.online, trigger, reason))
+        e.tx.wait_for_unplug = True
 
-    def trigger_meter_values(self) -> None:
-        if self.last_sample is not None:
-            mv = meter_value(self.last_sample, self.stamp(), "Trigger")
-            self.outbox.append(("MeterValues", {"evseId": self.p.evse_id, "meterValue": [mv]}))
+    def evse_of_tx(self, tx_id: str) -> Evse | None:
+        """The EVSE whose transaction this is (None: no transaction of that id in progress)."""
+        return next((e for e in self.evses.values() if e.tx.active and e.tx.st.tx_id == tx_id), None)
 
-    def trigger_transaction_event(self) -> None:
-        if self.last_sample is not None:
-            self._store(*self.tx.triggered(self.last_sample, self.stamp(), not self.online))
+    def trigger_meter_values(self, e: Evse) -> None:
+        if e.last_sample is not None:
+            mv = meter_value(e.last_sample, self.stamp(), "Trigger")
+            self.outbox.append(("MeterValues", {"evseId": e.n, "meterValue": [mv]}))
+
+    def trigger_transaction_event(self, e: Evse) -> None:
+        if e.last_sample is not None:
+            self._store(e, *e.tx.triggered(e.last_sample, self.stamp(), not self.online))
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.get_running_loop().create_task(coro)
@@ -162,66 +163,60 @@ class Station(LinkSide):
 
     # ------------------------------------------------------------------ the image side
 
-    def sample(self, img: Image) -> Sample:
-        t = self.p.tags
-
-        def v(name: str) -> Any:
-            return img.value(name)
-
-        trip = img.tag(t.trip).value  # the committed trip code, whatever its quality
-        return Sample(
-            connected=None if v(t.connected) is None else bool(v(t.connected)),
-            power_w=v(t.power),
-            setpoint_w=img.tag(t.setpoint).value,
-            import_wh=v(t.energy_import),
-            export_wh=v(t.energy_export),
-            soc=v(t.soc),
-            voltage=v(t.voltage),
-            trip=str(trip or ""),
-        )
-
     def on_image(self, img: Image, now_us: int) -> None:
         self.now_us = now_us
-        s = self.last_sample = self.sample(img)
         available = img.value("runtime.available")
         if available is not None:
             self.available = bool(available)
-        self._der_started_stopped(der.overlay(img.value("safety.der_overlay")))
-        was_waiting = self.tx.wait_for_unplug
+        first = next(iter(self.evses.values()))  # DER controls without an EVSE reach every EVSE alike
+        self._der_started_stopped(der.overlay(first.value(img, "safety.der_overlay")))
         if self.first_image:
             self.first_image = False
-            if self.tx.active and self.start.runtime_start:
-                # the runtime restarted inside a transaction: end it with the last known values (E01/E06)
-                self._store(*self.tx.end(self.stamp(), not self.online, "AbnormalCondition", self.start.stopped_reason))
+            for e in self.evses.values():
+                if e.tx.active and self.start.runtime_start:
+                    # the runtime restarted inside a transaction: end it with the last known values (E01/E06)
+                    stopped = self.start.stopped_reason
+                    self._store(e, *e.tx.end(self.stamp(), not self.online, "AbnormalCondition", stopped))
             if self.start.runtime_start:  # scheduled DER controls end at their absolute time (der.py)
                 for cmd in der.resume(self.der_overlay, self.utc()):
                     self._spawn(self._resume_der(cmd))
-        interval = self.vars["TxUpdatedInterval"]
-        if time.monotonic() - self.last_periodic < self.p.sample_floor_s:
-            interval = 1 << 40  # the floor: a site run faster than real time does not flood its CSMS
-        msg = self.tx.step(s, now_us, self.stamp(), interval, not self.online)
-        if msg is not None:
-            self._store(*msg)
-            if msg[2]:
-                self.last_periodic = time.monotonic()
-        if was_waiting and not self.tx.wait_for_unplug:
-            self._spawn(self.command("start", {}))  # the EV left: the remote stop's hold ends with it
-        if self.reset_when_idle and not self.tx.active:
+        for e in self.evses.values():
+            self._evse_image(e, img, now_us)
+        if self.reset_when_idle and not any(e.tx.active for e in self.evses.values()):
             self.reset_when_idle = False
             self._spawn(self.reset_now())
-        self._clock_aligned(s)
-        self._charging_needs(img)
         self._pull_dynamic()
-        status = connector_status(s, self.available)
-        if status is not None and status != self.status:
-            self.status = status
-            if self.online:  # every change while online, in order (G01); offline ones collapse to the last
-                self.status_changes.append((self.stamp(), status))
-            self.wake.set()
-        if s.trip != self.trip and not (self.cx and self.cx.reads_events):
-            self._notify_trip(self.trip, s.trip)  # no event stream (a station driven by images alone)
-        self.trip = s.trip
         self.publish()
+
+    def _evse_image(self, e: Evse, img: Image, now_us: int) -> None:
+        """One EVSE's part of a published image: its transaction, meter values, needs and status."""
+        s = e.last_sample = e.sample(img)
+        was_waiting = e.tx.wait_for_unplug
+        interval = self.vars["TxUpdatedInterval"]
+        if time.monotonic() - e.last_periodic < self.p.sample_floor_s:
+            interval = 1 << 40  # the floor: a site run faster than real time does not flood its CSMS
+        msg = e.tx.step(s, now_us, self.stamp(), interval, not self.online)
+        if msg is not None:
+            self._store(e, *msg)
+            if msg[2]:
+                e.last_periodic = time.monotonic()
+        if was_waiting and not e.tx.wait_for_unplug:
+            self._spawn(self.command("start", self._evse_arg(e)))  # the EV left: the remote stop's hold ends
+        self._clock_aligned(e, s)
+        self._charging_needs(e, img)
+        status = connector_status(s, self.available)
+        if status is not None and status != e.status:
+            e.status = status
+            if self.online:  # every change while online, in order (G01); offline ones collapse to the last
+                e.status_changes.append((self.stamp(), status))
+            self.wake.set()
+        if s.trip != e.trip and not (self.cx and self.cx.reads_events):
+            self._notify_trip(e.n, e.trip, s.trip)  # no event stream (a station driven by images alone)
+        e.trip = s.trip
+
+    def _evse_arg(self, e: Evse) -> dict[str, Any]:
+        """The ``evse`` of a command for one EVSE: on a depot its number, on a site of one charger none."""
+        return {"evse": e.n} if self.p.evses else {}
 
     def security_event(self, kind: str) -> None:
         """SecurityEventNotification now while online, else at the start of the next link."""
@@ -294,50 +289,57 @@ class Station(LinkSide):
         finally:
             self._pulling = False
 
-    def _charging_needs(self, img: Image) -> None:
+    def _charging_needs(self, e: Evse, img: Image) -> None:
         """NotifyEVChargingNeeds (2.1) inside a transaction, when the EV's needs change materially."""
-        if not self.tx.active:
-            self.needs_sent = None
+        if not e.tx.active:
+            e.needs_sent = None
             return
-        soc, capacity = img.value(self.p.tags.soc), img.value(self.p.tags.capacity)
+        t = self.p.tags
+        soc, capacity = e.value(img, t.soc), e.value(img, t.capacity)
         if self.version.name != "2.1" or not self.online or soc is None or not capacity:
             return
         now = needs.needs(
-            float(soc), float(capacity), img.value(self.p.tags.reserve_soc),
+            float(soc), float(capacity), e.value(img, t.reserve_soc),
             target_soc=self.p.target_soc, soc_max=self.p.soc_max, max_charge_w=self.p.rated_power_w,
             max_discharge_w=self.p.rated_power_w, transfer_mode=self.p.energy_transfer_modes[0],
         )  # fmt: skip
-        if needs.material(self.needs_sent, now):
-            self.needs_sent = now
-            payload = {"evseId": self.p.evse_id, "chargingNeeds": now, "timestamp": self.stamp()}
+        if needs.material(e.needs_sent, now):
+            e.needs_sent = now
+            payload = {"evseId": e.n, "chargingNeeds": now, "timestamp": self.stamp()}
             self._v21("NotifyEVChargingNeeds", payload)
 
-    def _clock_aligned(self, s: Sample) -> None:
+    def _clock_aligned(self, e: Evse, s: Sample) -> None:
         """AlignedDataCtrlr.Interval (J01): a sample at every multiple of the interval past midnight UTC,
         inside a transaction as MeterValueClock, outside it as MeterValues (only while online)."""
         interval = self.vars["AlignedInterval"]
         if interval <= 0 or s.connected is None:
             return
         slot = int(self.utc().timestamp()) // interval
-        if self.aligned_slot is not None and slot != self.aligned_slot:
+        if e.aligned_slot is not None and slot != e.aligned_slot:
             stamp_ = stamp(dt.datetime.fromtimestamp(slot * interval, dt.UTC))
-            if self.tx.active:
-                self._store(*self.tx.clock_aligned(s, stamp_, not self.online))
+            if e.tx.active:
+                self._store(e, *e.tx.clock_aligned(s, stamp_, not self.online))
             elif self.online:
                 mv = meter_value(s, stamp_, "Sample.Clock")
                 if mv["sampledValue"]:
-                    self.outbox.append(("MeterValues", {"evseId": self.p.evse_id, "meterValue": [mv]}))
+                    self.outbox.append(("MeterValues", {"evseId": e.n, "meterValue": [mv]}))
                     self.wake.set()
-        self.aligned_slot = slot
+        e.aligned_slot = slot
 
-    def _store(self, action: str, payload: dict[str, Any], periodic: bool) -> None:
-        self.queue.put(str(uuid.uuid4()), action, payload, periodic=periodic, state=("tx", self.tx.st.as_json()))
+    def _store(self, e: Evse, action: str, payload: dict[str, Any], periodic: bool) -> None:
+        """A transaction message of EVSE ``e``, stored with the state that numbered it (its own key)."""
+        state = (e.state_key, e.tx.st.as_json())
+        self.queue.put(str(uuid.uuid4()), action, payload, periodic=periodic, state=state)
         if payload.get("eventType") == "Ended":
             self.profiles.end_transaction(payload["transactionInfo"]["transactionId"])
         self.wake.set()
 
-    def _notify_trip(self, old: str, new: str) -> None:
-        """NotifyEvent (N07) for a safety trip starting or clearing: component SafetyCtrlr, Problem."""
+    def _notify_trip(self, n: int | None, old: str, new: str) -> None:
+        """NotifyEvent (N07) for a safety trip starting or clearing: component SafetyCtrlr (of EVSE ``n``;
+        None: the station's, a site interlock's), Problem."""
+        component: dict[str, Any] = {"name": "SafetyCtrlr"}
+        if n is not None:
+            component["evse"] = {"id": n}
         data = []
         for code, cleared in ((old, True), (new, False)):
             if not code:
@@ -352,7 +354,7 @@ class Station(LinkSide):
                     "techCode": code[:50],
                     "cleared": cleared,
                     "eventNotificationType": "HardWiredNotification",
-                    "component": {"name": "SafetyCtrlr", "evse": {"id": self.p.evse_id}},
+                    "component": component,
                     "variable": {"name": "Problem"},
                 }
             )
@@ -378,11 +380,11 @@ class Station(LinkSide):
             return 0.0
         return (self.now_us - self.offline_since_us) / US
 
-    def in_force(self, until: bool = False) -> InForce:
+    def in_force(self, e: Evse, until: bool = False) -> InForce:
         offline = self.offline_s()
         if offline:
             self.profiles.expire_offline(offline)
-        return self.profiles.in_force(self.utc(), self.tx.st.tx_id, self.tx_start(), offline, until)
+        return self.profiles.in_force(self.utc(), e.tx.st.tx_id, self.tx_start(e), offline, until, e.n)
 
     def limits(self, inf: InForce) -> tuple[float, float]:
         discharge = inf.discharge_w
@@ -400,53 +402,59 @@ class Station(LinkSide):
         del self.afrr[: due[-1]]
         return self.afrr[0][1]
 
-    def steer(self, inf: InForce) -> None:
-        """The operation mode in force as a mode request to the scan (v2x.py): sent when it changes and
-        again before half of its expiry has run; nothing is handed back before anything was asked, and
-        while the link is down only ``local`` is sent (a profile's maxOfflineDuration running out)."""
-        if self.cx is None or self._steering:
+    def steer(self, e: Evse, inf: InForce) -> None:
+        """EVSE ``e``'s operation mode in force as a mode request to the scan (v2x.py; on a depot it names
+        the EVSE): sent when it changes and again before half of its expiry has run; nothing is handed back
+        before anything was asked, and while the link is down only ``local`` is sent (a profile's
+        maxOfflineDuration running out)."""
+        if self.cx is None or e.steering:
             return
         want = v2x.mode_request(inf, self.utc())
-        sent = self.mode_sent
-        due = sent is not None and "expiry_s" in sent and self.now_us - self.mode_sent_us >= sent["expiry_s"] * US / 2
+        sent = e.mode_sent
+        due = sent is not None and "expiry_s" in sent and self.now_us - e.mode_sent_us >= sent["expiry_s"] * US / 2
         if (sent is None and want == v2x.LOCAL) or (v2x.same(sent, want) and not due):
             return
         if not self.online and want != v2x.LOCAL:
             return  # nothing new from a CSMS that is away: what it asked expires with its period
-        want = v2x.mode_request(self.in_force(until=True), self.utc())  # now with the period's end
-        self.mode_sent, self.mode_sent_us, self._steering = want, self.now_us, True
-        self._spawn(self._ask_mode(want))
+        want = v2x.mode_request(self.in_force(e, until=True), self.utc())  # now with the period's end
+        e.mode_sent, e.mode_sent_us, e.steering = want, self.now_us, True
+        self._spawn(self._ask_mode(e, want))
 
-    async def _ask_mode(self, args: dict[str, Any]) -> None:
+    async def _ask_mode(self, e: Evse, args: dict[str, Any]) -> None:
         try:
-            ok, reason = await self.command("mode_request", args)
+            ok, reason = await self.command("mode_request", {**args, **self._evse_arg(e)})
         finally:
-            self._steering = False
+            e.steering = False
         if ok:
-            log.info("ocpp: mode request %s accepted by the scan", args)
+            log.info("ocpp: mode request %s for EVSE %d accepted by the scan", args, e.n)
         else:
-            log.warning("ocpp: mode request %s refused by the scan: %s", args, reason)
+            log.warning("ocpp: mode request %s for EVSE %d refused by the scan: %s", args, e.n, reason)
 
-    def tx_start(self) -> dt.datetime | None:
-        return parse_time(self.tx.st.started) if self.tx.active and self.tx.st.started else None
+    def tx_start(self, e: Evse) -> dt.datetime | None:
+        return parse_time(e.tx.st.started) if e.tx.active and e.tx.st.started else None
 
     def publish(self, force: bool = False) -> None:
+        """The shared tags: the link's and the connection's unprefixed, each EVSE's limits and operation
+        mode under its prefix (``evse<n>.ocpp.limit_charge``; unprefixed on a site of one charger)."""
         if self.cx is None:
             return
-        inf = self.in_force()
-        self.steer(inf)
-        charge, discharge = self.limits(inf)
         values: dict[str, Any] = {
-            "ocpp.operation_mode": inf.mode,
             "ocpp.connected": self.peer is not None,
             "ocpp.accepted": self.accepted_recently(),
-            "ocpp.limit_charge": charge,
-            "ocpp.limit_discharge": discharge,
             "ocpp.queue": len(self.queue),
         }
+        imp = exp = NO_LIMIT_W
+        for e in self.evses.values():
+            inf = self.in_force(e)
+            self.steer(e, inf)
+            charge, discharge = self.limits(inf)
+            values[e.prefix + "ocpp.operation_mode"] = inf.mode
+            values[e.prefix + "ocpp.limit_charge"] = charge
+            values[e.prefix + "ocpp.limit_discharge"] = discharge
+            if inf.connection is not None:
+                imp, exp = min(imp, inf.connection[0]), min(exp, inf.connection[1])
         values["ocpp.rtt"] = self.rtt_s if self.peer is not None else None
         values["ocpp.afrr_signal"] = self.afrr_signal()
-        imp, exp = inf.connection or (NO_LIMIT_W, NO_LIMIT_W)
         values["ocpp.connection_import_w"], values["ocpp.connection_export_w"] = imp, exp
         now = time.monotonic()
         if not force and values == self._published and now - self._published_at < PUBLISH_EVERY_S:
@@ -472,15 +480,24 @@ class Station(LinkSide):
         while True:
             e = await cx.next_event()
             code = str((e.get("data") or {}).get("code", ""))
+            n = self._evse_of_source(str(e.get("source", "")))
             if e["kind"] == "trip" and code:
-                self._notify_trip("", code)
+                self._notify_trip(n, "", code)
             elif e["kind"] == "reset" and code:
-                self._notify_trip(code, "")
+                self._notify_trip(n, code, "")
             fields, self.cessation = der.alarm(e, self.cessation)
             if fields is not None:  # NotifyDERAlarm (2.1 R): a trip or momentary cessation starts or ends
                 self._v21("NotifyDERAlarm", {**fields, "timestamp": self.stamp()})
             if e["kind"] == "gap":
                 log.error("ocpp: scan events %s-%s were lost before NotifyEvent", e["from"], e["to"])
+
+    def _evse_of_source(self, source: str) -> int | None:
+        """The EVSE a scan event is of: on a depot from its source (``evse3.safety``; None for a site
+        component), on a site of one charger its one EVSE."""
+        if not self.p.evses:
+            return self.p.evse_id
+        n = evse_of(source)
+        return n if n in self.evses else None
 
     def report(self, request_id: int) -> None:
         data = []

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from runtime.api import ParamError, SiteInfo
+from runtime.evses import prefix_of, rename_spec
 from runtime.tags import Direction, TagSpec, TagType
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.ocpp.protocol import VERSIONS
 from runtime.tasks.ocpp.variables import OcppParams
 
 STALE_S = 10.0  # the station publishes at least every second while the task lives
+PER_EVSE = ("ocpp.limit_charge", "ocpp.limit_discharge", "ocpp.operation_mode")  # under evse<n>. on a depot
 
 
 @register_task("ocpp")
@@ -36,6 +38,16 @@ class OcppTask(Task):
         return DeviceModel(self.params, self.state_dir()).effective()
 
     def declare(self) -> list[TagSpec]:
+        """The link's and the connection's tags unprefixed; each EVSE's limits and operation mode under its
+        prefix on a depot (``evse3.ocpp.limit_charge``, what EVSE 3's safety reads as ``ocpp.limit_charge``
+        through the EVSE view), unprefixed on a site of one charger."""
+        site = [s for s in self._declare() if s.name not in PER_EVSE]
+        per = [s for s in self._declare() if s.name in PER_EVSE]
+        if not self.params.evses:
+            return site + per
+        return site + [rename_spec(s, prefix_of(n)) for n in self.params.evses for s in per]
+
+    def _declare(self) -> list[TagSpec]:
         S = Direction.SHARED
         return [
             TagSpec("ocpp.connected", TagType.BOOL, "", S, False, STALE_S, "WebSocket to the CSMS open"),

@@ -6,6 +6,15 @@ Started when the cable is plugged in, Updated when the charging state changes an
 (E01). The state that numbered a
 message is stored with it (queue.py), so a restart continues the numbering and never repeats it.
 
+Charging state changes (ChargingStateChanged) are filtered: frequency response swings the power through
+zero every few seconds, and each swing would be a persisted, numbered message to the CSMS (about 120 in
+200 scans). OCPP leaves when a TransactionEvent with triggerReason ChargingStateChanged is sent to the
+station ("the charging state changed": part 2, E "Transactions", TriggerReasonEnumType) and lets a station
+report the state it stands by; so a change is reported at once when none was reported for ``hold_s``
+before (a real start or stop after a quiet spell, and the first Charging of a transaction), at once when a
+safety trip suspends the EVSE, and otherwise once the new state has held for ``hold_s`` of cycle clock. A
+state the power only passes through is never reported; at most one change per ``hold_s`` while it swings.
+
 Signs: the runtime's power is positive into the EV. OCPP's Power.Active.Import is power from the grid into
 the EV and Power.Active.Export power from the EV to the grid, both >= 0 (part 2, appendix "Measurands");
 the import and export registers are sent separately: V2G export is metered, never netted.
@@ -67,6 +76,7 @@ class TxState:
     last_sample_us: int = 0
     started: str | None = None  # timestamp of Started: the origin of Relative charging profiles
     last: dict[str, Any] = field(default_factory=dict)  # the last sample, for an End after a crash
+    changed_us: int | None = None  # when the last ChargingStateChanged was reported (None: none yet)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +87,7 @@ class TxState:
             "last_sample_us": self.last_sample_us,
             "started": self.started,
             "last": self.last,
+            "changed_us": self.changed_us,
         }
 
     @classmethod
@@ -87,10 +98,14 @@ class TxState:
 class Transactions:
     """Turns a stream of samples into TransactionEvent payloads, at most one per step."""
 
-    def __init__(self, evse_id: int, connector_id: int, power_threshold_w: float, state: TxState) -> None:
+    def __init__(
+        self, evse_id: int, connector_id: int, power_threshold_w: float, state: TxState, hold_s: float = 0.0
+    ) -> None:
         self.evse = {"id": evse_id, "connectorId": connector_id}
         self.threshold = power_threshold_w
+        self.hold_us = round(hold_s * US)  # ChargingStateChanged filter (module docstring)
         self.st = state
+        self.pending: tuple[str, int] | None = None  # a changed state not reported yet, and since when
         self.remote_start_id: int | None = None  # RequestStartTransaction before the plug: for Started
         self.id_token: dict[str, Any] | None = None  # its authorized idToken, also for Started (E02)
         self.wait_for_unplug = False  # after a remote stop: no new transaction while the EV stays
@@ -140,6 +155,7 @@ class Transactions:
             if self.wait_for_unplug:
                 return None
             st.tx_id, st.seq, st.charged, st.started = str(uuid.uuid4()), 0, False, stamp
+            st.changed_us, self.pending = None, None
             st.charging = self.charging_state(s)
             st.charged = st.charging == "Charging"
             st.last_sample_us, st.last = now_us, _sample_json(s)
@@ -155,8 +171,10 @@ class Transactions:
         if not s.connected:
             return self.end(stamp, offline, "EVDeparted", "EVDisconnected", s)
         state = self.charging_state(s)
-        if state != st.charging:
-            st.charging = state
+        if state == st.charging:
+            self.pending = None  # back to what the CSMS has: the swing was never news
+        elif self._report(state, s, now_us):
+            st.charging, st.changed_us, self.pending = state, now_us, None
             st.charged = st.charged or state == "Charging"
             st.last_sample_us = now_us
             mv = meter_value(s, stamp, "Trigger")
@@ -170,6 +188,14 @@ class Transactions:
             mv = meter_value(s, stamp, "Sample.Periodic")
             return "TransactionEvent", self._event("Updated", "MeterValuePeriodic", stamp, offline, {}, mv), True
         return None
+
+    def _report(self, state: str, s: Sample, now_us: int) -> bool:
+        """Whether a change to ``state`` is reported now (module docstring: the filter)."""
+        if self.pending is None or self.pending[0] != state:
+            self.pending = (state, now_us)
+        quiet = self.st.changed_us is None or now_us - self.st.changed_us >= self.hold_us
+        first_charge = state == "Charging" and not self.st.charged
+        return quiet or first_charge or bool(s.trip) or now_us - self.pending[1] >= self.hold_us
 
     def triggered(self, s: Sample, stamp: str, offline: bool) -> Message:
         """TriggerMessage TransactionEvent (F06): an Updated with the current meter values."""

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -62,7 +62,12 @@ class OcppParams(Params):
         30.0, ge=0, le=365, description="profile 3: ask the CSMS for a new station certificate this long before expiry"
     )
     state_dir: str = Field("var/ocpp", description="queue, variables, profiles (relative: to the site file)")
-    evse_id: int = Field(1, ge=1, le=255)
+    evse_id: int = Field(1, ge=1, le=255, description="a site of one charger: its evseId")
+    evses: list[Annotated[int, Field(ge=1, le=999)]] = Field(
+        default_factory=list,
+        description="a depot: the station's EVSEs, evseId n = tag prefix evse<n>. (filled from the site's evses: "
+        "when omitted; empty on a site of one charger, which is evse_id)",
+    )
     connector_id: int = Field(1, ge=1, le=255)
     vendor: str = Field("v2g-plc", max_length=50)
     model: str = Field("v2g-plc", max_length=20)
@@ -93,6 +98,13 @@ class OcppParams(Params):
         True, description="AuthCtrlr.AuthorizeRemoteStart: a remote start's idToken is authorized by the CSMS"
     )
     power_threshold_w: float = Field(50.0, ge=0, le=10000, description="|power| above: energy is flowing")
+    state_hold_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="cycle-clock s a charging state holds before ChargingStateChanged is sent, unless none was "
+        "sent for as long (a real start or stop is sent at once; a swing of the power through zero is not)",
+    )
     tags: TagMap = Field(default_factory=lambda: TagMap())
     variables: Variables = Field(default_factory=lambda: Variables())
 
@@ -104,7 +116,14 @@ class OcppParams(Params):
             raise ValueError(f"security_profile {self.security_profile} needs a {want}:// csms_url")
         if self.security_profile in (1, 2) and not self.password_file:
             raise ValueError(f"security_profile {self.security_profile} needs password_file")
+        if len(set(self.evses)) != len(self.evses):
+            raise ValueError("evses lists an EVSE twice")
         return self
+
+    @property
+    def evse_ids(self) -> list[int]:
+        """The station's EVSEs: the depot's, or the one of a site of one charger."""
+        return list(self.evses) or [self.evse_id]
 
 
 class TagMap(Params):
