@@ -95,6 +95,8 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         out: Payload = {"status": status}
         if reason:
             out["statusInfo"] = {"reasonCode": reason}
+            log.warning("ocpp: SetChargingProfile %s for EVSE %s %s (%s)", req["chargingProfile"]["id"],
+                        req["evseId"], status, reason)  # fmt: skip
         return out
 
     def clear_charging_profile(req: Payload) -> Payload:
@@ -126,7 +128,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         """K08: one of this station's EVSEs (or 0, the station)."""
         e = evse(req["evseId"])
         if e is None and req["evseId"] != 0:
-            return {"status": "Rejected", "statusInfo": {"reasonCode": "UnknownEvse"}}
+            return refused(f"no EVSE {req['evseId']} here", "UnknownEvse")
         tx_id, start = (e.tx.st.tx_id, st.tx_start(e)) if e is not None else (None, None)
         sched = st.profiles.composite(
             st.utc(), req["duration"], req.get("chargingRateUnit", "W"), tx_id, start,
@@ -146,6 +148,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
 
     def refused(reason: str, code: str = "NotAllowed") -> Payload:
         # statusInfo.reasonCode is at most 20 characters, additionalInfo at most 512 (StatusInfoType)
+        log.warning("ocpp: a request of the CSMS rejected (%s): %s", code, reason)
         return {"status": "Rejected", "statusInfo": {"reasonCode": code, "additionalInfo": reason[:512]}}
 
     async def change_availability(req: Payload) -> Payload:
