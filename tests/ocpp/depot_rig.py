@@ -34,7 +34,9 @@ PW = "0123456789abcdef-operator"
 ALLOW = "[availability, start, stop, reset, mode_request, der_control]"
 
 
-def ocpp_depot_site(tmp: Path, csms_port: int, n: int = 3, import_w: float = 30_000, export_w: float = 20_000) -> Path:
+def ocpp_depot_site(
+    tmp: Path, csms_port: int, n: int = 3, import_w: float = 30_000, export_w: float = 20_000, identity: str = "DEPOT-1"
+) -> Path:
     """tests/depot/sites.py's depot with the mode authority in each EVSE's programs, the back office's
     limits in each EVSE's safety (``ocpp.limit_*``, EVSE n's own through the EVSE view), the allocator on
     the back office's connection limits, and one OCPP station for the whole depot."""
@@ -60,7 +62,7 @@ tasks:
     name: backoffice
     params:
       csms_url: ws://127.0.0.1:{csms_port}/ocpp
-      identity: DEPOT-1
+      identity: {identity}
       security_profile: 1
       password_file: password
       state_dir: {tmp / "ocpp"}
