@@ -10,6 +10,7 @@ own tag otherwise, so ``safety.trip`` is the EVSE's trip and ``meter.voltage`` t
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from typing import Any
 
 from runtime.evses import prefix_of
@@ -21,11 +22,13 @@ SITE_TX_KEY = "tx"  # the queue's state key of a single site's transaction (the 
 
 
 class Evse:
-    def __init__(self, p: OcppParams, n: int, depot: bool, state: TxState) -> None:
+    def __init__(self, p: OcppParams, n: int, depot: bool, stored: Callable[[str], Any]) -> None:
+        """``stored``: the queue's persisted state by key (its transaction state, None when there is none)."""
         self.n = n
         self.prefix = prefix_of(n) if depot else ""
         self.state_key = f"tx:{n}" if depot else SITE_TX_KEY
         self.tags: TagMap = p.tags
+        state = TxState.from_json(stored(self.state_key))
         self.tx = Transactions(n, p.connector_id, p.power_threshold_w, state, p.state_hold_s)
         self.status: str | None = None  # ConnectorStatusEnumType now
         self.sent_status: str | None = None  # the one the CSMS has

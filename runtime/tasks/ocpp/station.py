@@ -26,7 +26,7 @@ from runtime.tasks.ocpp.evse import Evse
 from runtime.tasks.ocpp.link import LinkSide
 from runtime.tasks.ocpp.queue import MessageQueue
 from runtime.tasks.ocpp.smart import NO_LIMIT_W, InForce, Profiles, parse_time, stamp
-from runtime.tasks.ocpp.transactions import Sample, TxState, connector_status, meter_value
+from runtime.tasks.ocpp.transactions import Sample, connector_status, meter_value
 from runtime.tasks.ocpp.variables import VARDEFS, DeviceModel, OcppParams, find
 
 log = logging.getLogger("v2g_plc.ocpp")
@@ -59,11 +59,7 @@ class Station(LinkSide):
         self.renewal_asked = -1e9
         self.queue = MessageQueue(state_dir / "queue.sqlite", params.queue_max_bytes)
         depot = bool(params.evses)
-        self.evses: dict[int, Evse] = {}
-        for n in params.evse_ids:
-            e = Evse(params, n, depot, TxState())
-            e.tx.st = TxState.from_json(self.queue.state(e.state_key))
-            self.evses[n] = e
+        self.evses = {n: Evse(params, n, depot, self.queue.state) for n in params.evse_ids}
         self.profiles = Profiles(
             state_dir / "profiles.json", params.evse_ids, voltage, phases, params.rated_power_w, depot
         )
