@@ -197,3 +197,26 @@ def test_each_evses_transaction_continues_its_numbering_after_a_task_process_res
             assert after[-1]["seqNo"] > last  # it went on where it was, under the same transaction
 
     run(tmp_path, body)
+
+
+@pytest.mark.parametrize("setpoint", [-4000.0, 0.0, 4000.0])
+def test_a_central_setpoint_on_evse_2_steers_evse_2_only(tmp_path: Path, setpoint: float) -> None:
+    async def body(csms: LocalCsms, rig: DepotOcpp) -> None:
+        for n in (1, 2, 3):
+            rig.drive.evse[n]["ev.connected"] = True
+        await rig.run(5.0)
+        before = rig.drive.setpoints()
+        assert before[1] > 0 and before[2] > 0  # every EVSE on its own plan's fallback: charging
+        period = {"operationMode": "CentralSetpoint", "setpoint": setpoint}
+        req = {"evseId": 2, "chargingProfile": profile(4, "TxDefaultProfile", period)}
+        assert (await csms.stations[ID].request("SetChargingProfile", req))["status"] == "Accepted"
+        await rig.run_until(lambda: rig.value("evse2.authority.mode") == "remote", 10, "EVSE 2 in remote")
+        await rig.run(3.0)
+        assert rig.value("evse2.ocpp.operation_mode") == "CentralSetpoint"
+        assert rig.drive.setpoints()[2] == setpoint
+        for n in (1, 3):
+            assert rig.value(f"evse{n}.authority.mode") == "plan"
+            assert rig.value(f"evse{n}.ocpp.operation_mode") == ""
+            assert rig.drive.setpoints()[n] > 0
+
+    run(tmp_path, body, import_w=60_000)
