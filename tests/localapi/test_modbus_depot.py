@@ -7,11 +7,10 @@ a single site's unit 1 unchanged to the register."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,62 +29,13 @@ from runtime.tasks.localapi.connection import EXPORT_TAG, IMPORT_TAG
 from runtime.tasks.localapi.modbus_server import ModbusServer, ModbusServerParams
 from runtime.tasks.localapi.sunspec import BASE, SunSpecImage
 from runtime.tasks.localapi.vendor_model import CONNECTION_ID, DEFINITIONS
+from tests.localapi.depot import RATING, Recorder, depot_tags
 from tests.localapi.test_modbus_server import GOOD_TAGS, SITE, image
 from tests.ports import free_port
 from tests.waiting import cancel_and_wait, until
 
 RW = [AllowEntry(address="127.0.0.1", role="read_write")]
 RO = [AllowEntry(address="127.0.0.1", role="read_only")]
-RATING = {"import_limit_w": 100_000.0, "export_limit_w": 60_000.0, "expiry_s": 60.0}
-
-
-class Recorder:
-    """The scan's side for a task on its own: every command accepted and kept, every shared-tag write kept.
-    (Not the real gate: until runtime/commands.py knows ``evse``, the gate refuses it as unknown.)"""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, dict[str, Any], str]] = []
-        self.writes: list[tuple[str, Any]] = []
-
-    async def __call__(self, source: str, kind: str, args: Mapping[str, Any], by: str) -> tuple[bool, str]:
-        self.commands.append((kind, dict(args), by))
-        return True, ""
-
-    def context(self) -> TaskContext:
-        return TaskContext(
-            "modbus",
-            lambda tag, value, q: self.writes.append((tag, value)),
-            dt.datetime(2027, 1, 4),
-            logging.getLogger("t"),
-            command=self,
-        )
-
-    def last(self, tag: str) -> Any:
-        return next((v for t, v in reversed(self.writes) if t == tag), None)
-
-
-def depot_tags() -> dict[str, Any]:
-    """Three EVSEs: 1 charging 7 kW, 2 discharging 4 kW, 3 idle at 0 W; EVSE 2 tripped, EVSE 1 cut."""
-    tags: dict[str, Any] = {
-        "meter.power": 48_000.0,
-        "meter.voltage": 240.5,
-        "meter.frequency": 60.01,
-        "connection.building_w": 45_000.0,
-        "fleet.status": "optimal",
-        "fleet.reason": "",
-        "fleet.shortfall_kwh": 1.5,
-        "prices.real_time": 95.67,
-    }
-    for n, power in ((1, 7000.0), (2, -4000.0), (3, 0.0)):
-        for name, value in GOOD_TAGS.items():
-            if not name.startswith("prices."):
-                tags[f"evse{n}.{name}"] = value
-        tags[f"evse{n}.inverter.power"] = power
-        tags[f"evse{n}.inverter.setpoint"] = power
-        tags[f"evse{n}.ev.soc"] = 0.1 * n
-        tags[f"evse{n}.alloc.cut"] = "import" if n == 1 else ""
-    tags["evse2.safety.trip"] = "comms_lost"
-    return tags
 
 
 @asynccontextmanager

@@ -21,7 +21,6 @@ Only one task of a site owns the tags: the local API interface whose params carr
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 
@@ -130,6 +129,11 @@ class ConnectionLimit:
             self.expiry_s,
         )
 
+    def apply(self, payload: bytes, now_us: int, by: str) -> None:
+        """A bus message on ``set/connection``, checked and applied; ValueError says what is wrong."""
+        req = parse_connection_request(payload)
+        self.set(now_us, by, req.import_w, req.export_w, req.expiry_s)
+
     def values(self, now_us: int) -> dict[str, float]:
         """The tags to publish now; a limit past its expiry goes back to the rating here (logged once)."""
         if self.deadline_us is not None and now_us >= self.deadline_us:
@@ -143,6 +147,3 @@ class ConnectionLimit:
             self.import_w, self.export_w = self.rating
             self.expiry_s = self.default_expiry_s
         return {IMPORT_TAG: self.import_w, EXPORT_TAG: self.export_w}
-
-    def state(self) -> str:
-        return json.dumps({"import_w": self.import_w, "export_w": self.export_w, "expiry_s": self.expiry_s})

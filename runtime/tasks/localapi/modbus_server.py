@@ -24,7 +24,7 @@ import contextvars
 import datetime as dt
 import logging
 from importlib import metadata
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -32,7 +32,7 @@ from runtime.api import SiteInfo
 from runtime.tags import TagSpec
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.localapi.access import AllowEntry, Role, role_of
-from runtime.tasks.localapi.connection import ConnectionLimit, ConnectionParams, connection_specs
+from runtime.tasks.localapi.connection import ConnectionLimit, connection_specs
 from runtime.tasks.localapi.linkstate import publish_state
 from runtime.tasks.localapi.requests import InterfaceParams, ModeRequest, Requests
 from runtime.tasks.localapi.sunspec import (
@@ -57,15 +57,9 @@ class ModbusServerParams(InterfaceParams):
     allow: list[AllowEntry] = Field(min_length=1, description="clients allowed to connect, with their role")
     site_unit: int = Field(1, ge=1, le=247, description="unit of the site (a depot's aggregate, or the one charger)")
     evse_unit_offset: int = Field(1, ge=0, le=246, description="on a depot EVSE n is unit n + evse_unit_offset")
-    evses: list[Annotated[int, Field(ge=1, le=999)]] = Field(
-        default_factory=list, max_length=200, description="EVSE ids served; filled from evses: ([] = single site)"
-    )
     max_charge_w: float = Field(gt=0, le=1_000_000, description="charger charge rating: WSet range and 702")
     max_discharge_w: float = Field(ge=0, le=1_000_000, description="charger discharge rating: WSet range and 702")
     reversion_s: float = Field(60.0, ge=1, le=86_400, description="704 WSetRvrtTms until a client writes one")
-    connection: ConnectionParams | None = Field(
-        None, description="carry the connection's import/export limits (64902, local.connection_*_w)"
-    )
 
     @model_validator(mode="after")
     def _units(self) -> ModbusServerParams:

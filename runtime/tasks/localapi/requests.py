@@ -25,14 +25,15 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from runtime.api import Params
 from runtime.tags import US
 from runtime.tasks.base import TaskContext
+from runtime.tasks.localapi.connection import ConnectionParams
 
 log = logging.getLogger("v2g_plc.localapi")
 
@@ -123,6 +124,21 @@ def parse_mode_request(payload: bytes, source: str, evse: int | None = None) -> 
         ) from None
 
 
+def evse_arg(named: str | None, evses: Sequence[int], where: str) -> int | None:
+    """The EVSE a command names (``named``: the n of ``evse/<n>/`` in a topic or ``evse.<n>.`` in a routing
+    key, None when it names none) on a site with ``evses`` (empty: a single site, which names none);
+    ValueError says what is wrong. The scan checks it again (runtime/commands.py)."""
+    if not evses:
+        if named is not None:
+            raise ValueError("this site has one charger: its commands name no EVSE")
+        return None
+    if named is None:
+        raise ValueError(f"a depot's per-EVSE commands name their EVSE: {where}")
+    if not named.isdigit() or int(named) not in evses:
+        raise ValueError(f"no EVSE {named!r} on this site (EVSEs {', '.join(map(str, evses))})")
+    return int(named)
+
+
 def parse_trip_reset(payload: bytes) -> None:
     """A trip reset from a bus message: an empty payload or an empty JSON object; ValueError otherwise."""
     if payload.strip() and _json_object(payload):
@@ -130,10 +146,17 @@ def parse_trip_reset(payload: bytes) -> None:
 
 
 class InterfaceParams(Params):
-    """What every local API interface's params share: the opt-in remote trip reset."""
+    """What every local API interface's params share: the opt-in remote trip reset, the site's EVSEs, and
+    whether this interface carries the connection limits."""
 
     trip_reset: bool = Field(False, description="allow remote trip reset on this interface (logged, rate-limited)")
     trip_reset_min_s: float = Field(60.0, ge=1, le=86_400, description="at most one trip reset per this many s")
+    evses: list[Annotated[int, Field(ge=1, le=999)]] = Field(
+        default_factory=list, max_length=200, description="EVSE ids served; filled from evses: ([] = single site)"
+    )
+    connection: ConnectionParams | None = Field(
+        None, description="carry the connection's import/export limits (local.connection_*_w; one interface a site)"
+    )
 
 
 class Requests:
