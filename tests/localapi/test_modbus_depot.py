@@ -313,3 +313,10 @@ def test_an_image_without_tags_reads_not_implemented() -> None:
     img.update(Image({"meter.power": TagValue(5.0, Quality.BAD, 0)}))
     m = img.models
     assert m[701].points["W"].value is None and m[CONNECTION_ID].points["NTrip"].value == 0
+
+
+def test_the_depot_register_map_in_docs_is_generated() -> None:
+    from runtime.tasks.localapi.sunspec import register_map_markdown
+
+    doc = (Path(__file__).parents[2] / "docs" / "local-api.md").read_text()
+    assert register_map_markdown(depot=True) in doc, "docs/local-api.md: regenerate the depot's register map"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
+import importlib
 import logging
 from importlib import metadata
 from typing import Any
@@ -80,6 +81,11 @@ class ModbusServerParams(InterfaceParams):
         return {n: n + self.evse_unit_offset for n in self.evses}
 
 
+def _import_peers() -> None:
+    for name in ("pymodbus.server", "pymodbus.server.requesthandler", "pymodbus.simulator", "sunspec2.device"):
+        importlib.import_module(name)
+
+
 def _version() -> str:
     try:
         return metadata.version("v2g-plc")
@@ -97,7 +103,8 @@ def site_now_utc(cx: TaskContext) -> dt.datetime:
 
 @register_task("localapi_modbus")
 class ModbusServer(Task):
-    """Serves the published image as SunSpec models 1/701/702/704/713 and vendor 64901 to allowlisted clients."""
+    """Serves the published image as SunSpec models 1/701/702/704/713 and vendor 64901 to allowlisted clients;
+    on a depot the site unit (1/701/702 and the connection model 64902) and one such unit per EVSE."""
 
     Params = ModbusServerParams
     params: ModbusServerParams
@@ -239,11 +246,15 @@ class ModbusServer(Task):
             img.restore(img.accepted)
 
     async def run(self, cx: TaskContext) -> None:
+        # The imports (pymodbus's server pulls in aiohttp) and the register images (pysunspec2 models for
+        # every unit: a depot has 21) take a loaded machine seconds of CPU: off the loop, whose heartbeat to
+        # the scan must go on meanwhile (a silent task process is killed as hung).
+        await asyncio.to_thread(_import_peers)
+        await asyncio.to_thread(self._build)
         from pymodbus.server import ModbusTcpServer
         from pymodbus.server.requesthandler import ServerRequestHandler
         from pymodbus.simulator import DataType, SimData, SimDevice
 
-        self._build()
         self.requests = Requests(cx, "modbus", self.params, on_reverted=self._reverted)
         sender = asyncio.create_task(self._send())
         jobs = {sender}

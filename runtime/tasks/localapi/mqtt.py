@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import re
@@ -111,6 +112,7 @@ class MqttApi(Task):
         return str(path if path.is_absolute() else self.base_dir / path)
 
     async def run(self, cx: TaskContext) -> None:
+        await asyncio.to_thread(importlib.import_module, "aiomqtt")  # off the loop: its heartbeat goes on
         import aiomqtt  # task process only
 
         p = self.params
