@@ -115,7 +115,7 @@ class ModbusServer(Task):
         self.refused = 0  # connections refused at accept
         self.errors = 0  # requests answered with an exception we chose
         self.port: int | None = None  # the port actually listened on
-        self._seen_us = -1
+        self._seen_us: dict[int, int] = {}  # unit -> the publication its registers show
         self.requests: Requests | None = None
         self._outbox: asyncio.Queue[tuple[int, ModeRequest | TripReset, dict[str, int | None]]] = asyncio.Queue()
         self.connection = ConnectionLimit(params.connection) if params.connection is not None else None
@@ -161,13 +161,12 @@ class ModbusServer(Task):
         self._show_connection()
         return values
 
-    def _refresh(self, cx: TaskContext) -> None:
-        """Encode the latest publication, at most once per image (reads drive it, not the scan)."""
-        if cx.now_us != self._seen_us:
-            self._seen_us = cx.now_us
-            now = site_now_utc(cx)
-            for img in self.images.values():
-                img.update(cx.image, now)
+    def _refresh(self, cx: TaskContext, unit: int) -> None:
+        """Encode the latest publication into the unit read, at most once per image (reads drive it, not
+        the scan; a depot's other units wait until someone reads them)."""
+        if self._seen_us.get(unit) != cx.now_us:
+            self._seen_us[unit] = cx.now_us
+            self.images[unit].update(cx.image, site_now_utc(cx))
 
     def _action(self, unit: int, cx: TaskContext) -> Any:
         from pymodbus.constants import ExcCodes
@@ -205,7 +204,7 @@ class ModbusServer(Task):
                 self.errors += 1
                 log.warning("unit %d: %s from %s at %d (%d): %s", unit, "request", host, address, count, exc.reason)
                 return ExcCodes(exc.code)
-            self._refresh(cx)
+            self._refresh(cx, unit)
             regs = img.registers()
             lo = address - start_address
             current_registers[lo : lo + count] = regs[address - BASE : address - BASE + count]
