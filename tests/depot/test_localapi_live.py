@@ -46,8 +46,8 @@ tasks:
       connection: {{import_limit_w: 100000, export_limit_w: 60000, expiry_s: 3600}}
   - type: localapi_mqtt
     name: mqtt
-    params: {{port: {mqtt}, interval_s: 0.1, tags: [inverter.power], site_tags: [meter.power, local.connection_import_w],
-             ha_discovery: false}}
+    params: {{port: {mqtt}, interval_s: 0.1, tags: [inverter.power],
+             site_tags: [meter.power, local.connection_import_w], ha_discovery: false}}
 """
 
 

@@ -11,10 +11,10 @@ and logged. Every write is checked (sunspec.py) and answered with the protocol's
 ILLEGAL FUNCTION for a read-only client or a coil function, 0x02 ILLEGAL DATA ADDRESS for anything but
 whole writable 704 (or 64902 limit) points (and ``TripRst`` where ``trip_reset: true``), 0x03 ILLEGAL
 DATA VALUE for a value out of range (a limit above the site file's rating). A limit write is the task's
-own: applied at once, published, logged. A write that passes these checks is accepted at the protocol level at
-once and becomes a command to the scan (a mode request, or a trip reset; requests.py), sent in the order
-written; the vendor model's ``CmdSt``/``CmdRsn`` then show the scan's answer, and a refused write's 704
-controls go back to what the scan last accepted. Nothing here reaches an output.
+own: applied at once, published, logged. Any other write that passes these checks is accepted at the
+protocol level at once and becomes a command to the scan (a mode request, or a trip reset; requests.py),
+sent in the order written; the vendor model's ``CmdSt``/``CmdRsn`` then show the scan's answer, and a
+refused write's 704 controls go back to what the scan last accepted. Nothing here reaches an output.
 """
 
 from __future__ import annotations
