@@ -18,8 +18,8 @@ from tests.depot.test_day import DEPOT
 
 
 def _copy(tmp: Path, text: str) -> Path:
-    shutil.copy(DEPOT.parent / "depot_ev_map.yaml", tmp / "depot_ev_map.yaml")
-    shutil.copytree(DEPOT.parent / "prices", tmp / "prices")
+    """The example's folder (the files its site names: maps, prices, secrets) with ``text`` as its site file."""
+    shutil.copytree(DEPOT.parent, tmp, dirs_exist_ok=True)
     site = tmp / "depot.yaml"
     site.write_text(text)
     return site
