@@ -384,3 +384,64 @@ def test_amqps_with_client_certificate(tmp_path: Path, caplog: pytest.LogCapture
             asyncio.run(main())
     finally:
         broker.stop()
+
+
+def test_a_depot_through_the_broker(rabbitmq: RabbitMQ) -> None:
+    """On a depot: an EVSE's event and telemetry under its key, the site's under the site's, a consumer of
+    ``<site>.#.event.#`` gets both; a mode request from an EVSE's key carries its EVSE; the connection
+    limits from ``set.connection``."""
+    from runtime.tasks.localapi.connection import IMPORT_TAG
+    from tests.localapi.depot import RATING, Recorder, depot_tags
+    from tests.localapi.test_modbus_server import image as tags_image
+
+    rec = Recorder()
+    params = AmqpApiParams(
+        url=rabbitmq.url,
+        exchange="v2g_test",
+        reconnect_s=0.05,
+        command_queue="amqp-depot-commands",
+        interval_s=0.05,
+        tags=["inverter.power"],
+        site_tags=["meter.power"],
+        evses=[1, 2, 3],
+        connection=RATING,
+        state_dir=str(Path(tempfile.mkdtemp(prefix="amqp-outbox-"))),
+    )
+    task = AmqpApi("amqp", params, SITE)
+    cx = rec.context("amqp", events=True)
+
+    async def main() -> None:
+        async with Consumer(rabbitmq.url, "v2g_test", "amqp-site.#.event.#") as events:
+            async with Consumer(rabbitmq.url, "v2g_test", "amqp-site.evse.2.telemetry") as evse2:
+                runner = asyncio.create_task(task.run(cx))
+                try:
+                    await until(lambda: task.connected, "the connection")
+                    await cx._publish(tags_image(depot_tags()), 1 * US)
+                    cx._event({**event(0, "trip", code="comms_lost"), "source": "evse2.safety"})
+                    cx._event({**event(1, "limit"), "source": "allocator"})
+                    await until(lambda: len(events.events()) == 2, "both events")
+                    await until(lambda: bool(evse2.got), "EVSE 2's telemetry")
+                    conn = await aio_pika.connect(rabbitmq.url, timeout=10)
+                    try:
+                        ch = await conn.channel()
+                        ex = await ch.get_exchange("v2g_test")
+                        body = b'{"mode": "remote", "setpoint_w": -2500}'
+                        await ex.publish(aio_pika.Message(body), routing_key="amqp-site.evse.3.set.mode")
+                        await ex.publish(
+                            aio_pika.Message(b'{"import_w": 42000}'), routing_key="amqp-site.set.connection"
+                        )
+                    finally:
+                        await asyncio.wait_for(conn.close(), 10)
+                    await until(lambda: len(rec.commands) == 1, "the mode request")
+                    await cx._publish(tags_image(depot_tags()), 2 * US)
+                    await until(lambda: rec.last(IMPORT_TAG) == 42_000.0, "the import limit")
+                finally:
+                    await cancel_and_wait(runner)
+            keys = [m.routing_key for m in events.events()]
+            assert keys == ["amqp-site.evse.2.event.trip", "amqp-site.event.limit"]
+            assert [m.message_id for m in events.events()] == ["0", "1"]
+            tele = json.loads(evse2.got[0].body)
+            assert tele["evse"] == 2 and tele["tags"]["inverter.power"]["value"] == -4000.0
+            assert rec.commands[0][1] == {"mode": "remote", "setpoint_w": -2500.0, "evse": 3}
+
+    asyncio.run(main())

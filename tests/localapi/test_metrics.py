@@ -9,6 +9,7 @@ import logging
 import urllib.request
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.api import SiteInfo
@@ -124,5 +125,53 @@ def test_scrape() -> None:
         assert m[("v2g_plc_ocpp_accepted", ())] == 0
         assert m[("v2g_plc_link_queue_messages", (("link", "ocpp"),))] == 4
         assert m[("v2g_plc_link_queue_messages", (("link", "amqp"),))] == 0
+
+    asyncio.run(main())
+
+
+def test_scrape_a_depot_with_an_evse_label() -> None:
+    """Each EVSE's mode, trip, tags, trips and transitions carry its number; the site's tags evse=""."""
+    port = free_port()
+    params = MetricsParams(port=port, tags=["inverter.power", "ev.soc"], site_tags=["meter.power"], evses=[1, 2, 3])
+    task = Metrics("metrics", params, SITE)
+    cx = TaskContext("metrics", lambda *a: None, dt.datetime(2027, 1, 4), logging.getLogger("t"), events=True)
+    tags: dict[str, TagValue] = {"meter.power": TagValue(48_000.0), "runtime.lateness": TagValue(0.0001)}
+    for n, power, mode, trip in (
+        (1, 7000.0, "charge", ""),
+        (2, -4000.0, "safe_state", "comms_lost"),
+        (3, 0.0, "idle", ""),
+    ):
+        tags |= {f"evse{n}.inverter.power": TagValue(power), f"evse{n}.ev.soc": TagValue(0.1 * n)}
+        tags |= {f"evse{n}.mode.state": TagValue(mode), f"evse{n}.safety.trip": TagValue(trip)}
+    stream = [
+        ("trip", "evse2.safety", {"code": "comms_lost"}),
+        ("transition", "evse2.modes", {"dest": "safe_state"}),
+        ("transition", "evse1.modes", {"dest": "charge"}),
+        ("limit", "allocator", {}),
+    ]
+
+    async def main() -> None:
+        runner = asyncio.create_task(task.run(cx))
+        try:
+            await until(lambda: task.port is not None, "the endpoint")
+            for seq, (kind, source, data) in enumerate(stream):
+                cx._event({"seq": seq, "k": seq, "t": 0.0, "kind": kind, "source": source, "message": "", "data": data})
+            await until(lambda: sum(task._events.values()) == len(stream), "the counters")
+            await cx._publish(Image(tags), SITE.period_us)
+            await until(lambda: task._now_us == SITE.period_us, "the task to see the image")
+            m = await asyncio.to_thread(scrape, port)
+        finally:
+            await cancel_and_wait(runner, 10)
+        for n, w in ((1, 7000.0), (2, -4000.0), (3, 0.0)):
+            assert m[("v2g_plc_tag_value", (("evse", str(n)), ("tag", "inverter.power")))] == w
+        assert m[("v2g_plc_tag_value", (("evse", ""), ("tag", "meter.power")))] == 48_000.0
+        assert m[("v2g_plc_tag_value", (("evse", "3"), ("tag", "ev.soc")))] == pytest.approx(0.3)
+        assert m[("v2g_plc_mode", (("evse", "2"), ("mode", "safe_state")))] == 1
+        assert m[("v2g_plc_mode", (("evse", "1"), ("mode", "charge")))] == 1
+        assert m[("v2g_plc_trip", (("code", "comms_lost"), ("evse", "2")))] == 1
+        assert not [k for k in m if k[0] == "v2g_plc_trip" and ("evse", "1") in k[1]]
+        assert m[("v2g_plc_trips_total", (("code", "comms_lost"), ("evse", "2")))] == 1
+        assert m[("v2g_plc_mode_transitions_total", (("evse", "1"), ("to", "charge")))] == 1
+        assert m[("v2g_plc_events_total", (("kind", "limit"),))] == 1  # the site's events: no EVSE
 
     asyncio.run(main())

@@ -23,7 +23,7 @@ from runtime.api import SiteInfo
 from runtime.tags import US, Image, Quality, TagValue
 from runtime.tasks.base import TASKS, TaskContext
 from runtime.tasks.localapi.access import AllowEntry
-from runtime.tasks.localapi.modbus_server import ModbusServer, ModbusServerParams, UnitParams
+from runtime.tasks.localapi.modbus_server import ModbusServer, ModbusServerParams
 from runtime.tasks.localapi.sunspec import register_map_markdown
 from runtime.tasks.localapi.vendor_model import DEFINITION, VENDOR_ID
 from tests.localapi.scan import GateScan
@@ -77,7 +77,6 @@ def gate_scan(allow: tuple[str, ...] = ("mode_request",)) -> GateScan:
 @asynccontextmanager
 async def server(
     allow: list[AllowEntry],
-    units: list[UnitParams] | None = None,
     scan: GateScan | None = None,
     **kw: Any,
 ) -> AsyncIterator[tuple[ModbusServer, TaskContext]]:
@@ -86,7 +85,6 @@ async def server(
         host="0.0.0.0" if any(a.address != "127.0.0.1" for a in allow) else "127.0.0.1",
         port=port,
         allow=allow,
-        units=units or [UnitParams(unit=1)],
         max_charge_w=11000,
         max_discharge_w=10000,
         reversion_s=30,
@@ -447,25 +445,6 @@ def test_refused_and_read_only_clients(caplog: pytest.LogCaptureFixture) -> None
 
     with caplog.at_level(logging.INFO):
         asyncio.run(main())
-
-
-def test_evse_units_use_their_prefix() -> None:
-    async def main() -> None:
-        units = [UnitParams(unit=1), UnitParams(unit=2, prefix="evse1.")]
-        async with server(RW, units) as (task, cx):
-            await cx._publish(image({**GOOD_TAGS, "evse1.inverter.power": 3000.0}), 1 * US)
-            d1 = await asyncio.to_thread(ems, task.port, 1)
-            d2 = await asyncio.to_thread(ems, task.port, 2)
-            try:
-                assert d1.models[701][0].W.cvalue == 5000
-                assert d2.models[701][0].W.cvalue == -3000 and d2.models[1][0].DA.value == 2
-                assert d2.models[713][0].SoC.value is None  # evse1.ev.soc is not in the image
-                assert d2.models[64901][0].PrcRT.cvalue == pytest.approx(95.67)  # prices are the site's
-            finally:
-                d1.close()
-                d2.close()
-
-    asyncio.run(main())
 
 
 def test_register_map_in_docs_is_generated() -> None:

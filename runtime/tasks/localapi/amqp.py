@@ -15,6 +15,13 @@ in the outbox sends them after its restart (at-least-once, in order). Reconnect:
 ``<site>.set.mode`` and ``<site>.set.trip_reset``), validated like MQTT's and sent to the scan; the scan's
 answer ``{"routing_key", "accepted", "reason"}`` goes to the message's ``reply_to`` (default exchange) with
 its ``correlation_id``, and a message without ``reply_to`` to ``<site>.response``.
+
+On a depot (``evses:``) what belongs to one EVSE goes under ``<site>.evse.<n>.``: its events (the event's
+source is ``evse<n>.<component>``) as ``<site>.evse.<n>.event.<kind>``, its telemetry (``tags``) as
+``<site>.evse.<n>.telemetry``, its mode requests from ``<site>.evse.<n>.set.mode`` (sent with ``evse: n``);
+the site's own events, its telemetry (``site_tags``), trip resets and ``<site>.set.connection`` (the
+connection limits, where this interface carries them: connection.py) stay at ``<site>.``. A consumer of
+every event binds ``<site>.#.event.#``.
 """
 
 from __future__ import annotations
@@ -34,10 +41,17 @@ from runtime.api import SiteInfo
 from runtime.tags import TagSpec
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.localapi.cancel import still_running
+from runtime.tasks.localapi.connection import ConnectionLimit, connection_specs
 from runtime.tasks.localapi.linkstate import connected_spec, publish_state, queue_spec
 from runtime.tasks.localapi.outbox import Outbox, Outgoing
-from runtime.tasks.localapi.requests import InterfaceParams, Requests, parse_mode_request, parse_trip_reset
-from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
+from runtime.tasks.localapi.requests import (
+    InterfaceParams,
+    Requests,
+    evse_arg,
+    parse_mode_request,
+    parse_trip_reset,
+)
+from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, SITE_TAGS, TagList, public_tags, tag_json
 
 log = logging.getLogger("v2g_plc.localapi.amqp")
 
@@ -46,7 +60,8 @@ class AmqpApiParams(InterfaceParams):
     url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="amqp:// or amqps:// broker URL")
     exchange: str = Field("v2g", min_length=1, max_length=200)
     site: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="routing key prefix (default: name)")
-    tags: TagList = Field(default_factory=lambda: list(DEFAULT_TAGS), description="tags in telemetry")
+    tags: TagList = Field(default_factory=lambda: list(DEFAULT_TAGS), description="tags in telemetry (each EVSE's)")
+    site_tags: TagList = Field(default_factory=lambda: list(SITE_TAGS), description="a depot's site-level tags")
     interval_s: float = Field(10.0, ge=0.05, le=3600, description="telemetry period")
     buffer: int = Field(10_000, ge=10, le=1_000_000, description="outbox bound (messages)")
     reconnect_s: float = Field(1.0, gt=0, le=60)
@@ -90,12 +105,45 @@ class AmqpApi(Task):
         self.rejected = 0  # commands refused
         self.linked = False
         self.requests: Requests | None = None
+        self.connection = ConnectionLimit(p.connection) if p.connection is not None else None
+        self.now_us = 0  # the cycle clock of the latest publication (a connection limit's expiry counts on it)
 
     def declare(self) -> list[TagSpec]:
-        return [connected_spec("amqp"), queue_spec("amqp.outbox", "messages in the AMQP outbox, not yet confirmed")]
+        return [
+            connected_spec("amqp"),
+            queue_spec("amqp.outbox", "messages in the AMQP outbox, not yet confirmed"),
+            *(connection_specs() if self.connection is not None else []),
+        ]
 
-    def _link_state(self) -> dict[str, object]:
-        return {"amqp.connected": self.connected, "amqp.outbox": len(self.outbox) if self.outbox is not None else 0}
+    def _link_state(self, cx: TaskContext) -> dict[str, object]:
+        self.now_us = cx.now_us
+        conn = self.connection.values(cx.now_us) if self.connection is not None else {}
+        return {
+            "amqp.connected": self.connected,
+            "amqp.outbox": len(self.outbox) if self.outbox is not None else 0,
+            **conn,
+        }
+
+    def event_key(self, e: dict[str, Any]) -> str:
+        """The routing key of one event: under its EVSE's ``evse.<n>.`` where its source is one of them."""
+        kind = re.sub(r"[^A-Za-z0-9_-]", "_", str(e.get("kind", "event")))
+        m = re.match(r"evse(\d+)\.", str(e.get("source", "")))
+        if self.params.evses and m and int(m.group(1)) in self.params.evses:
+            return f"{self.key}.evse.{int(m.group(1))}.event.{kind}"
+        return f"{self.key}.event.{kind}"
+
+    def telemetry(self, image: Any, now_us: int) -> list[Outgoing]:
+        """The telemetry messages of one image: the site's, and on a depot one per EVSE."""
+        p = self.params
+        groups: dict[int | None, dict[str, Any]] = {}
+        for n, plain, name in public_tags(p.tags, p.site_tags, p.evses):
+            groups.setdefault(n, {})[plain] = tag_json(image.tag(name))
+        out = []
+        for n, tags in groups.items():
+            key = f"{self.key}.telemetry" if n is None else f"{self.key}.evse.{n}.telemetry"
+            doc = {"site": self.key, **({"evse": n} if n is not None else {}), "t": now_us / 1e6, "tags": tags}
+            out.append(Outgoing(key, json.dumps(doc).encode(), False))
+        return out
 
     # -- producing (independent of the link) --------------------------------------------------------
     async def _events(self, cx: TaskContext) -> None:
@@ -107,9 +155,8 @@ class AmqpApi(Task):
                 log.error("AMQP: scan events %s-%s were lost before the outbox", e.get("from"), e.get("to"))
             else:
                 mid = str(e.get("seq"))
-            kind = re.sub(r"[^A-Za-z0-9_-]", "_", str(e.get("kind", "event")))
             body = json.dumps({"site": self.key, **e}, default=str, sort_keys=True).encode()
-            self._put(Outgoing(f"{self.key}.event.{kind}", body, True, mid))
+            self._put(Outgoing(self.event_key(e), body, True, mid))
             self.events_seen += 1
 
     async def _telemetry(self, cx: TaskContext) -> None:
@@ -120,12 +167,8 @@ class AmqpApi(Task):
             image = await cx.next_image()
             if loop.time() >= next_telemetry:
                 next_telemetry = loop.time() + self.params.interval_s
-                doc = {
-                    "site": self.key,
-                    "t": cx.now_us / 1e6,
-                    "tags": {t: tag_json(image.tag(t)) for t in self.params.tags},
-                }
-                self._put(Outgoing(f"{self.key}.telemetry", json.dumps(doc).encode(), False))
+                for msg in self.telemetry(image, cx.now_us):
+                    self._put(msg)
 
     def _put(self, msg: Outgoing) -> None:
         assert self.outbox is not None
@@ -144,7 +187,7 @@ class AmqpApi(Task):
         producers = [
             asyncio.create_task(self._events(cx)),
             asyncio.create_task(self._telemetry(cx)),
-            asyncio.create_task(publish_state(cx, self._link_state)),
+            asyncio.create_task(publish_state(cx, lambda: self._link_state(cx))),
         ]
         backoff = p.reconnect_s
         try:
@@ -197,8 +240,10 @@ class AmqpApi(Task):
             exchange = await channel.declare_exchange(p.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
             if p.command_queue:
                 queue = await channel.declare_queue(p.command_queue, durable=True)
-                for command in ("mode", "trip_reset"):
+                for command in ("mode", "trip_reset", "connection"):
                     await queue.bind(exchange, f"{self.key}.set.{command}")
+                if p.evses:
+                    await queue.bind(exchange, f"{self.key}.evse.*.set.mode")
                 jobs.append(asyncio.ensure_future(self._consume(queue, exchange, channel)))
             still_running()
             self.connected = self.linked = True
@@ -273,9 +318,20 @@ class AmqpApi(Task):
     async def _command(self, payload: bytes, routing_key: str) -> tuple[bool, str]:
         """Validate (ValueError says what is wrong) and send to the scan; (accepted, reason) is its answer."""
         assert self.requests is not None
-        if routing_key == f"{self.key}.set.mode":
-            return await self.requests.mode(parse_mode_request(payload, f"amqp:{routing_key}"))
-        if routing_key == f"{self.key}.set.trip_reset":
+        m = re.fullmatch(re.escape(self.key) + r"(?:\.evse\.([^.]+))?\.set\.(\w+)", routing_key)
+        named, command = (m.group(1), m.group(2)) if m else (None, "")
+        if command == "mode":
+            evse = evse_arg(named, self.params.evses, f"{self.key}.evse.<n>.set.mode")
+            return await self.requests.mode(parse_mode_request(payload, f"amqp:{routing_key}", evse))
+        if command == "trip_reset" and named is None:
             parse_trip_reset(payload)
             return await self.requests.reset_trip(f"amqp:{routing_key}")
-        raise ValueError("unknown command (routing keys: <site>.set.mode, <site>.set.trip_reset)")
+        if command == "connection" and named is None:
+            if self.connection is None:
+                raise ValueError("this interface does not carry the connection limits (params connection)")
+            self.connection.apply(payload, self.now_us, f"amqp:{routing_key}")
+            return True, ""
+        raise ValueError(
+            "unknown command (routing keys: <site>.set.mode, <site>.evse.<n>.set.mode, <site>.set.trip_reset, "
+            "<site>.set.connection)"
+        )

@@ -29,15 +29,31 @@ SENSORS: dict[str, tuple[str, str | None, str | None, str, float]] = {
     "ev.connected": ("binary_sensor", "plug", None, "EV connected", 1.0),
     "inverter.enable": ("binary_sensor", "power", None, "Permit", 1.0),
     "safety.cessation": ("binary_sensor", "problem", None, "Momentary cessation", 1.0),
+    "meter.power": ("sensor", "power", "W", "Site import", 1.0),
+    "meter.voltage": ("sensor", "voltage", "V", "Site voltage", 1.0),
+    "meter.frequency": ("sensor", "frequency", "Hz", "Site frequency", 1.0),
+    "connection.building_w": ("sensor", "power", "W", "Building load", 1.0),
+    "local.connection_import_w": ("sensor", "power", "W", "Import limit (local API)", 1.0),
+    "local.connection_export_w": ("sensor", "power", "W", "Export limit (local API)", 1.0),
+    "fleet.status": ("sensor", None, None, "Fleet plan", 1.0),
 }
 
 
 def discovery(
-    base: str, node: str, tags: list[str], prefix: str, site_name: str, max_w: float | None, trip_reset: bool = False
+    base: str,
+    node: str,
+    tags: list[str],
+    prefix: str,
+    site_name: str,
+    max_w: float | None,
+    trip_reset: bool = False,
+    controls: bool = True,
+    availability: str | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(topic, config) of every entity for the public ``tags`` plus the controls."""
+    """(topic, config) of every entity for the public ``tags`` plus the controls (a depot's site has
+    none: its set points are per EVSE). ``availability``: the site's topic when ``base`` is an EVSE's."""
     device = {"identifiers": [f"v2g_plc_{node}"], "name": f"V2G site {site_name}", "manufacturer": "v2g-plc"}
-    online = {"topic": f"{base}/availability"}
+    online = {"topic": availability or f"{base}/availability"}
     out: list[tuple[str, dict[str, Any]]] = []
     for tag in tags:
         if tag not in SENSORS:
@@ -68,7 +84,7 @@ def discovery(
             cfg["unit_of_measurement"] = unit
             cfg["state_class"] = "measurement"
         out.append((f"{prefix}/{component}/{node}/{obj}/config", cfg))
-    if max_w:
+    if max_w and controls:
         out.append(
             (
                 f"{prefix}/number/{node}/power_request/config",
@@ -87,6 +103,8 @@ def discovery(
                 },
             )
         )
+    if not controls:
+        return out
     out.append(
         (
             f"{prefix}/button/{node}/local_control/config",

@@ -9,6 +9,11 @@ event stream (runtime/eventstream.py), so a trip that starts and clears between 
 counted too; a hole in the stream counts its lost events in ``v2g_plc_events_lost_total``. Interim
 until the scan hands over its own histograms: lateness and cycle time are observed once per publication
 the task receives (one per cycle while the channel keeps up).
+
+On a depot (``evses:``) the per-charger series carry an ``evse`` label: the mode and trip gauges, each
+EVSE's ``tags`` (the site's ``site_tags`` with ``evse=""``), trips and mode transitions by the EVSE their
+event came from (its source ``evse<n>.<component>``; ``""`` for the site's own). A single site's series are
+unchanged (no ``evse`` label).
 """
 
 from __future__ import annotations
@@ -16,17 +21,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from runtime.api import Params, SiteInfo
 from runtime.tags import Image, Quality
 from runtime.tasks.base import Task, TaskContext, register_task
-from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList
+from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, SITE_TAGS, TagList, public_tags
 
 log = logging.getLogger("v2g_plc.localapi.metrics")
 
@@ -66,7 +72,13 @@ def link_metrics(image: Image) -> Iterator[Any]:
 class MetricsParams(Params):
     host: str = Field("127.0.0.1", description="bind address (loopback unless a scraper elsewhere needs it)")
     port: int = Field(9108, ge=1, le=65535)
-    tags: TagList = Field(default_factory=lambda: list(DEFAULT_TAGS), description="tags exported as gauges")
+    tags: TagList = Field(
+        default_factory=lambda: list(DEFAULT_TAGS), description="tags exported as gauges (each EVSE's)"
+    )
+    site_tags: TagList = Field(default_factory=lambda: list(SITE_TAGS), description="a depot's site-level tags")
+    evses: list[Annotated[int, Field(ge=1, le=999)]] = Field(
+        default_factory=list, max_length=200, description="EVSE ids served; filled from evses: ([] = single site)"
+    )
 
 
 @register_task("localapi_metrics")
@@ -85,8 +97,10 @@ class Metrics(Task):
         self._image = Image({})
         self._now_us = -1
         self._events: Counter[str] = Counter()
-        self._trips: Counter[str] = Counter()
-        self._transitions: Counter[str] = Counter()  # by destination state
+        self._trips: Counter[tuple[str, ...]] = Counter()  # by code (and EVSE on a depot)
+        self._transitions: Counter[tuple[str, ...]] = Counter()  # by destination state (and EVSE on a depot)
+        self.evse_label = ["evse"] if params.evses else []  # a depot's per-charger series carry it
+        self.public = public_tags(params.tags, params.site_tags, params.evses)
         self._commands: Counter[str] = Counter()  # by command kind
         self._lost = 0
 
@@ -107,12 +121,20 @@ class Metrics(Task):
                 self._lost += int(e.get("dropped", 0))
                 return
             self._events[kind] += 1
+            evse = self._evse_of(str(e.get("source", "")))
             if kind == "trip":
-                self._trips[str(data.get("code", ""))] += 1
+                self._trips[(str(data.get("code", "")), *evse)] += 1
             elif kind == "transition":
-                self._transitions[str(data.get("dest", ""))] += 1
+                self._transitions[(str(data.get("dest", "")), *evse)] += 1
             elif kind == "command":
                 self._commands[str(e.get("message", "")).split(" ", 1)[0]] += 1
+
+    def _evse_of(self, source: str) -> tuple[str, ...]:
+        """The ``evse`` label value of an event's source on a depot (none on a single site)."""
+        if not self.evse_label:
+            return ()
+        m = re.match(r"evse(\d+)\.", source)
+        return (m.group(1),) if m else ("",)
 
     def collect(self) -> Iterator[Any]:
         """Called by prometheus_client at every scrape (HTTP thread)."""
@@ -133,35 +155,45 @@ class Metrics(Task):
         alive = GaugeMetricFamily("v2g_plc_task_process_alive", "1 while the scan hears the task process")
         alive.add_metric([], 1.0 if image.value("runtime.task_process_alive") else 0.0)
         yield alive
-        mode = GaugeMetricFamily("v2g_plc_mode", "current operating mode (1 for the current one)", labels=["mode"])
-        if image.tag("mode.state").good:
-            mode.add_metric([str(image.value("mode.state"))], 1.0)
+        lab = self.evse_label
+        chargers = [(f"evse{n}.", [str(n)]) for n in self.params.evses] or [("", [])]
+        mode = GaugeMetricFamily(
+            "v2g_plc_mode", "current operating mode (1 for the current one)", labels=["mode", *lab]
+        )
+        trip = GaugeMetricFamily("v2g_plc_trip", "1 while a trip is latched, by code", labels=["code", *lab])
+        for prefix, evse in chargers:
+            if image.tag(prefix + "mode.state").good:
+                mode.add_metric([str(image.value(prefix + "mode.state")), *evse], 1.0)
+            if image.value(prefix + "safety.trip"):
+                trip.add_metric([str(image.value(prefix + "safety.trip")), *evse], 1.0)
         yield mode
-        trip = GaugeMetricFamily("v2g_plc_trip", "1 while a trip is latched, by code", labels=["code"])
-        if image.value("safety.trip"):
-            trip.add_metric([str(image.value("safety.trip"))], 1.0)
         yield trip
-        value = GaugeMetricFamily("v2g_plc_tag_value", "value of a good numeric or boolean tag", labels=["tag"])
-        quality = GaugeMetricFamily("v2g_plc_tag_quality", "1 for the tag's current quality", labels=["tag", "quality"])
-        for name in self.params.tags:
+        value = GaugeMetricFamily("v2g_plc_tag_value", "value of a good numeric or boolean tag", labels=["tag", *lab])
+        quality = GaugeMetricFamily(
+            "v2g_plc_tag_quality", "1 for the tag's current quality", labels=["tag", "quality", *lab]
+        )
+        for n, plain, name in self.public:
+            evse = ([str(n)] if n is not None else [""]) if lab else []
             t = image.tag(name)
             if t.good and isinstance(t.value, int | float):  # bool is an int
-                value.add_metric([name], float(t.value))
+                value.add_metric([plain, *evse], float(t.value))
             for q in Quality:
-                quality.add_metric([name, q.value], 1.0 if t.quality is q else 0.0)
+                quality.add_metric([plain, q.value, *evse], 1.0 if t.quality is q else 0.0)
         yield value
         yield quality
         ev = CounterMetricFamily("v2g_plc_events", "site events seen, by kind", labels=["kind"])
         for kind, n in sorted(events.items()):
             ev.add_metric([kind], n)
         yield ev
-        tr = CounterMetricFamily("v2g_plc_trips", "trips seen, by code", labels=["code"])
-        for code, n in sorted(trips.items()):
-            tr.add_metric([code], n)
+        tr = CounterMetricFamily("v2g_plc_trips", "trips seen, by code", labels=["code", *lab])
+        for key, n in sorted(trips.items()):
+            tr.add_metric(list(key), n)
         yield tr
-        mt = CounterMetricFamily("v2g_plc_mode_transitions", "mode transitions, by the state entered", labels=["to"])
-        for dest, n in sorted(transitions.items()):
-            mt.add_metric([dest], n)
+        mt = CounterMetricFamily(
+            "v2g_plc_mode_transitions", "mode transitions, by the state entered", labels=["to", *lab]
+        )
+        for key, n in sorted(transitions.items()):
+            mt.add_metric(list(key), n)
         yield mt
         cm = CounterMetricFamily("v2g_plc_commands", "commands the scan applied, by kind", labels=["kind"])
         for name, n in sorted(commands.items()):

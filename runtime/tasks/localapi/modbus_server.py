@@ -1,14 +1,20 @@
 """Task ``localapi_modbus``: the site as a SunSpec DER on Modbus TCP (pymodbus server, task process).
 
-Unit 1 is the site aggregate; each EVSE of a multi-EVSE site is its own unit with its tag prefix
-(``units:``). A client not on the allowlist is refused at accept (the connection is closed before any
-request is read) and logged. Every write is checked (sunspec.py) and answered with the protocol's own
-exception: 0x01 ILLEGAL FUNCTION for a read-only client or a coil function, 0x02 ILLEGAL DATA ADDRESS for
-anything but whole writable 704 points (and ``TripRst`` where ``trip_reset: true``), 0x03 ILLEGAL DATA
-VALUE for a value out of range. A write that passes these checks is accepted at the protocol level at
-once and becomes a command to the scan (a mode request, or a trip reset; requests.py), sent in the order
-written; the vendor model's ``CmdSt``/``CmdRsn`` then show the scan's answer, and a refused write's 704
-controls go back to what the scan last accepted. Nothing here reaches an output.
+A single site is one charger on unit ``site_unit`` (1). On a depot (``evses:`` in the site file) unit
+``site_unit`` is the site aggregate (the site meter, the aggregate rating, the connection model 64902) and
+EVSE n is unit ``n + evse_unit_offset`` with the one-charger models on its own tags (``evse<n>.``); a
+write to its 704 controls becomes a mode request for that EVSE only (``evse: n``). With ``connection:`` the
+64902 limits are writable and published for the allocator (connection.py).
+
+A client not on the allowlist is refused at accept (the connection is closed before any request is read)
+and logged. Every write is checked (sunspec.py) and answered with the protocol's own exception: 0x01
+ILLEGAL FUNCTION for a read-only client or a coil function, 0x02 ILLEGAL DATA ADDRESS for anything but
+whole writable 704 (or 64902 limit) points (and ``TripRst`` where ``trip_reset: true``), 0x03 ILLEGAL
+DATA VALUE for a value out of range (a limit above the site file's rating). A limit write is the task's
+own: applied at once, published, logged. Any other write that passes these checks is accepted at the
+protocol level at once and becomes a command to the scan (a mode request, or a trip reset; requests.py),
+sent in the order written; the vendor model's ``CmdSt``/``CmdRsn`` then show the scan's answer, and a
+refused write's 704 controls go back to what the scan last accepted. Nothing here reaches an output.
 """
 
 from __future__ import annotations
@@ -16,19 +22,24 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
+import importlib
 import logging
 from importlib import metadata
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from runtime.api import Params, SiteInfo
+from runtime.api import SiteInfo
+from runtime.tags import TagSpec
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.localapi.access import AllowEntry, Role, role_of
+from runtime.tasks.localapi.connection import ConnectionLimit, connection_specs
+from runtime.tasks.localapi.linkstate import publish_state
 from runtime.tasks.localapi.requests import InterfaceParams, ModeRequest, Requests
 from runtime.tasks.localapi.sunspec import (
     BASE,
     ILLEGAL_FUNCTION,
+    ConnectionWrite,
     SunSpecImage,
     TripReset,
     WriteRefused,
@@ -41,26 +52,38 @@ _PEER: contextvars.ContextVar[tuple[str, Role]] = contextvars.ContextVar("locala
 _REGISTER_FUNCTIONS = frozenset((3, 4, 6, 16, 22, 23))
 
 
-class UnitParams(Params):
-    unit: int = Field(ge=1, le=247, description="Modbus unit id")
-    prefix: str = Field("", pattern=r"^([a-z][a-z0-9_]*\.)?$", description="tag prefix ('' = site, 'evse2.')")
-
-
 class ModbusServerParams(InterfaceParams):
     host: str = Field("127.0.0.1", description="bind address (0.0.0.0 for every interface)")
     port: int = Field(502, ge=1, le=65535, description="502 in production needs CAP_NET_BIND_SERVICE")
     allow: list[AllowEntry] = Field(min_length=1, description="clients allowed to connect, with their role")
-    units: list[UnitParams] = Field(default_factory=lambda: [UnitParams(unit=1, prefix="")], min_length=1)
-    max_charge_w: float = Field(gt=0, le=1_000_000, description="site charge rating: WSet range and 702")
-    max_discharge_w: float = Field(ge=0, le=1_000_000, description="site discharge rating: WSet range and 702")
+    site_unit: int = Field(1, ge=1, le=247, description="unit of the site (a depot's aggregate, or the one charger)")
+    evse_unit_offset: int = Field(1, ge=0, le=246, description="on a depot EVSE n is unit n + evse_unit_offset")
+    max_charge_w: float = Field(gt=0, le=1_000_000, description="charger charge rating: WSet range and 702")
+    max_discharge_w: float = Field(ge=0, le=1_000_000, description="charger discharge rating: WSet range and 702")
     reversion_s: float = Field(60.0, ge=1, le=86_400, description="704 WSetRvrtTms until a client writes one")
 
     @model_validator(mode="after")
-    def _unique(self) -> ModbusServerParams:
-        ids = [u.unit for u in self.units]
-        if len(set(ids)) != len(ids):
-            raise ValueError("two units share a unit id")
+    def _units(self) -> ModbusServerParams:
+        units = self.evse_units()
+        bad = [n for n, u in units.items() if not 1 <= u <= 247]
+        if bad:
+            raise ValueError(f"EVSE {bad[0]} would be unit {units[bad[0]]}: Modbus units are 1..247 (evse_unit_offset)")
+        clash = [n for n, u in units.items() if u == self.site_unit]
+        if clash:
+            raise ValueError(
+                f"site_unit {self.site_unit} is EVSE {clash[0]}'s unit ({clash[0]} + evse_unit_offset "
+                f"{self.evse_unit_offset}): give the site a unit no EVSE has"
+            )
         return self
+
+    def evse_units(self) -> dict[int, int]:
+        """EVSE id -> its Modbus unit (empty on a single site)."""
+        return {n: n + self.evse_unit_offset for n in self.evses}
+
+
+def _import_peers() -> None:
+    for name in ("pymodbus.server", "pymodbus.server.requesthandler", "pymodbus.simulator", "sunspec2.device"):
+        importlib.import_module(name)
 
 
 def _version() -> str:
@@ -80,7 +103,8 @@ def site_now_utc(cx: TaskContext) -> dt.datetime:
 
 @register_task("localapi_modbus")
 class ModbusServer(Task):
-    """Serves the published image as SunSpec models 1/701/702/704/713 and vendor 64901 to allowlisted clients."""
+    """Serves the published image as SunSpec models 1/701/702/704/713 and vendor 64901 to allowlisted clients;
+    on a depot the site unit (1/701/702 and the connection model 64902) and one such unit per EVSE."""
 
     Params = ModbusServerParams
     params: ModbusServerParams
@@ -91,32 +115,58 @@ class ModbusServer(Task):
         self.refused = 0  # connections refused at accept
         self.errors = 0  # requests answered with an exception we chose
         self.port: int | None = None  # the port actually listened on
-        self._seen_us = -1
+        self._seen_us: dict[int, int] = {}  # unit -> the publication its registers show
         self.requests: Requests | None = None
         self._outbox: asyncio.Queue[tuple[int, ModeRequest | TripReset, dict[str, int | None]]] = asyncio.Queue()
+        self.connection = ConnectionLimit(params.connection) if params.connection is not None else None
+        self.evse_of: dict[int, int] = {u: n for n, u in params.evse_units().items()}  # unit -> EVSE id
+
+    def declare(self) -> list[TagSpec]:
+        return connection_specs() if self.connection is not None else []
 
     def _build(self) -> None:
         p = self.params
-        for u in p.units:
-            self.images[u.unit] = SunSpecImage(
-                prefix=u.prefix,
-                unit=u.unit,
-                serial=self.site.name,
-                version=_version(),
-                nominal_voltage=self.site.nominal_voltage,
-                max_charge_w=p.max_charge_w,
-                max_discharge_w=p.max_discharge_w,
-                reversion_s=p.reversion_s,
-                trip_reset=p.trip_reset,
-            )
+        rating = self.connection.rating if self.connection is not None else None
+        common: dict[str, Any] = {
+            "serial": self.site.name,
+            "version": _version(),
+            "nominal_voltage": self.site.nominal_voltage,
+            "max_charge_w": p.max_charge_w,
+            "max_discharge_w": p.max_discharge_w,
+            "reversion_s": p.reversion_s,
+            "trip_reset": p.trip_reset,
+        }
+        depot = tuple(p.evses) if p.evses else None
+        self.images[p.site_unit] = SunSpecImage(
+            prefix="",
+            unit=p.site_unit,
+            evses=depot,
+            evse_unit_offset=p.evse_unit_offset if depot else None,
+            connection=rating,
+            **common,
+        )
+        for n, unit in p.evse_units().items():
+            self.images[unit] = SunSpecImage(prefix=f"evse{n}.", unit=unit, **common)
+        self._show_connection()
 
-    def _refresh(self, cx: TaskContext) -> None:
-        """Encode the latest publication, at most once per image (reads drive it, not the scan)."""
-        if cx.now_us != self._seen_us:
-            self._seen_us = cx.now_us
-            now = site_now_utc(cx)
-            for img in self.images.values():
-                img.update(cx.image, now)
+    def _show_connection(self) -> None:
+        c = self.connection
+        if c is not None:
+            self.images[self.params.site_unit].show_connection(c.import_w, c.export_w, c.expiry_s)
+
+    def _connection_tags(self, cx: TaskContext) -> dict[str, float]:
+        """The limits to publish now (an expired one back at the rating), shown on the site unit too."""
+        assert self.connection is not None
+        values = self.connection.values(cx.now_us)
+        self._show_connection()
+        return values
+
+    def _refresh(self, cx: TaskContext, unit: int) -> None:
+        """Encode the latest publication into the unit read, at most once per image (reads drive it, not
+        the scan; a depot's other units wait until someone reads them)."""
+        if self._seen_us.get(unit) != cx.now_us:
+            self._seen_us[unit] = cx.now_us
+            self.images[unit].update(cx.image, site_now_utc(cx))
 
     def _action(self, unit: int, cx: TaskContext) -> Any:
         from pymodbus.constants import ExcCodes
@@ -141,13 +191,20 @@ class ModbusServer(Task):
                     if role != "read_write":
                         raise WriteRefused(ILLEGAL_FUNCTION, "client is read-only")
                     req = img.write(address, list(set_values or []), f"modbus:{host}")
-                    img.answer("pending", "")
-                    self._outbox.put_nowait((unit, req, img.control_values()))
+                    if isinstance(req, ConnectionWrite):  # the task's own: applied now, nothing asks the scan
+                        assert self.connection is not None
+                        self.connection.set(cx.now_us, req.by, req.import_w, req.export_w, req.expiry_s)
+                        self._show_connection()
+                    else:
+                        if isinstance(req, ModeRequest) and unit in self.evse_of:
+                            req = req.model_copy(update={"evse": self.evse_of[unit]})
+                        img.answer("pending", "")
+                        self._outbox.put_nowait((unit, req, img.control_values()))
             except WriteRefused as exc:
                 self.errors += 1
                 log.warning("unit %d: %s from %s at %d (%d): %s", unit, "request", host, address, count, exc.reason)
                 return ExcCodes(exc.code)
-            self._refresh(cx)
+            self._refresh(cx, unit)
             regs = img.registers()
             lo = address - start_address
             current_registers[lo : lo + count] = regs[address - BASE : address - BASE + count]
@@ -178,21 +235,30 @@ class ModbusServer(Task):
             if self._outbox.empty():
                 img.restore(img.accepted)
 
-    def _reverted(self) -> None:
-        """The reversion handed back to local control: 704 shows WSetEna 0 (DISABLED) again."""
-        for img in self.images.values():
-            img.accepted = {**img.accepted, "WSetEna": 0}
-            if self._outbox.empty():
-                img.restore(img.accepted)
+    def _reverted(self, evse: int | None) -> None:
+        """The reversion handed EVSE ``evse`` (None: the single site) back to local control: its 704 shows
+        WSetEna 0 (DISABLED) again."""
+        unit = self.params.site_unit if evse is None else self.params.evse_units()[evse]
+        img = self.images[unit]
+        img.accepted = {**img.accepted, "WSetEna": 0}
+        if self._outbox.empty():
+            img.restore(img.accepted)
 
     async def run(self, cx: TaskContext) -> None:
+        # The imports (pymodbus's server pulls in aiohttp) and the register images (pysunspec2 models for
+        # every unit: a depot has 21) take a loaded machine seconds of CPU: off the loop, whose heartbeat to
+        # the scan must go on meanwhile (a silent task process is killed as hung).
+        await asyncio.to_thread(_import_peers)
+        await asyncio.to_thread(self._build)
         from pymodbus.server import ModbusTcpServer
         from pymodbus.server.requesthandler import ServerRequestHandler
         from pymodbus.simulator import DataType, SimData, SimDevice
 
-        self._build()
         self.requests = Requests(cx, "modbus", self.params, on_reverted=self._reverted)
         sender = asyncio.create_task(self._send())
+        jobs = {sender}
+        if self.connection is not None:
+            jobs.add(asyncio.create_task(publish_state(cx, lambda: self._connection_tags(cx))))
         allow = self.params.allow
         task = self
 
@@ -239,7 +305,8 @@ class ModbusServer(Task):
         try:
             await asyncio.Event().wait()
         finally:
-            sender.cancel()
-            await asyncio.wait({sender}, timeout=2)
+            for job in jobs:
+                job.cancel()
+            await asyncio.wait(jobs, timeout=2)
             await self.requests.close()
             await server.shutdown()

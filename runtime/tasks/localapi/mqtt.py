@@ -11,12 +11,17 @@ Topic layout, under ``<prefix>/<site>/`` (``site`` defaults to the site's name):
   retained) and, for an MQTT 5 client that set a response topic, there too with its correlation data.
   Anything invalid is answered on ``error`` (``{"topic", "error"}``, not retained) and logged; nothing is
   sent to the scan.
+- On a depot (``evses:``): the site's ``site_tags`` on ``state/<tag>``, each EVSE's ``tags`` on
+  ``evse/<n>/state/<tag>``, its mode requests on ``evse/<n>/set/mode`` (sent with ``evse: n``); ``set/mode``
+  alone is an error there. ``set/connection`` (``{"import_w", "export_w", "expiry_s"}``) sets the
+  connection's limits where this interface carries them (``connection:``, connection.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import re
@@ -29,10 +34,17 @@ from runtime.api import SiteInfo
 from runtime.tags import TagSpec
 from runtime.tasks.base import Task, TaskContext, register_task
 from runtime.tasks.localapi.cancel import still_running
+from runtime.tasks.localapi.connection import ConnectionLimit, connection_specs
 from runtime.tasks.localapi.homeassistant import discovery
 from runtime.tasks.localapi.linkstate import connected_spec, publish_state
-from runtime.tasks.localapi.requests import InterfaceParams, Requests, parse_mode_request, parse_trip_reset
-from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, TagList, tag_json
+from runtime.tasks.localapi.requests import (
+    InterfaceParams,
+    Requests,
+    evse_arg,
+    parse_mode_request,
+    parse_trip_reset,
+)
+from runtime.tasks.localapi.telemetry import DEFAULT_TAGS, SITE_TAGS, TagList, public_tags, tag_json
 
 log = logging.getLogger("v2g_plc.localapi.mqtt")
 _TOPIC_PART = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
@@ -43,7 +55,8 @@ class MqttApiParams(InterfaceParams):
     port: int = Field(1883, ge=1, le=65535)
     prefix: str = Field("v2g", pattern=_TOPIC_PART, description="first topic level(s)")
     site: str | None = Field(None, pattern=_TOPIC_PART, description="topic level of this site (default: its name)")
-    tags: TagList = Field(default_factory=lambda: list(DEFAULT_TAGS), description="public tags")
+    tags: TagList = Field(default_factory=lambda: list(DEFAULT_TAGS), description="public tags (of each EVSE)")
+    site_tags: TagList = Field(default_factory=lambda: list(SITE_TAGS), description="a depot's site-level tags")
     qos: int = Field(1, ge=0, le=2)
     interval_s: float = Field(1.0, ge=0.05, le=3600, description="per-tag minimum time between publications")
     keepalive_s: int = Field(30, ge=5, le=3600)
@@ -78,9 +91,19 @@ class MqttApi(Task):
         self.client: Any = None  # the live aiomqtt client (tests reach its socket to cut the link)
         self.rejected = 0
         self.requests: Requests | None = None
+        self.connection = ConnectionLimit(p.connection) if p.connection is not None else None
+        # (topic under base, site tag name) of everything published
+        self.public = [
+            (f"evse/{n}/state/{t}" if n is not None else f"state/{t}", name)
+            for n, t, name in public_tags(p.tags, p.site_tags, p.evses)
+        ]
 
     def declare(self) -> list[TagSpec]:
-        return [connected_spec("mqtt")]
+        return [connected_spec("mqtt"), *(connection_specs() if self.connection is not None else [])]
+
+    def _link_state(self, cx: TaskContext) -> dict[str, object]:
+        conn = self.connection.values(cx.now_us) if self.connection is not None else {}
+        return {"mqtt.connected": self.connected, **conn}
 
     def _path(self, name: str | None) -> str | None:
         if name is None:
@@ -89,6 +112,7 @@ class MqttApi(Task):
         return str(path if path.is_absolute() else self.base_dir / path)
 
     async def run(self, cx: TaskContext) -> None:
+        await asyncio.to_thread(importlib.import_module, "aiomqtt")  # off the loop: its heartbeat goes on
         import aiomqtt  # task process only
 
         p = self.params
@@ -98,7 +122,7 @@ class MqttApi(Task):
                 ca_certs=self._path(p.tls_ca), certfile=self._path(p.tls_cert), keyfile=self._path(p.tls_key)
             )
         self.requests = Requests(cx, "mqtt", p)
-        state = asyncio.create_task(publish_state(cx, lambda: {"mqtt.connected": self.connected}))
+        state = asyncio.create_task(publish_state(cx, lambda: self._link_state(cx)))
         try:
             await self._link(cx, aiomqtt, tls)
         finally:
@@ -128,10 +152,10 @@ class MqttApi(Task):
                     try:
                         await client.publish(f"{self.base}/availability", b"online", qos=1, retain=True)
                         await client.subscribe(f"{self.base}/set/#", qos=1)
+                        if p.evses:
+                            await client.subscribe(f"{self.base}/evse/+/set/#", qos=1)
                         if p.ha_discovery:
-                            for topic, cfg in discovery(
-                                self.base, self.node, p.tags, p.ha_prefix, self.site.name, p.ha_max_w, p.trip_reset
-                            ):
+                            for topic, cfg in self._discovery():
                                 await client.publish(topic, json.dumps(cfg), qos=1, retain=True)
                         self.connected = True
                         backoff = p.reconnect_s
@@ -153,13 +177,34 @@ class MqttApi(Task):
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, p.reconnect_max_s)
 
+    def _discovery(self) -> list[tuple[str, dict[str, Any]]]:
+        """Home Assistant: the site as one device; on a depot the site and one device per EVSE, each EVSE's
+        controls on its own command topic, every entity available while the site is online."""
+        p = self.params
+        if not p.evses:
+            return discovery(self.base, self.node, p.tags, p.ha_prefix, self.site.name, p.ha_max_w, p.trip_reset)
+        out = discovery(
+            self.base, self.node, p.site_tags, p.ha_prefix, self.site.name, None, p.trip_reset, controls=False
+        )
+        for n in p.evses:
+            out += discovery(
+                f"{self.base}/evse/{n}",
+                f"{self.node}_evse{n}",
+                p.tags,
+                p.ha_prefix,
+                f"{self.site.name} EVSE {n}",
+                p.ha_max_w,
+                availability=f"{self.base}/availability",
+            )
+        return out
+
     async def _session(self, client: Any, cx: TaskContext) -> None:
         """Commands in, state out, until either side fails (then the caller reconnects)."""
         import aiomqtt
 
         async def listen() -> None:
             async for msg in client.messages:
-                await self._command(client, str(msg.topic), msg.payload, msg.properties)
+                await self._command(client, str(msg.topic), msg.payload, msg.properties, cx)
 
         jobs = {asyncio.create_task(listen()), asyncio.create_task(self._publish_state(client, cx))}
         try:
@@ -178,30 +223,39 @@ class MqttApi(Task):
         sent: dict[str, tuple[Any, str]] = {}
         while True:
             image = cx.image
-            for tag in p.tags:
+            for topic, tag in self.public:
                 tv = image.tag(tag)
                 doc = tag_json(tv)
                 key = (doc["value"], doc["quality"])
-                if sent.get(tag) == key:
+                if sent.get(topic) == key:
                     continue
-                await client.publish(f"{self.base}/state/{tag}", json.dumps(doc), qos=p.qos, retain=True)
-                sent[tag] = key
+                await client.publish(f"{self.base}/{topic}", json.dumps(doc), qos=p.qos, retain=True)
+                sent[topic] = key
             await asyncio.sleep(p.interval_s)  # pacing of the publications, not synchronisation
 
-    async def _command(self, client: Any, topic: str, payload: Any, props: Any = None) -> None:
+    async def _command(
+        self, client: Any, topic: str, payload: Any, props: Any = None, cx: TaskContext | None = None
+    ) -> None:
         """Validate, send to the scan, answer. Handled in arrival order: a later request lands later."""
         assert self.requests is not None
         try:
             if not isinstance(payload, bytes | bytearray):
                 raise ValueError("payload must be a JSON object")
-            if topic == f"{self.base}/set/mode":
-                req = parse_mode_request(bytes(payload), f"mqtt:{topic}")
+            named, command = _split(topic[len(self.base) + 1 :] if topic.startswith(f"{self.base}/") else "")
+            if command == "set/mode":
+                evse = evse_arg(named, self.params.evses, f"{self.base}/evse/<n>/set/mode")
+                req = parse_mode_request(bytes(payload), f"mqtt:{topic}", evse)
                 ok, reason = await self.requests.mode(req)
-            elif topic == f"{self.base}/set/trip_reset":
+            elif command == "set/trip_reset" and named is None:
                 parse_trip_reset(bytes(payload))
                 ok, reason = await self.requests.reset_trip(f"mqtt:{topic}")
+            elif command == "set/connection" and named is None:
+                if self.connection is None or cx is None:
+                    raise ValueError("this interface does not carry the connection limits (params connection)")
+                self.connection.apply(bytes(payload), cx.now_us, f"mqtt:{topic}")
+                ok, reason = True, ""
             else:
-                raise ValueError("unknown command topic (commands: set/mode, set/trip_reset)")
+                raise ValueError("unknown command topic (commands: set/mode, set/trip_reset, set/connection)")
         except ValueError as exc:
             self.rejected += 1
             log.warning("MQTT command on %s rejected: %s", topic, exc)
@@ -226,3 +280,11 @@ class MqttApi(Task):
                 if corr:
                     out.CorrelationData = corr
                 await client.publish(reply_to, answer, qos=1, properties=out)
+
+
+def _split(rest: str) -> tuple[str | None, str]:
+    """``evse/<n>/set/x`` -> (n, ``set/x``); ``set/x`` -> (None, ``set/x``)."""
+    parts = rest.split("/")
+    if len(parts) >= 3 and parts[0] == "evse":
+        return parts[1], "/".join(parts[2:])
+    return None, rest

@@ -21,19 +21,19 @@ whether the trip may clear (only operator-reset trips need one: grid trips clear
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from runtime.api import Params
 from runtime.tags import US
 from runtime.tasks.base import TaskContext
+from runtime.tasks.localapi.connection import ConnectionParams
 
 log = logging.getLogger("v2g_plc.localapi")
 
@@ -68,6 +68,7 @@ class ModeRequest(BaseModel):
         None, gt=0, le=MAX_EXPIRY_S, description="reversion: no refresh within this -> local"
     )
     limit_pct: float | None = Field(None, ge=0, le=100, description="cap on |power| as % of the rating")
+    evse: int | None = Field(None, ge=1, le=999, description="the EVSE asked, on a depot (set by the interface)")
 
     @model_validator(mode="after")
     def _arguments_fit_the_mode(self) -> ModeRequest:
@@ -88,7 +89,8 @@ class ModeRequest(BaseModel):
         return self
 
     def args(self) -> dict[str, Any]:
-        """The ``mode_request`` command's arguments (runtime/commands.py): everything but the source."""
+        """The ``mode_request`` command's arguments (runtime/commands.py): everything but the source; on a
+        depot ``evse`` names the EVSE (the scan hands the command to that EVSE only)."""
         out = self.model_dump(exclude={"source"}, exclude_none=True)
         if self.curve is not None:
             out["curve"] = [list(p) for p in self.curve]  # JSON's shape: a list of [hz, w]
@@ -107,17 +109,34 @@ def _json_object(payload: bytes) -> dict[str, Any]:
     return body
 
 
-def parse_mode_request(payload: bytes, source: str) -> ModeRequest:
-    """A mode request from a bus message (JSON object without ``source``); ValueError says what is wrong."""
+def parse_mode_request(payload: bytes, source: str, evse: int | None = None) -> ModeRequest:
+    """A mode request from a bus message (JSON object without ``source`` and ``evse``: the topic names the
+    EVSE on a depot); ValueError says what is wrong."""
     body = _json_object(payload)
-    if "source" in body:
-        raise ValueError("source is set by the server")
+    for key in ("source", "evse"):
+        if key in body:
+            raise ValueError(f"{key} is set by the server" + (" (from the topic)" if key == "evse" else ""))
     try:
-        return ModeRequest(source=source, **body)
+        return ModeRequest(source=source, evse=evse, **body)
     except ValidationError as exc:
         raise ValueError(
             "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors())
         ) from None
+
+
+def evse_arg(named: str | None, evses: Sequence[int], where: str) -> int | None:
+    """The EVSE a command names (``named``: the n of ``evse/<n>/`` in a topic or ``evse.<n>.`` in a routing
+    key, None when it names none) on a site with ``evses`` (empty: a single site, which names none);
+    ValueError says what is wrong. The scan checks it again (runtime/commands.py)."""
+    if not evses:
+        if named is not None:
+            raise ValueError("this site has one charger: its commands name no EVSE")
+        return None
+    if named is None:
+        raise ValueError(f"a depot's per-EVSE commands name their EVSE: {where}")
+    if not named.isdigit() or int(named) not in evses:
+        raise ValueError(f"no EVSE {named!r} on this site (EVSEs {', '.join(map(str, evses))})")
+    return int(named)
 
 
 def parse_trip_reset(payload: bytes) -> None:
@@ -127,25 +146,36 @@ def parse_trip_reset(payload: bytes) -> None:
 
 
 class InterfaceParams(Params):
-    """What every local API interface's params share: the opt-in remote trip reset."""
+    """What every local API interface's params share: the opt-in remote trip reset, the site's EVSEs, and
+    whether this interface carries the connection limits."""
 
     trip_reset: bool = Field(False, description="allow remote trip reset on this interface (logged, rate-limited)")
     trip_reset_min_s: float = Field(60.0, ge=1, le=86_400, description="at most one trip reset per this many s")
+    evses: list[Annotated[int, Field(ge=1, le=999)]] = Field(
+        default_factory=list, max_length=200, description="EVSE ids served; filled from evses: ([] = single site)"
+    )
+    connection: ConnectionParams | None = Field(
+        None, description="carry the connection's import/export limits (local.connection_*_w; one interface a site)"
+    )
 
 
 class Requests:
     """The way from one local API task to the scan: mode requests, their reversion, trip resets."""
 
     def __init__(
-        self, cx: TaskContext, interface: str, params: InterfaceParams, on_reverted: Callable[[], None] | None = None
+        self,
+        cx: TaskContext,
+        interface: str,
+        params: InterfaceParams,
+        on_reverted: Callable[[int | None], None] | None = None,
     ) -> None:
         self.cx = cx
-        self.on_reverted = on_reverted  # told when a reversion handed back (Modbus shows WSetEna 0)
+        self.on_reverted = on_reverted  # told which EVSE a reversion handed back (Modbus shows its WSetEna 0)
         self.interface = interface  # modbus, mqtt, amqp: named in the log
         self.trip_reset = params.trip_reset
         self.trip_reset_min_s = params.trip_reset_min_s
         self._last_reset: float | None = None  # monotonic time of the last reset passed on
-        self._reversion: asyncio.Task[None] | None = None
+        self._reversion: dict[int | None, asyncio.Task[None]] = {}  # per EVSE (None: a single site)
         self.sent = 0  # mode requests the scan accepted
         self.refused = 0  # mode requests and resets the scan (or this task) refused
 
@@ -155,31 +185,33 @@ class Requests:
         if ok:
             self.sent += 1
             log.info("%s: mode request from %s accepted: %s", self.interface, req.source, req.args())
-            self._cancel_reversion()
+            self._cancel_reversion(req.evse)
             if req.mode != "local":  # remote or frequency: the EMS leads until it stops refreshing
                 expiry_s = req.expiry_s if req.expiry_s is not None else NETWORK_EXPIRY_S
                 deadline_us = self.cx.now_us + round(expiry_s * US)  # from the answer, not from the task's start
-                self._reversion = asyncio.create_task(self._revert(req.source, expiry_s, deadline_us))
+                self._reversion[req.evse] = asyncio.create_task(
+                    self._revert(req.source, req.evse, expiry_s, deadline_us)
+                )
         else:
             self.refused += 1
             log.warning("%s: mode request from %s refused by the scan: %s", self.interface, req.source, reason)
         return ok, reason
 
-    async def _revert(self, source: str, expiry_s: float, deadline_us: int) -> None:
-        """No refresh by ``deadline_us`` of cycle clock: hand back to local control."""
+    async def _revert(self, source: str, evse: int | None, expiry_s: float, deadline_us: int) -> None:
+        """No refresh by ``deadline_us`` of cycle clock: hand this EVSE back to local control."""
         await self.cx.sleep_until(deadline_us)
-        self._reversion = None  # this timer is done: the local request below must not cancel itself
+        self._reversion.pop(evse, None)  # this timer is done: the local request below must not cancel itself
         log.warning(
             "%s: no refresh from %s within %g s: handing back to local control", self.interface, source, expiry_s
         )
-        ok, _ = await self.mode(ModeRequest(source=f"{source} (reversion)", mode="local"))
+        ok, _ = await self.mode(ModeRequest(source=f"{source} (reversion)", mode="local", evse=evse))
         if ok and self.on_reverted is not None:
-            self.on_reverted()
+            self.on_reverted(evse)
 
-    def _cancel_reversion(self) -> None:
-        if self._reversion is not None and self._reversion is not asyncio.current_task():
-            self._reversion.cancel()
-        self._reversion = None
+    def _cancel_reversion(self, evse: int | None) -> None:
+        job = self._reversion.pop(evse, None)
+        if job is not None and job is not asyncio.current_task():
+            job.cancel()
 
     async def reset_trip(self, by: str) -> tuple[bool, str]:
         """A remote trip reset: only where this interface opted in, at most once per ``trip_reset_min_s``."""
@@ -200,9 +232,9 @@ class Requests:
         return ok, reason
 
     async def close(self) -> None:
-        """Stop the reversion timer (bounded)."""
-        job, self._reversion = self._reversion, None
-        if job is not None:
+        """Stop the reversion timers (bounded)."""
+        jobs, self._reversion = list(self._reversion.values()), {}
+        for job in jobs:
             job.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(job, 2)
+        if jobs:
+            await asyncio.wait(jobs, timeout=2)

@@ -26,13 +26,21 @@ from typing import Any
 
 from runtime.tags import Image
 from runtime.tasks.localapi.requests import ModeRequest
-from runtime.tasks.localapi.vendor_model import CMD_STATES, TRIPS, VENDOR_ID, mode_value, trip_value
-from runtime.tasks.localapi.vendor_model import DEFINITION as VENDOR_DEFINITION
+from runtime.tasks.localapi.vendor_model import (
+    CMD_STATES,
+    CONNECTION_ID,
+    DEFINITIONS,
+    TRIPS,
+    VENDOR_ID,
+    mode_value,
+    trip_value,
+)
 
 BASE = 40000  # protocol address of "SunS" (SunSpec Modbus spec: 40000, 0-based)
 MARKER = (0x5375, 0x6E53)
 END = (0xFFFF, 0)
-MODEL_IDS = (1, 701, 702, 704, 713, VENDOR_ID)
+MODEL_IDS = (1, 701, 702, 704, 713, VENDOR_ID)  # one charger: a single site's unit 1, a depot's EVSE units
+SITE_MODEL_IDS = (1, 701, 702, CONNECTION_ID)  # a depot's site unit: the meter, the aggregate, the connection
 
 # Fixed scale factors (raw = value / 10^SF): chosen so the rating of a single site (up to ~320 kW on an
 # int16 W with SF 1) fits; a value that does not fit reads as not implemented, never wraps.
@@ -50,7 +58,12 @@ SCALE: dict[tuple[int, str], int] = {
     (713, "Pct_SF"): -1,
     (VENDOR_ID, "W_SF"): 0,
     (VENDOR_ID, "Prc_SF"): -2,  # 0.01 per MWh; int32 holds +-21 million, far past any market's price cap
+    (CONNECTION_ID, "W_SF"): 0,  # uint32/int32 W: 2 GW, past any connection
+    (CONNECTION_ID, "WH_SF"): 0,
 }
+# A depot's site unit carries the whole connection on 701's int16 W and 702's uint16 ratings: 100 W steps
+# hold +-3.2 MW (SunSpec scale factors are the device's to choose; a client reads them).
+SITE_SCALE: dict[tuple[int, str], int] = {**SCALE, (701, "W_SF"): 2, (702, "W_SF"): 2}
 
 # 701 Alrm bits (SunSpec model 701 Alrm symbols) for the safety layer's trip codes.
 ALARM_BITS: dict[str, int] = {
@@ -84,7 +97,6 @@ class Measure:
     tag: str
     convert: Callable[..., Any]  # to SunSpec units and sign; None = not implemented
     note: str
-    site: bool = False  # a site-wide tag (prices): read without the unit's EVSE prefix
     timed: bool = False  # convert(value, now): the value depends on the site clock (UTC, None unknown)
 
 
@@ -143,9 +155,24 @@ MEASURES: tuple[Measure, ...] = (
     Measure(VENDOR_ID, "WLimDis", "safety.limit_discharge", _same, "magnitude"),
     Measure(VENDOR_ID, "WPlan", "plan.power", _neg, "negated: + = discharge"),
     Measure(VENDOR_ID, "WSetOut", "inverter.setpoint", _neg, "the committed set point, negated: + = discharge"),
-    Measure(VENDOR_ID, "PrcDA", "prices.day_ahead", price_now, "the interval that holds now", site=True, timed=True),
-    Measure(VENDOR_ID, "PrcRT", "prices.real_time", _same, "currency/MWh", site=True),
-    Measure(VENDOR_ID, "PrcPlan", "plan.price", _same, "currency/MWh", site=True),
+    Measure(VENDOR_ID, "PrcDA", "prices.day_ahead", price_now, "the interval that holds now", timed=True),
+    Measure(VENDOR_ID, "PrcRT", "prices.real_time", _same, "currency/MWh"),
+    Measure(VENDOR_ID, "PrcPlan", "plan.price", _same, "currency/MWh"),
+)
+# A depot's site unit: the site meter at the point of common coupling (import-positive, so negated).
+SITE_MEASURES: tuple[Measure, ...] = (
+    Measure(701, "W", "meter.power", _neg, "the site meter, negated: + = export"),
+    Measure(701, "LLV", "meter.voltage", _same, "the site meter"),
+    Measure(701, "Hz", "meter.frequency", _same, "the site meter"),
+    Measure(701, "TotWhInj", "meter.energy_export", _same, "accumulator: 0 reads as not implemented"),
+    Measure(701, "TotWhAbs", "meter.energy_import", _same, "accumulator: 0 reads as not implemented"),
+)
+CONNECTION_MEASURES: tuple[Measure, ...] = (
+    Measure(CONNECTION_ID, "Bldg", "connection.building_w", _same, "+ = import"),
+    Measure(CONNECTION_ID, "FleetSt", "fleet.status", _text, ""),
+    Measure(CONNECTION_ID, "FleetRsn", "fleet.reason", _text, "truncated to 32 bytes"),
+    Measure(CONNECTION_ID, "ShortWh", "fleet.shortfall_kwh", lambda v: 1000.0 * float(v), "kWh as Wh"),
+    Measure(CONNECTION_ID, "ConnRsn", "connection.reason", _text, "truncated to 32 bytes"),
 )
 
 
@@ -225,8 +252,37 @@ ILLEGAL_ADDRESS = 0x02
 ILLEGAL_VALUE = 0x03
 
 
+@dataclass(frozen=True)
+class ConnectionWrite:
+    """A client wrote the connection's limits (64902 ``ImpLim``/``ExpLim``/``LimRvrtTms``): the values it
+    wrote, None where it wrote nothing. The task applies it at once (connection.py); the scan is not asked."""
+
+    by: str
+    import_w: float | None = None
+    export_w: float | None = None
+    expiry_s: float | None = None
+
+
+Rating = tuple[float, float]  # the connection's (import, export) rating: the range of the 64902 limits
+
+
+def connection_controls(rating: Rating) -> dict[str, Control]:
+    """The 64902 points a client may write (W magnitudes; the site file's rating bounds them)."""
+    return {
+        "ImpLim": Control("ImpLim", 0, rating[0], "W, 0..the import rating (connection.import_limit_w)"),
+        "ExpLim": Control("ExpLim", 0, rating[1], "W, 0..the export rating (connection.export_limit_w)"),
+        "LimRvrtTms": Control("LimRvrtTms", 1, 86_400, "s the limits hold without a write, then the ratings"),
+    }
+
+
 class SunSpecImage:
-    """The register image of one unit (the site aggregate, or one EVSE by its tag prefix)."""
+    """The register image of one unit: one charger (a single site's unit 1, or a depot's EVSE by its tag
+    prefix) or a depot's site aggregate (``evses`` set, no 704/713/64901: the site has no one set point).
+
+    A tag name resolves as the renaming view of runtime/evses.py does: the unit's own ``<prefix><tag>``
+    when the image has it, the site's ``<tag>`` otherwise (prices, a depot's site meter). The connection
+    model 64902 is there on a depot's site unit, and on a single site's unit 1 when the interface carries
+    the connection limit (``connection`` set: the rating; its points are then writable)."""
 
     def __init__(
         self,
@@ -240,31 +296,48 @@ class SunSpecImage:
         max_discharge_w: float,
         reversion_s: float,
         trip_reset: bool = False,
+        evses: tuple[int, ...] | None = None,
+        evse_unit_offset: int | None = None,
+        connection: Rating | None = None,
     ):
         import sunspec2.device as ssd  # task process only
 
         self.prefix = prefix
+        self.aggregate = evses is not None  # a depot's site unit
+        self.evses = evses or ()
+        mids = SITE_MODEL_IDS if self.aggregate else MODEL_IDS + ((CONNECTION_ID,) if connection else ())
+        self.model_ids = mids
+        self.scale = SITE_SCALE if self.aggregate else SCALE
+        self.measures = tuple(
+            m for m in (*(SITE_MEASURES if self.aggregate else MEASURES), *CONNECTION_MEASURES) if m.model in mids
+        )
         self.models = {
-            mid: ssd.Model(model_def=VENDOR_DEFINITION) if mid == VENDOR_ID else ssd.Model(model_id=mid)
-            for mid in MODEL_IDS
+            mid: ssd.Model(model_def=DEFINITIONS[mid]) if mid in DEFINITIONS else ssd.Model(model_id=mid)
+            for mid in mids
         }
         self.address: dict[int, int] = {}  # model id -> address of its ID register
         addr = BASE + len(MARKER)
-        for mid in MODEL_IDS:
+        for mid in mids:
             self.address[mid] = addr
             addr += len(self.models[mid].get_mb()) // 2
         self.end = addr + len(END)
-        self.controls = controls(max_charge_w, max_discharge_w)
-        self._writable: dict[int, str] = {}  # register address -> 704 point it belongs to
-        m704 = self.models[704]
-        for name in self.controls:
-            p = m704.points[name]
+        self.controls: dict[tuple[int, str], Control] = {}
+        if 704 in mids:
+            self.controls.update({(704, n): c for n, c in controls(max_charge_w, max_discharge_w).items()})
+        if connection is not None:
+            self.controls.update({(CONNECTION_ID, n): c for n, c in connection_controls(connection).items()})
+        self._writable: dict[int, tuple[int, str]] = {}  # register address -> the control point it belongs to
+        for mid, name in self.controls:
+            p = self.models[mid].points[name]
             for i in range(p.len):
-                self._writable[self.address[704] + p.offset + i] = name
-        self.trip_reset_address = self.address[VENDOR_ID] + self.models[VENDOR_ID].points["TripRst"].offset
+                self._writable[self.address[mid] + p.offset + i] = (mid, name)
+        self.trip_reset_address = (
+            self.address[VENDOR_ID] + self.models[VENDOR_ID].points["TripRst"].offset if VENDOR_ID in mids else -1
+        )
         self.trip_reset = trip_reset
-        for (mid, name), sf in SCALE.items():
-            self.models[mid].points[name].value = sf
+        for (mid, name), sf in self.scale.items():
+            if mid in self.models:
+                self.models[mid].points[name].value = sf
         common = self.models[1].points
         common["Mn"].value = "v2g-plc"
         common["Md"].value = "V2G site" if not prefix else f"V2G site {prefix.rstrip('.')}"
@@ -273,48 +346,60 @@ class SunSpecImage:
         common["DA"].value = unit
         m701 = self.models[701].points
         m701["ACType"].value = 1  # SPLIT_PHASE: the voltage basis is line-to-line (docs/architecture.md)
-        self._set(702, "WMaxRtg", max(max_charge_w, max_discharge_w))
-        self._set(702, "WChaRteMaxRtg", max_charge_w)
-        self._set(702, "WDisChaRteMaxRtg", max_discharge_w)
+        n = max(1, len(self.evses))  # a depot's site unit: the aggregate DER rating (IEEE 1547 applies to it)
+        self._set(702, "WMaxRtg", n * max(max_charge_w, max_discharge_w))
+        self._set(702, "WChaRteMaxRtg", n * max_charge_w)
+        self._set(702, "WDisChaRteMaxRtg", n * max_discharge_w)
         self._set(702, "VNomRtg", nominal_voltage)
-        # What the controls read before any client wrote them: not enabled, watts mode, 0 W, the site's
-        # reversion time, no cap.
-        for name, value in (
-            ("WSetEna", 0),
-            ("WSetMod", 1),
-            ("WSet", 0.0),
-            ("WSetRvrtTms", reversion_s),
-            ("WMaxLimPctEna", 0),
-            ("WMaxLimPct", 100.0),
-        ):
-            self._set(704, name, value)
-        self.models[VENDOR_ID].points["TripRst"].value = 0
-        self.answer("none", "")
+        if CONNECTION_ID in mids:
+            self._set(CONNECTION_ID, "NEvse", n)
+            self._set(CONNECTION_ID, "EvseUnitOfs", evse_unit_offset)
+            if connection is not None:  # the limits in force are the server's to show (show_connection)
+                self._set(CONNECTION_ID, "ImpRtg", connection[0])
+                self._set(CONNECTION_ID, "ExpRtg", connection[1])
+        if 704 in mids:
+            # What the controls read before any client wrote them: not enabled, watts mode, 0 W, the site's
+            # reversion time, no cap.
+            for name, value in (
+                ("WSetEna", 0),
+                ("WSetMod", 1),
+                ("WSet", 0.0),
+                ("WSetRvrtTms", reversion_s),
+                ("WMaxLimPctEna", 0),
+                ("WMaxLimPct", 100.0),
+            ):
+                self._set(704, name, value)
+        if VENDOR_ID in mids:
+            self.models[VENDOR_ID].points["TripRst"].value = 0
+            self.answer("none", "")
         self.accepted = self.control_values()  # what the scan last accepted (or the defaults)
         self._regs: list[int] | None = None
+
+    def _sf(self, mid: int, name: str) -> int:
+        sf_name = self.models[mid].points[name].pdef.get("sf")
+        return self.scale.get((mid, sf_name), 0) if sf_name else 0
 
     def _set(self, mid: int, name: str, value: Any) -> None:
         p = self.models[mid].points[name]
         if p.pdef["type"] == "string":
             p.value = None if value is None else str(value).encode()[: 2 * p.len].decode(errors="ignore")
             return
-        sf_name = p.pdef.get("sf")
-        sf = SCALE.get((mid, sf_name), 0) if sf_name else 0
-        p.value = None if value is None else _raw(p.pdef["type"], float(value), sf)
+        p.value = None if value is None else _raw(p.pdef["type"], float(value), self._sf(mid, name))
 
     def _get(self, mid: int, name: str) -> float | None:
         p = self.models[mid].points[name]
-        if p.value is None:
-            return None
-        sf_name = p.pdef.get("sf")
-        return float(p.value) * 10 ** (SCALE.get((mid, sf_name), 0) if sf_name else 0)
+        return None if p.value is None else float(p.value) * 10 ** self._sf(mid, name)
 
     # -- reads ---------------------------------------------------------------------------------------
+    def _tag(self, image: Image, tag: str) -> Any:
+        own = self.prefix + tag
+        return image.tag(own if own in image else tag)
+
     def update(self, image: Image, now: dt.datetime | None = None) -> None:
         """Fill every measured point from the image: good tags give values, others the sentinel. ``now``
         (aware, the site clock) places the day-ahead price; without it that point reads not implemented."""
-        for m in MEASURES:
-            tv = image.tag(m.tag if m.site else self.prefix + m.tag)
+        for m in self.measures:
+            tv = self._tag(image, m.tag)
             value = None
             if tv.good and tv.value is not None:
                 try:
@@ -322,13 +407,24 @@ class SunSpecImage:
                 except (TypeError, ValueError, KeyError):
                     value = None
             self._set(m.model, m.point, value)
+        if CONNECTION_ID in self.models:
+            evses = [f"evse{n}." for n in self.evses] or [self.prefix]
+            self._set(CONNECTION_ID, "NTrip", sum(1 for e in evses if image.value(e + "safety.trip")))
+            self._set(CONNECTION_ID, "NCut", sum(1 for e in evses if image.value(e + "alloc.cut")))
+        self._regs = None
+
+    def show_connection(self, import_w: float, export_w: float, expiry_s: float) -> None:
+        """Show the connection limits in force (64902), as connection.py holds them."""
+        self._set(CONNECTION_ID, "ImpLim", import_w)
+        self._set(CONNECTION_ID, "ExpLim", export_w)
+        self._set(CONNECTION_ID, "LimRvrtTms", expiry_s)
         self._regs = None
 
     def registers(self) -> list[int]:
         """The whole image from BASE to the end marker (encoded by pysunspec2)."""
         if self._regs is None:
             regs = list(MARKER)
-            for mid in MODEL_IDS:
+            for mid in self.model_ids:
                 mb = self.models[mid].get_mb()
                 regs.extend(int.from_bytes(mb[i : i + 2], "big") for i in range(0, len(mb), 2))
             regs.extend(END)
@@ -338,7 +434,7 @@ class SunSpecImage:
     # -- writes --------------------------------------------------------------------------------------
     def control_values(self) -> dict[str, int | None]:
         """The raw values of the 704 controls (to restore after a refusal)."""
-        return {name: self.models[704].points[name].value for name in self.controls}
+        return {name: self.models[704].points[name].value for mid, name in self.controls if mid == 704}
 
     def restore(self, values: Mapping[str, int | None]) -> None:
         for name, raw in values.items():
@@ -347,11 +443,13 @@ class SunSpecImage:
 
     def answer(self, state: str, reason: str) -> None:
         """Show the scan's answer to the last write (vendor CmdSt, CmdRsn)."""
+        if VENDOR_ID not in self.models:
+            return
         self.models[VENDOR_ID].points["CmdSt"].value = CMD_STATES.index(state)
         self._set(VENDOR_ID, "CmdRsn", reason)
         self._regs = None
 
-    def write(self, address: int, values: list[int], source: str) -> ModeRequest | TripReset:
+    def write(self, address: int, values: list[int], source: str) -> ModeRequest | TripReset | ConnectionWrite:
         """Check a client write; on success hold the new control values and return the request they make.
         Raises :class:`WriteRefused` with the Modbus exception code otherwise (nothing is changed)."""
         end = address + len(values)
@@ -359,26 +457,28 @@ class SunSpecImage:
             if len(values) != 1 or values[0] != 1:
                 raise WriteRefused(ILLEGAL_VALUE, "TripRst: write the single value 1")
             return TripReset(source)
-        names = [self._writable.get(a) for a in range(address, end)]
-        if None in names:
-            raise WriteRefused(ILLEGAL_ADDRESS, f"write to {address}..{end - 1}: not a writable 704 control")
-        m704 = self.models[704].points
-        new: dict[str, int] = {}
-        for name in dict.fromkeys(names):
-            assert name is not None
-            p = m704[name]
-            first = self.address[704] + p.offset
+        keys = [self._writable.get(a) for a in range(address, end)]
+        if None in keys:
+            raise WriteRefused(ILLEGAL_ADDRESS, f"write to {address}..{end - 1}: not a writable control point")
+        new: dict[tuple[int, str], int] = {}
+        for key in dict.fromkeys(keys):
+            assert key is not None
+            mid, name = key
+            p = self.models[mid].points[name]
+            first = self.address[mid] + p.offset
             if first < address or first + p.len > end:
-                raise WriteRefused(ILLEGAL_ADDRESS, f"write covers part of 704 {name}: write whole points")
+                raise WriteRefused(ILLEGAL_ADDRESS, f"write covers part of {mid} {name}: write whole points")
             raw = _decode(p.pdef["type"], values[first - address : first - address + p.len])
-            c = self.controls[name]
-            sf_name = p.pdef.get("sf")
-            value = raw * 10 ** (SCALE.get((704, sf_name), 0) if sf_name else 0)
+            c = self.controls[key]
+            value = raw * 10 ** self._sf(mid, name)
             if not c.lo <= value <= c.hi:
-                raise WriteRefused(ILLEGAL_VALUE, f"704 {name} = {value:g} outside {c.lo:g}..{c.hi:g} ({c.note})")
-            new[name] = raw
-        for name, raw in new.items():
-            m704[name].value = raw
+                raise WriteRefused(ILLEGAL_VALUE, f"{mid} {name} = {value:g} outside {c.lo:g}..{c.hi:g} ({c.note})")
+            new[key] = raw
+        if all(mid == CONNECTION_ID for mid, _ in new):
+            got = {name: float(raw) * 10 ** self._sf(CONNECTION_ID, name) for (_, name), raw in new.items()}
+            return ConnectionWrite(source, got.get("ImpLim"), got.get("ExpLim"), got.get("LimRvrtTms"))
+        for (mid, name), raw in new.items():
+            self.models[mid].points[name].value = raw
         self._regs = None
         return self.request(source)
 
@@ -396,10 +496,40 @@ class SunSpecImage:
         )
 
 
+FIXED_NOTES: dict[tuple[int, str], str] = {
+    (702, "WMaxRtg"): "site rating: max(charge, discharge)",
+    (702, "WChaRteMaxRtg"): "site charge rating (`max_charge_w`)",
+    (702, "WDisChaRteMaxRtg"): "site discharge rating (`max_discharge_w`)",
+    (702, "VNomRtg"): "site nominal voltage",
+    (1, "Mn"): '"v2g-plc"',
+    (1, "Md"): '"V2G site"',
+    (1, "Vr"): "package version",
+    (1, "SN"): "site name",
+    (1, "DA"): "Modbus unit id",
+    (701, "ACType"): "1 SPLIT_PHASE",
+    (CONNECTION_ID, "ImpRtg"): "`connection.import_limit_w` of the interface that carries the limits",
+    (CONNECTION_ID, "ExpRtg"): "`connection.export_limit_w`",
+    (CONNECTION_ID, "NEvse"): "EVSEs of the site (1 on a single site)",
+    (CONNECTION_ID, "EvseUnitOfs"): "EVSE n is unit n + EvseUnitOfs (`evse_unit_offset`)",
+    (CONNECTION_ID, "NTrip"): "EVSEs whose `safety.trip` is set",
+    (CONNECTION_ID, "NCut"): "EVSEs whose `alloc.cut` is set",
+}
+DEPOT_NOTES: dict[tuple[int, str], str] = {
+    (702, "WMaxRtg"): "aggregate rating: EVSEs x max(charge, discharge)",
+    (702, "WChaRteMaxRtg"): "EVSEs x `max_charge_w`",
+    (702, "WDisChaRteMaxRtg"): "EVSEs x `max_discharge_w`",
+    (1, "Md"): '"V2G site"',
+}
+
+
 def register_map_markdown(
-    max_charge_w: float = 11_000, max_discharge_w: float = 11_000, nominal_voltage: float = 240.0
+    max_charge_w: float = 11_000,
+    max_discharge_w: float = 11_000,
+    nominal_voltage: float = 240.0,
+    depot: bool = False,
 ) -> str:
-    """The register map as a Markdown table, from the same definition the server encodes (docs)."""
+    """The register map as a Markdown table, from the same definition the server encodes (docs): a single
+    site's unit 1 (a depot's EVSE units are the same), or with ``depot`` a depot's site unit."""
     img = SunSpecImage(
         prefix="",
         unit=1,
@@ -409,26 +539,18 @@ def register_map_markdown(
         max_charge_w=max_charge_w,
         max_discharge_w=max_discharge_w,
         reversion_s=60,
+        evses=(1, 2) if depot else None,
+        evse_unit_offset=1 if depot else None,
+        connection=(100_000.0, 60_000.0) if depot else None,
     )
     rows = [
         "| address | model | point | type | scale factor | access | source / range |",
         "|---|---|---|---|---|---|---|",
     ]
     rows.append(f"| {BASE} | - | SunS | 2 x uint16 | | R | marker 0x5375 0x6E53 |")
-    measures: Mapping[tuple[int, str], Measure] = {(m.model, m.point): m for m in MEASURES}
-    fixed = {
-        (702, "WMaxRtg"): "site rating: max(charge, discharge)",
-        (702, "WChaRteMaxRtg"): "site charge rating (`max_charge_w`)",
-        (702, "WDisChaRteMaxRtg"): "site discharge rating (`max_discharge_w`)",
-        (702, "VNomRtg"): "site nominal voltage",
-        (1, "Mn"): '"v2g-plc"',
-        (1, "Md"): '"V2G site"',
-        (1, "Vr"): "package version",
-        (1, "SN"): "site name",
-        (1, "DA"): "Modbus unit id",
-        (701, "ACType"): "1 SPLIT_PHASE",
-    }
-    for mid in MODEL_IDS:
+    measures: Mapping[tuple[int, str], Measure] = {(m.model, m.point): m for m in img.measures}
+    fixed = {**FIXED_NOTES, **(DEPOT_NOTES if depot else {})}
+    for mid in img.model_ids:
         pts = img.models[mid].points
         for name, p in pts.items():
             key = (mid, name)
@@ -438,14 +560,15 @@ def register_map_markdown(
             elif key in measures:
                 m = measures[key]
                 src = f"`{m.tag}`" + (f" ({m.note})" if m.note else "")
-            elif key in SCALE:
-                src = f"fixed {SCALE[key]}"
+            elif key in img.controls:
+                c = img.controls[key]
+                access = "RW"
+                rng = "0..rating" if mid == CONNECTION_ID and name != "LimRvrtTms" else f"{c.lo:g}..{c.hi:g}"
+                src = f"{rng}: {c.note}"
+            elif key in img.scale:
+                src = f"fixed {img.scale[key]}"
             elif key in fixed:
                 src = fixed[key]
-            elif mid == 704 and name in img.controls:
-                c = img.controls[name]
-                access = "RW"
-                src = f"{c.lo:g}..{c.hi:g}: {c.note}"
             elif mid == VENDOR_ID and name == "CmdSt":
                 src = "the scan's answer to the last write: " + ", ".join(f"{i} {n}" for i, n in enumerate(CMD_STATES))
             elif mid == VENDOR_ID and name == "CmdRsn":
@@ -463,5 +586,7 @@ def register_map_markdown(
     return "\n".join(rows) + "\n"
 
 
-if __name__ == "__main__":  # python -m runtime.tasks.localapi.sunspec > the table in docs/local-api.md
-    print(register_map_markdown(), end="")
+if __name__ == "__main__":  # python -m runtime.tasks.localapi.sunspec [depot] > the tables in docs/local-api.md
+    import sys
+
+    print(register_map_markdown(depot=sys.argv[1:] == ["depot"]), end="")

@@ -31,6 +31,31 @@ DEFAULT_TAGS: tuple[str, ...] = (
     "plan.power",
 )
 
+# What a depot shows for the site as a whole (the per-EVSE list above goes under each EVSE): the meter at
+# the point of common coupling, the building, the connection's budget and limits, the fleet plan.
+SITE_TAGS: tuple[str, ...] = (
+    "meter.power",
+    "meter.voltage",
+    "meter.frequency",
+    "connection.building_w",
+    "connection.reason",
+    "alloc.budget_high_w",
+    "alloc.budget_low_w",
+    "local.connection_import_w",
+    "local.connection_export_w",
+    "fleet.status",
+    "fleet.reason",
+    "fleet.shortfall_kwh",
+)
+
+
+def public_tags(tags: list[str], site_tags: list[str], evses: list[int]) -> list[tuple[int | None, str, str]]:
+    """(EVSE or None, the tag's plain name, its site name) of everything an interface publishes: a single
+    site's ``tags``; on a depot the site's ``site_tags`` and each EVSE's ``tags`` under ``evse<n>.``."""
+    if not evses:
+        return [(None, t, t) for t in tags]
+    return [(None, t, t) for t in site_tags] + [(n, t, f"evse{n}.{t}") for n in evses for t in tags]
+
 
 TagList = list[TagName]
 """A list of tag names in a parameter model (each checked at load)."""

@@ -1,10 +1,11 @@
-"""The vendor SunSpec model 64901 "V2G site": what SunSpec's DER models lack (mode, trip, limits, plan,
-prices, the scan's answer to the last write, a trip reset).
+"""The vendor SunSpec models: 64901 "V2G site", what SunSpec's DER models lack for one charger (mode, trip,
+limits, plan, prices, the scan's answer to the last write, a trip reset); 64902 "V2G connection", the grid
+connection a depot's chargers share (its rating, the local API's limits, the building, the fleet).
 
-SunSpec reserves model ids 64000-65535 for vendors. The definition below is in pysunspec2's JSON model
-format (the same as the official models), so an EMS using pysunspec2 reads it by name once the JSON is on
-its model path: ``python -m runtime.tasks.localapi.vendor_model > model_64901.json``. Power here follows
-SunSpec's sign like 701/704 (positive = discharge); limits are magnitudes (W >= 0).
+SunSpec reserves model ids 64000-65535 for vendors. The definitions below are in pysunspec2's JSON model
+format (the same as the official models), so an EMS using pysunspec2 reads them by name once the JSON is on
+its model path: ``python -m runtime.tasks.localapi.vendor_model 64901 > model_64901.json`` (and 64902).
+Power here follows SunSpec's sign like 701/704 (positive = discharge); limits are magnitudes (W >= 0).
 """
 
 from __future__ import annotations
@@ -85,6 +86,42 @@ DEFINITION: dict[str, Any] = {
 }
 
 
+CONNECTION_ID = 64902
+_CONNECTION_POINTS: list[dict[str, Any]] = [
+    _point("ID", "uint16", 1, "Model ID", value=CONNECTION_ID, static="S", mandatory="M"),
+    _point("L", "uint16", 1, "Model length", static="S", mandatory="M"),
+    _point("ImpRtg", "uint32", 2, "Import rating of the connection (site file), W", sf="W_SF", units="W"),
+    _point("ExpRtg", "uint32", 2, "Export rating of the connection (site file), W", sf="W_SF", units="W"),
+    _point("ImpLim", "uint32", 2, "Import limit set by the local API, W (0..ImpRtg)", sf="W_SF", access="RW"),
+    _point("ExpLim", "uint32", 2, "Export limit set by the local API, W (0..ExpRtg)", sf="W_SF", access="RW"),
+    _point("LimRvrtTms", "uint32", 2, "s the limits hold after the last write; then the ratings", access="RW"),
+    _point("Bldg", "int32", 2, "Building load at the PCC, W, + = import (connection.building_w)", sf="W_SF"),
+    _point("NEvse", "uint16", 1, "EVSEs of the site"),
+    _point("EvseUnitOfs", "uint16", 1, "EVSE n is Modbus unit n + EvseUnitOfs"),
+    _point("NTrip", "uint16", 1, "EVSEs with a trip latched"),
+    _point("NCut", "uint16", 1, "EVSEs the allocator cut"),
+    _point("FleetSt", "string", 8, "Fleet plan status (fleet.status)"),
+    _point("FleetRsn", "string", 16, "Why the fleet plan is in fallback (fleet.reason), truncated to 32 bytes"),
+    _point("ShortWh", "uint32", 2, "Energy the fleet plan's departures miss (fleet.shortfall_kwh), Wh", sf="WH_SF"),
+    _point("ConnRsn", "string", 16, "Why the connection interlock acts (connection.reason), truncated"),
+    _point("W_SF", "sunssf", 1, "Scale factor of the W points"),
+    _point("WH_SF", "sunssf", 1, "Scale factor of the Wh points"),
+]
+_CONNECTION_POINTS[1]["value"] = sum(p["size"] for p in _CONNECTION_POINTS[2:])
+
+CONNECTION_DEFINITION: dict[str, Any] = {
+    "id": CONNECTION_ID,
+    "group": {
+        "name": "V2GConnection",
+        "label": "V2G grid connection (v2g-plc)",
+        "desc": "The grid connection a v2g-plc site's EVSEs share: rating, local limits, building, fleet",
+        "type": "group",
+        "points": _CONNECTION_POINTS,
+    },
+}
+DEFINITIONS: dict[int, dict[str, Any]] = {VENDOR_ID: DEFINITION, CONNECTION_ID: CONNECTION_DEFINITION}
+
+
 def mode_value(v: Any) -> int | None:
     return MODES.index(v) if v in MODES else None
 
@@ -93,5 +130,7 @@ def trip_value(v: Any) -> int:
     return TRIPS.index(v) if v in TRIPS else OTHER_TRIP
 
 
-if __name__ == "__main__":
-    print(json.dumps(DEFINITION, indent=2))
+if __name__ == "__main__":  # python -m runtime.tasks.localapi.vendor_model [64901|64902]
+    import sys
+
+    print(json.dumps(DEFINITIONS[int(sys.argv[1]) if len(sys.argv) > 1 else VENDOR_ID], indent=2))
