@@ -19,7 +19,7 @@ from tests.depot.test_day import DEPOT
 
 def _copy(tmp: Path, text: str) -> Path:
     """The example's folder (the files its site names: maps, prices, secrets) with ``text`` as its site file."""
-    shutil.copytree(DEPOT.parent, tmp, dirs_exist_ok=True)
+    shutil.copytree(DEPOT.parent, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("var"))  # not a run's state
     site = tmp / "depot.yaml"
     site.write_text(text)
     return site
