@@ -21,7 +21,7 @@ from runtime.site import build_site
 from runtime.tags import Image, Quality, TagValue
 from runtime.taskproc import ALIVE, Channels, TaskChannel, TaskSupervisor, alive_tag, site_channels, site_groups
 from runtime.yamlload import ConfigError
-from tests.runtime.helpers import bundled_site_copy, read_tag, start_cli, stop_cli, wait_for, write_site
+from tests.runtime.helpers import ROOT, bundled_site_copy, read_tag, start_cli, stop_cli, wait_for, write_site
 
 GROUPS = """\
 commissioning: true
@@ -341,3 +341,53 @@ def test_an_online_change_of_task_params_restarts_only_the_groups_that_run_them(
         assert all(s.proc.wait(timeout=10) == -signal.SIGTERM for s in sups)  # type: ignore[union-attr]
     finally:
         stop_all(sups)
+
+
+# What each group of the bundled site must not import: the other groups' plug-ins, and no driver, program
+# or interlock (the scan process runs those).
+NOT_IN = {
+    "backoffice": ["runtime.tasks.hmi.task", "runtime.tasks.planner_task", "runtime.tasks.prices"],
+    "local": ["runtime.tasks.ocpp.task", "ocpp", "runtime.tasks.planner_task", "runtime.tasks.prices"],
+    "planning": ["runtime.tasks.ocpp.task", "ocpp", "runtime.tasks.hmi.task", "runtime.tasks.localapi.metrics"],
+}
+NOBODY = [
+    "runtime.io.modbus_tcp",
+    "programs.modes",
+    "safety.supervisor",
+    "runtime.secc.driver",
+    "runtime.tasks.fleet_task",
+]
+
+
+@pytest.mark.parametrize("group", sorted(NOT_IN))
+def test_a_group_process_imports_the_modules_of_its_own_tasks_only(group: str) -> None:
+    """Built in a fresh interpreter as a task process builds its group: its own tasks' modules are loaded,
+    the other groups' and the scan's plug-ins are not (they cost every task process their memory)."""
+    built = build_site(ROOT / "runtime" / "sites" / "sim.yaml")
+    names = [t.name for t in site_groups(built)[group]]
+    mine = sorted({type(t).__module__ for t in site_groups(built)[group]})
+    code = (
+        "import json, sys; from pathlib import Path; from runtime.taskproc import group_tasks; "
+        f"_, tasks = group_tasks(Path({str(ROOT / 'runtime' / 'sites' / 'sim.yaml')!r}), None, 1, {names!r}); "
+        "print(json.dumps([[t.name for t in tasks], sorted(sys.modules)]))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got, modules = json.loads(res.stdout)
+    assert got == names
+    assert set(mine) <= set(modules)
+    assert [m for m in (*NOT_IN[group], *NOBODY) if m in modules] == []
+
+
+def test_the_registry_finds_every_plugin_in_its_sources() -> None:
+    """A lookup imports the module the sources name for a type: every registered type is there, at its
+    own module, so no lookup falls back to importing every plug-in."""
+    from runtime.registry import PLUGIN_PACKAGES, SECTIONS, load_all, source_index
+
+    load_all()
+    index = source_index()
+    for reg in SECTIONS:
+        for type_name in reg:
+            module = reg[type_name].__module__
+            if module.split(".")[0] in {p.split(".")[0] for p in PLUGIN_PACKAGES} and module != __name__:
+                assert index.get((reg.section, type_name)) == module, (reg.section, type_name)
