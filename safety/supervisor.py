@@ -124,7 +124,7 @@ class SafetySupervisor(Program):
             th.cooldown_s,
             th.tau_s,
             th.ambient_c,
-            th.slope_window_s * site.speed,  # a slope from read stamps: stretched like ROCOF's window above
+            th.slope_window_s,  # on the cycle clock: short against the heat sink (docs/architecture.md Clocks)
             max(p.rated_charge_w, p.rated_discharge_w),
         )
         # Supervision times (how long a device may take to answer) count like the tags' age limits: drivers

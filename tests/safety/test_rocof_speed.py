@@ -12,6 +12,7 @@ latency later, applied at the first cycle after delivery.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,10 +49,13 @@ def _rig(speed: int, **params: Any) -> Rig:
 
 
 class Reads:
-    """The frequency as the driver reads it: each cycle's read sampled, delayed and stamped."""
+    """A tag (the frequency) as the driver reads it: each cycle's read sampled, delayed and stamped."""
 
-    def __init__(self, rig: Rig, f_at: Callable[[float], float | None], latency_us: Sequence[int]):
+    def __init__(
+        self, rig: Rig, f_at: Callable[[float], float | None], latency_us: Sequence[int], tag: str = "grid.frequency"
+    ):
         self.rig = rig
+        self.tag = tag
         self.speed = rig.site.speed
         self.f_at = f_at  # plant seconds since the start -> Hz (None: no read this cycle, a missed poll)
         self.latency = latency_us
@@ -65,7 +69,7 @@ class Reads:
         real = (rig.now_us - self.t0) // self.speed
         due = [u for at, u in self.pending if at <= real]
         self.pending = [(at, u) for at, u in self.pending if at > real]
-        ups = [TagUpdate(n, v) for n, v in rig.values.items() if n != "grid.frequency"]
+        ups = [TagUpdate(n, v) for n, v in rig.values.items() if n != self.tag]
         res = CycleRig.step(rig, [*ups, *due])
         p = res.outputs["inverter.setpoint"] if res.outputs["inverter.enable"] else 0.0
         rig.values["inverter.power"] = p
@@ -75,7 +79,7 @@ class Reads:
             delivered = sampled + self.latency[self.n % len(self.latency)]
             self.n += 1
             stamp = self.t0 + delivered * self.speed
-            self.pending.append((delivered, TagUpdate("grid.frequency", f, t_us=stamp)))
+            self.pending.append((delivered, TagUpdate(self.tag, f, t_us=stamp)))
         self.seen.append(rig.safety.rocof.value)
         rig.advance()
         return res
@@ -169,3 +173,28 @@ def test_one_estimate_held_over_missed_reads_is_no_persistent_rocof(speed: int) 
     reads.run(gap_s + 10 * cycle_s)
     assert _rocof_trips(rig) == []
     assert rig.out["safety.trip"] == ""  # enter service from here (delay, then the ramp)
+
+
+@pytest.mark.parametrize("speed", [1, 20])
+def test_the_thermal_slope_read_with_the_wires_jitter_predicts_no_overheating_that_is_not_coming(speed: int) -> None:
+    """The thermal prediction's slope (``thermal.slope_window_s``, 10 s) stays on the cycle clock: it must
+    be short beside the heat sink's time constant, which is the plant's. A heat sink settling at 62 degC
+    (tau 120 s), below the derating start (70) and the prediction's margin (68), read with stalls: the
+    prediction never caps the power at 1x or x20 (10 s of the plant are 0.5 s of real time there, long
+    beside the stalls). Stretched like ROCOF's window (200 s at x20, longer than tau) the slope of a
+    settling heat sink lags and over-predicts: this test capped the power at x20 then. At x300 no window
+    fits both (the stalls are 9 s of the plant, tau 120 s): the prediction may cap early there, on the
+    safe side; derating and the trip are unchanged (docs/architecture.md "Clocks")."""
+    rig = _rig(speed, thermal={"tau_s": 120.0})
+    t0 = 40.0
+
+    def temp(t: float) -> float:
+        return t0 + (62.0 - t0) * (1 - math.exp(-t / 120.0))
+
+    reads = Reads(rig, temp, STALLS, tag="inverter.temperature")
+    caps = []
+    for _ in range(round(600 * US / rig.period_us)):  # 600 s of the plant: five time constants
+        reads.step()
+        caps.append(rig.safety.thermal.cap_w)
+    assert caps == [None] * len(caps)
+    assert rig.out["safety.trip"] == "" and rig.out["inverter.setpoint"] == -5000.0
