@@ -1,10 +1,14 @@
 """Where the runtime finds devices, programs, interlocks and tasks by type name: one registry type for all.
 
-Every module below ``programs``, ``safety``, ``runtime.io`` and ``runtime.tasks`` is imported once, and
-each registers its classes with a decorator (``register_program`` and friends, each a ``Registry.register``).
-Adding a capability is adding a module; no central list to keep in step. The four registries follow one
-rule: a type name names one class, and a second class under a taken name is an error at import, so two
-plug-ins can never shadow each other depending on import order.
+Each module below ``programs``, ``safety``, ``runtime.io``, ``runtime.tasks`` and ``runtime.secc``
+registers its classes with a decorator (``register_program`` and friends, each a ``Registry.register``).
+Adding a capability is adding a module; no central list to keep in step. A lookup imports only the module
+that registers the type asked for, found by reading the plug-in sources for those decorators (no import),
+so a process imports the plug-ins its site uses and no other: a task process the modules of its own tasks
+(the bundled site's three task processes used to import every plug-in, each). Listing a registry imports
+them all. The four registries follow one rule: a type name names one class, and a second class under a
+taken name is an error, so two plug-ins can never shadow each other depending on import order: a type
+whose decorator the sources show twice is looked up only after importing everything, which raises.
 
 This module imports nothing of the runtime at load, so ``runtime.api`` can build on it.
 """
@@ -12,8 +16,11 @@ This module imports nothing of the runtime at load, so ``runtime.api`` can build
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
+import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 PLUGIN_PACKAGES = ("programs", "safety", "runtime.io", "runtime.tasks", "runtime.secc")
@@ -49,8 +56,16 @@ class Registry(Mapping[str, Any]):
         return deco
 
     def __getitem__(self, type_name: str) -> Any:
-        load_all()
-        return self._classes[type_name]
+        cls = self._classes.get(type_name)
+        if cls is None:
+            module = source_index().get((self.section, type_name))
+            if module is not None:
+                importlib.import_module(module)
+                cls = self._classes.get(type_name)
+        if cls is None:  # not in the sources' index (or twice): everything, then a KeyError if unknown
+            load_all()
+            cls = self._classes[type_name]
+        return cls
 
     def __iter__(self) -> Iterator[str]:
         load_all()
@@ -74,6 +89,44 @@ SECTIONS: tuple[Registry, ...] = (DRIVERS, PROGRAMS, INTERLOCKS, TASKS)
 
 
 _loaded: bool | None = False  # None while importing: a lookup from inside an import sees what is there
+_index: dict[tuple[str, str], str | None] | None = None
+
+# ``@register_task("ocpp")`` and its kin, as every plug-in writes them: decorator -> site file section.
+_DECORATOR = re.compile(r'^@register_(driver|program|interlock|task)\(\s*"([A-Za-z0-9_]+)"\s*\)', re.M)
+_SECTION_OF = {"driver": "devices", "program": "programs", "interlock": "safety", "task": "tasks"}
+
+
+def _modules(pkg_name: str) -> Iterator[tuple[str, Path]]:
+    """(module name, source file) of every plug-in module below a package, as ``load_all`` imports them,
+    found on disk without importing the package."""
+    spec = importlib.util.find_spec(pkg_name)
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        base = Path(root)
+        for path in sorted(base.rglob("*.py")):
+            parts = path.relative_to(base).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if any(p.startswith("_") for p in parts):
+                continue
+            yield ".".join((pkg_name, *parts)), path
+
+
+def source_index() -> Mapping[tuple[str, str], str | None]:
+    """(section, type name) -> the module whose source registers it (None: more than one does)."""
+    global _index
+    if _index is None:
+        index: dict[tuple[str, str], str | None] = {}
+        for pkg_name in PLUGIN_PACKAGES:
+            for module, path in _modules(pkg_name):
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue
+                for kind, name in _DECORATOR.findall(text):
+                    key = (_SECTION_OF[kind], name)
+                    index[key] = None if key in index and index[key] != module else module
+        _index = index
+    return _index
 
 
 def load_all() -> None:

@@ -50,6 +50,7 @@ from runtime.commands import Request
 from runtime.tags import Direction, Image, Quality, TagSpec, TagType, TagUpdate, TagValue
 
 if TYPE_CHECKING:
+    from runtime.config import LoadedSite
     from runtime.site import BuiltSite
     from runtime.tasks.base import Task
 
@@ -526,6 +527,34 @@ def snapshot_site(site_path: Path, snapshot: Path | None) -> Any:
     return load_site_text(site_path, read_text(snapshot))
 
 
+def group_tasks(
+    site_path: Path, snapshot: Path | None, speed: int, only: Sequence[str] = ()
+) -> tuple[LoadedSite, list[Task]]:
+    """The tasks ``only`` names (every task when empty), built from the running revision and nothing else
+    of the site: the scan validated and built the whole of it before starting this process, and a lookup
+    of a type imports only its module (runtime/registry.py), so a group's process imports the modules of
+    its own tasks, not the other groups' (the OCPP stack, the planner's solver, the HMI's web server)
+    nor the site's drivers, programs and interlocks."""
+    from runtime.config import LoadedSite, SiteConfig, component_params
+    from runtime.online.validate import read_text
+    from runtime.registry import TASKS
+    from runtime.site import site_info
+    from runtime.yamlload import ConfigError, parse_yaml, validate
+
+    text = read_text(site_path if snapshot is None else snapshot)
+    doc = parse_yaml(text, str(site_path))
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.issue((), "a site file is a mapping with site:, scan:, devices:, ...")])
+    loaded = LoadedSite(site_path, doc, validate(SiteConfig, doc.data, doc))
+    info = site_info(loaded, speed)
+    tasks = []
+    for i, comp in enumerate(loaded.config.tasks):
+        if not only or comp.label in only:
+            params = component_params(doc, "tasks", i, comp, TASKS)
+            tasks.append(TASKS[comp.type](comp.label, params, info))
+    return loaded, tasks
+
+
 async def child_main(
     site_path: Path,
     fd: int,
@@ -537,14 +566,12 @@ async def child_main(
     group: str = "tasks",
     only: Sequence[str] = (),
 ) -> None:
-    from runtime.site import build_site
     from runtime.tasks.base import TaskContext
 
-    built = build_site(snapshot_site(site_path, snapshot), speed=speed)
     # The tasks the scan started this group with, by label, even if a later revision moved one: the scan
     # accepts its shared tags from this group's channel only.
-    tasks = [t for t in built.tasks if not only or t.name in only]
-    cfg = built.loaded.config.task_process
+    loaded, tasks = group_tasks(site_path, snapshot, speed, only)
+    cfg = loaded.config.task_process
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
@@ -615,7 +642,7 @@ async def child_main(
         TaskContext(t.name, send, start, logging.getLogger(f"v2g_plc.task.{t.name}"), command, t.events, runtime_id)
         for t in tasks
     ]
-    position = EventPosition(built.loaded.state_dir / f"task-events.{group}.json")
+    position = EventPosition(loaded.state_dir / f"task-events.{group}.json")
     commands.append(json.dumps(["sub", position.stream, position.next]).encode())
     _schedule()
 

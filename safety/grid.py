@@ -64,11 +64,18 @@ class TripTimers:
 
 
 class Rocof:
-    """|df/dt| from successive frequency samples at least ``window_us`` apart; a trip once it stays
-    above the limit for ``confirm_us``. Samples are recognised by their read time, so a frequency that is
-    polled slower than the scan is not read as zero ROCOF between polls."""
+    """|df/dt| from successive frequency samples at least ``window_us`` apart by their read times; a trip
+    once the estimates have stayed above the limit for ``confirm_us`` of read time.
 
-    __slots__ = ("_above_since", "_last_t", "_ref", "confirm_us", "limit", "value", "window_us")
+    Both count evidence, never scans. Samples are recognised by their read time, so a frequency polled
+    slower than the scan is not read as zero ROCOF between polls, and an estimate held over cycles that
+    brought no new read is not a ROCOF that persisted: at ``--speed 20`` one cycle is four confirm times,
+    and one estimate (a read stamped late, the 0 -> 60 Hz of a grid coming back) held over a single missed
+    read used to trip. The supervisor gives ``window_us`` on the cycle clock, stretched like the tags' age
+    limits at --speed: a read's stamp carries the wire's latency, which is real time (docs/architecture.md
+    "Clocks")."""
+
+    __slots__ = ("_above_since", "_last_t", "_ref", "confirm_us", "limit", "tripping", "value", "window_us")
 
     def __init__(self, limit_hz_per_s: float, window_us: int, confirm_us: int):
         self.limit = limit_hz_per_s
@@ -76,30 +83,38 @@ class Rocof:
         self.confirm_us = confirm_us
         self._ref: tuple[int, float] | None = None
         self._last_t: int | None = None
-        self._above_since: int | None = None
+        self._above_since: int | None = None  # read time of the first estimate of a run above the limit
         self.value = 0.0
+        self.tripping = False
 
     def reset(self) -> None:
         self._ref = None
         self._last_t = None
         self._above_since = None
         self.value = 0.0
+        self.tripping = False
 
-    def update(self, now_us: int, f: float, t_read_us: int) -> bool:
-        if t_read_us != self._last_t:
-            self._last_t = t_read_us
-            if self._ref is None:
-                self._ref = (t_read_us, f)
-            elif t_read_us - self._ref[0] >= self.window_us:
-                t0, f0 = self._ref
-                self.value = (f - f0) * 1_000_000 / (t_read_us - t0)
-                self._ref = (t_read_us, f)
+    def update(self, f: float, t_read_us: int) -> bool:
+        """True while the last estimates say trip (until an estimate falls back inside the limit)."""
+        if t_read_us == self._last_t:
+            return self.tripping
+        self._last_t = t_read_us
+        if self._ref is None:
+            self._ref = (t_read_us, f)
+            return self.tripping
+        t0, f0 = self._ref
+        if t_read_us - t0 < self.window_us:
+            return self.tripping
+        self.value = (f - f0) * 1_000_000 / (t_read_us - t0)
+        self._ref = (t_read_us, f)
         if abs(self.value) > self.limit:
             if self._above_since is None:
-                self._above_since = now_us
-            return now_us - self._above_since >= self.confirm_us
-        self._above_since = None
-        return False
+                self._above_since = t_read_us
+            self.tripping = t_read_us - self._above_since >= self.confirm_us
+        else:
+            self._above_since = None
+            self.tripping = False
+        return self.tripping
 
 
 def in_continuous(r: Resolved, v_high: float, v_low: float, f: float) -> bool:

@@ -108,7 +108,12 @@ class SafetySupervisor(Program):
         self.r = self.r_base = resolve(p)
         self.timers = TripTimers(self.r.trips)
         isl = p.islanding
-        self.rocof = Rocof(self.r.rocof_hz_per_s, round(isl.rocof_window_s * 1e6), round(isl.confirm_s * 1e6))
+        # ROCOF's baseline is a supervision time too (below): a read's stamp carries the wire's latency, real
+        # time, which at --speed N is worth N x more of the plant's frequency movement. Its confirm time
+        # counts estimates on the cycle clock (safety.grid.Rocof).
+        self.rocof = Rocof(
+            self.r.rocof_hz_per_s, round(isl.rocof_window_s * 1e6) * site.speed, round(isl.confirm_s * 1e6)
+        )
         es = p.enter_service
         self.es = EnterService(es.delay_s, es.ramp_s, es.gate_charging)
         th = p.thermal
@@ -119,7 +124,7 @@ class SafetySupervisor(Program):
             th.cooldown_s,
             th.tau_s,
             th.ambient_c,
-            th.slope_window_s,
+            th.slope_window_s,  # on the cycle clock: short against the heat sink (docs/architecture.md Clocks)
             max(p.rated_charge_w, p.rated_discharge_w),
         )
         # Supervision times (how long a device may take to answer) count like the tags' age limits: drivers
@@ -572,7 +577,7 @@ class SafetySupervisor(Program):
             self.cessation = (
                 T.cessation(p.category, vh) or T.cessation(p.category, vl) or self.timers.ceasing is not None
             )
-            if self.rocof.update(now, f, cx.inputs.tag(p.tags.frequency).t_us):
+            if self.rocof.update(f, cx.inputs.tag(p.tags.frequency).t_us):
                 self._latch(
                     cx, "rocof", f"islanding: ROCOF {self.rocof.value:+.2f} Hz/s beyond {self.r.rocof_hz_per_s:g} Hz/s"
                 )

@@ -122,6 +122,9 @@ class Plant:
     snr_db: float = 0.0
     ramps: dict[str, Ramp] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
+    # A plant run time-lapsed (``--speed N``) answers like a device, in real time: its power stage's time
+    # constant and ramp stretch N x in the plant's time (VirtualPlant.time_lapse).
+    response_scale: float = 1.0
 
     @classmethod
     def create(cls, p: PhysicsParams) -> Plant:
@@ -194,8 +197,8 @@ class Plant:
         inv = self.p.inverter
         # First-order response toward the target, limited by the ramp rate (IEEE 1547 ramp, 4.6.x).
         target = self.target_w()
-        dp = (target - self.power_w) * (1.0 - math.exp(-dt / inv.tau_s))
-        lim = inv.ramp_w_per_s * dt
+        dp = (target - self.power_w) * (1.0 - math.exp(-dt / (inv.tau_s * self.response_scale)))
+        lim = inv.ramp_w_per_s / self.response_scale * dt
         dp = max(-lim, min(lim, dp))
         if self.grid_lost or not self.connected:
             dp = -self.power_w  # anti-islanding / contactor open: stop at once

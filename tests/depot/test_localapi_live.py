@@ -26,7 +26,7 @@ from tests.localapi.conftest import Mosquitto
 from tests.ports import free_ports
 from tests.runtime.helpers import start_cli, wait_for
 
-SPEED = 10  # the vans arrive within seconds of real time; the chargers time-lapsed to match (depot_copy)
+SPEED = 10  # the vans arrive within seconds of real time; the plant time-lapses its chargers itself
 RUN_S = 120
 LIMIT_W = 70_000  # below what the 20 vans and the 45 kW evening building draw together (about 100 kW)
 
@@ -123,7 +123,7 @@ def test_a_limit_written_over_modbus_lowers_the_plants_import_and_each_evse_unit
     broker = Mosquitto(tmp_path)
     broker.start()
     modbus, _ = free_ports(2)
-    site = depot_copy(tmp_path, speed=SPEED)
+    site = depot_copy(tmp_path)
     text = site.read_text()
     allocator = "params: {import_limit_w: 100000, export_limit_w: 60000, margin_w: 3000, building_max_w: 60000"
     assert allocator in text

@@ -21,7 +21,7 @@ from runtime.site import build_site
 from runtime.tags import Image, Quality, TagValue
 from runtime.taskproc import ALIVE, Channels, TaskChannel, TaskSupervisor, alive_tag, site_channels, site_groups
 from runtime.yamlload import ConfigError
-from tests.runtime.helpers import bundled_site_copy, read_tag, start_cli, stop_cli, wait_for, write_site
+from tests.runtime.helpers import ROOT, bundled_site_copy, read_tag, start_cli, stop_cli, wait_for, write_site
 
 GROUPS = """\
 commissioning: true
@@ -259,9 +259,27 @@ def test_the_site_wide_alive_tag_needs_every_group_and_no_group_means_not_alive(
     assert Channels({}).check_alive(time.monotonic_ns(), 10**9) is False
 
 
-IGNORES_SIGTERM = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
-)
+# A stand-in for a hung task process: it ignores SIGTERM, and when the SIGTERM comes it says whether every
+# sibling named in the file argv[1] is still running then (not killed, not a zombie).
+IGNORES_SIGTERM = """
+import os, signal, sys, time
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+def on_term(signum, frame):
+    with open(sys.argv[1]) as f:
+        pids = [int(p) for p in f.read().split()]
+    print("siblings alive" if all(alive(p) for p in pids) else "a sibling was gone", flush=True)
+
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+time.sleep(60)
+"""
 
 
 def bare_supervisor(tmp_path: Path, group: str, tasks: list[str] | None = None) -> TaskSupervisor:
@@ -281,25 +299,27 @@ def bare_supervisor(tmp_path: Path, group: str, tasks: list[str] | None = None) 
 
 def test_stopping_several_groups_is_bounded_by_one_timeout(tmp_path: Path) -> None:
     """Every child is asked at once, then killed when the one deadline passes: a child that ignores
-    SIGTERM costs the timeout once, not once per group."""
+    SIGTERM costs the timeout once, not once per group. Shown without a clock: each child, when its
+    SIGTERM comes, finds every sibling still running, so no group's kill came before another's stop (a stop
+    one group after the other would have killed the first before the second was asked)."""
     from runtime.taskproc import stop_all
 
+    pids = tmp_path / "pids"
     sups = []
     for g in ("a", "b", "c"):
         sup = bare_supervisor(tmp_path, g)
-        sup.proc = subprocess.Popen(  # a stand-in that ignores SIGTERM, like a hung task process
-            [sys.executable, "-c", IGNORES_SIGTERM],
-            stdout=subprocess.PIPE,
+        sup.proc = subprocess.Popen(
+            [sys.executable, "-c", IGNORES_SIGTERM, str(pids)], stdout=subprocess.PIPE, text=True
         )
         sups.append(sup)
     for sup in sups:
         assert sup.proc is not None and sup.proc.stdout is not None
-        sup.proc.stdout.readline()  # its SIGTERM handler is set
-    t0 = time.monotonic()
-    stop_all(sups, timeout_s=2.0)
-    took = time.monotonic() - t0
-    assert all(s.proc is not None and s.proc.returncode == -signal.SIGKILL for s in sups)
-    assert took < 4.0  # one timeout (2 s), not one per group (6 s)
+        assert sup.proc.stdout.readline() == "ready\n"  # its SIGTERM handler is set
+    pids.write_text(" ".join(str(s.proc.pid) for s in sups if s.proc is not None))
+    stop_all(sups, timeout_s=0.5)
+    assert all(s.proc is not None and s.proc.returncode == -signal.SIGKILL for s in sups)  # all ignored SIGTERM
+    said = [s.proc.stdout.read() for s in sups if s.proc is not None and s.proc.stdout is not None]
+    assert said == ["siblings alive\n"] * 3
 
 
 def test_an_online_change_of_task_params_restarts_only_the_groups_that_run_them(tmp_path: Path) -> None:
@@ -321,3 +341,53 @@ def test_an_online_change_of_task_params_restarts_only_the_groups_that_run_them(
         assert all(s.proc.wait(timeout=10) == -signal.SIGTERM for s in sups)  # type: ignore[union-attr]
     finally:
         stop_all(sups)
+
+
+# What each group of the bundled site must not import: the other groups' plug-ins, and no driver, program
+# or interlock (the scan process runs those).
+NOT_IN = {
+    "backoffice": ["runtime.tasks.hmi.task", "runtime.tasks.planner_task", "runtime.tasks.prices"],
+    "local": ["runtime.tasks.ocpp.task", "ocpp", "runtime.tasks.planner_task", "runtime.tasks.prices"],
+    "planning": ["runtime.tasks.ocpp.task", "ocpp", "runtime.tasks.hmi.task", "runtime.tasks.localapi.metrics"],
+}
+NOBODY = [
+    "runtime.io.modbus_tcp",
+    "programs.modes",
+    "safety.supervisor",
+    "runtime.secc.driver",
+    "runtime.tasks.fleet_task",
+]
+
+
+@pytest.mark.parametrize("group", sorted(NOT_IN))
+def test_a_group_process_imports_the_modules_of_its_own_tasks_only(group: str) -> None:
+    """Built in a fresh interpreter as a task process builds its group: its own tasks' modules are loaded,
+    the other groups' and the scan's plug-ins are not (they cost every task process their memory)."""
+    built = build_site(ROOT / "runtime" / "sites" / "sim.yaml")
+    names = [t.name for t in site_groups(built)[group]]
+    mine = sorted({type(t).__module__ for t in site_groups(built)[group]})
+    code = (
+        "import json, sys; from pathlib import Path; from runtime.taskproc import group_tasks; "
+        f"_, tasks = group_tasks(Path({str(ROOT / 'runtime' / 'sites' / 'sim.yaml')!r}), None, 1, {names!r}); "
+        "print(json.dumps([[t.name for t in tasks], sorted(sys.modules)]))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got, modules = json.loads(res.stdout)
+    assert got == names
+    assert set(mine) <= set(modules)
+    assert [m for m in (*NOT_IN[group], *NOBODY) if m in modules] == []
+
+
+def test_the_registry_finds_every_plugin_in_its_sources() -> None:
+    """A lookup imports the module the sources name for a type: every registered type is there, at its
+    own module, so no lookup falls back to importing every plug-in."""
+    from runtime.registry import PLUGIN_PACKAGES, SECTIONS, load_all, source_index
+
+    load_all()
+    index = source_index()
+    for reg in SECTIONS:
+        for type_name in reg:
+            module = reg[type_name].__module__
+            if module.split(".")[0] in {p.split(".")[0] for p in PLUGIN_PACKAGES} and module != __name__:
+                assert index.get((reg.section, type_name)) == module, (reg.section, type_name)

@@ -176,3 +176,53 @@ def test_bad_scenario_names_file_line_key(tmp_path: Path) -> None:
     f.write_text("events:\n  - {t: 1, set: grid.voltage}\n  - {t: 2, set: grid.colour, to: 1}\n")
     with pytest.raises(ConfigError, match=r"sc.yaml:2: events\[0\]"):
         load_scenario(f)
+
+
+@pytest.mark.parametrize("speed", [1, 20, 300])
+@pytest.mark.parametrize("w", [-7000.0, 0.0, 7000.0])
+def test_a_time_lapsed_power_stage_answers_at_its_real_pace(speed: int, w: float) -> None:
+    """At --speed N the physics run N x faster than real time, the power stage does not: its time constant
+    and ramp stretch N x in the plant's time, while the battery integrates in the plant's time as ever."""
+    pl = running(w, inverter={"tau_s": 0.5, "ramp_w_per_s": 1e9}, ev={"soc": 0.5})
+    pl.response_scale = speed
+    run(pl, 0.5 * speed, dt=0.01 * speed)
+    assert pl.power_w == pytest.approx(w * (1 - math.exp(-1)), rel=0.02, abs=1e-6)
+    run(pl, 5.0 * speed, dt=0.01 * speed)
+    assert pl.power_w == pytest.approx(w, abs=1)
+    moved = pl.soc - 0.5
+    assert moved == 0.0 if w == 0 else (moved > 0) == (w > 0)
+    pl = running(w, inverter={"tau_s": 0.01, "ramp_w_per_s": 2000})
+    pl.response_scale = speed
+    run(pl, 1.0 * speed, dt=0.01 * speed)
+    assert abs(pl.power_w) == pytest.approx(min(2000, abs(w)), rel=0.02, abs=1e-6)  # 2 kW per real second
+
+
+def test_the_plant_time_lapses_every_charger_of_a_depot_and_nothing_else() -> None:
+    vp = VirtualPlant(
+        VirtualPlantParams.model_validate(
+            {
+                "devices": [{"name": "meter", "map": "site_meter_tcp", "port": 1504}],
+                "inverter": {"tau_s": 0.3, "ramp_w_per_s": 1e9},  # the time constant alone
+                "depot": {
+                    "chargers": 3,
+                    "charger_port": 1502,
+                    "session_map": "depot_ev_map.yaml",
+                    "session_port": 1503,
+                    "fleet": {"seed": 3, "days": 1, "arrive_s": 10, "arrive_sd_s": 0},
+                },
+            }
+        ),
+        ROOT / "runtime" / "sites",
+    )
+    vp.time_lapse(40)
+    assert [p.response_scale for p in (vp.plant, *vp.evse.values())] == [40] * 4
+    vp.advance(20)  # the vans arrived at 10 s of the plant's time: the scenario is not stretched
+    assert all(ev.connected for ev in vp.evse.values())
+    ev = vp.evse[2]
+    ev.command("inverter.enable", True)
+    ev.command("inverter.setpoint", 11_000.0)
+    vp.advance(0.3)  # one real time constant would be 12 s of the plant's
+    assert 0 < ev.power_w < 0.1 * 11_000
+    vp.advance(0.3 * 40)
+    assert ev.power_w == pytest.approx(11_000 * (1 - math.exp(-1)), rel=0.05)
+    assert vp.plant.p.thermal.tau_s == 120.0  # heat and charge stay physics: on the plant's clock
