@@ -33,9 +33,10 @@ CHAIN_ERROR = "chain_error"  # not a chain: a bad signature, a sub-CA out of pla
 AUTH = "auth"
 REFUSED = "contract certificate refused"
 
-# A contract certificate chain is the leaf and at most two sub-CAs (ISO 15118-2 [V2G2-656], ISO 15118-20
-# ContractCertificateChainType: SubCertificates holds at most 2 here, the MO PKI's depth).
-MAX_SUB_CAS = 2
+# Sub-CAs a contract chain may carry: ISO 15118-2 [V2G2-656] at most 2; ISO 15118-20's SubCertificatesType
+# allows 3 (its schema), so the -20 state passes that.
+MAX_SUB_CAS_2 = 2
+MAX_SUB_CAS_20 = 3
 
 # The response code that tells the EV why (ISO 15118-20 Table 224, AuthorizationRes: contract problems are
 # WARNING codes; ISO 15118-2 Table 112, PaymentDetailsRes: FAILED codes, a not-yet-valid certificate
@@ -110,7 +111,11 @@ def _can_sign_certs(cert: x509.Certificate) -> bool:
 
 
 def verify(
-    leaf_der: bytes, sub_ca_ders: Sequence[bytes], roots: Sequence[x509.Certificate], now: dt.datetime
+    leaf_der: bytes,
+    sub_ca_ders: Sequence[bytes],
+    roots: Sequence[x509.Certificate],
+    now: dt.datetime,
+    max_sub_cas: int = MAX_SUB_CAS_2,
 ) -> Verdict:
     """The contract chain (leaf, sub-CAs in any order, DER as the EV sends them) against ``roots`` at
     ``now`` (aware). Trust is checked before the dates: the dates of a chain nobody vouches for mean
@@ -121,8 +126,8 @@ def verify(
     except ValueError as exc:
         return Verdict(CHAIN_ERROR, f"a certificate in the contract chain does not parse: {exc}", "")
     emaid = _cn(leaf)
-    if len(subs) > MAX_SUB_CAS:
-        return Verdict(CHAIN_ERROR, f"{len(subs)} sub-CAs in the contract chain, at most {MAX_SUB_CAS}", emaid)
+    if len(subs) > max_sub_cas:
+        return Verdict(CHAIN_ERROR, f"{len(subs)} sub-CAs in the contract chain, at most {max_sub_cas}", emaid)
     if _is_ca(leaf)[0]:
         return Verdict(CHAIN_ERROR, f"the contract certificate {emaid!r} is a CA certificate", emaid)
     path, rest = [leaf], list(subs)

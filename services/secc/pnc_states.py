@@ -50,8 +50,8 @@ class Authorizer:
         """At session end: the next EV starts unidentified."""
         self.verdict, self.mode = None, None
 
-    def check(self, leaf_der: bytes, sub_ca_ders: list[bytes]) -> pnc.Verdict:
-        v = pnc.verify(leaf_der, sub_ca_ders, self.roots, dt.datetime.now(dt.UTC))
+    def check(self, leaf_der: bytes, sub_ca_ders: list[bytes], max_sub_cas: int = pnc.MAX_SUB_CAS_2) -> pnc.Verdict:
+        v = pnc.verify(leaf_der, sub_ca_ders, self.roots, dt.datetime.now(dt.UTC), max_sub_cas)
         self.verdict = v
         (log.info if v.ok else log.warning)("Plug and Charge: %s: %s", v.result, v.reason)
         return v
@@ -109,7 +109,7 @@ class Authorization20(v20.Authorization):
         auth = _authorizer(self)
         if isinstance(message, AuthorizationReqV20) and message.pnc_params and auth.verdict is None:
             chain = message.pnc_params.contract_cert_chain
-            auth.check(chain.certificate, list(chain.sub_certificates.certificates))
+            auth.check(chain.certificate, list(chain.sub_certificates.certificates), pnc.MAX_SUB_CAS_20)
         await super().process_message(message, message_exi)
         if auth.refused and self.next_state is not Terminate:
             reason = f"{pnc.REFUSED}: {auth.verdict.reason if auth.verdict else ''}"

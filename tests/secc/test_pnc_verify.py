@@ -108,7 +108,9 @@ def test_a_broken_chain_is_a_chain_error() -> None:
     v = _verify([leaf, stranger, sub1], [root])
     assert v.result == pnc.CHAIN_ERROR and "does not verify" in v.reason
     v = _verify([leaf, sub2, sub1, _mo()[2]], [root])
-    assert v.result == pnc.CHAIN_ERROR and "at most 2" in v.reason
+    assert v.result == pnc.CHAIN_ERROR and "at most 2" in v.reason  # ISO 15118-2's limit, the default
+    v = pnc.verify(_der(leaf), [_der(c) for c in (sub2, sub1, _mo()[2])], [root], NOW, pnc.MAX_SUB_CAS_20)
+    assert v.result == pnc.CHAIN_ERROR and "does not belong" in v.reason  # -20 takes 3, but not a stranger
     other = _chain("OEM", "OEM Root CA")[0][2]  # a sub-CA that has nothing to do with the contract
     v = _verify([leaf, sub2, other], [root])
     assert v.result == pnc.CHAIN_ERROR and "does not belong" in v.reason
