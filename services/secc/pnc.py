@@ -27,6 +27,7 @@ EXPIRED = "expired"
 NOT_YET_VALID = "not_yet_valid"
 UNTRUSTED = "untrusted"  # a well-formed chain whose top no MO root the site trusts has issued
 CHAIN_ERROR = "chain_error"  # not a chain: a bad signature, a sub-CA out of place, a leaf that is a CA
+CHALLENGE_INVALID = "challenge_invalid"  # the request signs another session's GenChallenge (a replay)
 
 # The failure kind of a session that ended because its contract was refused (the bridge's ``ended``
 # message; the other kinds are in failures.py), and the stop reason's text that marks it.
@@ -47,6 +48,7 @@ CODES_20 = {
     NOT_YET_VALID: "WARNING_CertificateNotYetValid",
     UNTRUSTED: "WARNING_CertificateValidationError",
     CHAIN_ERROR: "WARNING_CertificateValidationError",
+    CHALLENGE_INVALID: "WARNING_ChallengeInvalid",
 }
 CODES_2 = {
     OK: "OK",
@@ -54,6 +56,7 @@ CODES_2 = {
     NOT_YET_VALID: "FAILED_CertificateExpired",
     UNTRUSTED: "FAILED_CertChainError",
     CHAIN_ERROR: "FAILED_CertChainError",
+    CHALLENGE_INVALID: "FAILED_ChallengeInvalid",
 }
 
 

@@ -107,9 +107,16 @@ class Authorization20(v20.Authorization):
 
     async def process_message(self, message: Any, message_exi: bytes | None = None) -> None:
         auth = _authorizer(self)
-        if isinstance(message, AuthorizationReqV20) and message.pnc_params and auth.verdict is None:
-            chain = message.pnc_params.contract_cert_chain
-            auth.check(chain.certificate, list(chain.sub_certificates.certificates), pnc.MAX_SUB_CAS_20)
+        params = message.pnc_params if isinstance(message, AuthorizationReqV20) else None
+        if params and auth.verdict is None:
+            if params.gen_challenge != self.comm_session.gen_challenge:
+                # The package only notes WARNING_ChallengeInvalid, and the controller's answer overwrites it: a
+                # signed request replayed from another session would be authorised. Refused here instead.
+                why = "the AuthorizationReq signs a GenChallenge this session did not send (a replay?)"
+                auth.verdict = pnc.Verdict(pnc.CHALLENGE_INVALID, why, "")
+            else:
+                chain = params.contract_cert_chain
+                auth.check(chain.certificate, list(chain.sub_certificates.certificates), pnc.MAX_SUB_CAS_20)
         await super().process_message(message, message_exi)
         if auth.refused and self.next_state is not Terminate:
             reason = f"{pnc.REFUSED}: {auth.verdict.reason if auth.verdict else ''}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -187,3 +188,50 @@ def test_iso_15118_2_refuses_an_untrusted_contract_with_cert_chain_error(tmp_pat
         stop_cli(proc)
     assert _codes_2(tmp_path, "PaymentDetailsRes") == ["FAILED_CertChainError"]
     assert not _codes_2(tmp_path, "AuthorizationRes")
+
+
+# The package's EV with a patient timer (patient_ev.py), signing a GenChallenge of its own instead of the
+# SECC's: what a signed AuthorizationReq replayed from another session carries.
+REPLAY_EV = """
+import runpy, sys
+import iso15118.evcc.states.iso15118_20_states as v20
+
+class Replayed(v20.AuthorizationSetup):
+    async def process_message(self, message, message_exi=None):
+        if getattr(message, "pnc_as_res", None) is not None:
+            message.pnc_as_res.gen_challenge = bytes(16)
+        await super().process_message(message, message_exi)
+
+v20.AuthorizationSetup = Replayed
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_contract_request_signing_another_challenge_is_refused(tmp_path: Path, pair: netns.Pair) -> None:
+    """The package alone would only note WARNING_ChallengeInvalid and then authorise: a replay."""
+    pki = make_pki(tmp_path / "pki")
+    proc, sock = _run_pnc(tmp_path, pair, pki)
+    cfg = netns.ev_config("-20 DC BPT", tmp_path, useTls=True)
+    env = {**os.environ, "NETWORK_INTERFACE": pair.ev_if, "MESSAGE_LOG_JSON": "true", "LOG_LEVEL": "INFO"}
+    env |= {"PKI_PATH": f"{pki}/", "ENABLE_TLS_1_3": "true"}
+    cmd = ["ip", "netns", "exec", pair.ev_ns, str(netns.DEFAULT_PYTHON), "-c", REPLAY_EV]
+    with open(tmp_path / "ev.log", "ab") as out:
+        ev = subprocess.Popen(
+            [*cmd, str(netns.PATIENT_EV), "10", str(cfg)],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: _tag(sock, "secc.failures") == 1, SESSION_S, "the refusal")
+        failure = _tag(sock, "secc.failure")
+        assert failure.startswith("auth: contract certificate refused:") and "GenChallenge" in failure, failure
+        assert _tag(sock, "secc.contract_id") is None
+    finally:
+        netns.stop(ev)
+        stop_cli(proc)
+    assert _auth_codes(tmp_path) == ["WARNING_ChallengeInvalid"]
+    assert not netns.decoded(tmp_path / "ev.log", "ServiceDiscoveryRes")
