@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from cryptography import x509
 from pydantic import Field, model_validator
 
 from runtime.api import ParamError, Params, SiteInfo
@@ -67,6 +68,10 @@ INPUTS: dict[str, tuple[str, TagType, str, str]] = {
     "max_discharge_w": ("ev_max_discharge_w", TagType.FLOAT, "W", "the EV's discharge power limit"),
     "setpoint_w": ("ev_setpoint_w", TagType.FLOAT, "W", "the set point the EV is told now, + = into the EV"),
     "sessions": ("sessions", TagType.INT, "", "sessions since this service started"),
+    # Plug and Charge (docs/iso15118.md "Plug and Charge")
+    "auth": ("auth", TagType.STR, "", "how the session was identified: PnC or EIM"),
+    "contract_id": ("contract_id", TagType.STR, "", "the eMAID of the contract certificate PnC accepted"),
+    "contract_refused": ("contract_refused", TagType.STR, "", "why the EV's contract certificate was refused"),
 }
 
 
@@ -112,6 +117,26 @@ class SeccParams(Params):
     stale_s: float = Field(1.0, ge=0.1, le=10, description="the service's set point older than this is 0 W")
     backoff_s: float = Field(1.0, ge=0.1, le=60, description="first restart delay, doubled up to backoff_max_s")
     backoff_max_s: float = Field(30.0, ge=0.1, le=600, description="longest restart delay")
+    # Plug and Charge (docs/iso15118.md "Plug and Charge")
+    mo_roots: str | None = Field(
+        None,
+        description="PEM file of the MO roots a contract certificate must chain to (relative: to the site file; "
+        "needed with PNC)",
+    )
+    pnc_fallback_eim: bool = Field(
+        False, description="ISO 15118-20: a refused contract certificate lets the session go on as EIM"
+    )
+
+    @model_validator(mode="after")
+    def _check_pnc(self) -> SeccParams:
+        if "PNC" in self.auth_modes:
+            if not self.tls:
+                raise ValueError("PNC needs TLS (ISO 15118-2 and -20 allow Plug and Charge over TLS only)")
+            if not self.mo_roots:
+                raise ValueError("PNC is offered but no mo_roots names the MO roots contract certificates chain to")
+        if self.pnc_fallback_eim and not {"PNC", "EIM"} <= set(self.auth_modes):
+            raise ValueError("pnc_fallback_eim needs both PNC and EIM in auth_modes")
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> SeccParams:
@@ -145,6 +170,7 @@ class SeccDriver(Driver):
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self.check_pki()
+        self.check_mo_roots()
 
     def check_pki(self) -> None:
         """The files the package's TLS 1.3 server loads from the site's PKI folder (its shared/security.py
@@ -157,6 +183,21 @@ class SeccDriver(Driver):
         missing = [f for f in PKI_FILES if not (base / f).is_file()]
         if missing:
             raise ParamError(("pki_path",), f"the PKI at {base.parent} lacks {', '.join(missing)} (under iso15118_2/)")
+
+    def check_mo_roots(self) -> None:
+        """The MO roots load when the site is built, not at the first EV (the service checks again)."""
+        p = self.params
+        if "PNC" not in p.auth_modes or not p.mo_roots:
+            return
+        path = self._path(p.mo_roots)
+        try:
+            x509.load_pem_x509_certificates(path.read_bytes())
+        except OSError as exc:
+            raise ParamError(("mo_roots",), f"cannot read {path}: {exc.strerror}") from None
+        except ValueError:
+            raise ParamError(
+                ("mo_roots",), f"{path} holds no PEM certificate (the MO roots are a PEM bundle)"
+            ) from None
 
     def declare(self) -> list[TagSpec]:
         # Inputs age to stale after a missed heartbeat or two: the service reports at least every 0.5 s.
@@ -203,6 +244,8 @@ class SeccDriver(Driver):
         cmd += ["--stale-s", str(p.stale_s), "--bounded-jvm" if p.bounded_jvm else "--no-bounded-jvm"]
         if p.tls:
             cmd += ["--tls", "--pki-path", str(self._path(p.pki_path or ""))]
+        if "PNC" in p.auth_modes and p.mo_roots:
+            cmd += ["--mo-roots", str(self._path(p.mo_roots))] + (["--pnc-fallback-eim"] if p.pnc_fallback_eim else [])
         if p.log_messages:
             cmd.append("--log-messages")
         return cmd

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import failures  # services/secc/failures.py: this script's folder is on sys.path
+import pnc  # services/secc/pnc.py and pnc_states.py: Plug and Charge
+import pnc_states
 from iso15118.secc import SECCHandler
 from iso15118.secc.controller.ev_data import (
     EVACCLLimits,
@@ -218,9 +220,10 @@ class RuntimeEVSEController(SimEVSEController):
     """The package's simulated EVSE for everything the site has no say in (EVSE id, services, cable
     check), with the power, the session limits and the session's end taken from the runtime."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, authorizer: pnc_states.Authorizer | None = None) -> None:
         super().__init__()
         self.link = link
+        self.authorizer = authorizer or pnc_states.Authorizer([], fallback_eim=False)  # no MO roots: EIM only
         self.ev_data_context = SessionData()
         self.state = "Starting"  # until the codec is warm and the SECC listens; then Idle between sessions
         self.protocol = ""
@@ -270,6 +273,12 @@ class RuntimeEVSEController(SimEVSEController):
     async def is_contactor_closed(self) -> bool | None:
         return not self.link.flag("terminate")
 
+    # -- identification (pnc_states.py) ---------------------------------------------------------
+    async def is_authorized(self, *args: Any, **kwargs: Any) -> Any:
+        """What the state that received the EV's contract chain decided (PnC), else EIM: the site's
+        external identification, which authorises every session it sees as before."""
+        return self.authorizer.authorize(self.get_selected_protocol())
+
     # -- what the EV says -----------------------------------------------------------------------
     async def set_present_protocol_state(self, state: Any) -> None:
         name = str(state)
@@ -289,10 +298,11 @@ class RuntimeEVSEController(SimEVSEController):
 
     async def session_ended(self, current_state: str, reason: str) -> None:
         reached = failures.powered(self._states | {str(current_state)})
-        failure = failures.classify(str(reason), reached)
+        failure = pnc.AUTH if str(reason).startswith(pnc.REFUSED) else failures.classify(str(reason), reached)
         ended = {"state": str(current_state), "reason": str(reason), "failure": failure, "handshake": not reached}
         self.link.send({"ended": ended})
         self._states = set()
+        self.authorizer.reset()
         self.reset_ev_data_context()  # the package keeps it across sessions otherwise
         self.in_session, self.state, self.protocol, self._departure = False, "Idle", "", None
         self.report()
@@ -331,6 +341,7 @@ class RuntimeEVSEController(SimEVSEController):
                 _num(s.max_discharge_power) if _num(s.max_discharge_power) is not None else _num(r.max_discharge_power)
             ),
             "setpoint_w": self.link.setpoint_w(),
+            **self.authorizer.status(),
         }
 
     def status(self) -> dict[str, Any]:
@@ -381,6 +392,21 @@ def tls_context(link: Link) -> ssl.SSLContext:
     return watch_tls(ctx, link)
 
 
+def authorizer(args: argparse.Namespace) -> pnc_states.Authorizer:
+    """The site's MO roots for Plug and Charge, or SystemExit when PNC is offered and they do not load."""
+    pnc_states.install()
+    if "PNC" not in args.auth_modes.split(","):
+        return pnc_states.Authorizer([], fallback_eim=False)
+    if not args.mo_roots:
+        raise SystemExit("PNC is offered but no --mo-roots names the MO roots contract certificates chain to")
+    try:
+        roots = pnc.load_roots(Path(args.mo_roots))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    log.info("Plug and Charge: %d MO root(s) from %s", len(roots), args.mo_roots)
+    return pnc_states.Authorizer(roots, fallback_eim=args.pnc_fallback_eim)
+
+
 def _config(args: argparse.Namespace) -> Config:
     """The package reads its settings from the environment: set them from our arguments, never from a
     stray .env file in the working directory."""
@@ -392,6 +418,9 @@ def _config(args: argparse.Namespace) -> Config:
             "SECC_ENFORCE_TLS": "true" if args.tls else "false",
             "ENABLE_TLS_1_3": "true" if args.tls else "false",
             "FREE_CHARGING_SERVICE": "false",
+            # No certificate installation: this SECC has no provisioning service's chain nor a back office to
+            # ask for a contract (docs/iso15118.md "Plug and Charge"); the package offers it by default.
+            "ALLOW_CERT_INSTALL_SERVICE": "false",
             "MESSAGE_LOG_JSON": "true" if args.log_messages else "false",
             "LOG_LEVEL": "INFO" if args.log_messages else "WARNING",
         }
@@ -406,7 +435,7 @@ def _config(args: argparse.Namespace) -> Config:
 async def main(args: argparse.Namespace) -> int:
     link = Link(socket.socket(fileno=args.fd), args.stale_s)
     await link.open()
-    ctrl = RuntimeEVSEController(link)
+    ctrl = RuntimeEVSEController(link, authorizer(args))
     await ctrl.set_status(ServiceStatus.STARTING)
     loop = asyncio.get_running_loop()
 
@@ -444,6 +473,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--auth-modes", default="EIM")
     ap.add_argument("--tls", action="store_true", help="TLS 1.3 (the site has a PKI at --pki-path)")
     ap.add_argument("--pki-path", default="")
+    ap.add_argument("--mo-roots", default="", help="PEM file of the MO roots a contract chain must end in (PNC)")
+    ap.add_argument("--pnc-fallback-eim", action="store_true", help="-20: a refused contract goes on as EIM")
     ap.add_argument("--stale-s", type=float, default=1.0)
     ap.add_argument("--bounded-jvm", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--log-messages", action="store_true", help="log every decoded message (tests, benchmarks)")
