@@ -10,6 +10,7 @@ are currency per MWh as the markets publish them, energy in kWh as batteries are
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -170,7 +171,7 @@ class PlanArrays:
     solve_time_s: float = 0.0
     prices_key: str = ""
 
-    @property
+    @functools.cached_property
     def end(self) -> dt.datetime:
         return self.created + len(self.power_kw) * self.step
 
