@@ -60,6 +60,11 @@ def simulate(
     grid = np.zeros(n)
     soc = np.zeros(n)
     arrivals = set(cal.arrival_rows)
+    # per-row facts as Python values once (the same doubles): indexing numpy per row costs the loop more
+    connected, floors, discharge_floors, drives = (
+        a.tolist() for a in (cal.connected, floor, discharge_floor, cal.drive_kwh)
+    )
+    times = series.times
     sched: Any = np.zeros(0)
     s0 = 0
     last_pub = last_vis = -1
@@ -73,7 +78,7 @@ def simulate(
             or t in arrivals
             or npub != last_pub
             or nvis != last_vis
-            or strategy.replan_reason(series.times[t], e / cap, bool(cal.connected[t])) is not None
+            or strategy.replan_reason(times[t], e / cap, connected[t]) is not None
         ):
             sched, s0 = strategy.decide(market.view(t, e / cap)), t
             replans += 1
@@ -81,15 +86,7 @@ def simulate(
         i = t - s0
         p = float(sched[i]) if i < len(sched) else 0.0
         start = site.origin_us + t * step_us
-        grid[t] = site.run_row(
-            start,
-            start + step_us,
-            bool(cal.connected[t]),
-            p,
-            float(floor[t]),
-            float(discharge_floor[t]),
-            float(cal.drive_kwh[t]),
-        )
+        grid[t] = site.run_row(start, start + step_us, connected[t], p, floors[t], discharge_floors[t], drives[t])
         soc[t] = site.e / cap
     return Run(
         strategy.name,
