@@ -84,13 +84,16 @@ def reachable_bounds(inp: LpInput) -> tuple[np.ndarray, np.ndarray, tuple[int, .
     lo = np.array(inp.e_lo, dtype=float).tolist()
     lowered = []
     top = bottom = float(inp.e0)
-    for t in range(len(hi)):
-        bottom = bottom - loss[t] - drive[t]
-        if hi[t] < bottom:  # already above the ceiling (e.g. after drift): allow the way down
-            hi[t] = bottom
-        top = min(hi[t], top + gain[t] - drive[t])
-        bottom = max(bottom, min(lo[t], top))
-        if lo[t] > top + 1e-9:
+    # min/max written out (as the builtins pick among equals: the first): a call each costs the loop more
+    for t, (g, ls, dr, h, low) in enumerate(zip(gain, loss, drive, hi, lo)):
+        bottom = bottom - ls - dr
+        if h < bottom:  # already above the ceiling (e.g. after drift): allow the way down
+            h = hi[t] = bottom
+        up = top + g - dr
+        top = h if h <= up else up
+        floor = low if low <= top else top
+        bottom = bottom if bottom >= floor else floor
+        if low > top + 1e-9:
             lo[t] = top
             lowered.append(t)
     return np.array(lo), np.array(hi), tuple(lowered)
