@@ -57,8 +57,8 @@ def simulate(
     cap = sc.battery.capacity_kwh
     site = Site(sc, safety, skip)
     step_us = series.step_s * US
-    grid = np.zeros(n)
-    soc = np.zeros(n)
+    grid: list[float] = []
+    soc: list[float] = []
     arrivals = set(cal.arrival_rows)
     # per-row facts as Python values once (the same doubles): indexing numpy per row costs the loop more
     connected, floors, discharge_floors, drives = (
@@ -86,12 +86,12 @@ def simulate(
         i = t - s0
         p = float(sched[i]) if i < len(sched) else 0.0
         start = site.origin_us + t * step_us
-        grid[t] = site.run_row(start, start + step_us, connected[t], p, floors[t], discharge_floors[t], drives[t])
-        soc[t] = site.e / cap
+        grid.append(site.run_row(start, start + step_us, connected[t], p, floors[t], discharge_floors[t], drives[t]))
+        soc.append(site.e / cap)
     return Run(
         strategy.name,
-        grid,
-        soc,
+        np.array(grid, dtype=float),
+        np.array(soc, dtype=float),
         replans,
         list(getattr(strategy, "solve_times", [])),
         dict(getattr(strategy, "statuses", {})),

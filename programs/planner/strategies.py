@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from programs.planner.model import Battery, Charger, PlanArrays, PlanRequest, PlugWindow
+from programs.planner.replan import needs_replan
 from programs.planner.scenario import Calendar, Scenario
 
 if TYPE_CHECKING:
@@ -311,8 +312,6 @@ class PlannerStrategy(Strategy):
         return np.array(power)
 
     def replan_reason(self, when: dt.datetime, soc: float, connected: bool) -> str | None:
-        from programs.planner.replan import needs_replan
-
         p = self.last_plan
         if p is None:
             return None
