@@ -146,9 +146,11 @@ class Threshold(Strategy):
 
 @dataclass
 class PlannerStrategy(Strategy):
-    """The planner (``programs.planner.plan``) over what is visible: published prices, then the chosen
-    forecast column, then optionally ``extend_days`` of a seasonal-naive guess (the same hours one week
-    earlier, from published history), with ``terminal_value`` per MWh stored at the horizon's end."""
+    """The planner over what is visible: published prices, then the chosen forecast column, then
+    optionally ``extend_days`` of a seasonal-naive guess (the same hours one week earlier, from published
+    history), with ``terminal_value`` per MWh stored at the horizon's end. ``decide`` solves the planner's
+    LP (``planner.schedule``) on the input read off the calendar (``lp_input``) and keeps the plan as
+    arrays; ``request`` is the validated request the planner task would send, the reference for both."""
 
     sc: Scenario
     forecast: str | None = "mean"  # a forecast column, "mean" of all, or None
