@@ -117,3 +117,32 @@ def test_light_plan_answers_the_replan_rule_as_the_plan() -> None:
                     assert got == want, (t0, t, soc, conn)
                     asked += 1
     assert asked > 1000
+
+
+def test_a_solver_failure_in_a_backtest_replan_plans_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HiGHS raising in a backtest re-plan: the fallback schedule (charge towards the departure SoC, never
+    discharge), counted as such, and the same schedule as the validated path's fallback plan."""
+    from programs.planner import lp
+
+    full = load_prices(PRICES / "DE_2016-2017.csv")
+    series = dataclasses.replace(
+        full,
+        times=full.times[:72],
+        price=full.price[:72].copy(),
+        forecasts={k: v[:72].copy() for k, v in full.forecasts.items()},
+    )
+    sc = load_scenario(SCENARIO)
+    view = VisibleMarket(series, sc).view(0, 0.3)
+
+    def broken(inp: LpInput) -> None:
+        raise RuntimeError("solver gone")
+
+    monkeypatch.setattr(lp, "solve", broken)
+    strat = PlannerStrategy(sc, **PLANNER_SETTINGS)
+    sched = strat.decide(view)
+    assert strat.last_plan is not None and strat.last_plan.status == "fallback"
+    assert strat.statuses == {"fallback": 1}
+    assert (sched >= 0).all() and sched[0] > 0  # charging now, towards the departure's 0.8
+    validated = plan(strat.request(view), reason="backtest")
+    assert validated.status == "fallback" and "solver gone" in validated.reason
+    assert np.array_equal(sched, np.array([iv.power_w / 1000.0 for iv in validated.intervals]))
