@@ -317,9 +317,6 @@ class Site:
         sc, cap = self.sc, self.sc.battery.capacity_kwh
         row_h = (end_us - start_us) / (3600 * US)
         req0 = self.request(plan_kw, connected, floor_kwh, discharge_floor_kwh, row_h)
-        # what the plan expects at the row's end (dispatch corrects only deviations beyond its deadband)
-        target = energy_after(self.e, req0, drive_kwh, sc, row_h) / cap
-        target = min(sc.battery.soc_max, max(sc.battery.soc_min, target))
         if self.skip and self._quiet(connected, req0):
             # exactly what the one settled scan of this row would leave (``_cycle`` with setpoint 0)
             self.e, self.p_kw = self.battery(self.e, 0.0, drive_kwh / row_h * row_h, row_h)
@@ -334,6 +331,9 @@ class Site:
             self.skipped += 1
             kwh = self.p_kw * (end_us - start_us) / (3600 * US)
             return ((kwh if kwh > 0 else 0.0) + (kwh if kwh < 0 else 0.0)) / row_h
+        # what the plan expects at the row's end (dispatch corrects only deviations beyond its deadband)
+        target = energy_after(self.e, req0, drive_kwh, sc, row_h) / cap
+        target = min(sc.battery.soc_max, max(sc.battery.soc_min, target))
         kwh_in = kwh_out = 0.0
         short = 0
         while self.now_us < end_us:

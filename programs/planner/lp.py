@@ -84,13 +84,16 @@ def reachable_bounds(inp: LpInput) -> tuple[np.ndarray, np.ndarray, tuple[int, .
     lo = np.array(inp.e_lo, dtype=float).tolist()
     lowered = []
     top = bottom = float(inp.e0)
-    for t in range(len(hi)):
-        bottom = bottom - loss[t] - drive[t]
-        if hi[t] < bottom:  # already above the ceiling (e.g. after drift): allow the way down
-            hi[t] = bottom
-        top = min(hi[t], top + gain[t] - drive[t])
-        bottom = max(bottom, min(lo[t], top))
-        if lo[t] > top + 1e-9:
+    # min/max written out (as the builtins pick among equals: the first): a call each costs the loop more
+    for t, (g, ls, dr, h, low) in enumerate(zip(gain, loss, drive, hi, lo)):
+        bottom = bottom - ls - dr
+        if h < bottom:  # already above the ceiling (e.g. after drift): allow the way down
+            h = hi[t] = bottom
+        up = top + g - dr
+        top = h if h <= up else up
+        floor = low if low <= top else top
+        bottom = bottom if bottom >= floor else floor
+        if low > top + 1e-9:
             lo[t] = top
             lowered.append(t)
     return np.array(lo), np.array(hi), tuple(lowered)
@@ -117,17 +120,13 @@ def solve(inp: LpInput) -> LpResult:
     col_lo[2 * n :] = lo
     rhs = -np.asarray(inp.drive_kwh, dtype=float)
     rhs[0] += inp.e0
-    start, index, value = _matrix(n, inp.eta_c, inp.eta_d, dt)
+    start, index, value, continuous = _matrix(n, inp.eta_c, inp.eta_d, dt)
     nnz = len(index)
 
     h = _highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("presolve", PRESOLVE)
     # HiGHS's run clock counts every run of the instance, so the limit is set from where it stands now
     h.setOptionValue("time_limit", h.getRunTime() + float(inp.time_limit_s))
-    h.passModel(
-        3 * n, n, nnz, 1, 1, 0.0, cost, col_lo, col_hi, rhs, rhs, start, index, value, np.zeros(3 * n, dtype=np.int32)
-    )
+    h.passModel(3 * n, n, nnz, 1, 1, 0.0, cost, col_lo, col_hi, rhs, rhs, start, index, value, continuous)
     rounds = 0
     binaries: set[int] = set()
     while True:
@@ -176,7 +175,7 @@ def solve(inp: LpInput) -> LpResult:
         c,
         d,
         x[2 * n : 2 * n + n].copy(),
-        float(h.getInfo().objective_function_value),
+        float(h.getObjectiveValue()),
         time.perf_counter() - t0,
         lowered,
         rounds,
@@ -184,10 +183,11 @@ def solve(inp: LpInput) -> LpResult:
 
 
 @functools.lru_cache(maxsize=64)
-def _matrix(n: int, eta_c: float, eta_d: float, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The energy balance, column-wise: c_t and d_t in row t; e_t in rows t (+1) and t+1 (-1). It
-    depends only on the horizon's length and the charger, so the backtest's thousands of re-plans
-    build it once per length (HiGHS copies what it is passed; the arrays are never written)."""
+def _matrix(n: int, eta_c: float, eta_d: float, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The energy balance, column-wise: c_t and d_t in row t; e_t in rows t (+1) and t+1 (-1), and
+    every column continuous. It depends only on the horizon's length and the charger, so the backtest's
+    thousands of re-plans build it once per length (HiGHS copies what it is passed; the arrays are never
+    written)."""
     import numpy as np
 
     nnz = 2 * n + 2 * n - 1
@@ -208,9 +208,10 @@ def _matrix(n: int, eta_c: float, eta_d: float, dt: float) -> tuple[np.ndarray, 
     e_vals[1::2] = -1.0
     index[2 * n :] = e_rows[:-1]
     value[2 * n :] = e_vals[:-1]
-    for a in (start, index, value):
+    continuous = np.zeros(3 * n, dtype=np.int32)
+    for a in (start, index, value, continuous):
         a.flags.writeable = False
-    return start, index, value
+    return start, index, value, continuous
 
 
 _BANNER_DONE = False
@@ -224,6 +225,8 @@ def _highs():
     h = getattr(_LOCAL, "highs", None)
     if h is None:
         h = _LOCAL.highs = new_highs()
+        h.setOptionValue("output_flag", False)  # options outlive ``clearModel``: set once per instance
+        h.setOptionValue("presolve", PRESOLVE)
     else:
         h.clearModel()
     return h

@@ -10,6 +10,8 @@ are currency per MWh as the markets publish them, energy in kWh as batteries are
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
@@ -131,6 +133,15 @@ class Plan(_Frozen):
         i = self.index_at(t)
         return None if i is None else self.intervals[i]
 
+    @property
+    def end(self) -> dt.datetime:
+        return self.intervals[-1].end
+
+    def connected_at(self, t: dt.datetime) -> bool | None:
+        """Whether the plan expects the EV plugged in at ``t``; None outside the plan."""
+        iv = self.at(t)
+        return None if iv is None else iv.connected
+
     def expected_soc(self, t: dt.datetime) -> float | None:
         """SoC the plan expects at ``t``, linear within an interval (power is constant in one)."""
         i = self.index_at(t)
@@ -140,3 +151,44 @@ class Plan(_Frozen):
         before = self.soc_start if i == 0 else self.intervals[i - 1].soc_end
         frac = (t - iv.start) / (iv.end - iv.start)
         return before + (iv.soc_end - before) * frac
+
+
+@dataclass(frozen=True)
+class PlanArrays:
+    """A plan as the backtest keeps it between re-plans: the solver's arrays as Python lists, no
+    per-interval objects and no validation. The backtest makes thousands of plans from its own
+    calendar and solver output (nothing crosses a trust boundary there; the planner task's published
+    ``Plan`` is validated), and asks of each only what ``needs_replan`` asks of a ``Plan``, answered
+    with the same datetime and float arithmetic (``Plan.index_at``, ``Plan.expected_soc``)."""
+
+    created: dt.datetime  # start of the first interval
+    step: dt.timedelta
+    status: Literal["optimal", "fallback"]
+    soc_start: float
+    power_kw: list[float]  # grid side, as ``PlanInterval.power_w`` / 1000
+    soc_end: list[float]  # as ``PlanInterval.soc_end``
+    connected: list[bool]
+    solve_time_s: float = 0.0
+    prices_key: str = ""
+
+    @functools.cached_property
+    def end(self) -> dt.datetime:
+        return self.created + len(self.power_kw) * self.step
+
+    def index_at(self, t: dt.datetime) -> int | None:
+        if not self.power_kw or t < self.created or t >= self.end:
+            return None
+        return int((t - self.created) // self.step)
+
+    def connected_at(self, t: dt.datetime) -> bool | None:
+        i = self.index_at(t)
+        return None if i is None else self.connected[i]
+
+    def expected_soc(self, t: dt.datetime) -> float | None:
+        i = self.index_at(t)
+        if i is None:
+            return None
+        start = self.created + i * self.step
+        before = self.soc_start if i == 0 else self.soc_end[i - 1]
+        frac = (t - start) / self.step
+        return before + (self.soc_end[i] - before) * frac

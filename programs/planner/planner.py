@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 from programs.planner.model import Plan, PlanRequest
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from programs.planner.lp import LpInput
 
 
@@ -24,9 +26,19 @@ def plan(request: PlanRequest, reason: str = "requested", *, use_solver: bool = 
     """``use_solver=False`` gives the fallback directly (the task's answer to stale or missing prices)."""
     t0 = time.perf_counter()
     inp = lp_input(request)
+    status, why, c, d, e = schedule(inp, reason, use_solver=use_solver)
+    return _to_plan(request, inp, c, d, e, status, why, time.perf_counter() - t0)
+
+
+def schedule(
+    inp: LpInput, reason: str, *, use_solver: bool = True
+) -> tuple[Literal["optimal", "fallback"], str, np.ndarray, np.ndarray, np.ndarray]:
+    """(status, reason, charge kW, discharge kW, energy kWh) for an LP input: the solver's schedule, or
+    the fallback with the solver's failure in the reason. ``plan`` wraps it in a validated ``Plan``;
+    the backtest uses it directly on the input it builds from its calendar (programs/planner/strategies.py)."""
     if not use_solver:
         c, d, e = fallback_schedule(inp)
-        return _to_plan(request, inp, c, d, e, "fallback", reason, time.perf_counter() - t0)
+        return "fallback", reason, c, d, e
     try:
         from programs.planner import lp
 
@@ -36,15 +48,11 @@ def plan(request: PlanRequest, reason: str = "requested", *, use_solver: bool = 
         res, failure = None, f"{type(exc).__name__}: {exc}"
     if res is None or failure is not None:
         c, d, e = fallback_schedule(inp)
-        return _to_plan(
-            request, inp, c, d, e, "fallback", f"{reason}; fallback because {failure}", time.perf_counter() - t0
-        )
+        return "fallback", f"{reason}; fallback because {failure}", c, d, e
     why = reason
     if res.lowered:
         why += f"; {len(res.lowered)} SoC floor(s) unreachable, lowered to the most full power reaches"
-    return _to_plan(
-        request, inp, res.charge_kw, res.discharge_kw, res.energy_kwh, "optimal", why, time.perf_counter() - t0
-    )
+    return "optimal", why, res.charge_kw, res.discharge_kw, res.energy_kwh
 
 
 def interval_flags(request: PlanRequest) -> tuple[list[bool], list[float], dict[int, float]]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from programs.planner.model import Plan
+from programs.planner.model import Plan, PlanArrays
 
 
 def needs_replan(
-    plan: Plan | None,
+    plan: Plan | PlanArrays | None,
     now: dt.datetime,
     *,
     prices_key: str,
@@ -32,10 +32,10 @@ def needs_replan(
         return "no plan"
     if prices_key != plan.prices_key:
         return "new prices"
-    iv = plan.at(now)
-    if iv is None or now + min_remaining > plan.intervals[-1].end:
+    planned = plan.connected_at(now)
+    if planned is None or now + min_remaining > plan.end:
         return "plan runs out"
-    if connected is not None and connected != iv.connected:
+    if connected is not None and connected != planned:
         return "plug-in" if connected else "unplugged"
     if soc is not None and connected:
         expected = plan.expected_soc(now)

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from programs.planner.model import Battery, Charger, Plan, PlanRequest, PlugWindow
+from programs.planner.model import Battery, Charger, PlanArrays, PlanRequest, PlugWindow
+from programs.planner.replan import needs_replan
 from programs.planner.scenario import Calendar, Scenario
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from programs.planner.lp import LpInput
 
 
 @dataclass(frozen=True)
@@ -141,9 +146,11 @@ class Threshold(Strategy):
 
 @dataclass
 class PlannerStrategy(Strategy):
-    """The planner (``programs.planner.plan``) over what is visible: published prices, then the chosen
-    forecast column, then optionally ``extend_days`` of a seasonal-naive guess (the same hours one week
-    earlier, from published history), with ``terminal_value`` per MWh stored at the horizon's end."""
+    """The planner over what is visible: published prices, then the chosen forecast column, then
+    optionally ``extend_days`` of a seasonal-naive guess (the same hours one week earlier, from published
+    history), with ``terminal_value`` per MWh stored at the horizon's end. ``decide`` solves the planner's
+    LP (``planner.schedule``) on the input read off the calendar (``lp_input``) and keeps the plan as
+    arrays; ``request`` is the validated request the planner task would send, the reference for both."""
 
     sc: Scenario
     forecast: str | None = "mean"  # a forecast column, "mean" of all, or None
@@ -153,17 +160,18 @@ class PlannerStrategy(Strategy):
     name: str = "planner"
     solve_times: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
-    last_plan: Plan | None = None
+    last_plan: PlanArrays | None = None
     _days: tuple[tuple[dt.datetime, ...], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def uses_forecasts(self) -> bool:  # type: ignore[override]
         return self.forecast is not None
 
-    def request(self, view: DecisionView) -> PlanRequest:
+    def prices(self, view: DecisionView) -> np.ndarray:
+        """The horizon's prices: published, then the forecast, then the seasonal-naive extension, cut
+        at the series' end."""
         import numpy as np
 
-        sc = self.sc
         parts = [np.asarray(view.prices, dtype=float)]
         if self.forecast and view.forecasts:
             cols = list(view.forecasts.values()) if self.forecast == "mean" else [view.forecasts[self.forecast]]
@@ -177,13 +185,17 @@ class PlannerStrategy(Strategy):
             idx = np.arange(stop, stop + min(self.extend_days, 7) * steps_per_day) - 7 * steps_per_day
             parts.append(full[idx])
         prices = np.concatenate(parts)
-        n = min(len(prices), len(view.times) - view.t)
-        prices = prices[:n]
-        value = 0.0
+        return prices[: min(len(prices), len(view.times) - view.t)]
+
+    def stored_value(self, view: DecisionView) -> float:
+        """Per MWh stored at the horizon's end (``terminal_value``)."""
+        import numpy as np
+
+        steps_per_day = 86400 // view.step_s
         if self.terminal_value.startswith("quantile:") and len(view.history):
             q = float(self.terminal_value.split(":", 1)[1])
-            value = float(np.quantile(view.history[-7 * steps_per_day :], q))
-        elif self.terminal_value.startswith("refill"):  # "refill" or "refill:<days>"
+            return float(np.quantile(view.history[-7 * steps_per_day :], q))
+        if self.terminal_value.startswith("refill"):  # "refill" or "refill:<days>"
             from programs.planner.terminal import daily_minima, value_of_minima
 
             days = int(self.terminal_value.split(":", 1)[1]) if ":" in self.terminal_value else 7
@@ -191,8 +203,16 @@ class PlannerStrategy(Strategy):
             known = np.concatenate([view.history[len(view.history) - (view.t - lo) :], view.prices])
             span = slice(lo, lo + len(known))
             minima = daily_minima(self._day_numbers(view.times)[span], known, view.calendar.connected[span])
-            v = value_of_minima(minima, sc.charger.efficiency_charge, days)
-            value = 0.0 if v is None else v
+            v = value_of_minima(minima, self.sc.charger.efficiency_charge, days)
+            return 0.0 if v is None else v
+        return 0.0
+
+    def request(self, view: DecisionView) -> PlanRequest:
+        """The validated request the planner task would send for this view (``lp_input`` is the same
+        input, built for the backtest without it; a test holds the two equal)."""
+        sc = self.sc
+        prices = self.prices(view)
+        n = len(prices)
         return PlanRequest(
             start=view.times[view.t],
             step_s=view.step_s,
@@ -204,8 +224,51 @@ class PlannerStrategy(Strategy):
             degradation_cost_per_mwh=sc.degradation_cost_per_mwh,
             windows=tuple(windows_from_calendar(view, view.t + n, sc)),
             terminal_soc_min=sc.availability.terminal_soc_min if view.t + n >= len(view.times) else None,
-            terminal_value_per_mwh=value,
+            terminal_value_per_mwh=self.stored_value(view),
             ends_operation=view.t + n >= len(view.times),
+        )
+
+    def lp_input(self, view: DecisionView) -> LpInput:
+        """``planner.lp_input(self.request(view))``, read straight off the calendar's rows: the plug,
+        the trip energy and the departure floors per row are what the request's plug-in windows say
+        of the same rows (the calendar is where the backtest's windows come from). No pydantic, no
+        per-interval objects: the backtest makes thousands of these."""
+        import numpy as np
+
+        from programs.planner.lp import LpInput
+
+        b, ch, cal = self.sc.battery, self.sc.charger, view.calendar
+        prices = self.prices(view)
+        t, n = view.t, len(prices)
+        stop = t + n
+        ends = stop >= len(view.times)
+        cap = b.capacity_kwh
+        lo = np.full(n, b.soc_min * cap)
+        deps = cal.departure_rows
+        for r in deps[bisect_left(deps, t) : bisect_left(deps, stop)]:
+            lo[r - t] = max(lo[r - t], min(float(cal.floor_soc[r]), b.soc_max) * cap)
+        if ends:
+            lo[-1] = max(lo[-1], min(self.sc.availability.terminal_soc_min, b.soc_max) * cap)
+        conn = cal.connected[t:stop]
+        drive = cal.drive_kwh[t:stop]
+        if not conn[-1]:  # a trip whose plug-in lies past the horizon: no window states its energy
+            drive = drive.copy()
+            drive[max(0, cal.runs[0][stop - 1] - t) :] = 0.0
+        return LpInput(
+            price=prices,
+            connected=conn,
+            drive_kwh=drive,
+            e_lo=lo,
+            e_hi=np.full(n, b.soc_max * cap),
+            e0=min(1.0, max(0.0, view.soc)) * cap,
+            dt_h=view.step_s / 3600.0,
+            max_charge_kw=ch.max_charge_kw,
+            max_discharge_kw=ch.max_discharge_kw,
+            eta_c=ch.efficiency_charge,
+            eta_d=ch.efficiency_discharge,
+            deg_per_mwh=self.sc.degradation_cost_per_mwh,
+            # past the end of operation stored energy sells for nothing (``planner.lp_input``)
+            value_end_per_mwh=0.0 if ends else self.stored_value(view),
         )
 
     @functools.cached_property
@@ -226,21 +289,35 @@ class PlannerStrategy(Strategy):
     def decide(self, view: DecisionView) -> np.ndarray:
         import numpy as np
 
-        from programs.planner.planner import plan
+        from programs.planner.planner import schedule
 
-        p = plan(self.request(view), reason="backtest")
-        self.last_plan = p
-        self.solve_times.append(p.solve_time_s)
-        self.statuses[p.status] = self.statuses.get(p.status, 0) + 1
-        return np.array([iv.power_w / 1000.0 for iv in p.intervals])
+        t0 = time.perf_counter()
+        inp = self.lp_input(view)
+        status, _, c, d, e = schedule(inp, "backtest")
+        cap = self.sc.battery.capacity_kwh
+        # as ``planner._to_plan`` rounds the published plan's power_w and bounds its soc_end
+        power = [round((ci - di) * 1000.0, 3) / 1000.0 for ci, di in zip(c.tolist(), d.tolist())]
+        soc_end = [min(1.0, max(0.0, x / cap)) for x in e.tolist()]
+        secs = time.perf_counter() - t0
+        self.last_plan = PlanArrays(
+            view.times[view.t],
+            dt.timedelta(seconds=view.step_s),
+            status,
+            min(1.0, max(0.0, view.soc)),
+            power,
+            soc_end,
+            inp.connected.tolist(),
+            secs,
+        )
+        self.solve_times.append(secs)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        return np.array(power)
 
     def replan_reason(self, when: dt.datetime, soc: float, connected: bool) -> str | None:
-        from programs.planner.replan import needs_replan
-
         p = self.last_plan
         if p is None:
             return None
-        if when >= p.intervals[-1].end:  # the series' end: nothing left to plan for
+        if when >= p.end:  # the series' end: nothing left to plan for
             return None
         return needs_replan(
             p, when, prices_key=p.prices_key, connected=connected, soc=soc, min_remaining=dt.timedelta(0)

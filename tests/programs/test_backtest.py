@@ -194,11 +194,11 @@ def test_planner_strategy_replans_on_drift_but_not_on_plan():
     strat = PlannerStrategy(sc, **PLANNER_SETTINGS)
     sched = strat.decide(m.view(0, 0.5))
     assert strat.replan_reason(series.times[0], 0.5, True) is None
-    soc1 = strat.last_plan.intervals[0].soc_end
+    soc1 = strat.last_plan.soc_end[0]
     assert strat.replan_reason(series.times[1], soc1, True) is None
     assert strat.replan_reason(series.times[1], soc1 + 0.1, True).startswith("drift")
     assert strat.replan_reason(series.times[8], 0.7, True) == "plug-in"  # 08:00 Monday: the plan says away
-    assert len(sched) == len(strat.last_plan.intervals)
+    assert len(sched) == len(strat.last_plan.power_kw)
 
 
 def test_departure_reserve_on_the_request_both_signs_and_zero(day_csv: Path):
