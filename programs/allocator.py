@@ -7,9 +7,10 @@ the building load measured at the site meter, less a margin; the connection inte
 checks the hard limits again afterwards with its own arithmetic. When the requests do not fit:
 
 - import (charging) is cut in two rounds: first every charging EVSE gets what its departure needs (energy
-  still needed, in grid W: divided by the charge efficiency, over the time left: the urgency), most urgent first, as far as the budget goes; then what
-  is left is shared pro rata to the rest of each request. So a departure is never cut below its need while
-  the connection allows it, and nobody is starved for an equal claim;
+  still needed, in grid W: divided by the charge efficiency, over the time left: the urgency), most urgent
+  first, as far as the budget goes; then what is left is shared pro rata to the rest of each request. So a
+  departure is never cut below its need while the connection allows it, and nobody is starved for an equal
+  claim;
 - export (discharging) is cut most urgent first: the EV that needs its energy soonest stops giving first;
 - a failed EVSE (its interlock tripped, or its measured power not good: comms lost) is taken out: set point
   0 and no share, so the others get what it had.
