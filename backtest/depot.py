@@ -194,8 +194,15 @@ class RunResult:
     run_s: float
 
 
-def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunResult:
+def _split(name: str) -> tuple[int | None, str]:
+    """(EVSE, the tag's name in that EVSE's plant) of a site tag name; (None, name) for a site tag."""
     from runtime.evses import evse_of
+
+    n = evse_of(name)
+    return n, name if n is None else name.split(".", 1)[1]
+
+
+def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunResult:
     from runtime.sim.config import plant_params
     from runtime.sim.server import VirtualPlant
     from runtime.site import build_site
@@ -207,13 +214,18 @@ def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunRes
     params, base = plant_params(site)
     plant = VirtualPlant(params.model_copy(update={"step_s": sc.plant_step_s}), base)
     plant.stats.import_limit_w = sc.import_limit_w
+    # The engine reads the physics here (site_values, evse_values), not the Modbus registers: without its
+    # devices the plant no longer encodes every register of 41 devices at every step (a third of the run).
+    plant.devices.clear()
     engine = built.engine()
     task = next((t for t in built.tasks if isinstance(t, FleetTask)), None)
     core = task.core if task is not None else None
     period_us = built.info.period_us
     specs = built.tags.specs.values()
-    inputs = [s.name for s in specs if s.direction.value == "input"]
-    outputs = [s.name for s in specs if s.direction.value == "output"]
+    # each input and output once: (site name, EVSE or None, the name in its plant); not per cycle
+    inputs = [(s.name, *_split(s.name)) for s in specs if s.direction.value == "input"]
+    outputs = [(s.name, *_split(s.name)) for s in specs if s.direction.value == "output"]
+    outputs = [(name, n, plain) for name, n, plain in outputs if n is not None]
     fixed = {
         "runtime.overrun_fault": False,
         "runtime.persist_fault": False,
@@ -234,9 +246,8 @@ def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunRes
         site_v = {**plant.site_values(), **fixed}
         per = {n: {**plant.evse_values(n), "inverter.write_mismatch": False} for n in plant.evse}
         ups = []
-        for name in inputs:
-            n = evse_of(name)
-            v = site_v.get(name) if n is None else per[n].get(name.split(".", 1)[1])
+        for name, n, plain in inputs:
+            v = site_v.get(name) if n is None else per[n].get(plain)
             ups.append(TagUpdate(name, None, Quality.BAD) if v is None else TagUpdate(name, v))
         rev, curve = prices.published(local)
         if fleet and (rev != rev_sent or now_us - last_write_us >= 3600 * US):
@@ -256,10 +267,8 @@ def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunRes
             if why is not None or sig != last_sig or now_us - last_write_us >= core.p.heartbeat_s * US:
                 pending += [TagUpdate(t, v, q) for t, v, q in core.writes(now, now_us / US)]
                 last_sig, last_write_us = sig, now_us
-        for name in outputs:
-            n = evse_of(name)
-            if n is not None:
-                plant.evse[n].command(name.split(".", 1)[1], res.outputs[name])
+        for name, n, plain in outputs:
+            plant.evse[n].command(plain, res.outputs[name])
         before = {n: (e.inv_import_wh, e.inv_export_wh) for n, e in plant.evse.items()}
         price = prices.at(local)
         plant.advance(period_us / US)
