@@ -185,6 +185,7 @@ class RunResult:
     export_kwh: float
     departures: int
     missed: int
+    lowest_soc_above_need: float | None  # the closest departure: SoC at departure less its need
     peak_import_w: float
     longest_over_s: float
     max_over_w: float
@@ -285,6 +286,7 @@ def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunRes
         exp / 1000.0,
         len(st.departures),
         sum(1 for d in st.departures if not d.met),
+        min((d.soc - d.need for d in st.departures), default=None),
         st.peak_import_w,
         st.longest_over_s,
         st.max_over_w,
@@ -377,6 +379,7 @@ def backtest(path: str | Path) -> dict[str, Any]:
         "departures": plan.departures,
         "missed_departures": plan.missed,
         "missed_departures_baseline": base.missed,
+        "lowest_soc_above_need": None if plan.lowest_soc_above_need is None else round(plan.lowest_soc_above_need, 4),
         "perfect_foresight_shortfall_kwh": round(pf_short, 3),
         "peak_import_w": round(plan.peak_import_w),
         "peak_import_w_baseline": round(base.peak_import_w),
