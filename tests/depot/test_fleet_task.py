@@ -260,3 +260,28 @@ def test_a_building_step_in_the_forecast_is_planned_for_from_the_quarter_before(
     assert total[q["02:30"]] == pytest.approx(room - 5.0)  # cheap, the whole room
     assert total[q["02:45"]] <= room - 12.0 + 1e-6  # the quarter before the step: its room already
     assert total[q["03:00"]] <= room - 12.0 + 1e-6
+
+
+def test_a_limit_from_outside_is_planned_with_and_its_change_replans() -> None:
+    """The back office lowers the 25 kW import to 15 kW (the allocator's own tags): the plan fits the lower
+    limit, so its reserves assume only the room there is; a change of the limit re-plans, and a limit tag
+    gone bad leaves the site file's rating, as for the allocator."""
+    fp = planner(import_limit_tags=["ocpp.connection_import_w"])
+    evs = {n: {"soc": 0.5, "departure_s": 13.5 * 3600.0} for n in (1, 2, 3)}
+
+    def img(us: int, limit: float | None) -> Image:
+        q = Quality.GOOD if limit is not None else Quality.BAD
+        return Image({**image(us, evs), "ocpp.connection_import_w": TagValue(limit, q, us)})
+
+    local, us = at(0.0)
+    assert fp.step(img(us, 15_000.0), local, us) == "no plan"
+    pl = fp.planned
+    assert pl is not None
+    assert pl.plan.power_kw().sum(axis=0).max() == pytest.approx(15.0 - 1.0 - 5.0)  # the limit, margin, building
+    local, us = at(0.1)
+    assert fp.step(img(us, 15_000.0), local, us) is None
+    why = fp.step(img(us, 20_000.0), local, us)
+    assert why is not None and why.startswith("connection limit changed: import 19.0 kW")
+    why = fp.step(img(us, None), local, us)  # not good: the site file's 25 kW
+    assert why is not None and "import 24.0 kW" in why
+    assert fp.planned is not None and fp.planned.plan.power_kw().sum(axis=0).max() == pytest.approx(25.0 - 1.0 - 5.0)
