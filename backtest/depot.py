@@ -19,7 +19,7 @@ share of perfect foresight = (baseline - fleet) / (baseline - perfect foresight)
 grid energy at the day-ahead price plus the degradation cost of discharge, as the single-EV backtest
 counts them (runtime/data/scenarios/commuter.yaml "accounting").
 
-``python -m backtest.depot SCENARIO [--json OUT]`` prints the report as JSON.
+``python -m backtest.depot SCENARIO [--seed N] [--json OUT]`` prints the report as JSON.
 """
 
 from __future__ import annotations
@@ -356,9 +356,13 @@ def perfect_foresight(sc: DepotScenario, site: Path, prices: Prices) -> tuple[fl
     return plan.cost, float(plan.shortfall_kwh.sum()), plan.solve_s
 
 
-def backtest(path: str | Path) -> dict[str, Any]:
+def backtest(path: str | Path, seed: int | None = None) -> dict[str, Any]:
+    """The report of one scenario; ``seed`` draws another fleet from the same distributions (a check that
+    a change is not fitted to one week's vans)."""
     path = Path(path)
     sc = load_scenario(path)
+    if seed is not None:
+        sc = sc.model_copy(update={"fleet": sc.fleet.model_copy(update={"seed": seed})})
     prices = Prices.load(sc, path.parent)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -369,6 +373,7 @@ def backtest(path: str | Path) -> dict[str, Any]:
     gap = base.cost - pf_cost
     return {
         "scenario": path.name,
+        "seed": sc.fleet.seed,
         "chargers": sc.chargers,
         "days": sc.fleet.days,
         "cost_baseline": round(base.cost, 2),
@@ -401,8 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m backtest.depot", description=__doc__.split("\n")[0])
     ap.add_argument("scenario", type=Path, help="a depot scenario (runtime/data/scenarios/depot*.yaml)")
     ap.add_argument("--json", type=Path, help="also write the report here")
+    ap.add_argument("--seed", type=int, help="the fleet's seed instead of the scenario's")
     a = ap.parse_args(argv)
-    report = backtest(a.scenario)
+    report = backtest(a.scenario, a.seed)
     text = json.dumps(report, indent=1)
     print(text)
     if a.json:
