@@ -225,8 +225,11 @@ def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunRes
     specs = built.tags.specs.values()
     # each input and output once: (site name, EVSE or None, the name in its plant); not per cycle
     inputs = [(s.name, *_split(s.name)) for s in specs if s.direction.value == "input"]
-    outputs = [(s.name, *_split(s.name)) for s in specs if s.direction.value == "output"]
-    outputs = [(name, n, plain) for name, n, plain in outputs if n is not None]
+    outputs: list[tuple[str, int, str]] = []
+    for s in specs:
+        n, plain = _split(s.name)
+        if s.direction.value == "output" and n is not None:
+            outputs.append((s.name, n, plain))
     fixed = {
         "runtime.overrun_fault": False,
         "runtime.persist_fault": False,

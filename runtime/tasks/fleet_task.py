@@ -287,8 +287,8 @@ class FleetPlanner:
         if key != pl.key:
             return "new prices"
         if self.connection_kw() != pl.connection_kw:
-            imp, exp = self.connection_kw()
-            return f"connection limit changed: import {imp:.1f} kW, export {exp:.1f} kW (less the margin)"
+            imp_kw, exp_kw = self.connection_kw()
+            return f"connection limit changed: import {imp_kw:.1f} kW, export {exp_kw:.1f} kW (less the margin)"
         i = pl.index(now)
         if i is None or (len(pl.prices) - i) * pl.step_s < 3600:
             return "plan runs out"
