@@ -19,7 +19,7 @@ share of perfect foresight = (baseline - fleet) / (baseline - perfect foresight)
 grid energy at the day-ahead price plus the degradation cost of discharge, as the single-EV backtest
 counts them (runtime/data/scenarios/commuter.yaml "accounting").
 
-``python -m backtest.depot SCENARIO [--json OUT]`` prints the report as JSON.
+``python -m backtest.depot SCENARIO [--seed N] [--json OUT]`` prints the report as JSON.
 """
 
 from __future__ import annotations
@@ -185,6 +185,7 @@ class RunResult:
     export_kwh: float
     departures: int
     missed: int
+    lowest_soc_above_need: float | None  # the closest departure: SoC at departure less its need
     peak_import_w: float
     longest_over_s: float
     max_over_w: float
@@ -194,8 +195,15 @@ class RunResult:
     run_s: float
 
 
-def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunResult:
+def _split(name: str) -> tuple[int | None, str]:
+    """(EVSE, the tag's name in that EVSE's plant) of a site tag name; (None, name) for a site tag."""
     from runtime.evses import evse_of
+
+    n = evse_of(name)
+    return n, name if n is None else name.split(".", 1)[1]
+
+
+def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunResult:
     from runtime.sim.config import plant_params
     from runtime.sim.server import VirtualPlant
     from runtime.site import build_site
@@ -207,13 +215,21 @@ def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunRes
     params, base = plant_params(site)
     plant = VirtualPlant(params.model_copy(update={"step_s": sc.plant_step_s}), base)
     plant.stats.import_limit_w = sc.import_limit_w
+    # The engine reads the physics here (site_values, evse_values), not the Modbus registers: without its
+    # devices the plant no longer encodes every register of 41 devices at every step (a third of the run).
+    plant.devices.clear()
     engine = built.engine()
     task = next((t for t in built.tasks if isinstance(t, FleetTask)), None)
     core = task.core if task is not None else None
     period_us = built.info.period_us
     specs = built.tags.specs.values()
-    inputs = [s.name for s in specs if s.direction.value == "input"]
-    outputs = [s.name for s in specs if s.direction.value == "output"]
+    # each input and output once: (site name, EVSE or None, the name in its plant); not per cycle
+    inputs = [(s.name, *_split(s.name)) for s in specs if s.direction.value == "input"]
+    outputs: list[tuple[str, int, str]] = []
+    for s in specs:
+        n, plain = _split(s.name)
+        if s.direction.value == "output" and n is not None:
+            outputs.append((s.name, n, plain))
     fixed = {
         "runtime.overrun_fault": False,
         "runtime.persist_fault": False,
@@ -234,9 +250,8 @@ def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunRes
         site_v = {**plant.site_values(), **fixed}
         per = {n: {**plant.evse_values(n), "inverter.write_mismatch": False} for n in plant.evse}
         ups = []
-        for name in inputs:
-            n = evse_of(name)
-            v = site_v.get(name) if n is None else per[n].get(name.split(".", 1)[1])
+        for name, n, plain in inputs:
+            v = site_v.get(name) if n is None else per[n].get(plain)
             ups.append(TagUpdate(name, None, Quality.BAD) if v is None else TagUpdate(name, v))
         rev, curve = prices.published(local)
         if fleet and (rev != rev_sent or now_us - last_write_us >= 3600 * US):
@@ -256,10 +271,8 @@ def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunRes
             if why is not None or sig != last_sig or now_us - last_write_us >= core.p.heartbeat_s * US:
                 pending += [TagUpdate(t, v, q) for t, v, q in core.writes(now, now_us / US)]
                 last_sig, last_write_us = sig, now_us
-        for name in outputs:
-            n = evse_of(name)
-            if n is not None:
-                plant.evse[n].command(name.split(".", 1)[1], res.outputs[name])
+        for name, n, plain in outputs:
+            plant.evse[n].command(plain, res.outputs[name])
         before = {n: (e.inv_import_wh, e.inv_export_wh) for n, e in plant.evse.items()}
         price = prices.at(local)
         plant.advance(period_us / US)
@@ -276,6 +289,7 @@ def run(sc: DepotScenario, site: Path, prices: Prices, *, fleet: bool) -> RunRes
         exp / 1000.0,
         len(st.departures),
         sum(1 for d in st.departures if not d.met),
+        min((d.soc - d.need for d in st.departures), default=None),
         st.peak_import_w,
         st.longest_over_s,
         st.max_over_w,
@@ -345,9 +359,13 @@ def perfect_foresight(sc: DepotScenario, site: Path, prices: Prices) -> tuple[fl
     return plan.cost, float(plan.shortfall_kwh.sum()), plan.solve_s
 
 
-def backtest(path: str | Path) -> dict[str, Any]:
+def backtest(path: str | Path, seed: int | None = None) -> dict[str, Any]:
+    """The report of one scenario; ``seed`` draws another fleet from the same distributions (a check that
+    a change is not fitted to one week's vans)."""
     path = Path(path)
     sc = load_scenario(path)
+    if seed is not None:
+        sc = sc.model_copy(update={"fleet": sc.fleet.model_copy(update={"seed": seed})})
     prices = Prices.load(sc, path.parent)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -358,6 +376,7 @@ def backtest(path: str | Path) -> dict[str, Any]:
     gap = base.cost - pf_cost
     return {
         "scenario": path.name,
+        "seed": sc.fleet.seed,
         "chargers": sc.chargers,
         "days": sc.fleet.days,
         "cost_baseline": round(base.cost, 2),
@@ -368,6 +387,7 @@ def backtest(path: str | Path) -> dict[str, Any]:
         "departures": plan.departures,
         "missed_departures": plan.missed,
         "missed_departures_baseline": base.missed,
+        "lowest_soc_above_need": None if plan.lowest_soc_above_need is None else round(plan.lowest_soc_above_need, 4),
         "perfect_foresight_shortfall_kwh": round(pf_short, 3),
         "peak_import_w": round(plan.peak_import_w),
         "peak_import_w_baseline": round(base.peak_import_w),
@@ -389,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m backtest.depot", description=__doc__.split("\n")[0])
     ap.add_argument("scenario", type=Path, help="a depot scenario (runtime/data/scenarios/depot*.yaml)")
     ap.add_argument("--json", type=Path, help="also write the report here")
+    ap.add_argument("--seed", type=int, help="the fleet's seed instead of the scenario's")
     a = ap.parse_args(argv)
-    report = backtest(a.scenario)
+    report = backtest(a.scenario, a.seed)
     text = json.dumps(report, indent=1)
     print(text)
     if a.json:

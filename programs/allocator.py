@@ -2,14 +2,15 @@
 
 Each EVSE's request is what its own mode machine and dispatch wrote this cycle (``evse<n>.inverter.setpoint``;
 per-EVSE programs run before the site's, runtime/site.py). The connection's budget is the import and export
-limit (site file, lowered by the back office or the local API through shared tags) less the building load
-measured at the site meter, less a margin; the connection interlock (safety/connection.py) checks the hard
-limits again afterwards with its own arithmetic. When the requests do not fit:
+limit (site file, lowered by the back office or the local API through shared tags: the lowest good one) less
+the building load measured at the site meter, less a margin; the connection interlock (safety/connection.py)
+checks the hard limits again afterwards with its own arithmetic. When the requests do not fit:
 
 - import (charging) is cut in two rounds: first every charging EVSE gets what its departure needs (energy
-  still needed over the time left: the urgency), most urgent first, as far as the budget goes; then what
-  is left is shared pro rata to the rest of each request. So a departure is never cut below its need while
-  the connection allows it, and nobody is starved for an equal claim;
+  still needed, in grid W: divided by the charge efficiency, over the time left: the urgency), most urgent
+  first, as far as the budget goes; then what is left is shared pro rata to the rest of each request. So a
+  departure is never cut below its need while the connection allows it, and nobody is starved for an equal
+  claim;
 - export (discharging) is cut most urgent first: the EV that needs its energy soonest stops giving first;
 - a failed EVSE (its interlock tripped, or its measured power not good: comms lost) is taken out: set point
   0 and no share, so the others get what it had.
@@ -23,8 +24,9 @@ tags of the fleet plan or back office. Without them (or while they are not good)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -38,10 +40,20 @@ EvseId = Annotated[int, Field(ge=1, le=999)]
 class AllocatorParams(Params):
     import_limit_w: float = Field(ge=0, le=MAX_W, description="service rating, import (W)")
     export_limit_w: float = Field(ge=0, le=MAX_W, description="export allowed by the interconnection agreement (W)")
-    import_limit_tag: TagName | None = Field(
-        None, description="a lower import limit from the back office or local API (W magnitude, last value kept)"
+    import_limit_tags: list[TagName] = Field(
+        default_factory=list,
+        max_length=16,
+        description="lower import limits from outside (W magnitudes: the back office's ocpp.connection_import_w, "
+        "the local API's local.connection_import_w); the lowest good one binds, never above import_limit_w",
     )
-    export_limit_tag: TagName | None = Field(None, description="likewise for export")
+    export_limit_tags: list[TagName] = Field(default_factory=list, max_length=16, description="likewise for export")
+    charge_efficiency: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="grid to battery, for a departure's need in grid W (the EV's charger and battery: the plan's "
+        "efficiency_charge)",
+    )
     margin_w: float = Field(
         0.0, ge=0, le=MAX_W, description="kept free below each limit (meter lag, a building step between reads)"
     )
@@ -68,6 +80,11 @@ class AllocatorParams(Params):
     )
     target_tag: TagName | None = Field("ev.target_soc", description="SoC the EV wants at departure; optional")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _singular(cls, data: Any) -> Any:
+        return singular_limit_tags(data)
+
     @model_validator(mode="after")
     def _distinct(self) -> AllocatorParams:
         if len(set(self.evses)) != len(self.evses):
@@ -91,31 +108,54 @@ class Budget:
     export_limit_w: float
     room_import: float = 0.0
     room_export: float = 0.0
+    import_from: str = "site file"  # which limit binds: the site file, or the tag that lowered it
+    export_from: str = "site file"
 
 
-def _external(img: Image, tag: str | None, own: float) -> float:
-    """A limit from outside lowers the site file's, never raises it; its last value holds while the link is
-    down, as a charging profile does (docs/design.md "Limits from outside")."""
-    if tag is None:
-        return own
-    v = img.tag(tag).value
-    return own if v is None else min(own, abs(float(v)))
+def singular_limit_tags(data: Any) -> Any:
+    """``import_limit_tag: X`` as ``import_limit_tags: [X]`` (the one-tag form of session 4, which the
+    single-charger LocalLoadBalancing site still writes)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for one in ("import_limit_tag", "export_limit_tag"):
+        if one in out:
+            tag = out.pop(one)
+            if one + "s" in out:
+                raise ValueError(f"give {one}s only, not {one} beside it")
+            out[one + "s"] = [] if tag is None else [tag]
+    return out
+
+
+def lowest_limit(img: Image, tags: list[str], own: float) -> tuple[float, str]:
+    """(limit W, where it comes from): the site file's rating, lowered by every good limit tag (the back
+    office's, the local API's), never raised. A tag that is not good (link down, its task dead: stale) or
+    whose value is not a finite magnitude >= 0 is ignored: the rating, the service's own breaker, stays."""
+    limit, source = own, "site file"
+    for tag in tags:
+        v = img.value(tag)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            continue
+        if v < limit:
+            limit, source = float(v), tag
+    return limit, source
 
 
 def budget(img: Image, p: AllocatorParams, evses: list[int | None]) -> Budget:
     """The connection less the building (meter - EVSEs) and the margin; a meter not good is doubt."""
-    imp = _external(img, p.import_limit_tag, p.import_limit_w)
-    exp = _external(img, p.export_limit_tag, p.export_limit_w)
+    imp, imp_from = lowest_limit(img, p.import_limit_tags, p.import_limit_w)
+    exp, exp_from = lowest_limit(img, p.export_limit_tags, p.export_limit_w)
     meter = img.value(p.meter_power_tag)
     if meter is None:  # no room can be seen: what the assumed building leaves beside last cycle's set points
         hi_b, lo_b = (p.import_limit_w if p.building_max_w is None else p.building_max_w), 0.0
         high, low = imp - p.margin_w - hi_b, -(exp - p.margin_w) - lo_b
         now = sum(img.value(evse_tag(n, p.setpoint_tag), 0.0) for n in evses)
-        return Budget(high, low, imp, exp, high - now, now - low)
+        return Budget(high, low, imp, exp, high - now, now - low, imp_from, exp_from)
     hi_b = lo_b = float(meter) - sum(img.value(evse_tag(n, p.power_tag), 0.0) for n in evses)
     room_import = imp - p.margin_w - float(meter)
     room_export = exp - p.margin_w + float(meter)
-    return Budget(imp - p.margin_w - hi_b, -(exp - p.margin_w) - lo_b, imp, exp, room_import, room_export)
+    high, low = imp - p.margin_w - hi_b, -(exp - p.margin_w) - lo_b
+    return Budget(high, low, imp, exp, room_import, room_export, imp_from, exp_from)
 
 
 OUT_GRANTED, OUT_CUT = "alloc.granted_w", "alloc.cut"
@@ -134,7 +174,8 @@ class Claim:
 
 
 def departure_need(img: Image, p: AllocatorParams, n: int | None, dt_s: float) -> float:
-    """W the EV must take from now on average to leave at its target SoC: the allocator's urgency."""
+    """Grid W the EV must take from now on average to leave at its target SoC: the allocator's urgency. The
+    energy the battery lacks is divided by the charge efficiency: the connection carries the losses too."""
     soc = img.value(evse_tag(n, p.soc_tag))
     cap = img.value(evse_tag(n, p.capacity_tag))
     dep = img.value(evse_tag(n, p.departure_tag)) if p.departure_tag else None
@@ -145,7 +186,7 @@ def departure_need(img: Image, p: AllocatorParams, n: int | None, dt_s: float) -
     if energy_wh <= 0.0:
         return 0.0
     left_s = max(float(dep), dt_s)  # due now and still short: all of it, now
-    return energy_wh * 3600.0 / left_s
+    return energy_wh / p.charge_efficiency * 3600.0 / left_s
 
 
 def share_import(claims: list[Claim], room: float) -> None:
@@ -238,7 +279,7 @@ class Allocator(Program):
 
     def requires(self) -> list[str]:
         p = self.params
-        tags = [p.meter_power_tag, *(t for t in (p.import_limit_tag, p.export_limit_tag) if t)]
+        tags = [p.meter_power_tag]  # the limit tags are optional: one no task provides never lowers the rating
         for n in self._evses:
             tags += [evse_tag(n, t) for t in (p.setpoint_tag, p.power_tag, p.soc_tag, p.capacity_tag, p.trip_tag)]
         return tags
@@ -281,7 +322,9 @@ def _explain(c: Claim, b: Budget) -> str:
     if c.cut == "out":
         return f"out of service: {c.out}"
     if c.cut == "import":
-        return f"import limit {b.import_limit_w:.0f} W reached: charging cut (departure need first)"
+        return f"import limit {b.import_limit_w:.0f} W ({b.import_from}) reached: charging cut (departure need first)"
     if c.cut == "export":
-        return f"export limit {b.export_limit_w:.0f} W reached: discharging cut (most urgent EV first)"
+        return (
+            f"export limit {b.export_limit_w:.0f} W ({b.export_from}) reached: discharging cut (most urgent EV first)"
+        )
     return ""

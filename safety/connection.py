@@ -17,8 +17,9 @@ is import-positive, so an EVSE charging at P adds P to the meter's reading.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -36,10 +37,13 @@ class ConnectionParams(Params):
 
     import_limit_w: float = Field(ge=0, le=MAX_W, description="service rating, import (W)")
     export_limit_w: float = Field(ge=0, le=MAX_W, description="export allowed by the interconnection agreement (W)")
-    import_limit_tag: TagName | None = Field(
-        None, description="a lower import limit from the back office or local API (W magnitude, last value kept)"
+    import_limit_tags: list[TagName] = Field(
+        default_factory=list,
+        max_length=16,
+        description="lower import limits from outside (W magnitudes, the allocator's tags): the lowest good one "
+        "binds here too, so a limit from the back office holds even if the allocator does not keep it",
     )
-    export_limit_tag: TagName | None = Field(None, description="likewise for export")
+    export_limit_tags: list[TagName] = Field(default_factory=list, max_length=16, description="likewise for export")
     building_max_w: float | None = Field(
         None,
         ge=0,
@@ -54,6 +58,21 @@ class ConnectionParams(Params):
     )
     setpoint_tag: TagName = "inverter.setpoint"
     power_tag: TagName = Field("inverter.power", description="the EVSE's measured power, charge-positive (W)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _singular(cls, data: Any) -> Any:
+        """``import_limit_tag: X`` (the one-tag form of session 4) as ``import_limit_tags: [X]``."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for one in ("import_limit_tag", "export_limit_tag"):
+            if one in out:
+                tag = out.pop(one)
+                if one + "s" in out:
+                    raise ValueError(f"give {one}s only, not {one} beside it")
+                out[one + "s"] = [] if tag is None else [tag]
+        return out
 
     @model_validator(mode="after")
     def _distinct(self) -> ConnectionParams:
@@ -82,18 +101,17 @@ class Budget:
     export_limit_w: float
 
 
-def _external(img: Image, tag: str | None, own: float) -> float:
-    """A limit from outside lowers the site file's, never raises it; its last value holds while the link is
-    down, as a charging profile does (docs/design.md "Limits from outside")."""
-    if tag is None:
-        return own
-    v = img.tag(tag).value
-    return own if v is None else min(own, abs(float(v)))
+def external(img: Image, tags: list[str], own: float) -> float:
+    """The site file's rating lowered by every good limit from outside, never raised. A tag not good (link
+    down, its task dead) or not a finite magnitude >= 0 is ignored: the service's own rating stays."""
+    values = [img.value(t) for t in tags]
+    ok = [float(v) for v in values if type(v) in (int, float) and math.isfinite(v) and v >= 0]
+    return min([own, *ok])
 
 
 def budget(img: Image, p: ConnectionParams) -> Budget:
-    imp = _external(img, p.import_limit_tag, p.import_limit_w)
-    exp = _external(img, p.export_limit_tag, p.export_limit_w)
+    imp = external(img, p.import_limit_tags, p.import_limit_w)
+    exp = external(img, p.export_limit_tags, p.export_limit_w)
     meter = img.value(p.meter_power_tag)
     if meter is None:
         hi_b = p.import_limit_w if p.building_max_w is None else p.building_max_w
@@ -147,7 +165,7 @@ class ConnectionLimit(Program):
 
     def requires(self) -> list[str]:
         p = self.params
-        tags = [p.meter_power_tag, *(t for t in (p.import_limit_tag, p.export_limit_tag) if t)]
+        tags = [p.meter_power_tag]  # the limit tags are optional: one no task provides never lowers the rating
         for n in self._evses:
             tags += [evse_tag(n, p.setpoint_tag), evse_tag(n, p.power_tag)]
         return tags

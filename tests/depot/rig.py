@@ -58,7 +58,14 @@ class Bypass(Program):
 
 
 class DepotRig(CycleRig):
-    def __init__(self, n: int = 3, period_ms: int = 100, shared: tuple[str, ...] = (), **limits: Any):
+    def __init__(
+        self,
+        n: int = 3,
+        period_ms: int = 100,
+        shared: tuple[str, ...] = (),
+        shared_stale_s: float | None = None,
+        **limits: Any,
+    ):
         self.ids = list(range(1, n + 1))
         limits.setdefault("import_limit_w", 30_000.0)
         limits.setdefault("export_limit_w", 20_000.0)
@@ -69,7 +76,7 @@ class DepotRig(CycleRig):
         conn = {k: v for k, v in limits.items() if k in ConnectionParams.model_fields}  # no margin: hard limits
         self.conn = ConnectionLimit("connection", ConnectionParams.model_validate(conn), site)
         plant = [TagSpec("meter.power", TagType.FLOAT, "W", Direction.INPUT)]
-        plant += [TagSpec(name, TagType.FLOAT, "W", Direction.SHARED) for name in shared]
+        plant += [TagSpec(name, TagType.FLOAT, "W", Direction.SHARED, None, shared_stale_s) for name in shared]
         for i in self.ids:
             plant += [
                 TagSpec(f"evse{i}.inverter.power", TagType.FLOAT, "W", Direction.INPUT),

@@ -12,6 +12,7 @@ from runtime.tags import Quality, TagUpdate
 from tests.depot.rig import DepotRig
 
 TOL = 1e-6
+ETA_C = 0.95  # the allocator's charge_efficiency default: the example depot's vans (runtime/sites/depot.yaml)
 
 
 def test_requests_that_fit_pass_untouched() -> None:
@@ -42,15 +43,17 @@ def test_departure_need_is_served_first() -> None:
     rig = DepotRig(import_limit_w=20_000)
     rig.req.request = {1: 11_000.0, 2: 11_000.0, 3: 11_000.0}
     rig.soc = {1: 0.5, 2: 0.5, 3: 0.5}
-    rig.departs(2, in_s=3600, target_soc=0.65)  # 9 kWh in an hour: 9 kW
+    rig.departs(2, in_s=3600, target_soc=0.65)  # 9 kWh into the battery in an hour: 9 kW / 0.95 from the grid
     res = rig.settle()
     sp = rig.setpoints(res)
-    assert sp[2] >= 9_000 - TOL
+    need = 9_000 / ETA_C
+    assert sp[2] >= need - TOL
     assert sum(sp.values()) == pytest.approx(20_000, rel=1e-3)
-    # what is left after the need (11 kW) is shared pro rata to the rest of each request (2, 11, 11 kW)
+    # what is left after the need is shared pro rata to the rest of each request (11 kW - need, 11, 11 kW)
     # (the need grows a little each cycle as the time left shrinks: 3 cycles of 0.1 s here)
-    assert sp[2] == pytest.approx(9_000 + 2_000 * 11_000 / 24_000, rel=1e-3)
-    assert sp[1] == pytest.approx(11_000 * 11_000 / 24_000, rel=1e-3)
+    rest = 22_000 + 11_000 - need
+    assert sp[2] == pytest.approx(need + (11_000 - need) * (20_000 - need) / rest, rel=1e-3)
+    assert sp[1] == pytest.approx(11_000 * (20_000 - need) / rest, rel=1e-3)
     assert rig.image("evse2.alloc.granted_w") == pytest.approx(sp[2])
 
 
@@ -166,18 +169,84 @@ def test_meter_not_good_means_no_charging_beyond_the_largest_building_load() -> 
     assert rig2.setpoints(rig2.settle()) == dict.fromkeys(rig2.ids, 0.0)
 
 
-def test_an_external_limit_lowers_the_connection_and_its_last_value_holds() -> None:
-    rig = DepotRig(import_limit_w=30_000, import_limit_tag="site.import_limit", shared=("site.import_limit",))
-    rig.req.request = dict.fromkeys(rig.ids, 11_000.0)
-    rig.extra.append(TagUpdate("site.import_limit", 12_000.0))
-    res = rig.settle()
-    assert sum(rig.setpoints(res).values()) == pytest.approx(12_000)
-    rig.extra.append(TagUpdate("site.import_limit", None, Quality.BAD))  # link down: the last value holds
-    res = rig.settle()
-    assert sum(rig.setpoints(res).values()) == pytest.approx(12_000)
-    rig.extra.append(TagUpdate("site.import_limit", 90_000.0))  # never above the site file's rating
-    res = rig.settle()
-    assert sum(rig.setpoints(res).values()) == pytest.approx(30_000)
+OCPP_IMP, OCPP_EXP = "ocpp.connection_import_w", "ocpp.connection_export_w"
+LOCAL_IMP, LOCAL_EXP = "local.connection_import_w", "local.connection_export_w"
+LIMIT_TAGS = (OCPP_IMP, OCPP_EXP, LOCAL_IMP, LOCAL_EXP)
+NAN, INF = float("nan"), float("inf")
+
+
+def _limits_rig(*, bypass: bool = False) -> DepotRig:
+    """30 kW import / 20 kW export in the site file; the back office's and the local API's limit tags."""
+    rig = DepotRig(
+        import_limit_w=30_000,
+        export_limit_w=20_000,
+        import_limit_tags=[OCPP_IMP, LOCAL_IMP],
+        export_limit_tags=[OCPP_EXP, LOCAL_EXP],
+        shared=LIMIT_TAGS,
+        shared_stale_s=10.0,
+    )
+    rig.req.bypass = bypass
+    return rig
+
+
+# (direction's request per EVSE W, tag -> (value, quality), the limit in force W, its source in alloc.cut)
+G, B = Quality.GOOD, Quality.BAD
+LIMIT_ROWS = [
+    (11_000.0, {OCPP_IMP: (12_000.0, G)}, 12_000.0, OCPP_IMP),  # the back office lower than the file
+    (11_000.0, {OCPP_IMP: (12_000.0, G), LOCAL_IMP: (9_000.0, G)}, 9_000.0, LOCAL_IMP),  # the lowest of both
+    (11_000.0, {OCPP_IMP: (90_000.0, G)}, 30_000.0, "site file"),  # higher than the file: never raised
+    (11_000.0, {OCPP_IMP: (0.0, G)}, 0.0, OCPP_IMP),  # zero: no charging
+    (11_000.0, {OCPP_IMP: (12_000.0, B)}, 30_000.0, "site file"),  # bad: ignored, the rating stays
+    (11_000.0, {OCPP_IMP: (NAN, G), LOCAL_IMP: (14_000.0, G)}, 14_000.0, LOCAL_IMP),  # NaN is bad
+    (11_000.0, {OCPP_IMP: (INF, G)}, 30_000.0, "site file"),
+    (11_000.0, {OCPP_IMP: (-5_000.0, G)}, 30_000.0, "site file"),  # negative: not a magnitude
+    (11_000.0, {OCPP_EXP: (1_000.0, G)}, 30_000.0, "site file"),  # an export limit leaves import alone
+    (-11_000.0, {OCPP_EXP: (8_000.0, G)}, 8_000.0, OCPP_EXP),
+    (-11_000.0, {OCPP_EXP: (8_000.0, G), LOCAL_EXP: (5_000.0, G)}, 5_000.0, LOCAL_EXP),
+    (-11_000.0, {LOCAL_EXP: (70_000.0, G)}, 20_000.0, "site file"),
+    (-11_000.0, {OCPP_EXP: (0.0, G)}, 0.0, OCPP_EXP),
+    (-11_000.0, {OCPP_EXP: (3_000.0, B), LOCAL_EXP: (NAN, G)}, 20_000.0, "site file"),
+    (-11_000.0, {OCPP_EXP: (-1.0, G)}, 20_000.0, "site file"),
+    (-11_000.0, {OCPP_IMP: (0.0, G)}, 20_000.0, "site file"),  # an import limit leaves export alone
+]
+
+
+@pytest.mark.parametrize(("request_w", "tags", "limit", "source"), LIMIT_ROWS)
+@pytest.mark.parametrize("bypass", [False, True], ids=["allocator", "interlock-alone"])
+def test_limits_from_outside_lower_the_connection_never_raise_it(
+    request_w: float, tags: dict[str, tuple[float, Quality]], limit: float, source: str, bypass: bool
+) -> None:
+    """Both directions: the lowest of the site file's rating and every good limit tag holds the meter, with
+    the allocator sharing it, and with the connection interlock alone (a program writing after the
+    allocator): a limit from the back office binds even if the allocator does not keep it."""
+    rig = _limits_rig(bypass=bypass)
+    rig.req.request = dict.fromkeys(rig.ids, request_w)
+    rig.extra += [TagUpdate(t, v, q) for t, (v, q) in tags.items()]
+    rig.settle()
+    total = sum(rig.power.values())
+    assert abs(total) == pytest.approx(limit, abs=1e-6)  # 3 x 11 kW asked: the limit binds, whichever it is
+    assert total * request_w >= 0  # reduced toward 0, never turned around
+    if not bypass:
+        cut = [i for i in rig.ids if abs(rig.power[i]) < abs(request_w)]  # export: the least urgent keeps its own
+        assert cut and all(source in rig.image(f"evse{i}.alloc.cut") for i in cut)
+        assert rig.image("connection.reason") == ""  # the allocator kept it: nothing left for the interlock
+    else:
+        assert f"limit {limit:.0f} W" in rig.image("connection.reason")
+
+
+def test_a_limit_tag_gone_stale_is_ignored_and_the_rating_returns() -> None:
+    """The back office's task dies: its last limit ages past its staleness bound and stops binding; the site
+    file's rating (the service's breaker) is the ceiling again, for the allocator and the interlock."""
+    for bypass in (False, True):
+        rig = _limits_rig(bypass=bypass)
+        rig.req.request = dict.fromkeys(rig.ids, 11_000.0)
+        rig.extra.append(TagUpdate(OCPP_IMP, 12_000.0))
+        rig.settle()
+        assert sum(rig.power.values()) == pytest.approx(12_000)
+        rig.settle(95)  # 9.8 s since the write: still good
+        assert sum(rig.power.values()) == pytest.approx(12_000)
+        rig.settle(5)  # past 10 s: stale
+        assert sum(rig.power.values()) == pytest.approx(30_000)
 
 
 @pytest.mark.parametrize(
@@ -234,3 +303,22 @@ def test_break_before_make_a_rise_waits_for_the_room_a_cut_frees() -> None:
         imports.append(rig.site_import())
     assert max(imports) <= 20_000 + TOL
     assert rig.setpoints(res) == pytest.approx({1: 20_000 * 10 / 31, 2: 20_000 * 10 / 31, 3: 20_000 * 11 / 31})
+
+
+def test_a_grant_of_exactly_the_need_meets_the_departure() -> None:
+    """The departure's need is energy into the battery; the connection carries the charging losses too. A
+    connection of exactly the need in grid W (6 kWh in an hour at 0.95: 6316 W) goes to the van that leaves,
+    none to the other, and the van leaves at its target: the need counted without the efficiency would have
+    granted 6 kW and left it 5 % of its charge short."""
+    cap_wh = 60_000.0  # tests/depot/rig.py CAPACITY_WH
+    need_w = 0.1 * cap_wh / ETA_C
+    rig = DepotRig(period_ms=60_000, import_limit_w=need_w)
+    rig.req.request = {1: 11_000.0, 2: 11_000.0, 3: 0.0}
+    rig.soc = {1: 0.5, 2: 0.5, 3: 0.5}
+    rig.departs(1, in_s=3600, target_soc=0.6)
+    for _ in range(60):  # an hour of one-minute cycles; the plant: the battery takes eta x grid power
+        rig.step_once()
+        assert rig.power[1] == pytest.approx(need_w, rel=1e-9) and rig.power[2] == pytest.approx(0.0, abs=1e-6)
+        assert rig.site_import() <= need_w * (1 + 1e-12)
+        rig.soc[1] += rig.power[1] * ETA_C * 60.0 / 3600.0 / cap_wh
+    assert rig.soc[1] == pytest.approx(0.6, abs=1e-9)

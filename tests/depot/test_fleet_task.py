@@ -111,10 +111,10 @@ def test_the_plan_shares_the_cheap_hours_within_the_connection_and_meets_every_d
     assert (p.sum(axis=0) >= -(15.0 - 1.0) - 5.0 - 1e-6).all()
     assert pl.plan.shortfall_kwh.sum() == 0.0
     leave = 54  # 13.5 h of quarters
-    assert (pl.plan.energy_kwh[:, leave - 1] >= 0.83 * 57.0 - 1e-6).all()  # the target and its margin
+    assert (pl.plan.energy_kwh[:, leave - 1] >= 0.82 * 57.0 - 1e-6).all()  # the target and its margin
     # the cheap hours (02:00-05:00 local = quarters 36..47) carry as much as the connection lets them: its
-    # import less the margin, less the 10 % headroom left for building steps, less the building
-    assert p[:, 36:48].sum(axis=0) == pytest.approx([(25.0 - 1.0) * 0.9 - 5.0] * 12)
+    # import less the margin, less the building
+    assert p[:, 36:48].sum(axis=0) == pytest.approx([25.0 - 1.0 - 5.0] * 12)
     # the published tags: every EVSE's plan under its prefix; the one without a van planned at 0
     fp2 = planner()
     fp2.step(image(us, {1: evs[1]}), local, us)
@@ -235,10 +235,53 @@ def test_a_van_cut_in_the_cheap_hours_is_caught_up_and_every_van_leaves_with_its
                     assert res and all(pl.plan.energy_kwh[j, i] >= r * cap / 1000 - 1e-6 for i, r in res)
         w = {t: v for t, v, _ in fp.writes(local.astimezone(dt.UTC), us / US)}
         power = {n: float(w[f"evse{n}.plan.power"]) for n in soc}
-        assert sum(power.values()) <= (25_000 - 1000) * 0.9 - 5000 + 1e-3  # the plan within the connection
+        assert sum(power.values()) <= 25_000 - 1000 - 5000 + 1e-3  # the plan within the connection
         if 9.0 <= h < 9.75:  # 02:00-02:45 local: the allocator gives van 1 nothing
             power[1] = 0.0
         for n, pw in power.items():
             soc[n] += pw * 0.95 * step_s / 3600 / cap
     assert any(r.startswith(("evse1 below its reserve", "drift of evse1")) for r in reasons), reasons
     assert all(s >= 0.8 for s in soc.values()), soc
+
+
+def test_a_building_step_in_the_forecast_is_planned_for_from_the_quarter_before() -> None:
+    """The building steps from 5 to 12 kW at 03:00, inside the cheap hours. The chargers follow the plan's
+    new quarter in the scan in which the building steps, and the meter shows the step a read later; so the
+    plan makes room for it from the quarter before (02:45), and the site never passes its limit, margin or not."""
+    fp = planner(building_w=[["00:00", 5000.0], ["03:00", 12000.0], ["06:00", 5000.0]])
+    evs = {n: {"soc": 0.25, "departure_s": 13.5 * 3600.0} for n in (1, 2, 3)}
+    local, us = at(0.0)
+    fp.step(image(us, evs), local, us)
+    pl = fp.planned
+    assert pl is not None and pl.plan.shortfall_kwh.sum() == 0.0
+    total = pl.plan.power_kw().sum(axis=0)
+    q = {f"{(17 + i // 4) % 24:02d}:{i % 4 * 15:02d}": i for i in range(96)}  # the first night: quarter -> index
+    room = 25.0 - 1.0  # import less the margin
+    assert total[q["02:30"]] == pytest.approx(room - 5.0)  # cheap, the whole room
+    assert total[q["02:45"]] <= room - 12.0 + 1e-6  # the quarter before the step: its room already
+    assert total[q["03:00"]] <= room - 12.0 + 1e-6
+
+
+def test_a_limit_from_outside_is_planned_with_and_its_change_replans() -> None:
+    """The back office lowers the 25 kW import to 15 kW (the allocator's own tags): the plan fits the lower
+    limit, so its reserves assume only the room there is; a change of the limit re-plans, and a limit tag
+    gone bad leaves the site file's rating, as for the allocator."""
+    fp = planner(import_limit_tags=["ocpp.connection_import_w"])
+    evs = {n: {"soc": 0.5, "departure_s": 13.5 * 3600.0} for n in (1, 2, 3)}
+
+    def img(us: int, limit: float | None) -> Image:
+        q = Quality.GOOD if limit is not None else Quality.BAD
+        return Image({**image(us, evs), "ocpp.connection_import_w": TagValue(limit, q, us)})
+
+    local, us = at(0.0)
+    assert fp.step(img(us, 15_000.0), local, us) == "no plan"
+    pl = fp.planned
+    assert pl is not None
+    assert pl.plan.power_kw().sum(axis=0).max() == pytest.approx(15.0 - 1.0 - 5.0)  # the limit, margin, building
+    local, us = at(0.1)
+    assert fp.step(img(us, 15_000.0), local, us) is None
+    why = fp.step(img(us, 20_000.0), local, us)
+    assert why is not None and why.startswith("connection limit changed: import 19.0 kW")
+    why = fp.step(img(us, None), local, us)  # not good: the site file's 25 kW
+    assert why is not None and "import 24.0 kW" in why
+    assert fp.planned is not None and fp.planned.plan.power_kw().sum(axis=0).max() == pytest.approx(25.0 - 1.0 - 5.0)
