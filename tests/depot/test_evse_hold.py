@@ -4,7 +4,9 @@ across a restart through the state file. Cycle tables through Engine.step on the
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,13 @@ import pytest
 
 from runtime import statefile
 from runtime.api import Command
-from runtime.commands import CONTROL, Request
+from runtime.commands import CONTROL, Refused, Request
+from runtime.config import load_site
 from runtime.engine import AVAILABILITY, Availability
+from runtime.iothread import ControlServer
 from tests.depot.drive import Drive
 from tests.depot.test_ocpp_commands import ask, depot, gate_of
+from tests.runtime.helpers import cli, wait_for
 
 SIGNS = [-4000.0, 0.0, 4000.0]  # discharge, zero and charge requests for EVSE 2
 
@@ -136,3 +141,48 @@ def test_a_site_of_one_charger_takes_evse_1_as_the_whole_site(tmp_path: Path) ->
     assert e.stopped_by == "CSMS" and e.stopped_evses == {}
     res = e.step(2 * e.period_us, [])
     assert res.outputs["inverter.setpoint"] == 0.0 and res.outputs["inverter.enable"] is False
+
+
+class Socket:
+    """The runtime's own control socket server (runtime.iothread.ControlServer) on its own loop, staging
+    what it accepts as the runner's control queue does."""
+
+    def __init__(self, path: Path) -> None:
+        self.staged: list[Command] = []
+        self.path = path
+        self.server = ControlServer(path, self.staged.append, lambda: {"k": 1}, lambda t, v: None, lambda n: {})
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.task = asyncio.run_coroutine_threadsafe(self.server.serve(), self.loop)
+        wait_for(path.exists, 10, "the control socket")
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.task.cancel)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def test_v2g_plc_mode_evse_n_overrides_evse_n_alone_on_a_depot(tmp_path: Path) -> None:
+    built = depot(tmp_path)
+    sock = Socket(load_site(built.path).control_socket)
+    try:
+        res = cli("mode", "remote", "--setpoint-w", "-3000", "--evse", "2", "--site", str(built.path), timeout=60)
+        assert res.returncode == 0 and json.loads(res.stdout) == {"ok": True}, res.stderr
+        res = cli("mode", "local", "--site", str(built.path), timeout=60)  # no --evse: staged, the gate refuses
+        assert res.returncode == 0, res.stderr
+    finally:
+        sock.close()
+    named, unnamed = sock.staged
+    g = gate_of(built)
+
+    def request(c: Command) -> Request:  # as the runner takes a control command (Runner._commands)
+        return Request("op", c.name, CONTROL, str(c.args["by"]), {k: v for k, v in c.args.items() if k != "by"})
+
+    with pytest.raises(Refused, match="mode_request on a depot must name its EVSE"):
+        g.check(request(unnamed), 0)
+    d = Drive(built, [1, 2, 3])
+    d.run(1.0)
+    command(d, g.check(request(named), d.now_us))
+    assert d.value("evse2.authority.mode") == "remote" and d.setpoints()[2] == -3000.0
+    assert d.value("evse1.authority.mode") == "plan" and d.value("evse3.authority.mode") == "plan"
