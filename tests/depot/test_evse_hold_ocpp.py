@@ -33,7 +33,8 @@ def run(tmp: Path, body: Callable[[LocalCsms, Rig], Awaitable[None]]) -> None:
         csms = await LocalCsms(
             "127.0.0.1", free_port(), passwords={ID: PW}, subprotocols=("ocpp2.1", "ocpp2.0.1")
         ).start()
-        rig = await Rig(ocpp_depot_site(tmp, csms.port)).start()
+        rig = Rig(ocpp_depot_site(tmp, csms.port))
+        await rig.start()
         try:
             await rig.run_until(lambda: ID in csms.stations and rig.station is not None and rig.station.online, 30)
             for n in (1, 2, 3):
