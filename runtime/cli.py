@@ -165,6 +165,8 @@ def cmd_mode(a: argparse.Namespace) -> int:
         req["setpoint_w"] = a.setpoint_w
     if a.expiry_s is not None:
         req["expiry_s"] = a.expiry_s
+    if a.evse is not None:  # a depot: the EVSE the override is for (its evseId, tag prefix evse<n>.)
+        req["evse"] = a.evse
     reply = _control(a.site, req)
     print(json.dumps(reply))
     return 0 if reply.get("ok") else 1
@@ -260,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("mode", choices=("remote", "local"))
     p.add_argument("--setpoint-w", type=float, help="W, signed: + charges the EV, - discharges it")
     p.add_argument("--expiry-s", type=float, help="seconds until the override ends by itself (default 900)")
+    p.add_argument("--evse", type=int, help="on a depot: the EVSE the override is for (docs/depot.md)")
     p.add_argument("--site", type=Path)
     p.set_defaults(fn=cmd_mode)
     p = sub.add_parser("status", help="ask a running runtime for its state (or read tags with --tag)")

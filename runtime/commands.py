@@ -49,10 +49,10 @@ RESET_EXIT = 75  # the runtime's exit status after an accepted reset (deploy: Re
 # The EVSE a command is for (docs/depot.md "Back office"): ``evse: n`` in its args, n = OCPP evseId = the tag
 # prefix ``evse<n>.``. On a depot the EVSE view hands EVSE n only its own commands and those naming none.
 EVSE_KINDS = ("start", "stop", "mode_request")  # act on one EVSE: on a depot they must name it
-SITE_OR_EVSE = ("availability", "der_control", "reset_trip")  # no EVSE (or 0, OCPP's station): the whole site
-# The engine holds the whole site on these (Engine.take_commands / hold_by_command: one availability, one
-# remote stop); until it can hold one EVSE, naming an EVSE on a depot is refused, never accepted and ignored.
-SITE_HOLDS = ("availability", "start", "stop")
+# No EVSE (or 0, OCPP's station): the whole site; one EVSE of a depot: that EVSE alone (availability: the
+# engine holds it out of service, Engine.take_commands; a stop without an EVSE holds the site, a start
+# without one ends every remote stop).
+SITE_OR_EVSE = ("availability", "der_control", "reset_trip")
 MAX_EVSE = 999  # config.EvseEntry.id
 
 
@@ -283,8 +283,6 @@ class Gate:
             return
         if n not in self.evses:
             raise Refused(f"no EVSE {n} on this site (EVSEs {_ranges(sorted(self.evses))})")
-        if kind in SITE_HOLDS:
-            raise Refused(f"{kind} of one EVSE is not supported: the scan holds the whole site (ask without evse)")
 
     def allowed(self, source: str) -> tuple[str, ...]:
         if source == CONTROL:

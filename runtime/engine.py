@@ -16,6 +16,7 @@ Real time and simulated time differ only in who chooses ``now_us``. The engine n
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from runtime.tags import US, Direction, Image, Quality, TagSpec, TagTable, TagTy
 
 # Tags the runtime itself owns. The runner feeds the runtime.* inputs each cycle (OpenPLC exposes its
 # diagnostics as ordinary tags the same way), so safety can act on them and replay can reproduce them.
+EVSES_OUT = "runtime.evses_out"  # the EVSEs held out of service, fed like runtime.available
+
 RUNTIME_TAGS: tuple[TagSpec, ...] = (
     TagSpec(
         "runtime.cycle_time", TagType.FLOAT, "s", Direction.INPUT, 0.0, description="compute time of the previous cycle"
@@ -83,6 +86,14 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
         description="in service: false while a ChangeAvailability Inoperative holds the outputs safe (persisted)",
     ),
     TagSpec(
+        EVSES_OUT,
+        TagType.STR,
+        "",
+        Direction.INPUT,
+        "[]",
+        description="JSON list of the EVSEs a ChangeAvailability Inoperative holds out of service (persisted)",
+    ),
+    TagSpec(
         "runtime.revision",
         TagType.STR,
         "",
@@ -109,20 +120,43 @@ AVAILABILITY = "runtime.availability"  # the persisted owner name of the availab
 
 
 class Availability(Program):
-    """Out of service by command (OCPP ChangeAvailability Inoperative): persisted like a latched trip, so
-    a restart does not put a station the back office took out of service back into service."""
+    """Out of service by command (OCPP ChangeAvailability Inoperative), the whole site or single EVSEs of a
+    depot: persisted like a latched trip, so a restart does not put a station or an EVSE the back office
+    took out of service back into service."""
 
     def __init__(self, site: SiteInfo) -> None:
         super().__init__(AVAILABILITY, Program.Params(), site)
         self.operative = True
         self.by = ""
+        self.out: dict[int, str] = {}  # EVSE -> who took it out of service
 
     def persist(self) -> Mapping[str, Any] | None:
-        return None if self.operative else {"operative": False, "by": self.by}
+        if self.operative and not self.out:
+            return None
+        return {"operative": self.operative, "by": self.by, "evses_out": {str(n): by for n, by in self.out.items()}}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.operative = bool(state.get("operative", True))
         self.by = str(state.get("by", ""))
+        # a state file of a release before per-EVSE availability has no evses_out: nothing out
+        self.out = {int(n): str(by) for n, by in dict(state.get("evses_out") or {}).items()}
+
+    def evses_out(self) -> str:
+        """The ``runtime.evses_out`` value: the EVSEs out of service, ascending, as a JSON list."""
+        return json.dumps(sorted(self.out))
+
+
+def evse_safe_outputs(safe_out: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """The safe values of the outputs grouped by the EVSE they belong to (its prefix ``evse<n>.``, see
+    runtime/evses.py); empty on a site of one charger, whose outputs carry no prefix."""
+    from runtime.evses import evse_of  # runtime.evses builds on this module
+
+    out: dict[int, dict[str, Any]] = {}
+    for name, v in safe_out.items():
+        n = evse_of(name)
+        if n is not None:
+            out.setdefault(n, {})[name] = v
+    return out
 
 
 def keeps_state(p: Program) -> bool:
@@ -205,6 +239,8 @@ class Engine:
         self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
         self.availability = Availability(site)
         self.stopped_by: str | None = None  # a remote stop holds the outputs safe until a start
+        self.stopped_evses: dict[int, str] = {}  # a remote stop of one EVSE of a depot: EVSE -> who
+        self._evse_safe = evse_safe_outputs(self._safe_out)
         self.resetting = False  # a reset was accepted: outputs safe until the runtime exits
         self._persisted: dict[str, Mapping[str, Any] | None] = {
             p.name: p.persist() for p in (*self.programs, *self.interlocks, self.availability)
@@ -301,13 +337,24 @@ class Engine:
             by = str(c.args.get("by", ""))
             src = str(c.args.get("source", "runtime"))
             data = {key: v for key, v in c.args.items() if key not in ("source",)}
-            if c.name == "availability":
+            n = c.args.get("evse") if self._evse_safe else None  # a site of one charger: EVSE 1 is the site
+            if c.name == "availability" and n is not None:
+                if c.args["operative"]:
+                    self.availability.out.pop(n, None)
+                else:
+                    self.availability.out[n] = by or src
+            elif c.name == "availability":
                 self.availability.operative = bool(c.args["operative"])
                 self.availability.by = by
+            elif c.name == "stop" and n is not None:
+                self.stopped_evses[n] = by or src
             elif c.name == "stop":
                 self.stopped_by = by or src
-            elif c.name == "start":
+            elif c.name == "start" and n is not None:
+                self.stopped_evses.pop(n, None)
+            elif c.name == "start":  # the whole site: every remote stop ends
                 self.stopped_by = None
+                self.stopped_evses.clear()
             elif c.name == "reset":
                 reset = self.resetting = True
             events.append(Event(k, now_us, "command", src, f"{c.name} asked by {by or src}", data))
@@ -363,6 +410,12 @@ class Engine:
         if reset or self.resetting or not self.availability.operative or self.stopped_by is not None:
             self._out.update(self._safe_out)
             out.dirty.update(self._safe_out)
+            return
+        for n in (*self.availability.out, *self.stopped_evses):  # one EVSE of a depot: its outputs only
+            safe = self._evse_safe.get(n)
+            if safe:
+                self._out.update(safe)
+                out.dirty.update(safe)
 
     def freeze_inputs(
         self, now_us: int, updates: Iterable[TagUpdate], first: bool

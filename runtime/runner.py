@@ -33,7 +33,7 @@ from runtime import statefile
 from runtime.api import Command, Event
 from runtime.clock import Clock, MonotonicClock, Pacer
 from runtime.commands import CONTROL, RESET_EXIT, Gate, Refused, Request
-from runtime.engine import PERSIST_FAULT, REVISION, Engine, StepResult
+from runtime.engine import EVSES_OUT, PERSIST_FAULT, REVISION, Engine, StepResult
 from runtime.eventlog import EventFile, EventLimiter
 from runtime.eventstream import EventStream
 from runtime.evses import depot_status, prefix_of
@@ -229,7 +229,9 @@ class Runner:
         self._prev_cycle_s = 0.0
         self._ready = False
         self._clean = False
-        self.gate = Gate({c.label: c.type for c in cfg.tasks}, cfg.commands, cfg.commissioning, built.info.period_us)
+        evses = cfg.evses.ids if cfg.evses is not None else ()
+        types = {c.label: c.type for c in cfg.tasks}
+        self.gate = Gate(types, cfg.commands, cfg.commissioning, built.info.period_us, evses=evses)
         self.gate.validators = [f for f in (getattr(i, "check_command", None) for i in built.interlocks) if f]
         self._control_ids = 0
         self.exit_code = 0
@@ -431,6 +433,7 @@ class Runner:
             *self.channel.alive_updates(),
             TagUpdate(PERSIST_FAULT, self.persister.fault),
             TagUpdate("runtime.available", self.engine.availability.operative),
+            TagUpdate(EVSES_OUT, self.engine.availability.evses_out()),
             TagUpdate(REVISION, self.engine.revision),
         )
         return updates

@@ -1,5 +1,6 @@
 """Commands per EVSE on a depot (docs/depot.md "Back office"): ``evse: n`` in a command's args names the EVSE
 it is for; the gate refuses an EVSE the site does not have and a per-EVSE kind naming none, before the scan;
+availability, stop and start naming an EVSE hold or release that EVSE alone (tests/depot/test_evse_hold.py);
 the EVSE view hands EVSE n only its own commands and the site's. A site of one charger is EVSE 1."""
 
 from __future__ import annotations
@@ -56,13 +57,14 @@ def test_the_gate_knows_the_depots_evses_and_refuses_others(tmp_path: Path) -> N
     assert "evse must be an EVSE number 1.." in refused(g, "mode_request", mode="local", evse=0)
 
 
-def test_site_kinds_take_no_evse_or_station_zero_and_per_evse_holds_are_refused(tmp_path: Path) -> None:
+def test_site_kinds_take_no_evse_or_station_zero_and_per_evse_holds_are_accepted(tmp_path: Path) -> None:
     g = gate_of(depot(tmp_path))
     assert "evse" not in ask(g, "availability", operative=False).args
     assert "evse" not in ask(g, "availability", operative=False, evse=0).args  # OCPP's station: the site
     assert ask(g, "reset_trip", evse=3).args["evse"] == 3
     for kind, args in (("availability", {"operative": False}), ("stop", {}), ("start", {})):
-        assert "the scan holds the whole site" in refused(g, kind, evse=2, **args)
+        assert ask(g, kind, evse=2, **args).args["evse"] == 2  # the engine holds EVSE 2 alone
+        assert refused(g, kind, evse=4, **args) == "no EVSE 4 on this site (EVSEs 1-3)"
     assert "unknown argument 'evse'" in refused(g, "reset", evse=1)
 
 

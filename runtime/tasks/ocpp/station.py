@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 import uuid
@@ -82,6 +83,7 @@ class Station(LinkSide):
         self.cx: TaskContext | None = None
         self.security_events: collections.deque[str] = collections.deque(maxlen=20)
         self.available = True  # the scan's runtime.available (persisted there); Unavailable when false
+        self.evses_out: frozenset[int] = frozenset()  # the scan's runtime.evses_out: those EVSEs Unavailable
         self.reset_when_idle = False  # a Reset OnIdle came during a transaction
         self._jobs: set[asyncio.Task[Any]] = set()
         self._pulling = False  # a PullDynamicScheduleUpdate is on its way
@@ -164,6 +166,7 @@ class Station(LinkSide):
         available = img.value("runtime.available")
         if available is not None:
             self.available = bool(available)
+        self.evses_out = evses_out(img.value("runtime.evses_out"), self.evses_out)
         first = next(iter(self.evses.values()))  # DER controls without an EVSE reach every EVSE alike
         self._der_started_stopped(der.overlay(first.value(img, "safety.der_overlay")))
         if self.first_image:
@@ -200,7 +203,7 @@ class Station(LinkSide):
             self._spawn(self.command("start", self._evse_arg(e)))  # the EV left: the remote stop's hold ends
         self._clock_aligned(e, s)
         self._charging_needs(e, img)
-        status = connector_status(s, self.available)
+        status = connector_status(s, self.available and e.n not in self.evses_out)
         if status is not None and status != e.status:
             e.status = status
             if self.online:  # every change while online, in order (G01); offline ones collapse to the last
@@ -551,3 +554,17 @@ class Station(LinkSide):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             self.queue.close()
+
+
+def evses_out(raw: Any, last: frozenset[int]) -> frozenset[int]:
+    """The EVSEs the scan holds out of service, from its ``runtime.evses_out`` (a JSON list of ids); the last
+    known set while the tag has no value or is not a list of ids (the scan writes it, so that is a bug)."""
+    if not isinstance(raw, str):
+        return last
+    try:
+        ids = json.loads(raw)
+    except ValueError:
+        return last
+    if not isinstance(ids, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in ids):
+        return last
+    return frozenset(ids)
