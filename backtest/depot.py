@@ -134,6 +134,8 @@ def site_file(sc: DepotScenario, tmp: Path, *, fleet: bool) -> Path:
             elif comp["type"] == "dispatch":
                 comp["params"].update(plan_power_tag=None, plan_soc_tag=None, plan_end_tag=None)
     d["tasks"] = tasks
+    for comp in ev["template"]["safety"]:  # no back office in a backtest: its limits have no task to publish them
+        comp.get("params", {}).pop("limits", None)
     for comp in ev["template"]["programs"]:
         if comp["type"] == "modes":
             comp["params"].update(soc_min=sc.soc_min, soc_max=sc.soc_max)

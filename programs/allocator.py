@@ -24,13 +24,15 @@ tags of the fleet plan or back office. Without them (or while they are not good)
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, model_validator
 
 from runtime.api import Cycle, Params, Program, SiteInfo, TagName, register_program
+from runtime.engine import EVSES_OUT
 from runtime.tags import Direction, Image, TagSpec, TagType
 
 MAX_W = 1e8  # 100 MW: far beyond any EV depot's service, small enough to stay a finite, checked number
@@ -80,16 +82,22 @@ class AllocatorParams(Params):
     )
     target_tag: TagName | None = Field("ev.target_soc", description="SoC the EV wants at departure; optional")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _singular(cls, data: Any) -> Any:
-        return singular_limit_tags(data)
-
     @model_validator(mode="after")
     def _distinct(self) -> AllocatorParams:
         if len(set(self.evses)) != len(self.evses):
             raise ValueError("evses lists an EVSE twice")
         return self
+
+
+def evses_out(img: Image) -> frozenset[int]:
+    """The EVSEs the back office or the operator took out of service (``runtime.evses_out``, a JSON list the
+    runner feeds from the engine's availability). Unreadable means none: the engine's hold still keeps such an
+    EVSE at 0 W, this only decides whether the others may use its share."""
+    try:
+        ids = json.loads(img.value(EVSES_OUT) or "[]")
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(n for n in ids if isinstance(n, int)) if isinstance(ids, list) else frozenset()
 
 
 def evse_tag(n: int | None, name: str) -> str:
@@ -110,21 +118,6 @@ class Budget:
     room_export: float = 0.0
     import_from: str = "site file"  # which limit binds: the site file, or the tag that lowered it
     export_from: str = "site file"
-
-
-def singular_limit_tags(data: Any) -> Any:
-    """``import_limit_tag: X`` as ``import_limit_tags: [X]`` (the one-tag form of session 4, which the
-    single-charger LocalLoadBalancing site still writes)."""
-    if not isinstance(data, dict):
-        return data
-    out = dict(data)
-    for one in ("import_limit_tag", "export_limit_tag"):
-        if one in out:
-            tag = out.pop(one)
-            if one + "s" in out:
-                raise ValueError(f"give {one}s only, not {one} beside it")
-            out[one + "s"] = [] if tag is None else [tag]
-    return out
 
 
 def lowest_limit(img: Image, tags: list[str], own: float) -> tuple[float, str]:
@@ -287,9 +280,12 @@ class Allocator(Program):
     def claims(self, cx: Cycle) -> list[Claim]:
         p, img, out = self.params, cx.inputs, cx.out
         claims = []
+        held = evses_out(img)
         for n in self._evses:
             trip = out.get(evse_tag(n, p.trip_tag)) or ""  # this cycle's verdict if its interlock ran, else last
             why = f"tripped ({trip})" if trip else ""
+            if not why and n in held:
+                why = "held by command (availability)"  # the engine holds it at 0 W: the others share its room
             if not why and not img.good(evse_tag(n, p.power_tag)):
                 why = "no measurement (comms lost)"
             request = float(out[evse_tag(n, p.setpoint_tag)])

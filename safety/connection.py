@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, model_validator
 
@@ -58,21 +58,6 @@ class ConnectionParams(Params):
     )
     setpoint_tag: TagName = "inverter.setpoint"
     power_tag: TagName = Field("inverter.power", description="the EVSE's measured power, charge-positive (W)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _singular(cls, data: Any) -> Any:
-        """``import_limit_tag: X`` (the one-tag form of session 4) as ``import_limit_tags: [X]``."""
-        if not isinstance(data, dict):
-            return data
-        out = dict(data)
-        for one in ("import_limit_tag", "export_limit_tag"):
-            if one in out:
-                tag = out.pop(one)
-                if one + "s" in out:
-                    raise ValueError(f"give {one}s only, not {one} beside it")
-                out[one + "s"] = [] if tag is None else [tag]
-        return out
 
     @model_validator(mode="after")
     def _distinct(self) -> ConnectionParams:

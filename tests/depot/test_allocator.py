@@ -322,3 +322,26 @@ def test_a_grant_of_exactly_the_need_meets_the_departure() -> None:
         assert rig.site_import() <= need_w * (1 + 1e-12)
         rig.soc[1] += rig.power[1] * ETA_C * 60.0 / 3600.0 / cap_wh
     assert rig.soc[1] == pytest.approx(0.6, abs=1e-9)
+
+
+@pytest.mark.parametrize("request_w", [-11_000.0, 0.0, 11_000.0])
+def test_an_evse_out_of_service_leaves_its_share_to_the_others(request_w: float) -> None:
+    rig = DepotRig(import_limit_w=20_000)
+    rig.req.request = {1: 11_000.0, 2: request_w, 3: 11_000.0}
+    for _ in range(3):  # the runner feeds runtime.evses_out every cycle from the engine's availability
+        rig.extra = [TagUpdate("runtime.evses_out", "[2]")]
+        res = rig.step_once()
+    sp = rig.setpoints(res)
+    assert sp[2] == 0.0  # out: neither charges nor discharges, so it frees no room either
+    assert sp[1] == pytest.approx(10_000) and sp[3] == pytest.approx(10_000)
+    assert rig.image("evse2.alloc.cut") == "out of service: held by command (availability)"
+    assert rig.site_import() <= 20_000 + TOL
+
+
+def test_an_unreadable_evses_out_takes_no_evse_out() -> None:
+    rig = DepotRig(import_limit_w=20_000)
+    rig.req.request = dict.fromkeys(rig.ids, 5_000.0)
+    for _ in range(3):
+        rig.extra = [TagUpdate("runtime.evses_out", "not json")]
+        res = rig.step_once()
+    assert rig.setpoints(res) == {1: 5_000.0, 2: 5_000.0, 3: 5_000.0}

@@ -80,6 +80,10 @@ def test_evse_2_inoperative_is_held_and_reported_unavailable_alone(tmp_path: Pat
         assert charging(rig, 1) and charging(rig, 3)
         assert rig.value("runtime.available") is True
         assert statuses(csms)[1] != "Unavailable" and statuses(csms)[3] != "Unavailable"
+        assert rig.station is not None and rig.station.available  # one EVSE out: the station stays operative
+        start = {"idToken": {"idToken": "X", "type": "Central"}, "remoteStartId": 6, "evseId": 2}
+        answer = await request(rig, csms, "RequestStartTransaction", start)
+        assert answer["status"] == "Rejected" and answer["statusInfo"]["reasonCode"] == "Unavailable"
         req["operationalStatus"] = "Operative"
         assert (await request(rig, csms, "ChangeAvailability", req))["status"] == "Accepted"
         await rig.run_until(lambda: statuses(csms).get(2) not in (None, "Unavailable"), 10, "EVSE 2 back")

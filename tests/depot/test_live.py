@@ -35,13 +35,14 @@ def depot_copy(tmp: Path, *, soon: bool = True, plan: bool = False) -> Path:
     text = DEPOT.read_text()
     if not plan:
         text = re.sub(r"\ntasks:\n.*?(?=\nstate_dir:)", "", text, flags=re.S)
+        text = re.sub(r"\n +# the back office's charging profiles.*?\n +external: \[.*?\]\n", "\n", text, flags=re.S)
         text = text.replace("params: {snr_tag: null,", "params: {plan_tag: null, reserve_tag: null, snr_tag: null,")
         text = text.replace(
             "plan_price_tag: null\n",
             "plan_price_tag: null\n          plan_power_tag: null\n          plan_soc_tag: null\n"
             "          plan_end_tag: null\n",
         )
-        assert "fleet_planner" not in text and "plan_power_tag: null" in text
+        assert "fleet_planner" not in text and "plan_power_tag: null" in text and "ocpp.limit_charge" not in text
     else:
         shutil.copytree(DEPOT.parent / "prices", tmp / "prices")
     fixed = ("15602", "15603", "15604", "15609", "15610", "15611")  # plant, CSMS, local API

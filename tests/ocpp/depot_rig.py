@@ -52,7 +52,7 @@ def ocpp_depot_site(
     text = text.replace(
         f"params: {{import_limit_w: {import_w}, export_limit_w: {export_w}}}\nsafety:",
         f"params: {{import_limit_w: {import_w}, export_limit_w: {export_w}, margin_w: 0,\n"
-        "             import_limit_tag: ocpp.connection_import_w, export_limit_tag: ocpp.connection_export_w}\nsafety:",
+        "             import_limit_tags: [ocpp.connection_import_w], export_limit_tags: [ocpp.connection_export_w]}\nsafety:",
         1,
     )
     (tmp / "password").write_text(PW + "\n")

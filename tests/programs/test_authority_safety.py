@@ -161,8 +161,8 @@ def test_an_afrr_signal_request_passes_through_safety_both_signs_and_zero() -> N
 LLB = {
     "import_limit_w": 60_000.0,
     "export_limit_w": 60_000.0,
-    "import_limit_tag": "ocpp.connection_import_w",
-    "export_limit_tag": "ocpp.connection_export_w",
+    "import_limit_tags": ["ocpp.connection_import_w"],
+    "export_limit_tags": ["ocpp.connection_export_w"],
 }
 LLB_TAGS = (
     TagSpec("ocpp.connection_import_w", TagType.FLOAT, "W"),

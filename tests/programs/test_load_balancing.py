@@ -43,8 +43,8 @@ class Site:
                 AllocatorParams(
                     import_limit_w=60_000.0,  # the site's own service: the CSMS's period lowers it
                     export_limit_w=60_000.0,
-                    import_limit_tag="ocpp.connection_import_w",
-                    export_limit_tag="ocpp.connection_export_w",
+                    import_limit_tags=["ocpp.connection_import_w"],
+                    export_limit_tags=["ocpp.connection_export_w"],
                 ),
                 SITE,
             ),

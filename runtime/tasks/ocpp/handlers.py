@@ -163,7 +163,10 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         ok, reason = await st.command("availability", args)
         if not ok:
             return refused(reason)
-        st.available = operative
+        if n == 0 or not st.p.evses:
+            st.available = operative
+        else:  # one EVSE: the station stays as it is; runtime.evses_out confirms this from the next image on
+            st.evses_out = st.evses_out - {n} if operative else st.evses_out | {n}
         st.publish(force=True)
         st.wake.set()
         return {"status": "Accepted"}
@@ -188,7 +191,7 @@ def table(st: Station) -> dict[str, protocol.Handler]:
         e = evse(n)
         if e is None:  # a station of several EVSEs starts on the one the CSMS names
             return refused(f"no EVSE {n} here" if n is not None else "name the EVSE (evseId)", "UnknownEvse")
-        if not st.available:
+        if not st.available or e.n in st.evses_out:
             return refused("the EVSE is Inoperative", "Unavailable")
         if st.p.authorize_remote_start:  # AuthCtrlr.AuthorizeRemoteStart (F01.FR.02): the CSMS's Authorize
             status = await st.authorize(req["idToken"])
