@@ -31,8 +31,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from runtime.api import Cycle, Params, Program, SiteInfo, TagName, register_program
-from runtime.engine import EVSES_OUT
+from runtime.api import EVSES_OUT, Cycle, Params, Program, SiteInfo, TagName, register_program
 from runtime.tags import Direction, Image, TagSpec, TagType
 
 MAX_W = 1e8  # 100 MW: far beyond any EV depot's service, small enough to stay a finite, checked number

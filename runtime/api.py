@@ -52,6 +52,7 @@ and is readable, so ``check`` refuses a site whose file is missing, at the param
 does."""
 
 MAX_AGE_S = 7 * 86_400.0
+EVSES_OUT = "runtime.evses_out"  # the EVSEs held out of service (a JSON list), fed by the runner like runtime.available
 """Upper bound of an age limit (``stale_after_s``): a value older than a week is no live input."""
 
 

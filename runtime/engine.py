@@ -25,13 +25,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from runtime.api import Command, Cycle, Event, NotLive, Outputs, Program, SiteInfo
+from runtime.api import EVSES_OUT, Command, Cycle, Event, NotLive, Outputs, Program, SiteInfo
 from runtime.online.plan import diff_values
 from runtime.tags import US, Direction, Image, Quality, TagSpec, TagTable, TagType, TagUpdate, TagValue
 
 # Tags the runtime itself owns. The runner feeds the runtime.* inputs each cycle (OpenPLC exposes its
 # diagnostics as ordinary tags the same way), so safety can act on them and replay can reproduce them.
-EVSES_OUT = "runtime.evses_out"  # the EVSEs held out of service, fed like runtime.available
 
 RUNTIME_TAGS: tuple[TagSpec, ...] = (
     TagSpec(
