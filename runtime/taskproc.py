@@ -535,7 +535,7 @@ def group_tasks(
     of a type imports only its module (runtime/registry.py), so a group's process imports the modules of
     its own tasks, not the other groups' (the OCPP stack, the planner's solver, the HMI's web server)
     nor the site's drivers, programs and interlocks."""
-    from runtime.config import LoadedSite, SiteConfig, component_params
+    from runtime.config import LoadedSite, SiteConfig, component_params, with_evses
     from runtime.online.validate import read_text
     from runtime.registry import TASKS
     from runtime.site import site_info
@@ -550,7 +550,7 @@ def group_tasks(
     tasks = []
     for i, comp in enumerate(loaded.config.tasks):
         if not only or comp.label in only:
-            params = component_params(doc, "tasks", i, comp, TASKS)
+            params = component_params(doc, "tasks", i, with_evses(loaded.config, comp, TASKS), TASKS)  # as the scan
             tasks.append(TASKS[comp.type](comp.label, params, info))
     return loaded, tasks
 

@@ -17,9 +17,19 @@ from typing import Any
 import pytest
 
 from runtime.commands import Request
+from runtime.config import check_components, load_site
 from runtime.site import build_site
 from runtime.tags import Image, Quality, TagValue
-from runtime.taskproc import ALIVE, Channels, TaskChannel, TaskSupervisor, alive_tag, site_channels, site_groups
+from runtime.taskproc import (
+    ALIVE,
+    Channels,
+    TaskChannel,
+    TaskSupervisor,
+    alive_tag,
+    group_tasks,
+    site_channels,
+    site_groups,
+)
 from runtime.yamlload import ConfigError
 from tests.runtime.helpers import ROOT, bundled_site_copy, read_tag, start_cli, stop_cli, wait_for, write_site
 
@@ -391,3 +401,17 @@ def test_the_registry_finds_every_plugin_in_its_sources() -> None:
             module = reg[type_name].__module__
             if module.split(".")[0] in {p.split(".")[0] for p in PLUGIN_PACKAGES} and module != __name__:
                 assert index.get((reg.section, type_name)) == module, (reg.section, type_name)
+
+
+@pytest.mark.parametrize("label", ["backoffice", "modbus_api", "fleet"])
+def test_a_task_process_builds_its_depot_task_with_the_params_the_scan_validated(label: str) -> None:
+    """A group's process builds its tasks from the site file itself: on a depot each must know the EVSEs,
+    as the scan's validation gave them (the OCPP station of N EVSEs, the local API's units, the fleet plan)."""
+    depot = Path(__file__).resolve().parents[2] / "runtime" / "sites" / "depot.yaml"
+    loaded = load_site(depot)
+    scan = check_components(loaded)
+    i = next(i for i, c in enumerate(loaded.config.tasks) if c.name == label)
+    _, tasks = group_tasks(depot, None, 1, (label,))
+    assert [t.name for t in tasks] == [label]
+    assert getattr(tasks[0].params, "evses", None) == getattr(scan[("tasks", i)], "evses", None)
+    assert getattr(tasks[0].params, "evses", None)  # not empty: 20 EVSEs
