@@ -32,7 +32,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from runtime.api import EVSES_OUT, Cycle, Params, Program, SiteInfo, TagName, register_program
-from runtime.tags import Direction, Image, TagSpec, TagType
+from runtime.tags import Direction, Image, Quality, TagSpec, TagType
 
 MAX_W = 1e8  # 100 MW: far beyond any EV depot's service, small enough to stay a finite, checked number
 EvseId = Annotated[int, Field(ge=1, le=999)]
@@ -119,15 +119,20 @@ class Budget:
     export_from: str = "site file"
 
 
-def lowest_limit(img: Image, tags: list[str], own: float) -> tuple[float, str]:
-    """(limit W, where it comes from): the site file's rating, lowered by every good limit tag (the back
-    office's, the local API's), never raised. A tag that is not good (link down, its task dead: stale) or
-    whose value is not a finite magnitude >= 0 is ignored: the rating, the service's own breaker, stays."""
+def lowest_limit(img: Image, tags: list[str], own: float, *, export: bool = False) -> tuple[float, str]:
+    """(limit W, where it comes from): the site file's rating, lowered by every limit from outside (the back
+    office's, the local API's), never raised. A good tag binds with its value. A tag that had a value and is
+    no longer good (link down, its task dead: stale) keeps binding as the external-limit rule says (docs/
+    safety.md): its last value for import, 0 W for export. A tag that never had a finite magnitude >= 0 (no
+    task of the site publishes it) is ignored: the rating, the service's own breaker, stays."""
     limit, source = own, "site file"
     for tag in tags:
-        v = img.value(tag)
+        tv = img.tag(tag)
+        v = tv.value
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             continue
+        if tv.quality is not Quality.GOOD:
+            v, tag = (0.0 if export else v), f"{tag}, last value: stale"
         if v < limit:
             limit, source = float(v), tag
     return limit, source
@@ -136,7 +141,7 @@ def lowest_limit(img: Image, tags: list[str], own: float) -> tuple[float, str]:
 def budget(img: Image, p: AllocatorParams, evses: list[int | None]) -> Budget:
     """The connection less the building (meter - EVSEs) and the margin; a meter not good is doubt."""
     imp, imp_from = lowest_limit(img, p.import_limit_tags, p.import_limit_w)
-    exp, exp_from = lowest_limit(img, p.export_limit_tags, p.export_limit_w)
+    exp, exp_from = lowest_limit(img, p.export_limit_tags, p.export_limit_w, export=True)
     meter = img.value(p.meter_power_tag)
     if meter is None:  # no room can be seen: what the assumed building leaves beside last cycle's set points
         hi_b, lo_b = (p.import_limit_w if p.building_max_w is None else p.building_max_w), 0.0

@@ -24,7 +24,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from runtime.api import Cycle, Params, Program, SiteInfo, TagName, register_interlock
-from runtime.tags import Direction, Image, TagSpec, TagType
+from runtime.tags import Direction, Image, Quality, TagSpec, TagType
 
 MAX_W = 1e8  # 100 MW: far beyond any EV depot's service, small enough to stay a finite, checked number
 EvseId = Annotated[int, Field(ge=1, le=999)]
@@ -86,17 +86,24 @@ class Budget:
     export_limit_w: float
 
 
-def external(img: Image, tags: list[str], own: float) -> float:
-    """The site file's rating lowered by every good limit from outside, never raised. A tag not good (link
-    down, its task dead) or not a finite magnitude >= 0 is ignored: the service's own rating stays."""
-    values = [img.value(t) for t in tags]
-    ok = [float(v) for v in values if type(v) in (int, float) and math.isfinite(v) and v >= 0]
-    return min([own, *ok])
+def external(img: Image, tags: list[str], own: float, *, export: bool = False) -> float:
+    """The site file's rating lowered by every limit from outside, never raised: a good tag's value; a tag
+    that had a value and went stale or bad, its last value for import and 0 W for export (the external-limit
+    rule, docs/safety.md); a tag that never had a finite magnitude >= 0 is ignored. Written here apart from
+    the allocator's, so that the last word does not share the allocator's code."""
+    limit = own
+    for t in tags:
+        tv = img.tag(t)
+        v = tv.value
+        if type(v) not in (int, float) or not math.isfinite(v) or v < 0:
+            continue
+        limit = min(limit, 0.0 if export and tv.quality is not Quality.GOOD else float(v))
+    return limit
 
 
 def budget(img: Image, p: ConnectionParams) -> Budget:
     imp = external(img, p.import_limit_tags, p.import_limit_w)
-    exp = external(img, p.export_limit_tags, p.export_limit_w)
+    exp = external(img, p.export_limit_tags, p.export_limit_w, export=True)
     meter = img.value(p.meter_power_tag)
     if meter is None:
         hi_b = p.import_limit_w if p.building_max_w is None else p.building_max_w

@@ -526,7 +526,7 @@ class FleetPlanner:
         p = self.p
         self.limits_w = (
             lowest_limit(img, p.import_limit_tags, p.import_limit_w)[0],
-            lowest_limit(img, p.export_limit_tags, p.export_limit_w)[0],
+            lowest_limit(img, p.export_limit_tags, p.export_limit_w, export=True)[0],
         )
         try:
             curve, key = self.curve(img, tz)

@@ -196,7 +196,7 @@ LIMIT_ROWS = [
     (11_000.0, {OCPP_IMP: (12_000.0, G), LOCAL_IMP: (9_000.0, G)}, 9_000.0, LOCAL_IMP),  # the lowest of both
     (11_000.0, {OCPP_IMP: (90_000.0, G)}, 30_000.0, "site file"),  # higher than the file: never raised
     (11_000.0, {OCPP_IMP: (0.0, G)}, 0.0, OCPP_IMP),  # zero: no charging
-    (11_000.0, {OCPP_IMP: (12_000.0, B)}, 30_000.0, "site file"),  # bad: ignored, the rating stays
+    (11_000.0, {OCPP_IMP: (12_000.0, B)}, 12_000.0, OCPP_IMP),  # not good: its last value still binds import
     (11_000.0, {OCPP_IMP: (NAN, G), LOCAL_IMP: (14_000.0, G)}, 14_000.0, LOCAL_IMP),  # NaN is bad
     (11_000.0, {OCPP_IMP: (INF, G)}, 30_000.0, "site file"),
     (11_000.0, {OCPP_IMP: (-5_000.0, G)}, 30_000.0, "site file"),  # negative: not a magnitude
@@ -205,7 +205,7 @@ LIMIT_ROWS = [
     (-11_000.0, {OCPP_EXP: (8_000.0, G), LOCAL_EXP: (5_000.0, G)}, 5_000.0, LOCAL_EXP),
     (-11_000.0, {LOCAL_EXP: (70_000.0, G)}, 20_000.0, "site file"),
     (-11_000.0, {OCPP_EXP: (0.0, G)}, 0.0, OCPP_EXP),
-    (-11_000.0, {OCPP_EXP: (3_000.0, B), LOCAL_EXP: (NAN, G)}, 20_000.0, "site file"),
+    (-11_000.0, {OCPP_EXP: (3_000.0, B), LOCAL_EXP: (NAN, G)}, 0.0, OCPP_EXP),  # not good: no export at all
     (-11_000.0, {OCPP_EXP: (-1.0, G)}, 20_000.0, "site file"),
     (-11_000.0, {OCPP_IMP: (0.0, G)}, 20_000.0, "site file"),  # an import limit leaves export alone
 ]
@@ -234,19 +234,32 @@ def test_limits_from_outside_lower_the_connection_never_raise_it(
         assert f"limit {limit:.0f} W" in rig.image("connection.reason")
 
 
-def test_a_limit_tag_gone_stale_is_ignored_and_the_rating_returns() -> None:
-    """The back office's task dies: its last limit ages past its staleness bound and stops binding; the site
-    file's rating (the service's breaker) is the ceiling again, for the allocator and the interlock."""
+@pytest.mark.parametrize(("tag", "request_w", "after"), [(OCPP_IMP, 11_000.0, 12_000.0), (OCPP_EXP, -11_000.0, 0.0)])
+def test_a_limit_tag_gone_stale_keeps_binding_as_the_external_limit_rule_says(
+    tag: str, request_w: float, after: float
+) -> None:
+    """The back office's task dies: its last limit ages past its staleness bound. Import stays at the last
+    value, export goes to 0 W (nothing discharges on a limit nobody stands behind): never the rating back,
+    for the allocator and for the interlock alone."""
     for bypass in (False, True):
         rig = _limits_rig(bypass=bypass)
-        rig.req.request = dict.fromkeys(rig.ids, 11_000.0)
-        rig.extra.append(TagUpdate(OCPP_IMP, 12_000.0))
+        rig.req.request = dict.fromkeys(rig.ids, request_w)
+        rig.extra.append(TagUpdate(tag, 12_000.0))
         rig.settle()
-        assert sum(rig.power.values()) == pytest.approx(12_000)
+        assert abs(sum(rig.power.values())) == pytest.approx(12_000)
         rig.settle(95)  # 9.8 s since the write: still good
-        assert sum(rig.power.values()) == pytest.approx(12_000)
+        assert abs(sum(rig.power.values())) == pytest.approx(12_000)
         rig.settle(5)  # past 10 s: stale
-        assert sum(rig.power.values()) == pytest.approx(30_000)
+        assert abs(sum(rig.power.values())) == pytest.approx(after)
+        if not bypass:
+            assert "last value: stale" in rig.image("evse1.alloc.cut")
+
+
+def test_a_limit_tag_no_task_publishes_leaves_the_rating() -> None:
+    rig = _limits_rig(bypass=False)
+    rig.req.request = dict.fromkeys(rig.ids, 11_000.0)
+    rig.settle(3)
+    assert sum(rig.power.values()) == pytest.approx(30_000)
 
 
 @pytest.mark.parametrize(
