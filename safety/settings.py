@@ -7,6 +7,7 @@ say so. Tag names are settings too, so a site whose maps name things differently
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -88,6 +89,20 @@ class Islanding(Params):
     confirm_s: float = Field(
         0.1, ge=0.0, le=1.0, description="ROCOF must persist this long (engineering default; cease within 2 s)"
     )
+
+    @model_validator(mode="after")
+    def _detects_within_2_s(self) -> Islanding:
+        """A trip needs an estimate whose window lies wholly after the onset (up to two windows) and then
+        estimates, one window apart, spanning ``confirm_s``: that must fit the 2 s within which an island
+        ceases (IEEE 1547-2018 clause 8.1), or a slow window quietly turns the protection off."""
+        windows = 2 + math.ceil(round(self.confirm_s / self.rocof_window_s, 9))
+        if windows * self.rocof_window_s > T.ISLANDING_CLEAR_S:
+            raise ValueError(
+                f"rocof_window_s {self.rocof_window_s:g} with confirm_s {self.confirm_s:g} detects a ROCOF only "
+                f"after {windows * self.rocof_window_s:.2f} s, beyond the {T.ISLANDING_CLEAR_S:g} s an island must "
+                "cease within"
+            )
+        return self
 
 
 class Thermal(Params):

@@ -198,3 +198,29 @@ def test_the_thermal_slope_read_with_the_wires_jitter_predicts_no_overheating_th
         caps.append(rig.safety.thermal.cap_w)
     assert caps == [None] * len(caps)
     assert rig.out["safety.trip"] == "" and rig.out["inverter.setpoint"] == -5000.0
+
+
+@pytest.mark.parametrize(
+    ("window_s", "confirm_s", "ok"),
+    [
+        (0.1, 0.1, True),
+        (0.5, 0.5, True),
+        (0.6, 0.8, False),
+        (1.0, 0.1, False),
+        (1.0, 0.0, True),
+        (0.45, 1.0, False),
+        (0.4, 1.0, True),
+    ],
+)
+def test_a_rocof_window_and_confirm_that_cannot_detect_within_2_s_are_refused(
+    window_s: float, confirm_s: float, ok: bool
+) -> None:
+    """Two windows to see the change, then the confirm time in whole windows: within the 2 s an island
+    must cease within, or the site file is refused."""
+    from safety.settings import Islanding
+
+    if ok:
+        Islanding(rocof_window_s=window_s, confirm_s=confirm_s)
+    else:
+        with pytest.raises(ValueError, match="beyond the 2 s"):
+            Islanding(rocof_window_s=window_s, confirm_s=confirm_s)
