@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import asyncio.sslproto
 import json
 import logging
 import math
@@ -352,23 +353,48 @@ def watch_tls(ctx: ssl.SSLContext, link: Link) -> ssl.SSLContext:
     """Report every failed TLS handshake on ``ctx`` to the runtime. asyncio drops a server-side handshake
     error without a word (an SSLError is an OSError, logged only in the loop's debug mode) and the
     package never hears of the connection, so the SSL objects the server makes report it themselves
-    (``SSLContext.sslobject_class``)."""
+    (``SSLContext.sslobject_class``).
+
+    Two ways an EV turns the SECC's certificate away: a TLS stack that sends its alert (unknown CA, bad
+    certificate) fails the SECC's handshake with it, reported with the alert's name; one that closes the
+    connection without an alert (an asyncio client does: it aborts its transport before its alert leaves,
+    as the package's own EV does) ends the SECC's handshake by end of file, which asyncio handles without
+    the SSL object. That one is reported when a connection whose ClientHello arrived is lost with the
+    handshake neither done nor failed: asyncio's server-side TLS protocol is subclassed for that, in this
+    process only (it has no public hook; the SSL object is freed only by the cycle collector, too late)."""
+
+    def report(why: str) -> None:
+        log.error(why)
+        link.send({"ended": {"state": "TLS handshake", "reason": why, "failure": failures.TLS, "handshake": True}})
 
     class Watched(ssl.SSLObject):
         def do_handshake(self) -> None:
+            state = self.__dict__.get("_watch")
+            if state is None:  # the first call: asyncio makes it at once, before the EV's ClientHello
+                state = self._watch = {"hello": False, "over": False}
+            else:
+                state["hello"] = True  # asyncio calls again when the EV's bytes arrive
             try:
                 super().do_handshake()
+                state["over"] = True
                 log.info("TLS handshake with the EV: %s, %s", self.version(), (self.cipher() or ("?",))[0])
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 raise
             except ssl.SSLError as exc:
-                why = f"TLS handshake failed: {exc.reason or exc}"
-                log.error(why)
-                ended = {"state": "TLS handshake", "reason": why, "failure": failures.TLS, "handshake": True}
-                link.send({"ended": ended})
+                state["over"] = True
+                report(f"TLS handshake failed: {exc.reason or exc}")
                 raise
 
+    class WatchedProtocol(asyncio.sslproto.SSLProtocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            state = getattr(self._sslobj, "_watch", None)  # set on this context's connections only
+            if state is not None and state["hello"] and not state["over"]:
+                state["over"] = True
+                report("TLS handshake failed: the EV closed the connection in the handshake (no alert)")
+            super().connection_lost(exc)
+
     ctx.sslobject_class = Watched
+    asyncio.sslproto.SSLProtocol = WatchedProtocol  # type: ignore[misc]
     return ctx
 
 
