@@ -334,13 +334,6 @@ class RuntimeEVSEController(SimEVSEController):
         self._closing = self._closing or time.monotonic()
         return None if time.monotonic() - self._closing < CONTACTOR_WAIT_S else False
 
-    async def is_contactor_opened(self) -> bool:
-        """PowerDelivery Stop: opened within CONTACTOR_WAIT_S, else False (FAILED_ContactorError); a
-        contactor the runtime cannot see is never reported open."""
-        if self.link.hook("contactor") == SIMULATED:
-            return True
-        return await self._within(lambda: self.link.hook("contactor") == "open")
-
     async def start_cable_check(self) -> None:
         self._cable_check, self._closing = time.monotonic(), None
 
