@@ -80,9 +80,23 @@ def failure_tags(prefix: str) -> dict[str, str]:
     return {"count": f"{prefix}.failures", "last": f"{prefix}.failure", "handshake": f"{prefix}.handshake_timeouts"}
 
 
+# The charger's own state the SECC's hooks answer from (contactor, cable check, CP state), as the runtime's
+# tags say it. The ``secc_link`` interlock writes them as text, each one of its values or "simulated" (the
+# site wires no such point: the package's simulated answer) or "unknown" (the tag is not good: not ready).
+HOOKS: dict[str, tuple[str, ...]] = {
+    "contactor": ("closed", "open"),
+    # ISO 15118-2 / DIN SPEC 70121 isolationLevelType, as the charger's insulation monitor reports it
+    "isolation": ("valid", "warning", "fault", "invalid", "no_imd"),
+    # IEC 61851-1 states A-F; 1 = no PWM, 2 = 5 % duty (high-level communication, ISO 15118-3)
+    "cp_state": ("A1", "A2", "B1", "B2", "C1", "C2", "D1", "D2", "E", "F"),
+}
+SIMULATED, UNKNOWN = "simulated", "unknown"
+
+
 def link_outputs(prefix: str) -> dict[str, str]:
     """The outputs the ``secc_link`` interlock writes and this device sends on: command key -> tag."""
-    return {k: f"{prefix}.{k}" for k in ("setpoint_w", "enable", "terminate", "max_charge_w", "max_discharge_w")}
+    keys = ("setpoint_w", "enable", "terminate", "max_charge_w", "max_discharge_w", *HOOKS)
+    return {k: f"{prefix}.{k}" for k in keys}
 
 
 class SeccParams(Params):
@@ -164,6 +178,7 @@ class SeccDriver(Driver):
         self.last_failure = ""
         self.outputs = link_outputs(p.prefix)
         self._cmd: dict[str, Any] = {"setpoint_w": 0.0, "enable": False, "terminate": False}
+        self._cmd |= {k: UNKNOWN for k in HOOKS}
         self._sent: tuple[dict[str, Any], float] = ({}, -math.inf)
         self._writer: asyncio.StreamWriter | None = None
         self._io: IOContext | None = None
@@ -230,6 +245,10 @@ class SeccDriver(Driver):
             TagSpec(o["terminate"], TagType.BOOL, "", Direction.OUTPUT, False, None, "a latched trip: end the session"),
             TagSpec(o["max_charge_w"], TagType.FLOAT, "W", Direction.OUTPUT, 0.0, None, "safety's charge limit"),
             TagSpec(o["max_discharge_w"], TagType.FLOAT, "W", Direction.OUTPUT, 0.0, None, "safety's discharge limit"),
+        ]
+        specs += [
+            TagSpec(o[k], TagType.STR, "", Direction.OUTPUT, UNKNOWN, None, f"the charger's {k}: {', '.join(v)}")
+            for k, v in HOOKS.items()
         ]
         return specs
 

@@ -5,6 +5,11 @@ told exactly the power the inverter is told: the committed set point (signed W, 
 permit, the safety layer's charge and discharge limits, and whether a trip is latched (which ends the
 session). It writes only the SECC's own outputs; it never loosens anything.
 
+It also hands the SECC the charger's own state its hooks answer from (docs/iso15118.md "Contactor, cable
+check and CP state"): the contactor, the insulation monitor's verdict and the CP state, from the charger
+map's points, "unknown" when a point is not good (the SECC is then not ready: fail safe), "simulated"
+where the site names no point.
+
 It also turns the SECC device's failure counter into events (kind ``warning``, one per failed session,
 with its kind and reason: docs/iso15118.md "Session failures"). The device counts and this interlock
 tells, because a device has no event interface: events are made by cycles, so they carry the cycle that
@@ -16,7 +21,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from runtime.api import Cycle, Params, Program, SiteInfo, TagName, register_interlock
-from runtime.secc.driver import PREFIX, failure_tags, link_outputs
+from runtime.secc.driver import HOOKS, PREFIX, SIMULATED, UNKNOWN, failure_tags, link_outputs
 
 
 class SeccLinkParams(Params):
@@ -26,6 +31,17 @@ class SeccLinkParams(Params):
     trip_tag: TagName = Field("safety.trip", description="the latched trip code, empty when none")
     limit_charge_tag: TagName = Field("safety.limit_charge", description="charge allowed now, W >= 0")
     limit_discharge_tag: TagName = Field("safety.limit_discharge", description="discharge allowed now, W >= 0")
+    contactor_tag: TagName | None = Field(
+        None, description="the charger's DC/AC output contactor, true = closed; None: the charger has no such point"
+    )
+    isolation_tag: TagName | None = Field(
+        None,
+        description="the insulation monitor's verdict (valid, warning, fault, invalid, no_imd) for the DC cable "
+        "check; None: the charger has no such point",
+    )
+    cp_state_tag: TagName | None = Field(
+        None, description="the control pilot's IEC 61851-1 state (A1 ... F); None: the charger has no such point"
+    )
 
 
 @register_interlock("secc_link")
@@ -51,7 +67,21 @@ class SeccLink(Program):
             p.limit_discharge_tag,
             *self.out.values(),
             *self.failure.values(),
+            *(t for t in self.hook_tags().values() if t is not None),
         ]
+
+    def hook_tags(self) -> dict[str, str | None]:
+        p = self.params
+        return {"contactor": p.contactor_tag, "isolation": p.isolation_tag, "cp_state": p.cp_state_tag}
+
+    def hook(self, cx: Cycle, key: str, tag: str | None) -> str:
+        """The charger's state as the SECC's hooks read it: one of HOOKS[key], or not known."""
+        if tag is None:
+            return SIMULATED
+        v = cx.inputs.value(tag)
+        if key == "contactor":
+            return UNKNOWN if not isinstance(v, bool) else ("closed" if v else "open")
+        return v if isinstance(v, str) and v in HOOKS[key] else UNKNOWN
 
     def _tell_failures(self, cx: Cycle) -> None:
         f = self.failure
@@ -77,3 +107,5 @@ class SeccLink(Program):
         out[o["terminate"]] = bool(trip)
         out[o["max_charge_w"]] = max(float(out[p.limit_charge_tag] or 0.0), 0.0)
         out[o["max_discharge_w"]] = max(float(out[p.limit_discharge_tag] or 0.0), 0.0)
+        for key, tag in self.hook_tags().items():
+            out[o[key]] = self.hook(cx, key, tag)

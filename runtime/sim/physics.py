@@ -265,6 +265,11 @@ class Plant:
             "meter.current": site_w / v if v > 0 else 0.0,
             "meter.energy_import": self.e_import_wh,
             "meter.energy_export": self.e_export_wh,
+            # The charger's own state for the SECC's hooks (io_maps/vendor_bidi_charger.yaml 40112-40114): the
+            # contactor closes with the permit to energize, the CP is C2 then (B2 plugged in, A1 unplugged).
+            "charger.contactor_closed": self.connected and self.enabled and not self.grid_lost,
+            "charger.isolation": "valid" if self.connected else "invalid",
+            "charger.cp_state": ("C2" if self.enabled else "B2") if self.connected else "A1",
             "plc.snr": self.snr_db if self.connected else None,
             "plc.attenuation": self.p.plc.attenuation_db + self.plc_extra_db if self.connected else None,
             "plc.slac_matched": self.connected,

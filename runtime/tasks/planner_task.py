@@ -5,7 +5,8 @@ Reads from the scan's published image:
   ``[{"start": ISO 8601 with offset, "end": ..., "price": currency/MWh}, ...]`` sorted by start.
   Optionally ``forecast_tag`` in the same format, for intervals beyond the known curve.
 - ``prices.updated`` (the feed's revision counter) to tell new prices from the curve sliding forward.
-- ``ev.connected`` and ``ev.soc``.
+- ``ev.connected`` and ``ev.soc``; ``ev.in_session`` (``ev_session_tag``): an EV in an ISO 15118 session is
+  plugged in, also where no map has a plug point (a site without the PLC modem's).
 - ``ev.departure_time`` (UTC epoch s) and ``ev.energy_request_wh`` (Wh to the EV's target SoC), written by
   ``programs/ev_source.py`` when an ISO 15118 session gives them: the EV's own word, ahead of the site's
   departure routine (``ev_windows``); None (no session, stale source) falls back to the routine.
@@ -87,6 +88,11 @@ class PlannerTaskParams(Params):
     ev_energy_tag: TagName | None = Field(
         "ev.energy_request_wh",
         description="the EV's own energy request to its target SoC (Wh, battery side); None: the routine only",
+    )
+    ev_session_tag: TagName | None = Field(
+        "ev.in_session",
+        description="true while the EV is in an ISO 15118 session (ev_source); the EV is plugged in then, on a "
+        "site without a plug point too; None: ev.connected only",
     )
     # Material changes of the EV's goal. A departure is planned on the price curve's intervals (15 min at
     # the finest, the EU day-ahead market's), so a move inside one is no new plan; the EV recomputes its
@@ -398,6 +404,8 @@ class PlannerTask(Task):
             now = local.astimezone(UTC) if tz is not None else local
             soc = img.value("ev.soc")
             connected = img.value("ev.connected")
+            if p.ev_session_tag and img.value(p.ev_session_tag) is True:
+                connected = True  # a live ISO 15118 session runs over the plugged cable: no modem map needed
             curve: list = []
             forecast: list = []
             problem = None

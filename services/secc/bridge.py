@@ -6,7 +6,10 @@ and never imports the runtime; it talks to the runtime over one inherited stream
 (docs/iso15118.md "The channel"):
 
   runtime -> service  {"setpoint_w": W signed (+ = into the EV), "enable": bool, "terminate": bool,
-                       "max_charge_w": W >= 0, "max_discharge_w": W >= 0}   (every scan cycle or so)
+                       "max_charge_w": W >= 0, "max_discharge_w": W >= 0, "contactor": "closed" | "open",
+                       "isolation": "valid" | "warning" | "fault" | "invalid" | "no_imd", "cp_state":
+                       "A1" ... "F"}   (every scan cycle or so; each of the last three may also be
+                       "simulated": the site has no such point, or "unknown": its tag is not good)
   service -> runtime  {"status": {...}} the session as the EV tells it, on every change and every
                        HEARTBEAT_S (it doubles as the heartbeat);
                       {"ended": {"state": str, "reason": str, "failure": kind | null, "handshake":
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import asyncio.sslproto
 import json
 import logging
 import math
@@ -52,7 +56,7 @@ from iso15118.secc.controller.interface import ServiceStatus
 from iso15118.secc.controller.simulator import SimEVSEController
 from iso15118.secc.secc_settings import Config
 from iso15118.shared.exificient_exi_codec import ExificientEXICodec
-from iso15118.shared.messages.enums import Namespace
+from iso15118.shared.messages.enums import CpState, IsolationLevel, Namespace
 from iso15118.shared.messages.iso15118_20.common_types import EVSENotification, EVSEStatus
 from iso15118.shared.security import get_ssl_context
 from iso15118.shared.settings import JAR_FILE_PATH
@@ -104,6 +108,25 @@ class BoundedCodec(ExificientEXICodec):
 
 
 WARMUP = Path(__file__).with_name("warmup.jsonl")
+
+# The charger's own hooks (docs/iso15118.md "Contactor, cable check and CP state").
+SIMULATED, UNKNOWN = "simulated", "unknown"  # the site wires no such point; its tag is not good (not ready)
+# The contactor closes (or opens) within this of being asked: inside the EV's 2 s wait for PowerDeliveryRes
+# (ISO 15118-20; the package's Timeouts.POWER_DELIVERY_REQ), and so inside the 3 s ISO 15118-2 allows
+# ([V2G2-860]). In the DC cable check the EV asks again while the answer is Ongoing: the same bound there.
+CONTACTOR_WAIT_S = 1.5
+# No verdict from the insulation monitor (its tag not good): Ongoing for this long from the cable check's
+# start, then a failed cable check; inside the EV's own bound, V2G_EVCC_CableCheck_Timeout 40 s (ISO 15118-2
+# and -20, the package's Timeouts).
+CABLE_CHECK_WAIT_S = 30.0
+ISOLATION = {
+    "valid": IsolationLevel.VALID,
+    "warning": IsolationLevel.WARNING,  # IEC 61851-23: charging goes on, the operator is told
+    "fault": IsolationLevel.FAULT,
+    "invalid": IsolationLevel.INVALID,
+    "no_imd": IsolationLevel.INVALID,  # no insulation monitor, no DC cable check (IEC 61851-23): a failure
+}
+ENERGIZE = ("C2", "D2")  # IEC 61851-1: the EVSE energizes only in state C or D; 2: with HLC's 5 % PWM
 
 
 def warm_up(codec: ExificientEXICodec, rounds: int = 1) -> float:
@@ -174,6 +197,12 @@ class Link:
     def flag(self, key: str) -> bool:
         return time.monotonic() - self.cmd_t <= self.stale_s and self.cmd.get(key) is True
 
+    def hook(self, key: str) -> str:
+        """The charger's ``key`` (contactor, isolation, cp_state) as the runtime's tags say it, from a fresh
+        command; UNKNOWN when stale or missing."""
+        v = self.cmd.get(key)
+        return v if time.monotonic() - self.cmd_t <= self.stale_s and isinstance(v, str) else UNKNOWN
+
     def setpoint_w(self) -> float:
         """The committed set point, clamped to the safety layer's limits; 0 unless enabled and fresh."""
         if not self.flag("enable") or self.flag("terminate"):
@@ -217,8 +246,10 @@ class SessionData(EVDataContext):
 
 
 class RuntimeEVSEController(SimEVSEController):
-    """The package's simulated EVSE for everything the site has no say in (EVSE id, services, cable
-    check), with the power, the session limits and the session's end taken from the runtime."""
+    """The package's simulated EVSE for everything the site has no say in (EVSE id, services), with the
+    power, the session limits, the session's end and the charger's contactor, cable check and CP state
+    taken from the runtime (its tags, through the command; the package's simulated answers only where the
+    site wires no point)."""
 
     def __init__(self, link: Link, authorizer: pnc_states.Authorizer | None = None) -> None:
         super().__init__()
@@ -232,6 +263,8 @@ class RuntimeEVSEController(SimEVSEController):
         self._last_status: dict[str, Any] = {}
         self._departure: tuple[float, float] | None = None  # (seconds from then as the EV said, when)
         self._states: set[str] = set()  # the protocol states this session went through
+        self._cable_check: float | None = None  # when this session's DC cable check began, until its verdict
+        self._closing: float | None = None  # when the cable check first found the contactor not closed
 
     # -- what the runtime says ------------------------------------------------------------------
     def _apply_setpoint(self) -> float:
@@ -270,8 +303,61 @@ class RuntimeEVSEController(SimEVSEController):
     def ready_to_charge(self) -> bool:
         return not self.link.flag("terminate")
 
+    # -- the charger's own state: contactor, cable check, CP -----------------------------------------
+    def _energized(self) -> bool:
+        """Closed by the charger's word, the EV in state C or D, no trip."""
+        cp = self.link.hook("cp_state")
+        return (
+            self.link.hook("contactor") == "closed"
+            and (cp == SIMULATED or cp in ENERGIZE)
+            and not self.link.flag("terminate")
+        )
+
+    @staticmethod
+    async def _within(cond: Any) -> bool:
+        deadline = time.monotonic() + CONTACTOR_WAIT_S
+        while not cond():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def is_contactor_closed(self) -> bool | None:
-        return not self.link.flag("terminate")
+        """-20 AC / -2 / DIN PowerDelivery Start: closed within CONTACTOR_WAIT_S, else False
+        (FAILED_ContactorError). DC cable check (IEC 61851-23 6.4.3.106: closed for the insulation test):
+        None (Ongoing, the EV asks again) while not closed, False after CONTACTOR_WAIT_S (FAILED)."""
+        if self.link.flag("terminate"):  # a latched trip: no waiting for a contactor that must stay open
+            return False
+        if self.link.hook("contactor") == SIMULATED:
+            return True
+        if self._cable_check is None:
+            return await self._within(self._energized)
+        if self._energized():
+            return True
+        self._closing = self._closing or time.monotonic()
+        return None if time.monotonic() - self._closing < CONTACTOR_WAIT_S else False
+
+    async def start_cable_check(self) -> None:
+        self._cable_check, self._closing = time.monotonic(), None
+
+    async def get_cable_check_status(self) -> IsolationLevel | None:
+        """The insulation monitor's verdict; None (Ongoing) while it has none, up to CABLE_CHECK_WAIT_S.
+        Fault, invalid or no monitor fail the cable check: the package ends the session with FAILED."""
+        v = self.link.hook("isolation")
+        level = IsolationLevel.VALID if v == SIMULATED else ISOLATION.get(v)
+        if level is None:
+            begun = self._cable_check if self._cable_check is not None else time.monotonic()
+            if time.monotonic() - begun < CABLE_CHECK_WAIT_S:
+                return None
+            level = IsolationLevel.INVALID
+        self._cable_check = None
+        return level
+
+    async def get_cp_state(self) -> CpState:
+        v = self.link.hook("cp_state")
+        if v == SIMULATED:
+            return await super().get_cp_state()
+        return CpState.__members__.get(v, CpState.UNKNOWN)
 
     # -- identification (pnc_states.py) ---------------------------------------------------------
     async def is_authorized(self, *args: Any, **kwargs: Any) -> Any:
@@ -301,7 +387,7 @@ class RuntimeEVSEController(SimEVSEController):
         failure = pnc.AUTH if str(reason).startswith(pnc.REFUSED) else failures.classify(str(reason), reached)
         ended = {"state": str(current_state), "reason": str(reason), "failure": failure, "handshake": not reached}
         self.link.send({"ended": ended})
-        self._states = set()
+        self._states, self._cable_check, self._closing = set(), None, None
         self.authorizer.reset()
         self.reset_ev_data_context()  # the package keeps it across sessions otherwise
         self.in_session, self.state, self.protocol, self._departure = False, "Idle", "", None
@@ -363,23 +449,48 @@ def watch_tls(ctx: ssl.SSLContext, link: Link) -> ssl.SSLContext:
     """Report every failed TLS handshake on ``ctx`` to the runtime. asyncio drops a server-side handshake
     error without a word (an SSLError is an OSError, logged only in the loop's debug mode) and the
     package never hears of the connection, so the SSL objects the server makes report it themselves
-    (``SSLContext.sslobject_class``)."""
+    (``SSLContext.sslobject_class``).
+
+    Two ways an EV turns the SECC's certificate away: a TLS stack that sends its alert (unknown CA, bad
+    certificate) fails the SECC's handshake with it, reported with the alert's name; one that closes the
+    connection without an alert (an asyncio client does: it aborts its transport before its alert leaves,
+    as the package's own EV does) ends the SECC's handshake by end of file, which asyncio handles without
+    the SSL object. That one is reported when a connection whose ClientHello arrived is lost with the
+    handshake neither done nor failed: asyncio's server-side TLS protocol is subclassed for that, in this
+    process only (it has no public hook; the SSL object is freed only by the cycle collector, too late)."""
+
+    def report(why: str) -> None:
+        log.error(why)
+        link.send({"ended": {"state": "TLS handshake", "reason": why, "failure": failures.TLS, "handshake": True}})
 
     class Watched(ssl.SSLObject):
         def do_handshake(self) -> None:
+            state = self.__dict__.get("_watch")
+            if state is None:  # the first call: asyncio makes it at once, before the EV's ClientHello
+                state = self._watch = {"hello": False, "over": False}
+            else:
+                state["hello"] = True  # asyncio calls again when the EV's bytes arrive
             try:
                 super().do_handshake()
+                state["over"] = True
                 log.info("TLS handshake with the EV: %s, %s", self.version(), (self.cipher() or ("?",))[0])
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 raise
             except ssl.SSLError as exc:
-                why = f"TLS handshake failed: {exc.reason or exc}"
-                log.error(why)
-                ended = {"state": "TLS handshake", "reason": why, "failure": failures.TLS, "handshake": True}
-                link.send({"ended": ended})
+                state["over"] = True
+                report(f"TLS handshake failed: {exc.reason or exc}")
                 raise
 
+    class WatchedProtocol(asyncio.sslproto.SSLProtocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            state = getattr(self._sslobj, "_watch", None)  # set on this context's connections only
+            if state is not None and state["hello"] and not state["over"]:
+                state["over"] = True
+                report("TLS handshake failed: the EV closed the connection in the handshake (no alert)")
+            super().connection_lost(exc)
+
     ctx.sslobject_class = Watched
+    asyncio.sslproto.SSLProtocol = WatchedProtocol  # type: ignore[misc]
     return ctx
 
 

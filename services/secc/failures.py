@@ -17,7 +17,10 @@ TIMEOUT = "timeout"  # a request that did not come in time once power transfer h
 PROTOCOL = "protocol"  # no common protocol, a message that failed to decode or came out of sequence
 LINK = "link"  # the EV's TCP connection closed or reset mid-session
 TLS = "tls"  # the TLS handshake failed (untrusted certificate, plain TCP to the TLS port)
-KINDS = (HANDSHAKE_TIMEOUT, TIMEOUT, PROTOCOL, LINK, TLS)
+EVSE = "evse"  # the charger said no: a failed cable check (insulation), a contactor that did not close or open
+KINDS = (HANDSHAKE_TIMEOUT, TIMEOUT, PROTOCOL, LINK, TLS, EVSE)
+# The package's stop reasons when the controller's hooks refuse (secc/states: CableCheck, PowerDelivery).
+_EVSE = ("Isolation Failure", "Contactor didn", "[V2G2-860]")
 
 # Normal ends: the EV's SessionStop (-20, -2, DIN; the package's SessionStop states word them so).
 _NORMAL = ("Communication session terminated", "Communication session paused", "Communication session stopped")
@@ -41,4 +44,6 @@ def classify(reason: str, reached_power: bool) -> str | None:
         return TIMEOUT if reached_power else HANDSHAKE_TIMEOUT
     if reason.startswith(("TCP peer closed connection", "ConnectionResetError", "BrokenPipeError")):
         return LINK
+    if reason.startswith(_EVSE):
+        return EVSE
     return PROTOCOL

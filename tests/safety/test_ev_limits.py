@@ -32,6 +32,9 @@ SECC = (
             ("terminate", TagType.BOOL, False),
             ("max_charge_w", TagType.FLOAT, 0.0),
             ("max_discharge_w", TagType.FLOAT, 0.0),
+            ("contactor", TagType.STR, "unknown"),
+            ("isolation", TagType.STR, "unknown"),
+            ("cp_state", TagType.STR, "unknown"),
         )
     ),
 )

@@ -3,15 +3,18 @@
 It does what an EV does first (SDP, ISO 15118-2 7.10.1 / -20 8.6: a V2GTP SDP request to ff02::1 on UDP
 15118, answered with the SECC's address and TCP port), opens the TCP connection (plain, even when the SECC
 said TLS, with ``--plain``), then sends nothing, so the SECC's wait for SupportedAppProtocolReq runs out.
-Standard library only. Usage (in the EV's namespace):
+With ``--trust ROOT`` it does a TLS 1.3 handshake that trusts only ROOT, with a blocking socket: a TLS stack
+that, unlike asyncio's, sends its alert when it turns the SECC's certificate away. Standard library only.
+Usage (in the EV's namespace):
 
-    python silent_ev.py IFACE [--tls] [--hold-s S]
+    python silent_ev.py IFACE [--tls] [--trust ROOT.pem] [--hold-s S]
 """
 
 from __future__ import annotations
 
 import argparse
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -48,11 +51,23 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("iface")
     ap.add_argument("--tls", action="store_true", help="ask for TLS in SDP (then connect in plain TCP)")
+    ap.add_argument("--trust", help="a TLS 1.3 handshake trusting only this root (PEM)")
     ap.add_argument("--hold-s", type=float, default=60.0, help="keep the connection open this long")
     a = ap.parse_args()
-    addr, port = discover(a.iface, a.tls)
+    addr, port = discover(a.iface, a.tls or a.trust is not None)
     print(f"SECC at [{addr}]:{port}", flush=True)
     with socket.create_connection((addr, port), timeout=10) as c:
+        if a.trust:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            ctx.check_hostname = False  # the SECC's leaf names no host; its chain is what is checked
+            ctx.load_verify_locations(a.trust)
+            try:
+                ctx.wrap_socket(c).close()
+                print("TLS handshake completed", flush=True)
+            except ssl.SSLError as exc:
+                print(f"TLS handshake failed: {exc}", flush=True)  # the alert went to the SECC
+            return 0
         if a.tls:
             c.sendall(b"not a TLS ClientHello\r\n")  # what a plain-TCP EV sends to a TLS port
         c.settimeout(a.hold_s)

@@ -33,7 +33,7 @@ devices:
         - {{name: test.limit_charge, unit: W, direction: output, value: 11000.0}}
         - {{name: test.limit_discharge, unit: W, direction: output, value: 11000.0}}
         - {{name: test.reason, type: str, direction: output, value: ""}}
-  - name: secc
+{hook_tags}  - name: secc
     type: secc
     params:
       iface: {iface}
@@ -54,7 +54,7 @@ safety:
     params: {{reason_tag: test.reason}}
   - type: secc_link
     name: secc_link
-    params: {{trip_tag: test.trip, limit_charge_tag: test.limit_charge, limit_discharge_tag: test.limit_discharge}}
+    params: {{trip_tag: test.trip, limit_charge_tag: test.limit_charge, limit_discharge_tag: test.limit_discharge{hook_params}}}
 """
 
 
@@ -69,10 +69,19 @@ def write(
     heartbeat_s: float = 3.0,
     protocols: list[str] | None = None,
     pki: Path | None = None,
+    charger: dict[str, object] | None = None,
 ) -> Path:
-    """The site file in ``tmp``; TLS on with the PKI at ``pki``, else off (the site says so)."""
+    """The site file in ``tmp``; TLS on with the PKI at ``pki``, else off (the site says so). With
+    ``charger`` ({"contactor_closed": bool, "isolation": str, "cp_state": str}), memory inputs
+    ``test.<key>`` stand for the charger map's points and ``secc_link`` hands them to the SECC's hooks
+    (a test forces them); without, the SECC keeps the package's simulated answers."""
     path = tmp / "site.yaml"
     tls = f"      tls: true\n      pki_path: {pki}" if pki else "      tls: false"
+    hook_tags = hook_params = ""
+    for key, value in (charger or {}).items():
+        kind = "bool" if isinstance(value, bool) else "str"
+        hook_tags += f"        - {{name: test.{key}, type: {kind}, value: {json.dumps(value)}}}\n"
+        hook_params += f", {key.removesuffix('_closed')}_tag: test.{key}"
     text = SITE.format(
         tmp=tmp,
         iface=pair.secc_if,
@@ -81,6 +90,8 @@ def write(
         heartbeat_s=heartbeat_s,
         protocols=json.dumps(protocols or PROTOCOLS),
         tls=tls,
+        hook_tags=hook_tags,
+        hook_params=hook_params,
     )
     path.write_text(textwrap.dedent(text))
     return path

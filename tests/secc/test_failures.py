@@ -80,7 +80,7 @@ def test_an_ev_without_a_protocol_the_secc_offers_is_a_protocol_failure(tmp_path
         assert _tag(sock, "secc.handshake_timeouts") == 0  # the EV's protocols, not the link
         wait_for(lambda: warnings(tmp_path), 5, "the failure's event")
         assert warnings(tmp_path)[0]["data"]["failure"] == "protocol"
-        assert _tag(sock, "secc.session") is False
+        wait_for(lambda: _tag(sock, "secc.session") is False, 10, "the status after the end")  # the next line
     finally:
         netns.stop(ev)
         stop_cli(proc)
@@ -101,7 +101,8 @@ def test_the_link_cut_mid_session_is_a_timeout_after_power_not_a_handshake_failu
         wait_for(lambda: _tag(sock, "secc.failures") == 1, 60 + 30, "the timeout")
         assert _tag(sock, "secc.failure").startswith("timeout: TimeoutError")
         assert _tag(sock, "secc.handshake_timeouts") == 0  # power transfer was under way: not a weak handshake
-        assert _tag(sock, "secc.session") is False and _tag(sock, "secc.soc") is None
+        wait_for(lambda: _tag(sock, "secc.session") is False, 10, "the status after the end")  # the next line
+        assert _tag(sock, "secc.soc") is None
     finally:
         netns.stop(ev)
         stop_cli(proc)

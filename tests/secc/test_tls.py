@@ -8,6 +8,8 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.runtime.helpers import cli, stop_cli, wait_for
 from tests.secc import netns, site
 from tests.secc.pki import make_pki
@@ -15,6 +17,7 @@ from tests.secc.test_failures import start_silent_ev, warnings
 from tests.secc.test_sessions import SESSION_S, _run, _tag
 
 V2G_ROOT = "iso15118_2/certs/v2gRootCACert.pem"
+OEM_ROOT = "iso15118_2/certs/oemRootCACert.pem"
 
 
 def test_a_session_completes_over_tls_1_3_with_the_site_pki(tmp_path: Path, pair: netns.Pair) -> None:
@@ -88,3 +91,35 @@ def test_tls_is_on_unless_the_site_says_tls_false(tmp_path: Path) -> None:
     assert code == 0, out
     code, out = _check(tmp_path, "tls: false\n")  # off: the site's word
     assert code == 0, out
+
+
+@pytest.mark.parametrize("ev_stack", ["alert", "asyncio"])
+def test_an_ev_that_does_not_trust_the_chargers_certificate_is_a_tls_failure(
+    tmp_path: Path, pair: netns.Pair, ev_stack: str
+) -> None:
+    """The other direction: the EV's V2G root is not the site's, so the EV turns the SECC's chain away. A
+    TLS stack that sends its alert (here a blocking stdlib client) fails the SECC's handshake with it; the
+    package's own EV, on asyncio, closes without one, and the SECC says so."""
+    pki = make_pki(tmp_path / "pki")
+    ev_pki = make_pki(tmp_path / "ev-pki", v2g_root_cn="Another V2G Root")
+    shutil.copy(pki / OEM_ROOT, ev_pki / OEM_ROOT)  # the SECC would trust the EV: only the EV says no
+    proc, sock = _run(tmp_path, pair, pki=pki)
+    if ev_stack == "alert":
+        ev = start_silent_ev(pair, tmp_path / "ev.log", "--trust", str(ev_pki / V2G_ROOT))
+        why = "tls: TLS handshake failed: TLSV1_ALERT_UNKNOWN_CA"
+    else:
+        config = netns.ev_config("-20 DC BPT", tmp_path, useTls=True)
+        ev = netns.start_ev(pair, config, tmp_path / "ev.log", pki=ev_pki)
+        why = "tls: TLS handshake failed: the EV closed the connection in the handshake"
+    try:
+        wait_for(lambda: (_tag(sock, "secc.failures") or 0) >= 1, SESSION_S, "the failed TLS handshake")
+        failure = _tag(sock, "secc.failure")
+        assert failure.startswith(why), failure
+        assert _tag(sock, "secc.handshake_timeouts") == 0 and _tag(sock, "secc.sessions") == 0  # not the link
+        wait_for(lambda: warnings(tmp_path), 5, "the failure's event")
+        assert warnings(tmp_path)[0]["data"]["failure"] == "tls"
+    finally:
+        netns.stop(ev)
+        stop_cli(proc)
+    if ev_stack == "alert":
+        assert "CERTIFICATE_VERIFY_FAILED" in (tmp_path / "ev.log").read_text(errors="replace")
