@@ -252,9 +252,14 @@ def prefix_device_params(params: dict[str, Any], prefix: str) -> dict[str, Any]:
     """A per-EVSE device declares its tags under the prefix: every Modbus unit gets it in front of its own
     ``prefix`` (the drivers' existing naming), so ``grid.voltage`` of charger 3 is ``evse3.grid.voltage``.
     ValueError for a device whose tags cannot be prefixed that way."""
+    if "units" not in params and isinstance(params.get("prefix"), str):
+        return {**params, "prefix": prefix + params["prefix"]}  # a device naming its tags by its own prefix (secc)
     units = params.get("units")
     if not isinstance(units, list) or not all(isinstance(u, dict) for u in units):
-        raise ValueError("a per-EVSE device is a Modbus device (units: [...]): its tags are prefixed per unit")
+        raise ValueError(
+            "a per-EVSE device is a Modbus device (units: [...]), its tags prefixed per unit, or names them by "
+            "its own prefix (prefix: ...)"
+        )
     return {**params, "units": [{**u, "prefix": prefix + str(u.get("prefix", ""))} for u in units]}
 
 

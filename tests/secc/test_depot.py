@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from runtime.evses import prefix_device_params
 from tests.runtime.helpers import read_tag, stop_cli, wait_for
 from tests.secc import netns
 from tests.secc.test_sessions import SESSION_S, _tag, start_runtime
@@ -95,20 +94,10 @@ def pairs(pair: netns.Pair) -> Iterator[dict[int, netns.Pair]]:
         yield {1: pair, 2: second}
 
 
-def template_supported() -> bool:
-    """runtime/evses.py prefixes a per-EVSE device that names its tags by its own ``prefix`` (not Modbus)."""
-    try:
-        return prefix_device_params({"prefix": "secc"}, "evse1.").get("prefix") == "evse1.secc"
-    except ValueError:
-        return False
-
-
 @pytest.mark.parametrize("form", ["site", "template"])
 def test_each_evse_has_its_own_secc_and_its_ev_gets_its_own_setpoint(
     tmp_path: Path, pairs: dict[int, netns.Pair], form: str
 ) -> None:
-    if form == "template" and not template_supported():
-        pytest.skip("runtime/evses.py does not prefix a non-Modbus per-EVSE device's `prefix` yet (secc report)")
     proc = start_runtime(depot_site(tmp_path, pairs, form))
     sock = tmp_path / "control.sock"
     evs: dict[int, Any] = {}
