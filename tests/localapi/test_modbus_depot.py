@@ -320,3 +320,40 @@ def test_the_depot_register_map_in_docs_is_generated() -> None:
 
     doc = (Path(__file__).parents[2] / "docs" / "local-api.md").read_text()
     assert register_map_markdown(depot=True) in doc, "docs/local-api.md: regenerate the depot's register map"
+
+
+class _SlowScan(Recorder):
+    """A scan that keeps every answer until released: the writes pile up behind the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def __call__(self, source: str, kind: str, args: Any, by: str) -> tuple[bool, str]:
+        await self.release.wait()
+        return await super().__call__(source, kind, args, by)
+
+
+def test_writes_faster_than_the_scan_answers_are_busy_not_an_unbounded_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modbus_server, "OUTBOX_MAX", 3)
+
+    async def main() -> None:
+        slow = _SlowScan()
+        async with depot_server(rec=slow) as (task, _cx, _):
+            c = AsyncModbusTcpClient("127.0.0.1", port=task.port)
+            await c.connect()
+            try:
+                img = task.images[2]  # EVSE 1
+                ena = img.address[704] + img.models[704].points["WSetEna"].offset
+                answers = [await c.write_register(ena, k % 2, device_id=2) for k in range(6)]
+                # one write is with the scan, three wait: the rest are busy (0x06), and the client may retry
+                busy = [r.exception_code for r in answers if r.isError()]
+                assert busy == [0x06] * 2 and not answers[0].isError()
+                slow.release.set()
+                await until(lambda: len(slow.commands) == 4, "the four writes taken to reach the scan")
+                again = await c.write_register(ena, 1, device_id=2)
+                assert not again.isError()  # the queue drained: writes are taken again
+            finally:
+                c.close()
+
+    asyncio.run(main())

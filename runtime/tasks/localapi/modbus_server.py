@@ -10,11 +10,13 @@ A client not on the allowlist is refused at accept (the connection is closed bef
 and logged. Every write is checked (sunspec.py) and answered with the protocol's own exception: 0x01
 ILLEGAL FUNCTION for a read-only client or a coil function, 0x02 ILLEGAL DATA ADDRESS for anything but
 whole writable 704 (or 64902 limit) points (and ``TripRst`` where ``trip_reset: true``), 0x03 ILLEGAL
-DATA VALUE for a value out of range (a limit above the site file's rating). A limit write is the task's
-own: applied at once, published, logged. Any other write that passes these checks is accepted at the
-protocol level at once and becomes a command to the scan (a mode request, or a trip reset; requests.py),
-sent in the order written; the vendor model's ``CmdSt``/``CmdRsn`` then show the scan's answer, and a
-refused write's 704 controls go back to what the scan last accepted. Nothing here reaches an output.
+DATA VALUE for a value out of range (a limit above the site file's rating), 0x06 SERVER DEVICE BUSY while
+OUTBOX_MAX writes still wait for the scan (a client writing in a tight loop gets no unbounded queue). A
+limit write is the task's own: applied at once, published, logged. Any other write that passes these
+checks is accepted at the protocol level at once and becomes a command to the scan (a mode request, or
+a trip reset; requests.py), sent in the order written; the vendor model's ``CmdSt``/``CmdRsn`` then
+show the scan's answer, and a refused write's 704 controls go back to what the scan last accepted.
+Nothing here reaches an output.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from runtime.tasks.localapi.linkstate import publish_state
 from runtime.tasks.localapi.requests import InterfaceParams, ModeRequest, Requests
 from runtime.tasks.localapi.sunspec import (
     BASE,
+    DEVICE_BUSY,
     ILLEGAL_FUNCTION,
     ConnectionWrite,
     SunSpecImage,
@@ -46,6 +49,7 @@ from runtime.tasks.localapi.sunspec import (
 )
 
 log = logging.getLogger("v2g_plc.localapi.modbus")
+OUTBOX_MAX = 64  # writes waiting for the scan (it answers one per cycle); a client writing faster is busy
 
 # The client of the request being served (set per request task by the connection handler).
 _PEER: contextvars.ContextVar[tuple[str, Role]] = contextvars.ContextVar("localapi_modbus_peer")
@@ -117,7 +121,9 @@ class ModbusServer(Task):
         self.port: int | None = None  # the port actually listened on
         self._seen_us: dict[int, int] = {}  # unit -> the publication its registers show
         self.requests: Requests | None = None
-        self._outbox: asyncio.Queue[tuple[int, ModeRequest | TripReset, dict[str, int | None]]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[int, ModeRequest | TripReset, dict[str, int | None]]] = asyncio.Queue(
+            OUTBOX_MAX
+        )
         self.connection = ConnectionLimit(params.connection) if params.connection is not None else None
         self.evse_of: dict[int, int] = {u: n for n, u in params.evse_units().items()}  # unit -> EVSE id
 
@@ -190,6 +196,8 @@ class ModbusServer(Task):
                 if set_values is not None:
                     if role != "read_write":
                         raise WriteRefused(ILLEGAL_FUNCTION, "client is read-only")
+                    if self._outbox.full():  # before the write touches the image: nothing of it is kept
+                        raise WriteRefused(DEVICE_BUSY, f"{OUTBOX_MAX} writes still wait for the scan's answer")
                     req = img.write(address, list(set_values or []), f"modbus:{host}")
                     if isinstance(req, ConnectionWrite):  # the task's own: applied now, nothing asks the scan
                         assert self.connection is not None

@@ -250,6 +250,7 @@ class TripReset:
 ILLEGAL_FUNCTION = 0x01
 ILLEGAL_ADDRESS = 0x02
 ILLEGAL_VALUE = 0x03
+DEVICE_BUSY = 0x06  # Modbus Application Protocol V1.1b3 7: SERVER DEVICE BUSY, the client retries later
 
 
 @dataclass(frozen=True)
