@@ -128,17 +128,28 @@ class Availability(Program):
         self.operative = True
         self.by = ""
         self.out: dict[int, str] = {}  # EVSE -> who took it out of service
+        self.stopped_by: str | None = None  # a remote stop holds the outputs safe until a start
+        self.stopped: dict[int, str] = {}  # a remote stop of one EVSE of a depot: EVSE -> who
 
     def persist(self) -> Mapping[str, Any] | None:
-        if self.operative and not self.out:
+        if self.operative and not self.out and self.stopped_by is None and not self.stopped:
             return None
-        return {"operative": self.operative, "by": self.by, "evses_out": {str(n): by for n, by in self.out.items()}}
+        return {
+            "operative": self.operative,
+            "by": self.by,
+            "evses_out": {str(n): by for n, by in self.out.items()},
+            "stopped_by": self.stopped_by,  # a restart does not end a remote stop: the EV is still there
+            "evses_stopped": {str(n): by for n, by in self.stopped.items()},
+        }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.operative = bool(state.get("operative", True))
         self.by = str(state.get("by", ""))
         # a state file of a release before per-EVSE availability has no evses_out: nothing out
         self.out = {int(n): str(by) for n, by in dict(state.get("evses_out") or {}).items()}
+        stopped_by = state.get("stopped_by")
+        self.stopped_by = None if stopped_by is None else str(stopped_by)
+        self.stopped = {int(n): str(by) for n, by in dict(state.get("evses_stopped") or {}).items()}
 
     def evses_out(self) -> str:
         """The ``runtime.evses_out`` value: the EVSEs out of service, ascending, as a JSON list."""
@@ -237,8 +248,6 @@ class Engine:
         self.forces: dict[str, Any] = {}
         self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
         self.availability = Availability(site)
-        self.stopped_by: str | None = None  # a remote stop holds the outputs safe until a start
-        self.stopped_evses: dict[int, str] = {}  # a remote stop of one EVSE of a depot: EVSE -> who
         self._evse_safe = evse_safe_outputs(self._safe_out)
         self.resetting = False  # a reset was accepted: outputs safe until the runtime exits
         self._persisted: dict[str, Mapping[str, Any] | None] = {
@@ -302,6 +311,20 @@ class Engine:
         return dict(self._safe_out)
 
     # -- the cycle -----------------------------------------------------------------------------
+    @property
+    def stopped_by(self) -> str | None:
+        """Who stopped the whole site remotely (persisted with the availability); None: not stopped."""
+        return self.availability.stopped_by
+
+    @stopped_by.setter
+    def stopped_by(self, by: str | None) -> None:
+        self.availability.stopped_by = by
+
+    @property
+    def stopped_evses(self) -> dict[int, str]:
+        """The EVSEs of a depot stopped remotely, and who stopped them (persisted with the availability)."""
+        return self.availability.stopped
+
     def step(self, now_us: int, updates: Iterable[TagUpdate] = (), commands: Sequence[Command] = ()) -> StepResult:
         """One scan: the phases in order, each a call of its own."""
         k = now_us // self.period_us

@@ -124,7 +124,34 @@ def test_an_old_state_file_without_evses_out_still_loads(tmp_path: Path) -> None
     a = Availability(depot(tmp_path).info)
     a.restore({"operative": False, "by": "CS-1"})  # written before per-EVSE availability
     assert (a.operative, a.by, a.out) == (False, "CS-1", {})
-    assert a.persist() == {"operative": False, "by": "CS-1", "evses_out": {}}
+    assert a.persist() == {
+        "operative": False,
+        "by": "CS-1",
+        "evses_out": {},
+        "stopped_by": None,
+        "evses_stopped": {},
+    }
+
+
+def test_a_remote_stop_of_evse_2_survives_a_restart_until_its_start(tmp_path: Path) -> None:
+    """The EV is still plugged in after a restart: the stop the back office asked for still holds, until a
+    start (or the EV leaving, which the station turns into a start)."""
+    built = depot(tmp_path)
+    d = Drive(built, [1, 2, 3])
+    d.run(1.0)
+    c = ask(gate_of(built), "stop", evse=2)
+    res = d.engine.step(d.now_us, d.updates(), [c])
+    path = tmp_path / "state.json"
+    statefile.write_atomic(path, {k: v for k, v in res.persist.items() if v is not None})
+    assert json.loads(path.read_text())["components"][AVAILABILITY]["evses_stopped"] == {"2": "CSMS"}
+
+    again = Drive(built, [1, 2, 3])
+    assert again.engine.restore(statefile.load(path)) == [AVAILABILITY]
+    again.run(2.0)
+    assert held(again, 2) and again.engine.stopped_evses == {2: "CSMS"}
+    others_go_on(again)
+    command(again, ask(gate_of(built), "start", evse=2, remote_id=8))
+    assert not held(again, 2) and again.engine.stopped_evses == {}
 
 
 def test_a_site_of_one_charger_takes_evse_1_as_the_whole_site(tmp_path: Path) -> None:

@@ -187,3 +187,23 @@ def test_sample_floor_keeps_a_fast_site_from_flooding_the_csms(tmp_path: Path) -
         assert [r.payload["seqNo"] for r in csms.actions("TransactionEvent")] == [0, 1, 2]
 
     asyncio.run(main())
+
+
+def test_a_remote_stop_waits_for_the_unplug_across_a_restart() -> None:
+    """After a remote stop no new transaction starts while the EV stays plugged in, and that survives a
+    restart: it is in the state persisted with the Ended message, not only in memory."""
+    from runtime.tasks.ocpp.transactions import Sample, Transactions, TxState
+
+    plugged_in = Sample(connected=True, power_w=7000.0, setpoint_w=7000.0)
+    tx = Transactions(1, 1, 10.0, TxState())
+    assert tx.step(plugged_in, 0, "t0", 60, False) is not None and tx.active  # Started
+    tx.end("t1", False, "RemoteStop", "Remote")
+    tx.wait_for_unplug = True  # what Station.stop_transaction does before it stores the Ended message
+    saved = json.loads(json.dumps(tx.st.as_json()))
+
+    again = Transactions(1, 1, 10.0, TxState.from_json(saved))  # the task process started again
+    for k in range(3):
+        assert again.step(plugged_in, k, "t2", 60, False) is None and not again.active
+    assert again.step(Sample(connected=False), 4, "t3", 60, False) is None and not again.wait_for_unplug
+    assert again.step(plugged_in, 5, "t4", 60, False) is not None and again.active  # a new EV, a new one
+    assert TxState.from_json({"tx_id": None, "seq": 0}).wait_for_unplug is False  # a state from before

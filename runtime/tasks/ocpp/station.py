@@ -127,8 +127,9 @@ class Station(LinkSide):
 
     def stop_transaction(self, e: Evse, trigger: str, reason: str) -> None:
         """End EVSE ``e``'s transaction now; no new one while its EV stays plugged in."""
-        self._store(e, *e.tx.end(self.stamp(), not self.online, trigger, reason))
-        e.tx.wait_for_unplug = True
+        ended = e.tx.end(self.stamp(), not self.online, trigger, reason)
+        e.tx.wait_for_unplug = True  # before the store: persisted with the Ended message
+        self._store(e, *ended)
 
     def evse_of_tx(self, tx_id: str) -> Evse | None:
         """The EVSE whose transaction this is (None: no transaction of that id in progress)."""

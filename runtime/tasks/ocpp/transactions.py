@@ -77,6 +77,7 @@ class TxState:
     started: str | None = None  # timestamp of Started: the origin of Relative charging profiles
     last: dict[str, Any] = field(default_factory=dict)  # the last sample, for an End after a crash
     changed_us: int | None = None  # when the last ChargingStateChanged was reported (None: none yet)
+    wait_for_unplug: bool = False  # after a remote stop: no new transaction while the EV stays (restart too)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +89,7 @@ class TxState:
             "started": self.started,
             "last": self.last,
             "changed_us": self.changed_us,
+            "wait_for_unplug": self.wait_for_unplug,
         }
 
     @classmethod
@@ -108,7 +110,16 @@ class Transactions:
         self.pending: tuple[str, int] | None = None  # a changed state not reported yet, and since when
         self.remote_start_id: int | None = None  # RequestStartTransaction before the plug: for Started
         self.id_token: dict[str, Any] | None = None  # its authorized idToken, also for Started (E02)
-        self.wait_for_unplug = False  # after a remote stop: no new transaction while the EV stays
+
+    @property
+    def wait_for_unplug(self) -> bool:
+        """After a remote stop: no new transaction while the EV stays plugged in. Kept in the persisted
+        state, so a restart neither starts an unauthorised transaction nor forgets to end the stop's hold."""
+        return self.st.wait_for_unplug
+
+    @wait_for_unplug.setter
+    def wait_for_unplug(self, v: bool) -> None:
+        self.st.wait_for_unplug = v
 
     @property
     def active(self) -> bool:
