@@ -80,8 +80,13 @@ def test_the_depot_runs_live_within_its_connection(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_night_at_the_depot_at_speed_meets_every_departure_within_the_connection(tmp_path: Path) -> None:
-    site = depot_copy(tmp_path, soon=False)
+@pytest.mark.parametrize("plan", [True, False], ids=["fleet-plan", "allocator-alone"])
+def test_a_night_at_the_depot_at_speed_meets_every_departure_within_the_connection(tmp_path: Path, plan: bool) -> None:
+    """The example depot as shipped (``fleet-plan``): every departure met and the import never above the
+    rating, the plan making room before each building step it forecasts. Without the plan every van
+    charges on arrival, which puts the allocator alone to the test: a building step it cannot foresee
+    overshoots by at most the step less the margin, for a bounded time (docs/depot.md "Overshoot")."""
+    site = depot_copy(tmp_path, soon=False, plan=plan)
     params, _ = plant_params(site)
     dm = params.depot
     assert dm is not None and dm.chargers == 20
@@ -102,7 +107,7 @@ def test_a_night_at_the_depot_at_speed_meets_every_departure_within_the_connecti
     # never above the service's rating, except after a building-load step by at most the step less the
     # margin, for at most two cycles and the chargers' ramp down (docs/depot.md "Overshoot")
     steps = [b - a for (_, a), (_, b) in zip(dm.building_w, dm.building_w[1:], strict=False)]
-    step = max([0.0, *steps])
+    step = max([0.0, *steps]) if not plan else 0.0
     assert report["max_over_w"] <= max(0.0, step - MARGIN_W) + 1.0
     ramp = 22000 / DAY_SPEED  # the chargers' 22 kW/s, which the plant keeps in real time (VirtualPlant.time_lapse)
     assert report["longest_over_s"] <= 2 * 0.1 * DAY_SPEED + step / ramp
