@@ -140,7 +140,10 @@ def test_an_editor_save_tightens_a_trip_at_one_cycle_and_replay_takes_it_at_the_
     assert res.returncode == 0, res.stderr
     live = {json.loads(x)["k"]: x for x in rec_out.read_text().splitlines()}
     replayed = {json.loads(x)["k"]: x for x in (tmp_path / "replayed.jsonl").read_text().splitlines()}
-    assert all(replayed[k] == line for k, line in live.items() if k in replayed) and len(live) > 50
+    # (how many cycles the live run lasted depends on the machine; what counts is that the live outputs reach
+    # past the cycle that took the change and the replay has each of them, identical)
+    assert max(live) >= ev["k"] and set(live) <= set(replayed)
+    assert all(replayed[k] == line for k, line in live.items())
 
 
 def test_a_half_written_file_and_a_broken_yaml_change_nothing_until_the_file_is_whole(tmp_path: Path) -> None:
