@@ -56,6 +56,9 @@ class SeccLink(Program):
         self.out = link_outputs(params.prefix)
         self.failure = failure_tags(params.prefix)
         self.seen: int | None = None  # the failure count already told
+        # Plug and Charge refused with EIM allowed (pnc_fallback_eim): no failure, the session goes on
+        self.refused_tag, self.auth_tag = f"{params.prefix}.contract_refused", f"{params.prefix}.auth"
+        self.refused_seen: str | None = None
 
     def requires(self) -> list[str]:
         p = self.params
@@ -96,8 +99,19 @@ class SeccLink(Program):
             cx.event("warning", f"ISO 15118 session failed{more}: {last}", failure=kind, handshake_timeouts=in_row)
         self.seen = count
 
+    def _tell_contract_refused(self, cx: Cycle) -> None:
+        """A contract refused where the site lets the session go on as EIM ends no session, so it is no
+        failure; the operator and the back office must still hear that the EV's contract was not accepted.
+        (Read without ``requires``: a site without Plug and Charge has no such tags.)"""
+        r = cx.inputs.value(self.refused_tag)
+        refused = r if isinstance(r, str) and r else None
+        if refused is not None and refused != self.refused_seen and cx.inputs.value(self.auth_tag) == "EIM":
+            cx.event("warning", f"ISO 15118 contract refused, the session goes on as EIM: {refused}", failure="auth")
+        self.refused_seen = refused
+
     def scan(self, cx: Cycle) -> None:
         self._tell_failures(cx)
+        self._tell_contract_refused(cx)
         p, out, o = self.params, cx.out, self.out
         trip = out[p.trip_tag]
         enable = out[p.enable_tag] is True and not trip

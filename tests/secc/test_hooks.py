@@ -194,3 +194,38 @@ def test_a_refusal_of_the_chargers_own_is_an_evse_failure() -> None:
     ):
         assert failures.classify(reason, False) == failures.EVSE, reason
     assert json.dumps(failures.KINDS)  # the kinds stay plain strings for the channel
+
+
+def test_a_contract_refused_with_eim_allowed_is_told_once_as_a_warning() -> None:
+    """Plug and Charge refused, the session going on as EIM (pnc_fallback_eim): one warning with the reason
+    per refusal, none while the SECC reports nothing refused, none for a refusal that ended the session."""
+    out = link_outputs("secc")
+    specs = [TagSpec(out[k], TagType.STR, "", Direction.OUTPUT, "unknown") for k in WIRED_KEYS]
+    specs += [TagSpec(t, TagType.FLOAT, "", Direction.OUTPUT, 0.0) for k, t in out.items() if k.endswith("_w")]
+    specs += [TagSpec(out[k], TagType.BOOL, "", Direction.OUTPUT, False) for k in ("enable", "terminate")]
+    specs += [
+        TagSpec("safety.trip", TagType.STR, "", Direction.OUTPUT, ""),
+        TagSpec("safety.limit_charge", TagType.FLOAT, "W", Direction.OUTPUT, 0.0),
+        TagSpec("safety.limit_discharge", TagType.FLOAT, "W", Direction.OUTPUT, 0.0),
+    ]
+    f = failure_tags("secc")
+    inputs = (
+        TagSpec(f["count"], TagType.INT),
+        TagSpec(f["last"], TagType.STR),
+        TagSpec(f["handshake"], TagType.INT),
+        TagSpec("secc.auth", TagType.STR),
+        TagSpec("secc.contract_refused", TagType.STR),
+    )
+    r = Rig([], [SeccLink("secc_link", SeccLinkParams(), SITE)], inputs=inputs, extra=specs)
+
+    def warnings(values: dict[str, Any]) -> list[str]:
+        res = r.step(values)
+        return [e.message for e in res.events if e.kind == "warning"]
+
+    assert warnings({"secc.auth": "PNC", "secc.contract_refused": ""}) == []
+    assert warnings({"secc.auth": "EIM", "secc.contract_refused": "untrusted MO root"}) == [
+        "ISO 15118 contract refused, the session goes on as EIM: untrusted MO root"
+    ]
+    assert warnings({"secc.auth": "EIM", "secc.contract_refused": "untrusted MO root"}) == []  # told once
+    assert warnings({"secc.auth": "", "secc.contract_refused": ""}) == []  # session over: cleared
+    assert warnings({"secc.auth": "", "secc.contract_refused": "expired"}) == []  # ended: a failure, told there
