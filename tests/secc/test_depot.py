@@ -122,7 +122,8 @@ def test_each_evse_has_its_own_secc_and_its_ev_gets_its_own_setpoint(
             ]
             assert _tag(sock, f"evse{n}.secc.ev_setpoint_w") == REQUEST_W[n]
             assert _tag(sock, f"evse{n}.ev.in_session") is True  # the EVSE's own ev_source, on its own SECC
-            assert _tag(sock, f"evse{n}.ev.soc") == pytest.approx(_tag(sock, f"evse{n}.secc.soc") / 100, abs=0.01)
+            # two reads, not one moment: the EV's SoC may step by its 1 % between them (0.48 against 0.49)
+            assert _tag(sock, f"evse{n}.ev.soc") == pytest.approx(_tag(sock, f"evse{n}.secc.soc") / 100, abs=0.015)
         for n, ev in evs.items():
             wait_for(lambda ev=ev: ev.poll() is not None, SESSION_S, f"EV {n} to finish its session")
             assert ev.returncode == 0
