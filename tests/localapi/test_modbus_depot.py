@@ -253,28 +253,24 @@ def test_connection_limits_from_modbus_range_expiry_and_errors(caplog: pytest.Lo
     assert "outside 0..100000" in caplog.text and "back to the rating" in caplog.text
 
 
+def _image(**kw: Any) -> SunSpecImage:
+    """A one-charger image of the test's site, with ``kw`` on top (connection, EVSEs)."""
+    base: dict[str, Any] = {
+        "prefix": "",
+        "unit": 1,
+        "serial": "s",
+        "version": "0",
+        "nominal_voltage": 240.0,
+        "max_charge_w": 11000,
+        "max_discharge_w": 11000,
+        "reversion_s": 60,
+    }
+    return SunSpecImage(**{**base, **kw})
+
+
 def test_a_single_site_carries_the_limits_on_unit_1_after_its_own_models() -> None:
-    img = SunSpecImage(
-        prefix="",
-        unit=1,
-        serial="s",
-        version="0",
-        nominal_voltage=240.0,
-        max_charge_w=11000,
-        max_discharge_w=11000,
-        reversion_s=60,
-        connection=(20_000.0, 5_000.0),
-    )
-    plain = SunSpecImage(
-        prefix="",
-        unit=1,
-        serial="s",
-        version="0",
-        nominal_voltage=240.0,
-        max_charge_w=11000,
-        max_discharge_w=11000,
-        reversion_s=60,
-    )
+    img = _image(connection=(20_000.0, 5_000.0))
+    plain = _image()
     assert img.model_ids[:-1] == plain.model_ids and img.model_ids[-1] == CONNECTION_ID
     assert img.registers()[: img.address[CONNECTION_ID] - BASE] == plain.registers()[:-2]
 
@@ -298,18 +294,7 @@ def test_the_unit_numbering_refuses_an_overlap(kw: dict[str, Any], why: str) -> 
 
 
 def test_an_image_without_tags_reads_not_implemented() -> None:
-    img = SunSpecImage(
-        prefix="",
-        unit=1,
-        serial="s",
-        version="0",
-        nominal_voltage=240.0,
-        max_charge_w=11000,
-        max_discharge_w=11000,
-        reversion_s=60,
-        evses=(1, 2),
-        evse_unit_offset=1,
-    )
+    img = _image(evses=(1, 2), evse_unit_offset=1)
     img.update(Image({"meter.power": TagValue(5.0, Quality.BAD, 0)}))
     m = img.models
     assert m[701].points["W"].value is None and m[CONNECTION_ID].points["NTrip"].value == 0

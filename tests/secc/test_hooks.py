@@ -30,8 +30,9 @@ WIRED = {
 }
 
 
-def rig(**params: Any) -> Rig:
-    """secc_link alone, after an interlock that committed the safety outputs it copies (here: as set)."""
+def rig(inputs: tuple[TagSpec, ...] = (), **params: Any) -> Rig:
+    """secc_link alone, after an interlock that committed the safety outputs it copies (here: as set);
+    ``inputs``: more of the SECC's own tags than its failures."""
     out = link_outputs("secc")
     specs = [TagSpec(out[k], TagType.STR, "", Direction.OUTPUT, "unknown") for k in WIRED_KEYS]
     specs += [TagSpec(t, TagType.FLOAT, "", Direction.OUTPUT, 0.0) for k, t in out.items() if k.endswith("_w")]
@@ -44,7 +45,7 @@ def rig(**params: Any) -> Rig:
     f = failure_tags("secc")
     failures = (TagSpec(f["count"], TagType.INT), TagSpec(f["last"], TagType.STR), TagSpec(f["handshake"], TagType.INT))
     lock = SeccLink("secc_link", SeccLinkParams(**params), SITE)
-    return Rig([], [lock], inputs=(*HOOK_IN, *failures), extra=specs)
+    return Rig([], [lock], inputs=(*HOOK_IN, *failures, *inputs), extra=specs)
 
 
 WIRED_KEYS = ("contactor", "isolation", "cp_state")
@@ -199,24 +200,7 @@ def test_a_refusal_of_the_chargers_own_is_an_evse_failure() -> None:
 def test_a_contract_refused_with_eim_allowed_is_told_once_as_a_warning() -> None:
     """Plug and Charge refused, the session going on as EIM (pnc_fallback_eim): one warning with the reason
     per refusal, none while the SECC reports nothing refused, none for a refusal that ended the session."""
-    out = link_outputs("secc")
-    specs = [TagSpec(out[k], TagType.STR, "", Direction.OUTPUT, "unknown") for k in WIRED_KEYS]
-    specs += [TagSpec(t, TagType.FLOAT, "", Direction.OUTPUT, 0.0) for k, t in out.items() if k.endswith("_w")]
-    specs += [TagSpec(out[k], TagType.BOOL, "", Direction.OUTPUT, False) for k in ("enable", "terminate")]
-    specs += [
-        TagSpec("safety.trip", TagType.STR, "", Direction.OUTPUT, ""),
-        TagSpec("safety.limit_charge", TagType.FLOAT, "W", Direction.OUTPUT, 0.0),
-        TagSpec("safety.limit_discharge", TagType.FLOAT, "W", Direction.OUTPUT, 0.0),
-    ]
-    f = failure_tags("secc")
-    inputs = (
-        TagSpec(f["count"], TagType.INT),
-        TagSpec(f["last"], TagType.STR),
-        TagSpec(f["handshake"], TagType.INT),
-        TagSpec("secc.auth", TagType.STR),
-        TagSpec("secc.contract_refused", TagType.STR),
-    )
-    r = Rig([], [SeccLink("secc_link", SeccLinkParams(), SITE)], inputs=inputs, extra=specs)
+    r = rig((TagSpec("secc.auth", TagType.STR), TagSpec("secc.contract_refused", TagType.STR)))
 
     def warnings(values: dict[str, Any]) -> list[str]:
         res = r.step(values)
