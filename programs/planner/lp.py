@@ -39,6 +39,7 @@ EPS_KW = 1e-6  # below this a power is zero (HiGHS primal feasibility tolerance 
 # plan, the 2-year perfect-foresight LP no slower (docs/planner.md "The backtest"). Among prices that
 # tie exactly it may pick another optimal vertex: the same objective, another of the tied intervals.
 PRESOLVE = "off"
+THREADS = 1  # ``new_highs``: why one
 
 
 @dataclass(frozen=True)
@@ -233,30 +234,41 @@ def _highs():
 
 
 def new_highs():
-    """A silent HiGHS instance. HiGHS prints its banner to the C stdout on the first construction in
-    a process, before any option can turn output off; that would corrupt a command's JSON on stdout,
-    so the first construction runs with file descriptor 1 pointed at /dev/null."""
+    """A silent, single-threaded HiGHS instance, the only way this code makes one.
+
+    Silent: HiGHS prints its banner to the C stdout on the first construction in a process, before any
+    option can turn output off; that would corrupt a command's JSON on stdout, so the first construction
+    runs with file descriptor 1 pointed at /dev/null.
+
+    One thread: every ``run`` sizes HiGHS's global scheduler by reading the CPU topology from sysfs
+    (``highs::parallel::available_core_count``, five files), once more when ``threads`` is left at 0.
+    The plans here are small LPs that the serial dual simplex solves, so that read is all a thread pool
+    would bring: 0.1 ms of a 0.3 ms run, 0.2 s of a two-year backtest. The scheduler is global and
+    refuses an instance that asks for another thread count than the first one did (the run fails with
+    status "Not Set"), so every instance of the process must ask for the same: they all come from here."""
     global _BANNER_DONE
     import highspy
 
     if _BANNER_DONE:
-        return highspy.Highs()
-    import ctypes
-    import os
-    import sys
-
-    sys.stdout.flush()
-    saved = os.dup(1)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 1)
         h = highspy.Highs()
-        ctypes.CDLL(None).fflush(None)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(null)
-    _BANNER_DONE = True
+    else:
+        import ctypes
+        import os
+        import sys
+
+        sys.stdout.flush()
+        saved = os.dup(1)
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 1)
+            h = highspy.Highs()
+            ctypes.CDLL(None).fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(null)
+        _BANNER_DONE = True
+    h.setOptionValue("threads", THREADS)
     return h
 
 
