@@ -146,3 +146,35 @@ def test_a_solver_failure_in_a_backtest_replan_plans_the_fallback(monkeypatch: p
     validated = plan(strat.request(view), reason="backtest")
     assert validated.status == "fallback" and "solver gone" in validated.reason
     assert np.array_equal(sched, np.array([iv.power_w / 1000.0 for iv in validated.intervals]))
+
+
+@pytest.mark.parametrize(
+    ("first", "step_min", "day", "rows"),
+    [
+        ("2024-10-22", 60, "2024-10-27", 25),  # the clocks go back: a 25-hour day
+        ("2024-03-26", 60, "2024-03-31", 23),  # forward: 23 hours
+        ("2024-10-24", 15, "2024-10-27", 100),
+        ("2024-03-28", 15, "2024-03-31", 92),
+    ],
+)
+def test_backtest_plans_equal_the_validated_ones_across_a_clock_change(
+    tmp_path: Path, first: str, step_min: int, day: str, rows: int
+) -> None:
+    """Naive local times jump by an hour on a DST day; the fast path counts rows, the validated path
+    times: every re-plan of ten days around the change still gives both the same input and plan."""
+    import datetime as dt
+
+    from tests.programs.test_backtest_resolution import local_rows, write
+
+    times = local_rows(dt.date.fromisoformat(first), 10, step_min)
+    assert sum(t.date() == dt.date.fromisoformat(day) for t in times) == rows
+    series = load_prices(write(tmp_path / "dst.csv", times))
+    sc = load_scenario(SCENARIO)
+    strat = Checked(sc, **PLANNER_SETTINGS)
+    run = simulate(series, sc, strat, VisibleMarket(series, sc))
+    assert len(strat.checked) == run.replans > 10
+    assert strat.mismatch == []
+    # the row after which the local clock jumps, and the plans that run across it
+    step = dt.timedelta(minutes=step_min)
+    (jump,) = [k for k in range(1, len(times)) if times[k] - times[k - 1] != step]
+    assert len([v for v, p in strat.checked if v.t < jump < v.t + len(p.intervals)]) >= 2
