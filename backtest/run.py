@@ -69,10 +69,11 @@ def simulate(
     s0 = 0
     last_pub = last_vis = -1
     replans = 0
+    pubs = market.published_counts
+    viss = market.forecast_counts if strategy.uses_forecasts else [-1] * n
     for t in range(n):
         e = site.e
-        npub = market.published_count(t)
-        nvis = market.forecast_count(t) if strategy.uses_forecasts else last_vis
+        npub, nvis = pubs[t], viss[t]
         if (
             t == 0
             or t in arrivals

@@ -296,8 +296,8 @@ class PlannerStrategy(Strategy):
         status, _, c, d, e = schedule(inp, "backtest")
         cap = self.sc.battery.capacity_kwh
         # as ``planner._to_plan`` rounds the published plan's power_w and bounds its soc_end
-        power = [round((ci - di) * 1000.0, 3) / 1000.0 for ci, di in zip(c.tolist(), d.tolist())]
-        soc_end = [min(1.0, max(0.0, x / cap)) for x in e.tolist()]
+        power = [round(w, 3) / 1000.0 for w in ((c - d) * 1000.0).tolist()]  # numpy's doubles: the same
+        soc_end = [min(1.0, max(0.0, x)) for x in (e / cap).tolist()]
         secs = time.perf_counter() - t0
         self.last_plan = PlanArrays(
             view.times[view.t],
