@@ -40,6 +40,10 @@ EPS_KW = 1e-6  # below this a power is zero (HiGHS primal feasibility tolerance 
 # tie exactly it may pick another optimal vertex: the same objective, another of the tied intervals.
 PRESOLVE = "off"
 THREADS = 1  # ``new_highs``: why one
+# ``_start_basis`` up to two days of 5-minute intervals, the longest re-plan horizon. Beyond, in the
+# backtest's whole-series perfect-foresight LP (17,472 hourly rows), nearly every stored energy starts
+# outside its bounds and HiGHS's all-slack start is ten times faster (0.23 s against 2.3 s).
+START_BASIS_MAX = 2 * 288
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ def solve(inp: LpInput) -> LpResult:
     # HiGHS's run clock counts every run of the instance, so the limit is set from where it stands now
     h.setOptionValue("time_limit", h.getRunTime() + float(inp.time_limit_s))
     h.passModel(3 * n, n, nnz, 1, 1, 0.0, cost, col_lo, col_hi, rhs, rhs, start, index, value, continuous)
+    if n <= START_BASIS_MAX:
+        h.setBasis(_start_basis(n))
     rounds = 0
     binaries: set[int] = set()
     while True:
@@ -213,6 +219,26 @@ def _matrix(n: int, eta_c: float, eta_d: float, dt: float) -> tuple[np.ndarray, 
     for a in (start, index, value, continuous):
         a.flags.writeable = False
     return start, index, value, continuous
+
+
+@functools.lru_cache(maxsize=64)
+def _start_basis(n: int):
+    """Where the simplex starts: every stored energy e_t basic (one per energy-balance row, a bidiagonal
+    and so regular basis), every power c_t, d_t at its lower bound. The powers are boxed, so HiGHS's dual
+    simplex makes each dual feasible by moving it to its other bound, without a pivot; what is left is
+    repairing the few e_t outside their bounds: 1.7 pivots per plan instead of 44 from HiGHS's own
+    all-slack start (0.44 -> 0.28 s of HiGHS time for a two-year backtest's 1,974 plans). The start
+    depends only on the horizon's length, so a plan stays a function of its input alone: the backtest and
+    the planner task solve the same input to the same plan. Among optimal schedules that differ only
+    within the solver's tolerances, or at tied prices, it may end on another one than the all-slack start
+    did (docs/planner.md "The backtest")."""
+    import highspy
+
+    basis = highspy.HighsBasis()
+    basis.col_status = [highspy.HighsBasisStatus.kLower] * (2 * n) + [highspy.HighsBasisStatus.kBasic] * n
+    basis.row_status = [highspy.HighsBasisStatus.kLower] * n
+    basis.valid = True
+    return basis
 
 
 _BANNER_DONE = False
