@@ -966,7 +966,7 @@ class SafetySupervisor(Program):
 
         def swap() -> None:
             self.r = r
-            self.timers.trips = list(r.trips.values())  # same codes: the (idle) timers carry over
+            self.timers.retune(r.trips)  # same codes: the (idle) timers carry over
             self.verified = False  # the inverter's own trip settings are checked against the new ones
 
         return swap
