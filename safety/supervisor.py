@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from runtime.api import Cycle, Program, SiteInfo, register_interlock
+from runtime.api import Cycle, Outputs, Program, SiteInfo, register_interlock
 from runtime.tags import Direction, Image, Quality, TagSpec, TagType
 from safety import der
 from safety import tables as T
@@ -64,8 +65,7 @@ class _Evidence(dict[str | None, Any]):
     __slots__ = ("img", "val")
 
     def __init__(self, img: Image, val: Callable[[Image, str | None], Any]):
-        super().__init__()
-        self.img, self.val = img, val
+        self.img, self.val = img, val  # (the dict itself is made empty by dict.__new__)
 
     def __missing__(self, name: str | None) -> Any:
         v = self[name] = self.val(self.img, name)
@@ -98,6 +98,14 @@ OUT_DER_OVERLAY, OUT_DER_DROOP = "safety.der_overlay", "safety.der_freq_droop"
 
 
 RESTORED = " (latched before restart)"
+
+
+def _put(out: Outputs, name: str, value: str | bool) -> None:
+    """Write a text or flag output unless it already holds that value: the engine commits what was written
+    this cycle (``Outputs.dirty``), and rewriting the value the output image holds commits nothing. Never
+    for a number, where -0.0 equals 0.0 but is not the same value."""
+    if out.get(name) != value:
+        out[name] = value
 
 
 def _rating(x: Any, param_w: float) -> float:
@@ -261,10 +269,6 @@ class SafetySupervisor(Program):
         p = self.params
         return sorted(self.reads - {p.tags.setpoint, p.tags.enable})
 
-    @functools.cached_property
-    def _judged_set(self) -> frozenset[str]:
-        return frozenset(self._judged)
-
     def _diagnostic(self, name: str) -> bool:
         c = self.params.comms
         return name.startswith(DIAGNOSTIC_PREFIX) or name in (c.overrun_tag, c.fault_tag, c.persist_fault_tag)
@@ -282,6 +286,8 @@ class SafetySupervisor(Program):
 
     # -- persistence ---------------------------------------------------------------------------
     def persist(self) -> Mapping[str, Any] | None:
+        if not (self.latches or self.thermal.latched or self.der or self.ext_charge):
+            return None  # nothing to keep (the engine asks after every cycle)
         kept = [[c, latch.reason] for c, latch in self.latches.items() if latch.kind == "operator"]
         if self.thermal.latched:
             kept.append(["over_temperature", self.latches.get("over_temperature", Latch("auto", "", 0)).reason])
@@ -398,10 +404,11 @@ class SafetySupervisor(Program):
     def _der_cycle(self, cx: Cycle) -> None:
         """Apply this cycle's ``der_control`` commands and end scheduled controls whose duration ran out."""
         self._now_us = cx.now_us
-        for note in self._der_notes:
-            cx.event("warning", note)
-        self._der_notes.clear()
-        if any(not e.is_default for e in self.der.values()):
+        if self._der_notes:
+            for note in self._der_notes:
+                cx.event("warning", note)
+            self._der_notes.clear()
+        if self.der and any(not e.is_default for e in self.der.values()):
             expired = [cid for cid, e in self.der.items() if not e.in_force(cx.now_us)]
             if expired:
                 self._der_use({cid: e for cid, e in self.der.items() if cid not in expired}, cx.now_us)
@@ -420,8 +427,8 @@ class SafetySupervisor(Program):
             else:
                 msg, key = f"DER control {', '.join(ids)} cleared", "cleared"
             cx.event("der_control", msg, id=a.get("id"), accepted=True, reason="", **{key: ids})
-        cx.out[OUT_DER_OVERLAY] = self.der_json
-        cx.out[OUT_DER_DROOP] = self.der_droop
+        _put(cx.out, OUT_DER_OVERLAY, self.der_json)
+        _put(cx.out, OUT_DER_DROOP, self.der_droop)
 
     def effective_variables(self) -> dict[str, object]:
         """The base settings and the DER overlay on them, where they differ: for ``check`` and ``status``."""
@@ -520,19 +527,14 @@ class SafetySupervisor(Program):
         self._commit(cx, m, lc, ld, reasons, not_ready, external_ok)
 
     # -- the steps of a cycle ------------------------------------------------------------------
-    @functools.cached_property
-    def _read_order(self) -> tuple[str, ...]:
-        """``reads`` sorted, so the forced ones come out in ``_judged``'s order. Built once like ``reads``:
-        tag names never change live (``reconfigure`` takes trip settings only)."""
-        return tuple(sorted(self.reads))
-
     def _evidence(self, img: Image) -> tuple[_Evidence, list[str]]:
-        """Every read's ``_val`` and the forced reads, in one pass over the image."""
+        """Every judged read's ``_val`` and the forced ones (in ``_judged``'s order), in one pass over the image.
+        The two outputs this interlock clamps are read as requests (``Image.value``), never as evidence."""
         get, good, trust = img.tag, Quality.GOOD, self.params.trust_forced_inputs
         vals = _Evidence(img, self._val)
         vals[None] = None
         forced: list[str] = []
-        for n in self._read_order:
+        for n in self._judged:
             tv = get(n)  # (value, quality, t_us, forced)
             if tv[3]:
                 forced.append(n)
@@ -580,8 +582,8 @@ class SafetySupervisor(Program):
         # runtime.fault to "", would otherwise hide the very condition it reports. A site that trusts forces
         # for commissioning still never gets to overwrite the runtime's own diagnostics.
         if m.forced:
-            trust, judged = self.params.trust_forced_inputs, self._judged_set
-            lost += [n for n in m.forced if n in judged and n not in lost and (not trust or self._diagnostic(n))]
+            trust = self.params.trust_forced_inputs
+            lost += [n for n in m.forced if n not in lost and (not trust or self._diagnostic(n))]
         if lost:
             self._latch(
                 cx,
@@ -884,7 +886,7 @@ class SafetySupervisor(Program):
         if code or not_ready:
             out[p.tags.enable] = False
 
-        vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (float("nan"), float("nan"))
+        vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (math.nan, math.nan)
         if self.cessation != self._was_ceased:
             self._was_ceased = self.cessation
             if self.cessation:
@@ -903,8 +905,8 @@ class SafetySupervisor(Program):
                 active=self.cessation,
                 control_type=self._cess_type,
             )
-        names = frozenset(reasons)
-        if names != self.limit_names:
+        if reasons.keys() != self.limit_names:
+            names = frozenset(reasons)
             cx.event("limit", "limits: " + ("; ".join(reasons.values()) or "none"), limits=sorted(names))
             self.limit_names = names
         if code:
@@ -920,12 +922,12 @@ class SafetySupervisor(Program):
             reason = f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu outside the cessation limits"
         else:
             reason = "; ".join(reasons.values())
-        out[OUT_TRIP] = code
-        out[OUT_REASON] = reason
-        out[OUT_CESSATION] = self.cessation
+        _put(out, OUT_TRIP, code)
+        _put(out, OUT_REASON, reason)
+        _put(out, OUT_CESSATION, self.cessation)
         out[OUT_LIMIT_CHARGE] = lc
         out[OUT_LIMIT_DISCHARGE] = ld
-        out[OUT_EXTERNAL_OK] = external_ok
+        _put(out, OUT_EXTERNAL_OK, external_ok)
 
     def reconfigure(self, params: Any) -> Any:
         """Online change (docs/online-change.md): only trip thresholds and clearing times change live, only
