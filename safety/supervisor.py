@@ -102,10 +102,15 @@ RESTORED = " (latched before restart)"
 
 def _put(out: Outputs, name: str, value: str | bool) -> None:
     """Write a text or flag output unless it already holds that value: the engine commits what was written
-    this cycle (``Outputs.dirty``), and rewriting the value the output image holds commits nothing. Never
-    for a number, where -0.0 equals 0.0 but is not the same value."""
+    this cycle (``Outputs.dirty``), and rewriting the value the output image holds commits nothing."""
     if out.get(name) != value:
         out[name] = value
+
+
+def _put_w(out: Outputs, name: str, w: float) -> None:
+    """A power output, likewise; a zero always, since -0.0 equals 0.0 but is not the same value."""
+    if w == 0 or out.get(name) != w:
+        out[name] = w
 
 
 def _rating(x: Any, param_w: float) -> float:
@@ -626,7 +631,7 @@ class SafetySupervisor(Program):
         if m.loss:
             self._latch(cx, "islanding", f"islanding: loss of grid reported by {p.islanding.loss_tag}")
         # Back in the continuous range, and beyond no trip threshold (they may touch it at its edge).
-        if m.continuous and not self.timers.any_beyond():
+        if m.continuous and self.latches and not self.timers.any_beyond():
             for code in [c for c, latch in self.latches.items() if latch.kind == "grid"]:
                 self._unlatch(cx, code, "voltage and frequency back in the continuous range; enter service follows")
 
@@ -882,7 +887,7 @@ class SafetySupervisor(Program):
             lc = ld = 0.0
         sp = out[p.tags.setpoint]
         sp = min(sp, lc) if sp > 0 else max(sp, -ld)
-        out[p.tags.setpoint] = sp if sp != 0 else 0.0  # never -0.0: zero is zero in both directions
+        _put_w(out, p.tags.setpoint, sp if sp != 0 else 0.0)  # never -0.0: zero is zero in both directions
         if code or not_ready:
             out[p.tags.enable] = False
 
@@ -925,8 +930,8 @@ class SafetySupervisor(Program):
         _put(out, OUT_TRIP, code)
         _put(out, OUT_REASON, reason)
         _put(out, OUT_CESSATION, self.cessation)
-        out[OUT_LIMIT_CHARGE] = lc
-        out[OUT_LIMIT_DISCHARGE] = ld
+        _put_w(out, OUT_LIMIT_CHARGE, lc)
+        _put_w(out, OUT_LIMIT_DISCHARGE, ld)
         _put(out, OUT_EXTERNAL_OK, external_ok)
 
     def reconfigure(self, params: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The interlock writes its own text and flag outputs only when the output image holds something else
+"""The interlock writes its own outputs only when the output image holds something else
 (an unchanged value costs no write). The image, not what the interlock wrote last, is what it compares
 against: a force on one of its outputs, written before the interlocks run, must still be overwritten on
 every cycle by what safety decides, although safety's own value has not changed."""
@@ -18,6 +18,8 @@ OWN = {
     "safety.external_ok": False,
     "safety.der_overlay": '{"x": 1}',
     "safety.der_freq_droop": '{"y": 2}',
+    "safety.limit_charge": 1.0,
+    "safety.limit_discharge": 2.0,
 }
 
 
