@@ -59,8 +59,9 @@ class Latch:
 class _Evidence(dict[str | None, Any]):
     """``SafetySupervisor._val`` of every read, taken from the frozen image once per cycle: the image
     cannot change within the cycle, so each step looks the value up here instead of judging the tag again.
-    A name outside the interlock's reads (a setting naming a tag the site leaves unread) is judged on
-    first use, so every name reads exactly as through ``_val``; None (an optional tag not set) is None."""
+    A name outside the judged reads (an output this interlock clamps, or a tag this site's settings leave
+    unread, named in another setting too) is judged on first use, so every name reads exactly as through
+    ``_val``; None (an optional tag not set) is None."""
 
     __slots__ = ("img", "val")
 
@@ -75,7 +76,7 @@ class _Evidence(dict[str | None, Any]):
 @dataclass(slots=True)
 class _Meas:
     """What one cycle measured. ``vals``: every read's value as evidence (``SafetySupervisor._val``), read
-    from the frozen image once per cycle; ``forced``: the reads that are forced, in sorted order; ``grid``
+    from the frozen image once per cycle; ``forced``: the judged reads that are forced, in sorted order; ``grid``
     (highest and lowest per-unit voltage, frequency) is None unless voltage and frequency are all good."""
 
     vals: _Evidence

@@ -8,12 +8,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runtime.api import Command
+from runtime.engine import RECONFIGURE
 from safety import tables as T
 from safety.grid import TripTimers
 from safety.settings import SafetyParams, Trip, resolve
+from tests.safety.rig import Rig
 
 
 class Loop:
@@ -95,3 +99,23 @@ def test_the_band_times_every_trip_as_the_loop_does(
         assert timers.ceasing == ref.ceasing
         assert all(timers.excursion_start(c) == s for c, s in ref.start.items())
         assert timers.any_beyond() == any(s is not None for s in ref.start.values())
+
+
+@pytest.mark.parametrize("request_w", [-5000.0, 0.0, 5000.0])
+def test_a_threshold_tightened_online_moves_the_band(request_w: float) -> None:
+    """UV1 raised live from 0.70 to 0.80 pu (Category II): 0.75 pu, inside the old band, is now timed and
+    trips at the new clearing time; the twin without the change rides through it."""
+    changed, kept = Rig(category="II"), Rig(category="II")
+    for rig in (changed, kept):
+        rig.req.setpoint = request_w
+        rig.settle()
+    params = changed.safety.params.model_dump(mode="json")
+    params["voltage"]["uv1"] = {"threshold": 0.80, "clearing_s": 2.0}
+    changed.step((Command(RECONFIGURE, {"revision": "r2", "components": {"safety": params}, "by": "test"}),))
+    assert changed.engine.reconfigured == [("r2", True, "")]
+    for rig in (changed, kept):
+        rig.set(grid__voltage=0.75 * 240.0)
+        rig.run(2.5)
+    assert changed.out["safety.trip"] == "uv1"
+    assert changed.out["inverter.setpoint"] == 0.0 and changed.out["inverter.enable"] is False
+    assert kept.out["safety.trip"] == "" and kept.out["inverter.setpoint"] == request_w
