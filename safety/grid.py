@@ -19,24 +19,43 @@ class TripTimers:
     A value back inside the threshold restarts the timer (a short excursion that returns in time does
     not trip)."""
 
-    __slots__ = ("_start", "ceasing", "trips")
+    __slots__ = ("_band", "_start", "_timing", "ceasing", "trips")
 
     def __init__(self, trips: dict[str, Trip]):
-        self.trips = list(trips.values())
+        self.retune(trips)
         self._start: dict[str, int | None] = {t.code: None for t in self.trips}
+        self._timing = False  # some excursion is being timed (a start is set)
         self.ceasing: Trip | None = None  # a trip whose output must already be zero, latching later
 
     def retune(self, trips: dict[str, Trip]) -> None:
-        """New settings (a DER control) on a cycle boundary: an excursion under way keeps its start, so a
-        stricter setting can only bring its trip closer."""
+        """New settings (a DER control, an online change) on a cycle boundary: an excursion under way keeps
+        its start, so a stricter setting can only bring its trip closer."""
         self.trips = list(trips.values())
+        # The band inside every threshold (strictly: at a threshold is beyond it). A sample inside it is
+        # beyond no trip, which is nearly every sample, so ``update`` decides it with four comparisons.
+        inf = float("inf")
+        v, f = [t for t in self.trips if t.quantity != "f"], [t for t in self.trips if t.quantity == "f"]
+        self._band = (
+            min((t.threshold for t in v if t.over), default=inf),
+            max((t.threshold for t in v if not t.over), default=-inf),
+            min((t.threshold for t in f if t.over), default=inf),
+            max((t.threshold for t in f if not t.over), default=-inf),
+        )
 
     def reset(self) -> None:
         self.ceasing = None
+        self._timing = False
         for code in self._start:
             self._start[code] = None
 
     def update(self, now_us: int, v_high: float, v_low: float, f: float) -> Trip | None:
+        v_over, v_under, f_over, f_under = self._band
+        if v_high < v_over and v_low > v_under and f_under < f < f_over:
+            # beyond no threshold: every excursion ends, nothing fires or ceases (the loop below would agree)
+            if self._timing:
+                self.reset()
+            self.ceasing = None
+            return None
         fired: Trip | None = None
         self.ceasing = None
         start = self._start
@@ -53,11 +72,12 @@ class TripTimers:
                     self.ceasing = t
             else:
                 start[t.code] = None
+        self._timing = any(s is not None for s in start.values())
         return fired
 
     def any_beyond(self) -> bool:
         """Some value is beyond some trip threshold right now."""
-        return any(s is not None for s in self._start.values())
+        return self._timing
 
     def excursion_start(self, code: str) -> int | None:
         return self._start[code]

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from runtime.api import Cycle, Program, SiteInfo, register_interlock
-from runtime.tags import Direction, Image, TagSpec, TagType
+from runtime.api import Cycle, Outputs, Program, SiteInfo, register_interlock
+from runtime.tags import Direction, Image, Quality, TagSpec, TagType
 from safety import der
 from safety import tables as T
 from safety.battery import soc_fractions
@@ -55,24 +56,37 @@ class Latch:
     t_us: int
 
 
+class _Evidence(dict[str | None, Any]):
+    """``SafetySupervisor._val`` of every read, taken from the frozen image once per cycle: the image
+    cannot change within the cycle, so each step looks the value up here instead of judging the tag again.
+    A name outside the judged reads (an output this interlock clamps, or a tag this site's settings leave
+    unread, named in another setting too) is judged on first use, so every name reads exactly as through
+    ``_val``; None (an optional tag not set) is None."""
+
+    __slots__ = ("img", "val")
+
+    def __init__(self, img: Image, val: Callable[[Image, str | None], Any]):
+        self.img, self.val = img, val  # (the dict itself is made empty by dict.__new__)
+
+    def __missing__(self, name: str | None) -> Any:
+        v = self[name] = self.val(self.img, name)
+        return v
+
+
 @dataclass(slots=True)
 class _Meas:
-    """What one cycle measured; ``grid`` is None unless voltage and frequency are all good."""
+    """What one cycle measured. ``vals``: every read's value as evidence (``SafetySupervisor._val``), read
+    from the frozen image once per cycle; ``forced``: the judged reads that are forced, in sorted order; ``grid``
+    (highest and lowest per-unit voltage, frequency) is None unless voltage and frequency are all good."""
 
-    v_high: float | None
-    v_low: float | None
-    f: float | None
+    vals: _Evidence
+    forced: list[str]
+    grid: tuple[float, float, float] | None
     loss: bool
     meas_p: float | None
     prev_sp: float
     continuous: bool = False
     es_window: bool = False
-
-    @property
-    def grid(self) -> tuple[float, float, float] | None:
-        if self.v_high is None or self.v_low is None or self.f is None:
-            return None
-        return self.v_high, self.v_low, self.f
 
 
 OUT_TRIP, OUT_REASON, OUT_CESSATION = "safety.trip", "safety.reason", "safety.cessation"
@@ -85,6 +99,24 @@ OUT_DER_OVERLAY, OUT_DER_DROOP = "safety.der_overlay", "safety.der_freq_droop"
 
 
 RESTORED = " (latched before restart)"
+
+
+def _put(out: Outputs, name: str, value: str | bool) -> None:
+    """Write a text or flag output unless it already holds that value: the engine commits what was written
+    this cycle (``Outputs.dirty``), and rewriting the value the output image holds commits nothing."""
+    if out.get(name) != value:
+        out[name] = value
+
+
+def _put_w(out: Outputs, name: str, w: float) -> None:
+    """A power output, likewise; a zero always, since -0.0 equals 0.0 but is not the same value."""
+    if w == 0 or out.get(name) != w:
+        out[name] = w
+
+
+def _rating(x: Any, param_w: float) -> float:
+    """The rating in force: the device's own (``x``, W, when good and not negative) never above the site's."""
+    return param_w if x is None or x < 0 else min(param_w, float(x))
 
 
 @register_interlock("v2g_safety")
@@ -260,6 +292,8 @@ class SafetySupervisor(Program):
 
     # -- persistence ---------------------------------------------------------------------------
     def persist(self) -> Mapping[str, Any] | None:
+        if not (self.latches or self.thermal.latched or self.der or self.ext_charge):
+            return None  # nothing to keep (the engine asks after every cycle)
         kept = [[c, latch.reason] for c, latch in self.latches.items() if latch.kind == "operator"]
         if self.thermal.latched:
             kept.append(["over_temperature", self.latches.get("over_temperature", Latch("auto", "", 0)).reason])
@@ -376,10 +410,11 @@ class SafetySupervisor(Program):
     def _der_cycle(self, cx: Cycle) -> None:
         """Apply this cycle's ``der_control`` commands and end scheduled controls whose duration ran out."""
         self._now_us = cx.now_us
-        for note in self._der_notes:
-            cx.event("warning", note)
-        self._der_notes.clear()
-        if any(not e.is_default for e in self.der.values()):
+        if self._der_notes:
+            for note in self._der_notes:
+                cx.event("warning", note)
+            self._der_notes.clear()
+        if self.der and any(not e.is_default for e in self.der.values()):
             expired = [cid for cid, e in self.der.items() if not e.in_force(cx.now_us)]
             if expired:
                 self._der_use({cid: e for cid, e in self.der.items() if cid not in expired}, cx.now_us)
@@ -398,8 +433,8 @@ class SafetySupervisor(Program):
             else:
                 msg, key = f"DER control {', '.join(ids)} cleared", "cleared"
             cx.event("der_control", msg, id=a.get("id"), accepted=True, reason="", **{key: ids})
-        cx.out[OUT_DER_OVERLAY] = self.der_json
-        cx.out[OUT_DER_DROOP] = self.der_droop
+        _put(cx.out, OUT_DER_OVERLAY, self.der_json)
+        _put(cx.out, OUT_DER_DROOP, self.der_droop)
 
     def effective_variables(self) -> dict[str, object]:
         """The base settings and the DER overlay on them, where they differ: for ``check`` and ``status``."""
@@ -472,21 +507,15 @@ class SafetySupervisor(Program):
         ctype = der.TRIP_CONTROL.get(code)
         return {"control_type": ctype} if ctype else {}
 
-    def _auto(self, cx: Cycle, code: str, active: bool, reason: str, how: str) -> None:
-        if active:
-            self._latch(cx, code, reason)
-        elif code in self.latches:
-            self._unlatch(cx, code, how)
-
     def scan(self, cx: Cycle) -> None:
         """The order is the priority: settings (DER controls, on the cycle boundary), measure, protect (trips
         latch), recover, then limits, then commit."""
         self._der_cycle(cx)
         m = self._measure(cx)
-        not_ready = self._comms(cx)
+        not_ready = self._comms(cx, m)
         self._grid(cx, m)
         derate, temp = self._thermal(cx, m)
-        self._health(cx)
+        self._health(cx, m)
         self._device(cx, m)
         self._operator_reset(cx, m)
         self.es.update(cx.now_us, m.es_window)
@@ -499,49 +528,68 @@ class SafetySupervisor(Program):
             else:
                 self.verified = True
                 cx.event("verify", "inverter settings verified against the site's safety settings")
-        external_ok, ext_why = self._external_health(cx)
+        external_ok, ext_why = self._external_health(m)
         lc, ld, reasons = self._limits(cx, m, derate, temp, external_ok, ext_why)
         self._commit(cx, m, lc, ld, reasons, not_ready, external_ok)
 
     # -- the steps of a cycle ------------------------------------------------------------------
+    def _evidence(self, img: Image) -> tuple[_Evidence, list[str]]:
+        """Every judged read's ``_val`` and the forced ones (in ``_judged``'s order), in one pass over the image.
+        The two outputs this interlock clamps are read as requests (``Image.value``), never as evidence."""
+        get, good, trust = img.tag, Quality.GOOD, self.params.trust_forced_inputs
+        vals = _Evidence(img, self._val)
+        vals[None] = None
+        forced: list[str] = []
+        for n in self._judged:
+            tv = get(n)  # (value, quality, t_us, forced)
+            if tv[3]:
+                forced.append(n)
+                vals[n] = tv[0] if tv[1] is good and trust else None
+            else:
+                vals[n] = tv[0] if tv[1] is good else None
+        return vals, forced
+
     def _measure(self, cx: Cycle) -> _Meas:
         """Per-unit voltage (docs/design.md#voltage-basis): highest phase for over-, lowest for under-voltage."""
-        p, img, val = self.params, cx.inputs, self._val
-        v = val(img, p.tags.voltage)
-        v_high = v_low = None if v is None else v / self.site.nominal_voltage
-        if self.site.phases == 3:
-            ph = [val(img, n) for n in p.tags.voltage_phases]
-            if v_high is None or v_low is None or any(x is None for x in ph):
-                v_high = v_low = None
+        p, img, site = self.params, cx.inputs, self.site
+        vals, forced = self._evidence(img)
+        v, f = vals[p.tags.voltage], vals[p.tags.frequency]
+        grid = None
+        if v is not None and f is not None:
+            v_high = v_low = v / site.nominal_voltage
+            if site.phases != 3:
+                grid = (v_high, v_low, f)
             else:
-                pu = [x / p.phase_nominal_voltage for x in ph if x is not None]
-                v_high, v_low = max(v_high, *pu), min(v_low, *pu)
-        f = val(img, p.tags.frequency)
-        loss = val(img, p.islanding.loss_tag) is True
-        meas_p = val(img, p.divergence.measured_tag)
+                ph = [vals[n] for n in p.tags.voltage_phases]
+                if not any(x is None for x in ph):
+                    pu = [x / p.phase_nominal_voltage for x in ph]
+                    grid = (max(v_high, *pu), min(v_low, *pu), f)
+        loss = vals[p.islanding.loss_tag] is True
         prev_sp = img.value(p.tags.setpoint, 0.0) or 0.0
-        m = _Meas(v_high, v_low, f, loss, meas_p, float(prev_sp))
-        if m.grid is not None:
-            vh, vl, ff = m.grid
-            m.continuous = not loss and in_continuous(self.r, vh, vl, ff)
-            m.es_window = not loss and in_enter_service_window(self.r, vh, vl, ff)
+        m = _Meas(vals, forced, grid, loss, vals[p.divergence.measured_tag], float(prev_sp))
+        if grid is not None and not loss:
+            vh, vl, ff = grid
+            r = self.r
+            m.continuous = in_continuous(r, vh, vl, ff)
+            m.es_window = in_enter_service_window(r, vh, vl, ff)
         return m
 
-    def _comms(self, cx: Cycle) -> list[str]:
+    def _comms(self, cx: Cycle, m: _Meas) -> list[str]:
         """Inverter/meter inputs bad or stale -> trip, after their first good read (before it: not ready)."""
-        img = cx.inputs
+        img, vals, seen = cx.inputs, m.vals, self.seen_good
         lost: list[str] = []
         waiting: list[str] = []
         for name in self._comms_tags:
-            if self._val(img, name) is None:
-                (lost if name in self.seen_good else waiting).append(name)
+            if vals[name] is None:
+                (lost if name in seen else waiting).append(name)
             else:
-                self.seen_good.add(name)
+                seen.add(name)
         # Any forced input, not only the required ones: forcing grid.loss or an overrun flag to False, or
         # runtime.fault to "", would otherwise hide the very condition it reports. A site that trusts forces
         # for commissioning still never gets to overwrite the runtime's own diagnostics.
-        trust = self.params.trust_forced_inputs
-        lost += [n for n in self._judged if n not in lost and img.tag(n).forced and (not trust or self._diagnostic(n))]
+        if m.forced:
+            trust = self.params.trust_forced_inputs
+            lost += [n for n in m.forced if n not in lost and (not trust or self._diagnostic(n))]
         if lost:
             self._latch(
                 cx,
@@ -584,7 +632,7 @@ class SafetySupervisor(Program):
         if m.loss:
             self._latch(cx, "islanding", f"islanding: loss of grid reported by {p.islanding.loss_tag}")
         # Back in the continuous range, and beyond no trip threshold (they may touch it at its edge).
-        if m.continuous and not self.timers.any_beyond():
+        if m.continuous and self.latches and not self.timers.any_beyond():
             for code in [c for c, latch in self.latches.items() if latch.kind == "grid"]:
                 self._unlatch(cx, code, "voltage and frequency back in the continuous range; enter service follows")
 
@@ -593,7 +641,7 @@ class SafetySupervisor(Program):
         p, now = self.params, cx.now_us
         if not p.thermal.tag:
             return 1.0, None
-        temp = self._val(cx.inputs, p.thermal.tag)
+        temp = m.vals[p.thermal.tag]
         if temp is None:
             derate = 0.0  # temperature unknown: no power
         else:
@@ -612,35 +660,32 @@ class SafetySupervisor(Program):
             self._latch(cx, "over_temperature", "inverter over-temperature latched before restart")
         return derate, temp
 
-    def _health(self, cx: Cycle) -> None:
+    def _health(self, cx: Cycle, m: _Meas) -> None:
         """Scan overruns and program exceptions (this cycle's ``runtime.fault``) trip and recover by themselves."""
-        p = self.params
-        self._auto(
-            cx,
-            "overrun",
-            self._val(cx.inputs, p.comms.overrun_tag) is True,
-            "a run of scan overruns",
-            "scan back on time",
-        )
-        fault = cx.out.get(p.comms.fault_tag, "") or ""
-        self._auto(cx, "program_fault", bool(fault), f"program fault: {fault}", "programs run clean again")
-        if p.comms.persist_fault_tag:
+        c, latches = self.params.comms, self.latches
+        # each trip latches while its cause lasts and clears when it is gone; a reason is built only to latch
+        if m.vals[c.overrun_tag] is True:
+            self._latch(cx, "overrun", "a run of scan overruns")
+        elif "overrun" in latches:
+            self._unlatch(cx, "overrun", "scan back on time")
+        fault = cx.out.get(c.fault_tag, "") or ""
+        if fault:
+            self._latch(cx, "program_fault", f"program fault: {fault}")
+        elif "program_fault" in latches:
+            self._unlatch(cx, "program_fault", "programs run clean again")
+        if c.persist_fault_tag:
             # Absent on a site (or runtime) without it: no cause. Read as committed and as written this cycle.
-            tag = p.comms.persist_fault_tag
-            unsaved = self._val(cx.inputs, tag) is True or cx.out.get(tag) is True
-            self._auto(
-                cx,
-                "persist_fault",
-                unsaved,
-                f"a latched state change is not yet durable on disk ({tag})",
-                "state written to disk",
-            )
+            tag = c.persist_fault_tag
+            if m.vals[tag] is True or cx.out.get(tag) is True:
+                self._latch(cx, "persist_fault", f"a latched state change is not yet durable on disk ({tag})")
+            elif "persist_fault" in latches:
+                self._unlatch(cx, "persist_fault", "state written to disk")
 
     def _device(self, cx: Cycle, m: _Meas) -> None:
         """The inverter does what it is told: setpoint read-back and measured power."""
         p, img, now = self.params, cx.inputs, cx.now_us
         if p.comms.write_mismatch_tag:
-            mismatch = self._val(img, p.comms.write_mismatch_tag)
+            mismatch = m.vals[p.comms.write_mismatch_tag]
             if mismatch is True:
                 if self.mismatch_since is None:
                     self.mismatch_since = now
@@ -669,7 +714,7 @@ class SafetySupervisor(Program):
 
     def _operator_reset(self, cx: Cycle, m: _Meas) -> None:
         """``reset_trip`` clears operator-reset trips whose cause is provably gone, and says why not."""
-        if not any(c.name == "reset_trip" for c in cx.commands):
+        if not cx.commands or not any(c.name == "reset_trip" for c in cx.commands):
             return
         p = self.params
         for code in [c for c, latch in self.latches.items() if latch.kind == "operator"]:
@@ -693,19 +738,20 @@ class SafetySupervisor(Program):
                 self.div.reset()
             self._unlatch(cx, code, "operator reset")
 
-    def _external_health(self, cx: Cycle) -> tuple[bool, str]:
+    def _external_health(self, m: _Meas) -> tuple[bool, str]:
         """Stale shared tags or a slow back office: nothing externally commanded is followed."""
-        p = self.params
-        vals = {n: self._val(cx.inputs, n) for n in p.comms.external_tags}
-        ext_bad = [n for n, v in vals.items() if v is None]
-        if ext_bad:
-            return False, "stale " + ", ".join(ext_bad)
-        down = [n for n, v in vals.items() if v is False]  # a link flag (ocpp.accepted) says the link failed
-        if down:
-            return False, "back-office link down: " + ", ".join(f"{n} false" for n in down)
-        if p.comms.rtt_tag:
-            rtt = self._val(cx.inputs, p.comms.rtt_tag)
-            if rtt is None or rtt > p.comms.rtt_max_s:
+        c, vals = self.params.comms, m.vals
+        if c.external_tags:
+            names = dict.fromkeys(c.external_tags)  # each named once
+            ext_bad = [n for n in names if vals[n] is None]
+            if ext_bad:
+                return False, "stale " + ", ".join(ext_bad)
+            down = [n for n in names if vals[n] is False]  # a link flag (ocpp.accepted) says the link failed
+            if down:
+                return False, "back-office link down: " + ", ".join(f"{n} false" for n in down)
+        if c.rtt_tag:
+            rtt = vals[c.rtt_tag]
+            if rtt is None or rtt > c.rtt_max_s:
                 return False, "back-office round trip too slow or unknown"
         return True, ""
 
@@ -713,10 +759,10 @@ class SafetySupervisor(Program):
         self, cx: Cycle, m: _Meas, derate: float, temp: float | None, external_ok: bool, ext_why: str
     ) -> tuple[float, float, dict[str, str]]:
         """(charge W, discharge W, reasons): the smallest of every limit, each with its reason."""
-        p, img, now, val = self.params, cx.inputs, cx.now_us, self._val
+        p, img, now, vals = self.params, cx.inputs, cx.now_us, m.vals
         reasons: dict[str, str] = {}
-        rc = self._rating(img, p.rated_charge_w, p.limits.rating_charge_tag)
-        rd = self._rating(img, p.rated_discharge_w, p.limits.rating_discharge_tag)
+        rc = _rating(vals[p.limits.rating_charge_tag], p.rated_charge_w)
+        rd = _rating(vals[p.limits.rating_discharge_tag], p.rated_discharge_w)
         lc, ld = rc, rd
         es_c, es_d = self.es.fractions(now, m.continuous)
         if es_c < 1.0 or es_d < 1.0:
@@ -738,7 +784,7 @@ class SafetySupervisor(Program):
             lc, ld = min(lc, cap), min(ld, cap)
             reasons["thermal_prediction"] = f"thermal prediction caps power at {cap:.0f} W"
         b = p.battery
-        soc, soh, btemp = val(img, b.soc_tag), val(img, b.soh_tag), val(img, b.temperature_tag)
+        soc, soh, btemp = vals[b.soc_tag], vals[b.soh_tag], vals[b.temperature_tag]
         bc, bd, why = soc_fractions(b, soc, soh, btemp)
         lc, ld = min(lc, rc * bc), min(ld, rd * bd)  # the taper itself is continuous: no step in power
         if bc < 1.0 or bd < 1.0:
@@ -751,7 +797,7 @@ class SafetySupervisor(Program):
             if hc < 1.0 or hd < 1.0:
                 reasons["battery"] = why_c or why_d
         if p.comms.snr_tag:
-            snr = val(img, p.comms.snr_tag)
+            snr = vals[p.comms.snr_tag]
             # Weak below snr_min_db, healthy again only from snr_min_db + snr_hysteresis_db: SNR noise at
             # the threshold neither makes the limit come and go nor steps the discharge back up.
             healthy_db = p.comms.snr_min_db + (p.comms.snr_hysteresis_db if self.snr_cap is not None else 0.0)
@@ -760,7 +806,7 @@ class SafetySupervisor(Program):
             # SNR is in the hysteresis band, short of healthy: the SNR average hides the frames the link
             # loses, the failures show them, so the link counts as weak too (docs/iso15118.md).
             fails_tag, fails_weak = p.comms.handshake_timeouts_tag, p.comms.handshake_timeouts_weak
-            fails = val(img, fails_tag) if fails_tag else None
+            fails = vals[fails_tag]
             handshakes_fail = (
                 isinstance(fails, int)
                 and fails >= fails_weak
@@ -795,7 +841,7 @@ class SafetySupervisor(Program):
             for tag, which in ((lim.charge_tag, "charge"), (lim.discharge_tag, "discharge")):
                 if not tag:
                     continue
-                x = val(img, tag)
+                x = vals[tag]
                 fallback = x is None or x < 0
                 if not fallback:
                     w = float(x)
@@ -842,11 +888,11 @@ class SafetySupervisor(Program):
             lc = ld = 0.0
         sp = out[p.tags.setpoint]
         sp = min(sp, lc) if sp > 0 else max(sp, -ld)
-        out[p.tags.setpoint] = sp if sp != 0 else 0.0  # never -0.0: zero is zero in both directions
+        _put_w(out, p.tags.setpoint, sp if sp != 0 else 0.0)  # never -0.0: zero is zero in both directions
         if code or not_ready:
             out[p.tags.enable] = False
 
-        vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (float("nan"), float("nan"))
+        vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (math.nan, math.nan)
         if self.cessation != self._was_ceased:
             self._was_ceased = self.cessation
             if self.cessation:
@@ -865,8 +911,8 @@ class SafetySupervisor(Program):
                 active=self.cessation,
                 control_type=self._cess_type,
             )
-        names = frozenset(reasons)
-        if names != self.limit_names:
+        if reasons.keys() != self.limit_names:
+            names = frozenset(reasons)
             cx.event("limit", "limits: " + ("; ".join(reasons.values()) or "none"), limits=sorted(names))
             self.limit_names = names
         if code:
@@ -882,16 +928,12 @@ class SafetySupervisor(Program):
             reason = f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu outside the cessation limits"
         else:
             reason = "; ".join(reasons.values())
-        out[OUT_TRIP] = code
-        out[OUT_REASON] = reason
-        out[OUT_CESSATION] = self.cessation
-        out[OUT_LIMIT_CHARGE] = lc
-        out[OUT_LIMIT_DISCHARGE] = ld
-        out[OUT_EXTERNAL_OK] = external_ok
-
-    def _rating(self, img: Image, param_w: float, tag: str | None) -> float:
-        x = self._val(img, tag)
-        return param_w if x is None or x < 0 else min(param_w, float(x))
+        _put(out, OUT_TRIP, code)
+        _put(out, OUT_REASON, reason)
+        _put(out, OUT_CESSATION, self.cessation)
+        _put_w(out, OUT_LIMIT_CHARGE, lc)
+        _put_w(out, OUT_LIMIT_DISCHARGE, ld)
+        _put(out, OUT_EXTERNAL_OK, external_ok)
 
     def reconfigure(self, params: Any) -> Any:
         """Online change (docs/online-change.md): only trip thresholds and clearing times change live, only
@@ -932,7 +974,7 @@ class SafetySupervisor(Program):
 
         def swap() -> None:
             self.r = r
-            self.timers.trips = list(r.trips.values())  # same codes: the (idle) timers carry over
+            self.timers.retune(r.trips)  # same codes: the (idle) timers carry over
             self.verified = False  # the inverter's own trip settings are checked against the new ones
 
         return swap
