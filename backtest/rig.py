@@ -53,8 +53,9 @@ class CycleRig:
     def step(self, updates: Iterable[TagUpdate] = (), commands: Sequence[Command] = ()) -> StepResult:
         res = self.engine.step(self.now_us, updates, commands)
         self.cycles += 1
-        self.events.update(ev.kind for ev in res.events)
-        self.event_log.extend(res.events)
+        if res.events:  # most scans have none
+            self.events.update(ev.kind for ev in res.events)
+            self.event_log.extend(res.events)
         self.last = res
         return res
 

@@ -40,6 +40,9 @@ class DecisionView:
     history: np.ndarray  # published prices of the rows before t (the most recent last)
 
 
+_NO_MARGIN = dt.timedelta(0)  # the backtest re-plans when its plan runs out, not an hour before
+
+
 class Strategy:
     name = "strategy"
     uses_forecasts = False  # re-plan when new forecasts become visible
@@ -319,9 +322,7 @@ class PlannerStrategy(Strategy):
             return None
         if when >= p.end:  # the series' end: nothing left to plan for
             return None
-        return needs_replan(
-            p, when, prices_key=p.prices_key, connected=connected, soc=soc, min_remaining=dt.timedelta(0)
-        )
+        return needs_replan(p, when, prices_key=p.prices_key, connected=connected, soc=soc, min_remaining=_NO_MARGIN)
 
 
 def windows_from_calendar(view: DecisionView, stop: int, sc: Scenario) -> list[PlugWindow]:
