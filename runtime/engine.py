@@ -245,6 +245,8 @@ class Engine:
         # An output declared without a default still has a safe value: 0 for numbers, False for a permit.
         self._safe_out: dict[str, Any] = {n: _safe(specs[n]) for n in self._output_names}
         self._committed: dict[str, Any] = dict(self._safe_out)
+        # One output image for every cycle: it writes through to ``_out``, and ``commit`` empties its dirty set.
+        self._outputs = Outputs(specs, self._out, self._writable)
         self.forces: dict[str, Any] = {}
         self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
         self.availability = Availability(site)
@@ -334,7 +336,8 @@ class Engine:
         self._pending_force_events.clear()
         frozen, forced_inputs, input_changes = self.freeze_inputs(now_us, updates, first)
         image = Image.adopt(frozen)
-        out = Outputs(self._specs, self._out, self._writable)
+        out = self._outputs
+        out.dirty.clear()  # a step that raised before its commit left its marks
         out["runtime.fault"] = ""
         cmds = tuple(commands)
         reset = self.take_commands(cmds, events, k, now_us)
@@ -487,19 +490,26 @@ class Engine:
                 tv = values[name]
                 values[name] = TagValue(tv.value, tv.quality, now_us)
         frozen = dict(values)
-        forced_inputs = [n for n in self.forces if n in inputs]
+        forced_inputs = [n for n in self.forces if n in inputs] if self.forces else []
         for name in forced_inputs:
             frozen[name] = TagValue(self.forces[name], good, now_us, True)
         prev = self._prev_frozen
         input_changes: dict[str, TagValue] = {}
-        for name in self._input_names if first else (touched | self._forced_last | set(forced_inputs)):
+        if first:
+            check: Iterable[str] = self._input_names
+        elif forced_inputs or self._forced_last:
+            check = touched | self._forced_last | set(forced_inputs)
+        else:
+            check = touched
+        for name in check:
             new, old = frozen[name], prev.get(name)
             if old is None or new.quality is not old.quality or new.value != old.value or new.forced != old.forced:
                 input_changes[name] = new
         self._forced_last = set(forced_inputs)
-        self._prev_frozen = (
-            {n: frozen[n] for n in self._input_names} if first else {**prev, **{n: frozen[n] for n in input_changes}}
-        )
+        if first:
+            self._prev_frozen = {n: frozen[n] for n in self._input_names}
+        else:
+            prev.update(input_changes)  # input_changes holds the frozen values
         return frozen, forced_inputs, input_changes
 
     def run_programs(self, cx: Cycle) -> None:
@@ -534,8 +544,8 @@ class Engine:
         the latch: every output is asked for at its safe value until the write succeeds. Before the
         interlocks, which only ever restrict: the committed outputs are safe, and safety's own outputs
         (its trip code and reason) still say what it sees."""
-        tv = image.get(PERSIST_FAULT)
-        held = tv is not None and tv[0] is True and tv[1] is Quality.GOOD
+        tv = image.tag(PERSIST_FAULT)
+        held = tv[0] is True and tv[1] is Quality.GOOD
         if held:
             self._out.update(self._safe_out)
             out.dirty.update(self._safe_out)
@@ -568,7 +578,12 @@ class Engine:
         forces = self.forces
         good = Quality.GOOD
         dirty = out.dirty
-        check = self._writable if first else dirty | self._forced_writable | {n for n in forces if n in self._writable}
+        if first:
+            check: Iterable[str] = self._writable
+        elif forces or self._forced_writable:
+            check = dirty | self._forced_writable | {n for n in forces if n in self._writable}
+        else:
+            check = dirty
         for n in check:
             old = values[n]
             v = self._out[n]
@@ -577,7 +592,7 @@ class Engine:
                 changed_tags[n] = values[n] = TagValue(v, good, now_us, f)
                 if n in committed:
                     changed[n] = committed[n] = v
-        self._forced_writable = {n for n in forces if n in self._writable}
+        self._forced_writable = {n for n in forces if n in self._writable} if forces else set()
         dirty.clear()
         full = dict(values)
         for name in forced_inputs:
