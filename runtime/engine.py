@@ -257,6 +257,7 @@ class Engine:
         }
         self._prev_frozen: dict[str, TagValue] = {}
         self._input_set = frozenset(self._input_names)
+        self._input_coerce = {n: specs[n].coerce for n in self._input_names}  # one lookup per read
         self._forced_last: set[str] = set()
         self._forced_writable: set[str] = set()
         # Only programs that override persist() are asked each cycle.
@@ -436,7 +437,10 @@ class Engine:
             self._out.update(self._safe_out)
             out.dirty.update(self._safe_out)
             return
-        for n in (*self.availability.out, *self.stopped_evses):  # one EVSE of a depot: its outputs only
+        av = self.availability
+        if not (av.out or av.stopped):
+            return
+        for n in (*av.out, *av.stopped):  # one EVSE of a depot: its outputs only
             safe = self._evse_safe.get(n)
             if safe:
                 self._out.update(safe)
@@ -449,23 +453,23 @@ class Engine:
         forced inputs laid over. Returns the frozen image, the forced inputs and what changed (the
         recording replays exactly what the programs saw, forced values included)."""
         values = self._values
-        specs = self._specs
+        coercers = self._input_coerce
         inputs = self._input_set
         good = Quality.GOOD
         aging = self._aging
         expiry = self._expiry
         touched: set[str] = set()
-        for u in updates:
-            name = u.name
-            if name not in inputs:
+        for name, value, q, t in updates:
+            coerce = coercers.get(name)
+            if coerce is None:  # not an input of this site
                 continue
             # A read stamped in the future (a driver's clock ahead of this cycle) counts as read now.
-            t = now_us if u.t_us is None or u.t_us > now_us else u.t_us
-            q = u.quality
+            if t is None or t > now_us:
+                t = now_us
             if q.__class__ is not Quality:
                 q = Quality(q)
             try:
-                v = specs[name].coerce(u.value)
+                v = coerce(value)
             except ValueError:
                 v, q = values[name].value, Quality.BAD  # bad data never becomes a wrong value
             if v is None and q is not good:
@@ -572,6 +576,7 @@ class Engine:
         """OUTPUT: what changed becomes the committed image; components whose persisted state changed
         are reported for writing."""
         values = self._values
+        requested = self._out
         committed = self._committed
         changed_tags = input_changes.copy()
         changed: dict[str, Any] = {}
@@ -586,7 +591,7 @@ class Engine:
             check = dirty
         for n in check:
             old = values[n]
-            v = self._out[n]
+            v = requested[n]
             f = n in forces
             if first or old.value != v or old.forced != f:
                 changed_tags[n] = values[n] = TagValue(v, good, now_us, f)
