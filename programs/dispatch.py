@@ -194,7 +194,7 @@ class Dispatch(Program):
             return
         sign = 1.0 if mode == "charge" else -1.0
 
-        asked = cx.out.get(p.request_tag, _ABSENT) if p.request_tag is not None else _ABSENT
+        asked: Any = cx.out.get(p.request_tag, _ABSENT) if p.request_tag is not None else _ABSENT
         if asked is not _ABSENT:  # one owner of the fallback: modes
             req = float(asked)
         else:

@@ -111,6 +111,10 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
 )
 
 
+# TagValue's own __new__ is a Python function; the tuple constructor builds the same tuple without it
+# (one per read and per changed output, every scan).
+_tag_value = tuple.__new__
+
 DIAGNOSTIC_PREFIX = "runtime."  # tags the runtime writes about itself; never forceable
 PERSIST_FAULT = "runtime.persist_fault"
 REVISION = "runtime.revision"
@@ -474,7 +478,7 @@ class Engine:
                 v, q = values[name].value, Quality.BAD  # bad data never becomes a wrong value
             if v is None and q is not good:
                 v = values[name].value  # a failed read keeps the last value known, marked as not good
-            values[name] = TagValue(v, q, t)
+            values[name] = _tag_value(TagValue, (v, q, t, False))
             touched.add(name)
             limit = aging.get(name)
             if limit is not None and q is good:
@@ -594,7 +598,7 @@ class Engine:
             v = requested[n]
             f = n in forces
             if first or old.value != v or old.forced != f:
-                changed_tags[n] = values[n] = TagValue(v, good, now_us, f)
+                changed_tags[n] = values[n] = _tag_value(TagValue, (v, good, now_us, f))
                 if n in committed:
                     changed[n] = committed[n] = v
         self._forced_writable = {n for n in forces if n in self._writable} if forces else set()
