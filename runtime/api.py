@@ -139,9 +139,10 @@ class Outputs:
         return self._values.get(name, default)
 
     def __setitem__(self, name: str, value: Any) -> None:
-        coerce = self._coerce.get(name)
-        if coerce is None:
-            raise KeyError(f"{name!r} is not an output or memory tag of this site")
+        try:
+            coerce = self._coerce[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not an output or memory tag of this site") from None
         self._values[name] = coerce(value)
         self.dirty.add(name)
 
