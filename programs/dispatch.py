@@ -110,11 +110,15 @@ def _ev_limit(cx: Cycle, tag: str | None) -> float:
     return float("inf") if v is None else abs(float(v))
 
 
+_ABSENT = object()  # not in the output image (``Outputs.get`` answers as ``in`` does)
+
+
 def _current(cx: Cycle, tag: str | None) -> Any:
     """A tag as an earlier program wrote it this cycle, else as the previous cycle committed it."""
     if tag is None:
         return None
-    return cx.out.get(tag) if tag in cx.out else cx.inputs.value(tag)
+    v = cx.out.get(tag, _ABSENT)
+    return cx.inputs.value(tag) if v is _ABSENT else v
 
 
 @register_program("dispatch")
@@ -190,8 +194,9 @@ class Dispatch(Program):
             return
         sign = 1.0 if mode == "charge" else -1.0
 
-        if p.request_tag is not None and p.request_tag in cx.out:  # one owner of the fallback: modes
-            req = float(cx.out[p.request_tag])
+        asked: Any = cx.out.get(p.request_tag, _ABSENT) if p.request_tag is not None else _ABSENT
+        if asked is not _ABSENT:  # one owner of the fallback: modes
+            req = float(asked)
         else:
             plan = img.value(p.plan_power_tag) if p.plan_power_tag else None
             req = float(p.fixed_request_w or 0.0) if plan is None else float(plan)

@@ -24,7 +24,7 @@ One handler per state (OpenEMS style) is the ordered list of triggers valid from
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,11 +179,27 @@ class View:
     out: Outputs
 
 
+_ABSENT = object()  # not in the output image (``Outputs.get`` answers as ``in`` does)
+
+
 def current(view: View, name: str | None) -> Any:
     """A tag as an earlier program wrote it this cycle, else as the previous cycle committed it."""
     if name is None:
         return None
-    return view.out.get(name) if name in view.out else view.inputs.value(name)
+    v = view.out.get(name, _ABSENT)
+    return view.inputs.value(name) if v is _ABSENT else v
+
+
+def holds(conds: Sequence[Callable[[View], bool]], unless: Sequence[Callable[[View], bool]], view: View) -> bool:
+    """A transition's guard as ``transitions`` reads it: every condition holds and no ``unless`` does
+    (plain loops: ``all``/``any`` over generators cost two to three times as much, seven guards a scan)."""
+    for c in conds:
+        if not c(view):
+            return False
+    for u in unless:  # noqa: SIM110 (a loop, not all(): see the docstring)
+        if u(view):
+            return False
+    return True
 
 
 def request_w(img: Image, p: ModeParams) -> float:
@@ -207,7 +223,14 @@ class ModeModel:
     trigger: Callable[..., bool]  # added by transitions.Machine when it takes the model
 
     def __init__(self, p: ModeParams):
+        self.use(p)
+
+    def use(self, p: ModeParams) -> None:
+        """Take these params (at start and at an online change: the one way to set ``p``), with the
+        authority's tag names formatted once, not at every guard."""
         self.p = p
+        self._authority_mode = p.authority_tag("mode")
+        self._authority_setpoint = p.authority_tag("setpoint_w")
 
     # -- conditions ---------------------------------------------------------------------------------
     def trip_active(self, view: View) -> bool:
@@ -264,19 +287,19 @@ class ModeModel:
         return request_w(view.inputs, self.p) < -self.p.deadband_w and not self._authority_holds(view)
 
     def authority_remote(self, view: View) -> bool:
-        return current(view, self.p.authority_tag("mode")) == "remote"
+        return current(view, self._authority_mode) == "remote"
 
     def authority_frequency(self, view: View) -> bool:
-        return current(view, self.p.authority_tag("mode")) == "frequency"
+        return current(view, self._authority_mode) == "frequency"
 
     def _authority_holds(self, view: View) -> bool:
         """Someone other than the plan is in charge: the plan may not start or keep power flowing."""
-        return current(view, self.p.authority_tag("mode")) in SIGNED
+        return current(view, self._authority_mode) in SIGNED
 
     def signed_request(self, view: View) -> tuple[float, str]:
         """The authority's set point inside the SoC window and above the departure reserve, and what
         bounded it ("" when nothing did). A bound is a clamp here, not an exit: the other sign stays open."""
-        sp = current(view, self.p.authority_tag("setpoint_w"))
+        sp = current(view, self._authority_setpoint)
         sp = 0.0 if sp is None else float(sp)
         soc = view.inputs.value(self.p.soc_tag)
         if sp > 0 and (soc is None or soc >= self.p.soc_max):
@@ -370,7 +393,8 @@ class Modes(Program):
         self.check_same_tags(params)
 
         def swap() -> None:
-            self.params = self.model.p = params
+            self.params = params
+            self.model.use(params)
 
         return swap
 
@@ -427,7 +451,7 @@ class Modes(Program):
         view = View(cx.inputs, cx.out)
         src = self.model.state
         for trigger, conds, unless in self._handlers[src]:
-            if not (all(c(view) for c in conds) and not any(u(view) for u in unless)):
+            if not holds(conds, unless, view):
                 continue
             if self.model.trigger(trigger, view):  # the machine re-checks the same conditions and moves
                 reason = self._reason(trigger, view)

@@ -123,12 +123,13 @@ class Outputs:
     Only declared output/memory tags may be written; the engine coerces values to the tag's type.
     """
 
-    __slots__ = ("_specs", "_values", "_writable", "dirty")
+    __slots__ = ("_coerce", "_specs", "_values", "_writable", "dirty")
 
     def __init__(self, specs: Mapping[str, TagSpec], values: dict[str, Any], writable: frozenset[str]):
         self._specs = specs
         self._values = values
         self._writable = writable
+        self._coerce = {n: specs[n].coerce for n in writable}  # one lookup per write instead of three
         self.dirty: set[str] = set()  # written this cycle: only these can have changed
 
     def __getitem__(self, name: str) -> Any:
@@ -138,9 +139,11 @@ class Outputs:
         return self._values.get(name, default)
 
     def __setitem__(self, name: str, value: Any) -> None:
-        if name not in self._writable:
-            raise KeyError(f"{name!r} is not an output or memory tag of this site")
-        self._values[name] = self._specs[name].coerce(value)
+        try:
+            coerce = self._coerce[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not an output or memory tag of this site") from None
+        self._values[name] = coerce(value)
         self.dirty.add(name)
 
     def __contains__(self, name: object) -> bool:

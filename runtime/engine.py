@@ -111,6 +111,10 @@ RUNTIME_TAGS: tuple[TagSpec, ...] = (
 )
 
 
+# TagValue's own __new__ is a Python function; the tuple constructor builds the same tuple without it
+# (one per read and per changed output, every scan).
+_tag_value = tuple.__new__
+
 DIAGNOSTIC_PREFIX = "runtime."  # tags the runtime writes about itself; never forceable
 PERSIST_FAULT = "runtime.persist_fault"
 REVISION = "runtime.revision"
@@ -245,6 +249,8 @@ class Engine:
         # An output declared without a default still has a safe value: 0 for numbers, False for a permit.
         self._safe_out: dict[str, Any] = {n: _safe(specs[n]) for n in self._output_names}
         self._committed: dict[str, Any] = dict(self._safe_out)
+        # One output image for every cycle: it writes through to ``_out``, and ``commit`` empties its dirty set.
+        self._outputs = Outputs(specs, self._out, self._writable)
         self.forces: dict[str, Any] = {}
         self._pending_force_events: list[tuple[str, str, dict[str, Any]]] = []
         self.availability = Availability(site)
@@ -255,6 +261,7 @@ class Engine:
         }
         self._prev_frozen: dict[str, TagValue] = {}
         self._input_set = frozenset(self._input_names)
+        self._input_coerce = {n: specs[n].coerce for n in self._input_names}  # one lookup per read
         self._forced_last: set[str] = set()
         self._forced_writable: set[str] = set()
         # Only programs that override persist() are asked each cycle.
@@ -334,7 +341,8 @@ class Engine:
         self._pending_force_events.clear()
         frozen, forced_inputs, input_changes = self.freeze_inputs(now_us, updates, first)
         image = Image.adopt(frozen)
-        out = Outputs(self._specs, self._out, self._writable)
+        out = self._outputs
+        out.dirty.clear()  # a step that raised before its commit left its marks
         out["runtime.fault"] = ""
         cmds = tuple(commands)
         reset = self.take_commands(cmds, events, k, now_us)
@@ -433,7 +441,10 @@ class Engine:
             self._out.update(self._safe_out)
             out.dirty.update(self._safe_out)
             return
-        for n in (*self.availability.out, *self.stopped_evses):  # one EVSE of a depot: its outputs only
+        av = self.availability
+        if not (av.out or av.stopped):
+            return
+        for n in (*av.out, *av.stopped):  # one EVSE of a depot: its outputs only
             safe = self._evse_safe.get(n)
             if safe:
                 self._out.update(safe)
@@ -446,28 +457,28 @@ class Engine:
         forced inputs laid over. Returns the frozen image, the forced inputs and what changed (the
         recording replays exactly what the programs saw, forced values included)."""
         values = self._values
-        specs = self._specs
+        coercers = self._input_coerce
         inputs = self._input_set
         good = Quality.GOOD
         aging = self._aging
         expiry = self._expiry
         touched: set[str] = set()
-        for u in updates:
-            name = u.name
-            if name not in inputs:
+        for name, value, q, t in updates:
+            coerce = coercers.get(name)
+            if coerce is None:  # not an input of this site
                 continue
             # A read stamped in the future (a driver's clock ahead of this cycle) counts as read now.
-            t = now_us if u.t_us is None or u.t_us > now_us else u.t_us
-            q = u.quality
+            if t is None or t > now_us:
+                t = now_us
             if q.__class__ is not Quality:
                 q = Quality(q)
             try:
-                v = specs[name].coerce(u.value)
+                v = coerce(value)
             except ValueError:
                 v, q = values[name].value, Quality.BAD  # bad data never becomes a wrong value
             if v is None and q is not good:
                 v = values[name].value  # a failed read keeps the last value known, marked as not good
-            values[name] = TagValue(v, q, t)
+            values[name] = _tag_value(TagValue, (v, q, t, False))
             touched.add(name)
             limit = aging.get(name)
             if limit is not None and q is good:
@@ -487,19 +498,26 @@ class Engine:
                 tv = values[name]
                 values[name] = TagValue(tv.value, tv.quality, now_us)
         frozen = dict(values)
-        forced_inputs = [n for n in self.forces if n in inputs]
+        forced_inputs = [n for n in self.forces if n in inputs] if self.forces else []
         for name in forced_inputs:
             frozen[name] = TagValue(self.forces[name], good, now_us, True)
         prev = self._prev_frozen
         input_changes: dict[str, TagValue] = {}
-        for name in self._input_names if first else (touched | self._forced_last | set(forced_inputs)):
+        if first:
+            check: Iterable[str] = self._input_names
+        elif forced_inputs or self._forced_last:
+            check = touched | self._forced_last | set(forced_inputs)
+        else:
+            check = touched
+        for name in check:
             new, old = frozen[name], prev.get(name)
             if old is None or new.quality is not old.quality or new.value != old.value or new.forced != old.forced:
                 input_changes[name] = new
         self._forced_last = set(forced_inputs)
-        self._prev_frozen = (
-            {n: frozen[n] for n in self._input_names} if first else {**prev, **{n: frozen[n] for n in input_changes}}
-        )
+        if first:
+            self._prev_frozen = {n: frozen[n] for n in self._input_names}
+        else:
+            prev.update(input_changes)  # input_changes holds the frozen values
         return frozen, forced_inputs, input_changes
 
     def run_programs(self, cx: Cycle) -> None:
@@ -534,8 +552,8 @@ class Engine:
         the latch: every output is asked for at its safe value until the write succeeds. Before the
         interlocks, which only ever restrict: the committed outputs are safe, and safety's own outputs
         (its trip code and reason) still say what it sees."""
-        tv = image.get(PERSIST_FAULT)
-        held = tv is not None and tv[0] is True and tv[1] is Quality.GOOD
+        tv = image.tag(PERSIST_FAULT)
+        held = tv[0] is True and tv[1] is Quality.GOOD
         if held:
             self._out.update(self._safe_out)
             out.dirty.update(self._safe_out)
@@ -562,22 +580,28 @@ class Engine:
         """OUTPUT: what changed becomes the committed image; components whose persisted state changed
         are reported for writing."""
         values = self._values
+        requested = self._out
         committed = self._committed
         changed_tags = input_changes.copy()
         changed: dict[str, Any] = {}
         forces = self.forces
         good = Quality.GOOD
         dirty = out.dirty
-        check = self._writable if first else dirty | self._forced_writable | {n for n in forces if n in self._writable}
+        if first:
+            check: Iterable[str] = self._writable
+        elif forces or self._forced_writable:
+            check = dirty | self._forced_writable | {n for n in forces if n in self._writable}
+        else:
+            check = dirty
         for n in check:
             old = values[n]
-            v = self._out[n]
+            v = requested[n]
             f = n in forces
             if first or old.value != v or old.forced != f:
-                changed_tags[n] = values[n] = TagValue(v, good, now_us, f)
+                changed_tags[n] = values[n] = _tag_value(TagValue, (v, good, now_us, f))
                 if n in committed:
                     changed[n] = committed[n] = v
-        self._forced_writable = {n for n in forces if n in self._writable}
+        self._forced_writable = {n for n in forces if n in self._writable} if forces else set()
         dirty.clear()
         full = dict(values)
         for name in forced_inputs:

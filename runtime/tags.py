@@ -41,6 +41,10 @@ class TagType(str, enum.Enum):
     JSON = "json"  # structured value (a plan); must be JSON-serialisable and is treated as immutable
 
 
+# enum members as module constants: ``TagType.FLOAT`` is a slow class-attribute lookup (Python 3.11)
+_FLOAT, _INT, _STR, _BOOL = TagType.FLOAT, TagType.INT, TagType.STR, TagType.BOOL
+_GOOD = Quality.GOOD
+
 _COERCE: dict[TagType, Callable[[Any], Any]] = {
     TagType.FLOAT: float,
     TagType.INT: int,
@@ -70,21 +74,31 @@ class TagSpec:
 
     def coerce(self, value: Any) -> Any:
         """Convert a value to the tag's type; NaN/inf floats and wrong types raise ValueError."""
-        if value.__class__ is float and self.type is TagType.FLOAT and value - value == 0.0:
-            return value  # the common case, first (v - v is NaN for inf and NaN)
+        # The common cases first: a value already of the tag's own type is itself (v - v is NaN for inf
+        # and NaN). Every output write of every scan comes through here.
+        cls = value.__class__
+        if cls is float:
+            if self.type is _FLOAT and value - value == 0.0:
+                return value
+        elif cls is str:
+            if self.type is _STR:
+                return value
+        elif cls is bool and self.type is _BOOL:
+            return value
         if value is None:
             return None
-        if self.type is TagType.BOOL and not isinstance(value, bool):
+        t = self.type
+        if t is _BOOL and not isinstance(value, bool):
             if value in (0, 1):
                 return bool(value)
             raise ValueError(f"{self.name}: expected bool, got {value!r}")
-        if self.type in (TagType.FLOAT, TagType.INT) and isinstance(value, bool):
+        if (t is _FLOAT or t is _INT) and isinstance(value, bool):
             raise ValueError(f"{self.name}: expected number, got bool")
         try:
-            out = _COERCE[self.type](value)
+            out = _COERCE[t](value)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ValueError(f"{self.name}: expected {self.type.value}, got {value!r}") from exc
-        if self.type is TagType.FLOAT and not math.isfinite(out):
+            raise ValueError(f"{self.name}: expected {t.value}, got {value!r}") from exc
+        if t is _FLOAT and not math.isfinite(out):
             raise ValueError(f"{self.name}: non-finite value {value!r}")
         return out
 
@@ -107,11 +121,11 @@ class TagValue(NamedTuple):
 
     @property
     def good(self) -> bool:
-        return self.quality is Quality.GOOD
+        return self.quality is _GOOD
 
     def good_value(self, default: Any = None) -> Any:
         """The value if it is good, else ``default``: the fail-safe way to read an input."""
-        return self.value if self.quality is Quality.GOOD else default
+        return self.value if self.quality is _GOOD else default
 
 
 class TagUpdate(NamedTuple):
@@ -157,10 +171,15 @@ class Image(Mapping[str, TagValue]):
     def value(self, name: str, default: Any = None) -> Any:
         """Value if good, else ``default``."""
         tv = self._d.get(name)
-        return tv[0] if tv is not None and tv[1] is Quality.GOOD else default
+        return tv[0] if tv is not None and tv[1] is _GOOD else default
 
     def good(self, *names: str) -> bool:
-        return all(self._d.get(n, MISSING).quality is Quality.GOOD for n in names)
+        d = self._d
+        for n in names:
+            tv = d.get(n)
+            if tv is None or tv[1] is not _GOOD:
+                return False
+        return True
 
 
 @dataclass
