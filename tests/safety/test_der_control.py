@@ -331,7 +331,8 @@ def test_the_draws_reach_accepted_curves(cat: str, ctype: str) -> None:
         eff = _verdict(cat, *c)
         return eff is not None and resolve(eff).trips != base
 
-    find(curves(cat, ctype), changes_a_trip, settings=settings(max_examples=2000, database=None))
+    # derandomized: the same draws every run, so a search that succeeds here succeeds in CI too
+    find(curves(cat, ctype), changes_a_trip, settings=settings(max_examples=2000, database=None, derandomize=True))
 
 
 @settings(max_examples=300, deadline=None)
