@@ -433,6 +433,11 @@ def test_a_depot_through_the_broker(rabbitmq: RabbitMQ) -> None:
                     finally:
                         await asyncio.wait_for(conn.close(), 10)
                     await until(lambda: len(rec.commands) == 1, "the mode request")
+                    # the limit is published with the next image: wait until the task has taken the message
+                    # (it may come after the mode request's), or that image would still carry the rating
+                    limits = task.connection
+                    assert limits is not None
+                    await until(lambda: limits.import_w == 42_000.0, "the import limit taken")
                     await cx._publish(tags_image(depot_tags()), 2 * US)
                     await until(lambda: rec.last(IMPORT_TAG) == 42_000.0, "the import limit")
                 finally:
