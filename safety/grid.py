@@ -56,6 +56,10 @@ class TripTimers:
                 self.reset()
             self.ceasing = None
             return None
+        return self.time_every_trip(now_us, v_high, v_low, f)
+
+    def time_every_trip(self, now_us: int, v_high: float, v_low: float, f: float) -> Trip | None:
+        """``update`` without the band: every trip's timer stepped (what the band must always agree with)."""
         fired: Trip | None = None
         self.ceasing = None
         start = self._start

@@ -1,7 +1,7 @@
 """The trip timers decide a sample inside every threshold with four comparisons (``TripTimers._band``);
-here, sample by sample, they must time, fire and cease exactly as the plain per-trip loop does, on every
-category's trips and on settings retuned mid-excursion, with samples on, just inside and just beyond
-each threshold."""
+here, sample by sample, they must time, fire and cease exactly as stepping every trip's timer does
+(``TripTimers.time_every_trip``), on every category's trips and on settings retuned mid-excursion, with
+samples on, just inside and just beyond each threshold."""
 
 from __future__ import annotations
 
@@ -18,33 +18,6 @@ from safety import tables as T
 from safety.grid import TripTimers
 from safety.settings import SafetyParams, Trip, resolve
 from tests.safety.rig import Rig
-
-
-class Loop:
-    """The reference: every trip's timer stepped on every sample (the timers' behaviour before the band)."""
-
-    def __init__(self, trips: dict[str, Trip]):
-        self.trips = list(trips.values())
-        self.start: dict[str, int | None] = {t.code: None for t in self.trips}
-        self.ceasing: Trip | None = None
-
-    def update(self, now_us: int, v_high: float, v_low: float, f: float) -> Trip | None:
-        fired: Trip | None = None
-        self.ceasing = None
-        for t in self.trips:
-            x = f if t.quantity == "f" else (v_high if t.over else v_low)
-            if t.beyond(x):
-                s = self.start[t.code]
-                if s is None:
-                    s = self.start[t.code] = now_us
-                elapsed = now_us - s
-                if fired is None and elapsed >= t.trip_after_us:
-                    fired = t
-                elif self.ceasing is None and elapsed >= t.cease_after_us:
-                    self.ceasing = t
-            else:
-                self.start[t.code] = None
-        return fired
 
 
 def _trips(cat: str, tight: bool) -> dict[str, Trip]:
@@ -89,16 +62,18 @@ def test_the_band_times_every_trip_as_the_loop_does(
 ) -> None:
     cat, samples = run
     plain, tight = _trips(cat, False), _trips(cat, True)
-    timers, ref = TripTimers(plain), Loop(plain)
+    # the reference steps every trip's timer on every sample, as the timers did before the band
+    timers, ref = TripTimers(plain), TripTimers(plain)
     for now, vh, vl, f, swap in samples:
         if swap:  # new settings on a cycle boundary (a DER control): excursions under way keep their start
             trips = tight if timers.trips == list(plain.values()) else plain
             timers.retune(trips)
-            ref.trips = list(trips.values())
-        assert timers.update(now, vh, vl, f) == ref.update(now, vh, vl, f)
+            ref.retune(trips)
+        assert timers.update(now, vh, vl, f) == ref.time_every_trip(now, vh, vl, f)
         assert timers.ceasing == ref.ceasing
-        assert all(timers.excursion_start(c) == s for c, s in ref.start.items())
-        assert timers.any_beyond() == any(s is not None for s in ref.start.values())
+        starts = {t.code: ref.excursion_start(t.code) for t in ref.trips}
+        assert all(timers.excursion_start(c) == s for c, s in starts.items())
+        assert timers.any_beyond() == any(s is not None for s in starts.values())
 
 
 @pytest.mark.parametrize("request_w", [-5000.0, 0.0, 5000.0])
