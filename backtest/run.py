@@ -69,20 +69,21 @@ def simulate(
     s0 = 0
     last_pub = last_vis = -1
     replans = 0
+    due = False  # a re-plan point met while the EV was away, answered at its plug-in
     pubs = market.published_counts
     viss = market.forecast_counts if strategy.uses_forecasts else [-1] * n
     for t in range(n):
         e = site.e
         npub, nvis = pubs[t], viss[t]
-        if (
-            t == 0
-            or t in arrivals
-            or npub != last_pub
-            or nvis != last_vis
-            or strategy.replan_reason(times[t], e / cap, connected[t]) is not None
-        ):
+        due = due or t == 0 or t in arrivals or npub != last_pub or nvis != last_vis
+        # No schedule reaches an unplugged EV (``Site.request``), so a re-plan point met while it is away
+        # waits for its plug-in, which every trip ends with (an arrival row) and which re-plans from what
+        # is visible then: a plan solved at the away row itself would never be followed. A quarter of a
+        # commuter's re-plans (the noon publication) fall while it is at work.
+        if connected[t] and (due or strategy.replan_reason(times[t], e / cap, True) is not None):
             sched, s0 = strategy.decide(market.view(t, e / cap)), t
             replans += 1
+            due = False
         last_pub, last_vis = npub, nvis
         i = t - s0
         p = float(sched[i]) if i < len(sched) else 0.0

@@ -201,6 +201,37 @@ def test_planner_strategy_replans_on_drift_but_not_on_plan():
     assert len(sched) == len(strat.last_plan.power_kw)
 
 
+@dataclasses.dataclass
+class _Recording(PlannerStrategy):
+    rows: list[int] = dataclasses.field(default_factory=list)
+
+    def decide(self, view):  # type: ignore[no-untyped-def]
+        self.rows.append(view.t)
+        return super().decide(view)
+
+
+def test_a_replan_point_met_while_away_waits_for_the_plug_in():
+    """No schedule reaches an unplugged EV (the request is 0 either way: the departure reserve test), so
+    the noon publication, met while the commuter is at work, is answered by the plan made at the
+    plug-in. Every plan is made at a connected row: at each re-plan point met while connected (the
+    start, each plug-in, each publication and forecast at night), and none for the points met away."""
+    series = _slice(5)  # Monday to Friday: away 07-18 every day
+    sc = load_scenario(SCENARIO)
+    m = VisibleMarket(series, sc)
+    strat = _Recording(sc, **PLANNER_SETTINGS)
+    run = simulate(series, sc, strat, m)
+    cal = m.calendar
+    pubs, viss = m.published_counts, m.forecast_counts
+    points = {0, *cal.arrival_rows} | {
+        t for t in range(1, len(series)) if (pubs[t], viss[t]) != (pubs[t - 1], viss[t - 1])
+    }
+    away = sorted(t for t in points if not cal.connected[t])
+    assert [t % 24 for t in away] == [12] * 4  # the noon publications at work (Friday's: Saturday, past the end)
+    assert strat.rows == sorted(t for t in points if cal.connected[t]) and run.replans == len(strat.rows)
+    assert all(t + 6 in cal.arrival_rows for t in away)  # each answered at 18:00 by the plug-in's plan
+    assert cal.connected[strat.rows].all()
+
+
 def test_departure_reserve_on_the_request_both_signs_and_zero(day_csv: Path):
     """The plan's request before it goes to the programs: forced charging below the floor, discharge
     only down to the discharge floor (one turn-round scan held back), the plan itself otherwise."""
