@@ -22,8 +22,12 @@ import datetime as dt
 import io
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from programs.planner.scenario import PriceSeries, Scenario
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Per MWh. Above every market's price cap (SDAC +4000 EUR, ERCOT 5000 USD, the Australian NEM's about
 # 17,500 AUD) with room to spare; beyond it a price is corrupt data, and its products overflow the cost.
@@ -65,7 +69,7 @@ def _number(path: Path, line: int, column: str, v: str) -> float:
 
 
 def _refine(
-    times: list[dt.datetime], lines: list[int], cols: list[list[float]], step: dt.timedelta, finer: dt.timedelta
+    times: list[dt.datetime], lines: list[int], cols: list[list[str]], step: dt.timedelta, finer: dt.timedelta
 ) -> None:
     """Rows before the last, of length ``step``, as ``step/finer`` rows of ``finer`` with the same price:
     an hourly product's price applies to each of its quarter-hours, so the cost is unchanged."""
@@ -78,8 +82,6 @@ def _refine(
 
 
 def load_prices(path: str | Path) -> PriceSeries:
-    import numpy as np
-
     path = Path(path)
     rows = csv.reader(io.StringIO(_text(path), newline=""))
     try:
@@ -88,7 +90,7 @@ def load_prices(path: str | Path) -> PriceSeries:
             raise DataError(f"{path}:1: expected a header starting with time,price; got {header}")
         times: list[dt.datetime] = []
         lines: list[int] = []
-        cols: list[list[float]] = [[] for _ in header[1:]]
+        cols: list[list[str]] = [[] for _ in header[1:]]  # as read; numbers checked per column
         step: dt.timedelta | None = None
         for row in rows:
             line = rows.line_num
@@ -134,17 +136,29 @@ def load_prices(path: str | Path) -> PriceSeries:
             times.append(t)
             lines.append(line)
             for j, v in enumerate(row[1:]):
-                cols[j].append(_number(path, line, header[j + 1], v))
+                cols[j].append(v)
     except csv.Error as exc:
         raise DataError(f"{path}:{rows.line_num}: not a CSV row: {exc}") from None
     if len(times) < 2 or step is None:
         raise DataError(f"{path}: fewer than two price rows")
-    return PriceSeries(
-        tuple(times),
-        np.asarray(cols[0]),
-        {name: np.asarray(c) for name, c in zip(header[2:], cols[1:])},
-        int(step.total_seconds()),
-    )
+    values = [_column(path, lines, name, c) for name, c in zip(header[1:], cols)]
+    return PriceSeries(tuple(times), values[0], dict(zip(header[2:], values[1:])), int(step.total_seconds()))
+
+
+def _column(path: Path, lines: list[int], name: str, raw: list[str]) -> np.ndarray:
+    """A column's numbers, checked as a whole (a two-year file has 50,000 of them); the first bad one is
+    then found and named with its line by ``_number``."""
+    import numpy as np
+
+    try:
+        x = np.array([float(v) for v in raw])
+        if bool(np.all(np.abs(x) <= MAX_ABS_PRICE)):  # NaN and infinities fail the comparison too
+            return x
+    except ValueError:
+        pass
+    for line, v in zip(lines, raw):
+        _number(path, line, name, v)
+    raise AssertionError("a column failed as a whole but no value of it did")  # pragma: no cover
 
 
 def load_scenario(path: str | Path) -> Scenario:

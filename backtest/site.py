@@ -6,7 +6,8 @@ and nothing else: the view is sliced out of the series, so a strategy has no han
 data. Re-plan points, exactly as the scenario implies: the first row, every plug-in (arrival), every
 row at which more prices are published (12:00 D-1) and, for strategies that use forecasts, every row at
 which more forecasts become visible (00:00 D-1); the planner also re-plans when ``needs_replan`` says
-the battery drifted from its plan or the plan ran out.
+the battery drifted from its plan or the plan ran out. A point met while the EV is away is answered at
+its plug-in (backtest/run.py ``simulate``): no schedule reaches an unplugged EV (``Site.request``).
 
 Between re-plans the schedule is followed by the site's own programs: the ``modes`` state machine and
 ``dispatch`` (programs/), then the ``v2g_safety`` interlock (safety/), on the scan engine's one step
@@ -203,6 +204,8 @@ class Site:
         self.skipped = 0
         self._deadband_w = modes.params.deadband_w
         bp, mp = self.safety_params.battery, modes.params
+        self._cap = b.capacity_kwh
+        self._key_levels = (bp.soc_reserve, bp.soc_reserve_guarded, bp.soc_max) if bp.soc_band <= 0 else None
         # SoC levels at which v2g_safety or modes change what they allow
         self._levels = sorted(
             {
@@ -353,10 +356,10 @@ class Site:
     def _soc_key(self, soc: float) -> tuple:
         """What v2g_safety's SoC limits depend on (safety/battery.py ``soc_fractions``): which side of
         each threshold the SoC is on; with a taper band the SoC itself."""
-        b = self.safety_params.battery
-        if b.soc_band > 0:
+        if self._key_levels is None:
             return (soc,)
-        return (soc > b.soc_reserve, soc > b.soc_reserve_guarded, soc < b.soc_max)
+        reserve, guarded, top = self._key_levels
+        return (soc > reserve, soc > guarded, soc < top)
 
     def _quiet(self, connected: bool, req_kw: float) -> bool:
         """Nothing can change in this row's scan: the site sits settled in idle with the permit withdrawn
@@ -364,13 +367,14 @@ class Site:
         request stays inside the mode machine's deadband (or the EV is away), so no trigger can fire,
         dispatch writes 0 and safety's limits stay. Such a row's scan would repeat the last one, and the
         battery only follows the trip's drain; a test checks the trace byte for byte against stepping."""
-        mode, sp, _, _, trip = self._last if self._last else (None, None, None, None, None)
+        if not self._settled:
+            return False
+        mode, sp, _, _, trip = self._last
         return (
-            self._settled
-            and mode == "idle"
+            mode == "idle"
             and sp == 0.0
             and trip == ""
-            and self._last_in == (connected, self._soc_key(self.e / self.sc.battery.capacity_kwh))
+            and self._last_in == (connected, self._soc_key(self.e / self._cap))
             and (not connected or abs(req_kw * 1000.0) <= self._deadband_w)
         )
 

@@ -77,31 +77,33 @@ class LpResult:
     mip_rounds: int = 0
 
 
-def reachable_bounds(inp: LpInput) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+def reachable_bounds(inp: LpInput) -> tuple[list[float], list[float], tuple[int, ...]]:
     """Clamp the energy bounds to what the charger can reach from ``e0`` (see module docstring)."""
     import numpy as np
 
-    # the same float64 arithmetic on Python floats: a loop over numpy scalars costs a re-plan more
-    gain = (inp.eta_c * inp.max_charge_kw * inp.dt_h * inp.connected).tolist()
-    loss = (inp.max_discharge_kw * inp.dt_h / inp.eta_d * inp.connected).tolist()
+    # the same float64 arithmetic on Python floats: a loop over numpy scalars costs a re-plan more.
+    # A connected interval gains (eta_c*Pc)*dt and loses Pd*dt/eta_d, a disconnected one 0.0: what
+    # multiplying by the plug (1.0 or 0.0) gives, bit for bit, without two array products.
+    full_gain = inp.eta_c * inp.max_charge_kw * inp.dt_h
+    full_loss = inp.max_discharge_kw * inp.dt_h / inp.eta_d
     drive = np.asarray(inp.drive_kwh, dtype=float).tolist()
-    hi = np.array(inp.e_hi, dtype=float).tolist()
-    lo = np.array(inp.e_lo, dtype=float).tolist()
+    hi = np.asarray(inp.e_hi, dtype=float).tolist()
+    lo = np.asarray(inp.e_lo, dtype=float).tolist()
     lowered = []
     top = bottom = float(inp.e0)
     # min/max written out (as the builtins pick among equals: the first): a call each costs the loop more
-    for t, (g, ls, dr, h, low) in enumerate(zip(gain, loss, drive, hi, lo)):
-        bottom = bottom - ls - dr
+    for t, (c, dr, h, low) in enumerate(zip(np.asarray(inp.connected).tolist(), drive, hi, lo)):
+        bottom = bottom - (full_loss if c else 0.0) - dr
         if h < bottom:  # already above the ceiling (e.g. after drift): allow the way down
             h = hi[t] = bottom
-        up = top + g - dr
+        up = top + (full_gain if c else 0.0) - dr
         top = h if h <= up else up
         floor = low if low <= top else top
         bottom = bottom if bottom >= floor else floor
         if low > top + 1e-9:
             lo[t] = top
             lowered.append(t)
-    return np.array(lo), np.array(hi), tuple(lowered)
+    return lo, hi, tuple(lowered)
 
 
 def solve(inp: LpInput) -> LpResult:
@@ -115,23 +117,22 @@ def solve(inp: LpInput) -> LpResult:
     conn = np.asarray(inp.connected, dtype=bool)
     price = np.asarray(inp.price, dtype=float)
 
-    cost = np.empty(3 * n)
-    cost[:n] = price * dt / 1000.0
-    cost[n : 2 * n] = (-price + inp.deg_per_mwh / inp.eta_d) * dt / 1000.0
-    cost[2 * n :] = 0.0
-    cost[3 * n - 1] = -inp.value_end_per_mwh / 1000.0
-    col_lo = np.zeros(3 * n)
-    col_hi = np.concatenate([inp.max_charge_kw * conn, inp.max_discharge_kw * conn, hi])
-    col_lo[2 * n :] = lo
+    # columns c_0..c_{n-1}, d_0..d_{n-1}, e_0..e_{n-1}; each array built in one call (a re-plan is
+    # mostly such calls: the backtest makes thousands)
+    zeros = np.zeros(n)
+    last = np.zeros(n)
+    last[-1] = -inp.value_end_per_mwh / 1000.0
+    cost = np.concatenate((price * dt / 1000.0, (-price + inp.deg_per_mwh / inp.eta_d) * dt / 1000.0, last))
+    col_lo = np.concatenate((zeros, zeros, lo))
+    col_hi = np.concatenate((inp.max_charge_kw * conn, inp.max_discharge_kw * conn, hi))
     rhs = -np.asarray(inp.drive_kwh, dtype=float)
     rhs[0] += inp.e0
     start, index, value, continuous = _matrix(n, inp.eta_c, inp.eta_d, dt)
-    nnz = len(index)
 
     h = _highs()
     # HiGHS's run clock counts every run of the instance, so the limit is set from where it stands now
     h.setOptionValue("time_limit", h.getRunTime() + float(inp.time_limit_s))
-    h.passModel(3 * n, n, nnz, 1, 1, 0.0, cost, col_lo, col_hi, rhs, rhs, start, index, value, continuous)
+    h.passModel(3 * n, n, len(index), 1, 1, 0.0, cost, col_lo, col_hi, rhs, rhs, start, index, value, continuous)
     if n <= START_BASIS_MAX:
         h.setBasis(_start_basis(n))
     rounds = 0
@@ -153,7 +154,8 @@ def solve(inp: LpInput) -> LpResult:
             )
         x = np.asarray(h.getSolution().col_value)
         c, d = x[:n], x[n : 2 * n]
-        both = np.flatnonzero((c > EPS_KW) & (d > EPS_KW))
+        charging, discharging = c > EPS_KW, d > EPS_KW
+        both = np.flatnonzero(charging & discharging)
         if both.size == 0:
             break
         rounds += 1
@@ -174,8 +176,8 @@ def solve(inp: LpInput) -> LpResult:
             )
         _add_exclusive(h, new, n, inp)
         binaries.update(new)
-    c = np.where(c > EPS_KW, c, 0.0)
-    d = np.where(d > EPS_KW, d, 0.0)
+    c = np.where(charging, c, 0.0)
+    d = np.where(discharging, d, 0.0)
     return LpResult(
         True,
         "optimal",
