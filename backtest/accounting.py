@@ -28,14 +28,16 @@ def check(series: PriceSeries, sc: Scenario, cal: Calendar, run: Run) -> tuple[l
     departures met and departures."""
     b, ch = sc.battery, sc.charger
     bad: list[str] = []
-    for t, (p, s) in enumerate(zip(run.grid_kw, run.soc)):
-        when = series.times[t].isoformat()
-        if s < b.soc_min - TOL or s > b.soc_max + TOL:
-            bad.append(f"{when}: SoC {s:.4f} outside [{b.soc_min}, {b.soc_max}]")
-        if p > ch.max_charge_kw + TOL or p < -ch.max_discharge_kw - TOL:
-            bad.append(f"{when}: power {p:.3f} kW beyond the charger's limits")
-        if not cal.connected[t] and abs(p) > TOL:
-            bad.append(f"{when}: power {p:.3f} kW while unplugged")
+    s_lo, s_hi = b.soc_min - TOL, b.soc_max + TOL
+    p_hi, p_lo = ch.max_charge_kw + TOL, -ch.max_discharge_kw - TOL
+    # Python floats (the same doubles): a loop over numpy scalars costs a two-year trace 20 ms more
+    for t, (p, s, plugged) in enumerate(zip(run.grid_kw.tolist(), run.soc.tolist(), cal.connected.tolist())):
+        if s < s_lo or s > s_hi:
+            bad.append(f"{series.times[t].isoformat()}: SoC {s:.4f} outside [{b.soc_min}, {b.soc_max}]")
+        if p > p_hi or p < p_lo:
+            bad.append(f"{series.times[t].isoformat()}: power {p:.3f} kW beyond the charger's limits")
+        if not plugged and abs(p) > TOL:
+            bad.append(f"{series.times[t].isoformat()}: power {p:.3f} kW while unplugged")
     met = 0
     for t in cal.departure_rows:
         if run.soc[t] >= sc.availability.departure_soc_min - TOL:

@@ -49,6 +49,7 @@ accounting.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -283,16 +284,17 @@ class Site:
         power, so a window narrower than the battery's is overshot by one scan at most, as on a site."""
         ch, cap = self.sc.charger, self.sc.battery.capacity_kwh
         soc = self.e / cap
+        levels = self._levels  # sorted
         if p_kw > 0:
-            ahead = [x for x in self._levels if x > soc]
-            if not ahead:
+            i = bisect_right(levels, soc)  # the first level above the SoC
+            if i == len(levels):
                 return 1 << 62
-            hours = (ahead[0] - soc) * cap / (ch.efficiency_charge * min(p_kw, ch.max_charge_kw))
+            hours = (levels[i] - soc) * cap / (ch.efficiency_charge * min(p_kw, ch.max_charge_kw))
         else:
-            ahead = [x for x in self._levels if x < soc]
-            if not ahead:
+            i = bisect_left(levels, soc)  # levels[i - 1]: the last one below it
+            if i == 0:
                 return 1 << 62
-            hours = (soc - ahead[-1]) * cap * ch.efficiency_discharge / min(-p_kw, ch.max_discharge_kw)
+            hours = (soc - levels[i - 1]) * cap * ch.efficiency_discharge / min(-p_kw, ch.max_discharge_kw)
         period = PERIOD_S * US
         return self.now_us + max(1, math.ceil(hours * 3600 * US / period)) * period
 

@@ -162,13 +162,20 @@ def calendar(times: tuple[dt.datetime, ...], sc: Scenario) -> Calendar:
     return Calendar(conn, drive, floor, tuple(departures), tuple(arrivals))
 
 
+ONE_DAY = dt.timedelta(days=1)
+MIDNIGHT = dt.time(0, 0)
+
+
 def publication_times(times: tuple[dt.datetime, ...], sc: Scenario) -> tuple[list[dt.datetime], list[dt.datetime]]:
     """(when each row's price is published, when each row's forecast becomes visible)."""
     pub_t = dt.time.fromisoformat(sc.market.publication_time)
-    days = sc.market.forecast_visible_days_ahead
+    ahead = dt.timedelta(days=sc.market.forecast_visible_days_ahead)
     pub, vis = [], []
+    d0 = None
     for s in times:
         d = s.date()
-        pub.append(dt.datetime.combine(d - dt.timedelta(days=1), pub_t))
-        vis.append(dt.datetime.combine(d - dt.timedelta(days=days), dt.time(0, 0)))
+        if d != d0:  # worked out once per day, not per row: 96 quarter-hours share a day's instants
+            d0, p, v = d, dt.datetime.combine(d - ONE_DAY, pub_t), dt.datetime.combine(d - ahead, MIDNIGHT)
+        pub.append(p)
+        vis.append(v)
     return pub, vis
