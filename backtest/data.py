@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # 17,500 AUD) with room to spare; beyond it a price is corrupt data, and its products overflow the cost.
 MAX_ABS_PRICE = 1e5
 DST_SHIFT = dt.timedelta(hours=1)
+ZERO = dt.timedelta(0)
 
 
 class DataError(Exception):
@@ -107,25 +108,27 @@ def load_prices(path: str | Path) -> PriceSeries:
             if times:
                 if step is None:
                     step = t - times[-1]
-                    if step <= dt.timedelta(0) or step > dt.timedelta(days=1) or 86400 % step.total_seconds():
-                        why = "repeats" if step == dt.timedelta(0) else "does not follow"
+                    if step <= ZERO or step > dt.timedelta(days=1) or 86400 % step.total_seconds():
+                        why = "repeats" if step == ZERO else "does not follow"
                         raise DataError(
                             f"{path}:{line}: time: {row[0]} {why} {times[-1].isoformat()} (line {lines[-1]}); "
                             "rows go forward in time by one interval (a step that divides a day)"
                         )
-                expected = times[-1] + step
                 finer = t - times[-1]
-                if (
+                expected = times[-1] + step
+                if finer == step:  # the row follows by one step: the common case, nothing to check
+                    pass
+                elif (
                     len(times) >= 2
-                    and dt.timedelta(0) < finer < step
-                    and step % finer == dt.timedelta(0)
+                    and ZERO < finer < step
+                    and step % finer == ZERO
                     and times[-1] - times[-2] in (step, step - DST_SHIFT, step + DST_SHIFT)
                 ):
                     # a mixed series: the market moved to a finer grid with the previous row (hourly
                     # history, then quarter-hours): every earlier row becomes step/finer rows of its price
                     _refine(times, lines, cols, step, finer)
                     step, expected = finer, t
-                if t != expected and not _dst_shift(expected, t):
+                elif not _dst_shift(expected, t):
                     if t in times[-4 * 24 * 12 :]:
                         why = f"repeats line {lines[times.index(t)]}"
                     elif t < expected:
