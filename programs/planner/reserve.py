@@ -22,10 +22,16 @@ def reserve_kwh(floor_kwh: np.ndarray, gain_kwh: np.ndarray, drive_kwh: np.ndarr
     Capped at ``ceiling_kwh`` (the SoC window's top: a floor above it cannot be met by anyone)."""
     import numpy as np
 
-    out = np.array(floor_kwh, dtype=float)
+    # the same float64 arithmetic on Python floats: indexing numpy per interval costs a two-year
+    # backtest's two reserves 24 ms, on lists 4 ms
+    out = np.array(floor_kwh, dtype=float).tolist()
+    gain = np.asarray(gain_kwh, dtype=float).tolist()
+    drive = np.asarray(drive_kwh, dtype=float).tolist()
     for t in range(len(out) - 2, -1, -1):
-        out[t] = max(out[t], out[t + 1] - gain_kwh[t + 1] + drive_kwh[t + 1])
-    return np.minimum(out, ceiling_kwh)
+        need = out[t + 1] - gain[t + 1] + drive[t + 1]
+        if need > out[t]:  # max(out[t], need), which keeps the first of equals
+            out[t] = need
+    return np.minimum(np.array(out), ceiling_kwh)
 
 
 def reserve_soc(request: PlanRequest) -> list[float]:
