@@ -117,6 +117,8 @@ _tag_value = tuple.__new__
 
 DIAGNOSTIC_PREFIX = "runtime."  # tags the runtime writes about itself; never forceable
 PERSIST_FAULT = "runtime.persist_fault"
+FAULT = "runtime.fault"
+_NONE: frozenset[str] = frozenset()  # no forced outputs (the usual case: no new set per cycle)
 REVISION = "runtime.revision"
 RECONFIGURE = "reconfigure"  # the runtime's own command: an online change of params, applied at a boundary
 AVAILABILITY = "runtime.availability"  # the persisted owner name of the availability state
@@ -263,7 +265,7 @@ class Engine:
         self._input_set = frozenset(self._input_names)
         self._input_coerce = {n: specs[n].coerce for n in self._input_names}  # one lookup per read
         self._forced_last: set[str] = set()
-        self._forced_writable: set[str] = set()
+        self._forced_writable: frozenset[str] = _NONE
         # Only programs that override persist() are asked each cycle.
         self._persisting = [p for p in (*self.programs, *self.interlocks) if keeps_state(p)] + [self.availability]
         self._held = False  # outputs held safe last cycle because persisted state was not durable
@@ -337,20 +339,25 @@ class Engine:
         k = now_us // self.period_us
         first = self.k < 0
         self.k = k
-        events = [Event(k, now_us, kind, "runtime", msg, data) for kind, msg, data in self._pending_force_events]
-        self._pending_force_events.clear()
+        events: list[Event] = []
+        if self._pending_force_events:
+            events += [Event(k, now_us, kind, "runtime", msg, data) for kind, msg, data in self._pending_force_events]
+            self._pending_force_events.clear()
         frozen, forced_inputs, input_changes = self.freeze_inputs(now_us, updates, first)
         image = Image.adopt(frozen)
         out = self._outputs
         out.dirty.clear()  # a step that raised before its commit left its marks
-        out["runtime.fault"] = ""
+        if self._out[FAULT] or self._values[FAULT][0]:  # a fault is reported for the cycle it happened in
+            out[FAULT] = ""
         cmds = tuple(commands)
         reset = self.take_commands(cmds, events, k, now_us)
-        self.run_programs(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
+        # One cycle for both phases: programs and interlocks see the same inputs, outputs, commands and log.
+        cx = Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events)
+        self.run_programs(cx)
         self.apply_forces(out)
         self.hold_until_durable(image, out, events, k, now_us)
         self.hold_by_command(out, reset)
-        self.run_interlocks(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
+        self.run_interlocks(cx)
         res = self.commit(k, now_us, first, out, frozen, forced_inputs, input_changes, events)
         res.reset = reset
         return res
@@ -601,7 +608,7 @@ class Engine:
                 changed_tags[n] = values[n] = _tag_value(TagValue, (v, good, now_us, f))
                 if n in committed:
                     changed[n] = committed[n] = v
-        self._forced_writable = {n for n in forces if n in self._writable} if forces else set()
+        self._forced_writable = frozenset(n for n in forces if n in self._writable) if forces else _NONE
         dirty.clear()
         full = dict(values)
         for name in forced_inputs:
@@ -618,8 +625,8 @@ class Engine:
 
     def _fault(self, cx: Cycle, prog: Program, exc: Exception) -> None:
         msg = f"{prog.name}: {type(exc).__name__}: {exc}"
-        self._out["runtime.fault"] = msg
-        cx.out.dirty.add("runtime.fault")
+        self._out[FAULT] = msg
+        cx.out.dirty.add(FAULT)
         tb = traceback.format_exception_only(exc)[-1].strip()
         cx._events.append(Event(cx.k, cx.now_us, "fault", prog.name, msg, {"traceback": tb}))
 
