@@ -495,27 +495,23 @@ class Modes(Program):
         ]
 
     def scan(self, cx: Cycle) -> None:
-        view = self.model.view(cx.inputs, cx.out)
-        src = self.model.state
+        model, out = self.model, cx.out
+        view = model.view(cx.inputs, out)
+        state = src = model.state
         for trigger, holds_now in self._handlers[src]:
             if not holds_now(view):
                 continue
-            if self.model.trigger(trigger, view):  # the machine re-checks the same conditions and moves
+            if model.trigger(trigger, view):  # the machine re-checks the same conditions and moves
+                state = model.state
                 reason = self._reason(trigger, view)
-                cx.out["mode.reason"] = reason
-                cx.event(
-                    "transition",
-                    f"{src} -> {self.model.state}: {reason}",
-                    trigger=trigger,
-                    source=src,
-                    dest=self.model.state,
-                )
+                out["mode.reason"] = reason
+                cx.event("transition", f"{src} -> {state}: {reason}", trigger=trigger, source=src, dest=state)
                 break
-        cx.out["mode.state"] = self.model.state
-        if self.model.state in SIGNED:
-            cx.out["mode.request"], cx.out["mode.clamp"] = self.model.signed_request(view)
+        out["mode.state"] = state
+        if state in SIGNED:
+            out["mode.request"], out["mode.clamp"] = model.signed_request(view)
         else:
-            cx.out["mode.request"], cx.out["mode.clamp"] = view.request, ""
+            out["mode.request"], out["mode.clamp"] = view.request, ""
 
     def _reason(self, trigger: str, view: View) -> str:
         p = self.params
