@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 from pydantic import Field, model_validator
 from transitions import Machine
 
 from runtime.api import Cycle, Outputs, Params, ParamsModel, Program, SiteInfo, TagName, register_program
-from runtime.tags import Direction, Image, TagSpec, TagType
+from runtime.tags import Direction, Image, TagSpec, TagType, TagValue
 
 STATES: tuple[str, ...] = ("idle", "charge", "discharge", "remote", "frequency", "safe_state")
 INITIAL = "idle"
@@ -171,26 +171,37 @@ class ModeParams(Params):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class View:
-    """What one trigger attempt sees: the frozen inputs (conditions) and the outputs (actions)."""
+class View(NamedTuple):
+    """What one trigger attempt sees: the frozen inputs and the outputs (actions write them), with the
+    values the guards compare read once per scan by ``ModeModel.view`` (the guards of one scan would
+    otherwise read the SoC up to five times, the plan's request and the authority's mode up to three)."""
 
     inputs: Image
     out: Outputs
+    trip: TagValue  # the trip tag, quality included: not good is doubt
+    connected: Any  # the plug, if good
+    soc: Any  # the EV's SoC, if good
+    snr: Any  # the PLC link's SNR, if good (None also when the site has no link to check)
+    request: float  # ``request_w``: the plan's, the fixed one or the fallback charge
+    authority: Any  # the authority's mode as it stands this cycle (``current``)
+    reserve: Any  # the plan's departure reserve, if good (None also when the site has none)
 
 
 _ABSENT = object()  # not in the output image (``Outputs.get`` answers as ``in`` does)
 
 
-def current(view: View, name: str | None) -> Any:
+def current(inputs: Image, out: Outputs, name: str | None) -> Any:
     """A tag as an earlier program wrote it this cycle, else as the previous cycle committed it."""
     if name is None:
         return None
-    v = view.out.get(name, _ABSENT)
-    return view.inputs.value(name) if v is _ABSENT else v
+    v = out.get(name, _ABSENT)
+    return inputs.value(name) if v is _ABSENT else v
 
 
-def holds(conds: Sequence[Callable[[View], bool]], unless: Sequence[Callable[[View], bool]], view: View) -> bool:
+Guard = Callable[[View], bool]
+
+
+def holds(conds: Sequence[Guard], unless: Sequence[Guard], view: View) -> bool:
     """A transition's guard as ``transitions`` reads it: every condition holds and no ``unless`` does
     (plain loops: ``all``/``any`` over generators cost two to three times as much, seven guards a scan)."""
     for c in conds:
@@ -200,6 +211,17 @@ def holds(conds: Sequence[Callable[[View], bool]], unless: Sequence[Callable[[Vi
         if u(view):
             return False
     return True
+
+
+def guard(conds: Sequence[Guard], unless: Sequence[Guard]) -> Guard:
+    """``holds`` for one transition as a single call. Most transitions have one condition or one
+    ``unless``: that is the condition itself, or its negation, without the two loops around it."""
+    if len(conds) == 1 and not unless:
+        return conds[0]
+    if not conds and len(unless) == 1:
+        u = unless[0]
+        return lambda view: not u(view)
+    return partial(holds, tuple(conds), tuple(unless))
 
 
 def request_w(img: Image, p: ModeParams) -> float:
@@ -216,8 +238,12 @@ def request_w(img: Image, p: ModeParams) -> float:
     return float(v)
 
 
+_view = tuple.__new__  # View's own __new__ is a Python function; the tuple constructor makes the same tuple
+
+
 class ModeModel:
-    """The ``transitions`` model: condition methods are pure functions of ``view.inputs`` and the params."""
+    """The ``transitions`` model: condition methods are pure functions of the scan's ``View`` (the frozen
+    inputs, as ``view`` read them) and the params."""
 
     state: str
     trigger: Callable[..., bool]  # added by transitions.Machine when it takes the model
@@ -232,76 +258,96 @@ class ModeModel:
         self._authority_mode = p.authority_tag("mode")
         self._authority_setpoint = p.authority_tag("setpoint_w")
 
+    def view(self, inputs: Image, out: Outputs) -> View:
+        """This scan's view: every value a guard compares, read once (modes writes none of them, so the
+        machine's re-check and the actions see the same)."""
+        p = self.p
+        value = inputs.value
+        return _view(
+            View,
+            (
+                inputs,
+                out,
+                inputs.tag(p.trip_tag),
+                value(p.connected_tag),
+                value(p.soc_tag),
+                None if p.snr_tag is None else value(p.snr_tag),
+                request_w(inputs, p),
+                current(inputs, out, self._authority_mode),
+                None if p.reserve_tag is None else value(p.reserve_tag),
+            ),
+        )
+
     # -- conditions ---------------------------------------------------------------------------------
     def trip_active(self, view: View) -> bool:
         # A trip tag that is not good is doubt, and doubt is a trip.
-        tv = view.inputs.tag(self.p.trip_tag)
+        tv = view.trip
         return not tv.good or bool(tv.value)
 
     def ev_connected(self, view: View) -> bool:
-        return view.inputs.value(self.p.connected_tag) is True
+        return view.connected is True
 
     def link_healthy(self, view: View) -> bool:
         if self.p.snr_tag is None:
             return True
-        snr = view.inputs.value(self.p.snr_tag)
+        snr = view.snr
         return snr is not None and snr >= self.p.snr_min_db
 
     def soc_known(self, view: View) -> bool:
-        return view.inputs.value(self.p.soc_tag) is not None
+        return view.soc is not None
 
     def soc_at_max(self, view: View) -> bool:
-        soc = view.inputs.value(self.p.soc_tag)
+        soc = view.soc
         return soc is not None and soc >= self.p.soc_max
 
     def soc_at_min(self, view: View) -> bool:
-        soc = view.inputs.value(self.p.soc_tag)
+        soc = view.soc
         return soc is not None and soc <= self.p.soc_min
 
     def soc_below_max(self, view: View) -> bool:
-        soc = view.inputs.value(self.p.soc_tag)
+        soc = view.soc
         return soc is not None and soc < self.p.soc_max - self.p.soc_hysteresis
 
     def soc_above_min(self, view: View) -> bool:
-        soc = view.inputs.value(self.p.soc_tag)
+        soc = view.soc
         return soc is not None and soc > self.p.soc_min + self.p.soc_hysteresis
 
     def above_reserve(self, view: View) -> bool:
         """Discharge may go on: no reserve on this site, or a good reserve below the SoC."""
         if self.p.reserve_tag is None:
             return True
-        soc, reserve = view.inputs.value(self.p.soc_tag), view.inputs.value(self.p.reserve_tag)
+        soc, reserve = view.soc, view.reserve
         return soc is not None and reserve is not None and soc > reserve
 
     def clear_of_reserve(self, view: View) -> bool:
         """Discharge may start: as ``above_reserve``, by the hysteresis more (no chattering)."""
         if self.p.reserve_tag is None:
             return True
-        soc, reserve = view.inputs.value(self.p.soc_tag), view.inputs.value(self.p.reserve_tag)
+        soc, reserve = view.soc, view.reserve
         return soc is not None and reserve is not None and soc > reserve + self.p.soc_hysteresis
 
     def plan_charge(self, view: View) -> bool:
-        return request_w(view.inputs, self.p) > self.p.deadband_w and not self._authority_holds(view)
+        return view.request > self.p.deadband_w and not self._authority_holds(view)
 
     def plan_discharge(self, view: View) -> bool:
-        return request_w(view.inputs, self.p) < -self.p.deadband_w and not self._authority_holds(view)
+        return view.request < -self.p.deadband_w and not self._authority_holds(view)
 
     def authority_remote(self, view: View) -> bool:
-        return current(view, self._authority_mode) == "remote"
+        return view.authority == "remote"
 
     def authority_frequency(self, view: View) -> bool:
-        return current(view, self._authority_mode) == "frequency"
+        return view.authority == "frequency"
 
     def _authority_holds(self, view: View) -> bool:
         """Someone other than the plan is in charge: the plan may not start or keep power flowing."""
-        return current(view, self._authority_mode) in SIGNED
+        return view.authority in SIGNED
 
     def signed_request(self, view: View) -> tuple[float, str]:
         """The authority's set point inside the SoC window and above the departure reserve, and what
         bounded it ("" when nothing did). A bound is a clamp here, not an exit: the other sign stays open."""
-        sp = current(view, self._authority_setpoint)
+        sp = current(view.inputs, view.out, self._authority_setpoint)
         sp = 0.0 if sp is None else float(sp)
-        soc = view.inputs.value(self.p.soc_tag)
+        soc = view.soc
         if sp > 0 and (soc is None or soc >= self.p.soc_max):
             return 0.0, REASONS["soc_full"]
         if sp < 0 and (soc is None or soc <= self.p.soc_min):
@@ -373,12 +419,13 @@ class Modes(Program):
         # The same conditions the machine checks, pre-evaluated so that a scan without a transition does
         # not pay for the machine's event handling (about 15 us per failed trigger on this machine).
         m = self.model
-        self._handlers: dict[str, list[tuple[str, list[Callable[[View], bool]], list[Callable[[View], bool]]]]] = {
+        self._handlers: dict[str, list[tuple[str, Guard]]] = {
             s: [
                 (
                     t["trigger"],
-                    [getattr(m, c) for c in t.get("conditions", [])],
-                    [getattr(m, c) for c in t.get("unless", [])],
+                    guard(
+                        [getattr(m, c) for c in t.get("conditions", [])], [getattr(m, c) for c in t.get("unless", [])]
+                    ),
                 )
                 for trig in ts
                 for t in TRANSITIONS
@@ -448,27 +495,23 @@ class Modes(Program):
         ]
 
     def scan(self, cx: Cycle) -> None:
-        view = View(cx.inputs, cx.out)
-        src = self.model.state
-        for trigger, conds, unless in self._handlers[src]:
-            if not holds(conds, unless, view):
+        model, out = self.model, cx.out
+        view = model.view(cx.inputs, out)
+        state = src = model.state
+        for trigger, holds_now in self._handlers[src]:
+            if not holds_now(view):
                 continue
-            if self.model.trigger(trigger, view):  # the machine re-checks the same conditions and moves
+            if model.trigger(trigger, view):  # the machine re-checks the same conditions and moves
+                state = model.state
                 reason = self._reason(trigger, view)
-                cx.out["mode.reason"] = reason
-                cx.event(
-                    "transition",
-                    f"{src} -> {self.model.state}: {reason}",
-                    trigger=trigger,
-                    source=src,
-                    dest=self.model.state,
-                )
+                out["mode.reason"] = reason
+                cx.event("transition", f"{src} -> {state}: {reason}", trigger=trigger, source=src, dest=state)
                 break
-        cx.out["mode.state"] = self.model.state
-        if self.model.state in SIGNED:
-            cx.out["mode.request"], cx.out["mode.clamp"] = self.model.signed_request(view)
+        out["mode.state"] = state
+        if state in SIGNED:
+            out["mode.request"], out["mode.clamp"] = model.signed_request(view)
         else:
-            cx.out["mode.request"], cx.out["mode.clamp"] = request_w(view.inputs, self.params), ""
+            out["mode.request"], out["mode.clamp"] = view.request, ""
 
     def _reason(self, trigger: str, view: View) -> str:
         p = self.params
@@ -477,12 +520,12 @@ class Modes(Program):
             code = view.inputs.tag(p.trip_tag)
             return f"{text}: {code.value}" if code.good else f"{text}: {p.trip_tag} is {code.quality.value}"
         if trigger in ("plan_stop", "start_charge", "start_discharge"):
-            return f"{text} ({request_w(view.inputs, p):.0f} W)"
+            return f"{text} ({view.request:.0f} W)"
         if trigger == "reserve_reached" and p.reserve_tag is not None:
             r = view.inputs.tag(p.reserve_tag)
             return f"{text} ({r.value:.3f})" if r.good else f"{text}: {p.reserve_tag} is {r.quality.value}"
         if trigger in ("enter_remote", "enter_frequency", "authority_ended") and p.authority is not None:
-            return f"{text}: {current(view, p.authority_tag('reason'))}"
+            return f"{text}: {current(view.inputs, view.out, p.authority_tag('reason'))}"
         if trigger in ("soc_full", "soc_empty"):
-            return f"{text} ({view.inputs.value(p.soc_tag):.3f})"
+            return f"{text} ({view.soc:.3f})"
         return text

@@ -35,6 +35,9 @@ def _time_zone(v: str) -> str:
     return v
 
 
+_OWN: dict[TagType, type] = {TagType.FLOAT: float, TagType.INT: int, TagType.BOOL: bool, TagType.STR: str}
+"""The Python type of a tag's values (a JSON tag has none: its values are taken as they come)."""
+
 TagName = Annotated[str, AfterValidator(_tag_name)]
 """A tag name in a parameter model: ``device.quantity``, lower case."""
 TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
@@ -129,7 +132,8 @@ class Outputs:
         self._specs = specs
         self._values = values
         self._writable = writable
-        self._coerce = {n: specs[n].coerce for n in writable}  # one lookup per write instead of three
+        # One lookup per write instead of three: the tag's own Python type and its coercion.
+        self._coerce = {n: (_OWN.get(specs[n].type), specs[n].coerce) for n in writable}
         self.dirty: set[str] = set()  # written this cycle: only these can have changed
 
     def __getitem__(self, name: str) -> Any:
@@ -140,10 +144,14 @@ class Outputs:
 
     def __setitem__(self, name: str, value: Any) -> None:
         try:
-            coerce = self._coerce[name]
+            own, coerce = self._coerce[name]
         except KeyError:
             raise KeyError(f"{name!r} is not an output or memory tag of this site") from None
-        self._values[name] = coerce(value)
+        # A value already of the tag's own type is itself (a float only if finite: v - v is NaN for inf
+        # and NaN), as ``TagSpec.coerce`` answers, without the call: some twenty writes a scan.
+        if value.__class__ is not own or (own is float and value - value != 0.0):
+            value = coerce(value)
+        self._values[name] = value
         self.dirty.add(name)
 
     def __contains__(self, name: object) -> bool:

@@ -117,6 +117,8 @@ _tag_value = tuple.__new__
 
 DIAGNOSTIC_PREFIX = "runtime."  # tags the runtime writes about itself; never forceable
 PERSIST_FAULT = "runtime.persist_fault"
+FAULT = "runtime.fault"
+_NONE: frozenset[str] = frozenset()  # no forced outputs (the usual case: no new set per cycle)
 REVISION = "runtime.revision"
 RECONFIGURE = "reconfigure"  # the runtime's own command: an online change of params, applied at a boundary
 AVAILABILITY = "runtime.availability"  # the persisted owner name of the availability state
@@ -261,9 +263,10 @@ class Engine:
         }
         self._prev_frozen: dict[str, TagValue] = {}
         self._input_set = frozenset(self._input_names)
-        self._input_coerce = {n: specs[n].coerce for n in self._input_names}  # one lookup per read
-        self._forced_last: set[str] = set()
-        self._forced_writable: set[str] = set()
+        # One lookup per read: the tag's coercion and its age limit (None: it does not age).
+        self._reads = {n: (specs[n].coerce, self._aging.get(n)) for n in self._input_names}
+        self._forced_last: set[str] | frozenset[str] = _NONE
+        self._forced_writable: frozenset[str] = _NONE
         # Only programs that override persist() are asked each cycle.
         self._persisting = [p for p in (*self.programs, *self.interlocks) if keeps_state(p)] + [self.availability]
         self._held = False  # outputs held safe last cycle because persisted state was not durable
@@ -337,20 +340,25 @@ class Engine:
         k = now_us // self.period_us
         first = self.k < 0
         self.k = k
-        events = [Event(k, now_us, kind, "runtime", msg, data) for kind, msg, data in self._pending_force_events]
-        self._pending_force_events.clear()
+        events: list[Event] = []
+        if self._pending_force_events:
+            events += [Event(k, now_us, kind, "runtime", msg, data) for kind, msg, data in self._pending_force_events]
+            self._pending_force_events.clear()
         frozen, forced_inputs, input_changes = self.freeze_inputs(now_us, updates, first)
         image = Image.adopt(frozen)
         out = self._outputs
         out.dirty.clear()  # a step that raised before its commit left its marks
-        out["runtime.fault"] = ""
+        if self._out[FAULT] or self._values[FAULT][0]:  # a fault is reported for the cycle it happened in
+            out[FAULT] = ""
         cmds = tuple(commands)
         reset = self.take_commands(cmds, events, k, now_us)
-        self.run_programs(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
+        # One cycle for both phases: programs and interlocks see the same inputs, outputs, commands and log.
+        cx = Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events)
+        self.run_programs(cx)
         self.apply_forces(out)
         self.hold_until_durable(image, out, events, k, now_us)
         self.hold_by_command(out, reset)
-        self.run_interlocks(Cycle(k, now_us, self.period_us, image, out, self.site, cmds, events))
+        self.run_interlocks(cx)
         res = self.commit(k, now_us, first, out, frozen, forced_inputs, input_changes, events)
         res.reset = reset
         return res
@@ -457,16 +465,16 @@ class Engine:
         forced inputs laid over. Returns the frozen image, the forced inputs and what changed (the
         recording replays exactly what the programs saw, forced values included)."""
         values = self._values
-        coercers = self._input_coerce
+        reads = self._reads
         inputs = self._input_set
         good = Quality.GOOD
-        aging = self._aging
         expiry = self._expiry
         touched: set[str] = set()
         for name, value, q, t in updates:
-            coerce = coercers.get(name)
-            if coerce is None:  # not an input of this site
+            read = reads.get(name)
+            if read is None:  # not an input of this site
                 continue
+            coerce, limit = read
             # A read stamped in the future (a driver's clock ahead of this cycle) counts as read now.
             if t is None or t > now_us:
                 t = now_us
@@ -480,7 +488,6 @@ class Engine:
                 v = values[name].value  # a failed read keeps the last value known, marked as not good
             values[name] = _tag_value(TagValue, (v, q, t, False))
             touched.add(name)
-            limit = aging.get(name)
             if limit is not None and q is good:
                 heappush(expiry, (t + limit, name, t))
         if self.age_inputs:
@@ -511,9 +518,10 @@ class Engine:
             check = touched
         for name in check:
             new, old = frozen[name], prev.get(name)
-            if old is None or new.quality is not old.quality or new.value != old.value or new.forced != old.forced:
+            # quality, value, forced by index: a NamedTuple's field names are slower to read (Python 3.11)
+            if old is None or new[1] is not old[1] or new[0] != old[0] or new[3] is not old[3]:
                 input_changes[name] = new
-        self._forced_last = set(forced_inputs)
+        self._forced_last = set(forced_inputs) if forced_inputs else _NONE
         if first:
             self._prev_frozen = {n: frozen[n] for n in self._input_names}
         else:
@@ -597,11 +605,11 @@ class Engine:
             old = values[n]
             v = requested[n]
             f = n in forces
-            if first or old.value != v or old.forced != f:
+            if first or old[0] != v or old[3] is not f:  # value, forced (by index: see freeze_inputs)
                 changed_tags[n] = values[n] = _tag_value(TagValue, (v, good, now_us, f))
                 if n in committed:
                     changed[n] = committed[n] = v
-        self._forced_writable = {n for n in forces if n in self._writable} if forces else set()
+        self._forced_writable = frozenset(n for n in forces if n in self._writable) if forces else _NONE
         dirty.clear()
         full = dict(values)
         for name in forced_inputs:
@@ -618,8 +626,8 @@ class Engine:
 
     def _fault(self, cx: Cycle, prog: Program, exc: Exception) -> None:
         msg = f"{prog.name}: {type(exc).__name__}: {exc}"
-        self._out["runtime.fault"] = msg
-        cx.out.dirty.add("runtime.fault")
+        self._out[FAULT] = msg
+        cx.out.dirty.add(FAULT)
         tb = traceback.format_exception_only(exc)[-1].strip()
         cx._events.append(Event(cx.k, cx.now_us, "fault", prog.name, msg, {"traceback": tb}))
 

@@ -12,7 +12,6 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 TAG_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
@@ -142,18 +141,24 @@ MISSING = TagValue(None, Quality.BAD, 0)
 
 class Image(Mapping[str, TagValue]):
     """Read-only snapshot of tag values. Unknown names read as ``bad`` rather than raising, so a
-    program that asks for an absent input fails safe instead of stopping the scan."""
+    program that asks for an absent input fails safe instead of stopping the scan.
+
+    Read-only by its interface: the dict behind it is its own (a copy, or one handed over by ``adopt``)
+    and no method changes it. Not wrapped in a ``MappingProxyType``: every read of every scan would pay
+    for the proxy's forwarding (about 15 ns of 35 per lookup, some thirty lookups a scan)."""
 
     __slots__ = ("_d",)
 
+    _d: Mapping[str, TagValue]
+
     def __init__(self, values: Mapping[str, TagValue]):
-        self._d = MappingProxyType(dict(values))
+        self._d = dict(values)
 
     @classmethod
     def adopt(cls, values: dict[str, TagValue]) -> Image:
         """Wrap a dict the caller hands over and never touches again (no copy: the engine's fast path)."""
         img = cls.__new__(cls)
-        img._d = MappingProxyType(values)
+        img._d = values
         return img
 
     def __getitem__(self, name: str) -> TagValue:
