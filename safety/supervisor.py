@@ -18,10 +18,12 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import is_, is_not
 from typing import Any, Literal
 
-from runtime.api import Cycle, Outputs, Program, SiteInfo, register_interlock
-from runtime.tags import Direction, Image, Quality, TagSpec, TagType
+from runtime.api import Cycle, Program, SiteInfo, register_interlock
+from runtime.tags import MISSING, Direction, Image, Quality, TagSpec, TagType, TagValue
 from safety import der
 from safety import tables as T
 from safety.battery import soc_fractions
@@ -57,20 +59,34 @@ class Latch:
 
 
 class _Evidence(dict[str | None, Any]):
-    """``SafetySupervisor._val`` of every read, taken from the frozen image once per cycle: the image
-    cannot change within the cycle, so each step looks the value up here instead of judging the tag again.
+    """``SafetySupervisor._val`` of every read, kept from cycle to cycle: the image cannot change within a
+    cycle, and a judged read's entry is judged again only when the image holds another tag value for it
+    (``SafetySupervisor._evidence``), so each step looks the value up here instead of judging the tag again.
     A name outside the judged reads (an output this interlock clamps, or a tag this site's settings leave
-    unread, named in another setting too) is judged on first use, so every name reads exactly as through
-    ``_val``; None (an optional tag not set) is None."""
+    unread, named in another setting too) is judged on first use in a cycle and dropped at the next, so every
+    name reads exactly as through ``_val`` on this cycle's image; None (an optional tag not set) is None."""
 
-    __slots__ = ("img", "val")
+    __slots__ = ("extra", "img", "val")
 
-    def __init__(self, img: Image, val: Callable[[Image, str | None], Any]):
-        self.img, self.val = img, val  # (the dict itself is made empty by dict.__new__)
+    def __init__(self, val: Callable[[Image, str | None], Any]):
+        self.val = val  # (the dict itself is made empty by dict.__new__)
+        self.img: Image | None = None
+        self.extra: list[str | None] = []
+        self[None] = None
 
     def __missing__(self, name: str | None) -> Any:
+        assert self.img is not None
         v = self[name] = self.val(self.img, name)
+        self.extra.append(name)
         return v
+
+    def cycle(self, img: Image) -> None:
+        """This cycle's image: the names judged on first use in the last cycle are judged again."""
+        if self.extra:
+            for name in self.extra:
+                del self[name]
+            self.extra.clear()
+        self.img = img
 
 
 @dataclass(slots=True)
@@ -87,6 +103,7 @@ class _Meas:
     prev_sp: float
     continuous: bool = False
     es_window: bool = False
+    cess_table: bool = False  # the ride-through table says cease (tables.cessation, highest or lowest voltage)
 
 
 OUT_TRIP, OUT_REASON, OUT_CESSATION = "safety.trip", "safety.reason", "safety.cessation"
@@ -99,24 +116,12 @@ OUT_DER_OVERLAY, OUT_DER_DROOP = "safety.der_overlay", "safety.der_freq_droop"
 
 
 RESTORED = " (latched before restart)"
+UNJUDGED = TagValue(None, Quality.BAD, -1)  # in no image: the first cycle judges every read
 
 
-def _put(out: Outputs, name: str, value: str | bool) -> None:
-    """Write a text or flag output unless it already holds that value: the engine commits what was written
-    this cycle (``Outputs.dirty``), and rewriting the value the output image holds commits nothing."""
-    if out.get(name) != value:
-        out[name] = value
-
-
-def _put_w(out: Outputs, name: str, w: float) -> None:
-    """A power output, likewise; a zero always, since -0.0 equals 0.0 but is not the same value."""
-    if w == 0 or out.get(name) != w:
-        out[name] = w
-
-
-def _rating(x: Any, param_w: float) -> float:
-    """The rating in force: the device's own (``x``, W, when good and not negative) never above the site's."""
-    return param_w if x is None or x < 0 else min(param_w, float(x))
+# Outputs are written only when the output image holds another value: the engine commits what was written
+# this cycle (``Outputs.dirty``), and rewriting the value the output image holds commits nothing. A power
+# output that is zero is always written, since -0.0 equals 0.0 but is not the same value.
 
 
 @register_interlock("v2g_safety")
@@ -182,6 +187,14 @@ class SafetySupervisor(Program):
         self.der_droop = ""
         self._now_us = 0  # the last cycle's clock: check_command judges against it
         self._der_notes: list[str] = []  # what restore() had to drop, told as events in the first cycle
+        self._vals = _Evidence(self._val)  # every read's verdict, judged again when its tag value changes
+        self._last_tv = [UNJUDGED] * len(self._judged)  # the tag values judged, per read
+        self._forced: list[str] = []  # the judged reads that are forced, in ``_judged``'s order
+        # _measure's answer and the objects it came from (the grid's reads, ``self.r``): see _grid_state
+        self._grid_memo: tuple[Any, ...] | None = None
+        self._all_seen = False  # every comms tag has had a first good read (seen_good only grows)
+        c = p.comms
+        self._ext_watched = bool(c.external_tags or c.rtt_tag)  # else external health is always (True, "")
 
     # -- declaration ---------------------------------------------------------------------------
     def declare(self) -> list[TagSpec]:
@@ -433,8 +446,11 @@ class SafetySupervisor(Program):
             else:
                 msg, key = f"DER control {', '.join(ids)} cleared", "cleared"
             cx.event("der_control", msg, id=a.get("id"), accepted=True, reason="", **{key: ids})
-        _put(cx.out, OUT_DER_OVERLAY, self.der_json)
-        _put(cx.out, OUT_DER_DROOP, self.der_droop)
+        out = cx.out
+        if out.get(OUT_DER_OVERLAY) != self.der_json:
+            out[OUT_DER_OVERLAY] = self.der_json
+        if out.get(OUT_DER_DROOP) != self.der_droop:
+            out[OUT_DER_DROOP] = self.der_droop
 
     def effective_variables(self) -> dict[str, object]:
         """The base settings and the DER overlay on them, where they differ: for ``check`` and ``status``."""
@@ -510,6 +526,12 @@ class SafetySupervisor(Program):
     def scan(self, cx: Cycle) -> None:
         """The order is the priority: settings (DER controls, on the cycle boundary), measure, protect (trips
         latch), recover, then limits, then commit."""
+        try:
+            self._scan(cx)
+        finally:
+            self._vals.img = None  # the image is this cycle's: nothing keeps it (a copy of the interlock neither)
+
+    def _scan(self, cx: Cycle) -> None:
         self._der_cycle(cx)
         m = self._measure(cx)
         not_ready = self._comms(cx, m)
@@ -517,8 +539,10 @@ class SafetySupervisor(Program):
         derate, temp = self._thermal(cx, m)
         self._health(cx, m)
         self._device(cx, m)
-        self._operator_reset(cx, m)
-        self.es.update(cx.now_us, m.es_window)
+        if cx.commands:
+            self._operator_reset(cx, m)
+        if self.es.pending:  # (EnterService.update does nothing otherwise)
+            self.es.update(cx.now_us, m.es_window)
         if not self.verified:
             # against the base: the inverter's own protection must be no weaker than the site file; a DER
             # overlay is stricter still and enforced here
@@ -528,62 +552,90 @@ class SafetySupervisor(Program):
             else:
                 self.verified = True
                 cx.event("verify", "inverter settings verified against the site's safety settings")
-        external_ok, ext_why = self._external_health(m)
+        external_ok, ext_why = self._external_health(m) if self._ext_watched else (True, "")
         lc, ld, reasons = self._limits(cx, m, derate, temp, external_ok, ext_why)
         self._commit(cx, m, lc, ld, reasons, not_ready, external_ok)
 
     # -- the steps of a cycle ------------------------------------------------------------------
     def _evidence(self, img: Image) -> tuple[_Evidence, list[str]]:
         """Every judged read's ``_val`` and the forced ones (in ``_judged``'s order), in one pass over the image.
-        The two outputs this interlock clamps are read as requests (``Image.value``), never as evidence."""
-        get, good, trust = img.tag, Quality.GOOD, self.params.trust_forced_inputs
-        vals = _Evidence(img, self._val)
-        vals[None] = None
-        forced: list[str] = []
-        for n in self._judged:
-            tv = get(n)  # (value, quality, t_us, forced)
-            if tv[3]:
-                forced.append(n)
-                vals[n] = tv[0] if tv[1] is good and trust else None
-            else:
-                vals[n] = tv[0] if tv[1] is good else None
-        return vals, forced
+        A read whose tag value is the very object judged last cycle (the engine keeps a tag's value until
+        the tag is read, aged or forced again) has the same verdict: only the others are judged again. The
+        two outputs this interlock clamps are read as requests (``Image.value``), never as evidence."""
+        vals, judged, last = self._vals, self._judged, self._last_tv
+        vals.cycle(img)
+        # Image.tag of each: through a plain image's own mapping (``_d``, as runtime.evses relies on too) in one
+        # C-level pass; a subclass may read otherwise, so it is asked through its ``tag``
+        now = list(map(img._d.get, judged, repeat(MISSING))) if type(img) is Image else [img.tag(n) for n in judged]
+        self._last_tv = now  # each (value, quality, t_us, forced)
+        good, trust = Quality.GOOD, self.params.trust_forced_inputs
+        refresh = False
+        for i in compress(range(len(judged)), map(is_not, now, last)):
+            tv, was = now[i], last[i]
+            if tv[3] or was[3]:
+                refresh = True
+            vals[judged[i]] = tv[0] if tv[1] is good and (trust or not tv[3]) else None
+        if refresh:
+            self._forced = [n for n, tv in zip(judged, now, strict=True) if tv[3]]
+        return vals, self._forced
 
     def _measure(self, cx: Cycle) -> _Meas:
-        """Per-unit voltage (docs/design.md#voltage-basis): highest phase for over-, lowest for under-voltage."""
-        p, img, site = self.params, cx.inputs, self.site
+        p, img = self.params, cx.inputs
         vals, forced = self._evidence(img)
-        v, f = vals[p.tags.voltage], vals[p.tags.frequency]
+        v, f, loss = vals[p.tags.voltage], vals[p.tags.frequency], vals[p.islanding.loss_tag]
+        ph = tuple(vals[n] for n in p.tags.voltage_phases) if self.site.phases == 3 else ()
+        key = (v, f, loss, self.r, *ph)
+        memo = self._grid_memo
+        if memo is None or not all(map(is_, key, memo[0])):
+            # the very objects of last cycle (the settings in force among them): the same answer
+            memo = self._grid_memo = (key, *self._grid_state(v, f, loss, ph))
+        _, grid, lost, continuous, es_window, cess_table = memo
+        prev_sp = img.value(p.tags.setpoint, 0.0) or 0.0
+        return _Meas(
+            vals, forced, grid, lost, vals[p.divergence.measured_tag], float(prev_sp), continuous, es_window, cess_table
+        )
+
+    def _grid_state(
+        self, v: Any, f: Any, loss: Any, ph: tuple[Any, ...]
+    ) -> tuple[tuple[float, float, float] | None, bool, bool, bool, bool]:
+        """(grid, loss, continuous, enter-service window, table cessation) from the grid's reads and ``self.r``.
+        Per-unit voltage (docs/design.md#voltage-basis): highest phase for over-, lowest for under-voltage."""
+        p, site = self.params, self.site
         grid = None
         if v is not None and f is not None:
             v_high = v_low = v / site.nominal_voltage
             if site.phases != 3:
                 grid = (v_high, v_low, f)
-            else:
-                ph = [vals[n] for n in p.tags.voltage_phases]
-                if not any(x is None for x in ph):
-                    pu = [x / p.phase_nominal_voltage for x in ph]
-                    grid = (max(v_high, *pu), min(v_low, *pu), f)
-        loss = vals[p.islanding.loss_tag] is True
-        prev_sp = img.value(p.tags.setpoint, 0.0) or 0.0
-        m = _Meas(vals, forced, grid, loss, vals[p.divergence.measured_tag], float(prev_sp))
-        if grid is not None and not loss:
+            elif not any(x is None for x in ph):
+                pu = [x / p.phase_nominal_voltage for x in ph]
+                grid = (max(v_high, *pu), min(v_low, *pu), f)
+        lost = loss is True
+        continuous = es_window = cess = False
+        if grid is not None:
             vh, vl, ff = grid
-            r = self.r
-            m.continuous = in_continuous(r, vh, vl, ff)
-            m.es_window = in_enter_service_window(r, vh, vl, ff)
-        return m
+            cess = T.cessation(p.category, vh) or T.cessation(p.category, vl)
+            if not lost:
+                continuous = in_continuous(self.r, vh, vl, ff)
+                es_window = in_enter_service_window(self.r, vh, vl, ff)
+        return grid, lost, continuous, es_window, cess
 
     def _comms(self, cx: Cycle, m: _Meas) -> list[str]:
         """Inverter/meter inputs bad or stale -> trip, after their first good read (before it: not ready)."""
         img, vals, seen = cx.inputs, m.vals, self.seen_good
+        comms = self._comms_tags
+        if self._all_seen and not m.forced and None not in map(vals.__getitem__, comms):
+            # every one good, and each had its first good read long ago: nothing lost, nothing waited for
+            if "comms_lost" in self.latches:
+                self._unlatch(cx, "comms_lost", "inputs good again")
+            return []
         lost: list[str] = []
         waiting: list[str] = []
-        for name in self._comms_tags:
+        for name in comms:
             if vals[name] is None:
                 (lost if name in seen else waiting).append(name)
             else:
                 seen.add(name)
+        self._all_seen = not waiting
         # Any forced input, not only the required ones: forcing grid.loss or an overrun flag to False, or
         # runtime.fault to "", would otherwise hide the very condition it reports. A site that trusts forces
         # for commissioning still never gets to overwrite the runtime's own diagnostics.
@@ -622,9 +674,7 @@ class SafetySupervisor(Program):
                     f"{fired.code.upper()}: {x:.3f} {unit} {'>=' if fired.over else '<='} {fired.threshold:g} "
                     f"{unit} for {elapsed:.3f} s (clearing time {fired.clearing_s:g} s)",
                 )
-            self.cessation = (
-                T.cessation(p.category, vh) or T.cessation(p.category, vl) or self.timers.ceasing is not None
-            )
+            self.cessation = m.cess_table or self.timers.ceasing is not None
             if self.rocof.update(f, cx.inputs.tag(p.tags.frequency).t_us):
                 self._latch(
                     cx, "rocof", f"islanding: ROCOF {self.rocof.value:+.2f} Hz/s beyond {self.r.rocof_hz_per_s:g} Hz/s"
@@ -714,7 +764,7 @@ class SafetySupervisor(Program):
 
     def _operator_reset(self, cx: Cycle, m: _Meas) -> None:
         """``reset_trip`` clears operator-reset trips whose cause is provably gone, and says why not."""
-        if not cx.commands or not any(c.name == "reset_trip" for c in cx.commands):
+        if not any(c.name == "reset_trip" for c in cx.commands):
             return
         p = self.params
         for code in [c for c, latch in self.latches.items() if latch.kind == "operator"]:
@@ -761,8 +811,13 @@ class SafetySupervisor(Program):
         """(charge W, discharge W, reasons): the smallest of every limit, each with its reason."""
         p, img, now, vals = self.params, cx.inputs, cx.now_us, m.vals
         reasons: dict[str, str] = {}
-        rc = _rating(vals[p.limits.rating_charge_tag], p.rated_charge_w)
-        rd = _rating(vals[p.limits.rating_discharge_tag], p.rated_discharge_w)
+        # the rating in force: the device's own (W, when good and not negative) never above the site's
+        x, rc = vals[p.limits.rating_charge_tag], p.rated_charge_w
+        if x is not None and x >= 0:
+            rc = min(rc, float(x))
+        x, rd = vals[p.limits.rating_discharge_tag], p.rated_discharge_w
+        if x is not None and x >= 0:
+            rd = min(rd, float(x))
         lc, ld = rc, rd
         es_c, es_d = self.es.fractions(now, m.continuous)
         if es_c < 1.0 or es_d < 1.0:
@@ -886,9 +941,13 @@ class SafetySupervisor(Program):
         code = next(iter(self.latches), "")
         if code or not_ready or self.cessation:
             lc = ld = 0.0
-        sp = out[p.tags.setpoint]
+        sp_tag = p.tags.setpoint
+        sp = out[sp_tag]
         sp = min(sp, lc) if sp > 0 else max(sp, -ld)
-        _put_w(out, p.tags.setpoint, sp if sp != 0 else 0.0)  # never -0.0: zero is zero in both directions
+        if sp == 0:
+            out[sp_tag] = 0.0  # never -0.0: zero is zero in both directions (and always written)
+        elif out.get(sp_tag) != sp:
+            out[sp_tag] = sp
         if code or not_ready:
             out[p.tags.enable] = False
 
@@ -928,12 +987,19 @@ class SafetySupervisor(Program):
             reason = f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu outside the cessation limits"
         else:
             reason = "; ".join(reasons.values())
-        _put(out, OUT_TRIP, code)
-        _put(out, OUT_REASON, reason)
-        _put(out, OUT_CESSATION, self.cessation)
-        _put_w(out, OUT_LIMIT_CHARGE, lc)
-        _put_w(out, OUT_LIMIT_DISCHARGE, ld)
-        _put(out, OUT_EXTERNAL_OK, external_ok)
+        get = out.get  # each written only when the output image holds another value (above, and top of module)
+        if get(OUT_TRIP) != code:
+            out[OUT_TRIP] = code
+        if get(OUT_REASON) != reason:
+            out[OUT_REASON] = reason
+        if get(OUT_CESSATION) != self.cessation:
+            out[OUT_CESSATION] = self.cessation
+        if lc == 0 or get(OUT_LIMIT_CHARGE) != lc:
+            out[OUT_LIMIT_CHARGE] = lc
+        if ld == 0 or get(OUT_LIMIT_DISCHARGE) != ld:
+            out[OUT_LIMIT_DISCHARGE] = ld
+        if get(OUT_EXTERNAL_OK) != external_ok:
+            out[OUT_EXTERNAL_OK] = external_ok
 
     def reconfigure(self, params: Any) -> Any:
         """Online change (docs/online-change.md): only trip thresholds and clearing times change live, only
