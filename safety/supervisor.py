@@ -17,10 +17,10 @@ import functools
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import is_, is_not
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from runtime.api import Cycle, Program, SiteInfo, register_interlock
 from runtime.tags import MISSING, Direction, Image, Quality, TagSpec, TagType, TagValue
@@ -32,7 +32,7 @@ from safety.enter_service import EnterService
 from safety.grid import Rocof, TripTimers, in_continuous, in_enter_service_window
 from safety.inputs import DIAGNOSTIC_PREFIX, tag_names
 from safety.settings import EnterService as EnterServiceSettings
-from safety.settings import Resolved, SafetyParams, resolve
+from safety.settings import Resolved, SafetyParams, plain, resolve
 from safety.thermal import ThermalGuard
 from safety.verify import verify_settings
 
@@ -80,30 +80,33 @@ class _Evidence(dict[str | None, Any]):
         self.extra.append(name)
         return v
 
-    def cycle(self, img: Image) -> None:
-        """This cycle's image: the names judged on first use in the last cycle are judged again."""
-        if self.extra:
-            for name in self.extra:
-                del self[name]
-            self.extra.clear()
-        self.img = img
+    def forget(self) -> None:
+        """Before a new cycle's image: the names judged on first use in the last cycle are judged again."""
+        for name in self.extra:
+            del self[name]
+        self.extra.clear()
 
 
 @dataclass(slots=True)
 class _Meas:
-    """What one cycle measured. ``vals``: every read's value as evidence (``SafetySupervisor._val``), read
-    from the frozen image once per cycle; ``forced``: the judged reads that are forced, in sorted order; ``grid``
-    (highest and lowest per-unit voltage, frequency) is None unless voltage and frequency are all good."""
+    """What the cycle measured: one per interlock, filled in again every cycle (``SafetySupervisor._measure``).
+    ``vals``: every read's value as evidence (``SafetySupervisor._val``); ``forced``: the judged reads that are
+    forced, in sorted order; ``grid`` (highest and lowest per-unit voltage, frequency) is None unless voltage
+    and frequency are all good. The grid's state (``grid`` to ``cess_table``) is worked out again only when
+    its reads (``key``: voltage, frequency, loss, phase voltages) or the settings in force (``r``) are other
+    objects than those it was worked out from: the same objects give the same answer."""
 
     vals: _Evidence
-    forced: list[str]
-    grid: tuple[float, float, float] | None
-    loss: bool
-    meas_p: float | None
-    prev_sp: float
+    forced: list[str] = field(default_factory=list)
+    meas_p: float | None = None
+    prev_sp: float = 0.0
+    grid: tuple[float, float, float] | None = None
+    loss: bool = False
     continuous: bool = False
     es_window: bool = False
     cess_table: bool = False  # the ride-through table says cease (tables.cessation, highest or lowest voltage)
+    key: tuple[Any, ...] = ()
+    r: Resolved | None = None
 
 
 OUT_TRIP, OUT_REASON, OUT_CESSATION = "safety.trip", "safety.reason", "safety.cessation"
@@ -169,7 +172,9 @@ class SafetySupervisor(Program):
         # A write that takes one real poll round is then no mismatch at any speed; a persistent one still is.
         self.speed = site.speed
         self.mismatch_us = round(p.comms.write_mismatch_s * 1e6) * self.speed
-        self.div = DivergenceMonitor(p.divergence, round(p.divergence.time_s * 1e6) * self.speed)
+        self.div = DivergenceMonitor(  # (its settings as plain attributes: it reads them every cycle)
+            cast(Any, plain(p.divergence)), round(p.divergence.time_s * 1e6) * self.speed
+        )
         self.latches: dict[str, Latch] = {}
         self.cessation = False
         self._was_ceased = False
@@ -187,11 +192,14 @@ class SafetySupervisor(Program):
         self.der_droop = ""
         self._now_us = 0  # the last cycle's clock: check_command judges against it
         self._der_notes: list[str] = []  # what restore() had to drop, told as events in the first cycle
+        # the settings the scan reads, as plain attributes, and the params they show (rebuilt for others)
+        self._hp, self._hp_of = cast(SafetyParams, plain(params)), params
         self._vals = _Evidence(self._val)  # every read's verdict, judged again when its tag value changes
         self._last_tv = [UNJUDGED] * len(self._judged)  # the tag values judged, per read
+        self._judged_at = range(len(self._judged))
+        self._at = {n: i for i, n in enumerate(self._judged)}  # where each judged read's tag value is in _last_tv
         self._forced: list[str] = []  # the judged reads that are forced, in ``_judged``'s order
-        # _measure's answer and the objects it came from (the grid's reads, ``self.r``): see _grid_state
-        self._grid_memo: tuple[Any, ...] | None = None
+        self._m = _Meas(self._vals)  # what the cycle measured, and the grid's state kept with what it came from
         self._all_seen = False  # every comms tag has had a first good read (seen_good only grows)
         c = p.comms
         self._ext_watched = bool(c.external_tags or c.rtt_tag)  # else external health is always (True, "")
@@ -526,12 +534,14 @@ class SafetySupervisor(Program):
     def scan(self, cx: Cycle) -> None:
         """The order is the priority: settings (DER controls, on the cycle boundary), measure, protect (trips
         latch), recover, then limits, then commit."""
+        if self._hp_of is not self.params:  # new settings (an online change): read as plain attributes
+            self._hp, self._hp_of = cast(SafetyParams, plain(self.params)), self.params
         try:
-            self._scan(cx)
+            self._steps(cx)
         finally:
             self._vals.img = None  # the image is this cycle's: nothing keeps it (a copy of the interlock neither)
 
-    def _scan(self, cx: Cycle) -> None:
+    def _steps(self, cx: Cycle) -> None:
         self._der_cycle(cx)
         m = self._measure(cx)
         not_ready = self._comms(cx, m)
@@ -563,14 +573,16 @@ class SafetySupervisor(Program):
         the tag is read, aged or forced again) has the same verdict: only the others are judged again. The
         two outputs this interlock clamps are read as requests (``Image.value``), never as evidence."""
         vals, judged, last = self._vals, self._judged, self._last_tv
-        vals.cycle(img)
+        if vals.extra:
+            vals.forget()
+        vals.img = img
         # Image.tag of each: through a plain image's own mapping (``_d``, as runtime.evses relies on too) in one
         # C-level pass; a subclass may read otherwise, so it is asked through its ``tag``
         now = list(map(img._d.get, judged, repeat(MISSING))) if type(img) is Image else [img.tag(n) for n in judged]
         self._last_tv = now  # each (value, quality, t_us, forced)
-        good, trust = Quality.GOOD, self.params.trust_forced_inputs
+        good, trust = Quality.GOOD, self._hp.trust_forced_inputs
         refresh = False
-        for i in compress(range(len(judged)), map(is_not, now, last)):
+        for i in compress(self._judged_at, map(is_not, now, last)):
             tv, was = now[i], last[i]
             if tv[3] or was[3]:
                 refresh = True
@@ -580,27 +592,22 @@ class SafetySupervisor(Program):
         return vals, self._forced
 
     def _measure(self, cx: Cycle) -> _Meas:
-        p, img = self.params, cx.inputs
-        vals, forced = self._evidence(img)
+        p, img, m, r = self._hp, cx.inputs, self._m, self.r
+        vals, m.forced = self._evidence(img)
         v, f, loss = vals[p.tags.voltage], vals[p.tags.frequency], vals[p.islanding.loss_tag]
         ph = tuple(vals[n] for n in p.tags.voltage_phases) if self.site.phases == 3 else ()
-        key = (v, f, loss, self.r, *ph)
-        memo = self._grid_memo
-        if memo is None or not all(map(is_, key, memo[0])):
-            # the very objects of last cycle (the settings in force among them): the same answer
-            memo = self._grid_memo = (key, *self._grid_state(v, f, loss, ph))
-        _, grid, lost, continuous, es_window, cess_table = memo
+        k = m.key
+        if not (m.r is r and v is k[0] and f is k[1] and loss is k[2] and (not ph or all(map(is_, ph, k[3])))):
+            self._grid_state(m, v, f, loss, ph)
+            m.key, m.r = (v, f, loss, ph), r
         prev_sp = img.value(p.tags.setpoint, 0.0) or 0.0
-        return _Meas(
-            vals, forced, grid, lost, vals[p.divergence.measured_tag], float(prev_sp), continuous, es_window, cess_table
-        )
+        m.meas_p, m.prev_sp = vals[p.divergence.measured_tag], float(prev_sp)
+        return m
 
-    def _grid_state(
-        self, v: Any, f: Any, loss: Any, ph: tuple[Any, ...]
-    ) -> tuple[tuple[float, float, float] | None, bool, bool, bool, bool]:
-        """(grid, loss, continuous, enter-service window, table cessation) from the grid's reads and ``self.r``.
-        Per-unit voltage (docs/design.md#voltage-basis): highest phase for over-, lowest for under-voltage."""
-        p, site = self.params, self.site
+    def _grid_state(self, m: _Meas, v: Any, f: Any, loss: Any, ph: tuple[Any, ...]) -> None:
+        """The grid's state in ``m`` (``grid`` to ``cess_table``) from the grid's reads and ``self.r``. Per-unit
+        voltage (docs/design.md#voltage-basis): highest phase for over-, lowest for under-voltage."""
+        p, site = self._hp, self.site
         grid = None
         if v is not None and f is not None:
             v_high = v_low = v / site.nominal_voltage
@@ -609,15 +616,14 @@ class SafetySupervisor(Program):
             elif not any(x is None for x in ph):
                 pu = [x / p.phase_nominal_voltage for x in ph]
                 grid = (max(v_high, *pu), min(v_low, *pu), f)
-        lost = loss is True
-        continuous = es_window = cess = False
+        m.grid, m.loss = grid, loss is True
+        m.continuous = m.es_window = m.cess_table = False
         if grid is not None:
             vh, vl, ff = grid
-            cess = T.cessation(p.category, vh) or T.cessation(p.category, vl)
-            if not lost:
-                continuous = in_continuous(self.r, vh, vl, ff)
-                es_window = in_enter_service_window(self.r, vh, vl, ff)
-        return grid, lost, continuous, es_window, cess
+            m.cess_table = T.cessation(p.category, vh) or T.cessation(p.category, vl)
+            if not m.loss:
+                m.continuous = in_continuous(self.r, vh, vl, ff)
+                m.es_window = in_enter_service_window(self.r, vh, vl, ff)
 
     def _comms(self, cx: Cycle, m: _Meas) -> list[str]:
         """Inverter/meter inputs bad or stale -> trip, after their first good read (before it: not ready)."""
@@ -640,7 +646,7 @@ class SafetySupervisor(Program):
         # runtime.fault to "", would otherwise hide the very condition it reports. A site that trusts forces
         # for commissioning still never gets to overwrite the runtime's own diagnostics.
         if m.forced:
-            trust = self.params.trust_forced_inputs
+            trust = self._hp.trust_forced_inputs
             lost += [n for n in m.forced if n not in lost and (not trust or self._diagnostic(n))]
         if lost:
             self._latch(
@@ -655,7 +661,7 @@ class SafetySupervisor(Program):
 
     def _grid(self, cx: Cycle, m: _Meas) -> None:
         """IEEE 1547 trips, momentary cessation, islanding; grid trips clear into enter service."""
-        p, now = self.params, cx.now_us
+        p, now = self._hp, cx.now_us
         if m.grid is None:
             self.timers.reset()
             self.rocof.reset()
@@ -675,7 +681,7 @@ class SafetySupervisor(Program):
                     f"{unit} for {elapsed:.3f} s (clearing time {fired.clearing_s:g} s)",
                 )
             self.cessation = m.cess_table or self.timers.ceasing is not None
-            if self.rocof.update(f, cx.inputs.tag(p.tags.frequency).t_us):
+            if self.rocof.update(f, self._last_tv[self._at[p.tags.frequency]][2]):  # its read time (t_us)
                 self._latch(
                     cx, "rocof", f"islanding: ROCOF {self.rocof.value:+.2f} Hz/s beyond {self.r.rocof_hz_per_s:g} Hz/s"
                 )
@@ -688,7 +694,7 @@ class SafetySupervisor(Program):
 
     def _thermal(self, cx: Cycle, m: _Meas) -> tuple[float, float | None]:
         """(derating fraction, temperature); the over-temperature trip latches and resets here."""
-        p, now = self.params, cx.now_us
+        p, now = self._hp, cx.now_us
         if not p.thermal.tag:
             return 1.0, None
         temp = m.vals[p.thermal.tag]
@@ -696,7 +702,7 @@ class SafetySupervisor(Program):
             derate = 0.0  # temperature unknown: no power
         else:
             abs_p = abs(m.meas_p) if m.meas_p is not None else abs(m.prev_sp)
-            if self.thermal.update(now, temp, cx.inputs.tag(p.thermal.tag).t_us, abs_p):
+            if self.thermal.update(now, temp, self._last_tv[self._at[p.thermal.tag]][2], abs_p):
                 self._latch(
                     cx, "over_temperature", f"inverter temperature {temp:.1f} degC >= {p.thermal.trip_c:g} degC"
                 )
@@ -712,7 +718,7 @@ class SafetySupervisor(Program):
 
     def _health(self, cx: Cycle, m: _Meas) -> None:
         """Scan overruns and program exceptions (this cycle's ``runtime.fault``) trip and recover by themselves."""
-        c, latches = self.params.comms, self.latches
+        c, latches = self._hp.comms, self.latches
         # each trip latches while its cause lasts and clears when it is gone; a reason is built only to latch
         if m.vals[c.overrun_tag] is True:
             self._latch(cx, "overrun", "a run of scan overruns")
@@ -733,7 +739,7 @@ class SafetySupervisor(Program):
 
     def _device(self, cx: Cycle, m: _Meas) -> None:
         """The inverter does what it is told: setpoint read-back and measured power."""
-        p, img, now = self.params, cx.inputs, cx.now_us
+        p, img, now = self._hp, cx.inputs, cx.now_us
         if p.comms.write_mismatch_tag:
             mismatch = m.vals[p.comms.write_mismatch_tag]
             if mismatch is True:
@@ -766,7 +772,7 @@ class SafetySupervisor(Program):
         """``reset_trip`` clears operator-reset trips whose cause is provably gone, and says why not."""
         if not any(c.name == "reset_trip" for c in cx.commands):
             return
-        p = self.params
+        p = self._hp
         for code in [c for c, latch in self.latches.items() if latch.kind == "operator"]:
             why_not = ""
             if code == "write_mismatch" and (
@@ -790,7 +796,7 @@ class SafetySupervisor(Program):
 
     def _external_health(self, m: _Meas) -> tuple[bool, str]:
         """Stale shared tags or a slow back office: nothing externally commanded is followed."""
-        c, vals = self.params.comms, m.vals
+        c, vals = self._hp.comms, m.vals
         if c.external_tags:
             names = dict.fromkeys(c.external_tags)  # each named once
             ext_bad = [n for n in names if vals[n] is None]
@@ -809,7 +815,7 @@ class SafetySupervisor(Program):
         self, cx: Cycle, m: _Meas, derate: float, temp: float | None, external_ok: bool, ext_why: str
     ) -> tuple[float, float, dict[str, str]]:
         """(charge W, discharge W, reasons): the smallest of every limit, each with its reason."""
-        p, img, now, vals = self.params, cx.inputs, cx.now_us, m.vals
+        p, img, now, vals = self._hp, cx.inputs, cx.now_us, m.vals
         reasons: dict[str, str] = {}
         # the rating in force: the device's own (W, when good and not negative) never above the site's
         x, rc = vals[p.limits.rating_charge_tag], p.rated_charge_w
@@ -819,7 +825,9 @@ class SafetySupervisor(Program):
         if x is not None and x >= 0:
             rd = min(rd, float(x))
         lc, ld = rc, rd
-        es_c, es_d = self.es.fractions(now, m.continuous)
+        es_c = es_d = 1.0  # (EnterService.fractions, when it neither waits nor ramps)
+        if self.es.pending or self.es.ramp_start_us is not None:
+            es_c, es_d = self.es.fractions(now, m.continuous)
         if es_c < 1.0 or es_d < 1.0:
             lc, ld = min(lc, rc * es_c), min(ld, rd * es_d)
             reasons["enter_service"] = (
@@ -937,7 +945,7 @@ class SafetySupervisor(Program):
         external_ok: bool,
     ) -> None:
         """The last word: trip over not-ready over cessation over limits; one code, one reason."""
-        p, out = self.params, cx.out
+        p, out = self._hp, cx.out
         code = next(iter(self.latches), "")
         if code or not_ready or self.cessation:
             lc = ld = 0.0
@@ -951,7 +959,8 @@ class SafetySupervisor(Program):
         if code or not_ready:
             out[p.tags.enable] = False
 
-        vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (math.nan, math.nan)
+        if self.cessation or self._was_ceased:
+            vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (math.nan, math.nan)
         if self.cessation != self._was_ceased:
             self._was_ceased = self.cessation
             if self.cessation:

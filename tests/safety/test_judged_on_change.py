@@ -27,7 +27,7 @@ class Afresh(SafetySupervisor):
     def scan(self, cx: Cycle) -> None:
         self._last_tv = [UNJUDGED] * len(self._last_tv)
         self._forced = []
-        self._grid_memo = None
+        self._m.r = None
         self._all_seen = False
         super().scan(cx)
 
