@@ -12,10 +12,12 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from runtime.api import Command, Cycle
 from runtime.engine import RECONFIGURE, StepResult
 from runtime.tags import US, Quality, TagUpdate
+from safety.settings import SafetyParams, plain
 from safety.supervisor import UNJUDGED, SafetySupervisor
 from tests.safety.rig import Rig
 from tests.safety.test_der_control import ES_OK, curve, setc
@@ -76,7 +78,7 @@ DER = [
 
 def _online(rig: Rig) -> Command:
     params = rig.safety.params.model_dump(mode="json")
-    params["voltage"]["uv1"] = {"threshold": 0.90, "clearing_s": 2.0}  # Category III: tightened from 0.88
+    params["voltage"]["ov1"] = {"threshold": 1.10, "clearing_s": 5.0}  # Category III: 13 s tightened
     return Command(RECONFIGURE, {"revision": "r2", "components": {"safety": params}, "by": "test"})
 
 
@@ -187,3 +189,43 @@ def test_settings_that_move_the_enter_service_window_are_judged_on_unchanged_rea
     _lockstep(rigs, 30.0)
     assert rigs[0].engine.image["grid.frequency"] is freq  # not read again: the memo was asked
     assert -6000.0 < rigs[0].out["inverter.setpoint"] < 0.0  # the overlay's 60 s delay is over: ramping up
+
+
+def test_the_scan_reads_the_settings_in_force_after_an_online_change() -> None:
+    """The scan reads its settings as plain attributes (``settings.plain``), rebuilt when params is another
+    object: after an online change, the new ones."""
+    rig = OnChange()
+    rig.settle()
+    before = rig.safety._hp
+    rig.step((_online(rig),))
+    assert rig.engine.reconfigured == [("r2", True, "")]
+    rig.step()
+    assert rig.safety._hp is not before and rig.safety._hp_of is rig.safety.params
+    assert rig.safety._hp.voltage.ov1.clearing_s == 5.0 == rig.safety.params.voltage.ov1.clearing_s
+
+
+def test_plain_settings_hold_the_models_own_values() -> None:
+    """Every field, at every depth, the model's own object (models, lists and dicts as plain copies of them)."""
+    params = SafetyParams.model_validate(
+        {
+            "category": "III",
+            "rated_charge_w": 11000.0,
+            "rated_discharge_w": 11000.0,
+            "limits": {"external": [{"name": "dso", "charge_tag": "dso.charge"}]},
+        }
+    )
+
+    def same(model: Any, view: Any) -> None:
+        if isinstance(model, BaseModel):
+            assert set(vars(view)) == set(type(model).model_fields)
+            for k, v in vars(model).items():
+                same(v, getattr(view, k))
+        elif isinstance(model, list | dict):
+            assert type(view) is type(model) and len(view) == len(model)
+            for k in range(len(model)) if isinstance(model, list) else model:
+                same(model[k], view[k])
+        else:
+            assert view is model
+
+    same(params, plain(params))
+    assert plain(params).limits.external[0].charge_tag == "dso.charge"
