@@ -23,7 +23,7 @@ from operator import is_, is_not
 from typing import Any, Literal, cast
 
 from runtime.api import Cycle, Program, SiteInfo, register_interlock
-from runtime.tags import MISSING, Direction, Image, Quality, TagSpec, TagType, TagValue
+from runtime.tags import MISSING, US, Direction, Image, Quality, TagSpec, TagType, TagValue
 from safety import der
 from safety import tables as T
 from safety.battery import soc_fractions
@@ -198,6 +198,7 @@ class SafetySupervisor(Program):
         self._last_tv = [UNJUDGED] * len(self._judged)  # the tag values judged, per read
         self._judged_at = range(len(self._judged))
         self._at = {n: i for i, n in enumerate(self._judged)}  # where each judged read's tag value is in _last_tv
+        self._soc_memo: tuple[Any, ...] = (None,) * 5  # _limits: soc_fractions' last answer and what it came from
         self._forced: list[str] = []  # the judged reads that are forced, in ``_judged``'s order
         self._m = _Meas(self._vals)  # what the cycle measured, and the grid's state kept with what it came from
         self._all_seen = False  # every comms tag has had a first good read (seen_good only grows)
@@ -752,7 +753,7 @@ class SafetySupervisor(Program):
                 # above), never a mismatch; it restarts the count, and it cannot reset a latched trip either
                 self.mismatch_since = None
         commanded = m.prev_sp if img.value(p.tags.enable, False) else 0.0
-        verdict = self.div.update(now, cx.dt, commanded, m.meas_p)
+        verdict = self.div.update(now, cx.period_us / US, commanded, m.meas_p)  # (Cycle.dt)
         if verdict == "fault":
             self._latch(
                 cx,
@@ -848,7 +849,12 @@ class SafetySupervisor(Program):
             reasons["thermal_prediction"] = f"thermal prediction caps power at {cap:.0f} W"
         b = p.battery
         soc, soh, btemp = vals[b.soc_tag], vals[b.soh_tag], vals[b.temperature_tag]
-        bc, bd, why = soc_fractions(b, soc, soh, btemp)
+        k = self._soc_memo  # (settings, soc, soh, battery temperature, answer): the same, the same answer
+        if k[0] is b and k[2] is soh and k[3] is btemp and (soc is k[1] or (soc == k[1] and soc != 0)):
+            bc, bd, why = k[4]  # (equal and not zero: the same number; -0.0 == 0.0 is not, in a reason)
+        else:
+            bc, bd, why = soc_fractions(b, soc, soh, btemp)
+            self._soc_memo = (b, soc, soh, btemp, (bc, bd, why))
         lc, ld = min(lc, rc * bc), min(ld, rd * bd)  # the taper itself is continuous: no step in power
         if bc < 1.0 or bd < 1.0:
             reasons["battery"] = why

@@ -30,6 +30,7 @@ class Afresh(SafetySupervisor):
         self._last_tv = [UNJUDGED] * len(self._last_tv)
         self._forced = []
         self._m.r = None
+        self._soc_memo = (None,) * 5
         self._all_seen = False
         super().scan(cx)
 
@@ -62,7 +63,7 @@ SETS: dict[str, list[Any]] = {
     "grid.frequency": [57.0, 59.0, 59.95, 60.0, 60.0, 60.3, 61.5, 62.5],
     "grid.loss": [False, False, True],
     "inverter.temperature": [40.0, 40.0, 75.0, 90.0],
-    "ev.soc": [0.05, 0.12, 0.5, 0.5, 0.93, 0.99],
+    "ev.soc": [0.0, -0.0, 0.05, 0.12, 0.5, 0.5, 0.93, 0.99],
     "ev.soh": [0.95, 0.6],
     "plc.snr": [30.0, 30.0, 12.0, 3.0],
     "inverter.write_mismatch": [False, False, False, True],
@@ -114,8 +115,9 @@ def test_judging_on_change_equals_judging_every_cycle(actions: list[tuple[str, s
         commands: tuple[Command, ...] = ()
         seconds = 0.06
         for rig in rigs:
-            if what == "set":
-                rig.set(**{name.replace(".", "__"): SETS[name][i % len(SETS[name])]})
+            if what == "set":  # a new object, of equal value when the last set was of this one too
+                x = SETS[name][i % len(SETS[name])]
+                rig.set(**{name.replace(".", "__"): float(repr(x)) if isinstance(x, float) else x})
             elif what == "bad":
                 rig.bad.add(name)
             elif what == "force":
@@ -229,3 +231,16 @@ def test_plain_settings_hold_the_models_own_values() -> None:
 
     same(params, plain(params))
     assert plain(params).limits.external[0].charge_tag == "dso.charge"
+
+
+def test_an_soc_of_minus_zero_after_zero_is_judged_again() -> None:
+    """An equal SoC keeps the battery limit's last answer, but -0.0 equals 0.0 and reads otherwise."""
+    rigs = _twins()
+    for rig in rigs:
+        rig.set(ev__soc=0.0)
+    _lockstep(rigs, 1.0)
+    assert "SoC 0.000" in rigs[0].out["safety.reason"]
+    for rig in rigs:
+        rig.set(ev__soc=-0.0)
+    _lockstep(rigs, 1.0)
+    assert "SoC -0.000" in rigs[0].out["safety.reason"]
