@@ -16,7 +16,8 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Mapping
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import is_, is_not
@@ -195,8 +196,12 @@ class SafetySupervisor(Program):
         # the settings the scan reads, as plain attributes, and the params they show (rebuilt for others)
         self._hp, self._hp_of = cast(SafetyParams, plain(params)), params
         self._vals = _Evidence(self._val)  # every read's verdict, judged again when its tag value changes
-        self._last_tv = [UNJUDGED] * len(self._judged)  # the tag values judged, per read
+        self._last_tv: Sequence[TagValue] = [UNJUDGED] * len(self._judged)  # the tag values judged, per read
         self._judged_at = range(len(self._judged))
+        # every judged tag value of an image by key, in one call (_evidence; None once a name was not there)
+        self._by_key: Callable[[Mapping[str, TagValue]], tuple[TagValue, ...]] | None = (
+            operator.itemgetter(*self._judged) if len(self._judged) > 1 else None
+        )
         self._at = {n: i for i, n in enumerate(self._judged)}  # where each judged read's tag value is in _last_tv
         self._soc_memo: tuple[Any, ...] = (None,) * 5  # _limits: soc_fractions' last answer and what it came from
         self._forced: list[str] = []  # the judged reads that are forced, in ``_judged``'s order
@@ -578,8 +583,19 @@ class SafetySupervisor(Program):
             vals.forget()
         vals.img = img
         # Image.tag of each: through a plain image's own mapping (``_d``, as runtime.evses relies on too) in one
-        # C-level pass; a subclass may read otherwise, so it is asked through its ``tag``
-        now = list(map(img._d.get, judged, repeat(MISSING))) if type(img) is Image else [img.tag(n) for n in judged]
+        # C-level pass, by key while every judged read is a tag of the site (else as Image.tag: MISSING when
+        # absent); a subclass may read otherwise, so it is asked through its ``tag``
+        now: Sequence[TagValue]
+        if type(img) is not Image:
+            now = [img.tag(n) for n in judged]
+        elif self._by_key:
+            try:
+                now = self._by_key(img._d)
+            except KeyError:
+                self._by_key = None
+                now = list(map(img._d.get, judged, repeat(MISSING)))
+        else:
+            now = list(map(img._d.get, judged, repeat(MISSING)))
         self._last_tv = now  # each (value, quality, t_us, forced)
         good, trust = Quality.GOOD, self._hp.trust_forced_inputs
         refresh = False

@@ -244,3 +244,20 @@ def test_an_soc_of_minus_zero_after_zero_is_judged_again() -> None:
         rig.set(ev__soc=-0.0)
     _lockstep(rigs, 1.0)
     assert "SoC -0.000" in rigs[0].out["safety.reason"]
+
+
+def test_a_judged_read_that_is_no_tag_of_the_site_reads_as_missing() -> None:
+    """A setting may name a tag the site does not have (here the persist-fault flag): it reads as an absent
+    tag does (bad: no cause), the other reads as ever, and the scan goes on reading the image by name."""
+    comms = {"persist_fault_tag": "spare.persist_fault"}
+    rigs = OnChange(comms=comms), OnChange(supervisor=Afresh, comms=comms)
+    for rig in rigs:
+        rig.req.setpoint = -6000.0
+        rig.settle()
+    assert "spare.persist_fault" in rigs[0].safety._judged and "spare.persist_fault" not in rigs[0].engine.image
+    assert rigs[0].safety._by_key is None  # fell back once, for good
+    assert rigs[0].out["safety.trip"] == "" and rigs[0].out["inverter.setpoint"] == -6000.0
+    for rig in rigs:
+        rig.set(grid__voltage=1.25 * 240.0)
+    _lockstep(rigs, 1.0)
+    assert rigs[0].out["safety.trip"] == "ov2"
