@@ -203,7 +203,6 @@ class SafetySupervisor(Program):
             operator.itemgetter(*self._judged) if len(self._judged) > 1 else None
         )
         self._at = {n: i for i, n in enumerate(self._judged)}  # where each judged read's tag value is in _last_tv
-        self._soc_memo: tuple[Any, ...] = (None,) * 5  # _limits: soc_fractions' last answer and what it came from
         self._forced: list[str] = []  # the judged reads that are forced, in ``_judged``'s order
         self._m = _Meas(self._vals)  # what the cycle measured, and the grid's state kept with what it came from
         self._all_seen = False  # every comms tag has had a first good read (seen_good only grows)
@@ -865,12 +864,7 @@ class SafetySupervisor(Program):
             reasons["thermal_prediction"] = f"thermal prediction caps power at {cap:.0f} W"
         b = p.battery
         soc, soh, btemp = vals[b.soc_tag], vals[b.soh_tag], vals[b.temperature_tag]
-        k = self._soc_memo  # (settings, soc, soh, battery temperature, answer): the same, the same answer
-        if k[0] is b and k[2] is soh and k[3] is btemp and (soc is k[1] or (soc == k[1] and soc != 0)):
-            bc, bd, why = k[4]  # (equal and not zero: the same number; -0.0 == 0.0 is not, in a reason)
-        else:
-            bc, bd, why = soc_fractions(b, soc, soh, btemp)
-            self._soc_memo = (b, soc, soh, btemp, (bc, bd, why))
+        bc, bd, why = soc_fractions(b, soc, soh, btemp)
         lc, ld = min(lc, rc * bc), min(ld, rd * bd)  # the taper itself is continuous: no step in power
         if bc < 1.0 or bd < 1.0:
             reasons["battery"] = why

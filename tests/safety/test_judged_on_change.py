@@ -30,7 +30,6 @@ class Afresh(SafetySupervisor):
         self._last_tv = [UNJUDGED] * len(self._last_tv)
         self._forced = []
         self._m.r = None
-        self._soc_memo = (None,) * 5
         self._all_seen = False
         super().scan(cx)
 
@@ -231,19 +230,6 @@ def test_plain_settings_hold_the_models_own_values() -> None:
 
     same(params, plain(params))
     assert plain(params).limits.external[0].charge_tag == "dso.charge"
-
-
-def test_an_soc_of_minus_zero_after_zero_is_judged_again() -> None:
-    """An equal SoC keeps the battery limit's last answer, but -0.0 equals 0.0 and reads otherwise."""
-    rigs = _twins()
-    for rig in rigs:
-        rig.set(ev__soc=0.0)
-    _lockstep(rigs, 1.0)
-    assert "SoC 0.000" in rigs[0].out["safety.reason"]
-    for rig in rigs:
-        rig.set(ev__soc=-0.0)
-    _lockstep(rigs, 1.0)
-    assert "SoC -0.000" in rigs[0].out["safety.reason"]
 
 
 def test_a_judged_read_that_is_no_tag_of_the_site_reads_as_missing() -> None:
