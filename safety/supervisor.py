@@ -23,7 +23,7 @@ from itertools import compress, repeat
 from operator import is_, is_not
 from typing import Any, Literal, cast
 
-from runtime.api import Cycle, Outputs, Program, SiteInfo, register_interlock
+from runtime.api import Cycle, Program, SiteInfo, register_interlock
 from runtime.tags import MISSING, US, Direction, Image, Quality, TagSpec, TagType, TagValue
 from safety import der
 from safety import tables as T
@@ -126,12 +126,6 @@ UNJUDGED = TagValue(None, Quality.BAD, -1)  # in no image: the first cycle judge
 # Outputs are written only when the output image holds another value: the engine commits what was written
 # this cycle (``Outputs.dirty``), and rewriting the value the output image holds commits nothing. A power
 # output that is zero is always written, since -0.0 equals 0.0 but is not the same value.
-
-
-def _reader(out: Outputs) -> Callable[..., Any]:
-    """``out.get``; of a plain output image, its own mapping's (``_values``), one call less per read. A subclass
-    may read otherwise (an EVSE's image renames, and answers ``runtime.fault`` itself), so it is asked."""
-    return out._values.get if type(out) is Outputs else out.get
 
 
 @register_interlock("v2g_safety")
@@ -466,10 +460,9 @@ class SafetySupervisor(Program):
                 msg, key = f"DER control {', '.join(ids)} cleared", "cleared"
             cx.event("der_control", msg, id=a.get("id"), accepted=True, reason="", **{key: ids})
         out = cx.out
-        get = _reader(out)
-        if get(OUT_DER_OVERLAY) != self.der_json:
+        if out.get(OUT_DER_OVERLAY) != self.der_json:
             out[OUT_DER_OVERLAY] = self.der_json
-        if get(OUT_DER_DROOP) != self.der_droop:
+        if out.get(OUT_DER_DROOP) != self.der_droop:
             out[OUT_DER_DROOP] = self.der_droop
 
     def effective_variables(self) -> dict[str, object]:
@@ -741,13 +734,13 @@ class SafetySupervisor(Program):
 
     def _health(self, cx: Cycle, m: _Meas) -> None:
         """Scan overruns and program exceptions (this cycle's ``runtime.fault``) trip and recover by themselves."""
-        c, latches, get = self._hp.comms, self.latches, _reader(cx.out)
+        c, latches = self._hp.comms, self.latches
         # each trip latches while its cause lasts and clears when it is gone; a reason is built only to latch
         if m.vals[c.overrun_tag] is True:
             self._latch(cx, "overrun", "a run of scan overruns")
         elif "overrun" in latches:
             self._unlatch(cx, "overrun", "scan back on time")
-        fault = get(c.fault_tag, "") or ""
+        fault = cx.out.get(c.fault_tag, "") or ""
         if fault:
             self._latch(cx, "program_fault", f"program fault: {fault}")
         elif "program_fault" in latches:
@@ -755,7 +748,7 @@ class SafetySupervisor(Program):
         if c.persist_fault_tag:
             # Absent on a site (or runtime) without it: no cause. Read as committed and as written this cycle.
             tag = c.persist_fault_tag
-            if m.vals[tag] is True or get(tag) is True:
+            if m.vals[tag] is True or cx.out.get(tag) is True:
                 self._latch(cx, "persist_fault", f"a latched state change is not yet durable on disk ({tag})")
             elif "persist_fault" in latches:
                 self._unlatch(cx, "persist_fault", "state written to disk")
@@ -972,12 +965,12 @@ class SafetySupervisor(Program):
         code = next(iter(self.latches), "")
         if code or not_ready or self.cessation:
             lc = ld = 0.0
-        sp_tag, get = p.tags.setpoint, _reader(out)
-        req = get(sp_tag)  # the request: a declared output, so in the image
-        sp = min(req, lc) if req > 0 else max(req, -ld)
+        sp_tag = p.tags.setpoint
+        sp = out[sp_tag]
+        sp = min(sp, lc) if sp > 0 else max(sp, -ld)
         if sp == 0:
             out[sp_tag] = 0.0  # never -0.0: zero is zero in both directions (and always written)
-        elif req != sp:
+        elif out.get(sp_tag) != sp:
             out[sp_tag] = sp
         if code or not_ready:
             out[p.tags.enable] = False
@@ -1019,7 +1012,7 @@ class SafetySupervisor(Program):
             reason = f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu outside the cessation limits"
         else:
             reason = "; ".join(reasons.values())
-        # each written only when the output image holds another value (above, and top of module)
+        get = out.get  # each written only when the output image holds another value (above, and top of module)
         if get(OUT_TRIP) != code:
             out[OUT_TRIP] = code
         if get(OUT_REASON) != reason:
