@@ -16,12 +16,15 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import is_, is_not
+from typing import Any, Literal, cast
 
-from runtime.api import Cycle, Outputs, Program, SiteInfo, register_interlock
-from runtime.tags import Direction, Image, Quality, TagSpec, TagType
+from runtime.api import Cycle, Program, SiteInfo, register_interlock
+from runtime.tags import MISSING, US, Direction, Image, Quality, TagSpec, TagType, TagValue
 from safety import der
 from safety import tables as T
 from safety.battery import soc_fractions
@@ -30,7 +33,7 @@ from safety.enter_service import EnterService
 from safety.grid import Rocof, TripTimers, in_continuous, in_enter_service_window
 from safety.inputs import DIAGNOSTIC_PREFIX, tag_names
 from safety.settings import EnterService as EnterServiceSettings
-from safety.settings import Resolved, SafetyParams, resolve
+from safety.settings import Resolved, SafetyParams, plain, resolve
 from safety.thermal import ThermalGuard
 from safety.verify import verify_settings
 
@@ -57,36 +60,54 @@ class Latch:
 
 
 class _Evidence(dict[str | None, Any]):
-    """``SafetySupervisor._val`` of every read, taken from the frozen image once per cycle: the image
-    cannot change within the cycle, so each step looks the value up here instead of judging the tag again.
+    """``SafetySupervisor._val`` of every read, kept from cycle to cycle: the image cannot change within a
+    cycle, and a judged read's entry is judged again only when the image holds another tag value for it
+    (``SafetySupervisor._evidence``), so each step looks the value up here instead of judging the tag again.
     A name outside the judged reads (an output this interlock clamps, or a tag this site's settings leave
-    unread, named in another setting too) is judged on first use, so every name reads exactly as through
-    ``_val``; None (an optional tag not set) is None."""
+    unread, named in another setting too) is judged on first use in a cycle and dropped at the next, so every
+    name reads exactly as through ``_val`` on this cycle's image; None (an optional tag not set) is None."""
 
-    __slots__ = ("img", "val")
+    __slots__ = ("extra", "img", "val")
 
-    def __init__(self, img: Image, val: Callable[[Image, str | None], Any]):
-        self.img, self.val = img, val  # (the dict itself is made empty by dict.__new__)
+    def __init__(self, val: Callable[[Image, str | None], Any]):
+        self.val = val  # (the dict itself is made empty by dict.__new__)
+        self.img: Image | None = None
+        self.extra: list[str | None] = []
+        self[None] = None
 
     def __missing__(self, name: str | None) -> Any:
+        assert self.img is not None
         v = self[name] = self.val(self.img, name)
+        self.extra.append(name)
         return v
+
+    def forget(self) -> None:
+        """Before a new cycle's image: the names judged on first use in the last cycle are judged again."""
+        for name in self.extra:
+            del self[name]
+        self.extra.clear()
 
 
 @dataclass(slots=True)
 class _Meas:
-    """What one cycle measured. ``vals``: every read's value as evidence (``SafetySupervisor._val``), read
-    from the frozen image once per cycle; ``forced``: the judged reads that are forced, in sorted order; ``grid``
-    (highest and lowest per-unit voltage, frequency) is None unless voltage and frequency are all good."""
+    """What the cycle measured: one per interlock, filled in again every cycle (``SafetySupervisor._measure``).
+    ``vals``: every read's value as evidence (``SafetySupervisor._val``); ``forced``: the judged reads that are
+    forced, in sorted order; ``grid`` (highest and lowest per-unit voltage, frequency) is None unless voltage
+    and frequency are all good. The grid's state (``grid`` to ``cess_table``) is worked out again only when
+    its reads (``key``: voltage, frequency, loss, phase voltages) or the settings in force (``r``) are other
+    objects than those it was worked out from: the same objects give the same answer."""
 
     vals: _Evidence
-    forced: list[str]
-    grid: tuple[float, float, float] | None
-    loss: bool
-    meas_p: float | None
-    prev_sp: float
+    forced: list[str] = field(default_factory=list)
+    meas_p: float | None = None
+    prev_sp: float = 0.0
+    grid: tuple[float, float, float] | None = None
+    loss: bool = False
     continuous: bool = False
     es_window: bool = False
+    cess_table: bool = False  # the ride-through table says cease (tables.cessation, highest or lowest voltage)
+    key: tuple[Any, ...] = ()
+    r: Resolved | None = None
 
 
 OUT_TRIP, OUT_REASON, OUT_CESSATION = "safety.trip", "safety.reason", "safety.cessation"
@@ -99,24 +120,12 @@ OUT_DER_OVERLAY, OUT_DER_DROOP = "safety.der_overlay", "safety.der_freq_droop"
 
 
 RESTORED = " (latched before restart)"
+UNJUDGED = TagValue(None, Quality.BAD, -1)  # in no image: the first cycle judges every read
 
 
-def _put(out: Outputs, name: str, value: str | bool) -> None:
-    """Write a text or flag output unless it already holds that value: the engine commits what was written
-    this cycle (``Outputs.dirty``), and rewriting the value the output image holds commits nothing."""
-    if out.get(name) != value:
-        out[name] = value
-
-
-def _put_w(out: Outputs, name: str, w: float) -> None:
-    """A power output, likewise; a zero always, since -0.0 equals 0.0 but is not the same value."""
-    if w == 0 or out.get(name) != w:
-        out[name] = w
-
-
-def _rating(x: Any, param_w: float) -> float:
-    """The rating in force: the device's own (``x``, W, when good and not negative) never above the site's."""
-    return param_w if x is None or x < 0 else min(param_w, float(x))
+# Outputs are written only when the output image holds another value: the engine commits what was written
+# this cycle (``Outputs.dirty``), and rewriting the value the output image holds commits nothing. A power
+# output that is zero is always written, since -0.0 equals 0.0 but is not the same value.
 
 
 @register_interlock("v2g_safety")
@@ -164,7 +173,9 @@ class SafetySupervisor(Program):
         # A write that takes one real poll round is then no mismatch at any speed; a persistent one still is.
         self.speed = site.speed
         self.mismatch_us = round(p.comms.write_mismatch_s * 1e6) * self.speed
-        self.div = DivergenceMonitor(p.divergence, round(p.divergence.time_s * 1e6) * self.speed)
+        self.div = DivergenceMonitor(  # (its settings as plain attributes: it reads them every cycle)
+            cast(Any, plain(p.divergence)), round(p.divergence.time_s * 1e6) * self.speed
+        )
         self.latches: dict[str, Latch] = {}
         self.cessation = False
         self._was_ceased = False
@@ -182,6 +193,21 @@ class SafetySupervisor(Program):
         self.der_droop = ""
         self._now_us = 0  # the last cycle's clock: check_command judges against it
         self._der_notes: list[str] = []  # what restore() had to drop, told as events in the first cycle
+        # the settings the scan reads, as plain attributes, and the params they show (rebuilt for others)
+        self._hp, self._hp_of = cast(SafetyParams, plain(params)), params
+        self._vals = _Evidence(self._val)  # every read's verdict, judged again when its tag value changes
+        self._last_tv: Sequence[TagValue] = [UNJUDGED] * len(self._judged)  # the tag values judged, per read
+        self._judged_at = range(len(self._judged))
+        # every judged tag value of an image by key, in one call (_evidence; None once a name was not there)
+        self._by_key: Callable[[Mapping[str, TagValue]], tuple[TagValue, ...]] | None = (
+            operator.itemgetter(*self._judged) if len(self._judged) > 1 else None
+        )
+        self._at = {n: i for i, n in enumerate(self._judged)}  # where each judged read's tag value is in _last_tv
+        self._forced: list[str] = []  # the judged reads that are forced, in ``_judged``'s order
+        self._m = _Meas(self._vals)  # what the cycle measured, and the grid's state kept with what it came from
+        self._all_seen = False  # every comms tag has had a first good read (seen_good only grows)
+        c = p.comms
+        self._ext_watched = bool(c.external_tags or c.rtt_tag)  # else external health is always (True, "")
 
     # -- declaration ---------------------------------------------------------------------------
     def declare(self) -> list[TagSpec]:
@@ -433,8 +459,11 @@ class SafetySupervisor(Program):
             else:
                 msg, key = f"DER control {', '.join(ids)} cleared", "cleared"
             cx.event("der_control", msg, id=a.get("id"), accepted=True, reason="", **{key: ids})
-        _put(cx.out, OUT_DER_OVERLAY, self.der_json)
-        _put(cx.out, OUT_DER_DROOP, self.der_droop)
+        out = cx.out
+        if out.get(OUT_DER_OVERLAY) != self.der_json:
+            out[OUT_DER_OVERLAY] = self.der_json
+        if out.get(OUT_DER_DROOP) != self.der_droop:
+            out[OUT_DER_DROOP] = self.der_droop
 
     def effective_variables(self) -> dict[str, object]:
         """The base settings and the DER overlay on them, where they differ: for ``check`` and ``status``."""
@@ -510,6 +539,14 @@ class SafetySupervisor(Program):
     def scan(self, cx: Cycle) -> None:
         """The order is the priority: settings (DER controls, on the cycle boundary), measure, protect (trips
         latch), recover, then limits, then commit."""
+        if self._hp_of is not self.params:  # new settings (an online change): read as plain attributes
+            self._hp, self._hp_of = cast(SafetyParams, plain(self.params)), self.params
+        try:
+            self._steps(cx)
+        finally:
+            self._vals.img = None  # the image is this cycle's: nothing keeps it (a copy of the interlock neither)
+
+    def _steps(self, cx: Cycle) -> None:
         self._der_cycle(cx)
         m = self._measure(cx)
         not_ready = self._comms(cx, m)
@@ -517,8 +554,10 @@ class SafetySupervisor(Program):
         derate, temp = self._thermal(cx, m)
         self._health(cx, m)
         self._device(cx, m)
-        self._operator_reset(cx, m)
-        self.es.update(cx.now_us, m.es_window)
+        if cx.commands:
+            self._operator_reset(cx, m)
+        if self.es.pending:  # (EnterService.update does nothing otherwise)
+            self.es.update(cx.now_us, m.es_window)
         if not self.verified:
             # against the base: the inverter's own protection must be no weaker than the site file; a DER
             # overlay is stricter still and enforced here
@@ -528,67 +567,102 @@ class SafetySupervisor(Program):
             else:
                 self.verified = True
                 cx.event("verify", "inverter settings verified against the site's safety settings")
-        external_ok, ext_why = self._external_health(m)
+        external_ok, ext_why = self._external_health(m) if self._ext_watched else (True, "")
         lc, ld, reasons = self._limits(cx, m, derate, temp, external_ok, ext_why)
         self._commit(cx, m, lc, ld, reasons, not_ready, external_ok)
 
     # -- the steps of a cycle ------------------------------------------------------------------
     def _evidence(self, img: Image) -> tuple[_Evidence, list[str]]:
         """Every judged read's ``_val`` and the forced ones (in ``_judged``'s order), in one pass over the image.
-        The two outputs this interlock clamps are read as requests (``Image.value``), never as evidence."""
-        get, good, trust = img.tag, Quality.GOOD, self.params.trust_forced_inputs
-        vals = _Evidence(img, self._val)
-        vals[None] = None
-        forced: list[str] = []
-        for n in self._judged:
-            tv = get(n)  # (value, quality, t_us, forced)
-            if tv[3]:
-                forced.append(n)
-                vals[n] = tv[0] if tv[1] is good and trust else None
-            else:
-                vals[n] = tv[0] if tv[1] is good else None
-        return vals, forced
+        A read whose tag value is the very object judged last cycle (the engine keeps a tag's value until
+        the tag is read, aged or forced again) has the same verdict: only the others are judged again. The
+        two outputs this interlock clamps are read as requests (``Image.value``), never as evidence."""
+        vals, judged, last = self._vals, self._judged, self._last_tv
+        if vals.extra:
+            vals.forget()
+        vals.img = img
+        # Image.tag of each: through a plain image's own mapping (``_d``, as runtime.evses relies on too) in one
+        # C-level pass, by key while every judged read is a tag of the site (else as Image.tag: MISSING when
+        # absent); a subclass may read otherwise, so it is asked through its ``tag``
+        now: Sequence[TagValue]
+        if type(img) is not Image:
+            now = [img.tag(n) for n in judged]
+        elif self._by_key:
+            try:
+                now = self._by_key(img._d)
+            except KeyError:
+                self._by_key = None
+                now = list(map(img._d.get, judged, repeat(MISSING)))
+        else:
+            now = list(map(img._d.get, judged, repeat(MISSING)))
+        self._last_tv = now  # each (value, quality, t_us, forced)
+        good, trust = Quality.GOOD, self._hp.trust_forced_inputs
+        refresh = False
+        for i in compress(self._judged_at, map(is_not, now, last)):
+            tv, was = now[i], last[i]
+            if tv[3] or was[3]:
+                refresh = True
+            vals[judged[i]] = tv[0] if tv[1] is good and (trust or not tv[3]) else None
+        if refresh:
+            self._forced = [n for n, tv in zip(judged, now, strict=True) if tv[3]]
+        return vals, self._forced
 
     def _measure(self, cx: Cycle) -> _Meas:
-        """Per-unit voltage (docs/design.md#voltage-basis): highest phase for over-, lowest for under-voltage."""
-        p, img, site = self.params, cx.inputs, self.site
-        vals, forced = self._evidence(img)
-        v, f = vals[p.tags.voltage], vals[p.tags.frequency]
+        p, img, m, r = self._hp, cx.inputs, self._m, self.r
+        vals, m.forced = self._evidence(img)
+        v, f, loss = vals[p.tags.voltage], vals[p.tags.frequency], vals[p.islanding.loss_tag]
+        ph = tuple(vals[n] for n in p.tags.voltage_phases) if self.site.phases == 3 else ()
+        k = m.key
+        if not (m.r is r and v is k[0] and f is k[1] and loss is k[2] and (not ph or all(map(is_, ph, k[3])))):
+            self._grid_state(m, v, f, loss, ph)
+            m.key, m.r = (v, f, loss, ph), r
+        prev_sp = img.value(p.tags.setpoint, 0.0) or 0.0
+        m.meas_p, m.prev_sp = vals[p.divergence.measured_tag], float(prev_sp)
+        return m
+
+    def _grid_state(self, m: _Meas, v: Any, f: Any, loss: Any, ph: tuple[Any, ...]) -> None:
+        """The grid's state in ``m`` (``grid`` to ``cess_table``) from the grid's reads and ``self.r``. Per-unit
+        voltage (docs/design.md#voltage-basis): highest phase for over-, lowest for under-voltage."""
+        p, site = self._hp, self.site
         grid = None
         if v is not None and f is not None:
             v_high = v_low = v / site.nominal_voltage
             if site.phases != 3:
                 grid = (v_high, v_low, f)
-            else:
-                ph = [vals[n] for n in p.tags.voltage_phases]
-                if not any(x is None for x in ph):
-                    pu = [x / p.phase_nominal_voltage for x in ph]
-                    grid = (max(v_high, *pu), min(v_low, *pu), f)
-        loss = vals[p.islanding.loss_tag] is True
-        prev_sp = img.value(p.tags.setpoint, 0.0) or 0.0
-        m = _Meas(vals, forced, grid, loss, vals[p.divergence.measured_tag], float(prev_sp))
-        if grid is not None and not loss:
+            elif not any(x is None for x in ph):
+                pu = [x / p.phase_nominal_voltage for x in ph]
+                grid = (max(v_high, *pu), min(v_low, *pu), f)
+        m.grid, m.loss = grid, loss is True
+        m.continuous = m.es_window = m.cess_table = False
+        if grid is not None:
             vh, vl, ff = grid
-            r = self.r
-            m.continuous = in_continuous(r, vh, vl, ff)
-            m.es_window = in_enter_service_window(r, vh, vl, ff)
-        return m
+            m.cess_table = T.cessation(p.category, vh) or T.cessation(p.category, vl)
+            if not m.loss:
+                m.continuous = in_continuous(self.r, vh, vl, ff)
+                m.es_window = in_enter_service_window(self.r, vh, vl, ff)
 
     def _comms(self, cx: Cycle, m: _Meas) -> list[str]:
         """Inverter/meter inputs bad or stale -> trip, after their first good read (before it: not ready)."""
         img, vals, seen = cx.inputs, m.vals, self.seen_good
+        comms = self._comms_tags
+        if self._all_seen and not m.forced and None not in map(vals.__getitem__, comms):
+            # every one good, and each had its first good read long ago: nothing lost, nothing waited for
+            if "comms_lost" in self.latches:
+                self._unlatch(cx, "comms_lost", "inputs good again")
+            return []
         lost: list[str] = []
         waiting: list[str] = []
-        for name in self._comms_tags:
+        for name in comms:
             if vals[name] is None:
                 (lost if name in seen else waiting).append(name)
             else:
                 seen.add(name)
+        self._all_seen = not waiting
         # Any forced input, not only the required ones: forcing grid.loss or an overrun flag to False, or
         # runtime.fault to "", would otherwise hide the very condition it reports. A site that trusts forces
         # for commissioning still never gets to overwrite the runtime's own diagnostics.
         if m.forced:
-            trust = self.params.trust_forced_inputs
+            trust = self._hp.trust_forced_inputs
             lost += [n for n in m.forced if n not in lost and (not trust or self._diagnostic(n))]
         if lost:
             self._latch(
@@ -603,7 +677,7 @@ class SafetySupervisor(Program):
 
     def _grid(self, cx: Cycle, m: _Meas) -> None:
         """IEEE 1547 trips, momentary cessation, islanding; grid trips clear into enter service."""
-        p, now = self.params, cx.now_us
+        p, now = self._hp, cx.now_us
         if m.grid is None:
             self.timers.reset()
             self.rocof.reset()
@@ -622,10 +696,8 @@ class SafetySupervisor(Program):
                     f"{fired.code.upper()}: {x:.3f} {unit} {'>=' if fired.over else '<='} {fired.threshold:g} "
                     f"{unit} for {elapsed:.3f} s (clearing time {fired.clearing_s:g} s)",
                 )
-            self.cessation = (
-                T.cessation(p.category, vh) or T.cessation(p.category, vl) or self.timers.ceasing is not None
-            )
-            if self.rocof.update(f, cx.inputs.tag(p.tags.frequency).t_us):
+            self.cessation = m.cess_table or self.timers.ceasing is not None
+            if self.rocof.update(f, self._last_tv[self._at[p.tags.frequency]][2]):  # its read time (t_us)
                 self._latch(
                     cx, "rocof", f"islanding: ROCOF {self.rocof.value:+.2f} Hz/s beyond {self.r.rocof_hz_per_s:g} Hz/s"
                 )
@@ -638,7 +710,7 @@ class SafetySupervisor(Program):
 
     def _thermal(self, cx: Cycle, m: _Meas) -> tuple[float, float | None]:
         """(derating fraction, temperature); the over-temperature trip latches and resets here."""
-        p, now = self.params, cx.now_us
+        p, now = self._hp, cx.now_us
         if not p.thermal.tag:
             return 1.0, None
         temp = m.vals[p.thermal.tag]
@@ -646,7 +718,7 @@ class SafetySupervisor(Program):
             derate = 0.0  # temperature unknown: no power
         else:
             abs_p = abs(m.meas_p) if m.meas_p is not None else abs(m.prev_sp)
-            if self.thermal.update(now, temp, cx.inputs.tag(p.thermal.tag).t_us, abs_p):
+            if self.thermal.update(now, temp, self._last_tv[self._at[p.thermal.tag]][2], abs_p):
                 self._latch(
                     cx, "over_temperature", f"inverter temperature {temp:.1f} degC >= {p.thermal.trip_c:g} degC"
                 )
@@ -662,7 +734,7 @@ class SafetySupervisor(Program):
 
     def _health(self, cx: Cycle, m: _Meas) -> None:
         """Scan overruns and program exceptions (this cycle's ``runtime.fault``) trip and recover by themselves."""
-        c, latches = self.params.comms, self.latches
+        c, latches = self._hp.comms, self.latches
         # each trip latches while its cause lasts and clears when it is gone; a reason is built only to latch
         if m.vals[c.overrun_tag] is True:
             self._latch(cx, "overrun", "a run of scan overruns")
@@ -683,7 +755,7 @@ class SafetySupervisor(Program):
 
     def _device(self, cx: Cycle, m: _Meas) -> None:
         """The inverter does what it is told: setpoint read-back and measured power."""
-        p, img, now = self.params, cx.inputs, cx.now_us
+        p, img, now = self._hp, cx.inputs, cx.now_us
         if p.comms.write_mismatch_tag:
             mismatch = m.vals[p.comms.write_mismatch_tag]
             if mismatch is True:
@@ -696,7 +768,7 @@ class SafetySupervisor(Program):
                 # above), never a mismatch; it restarts the count, and it cannot reset a latched trip either
                 self.mismatch_since = None
         commanded = m.prev_sp if img.value(p.tags.enable, False) else 0.0
-        verdict = self.div.update(now, cx.dt, commanded, m.meas_p)
+        verdict = self.div.update(now, cx.period_us / US, commanded, m.meas_p)  # (Cycle.dt)
         if verdict == "fault":
             self._latch(
                 cx,
@@ -714,9 +786,9 @@ class SafetySupervisor(Program):
 
     def _operator_reset(self, cx: Cycle, m: _Meas) -> None:
         """``reset_trip`` clears operator-reset trips whose cause is provably gone, and says why not."""
-        if not cx.commands or not any(c.name == "reset_trip" for c in cx.commands):
+        if not any(c.name == "reset_trip" for c in cx.commands):
             return
-        p = self.params
+        p = self._hp
         for code in [c for c, latch in self.latches.items() if latch.kind == "operator"]:
             why_not = ""
             if code == "write_mismatch" and (
@@ -740,7 +812,7 @@ class SafetySupervisor(Program):
 
     def _external_health(self, m: _Meas) -> tuple[bool, str]:
         """Stale shared tags or a slow back office: nothing externally commanded is followed."""
-        c, vals = self.params.comms, m.vals
+        c, vals = self._hp.comms, m.vals
         if c.external_tags:
             names = dict.fromkeys(c.external_tags)  # each named once
             ext_bad = [n for n in names if vals[n] is None]
@@ -759,12 +831,19 @@ class SafetySupervisor(Program):
         self, cx: Cycle, m: _Meas, derate: float, temp: float | None, external_ok: bool, ext_why: str
     ) -> tuple[float, float, dict[str, str]]:
         """(charge W, discharge W, reasons): the smallest of every limit, each with its reason."""
-        p, img, now, vals = self.params, cx.inputs, cx.now_us, m.vals
+        p, img, now, vals = self._hp, cx.inputs, cx.now_us, m.vals
         reasons: dict[str, str] = {}
-        rc = _rating(vals[p.limits.rating_charge_tag], p.rated_charge_w)
-        rd = _rating(vals[p.limits.rating_discharge_tag], p.rated_discharge_w)
+        # the rating in force: the device's own (W, when good and not negative) never above the site's
+        x, rc = vals[p.limits.rating_charge_tag], p.rated_charge_w
+        if x is not None and x >= 0:
+            rc = min(rc, float(x))
+        x, rd = vals[p.limits.rating_discharge_tag], p.rated_discharge_w
+        if x is not None and x >= 0:
+            rd = min(rd, float(x))
         lc, ld = rc, rd
-        es_c, es_d = self.es.fractions(now, m.continuous)
+        es_c = es_d = 1.0  # (EnterService.fractions, when it neither waits nor ramps)
+        if self.es.pending or self.es.ramp_start_us is not None:
+            es_c, es_d = self.es.fractions(now, m.continuous)
         if es_c < 1.0 or es_d < 1.0:
             lc, ld = min(lc, rc * es_c), min(ld, rd * es_d)
             reasons["enter_service"] = (
@@ -882,17 +961,22 @@ class SafetySupervisor(Program):
         external_ok: bool,
     ) -> None:
         """The last word: trip over not-ready over cessation over limits; one code, one reason."""
-        p, out = self.params, cx.out
+        p, out = self._hp, cx.out
         code = next(iter(self.latches), "")
         if code or not_ready or self.cessation:
             lc = ld = 0.0
-        sp = out[p.tags.setpoint]
+        sp_tag = p.tags.setpoint
+        sp = out[sp_tag]
         sp = min(sp, lc) if sp > 0 else max(sp, -ld)
-        _put_w(out, p.tags.setpoint, sp if sp != 0 else 0.0)  # never -0.0: zero is zero in both directions
+        if sp == 0:
+            out[sp_tag] = 0.0  # never -0.0: zero is zero in both directions (and always written)
+        elif out.get(sp_tag) != sp:
+            out[sp_tag] = sp
         if code or not_ready:
             out[p.tags.enable] = False
 
-        vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (math.nan, math.nan)
+        if self.cessation or self._was_ceased:
+            vh, vl = (m.grid[0], m.grid[1]) if m.grid is not None else (math.nan, math.nan)
         if self.cessation != self._was_ceased:
             self._was_ceased = self.cessation
             if self.cessation:
@@ -928,12 +1012,19 @@ class SafetySupervisor(Program):
             reason = f"momentary cessation: voltage {vh:.3f}/{vl:.3f} pu outside the cessation limits"
         else:
             reason = "; ".join(reasons.values())
-        _put(out, OUT_TRIP, code)
-        _put(out, OUT_REASON, reason)
-        _put(out, OUT_CESSATION, self.cessation)
-        _put_w(out, OUT_LIMIT_CHARGE, lc)
-        _put_w(out, OUT_LIMIT_DISCHARGE, ld)
-        _put(out, OUT_EXTERNAL_OK, external_ok)
+        get = out.get  # each written only when the output image holds another value (above, and top of module)
+        if get(OUT_TRIP) != code:
+            out[OUT_TRIP] = code
+        if get(OUT_REASON) != reason:
+            out[OUT_REASON] = reason
+        if get(OUT_CESSATION) != self.cessation:
+            out[OUT_CESSATION] = self.cessation
+        if lc == 0 or get(OUT_LIMIT_CHARGE) != lc:
+            out[OUT_LIMIT_CHARGE] = lc
+        if ld == 0 or get(OUT_LIMIT_DISCHARGE) != ld:
+            out[OUT_LIMIT_DISCHARGE] = ld
+        if get(OUT_EXTERNAL_OK) != external_ok:
+            out[OUT_EXTERNAL_OK] = external_ok
 
     def reconfigure(self, params: Any) -> Any:
         """Online change (docs/online-change.md): only trip thresholds and clearing times change live, only

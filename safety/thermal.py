@@ -83,7 +83,8 @@ class ThermalGuard:
         self._last_now = now_us
         if self._win_start is None:
             self._win_start = now_us
-        self._predict(now_us, temp_c, t_read_us, abs_power_w)
+        if self.tau_s is not None and t_read_us != self._last_t:  # a new read of the temperature
+            self._predict(now_us, temp_c, t_read_us, abs_power_w)
         return fired
 
     def may_reset(self, now_us: int, temp_c: float) -> bool:
@@ -98,8 +99,7 @@ class ThermalGuard:
         self.tripped_at_us = None
 
     def _predict(self, now_us: int, temp_c: float, t_read_us: int, abs_power_w: float) -> None:
-        if self.tau_s is None or t_read_us == self._last_t:
-            return
+        assert self.tau_s is not None
         self._last_t = t_read_us
         if self._ref is None:
             self._ref = (t_read_us, temp_c)
