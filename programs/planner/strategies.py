@@ -298,9 +298,12 @@ class PlannerStrategy(Strategy):
         inp = self.lp_input(view)
         status, _, c, d, e = schedule(inp, "backtest")
         cap = self.sc.battery.capacity_kwh
-        # as ``planner._to_plan`` rounds the published plan's power_w and bounds its soc_end
-        power = [round(w, 3) / 1000.0 for w in ((c - d) * 1000.0).tolist()]  # numpy's doubles: the same
-        soc_end = [min(1.0, max(0.0, x)) for x in (e / cap).tolist()]
+        # as ``planner._to_plan`` rounds the published plan's power_w and bounds its soc_end, on numpy's
+        # doubles as Python floats. Shortcuts that give the same doubles: a whole number of W (0, full
+        # power) is its own rounding (``round`` costs a float-to-decimal conversion), and a SoC strictly
+        # inside (0, 1) its own bound.
+        power = [(w if w.is_integer() else round(w, 3)) / 1000.0 for w in ((c - d) * 1000.0).tolist()]
+        soc_end = [x if 0.0 < x < 1.0 else min(1.0, max(0.0, x)) for x in (e / cap).tolist()]
         secs = time.perf_counter() - t0
         self.last_plan = PlanArrays(
             view.times[view.t],
