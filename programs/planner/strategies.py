@@ -178,7 +178,12 @@ class PlannerStrategy(Strategy):
         parts = [np.asarray(view.prices, dtype=float)]
         if self.forecast and view.forecasts:
             cols = list(view.forecasts.values()) if self.forecast == "mean" else [view.forecasts[self.forecast]]
-            parts.append(np.mean(cols, axis=0))
+            # the columns' mean as ``np.mean(cols, axis=0)`` works it out (added in order, then divided),
+            # without stacking them into a new array first
+            total = cols[0]
+            for col in cols[1:]:
+                total = total + col
+            parts.append(total / len(cols))
         steps_per_day = 86400 // view.step_s
         if self.extend_days and len(view.history) >= 7 * steps_per_day:
             # the same rows one week earlier, from published history or the known horizon itself

@@ -46,7 +46,7 @@ def daily_minima(
     if not len(p):
         return []
     first = np.flatnonzero(np.concatenate(([True], d[1:] != d[:-1])))
-    return [float(x) for x in np.minimum.reduceat(p, first)]
+    return np.minimum.reduceat(p, first).tolist()
 
 
 def refill_value(

@@ -178,3 +178,22 @@ def test_backtest_plans_equal_the_validated_ones_across_a_clock_change(
     step = dt.timedelta(minutes=step_min)
     (jump,) = [k for k in range(1, len(times)) if times[k] - times[k - 1] != step]
     assert len([v for v, p in strat.checked if v.t < jump < v.t + len(p.intervals)]) >= 2
+
+
+@pytest.mark.parametrize("columns", [1, 2, 3, 4])
+def test_the_forecast_mean_is_numpys_byte_for_byte(columns: int) -> None:
+    """``PlannerStrategy.prices`` adds the forecast columns in order and divides, as ``np.mean(cols,
+    axis=0)`` does, without stacking them: the same doubles, at every scale and horizon length."""
+    import datetime as dt
+
+    sc = load_scenario(SCENARIO)
+    strat = PlannerStrategy(sc, forecast="mean")
+    rng = np.random.default_rng(columns)
+    for m in (1, 24, 96, 2 * 288):
+        cols = {f"f{i}": rng.normal(0.0, 10.0 ** rng.integers(0, 5), m) for i in range(columns)}
+        published = rng.normal(50.0, 20.0, 3)
+        times = tuple(dt.datetime(2026, 1, 5) + dt.timedelta(hours=h) for h in range(3 + m))
+        view = DecisionView(0, 0.5, times, 3600, None, published, cols, np.zeros(0))  # type: ignore[arg-type]
+        got = strat.prices(view)
+        want = np.concatenate([published, np.mean(list(cols.values()), axis=0)])
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
