@@ -133,7 +133,9 @@ class Outputs:
         self._values = values
         self._writable = writable
         # One lookup per write instead of three: the tag's own Python type and its coercion.
-        self._coerce = {n: (_OWN.get(specs[n].type), specs[n].coerce) for n in writable}
+        self._coerce: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+            n: (_OWN.get(specs[n].type), specs[n].coerce) for n in writable
+        }
         self.dirty: set[str] = set()  # written this cycle: only these can have changed
 
     def __getitem__(self, name: str) -> Any:

@@ -144,7 +144,7 @@ class EvseComponent(Program):
     def scan(self, cx: Cycle) -> None:
         n = self._names
         img = Image.__new__(Image)
-        img._d = _RenamedValues(cx.inputs._d, n)  # type: ignore[assignment]
+        img._d = _RenamedValues(cx.inputs._d, n)
         out = _RenamedOutputs(cx.out, n, self._own_fault(cx._events, cx.k))
         inner = Cycle(cx.k, cx.now_us, cx.period_us, img, out, cx.site, self._commands(cx.commands))
         inner._events = cx._events
