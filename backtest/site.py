@@ -205,7 +205,6 @@ class Site:
         self.skipped = 0
         self._deadband_w = modes.params.deadband_w
         bp, mp = self.safety_params.battery, modes.params
-        self._cap = b.capacity_kwh
         self._key_levels = (bp.soc_reserve, bp.soc_reserve_guarded, bp.soc_max) if bp.soc_band <= 0 else None
         # SoC levels at which v2g_safety or modes change what they allow
         self._levels = sorted(
@@ -376,7 +375,7 @@ class Site:
             mode == "idle"
             and sp == 0.0
             and trip == ""
-            and self._last_in == (connected, self._soc_key(self.e / self._cap))
+            and self._last_in == (connected, self._soc_key(self.e / self.sc.battery.capacity_kwh))
             and (not connected or abs(req_kw * 1000.0) <= self._deadband_w)
         )
 
