@@ -93,74 +93,84 @@ def load_prices(path: str | Path) -> PriceSeries:
         lines: list[int] = []
         cols: list[list[str]] = [[] for _ in header[1:]]  # as read; numbers checked per column
         step: dt.timedelta | None = None
-        for row in rows:
-            line = rows.line_num
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}:{line}: expected {len(header)} columns, got {len(row)}")
-            try:
-                t = dt.datetime.fromisoformat(row[0])
-            except ValueError:
-                raise DataError(f"{path}:{line}: time: not an ISO 8601 time: {row[0]!r}") from None
-            if t.tzinfo is not None:
-                raise DataError(f"{path}:{line}: time: expected naive local market time, got offset {row[0]!r}")
-            if times:
-                if step is None:
-                    step = t - times[-1]
-                    if step <= ZERO or step > dt.timedelta(days=1) or 86400 % step.total_seconds():
-                        why = "repeats" if step == ZERO else "does not follow"
-                        raise DataError(
-                            f"{path}:{line}: time: {row[0]} {why} {times[-1].isoformat()} (line {lines[-1]}); "
-                            "rows go forward in time by one interval (a step that divides a day)"
-                        )
-                finer = t - times[-1]
-                expected = times[-1] + step
-                if finer == step:  # the row follows by one step: the common case, nothing to check
-                    pass
-                elif (
-                    len(times) >= 2
-                    and ZERO < finer < step
-                    and step % finer == ZERO
-                    and times[-1] - times[-2] in (step, step - DST_SHIFT, step + DST_SHIFT)
-                ):
-                    # a mixed series: the market moved to a finer grid with the previous row (hourly
-                    # history, then quarter-hours): every earlier row becomes step/finer rows of its price
-                    _refine(times, lines, cols, step, finer)
-                    step, expected = finer, t
-                elif not _dst_shift(expected, t):
-                    if t in times[-4 * 24 * 12 :]:
-                        why = f"repeats line {lines[times.index(t)]}"
-                    elif t < expected:
-                        why = f"goes back from {times[-1].isoformat()} (line {lines[-1]})"
-                    else:
-                        why = f"leaves a gap of {t - expected} after {times[-1].isoformat()} (line {lines[-1]})"
-                    raise DataError(f"{path}:{line}: time: {row[0]} {why}; expected {expected.isoformat()}")
-            times.append(t)
-            lines.append(line)
-            for j, v in enumerate(row[1:]):
-                cols[j].append(v)
+        try:
+            for row in rows:
+                line = rows.line_num
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{path}:{line}: expected {len(header)} columns, got {len(row)}")
+                try:
+                    t = dt.datetime.fromisoformat(row[0])
+                except ValueError:
+                    raise DataError(f"{path}:{line}: time: not an ISO 8601 time: {row[0]!r}") from None
+                if t.tzinfo is not None:
+                    raise DataError(f"{path}:{line}: time: expected naive local market time, got offset {row[0]!r}")
+                if times:
+                    if step is None:
+                        step = t - times[-1]
+                        if step <= ZERO or step > dt.timedelta(days=1) or 86400 % step.total_seconds():
+                            why = "repeats" if step == ZERO else "does not follow"
+                            raise DataError(
+                                f"{path}:{line}: time: {row[0]} {why} {times[-1].isoformat()} (line {lines[-1]}); "
+                                "rows go forward in time by one interval (a step that divides a day)"
+                            )
+                    finer = t - times[-1]
+                    if finer == step:  # the row follows by one step: the common case, nothing to check
+                        pass
+                    elif (
+                        len(times) >= 2
+                        and ZERO < finer < step
+                        and step % finer == ZERO
+                        and times[-1] - times[-2] in (step, step - DST_SHIFT, step + DST_SHIFT)
+                    ):
+                        # a mixed series: the market moved to a finer grid with the previous row (hourly
+                        # history, then quarter-hours): every earlier row becomes step/finer rows of its price
+                        _refine(times, lines, cols, step, finer)
+                        step = finer
+                    elif not _dst_shift(expected := times[-1] + step, t):
+                        if t in times[-4 * 24 * 12 :]:
+                            why = f"repeats line {lines[times.index(t)]}"
+                        elif t < expected:
+                            why = f"goes back from {times[-1].isoformat()} (line {lines[-1]})"
+                        else:
+                            why = f"leaves a gap of {t - expected} after {times[-1].isoformat()} (line {lines[-1]})"
+                        raise DataError(f"{path}:{line}: time: {row[0]} {why}; expected {expected.isoformat()}")
+                times.append(t)
+                lines.append(line)
+                for j, v in enumerate(row[1:]):
+                    cols[j].append(v)
+        except (DataError, csv.Error):
+            _numbers(path, header, lines, cols)  # a bad number on an earlier line is named first
+            raise
     except csv.Error as exc:
         raise DataError(f"{path}:{rows.line_num}: not a CSV row: {exc}") from None
     if len(times) < 2 or step is None:
         raise DataError(f"{path}: fewer than two price rows")
-    values = [_column(path, lines, name, c) for name, c in zip(header[1:], cols)]
+    values = _numbers(path, header, lines, cols)
     return PriceSeries(tuple(times), values[0], dict(zip(header[2:], values[1:])), int(step.total_seconds()))
 
 
-def _column(path: Path, lines: list[int], name: str, raw: list[str]) -> np.ndarray:
-    """A column's numbers, checked as a whole (a two-year file has 50,000 of them); the first bad one is
-    then found and named with its line by ``_number``."""
+def _numbers(path: Path, header: list[str], lines: list[int], cols: list[list[str]]) -> list[np.ndarray]:
+    """Every column's numbers, each checked as a whole (a two-year file has 50,000 of them). When one
+    fails, the rows are walked in file order, so that ``_number`` names the first bad value by line and
+    column, as reading row by row would."""
     import numpy as np
 
-    try:
-        x = np.array([float(v) for v in raw])
-        if bool(np.all(np.abs(x) <= MAX_ABS_PRICE)):  # NaN and infinities fail the comparison too
-            return x
-    except ValueError:
-        pass
-    for line, v in zip(lines, raw):
-        _number(path, line, name, v)
+    out = []
+    for raw in cols:
+        try:
+            x = np.array([float(v) for v in raw])
+        except ValueError:
+            break
+        if not bool(np.all(np.abs(x) <= MAX_ABS_PRICE)):  # NaN and infinities fail the comparison too
+            break
+        out.append(x)
+    else:
+        return out
+    for i, line in enumerate(lines):
+        for name, raw in zip(header[1:], cols):
+            _number(path, line, name, raw[i])
     raise AssertionError("a column failed as a whole but no value of it did")  # pragma: no cover
 
 

@@ -56,6 +56,19 @@ CASES = [
     ("absurd price", HEADER + "2018-01-01T00:00:00,1\n2018-01-01T01:00:00,1e308\n", "beyond", 3),
     ("infinite price", HEADER + "2018-01-01T00:00:00,1\n2018-01-01T01:00:00,inf\n", "not finite", 3),
     ("offset time", HEADER + "2018-01-01T00:00:00+01:00,1\n2018-01-01T01:00:00,2\n", "naive", 2),
+    # the first bad value in file order: columns are checked as a whole, the error still names the first
+    (
+        "bad forecast before a bad price",
+        "time,price,fc\n2018-01-01T00:00:00,1,1\n2018-01-01T01:00:00,1,x\n2018-01-01T02:00:00,y,1\n",
+        "fc: not a number",
+        3,
+    ),
+    (
+        "bad price before a gap",
+        rows(hours("2018-01-01T00:00", 2)) + "2018-01-01T02:00:00,z\n2018-01-05T00:00:00,1\n",
+        "price: not a number",
+        4,
+    ),
 ]
 
 
